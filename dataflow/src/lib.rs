@@ -1,0 +1,1 @@
+//! hektor-dataflow (filled in by later work).

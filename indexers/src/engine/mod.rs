@@ -1,0 +1,182 @@
+//! The index-engine interface of a shard, and the engines behind it.
+//!
+//! A shard ([`crate::shard::Shard`]) owns the durable vectors, the log offset and the
+//! pending tail; an engine owns only "the built index": a structure over the vectors that
+//! were folded in by the last [`IndexEngine::build`]. Engines live in the shard's LMDB
+//! environment (the [`Store`]'s `index` database), so an index build commits atomically
+//! with the shard's bookkeeping, and searches read one MVCC snapshot.
+//!
+//! Engines today:
+//! - [`arroy::ArroyEngine`]: Annoy-style random-projection trees (the arroy crate).
+//! - [`exact::ExactEngine`]: brute force over the stored vectors; nothing to build.
+//!
+//! A further engine (hannoy HNSW, an in-memory HNSW) implements [`IndexEngine`] and gets a
+//! variant in [`EngineKind`]. This module does not decide last-writer-wins or offsets.
+
+pub mod arroy;
+pub mod exact;
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use heed::{RoTxn, RwTxn};
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::metric::PreparedQuery;
+use crate::store::Store;
+
+/// Which index engine a shard uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// Random-projection trees stored in LMDB (approximate).
+    Arroy,
+    /// Brute force over every stored vector (exact; fine for small shards).
+    Exact,
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EngineKind::Arroy => "arroy",
+            EngineKind::Exact => "exact",
+        })
+    }
+}
+
+/// The changes since the last build, handed to [`IndexEngine::build`].
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Items whose current vector (in the store) must be in the index after the build:
+    /// new items and replaced ones.
+    pub upserted: RoaringBitmap,
+    /// Items whose indexed vector must go: deleted items, and replaced ones (which are
+    /// also in `upserted`).
+    pub stale: RoaringBitmap,
+}
+
+/// One index engine over a shard's vectors. Implementations must be cheap to call from
+/// many threads at once (`search`) while one thread builds.
+pub trait IndexEngine: Send + Sync + std::fmt::Debug {
+    fn kind(&self) -> EngineKind;
+
+    /// Whether writes wait for [`IndexEngine::build`] to enter the index. `false` for an
+    /// engine that reads the store's live vectors directly: then nothing is ever pending.
+    fn needs_build(&self) -> bool;
+
+    /// Whether `item` has a vector (possibly an outdated one) in the built index.
+    fn is_indexed(&self, txn: &RoTxn, item: u32) -> Result<bool>;
+
+    /// Fold `changes` into the index inside the caller's write transaction; the vectors
+    /// to index are read from `store` in the same transaction.
+    fn build(&self, wtxn: &mut RwTxn, store: &Store, changes: &Changes) -> Result<()>;
+
+    /// The `k` best indexed items for `query`, best first, as `(item, score)` with
+    /// higher scores closer. Only items in `candidates` (when given) and not in
+    /// `exclude` may be returned; the filter is applied during the search, not after.
+    fn search(
+        &self,
+        txn: &RoTxn,
+        store: &Store,
+        query: &PreparedQuery,
+        k: usize,
+        candidates: Option<&RoaringBitmap>,
+        exclude: &RoaringBitmap,
+    ) -> Result<Vec<(u32, f32)>>;
+
+    /// Number of items in the built index.
+    fn indexed_len(&self, txn: &RoTxn, store: &Store) -> Result<u64>;
+}
+
+/// A scored item ordered by score, then by smaller item id (deterministic ties).
+#[derive(Debug, Clone, Copy)]
+struct Scored {
+    score: f32,
+    item: u32,
+}
+
+impl PartialEq for Scored {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scored {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| other.item.cmp(&self.item))
+    }
+}
+
+/// Keeps the `k` highest-scoring items seen.
+#[derive(Debug)]
+pub struct TopK {
+    k: usize,
+    heap: BinaryHeap<Reverse<Scored>>,
+}
+
+impl TopK {
+    pub fn new(k: usize) -> TopK {
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k + 1),
+        }
+    }
+
+    /// The score an item must beat to enter (−∞ while not full).
+    #[inline]
+    pub fn threshold(&self) -> f32 {
+        if self.heap.len() < self.k {
+            f32::NEG_INFINITY
+        } else {
+            self.heap.peek().map_or(f32::NEG_INFINITY, |r| r.0.score)
+        }
+    }
+
+    #[inline]
+    pub fn push(&mut self, item: u32, score: f32) {
+        if self.k == 0 || score.is_nan() {
+            return;
+        }
+        let s = Scored { score, item };
+        if self.heap.len() < self.k {
+            self.heap.push(Reverse(s));
+        } else if let Some(mut min) = self.heap.peek_mut() {
+            if s > min.0 {
+                *min = Reverse(s);
+            }
+        }
+    }
+
+    /// Best first.
+    pub fn into_sorted(self) -> Vec<(u32, f32)> {
+        let mut v: Vec<Scored> = self.heap.into_iter().map(|r| r.0).collect();
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        v.into_iter().map(|s| (s.item, s.score)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_keeps_the_best_in_order_with_deterministic_ties() {
+        let mut t = TopK::new(3);
+        for (item, score) in [(5, 0.1), (1, 0.9), (7, 0.5), (2, 0.9), (9, 0.3), (4, f32::NAN)] {
+            t.push(item, score);
+        }
+        assert_eq!(t.into_sorted(), vec![(1, 0.9), (2, 0.9), (7, 0.5)]);
+        let mut empty = TopK::new(0);
+        empty.push(1, 1.0);
+        assert!(empty.into_sorted().is_empty());
+    }
+}

@@ -1,0 +1,720 @@
+//! A shard: one ring range of one collection on one node, stored in its own LMDB
+//! environment (a directory). It is the durable store of that range's vectors **and** of
+//! the log offset applied, so a crash (even `kill -9`) never loses or double-applies a
+//! write: [`Shard::apply`] writes a batch's ops and the new offset in one transaction.
+//!
+//! Writes are last-writer-wins by [`Hlc`]: an upsert or delete older than what is stored
+//! for its id (a live record's hlc, or a delete's tombstone hlc) is ignored, but still
+//! advances the offset. Equal hlcs apply in log order (so writes without an hlc, which
+//! carry `Hlc(0)`, simply follow the log). Tombstones are kept per deleted id, forever for
+//! now, so a late, older upsert arriving by cross-region mirroring cannot resurrect it.
+//!
+//! Vectors are searchable as soon as `apply` commits. A search is the engine's search over
+//! the built index (minus items deleted or replaced since the build, which sit in the
+//! `stale` set) merged with an exact scan of the pending tail (items written since the
+//! build). [`Shard::build_index`] folds the tail into the index in one write transaction.
+//! LMDB has one writer at a time: a build that runs for seconds blocks `apply` for that
+//! long (searches are not blocked: readers keep their MVCC snapshot). Acceptable for
+//! now; a later version can build from a snapshot outside the write transaction.
+//!
+//! Item ids: engines need `u32` ids, so each live vector id maps to an item id; ids are
+//! handed out from a counter and never reused (a delete and re-insert takes a new one),
+//! so a shard accepts 2^32 inserts of new ids over its lifetime.
+//!
+//! The range filter of [`Shard::search`] (a tenant's ring range) becomes a candidate
+//! bitmap from the `ring` index, applied inside the engine's search (arroy's candidates),
+//! not after it, so a small tenant still gets its true nearest neighbours.
+//!
+//! This module does not read the log, route records, or serve HTTP.
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use heed::{RoTxn, RwTxn};
+use hektor_topics::hlc::Hlc;
+use hektor_topics::record::{Distance, RingRange};
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::arroy::{ArroyEngine, ArroyParams};
+use crate::engine::exact::ExactEngine;
+use crate::engine::{Changes, EngineKind, IndexEngine, TopK};
+use crate::error::{Error, Result};
+use crate::metric::{self, PreparedQuery};
+use crate::store::{
+    Record, Store, MAX_ID_BYTES, META_CONFIG, META_NEXT_ITEM, META_NEXT_OFFSET,
+};
+
+/// Default LMDB map size: the most a shard may grow to (address space only; the file
+/// grows as data is written).
+pub const DEFAULT_MAP_SIZE: usize = 64 << 30;
+
+/// How a shard is opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardConfig {
+    pub dimension: usize,
+    pub distance: Distance,
+    pub engine: EngineKind,
+    /// Used when `engine` is [`EngineKind::Arroy`].
+    pub arroy: ArroyParams,
+    /// Upper bound on the size of the LMDB file, in bytes.
+    pub map_size: usize,
+}
+
+impl ShardConfig {
+    /// A configuration with default engine parameters and map size.
+    pub fn new(dimension: usize, distance: Distance, engine: EngineKind) -> ShardConfig {
+        ShardConfig {
+            dimension,
+            distance,
+            engine,
+            arroy: ArroyParams::default(),
+            map_size: DEFAULT_MAP_SIZE,
+        }
+    }
+}
+
+/// What is persisted of the configuration; reopening with other values is refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StoredConfig {
+    dimension: usize,
+    distance: Distance,
+    engine: EngineKind,
+}
+
+/// One change to a shard, as read from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShardOp {
+    Upsert {
+        id: String,
+        ring: u64,
+        vector: Vec<f32>,
+        payload: Option<serde_json::Value>,
+        hlc: Hlc,
+    },
+    Delete {
+        id: String,
+        hlc: Hlc,
+    },
+}
+
+/// A search result. `score` is higher when closer: the cosine similarity for
+/// [`Distance::Cosine`], minus the euclidean distance for [`Distance::Euclidean`], the
+/// dot product for [`Distance::Dot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub id: String,
+    pub score: f32,
+    pub payload: Option<serde_json::Value>,
+}
+
+/// A stored vector with everything kept about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredVector {
+    pub id: String,
+    pub vector: Vec<f32>,
+    pub payload: Option<serde_json::Value>,
+    pub ring: u64,
+    pub hlc: Hlc,
+}
+
+/// An op of a batch that was refused for bad input (it still advances the offset; the
+/// caller may send it to the dead-letter topic).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedOp {
+    pub offset: u64,
+    pub id: String,
+    pub reason: String,
+}
+
+/// What [`Shard::apply`] did with a batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApplyReport {
+    /// Upserts written (new ids and replacements).
+    pub upserted: usize,
+    /// Deletes written (including tombstones for ids never seen).
+    pub deleted: usize,
+    /// Ops skipped because their offset was already applied (replays).
+    pub replayed: usize,
+    /// Ops ignored because a newer write (by hlc) for their id is stored.
+    pub stale: usize,
+    /// Ops refused for bad input.
+    pub rejected: Vec<RejectedOp>,
+    /// `next_offset` after the batch.
+    pub next_offset: u64,
+}
+
+/// What [`Shard::build_index`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildReport {
+    /// Items (re)indexed.
+    pub indexed: u64,
+    /// Items removed from the index (deleted, or replaced and re-added).
+    pub removed: u64,
+    /// Items in the index after the build.
+    pub index_len: u64,
+    pub duration: Duration,
+}
+
+/// A snapshot of a shard's counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardStats {
+    pub len: u64,
+    pub pending: u64,
+    pub tombstones: u64,
+    pub bytes_on_disk: u64,
+    pub next_offset: u64,
+    pub engine: EngineKind,
+    pub dimension: usize,
+    pub distance: Distance,
+}
+
+/// A shard. `Send + Sync`: search from many threads while one applies and one builds.
+#[derive(Debug)]
+pub struct Shard {
+    store: Store,
+    engine: Box<dyn IndexEngine>,
+    config: ShardConfig,
+    /// Serialises `apply` and `build_index` in this process (LMDB would too, but this
+    /// keeps the cached counters below in commit order).
+    write_lock: Mutex<()>,
+    next_offset: AtomicU64,
+    len: AtomicU64,
+    pending: AtomicU64,
+    tombstones: AtomicU64,
+}
+
+impl Shard {
+    /// Open the shard in `dir`, creating it when new. Reopening with another dimension,
+    /// distance or engine than it was created with is an [`Error::ConfigMismatch`].
+    pub fn open(dir: &Path, config: ShardConfig) -> Result<Shard> {
+        if config.dimension == 0 {
+            return Err(Error::InvalidConfig("dimension must be at least 1".into()));
+        }
+        if config.arroy.search_k_factor == 0 || config.arroy.n_trees == Some(0) {
+            return Err(Error::InvalidConfig(
+                "arroy n_trees and search_k_factor must be at least 1".into(),
+            ));
+        }
+        let store = Store::open(dir, config.map_size, config.dimension)?;
+        let wanted = StoredConfig {
+            dimension: config.dimension,
+            distance: config.distance,
+            engine: config.engine,
+        };
+        let mut wtxn = store.env.write_txn().map_err(|e| store.storage(e))?;
+        match store.meta.get(&wtxn, META_CONFIG).map_err(|e| store.storage(e))? {
+            Some(bytes) => {
+                let stored: StoredConfig = serde_json::from_slice(bytes).map_err(|e| {
+                    store.corrupt(format!("stored configuration does not decode: {e}"))
+                })?;
+                check_config(dir, &stored, &wanted)?;
+                wtxn.abort();
+            }
+            None => {
+                let bytes = serde_json::to_vec(&wanted)
+                    .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+                store
+                    .meta
+                    .put(&mut wtxn, META_CONFIG, &bytes)
+                    .map_err(|e| store.storage(e))?;
+                wtxn.commit().map_err(|e| store.storage(e))?;
+            }
+        }
+        let engine: Box<dyn IndexEngine> = match config.engine {
+            EngineKind::Arroy => Box::new(ArroyEngine::new(&store, config.distance, config.arroy)),
+            EngineKind::Exact => Box::new(ExactEngine),
+        };
+        let shard = Shard {
+            store,
+            engine,
+            config,
+            write_lock: Mutex::new(()),
+            next_offset: AtomicU64::new(0),
+            len: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            tombstones: AtomicU64::new(0),
+        };
+        let rtxn = shard.read_txn()?;
+        shard.refresh_counters(&rtxn)?;
+        drop(rtxn);
+        Ok(shard)
+    }
+
+    /// The directory holding this shard.
+    pub fn path(&self) -> &Path {
+        self.store.path()
+    }
+
+    pub fn config(&self) -> &ShardConfig {
+        &self.config
+    }
+
+    /// The log offset to resume reading from (0 when new).
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Live vectors.
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Vectors written since the last build (searched by exact scan until then).
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    pub fn engine(&self) -> EngineKind {
+        self.engine.kind()
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        ShardStats {
+            len: self.len(),
+            pending: self.pending(),
+            tombstones: self.tombstones.load(Ordering::Acquire),
+            bytes_on_disk: self.store.env.real_disk_size().unwrap_or(0),
+            next_offset: self.next_offset(),
+            engine: self.engine.kind(),
+            dimension: self.config.dimension,
+            distance: self.config.distance,
+        }
+    }
+
+    fn read_txn(&self) -> Result<RoTxn<'_, heed::WithoutTls>> {
+        self.store.env.read_txn().map_err(|e| self.store.storage(e))
+    }
+
+    fn refresh_counters(&self, txn: &RoTxn) -> Result<()> {
+        let s = &self.store;
+        let st = |e| s.storage(e);
+        self.next_offset
+            .store(s.meta_u64(txn, META_NEXT_OFFSET)?, Ordering::Release);
+        self.len
+            .store(s.records.len(txn).map_err(st)?, Ordering::Release);
+        self.pending
+            .store(s.pending.len(txn).map_err(st)?, Ordering::Release);
+        self.tombstones
+            .store(s.tombstones.len(txn).map_err(st)?, Ordering::Release);
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A panic while holding the lock left no partial LMDB write (the txn aborted).
+        self.write_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Apply a batch of ops read from the log, with their offsets, in one transaction.
+    /// Ops whose offset is below [`Shard::next_offset`] (or not above the previous op of
+    /// the batch) are replays and skipped; afterwards `next_offset` is the last offset
+    /// + 1. Bad ops (wrong dimension, non-finite values, empty or oversized id, a zero
+    /// vector under cosine) are reported in [`ApplyReport::rejected`], not applied.
+    pub fn apply(&self, ops: &[(u64, ShardOp)]) -> Result<ApplyReport> {
+        let _guard = self.lock();
+        let s = &self.store;
+        let mut report = ApplyReport {
+            next_offset: self.next_offset(),
+            ..ApplyReport::default()
+        };
+        if ops.is_empty() {
+            return Ok(report);
+        }
+        let mut wtxn = s.env.write_txn().map_err(|e| s.storage(e))?;
+        let mut next = s.meta_u64(&wtxn, META_NEXT_OFFSET)?;
+        let mut next_item = s.meta_u64(&wtxn, META_NEXT_ITEM)?;
+        let start = next;
+        for (offset, op) in ops {
+            if *offset < next {
+                report.replayed += 1;
+                continue;
+            }
+            next = offset.saturating_add(1);
+            match op {
+                ShardOp::Upsert {
+                    id,
+                    ring,
+                    vector,
+                    payload,
+                    hlc,
+                } => {
+                    if let Some(reason) = self.invalid_upsert(id, vector) {
+                        report.rejected.push(RejectedOp {
+                            offset: *offset,
+                            id: id.clone(),
+                            reason,
+                        });
+                        continue;
+                    }
+                    let record = Record {
+                        ring: *ring,
+                        hlc: *hlc,
+                        id: id.clone(),
+                        payload: payload.clone(),
+                    };
+                    if self.upsert(&mut wtxn, &record, vector, &mut next_item)? {
+                        report.upserted += 1;
+                    } else {
+                        report.stale += 1;
+                    }
+                }
+                ShardOp::Delete { id, hlc } => {
+                    if id.is_empty() || id.len() > MAX_ID_BYTES {
+                        report.rejected.push(RejectedOp {
+                            offset: *offset,
+                            id: id.clone(),
+                            reason: format!("id must be 1 to {MAX_ID_BYTES} bytes"),
+                        });
+                        continue;
+                    }
+                    if self.delete(&mut wtxn, id, *hlc)? {
+                        report.deleted += 1;
+                    } else {
+                        report.stale += 1;
+                    }
+                }
+            }
+        }
+        if next != start {
+            let st = |e| s.storage(e);
+            s.meta
+                .put(&mut wtxn, META_NEXT_OFFSET, &next.to_be_bytes())
+                .map_err(st)?;
+            s.meta
+                .put(&mut wtxn, META_NEXT_ITEM, &next_item.to_be_bytes())
+                .map_err(st)?;
+            let len = s.records.len(&wtxn).map_err(st)?;
+            let pending = s.pending.len(&wtxn).map_err(st)?;
+            let tombstones = s.tombstones.len(&wtxn).map_err(st)?;
+            wtxn.commit().map_err(st)?;
+            self.len.store(len, Ordering::Release);
+            self.pending.store(pending, Ordering::Release);
+            self.tombstones.store(tombstones, Ordering::Release);
+            self.next_offset.store(next, Ordering::Release);
+        } else {
+            wtxn.abort();
+        }
+        report.next_offset = next;
+        Ok(report)
+    }
+
+    fn invalid_upsert(&self, id: &str, vector: &[f32]) -> Option<String> {
+        if id.is_empty() || id.len() > MAX_ID_BYTES {
+            return Some(format!("id must be 1 to {MAX_ID_BYTES} bytes"));
+        }
+        if vector.len() != self.config.dimension {
+            return Some(format!(
+                "vector has {} dimensions, the collection has {}",
+                vector.len(),
+                self.config.dimension
+            ));
+        }
+        if vector.iter().any(|x| !x.is_finite()) {
+            return Some("vector has a NaN or infinite component".into());
+        }
+        if self.config.distance == Distance::Cosine && metric::norm(vector) == 0.0 {
+            return Some("a zero vector has no direction under cosine distance".into());
+        }
+        None
+    }
+
+    /// Write one upsert unless a newer write (by hlc) is stored for its id. Returns
+    /// whether it was applied.
+    fn upsert(
+        &self,
+        wtxn: &mut RwTxn,
+        record: &Record,
+        vector: &[f32],
+        next_item: &mut u64,
+    ) -> Result<bool> {
+        let s = &self.store;
+        let st = |e| s.storage(e);
+        let existing = s.ids.get(wtxn, &record.id).map_err(st)?;
+        let item = match existing {
+            Some(item) => {
+                let old = s
+                    .record(wtxn, item)?
+                    .ok_or_else(|| s.corrupt(format!("id `{}` maps to missing item {item}", record.id)))?;
+                if record.hlc < old.hlc {
+                    return Ok(false);
+                }
+                if old.ring != record.ring {
+                    s.ring
+                        .delete(wtxn, &Store::ring_key(old.ring, item))
+                        .map_err(st)?;
+                }
+                if self.engine.needs_build() && self.engine.is_indexed(wtxn, item)? {
+                    s.stale.put(wtxn, &item, &()).map_err(st)?;
+                }
+                item
+            }
+            None => {
+                if let Some(t) = s.tombstones.get(wtxn, &record.id).map_err(st)? {
+                    if record.hlc.0 < t {
+                        return Ok(false);
+                    }
+                    s.tombstones.delete(wtxn, &record.id).map_err(st)?;
+                }
+                let item = u32::try_from(*next_item).map_err(|_| Error::ItemIdsExhausted {
+                    path: s.path().to_path_buf(),
+                })?;
+                *next_item += 1;
+                s.ids.put(wtxn, &record.id, &item).map_err(st)?;
+                item
+            }
+        };
+        s.records.put(wtxn, &item, &record.encode()).map_err(st)?;
+        s.vectors
+            .put(wtxn, &item, &Store::encode_vector(vector))
+            .map_err(st)?;
+        s.ring
+            .put(wtxn, &Store::ring_key(record.ring, item), &())
+            .map_err(st)?;
+        if self.engine.needs_build() {
+            s.pending.put(wtxn, &item, &()).map_err(st)?;
+        }
+        Ok(true)
+    }
+
+    /// Delete `id` unless a newer write is stored; leaves a tombstone. Returns whether it
+    /// was applied.
+    fn delete(&self, wtxn: &mut RwTxn, id: &str, hlc: Hlc) -> Result<bool> {
+        let s = &self.store;
+        let st = |e| s.storage(e);
+        match s.ids.get(wtxn, id).map_err(st)? {
+            Some(item) => {
+                let bytes = s
+                    .records
+                    .get(wtxn, &item)
+                    .map_err(st)?
+                    .ok_or_else(|| s.corrupt(format!("id `{id}` maps to missing item {item}")))?;
+                let old_hlc = Record::decode_hlc(bytes)
+                    .ok_or_else(|| s.corrupt(format!("record of item {item} does not decode")))?;
+                if hlc < old_hlc {
+                    return Ok(false);
+                }
+                let old = s
+                    .record(wtxn, item)?
+                    .ok_or_else(|| s.corrupt(format!("item {item} vanished")))?;
+                s.ids.delete(wtxn, id).map_err(st)?;
+                s.records.delete(wtxn, &item).map_err(st)?;
+                s.vectors.delete(wtxn, &item).map_err(st)?;
+                s.ring
+                    .delete(wtxn, &Store::ring_key(old.ring, item))
+                    .map_err(st)?;
+                s.pending.delete(wtxn, &item).map_err(st)?;
+                if self.engine.needs_build() && self.engine.is_indexed(wtxn, item)? {
+                    s.stale.put(wtxn, &item, &()).map_err(st)?;
+                }
+            }
+            None => {
+                if let Some(t) = s.tombstones.get(wtxn, id).map_err(st)? {
+                    if hlc.0 < t {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        s.tombstones.put(wtxn, id, &hlc.0).map_err(st)?;
+        Ok(true)
+    }
+
+    /// The stored vector of `id`, if live.
+    pub fn get(&self, id: &str) -> Result<Option<StoredVector>> {
+        let s = &self.store;
+        let txn = self.read_txn()?;
+        let Some(item) = s.ids.get(&txn, id).map_err(|e| s.storage(e))? else {
+            return Ok(None);
+        };
+        let record = s
+            .record(&txn, item)?
+            .ok_or_else(|| s.corrupt(format!("id `{id}` maps to missing item {item}")))?;
+        let mut vector = vec![0.0f32; self.config.dimension];
+        if s.vector_into(&txn, item, &mut vector)?.is_none() {
+            return Err(s.corrupt(format!("item {item} has no vector")));
+        }
+        Ok(Some(StoredVector {
+            id: record.id,
+            vector,
+            payload: record.payload,
+            ring: record.ring,
+            hlc: record.hlc,
+        }))
+    }
+
+    /// The `k` nearest live vectors to `query`, best first. With `range`, only vectors
+    /// whose ring position lies in it (a tenant's range) are considered, inside the
+    /// engine's search.
+    pub fn search(&self, query: &[f32], k: usize, range: Option<RingRange>) -> Result<Vec<Hit>> {
+        if query.len() != self.config.dimension {
+            return Err(Error::DimensionMismatch {
+                expected: self.config.dimension,
+                got: query.len(),
+            });
+        }
+        if query.iter().any(|x| !x.is_finite()) {
+            return Err(Error::InvalidQuery(
+                "the query has a NaN or infinite component".into(),
+            ));
+        }
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let s = &self.store;
+        let st = |e| s.storage(e);
+        let txn = self.read_txn()?;
+        let prepared = PreparedQuery::new(self.config.distance, query);
+        let candidates = match range {
+            Some(r) => self.range_items(&txn, r)?,
+            None => None,
+        };
+        if candidates.as_ref().is_some_and(|c| c.is_empty()) {
+            return Ok(Vec::new());
+        }
+        let mut exclude = RoaringBitmap::new();
+        for entry in s.stale.iter(&txn).map_err(st)? {
+            exclude.insert(entry.map_err(st)?.0);
+        }
+        let mut top = TopK::new(k);
+        for (item, score) in
+            self.engine
+                .search(&txn, s, &prepared, k, candidates.as_ref(), &exclude)?
+        {
+            top.push(item, score);
+        }
+        // The pending tail, exactly.
+        let mut buf = vec![0.0f32; self.config.dimension];
+        for entry in s.pending.iter(&txn).map_err(st)? {
+            let item = entry.map_err(st)?.0;
+            if candidates.as_ref().is_some_and(|c| !c.contains(item)) {
+                continue;
+            }
+            if let Some(norm) = s.vector_into(&txn, item, &mut buf)? {
+                top.push(item, prepared.score(&buf, norm));
+            }
+        }
+        let mut hits = Vec::with_capacity(k);
+        for (item, score) in top.into_sorted() {
+            let record = s
+                .record(&txn, item)?
+                .ok_or_else(|| s.corrupt(format!("search returned item {item} without record")))?;
+            hits.push(Hit {
+                id: record.id,
+                score,
+                payload: record.payload,
+            });
+        }
+        Ok(hits)
+    }
+
+    /// Items whose ring position is in `range`; `None` when that is every item.
+    fn range_items(&self, txn: &RoTxn, range: RingRange) -> Result<Option<RoaringBitmap>> {
+        let s = &self.store;
+        let st = |e| s.storage(e);
+        let first = s.ring.first(txn).map_err(st)?;
+        let last = s.ring.last(txn).map_err(st)?;
+        let (Some((first, _)), Some((last, _))) = (first, last) else {
+            return Ok(Some(RoaringBitmap::new())); // empty shard
+        };
+        let pos = |key: &[u8]| -> u64 {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&key[..8]);
+            u64::from_be_bytes(b)
+        };
+        if first.len() == 12 && last.len() == 12 && range.contains(pos(first)) && range.contains(pos(last))
+        {
+            return Ok(None);
+        }
+        let start = Store::ring_key(range.start, 0);
+        let mut items = RoaringBitmap::new();
+        let end_key = range.end.map(|end| Store::ring_key(end, 0));
+        let bounds: (Bound<&[u8]>, Bound<&[u8]>) = (
+            Bound::Included(&start[..]),
+            match &end_key {
+                Some(end) => Bound::Excluded(&end[..]),
+                None => Bound::Unbounded,
+            },
+        );
+        let iter = s.ring.range(txn, &bounds).map_err(st)?;
+        for entry in iter {
+            let (key, ()) = entry.map_err(st)?;
+            if key.len() != 12 {
+                return Err(s.corrupt("ring index key is not 12 bytes"));
+            }
+            items.insert(u32::from_be_bytes([key[8], key[9], key[10], key[11]]));
+        }
+        Ok(Some(items))
+    }
+
+    /// Fold the pending tail (and the removals since the last build) into the engine's
+    /// index, in one write transaction. Blocks `apply` until done.
+    pub fn build_index(&self) -> Result<BuildReport> {
+        let _guard = self.lock();
+        let started = Instant::now();
+        let s = &self.store;
+        let st = |e| s.storage(e);
+        let mut wtxn = s.env.write_txn().map_err(st)?;
+        let mut changes = Changes::default();
+        for entry in s.pending.iter(&wtxn).map_err(st)? {
+            changes.upserted.insert(entry.map_err(st)?.0);
+        }
+        for entry in s.stale.iter(&wtxn).map_err(st)? {
+            changes.stale.insert(entry.map_err(st)?.0);
+        }
+        let nothing_to_do = changes.upserted.is_empty() && changes.stale.is_empty();
+        if !nothing_to_do {
+            self.engine.build(&mut wtxn, s, &changes)?;
+        }
+        s.pending.clear(&mut wtxn).map_err(st)?;
+        s.stale.clear(&mut wtxn).map_err(st)?;
+        let index_len = self.engine.indexed_len(&wtxn, s)?;
+        wtxn.commit().map_err(st)?;
+        self.pending.store(0, Ordering::Release);
+        Ok(BuildReport {
+            indexed: changes.upserted.len(),
+            removed: changes.stale.len(),
+            index_len,
+            duration: started.elapsed(),
+        })
+    }
+}
+
+fn check_config(dir: &Path, stored: &StoredConfig, wanted: &StoredConfig) -> Result<()> {
+    let mismatch = |field, stored: String, wanted: String| Error::ConfigMismatch {
+        path: PathBuf::from(dir),
+        field,
+        stored,
+        wanted,
+    };
+    if stored.dimension != wanted.dimension {
+        return Err(mismatch(
+            "dimension",
+            stored.dimension.to_string(),
+            wanted.dimension.to_string(),
+        ));
+    }
+    if stored.distance != wanted.distance {
+        return Err(mismatch(
+            "distance",
+            format!("{:?}", stored.distance),
+            format!("{:?}", wanted.distance),
+        ));
+    }
+    if stored.engine != wanted.engine {
+        return Err(mismatch(
+            "engine",
+            stored.engine.to_string(),
+            wanted.engine.to_string(),
+        ));
+    }
+    Ok(())
+}

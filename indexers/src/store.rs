@@ -1,0 +1,302 @@
+//! The LMDB layout of one shard: its environment, its named databases, and the byte
+//! formats of what they hold. [`crate::shard::Shard`] decides what to write (last writer
+//! wins, offsets, pending tail); this module only says where and how it is stored, and
+//! gives index engines read access to the vectors.
+//!
+//! Databases of a shard's environment:
+//!
+//! | name         | key                         | value                                       |
+//! |--------------|-----------------------------|---------------------------------------------|
+//! | `meta`       | a name (`config`, `next_offset`, `next_item`) | JSON or a big-endian `u64` |
+//! | `ids`        | the vector id (string)      | its item id, `u32` big-endian                |
+//! | `records`    | item id                     | ring `u64`, hlc `u64`, id, payload JSON (see [`Record`]) |
+//! | `vectors`    | item id                     | norm `f32` then the vector, `f32` little-endian |
+//! | `ring`       | ring position ++ item id, big-endian | nothing: the tenant-range index    |
+//! | `tombstones` | the vector id               | hlc of its delete, `u64` big-endian          |
+//! | `pending`    | item id                     | nothing: written since the last index build  |
+//! | `stale`      | item id                     | nothing: in the built index, but deleted or replaced since |
+//! | `index`      | engine-defined              | engine-defined (arroy's trees and vectors)   |
+
+use std::path::{Path, PathBuf};
+
+use heed::byteorder::BigEndian;
+use heed::types::{Bytes, Str, Unit, U32, U64};
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
+use hektor_topics::hlc::Hlc;
+
+use crate::error::{Error, Result};
+use crate::metric;
+
+pub(crate) const META_CONFIG: &str = "config";
+pub(crate) const META_NEXT_OFFSET: &str = "next_offset";
+pub(crate) const META_NEXT_ITEM: &str = "next_item";
+
+/// Longest vector id accepted: LMDB keys are at most 511 bytes.
+pub const MAX_ID_BYTES: usize = 511;
+
+/// The environment and databases of one shard. Database handles are plain ids, so the
+/// struct is cheap to share; every read or write goes through a transaction.
+#[derive(Debug)]
+pub struct Store {
+    pub(crate) path: PathBuf,
+    pub(crate) env: Env<WithoutTls>,
+    pub(crate) meta: Database<'static, Str, Bytes>,
+    pub(crate) ids: Database<'static, Str, U32<BigEndian>>,
+    pub(crate) records: Database<'static, U32<BigEndian>, Bytes>,
+    pub(crate) vectors: Database<'static, U32<BigEndian>, Bytes>,
+    pub(crate) ring: Database<'static, Bytes, Unit>,
+    pub(crate) tombstones: Database<'static, Str, U64<BigEndian>>,
+    pub(crate) pending: Database<'static, U32<BigEndian>, Unit>,
+    pub(crate) stale: Database<'static, U32<BigEndian>, Unit>,
+    /// The engine's own database; its key and value types are the engine's business.
+    pub(crate) index: Database<'static, Bytes, Bytes>,
+    pub(crate) dimension: usize,
+}
+
+type Dbs = (
+    Database<'static, Str, Bytes>,
+    Database<'static, Str, U32<BigEndian>>,
+    Database<'static, U32<BigEndian>, Bytes>,
+    Database<'static, U32<BigEndian>, Bytes>,
+    Database<'static, Bytes, Unit>,
+    Database<'static, Str, U64<BigEndian>>,
+    Database<'static, U32<BigEndian>, Unit>,
+    Database<'static, U32<BigEndian>, Unit>,
+    Database<'static, Bytes, Bytes>,
+);
+
+impl Store {
+    /// Open (creating if needed) the environment in `dir`.
+    pub(crate) fn open(dir: &Path, map_size: usize, dimension: usize) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let storage = |source| Error::Storage {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options.map_size(map_size).max_dbs(16);
+        // SAFETY: LMDB requires that the environment is not opened twice in one process
+        // (heed refuses that with `EnvAlreadyOpened`) and that its files are not modified
+        // by anything but LMDB; a shard directory belongs to this shard alone.
+        let env = unsafe { options.open(dir) }.map_err(storage)?;
+        let wtxn = env.write_txn().map_err(storage)?;
+        let dbs: Dbs = env
+            .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
+                Ok(CommitOrAbort::<_, ()>::Commit((
+                    dbo.create_database(wtxn, Some("meta"))?,
+                    dbo.create_database(wtxn, Some("ids"))?,
+                    dbo.create_database(wtxn, Some("records"))?,
+                    dbo.create_database(wtxn, Some("vectors"))?,
+                    dbo.create_database(wtxn, Some("ring"))?,
+                    dbo.create_database(wtxn, Some("tombstones"))?,
+                    dbo.create_database(wtxn, Some("pending"))?,
+                    dbo.create_database(wtxn, Some("stale"))?,
+                    dbo.create_database(wtxn, Some("index"))?,
+                )))
+            })
+            .map_err(storage)?
+            .unwrap_commit();
+        let (meta, ids, records, vectors, ring, tombstones, pending, stale, index) = dbs;
+        Ok(Store {
+            path: dir.to_path_buf(),
+            env,
+            meta,
+            ids,
+            records,
+            vectors,
+            ring,
+            tombstones,
+            pending,
+            stale,
+            index,
+            dimension,
+        })
+    }
+
+    /// The directory of the environment.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Dimension of every stored vector.
+    pub fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    /// Map an LMDB error to this shard's [`Error::Storage`].
+    pub(crate) fn storage(&self, source: heed::Error) -> Error {
+        Error::Storage {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(&self, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Read a big-endian `u64` from the meta database (0 when absent).
+    pub(crate) fn meta_u64(&self, txn: &RoTxn, key: &str) -> Result<u64> {
+        match self.meta.get(txn, key).map_err(|e| self.storage(e))? {
+            None => Ok(0),
+            Some(bytes) => {
+                let arr: [u8; 8] = bytes
+                    .try_into()
+                    .map_err(|_| self.corrupt(format!("meta `{key}` is not 8 bytes")))?;
+                Ok(u64::from_be_bytes(arr))
+            }
+        }
+    }
+
+    /// Decode the stored vector of `item` into `out` (length = dimension) and return its
+    /// norm, or `None` when the item holds no vector.
+    pub fn vector_into(&self, txn: &RoTxn, item: u32, out: &mut [f32]) -> Result<Option<f32>> {
+        match self.vectors.get(txn, &item).map_err(|e| self.storage(e))? {
+            None => Ok(None),
+            Some(bytes) => self.decode_vector(item, bytes, out).map(Some),
+        }
+    }
+
+    /// Visit every stored vector in item-id order, zero-copy: `f(item, vector as
+    /// little-endian f32 bytes, norm)`.
+    pub fn for_each_vector_bytes(
+        &self,
+        txn: &RoTxn,
+        mut f: impl FnMut(u32, &[u8], f32),
+    ) -> Result<()> {
+        let expected = 4 + 4 * self.dimension;
+        for entry in self.vectors.iter(txn).map_err(|e| self.storage(e))? {
+            let (item, bytes) = entry.map_err(|e| self.storage(e))?;
+            if bytes.len() != expected {
+                return Err(self.corrupt(format!(
+                    "vector of item {item} has {} bytes, expected {expected}",
+                    bytes.len()
+                )));
+            }
+            let norm = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            f(item, &bytes[4..], norm);
+        }
+        Ok(())
+    }
+
+    fn decode_vector(&self, item: u32, bytes: &[u8], out: &mut [f32]) -> Result<f32> {
+        if bytes.len() != 4 + 4 * self.dimension || out.len() != self.dimension {
+            return Err(self.corrupt(format!(
+                "vector of item {item} has {} bytes, expected {}",
+                bytes.len(),
+                4 + 4 * self.dimension
+            )));
+        }
+        let norm = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        metric::decode_f32s(&bytes[4..], out);
+        Ok(norm)
+    }
+
+    /// The bytes stored for a vector: its norm, then its components.
+    pub(crate) fn encode_vector(vector: &[f32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + 4 * vector.len());
+        out.extend_from_slice(&metric::norm(vector).to_le_bytes());
+        metric::encode_f32s(vector, &mut out);
+        out
+    }
+
+    /// The key of the ring index: position then item, both big-endian, so a byte-order
+    /// range scan is a ring-order range scan.
+    pub(crate) fn ring_key(ring: u64, item: u32) -> [u8; 12] {
+        let mut key = [0u8; 12];
+        key[..8].copy_from_slice(&ring.to_be_bytes());
+        key[8..].copy_from_slice(&item.to_be_bytes());
+        key
+    }
+
+    pub(crate) fn record(&self, txn: &RoTxn, item: u32) -> Result<Option<Record>> {
+        match self.records.get(txn, &item).map_err(|e| self.storage(e))? {
+            None => Ok(None),
+            Some(bytes) => Record::decode(bytes)
+                .map(Some)
+                .ok_or_else(|| self.corrupt(format!("record of item {item} does not decode"))),
+        }
+    }
+}
+
+/// What the `records` database holds for one live item (its vector lives in `vectors`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Record {
+    pub ring: u64,
+    pub hlc: Hlc,
+    pub id: String,
+    pub payload: Option<serde_json::Value>,
+}
+
+impl Record {
+    /// `ring u64 LE | hlc u64 LE | id length u32 LE | id | payload JSON (absent = empty)`.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(20 + self.id.len() + 64);
+        out.extend_from_slice(&self.ring.to_le_bytes());
+        out.extend_from_slice(&self.hlc.0.to_le_bytes());
+        out.extend_from_slice(&(self.id.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.id.as_bytes());
+        if let Some(p) = &self.payload {
+            // Serialising a `Value` to a Vec cannot fail.
+            if let Ok(bytes) = serde_json::to_vec(p) {
+                out.extend_from_slice(&bytes);
+            }
+        }
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
+        let ring = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
+        let hlc = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+        let id_len = u32::from_le_bytes(bytes.get(16..20)?.try_into().ok()?) as usize;
+        let id = std::str::from_utf8(bytes.get(20..20 + id_len)?).ok()?.to_owned();
+        let rest = &bytes[20 + id_len..];
+        let payload = if rest.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_slice(rest).ok()?)
+        };
+        Some(Record {
+            ring,
+            hlc: Hlc(hlc),
+            id,
+            payload,
+        })
+    }
+
+    /// Only the hlc, without decoding the rest.
+    pub(crate) fn decode_hlc(bytes: &[u8]) -> Option<Hlc> {
+        Some(Hlc(u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips_with_and_without_payload() {
+        for payload in [
+            None,
+            Some(serde_json::Value::Null),
+            Some(serde_json::json!({"t": "ü", "n": [1, 2]})),
+        ] {
+            let r = Record {
+                ring: u64::MAX - 3,
+                hlc: Hlc::new(1_700_000_000_000, 9),
+                id: "pkg-ü".into(),
+                payload,
+            };
+            let bytes = r.encode();
+            assert_eq!(Record::decode(&bytes), Some(r.clone()));
+            assert_eq!(Record::decode_hlc(&bytes), Some(r.hlc));
+        }
+        assert_eq!(Record::decode(&[1, 2, 3]), None);
+    }
+}

@@ -1,0 +1,244 @@
+//! The write side of the HTTP API:
+//!
+//! - `PUT /collections/{c}` `{"dimension", "distance", "partitions", "replication"}` creates
+//!   a collection and its topics (201; 200 if it already exists with the same settings;
+//!   409 if with other settings).
+//! - `DELETE /collections/{c}` drops it and its topics (200; 404 if unknown).
+//! - `POST /collections/{c}/vectors` takes a batch of upserts and deletes, as JSON
+//!   ([`WriteBatch`]) or, with `content-type: application/x-hektor-bulk`, as a sequence of
+//!   `u32` little-endian length + `bin.v1` vector record (see `hektor_topics::codec`).
+//!   Answers `{"token": {partition: offset}}` once durable in the log.
+//!
+//! Errors are `{"error": "message"}` with 400, 404, 409, 413, 422 or 503.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, put};
+use axum::{Json, Router};
+use hektor_topics::catalog::CreateOutcome;
+use hektor_topics::codec::{self, Encoding};
+use hektor_topics::events::EventSink;
+use hektor_topics::record::{CollectionSpec, Distance, EventKind, VectorRecord};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::validate::{DeleteItem, UpsertItem, WriteBatch, MAX_BATCH_ITEMS, MAX_BODY_BYTES};
+use crate::{IngestError, Writer};
+
+/// Content type of the binary bulk form.
+pub const BULK_CONTENT_TYPE: &str = "application/x-hektor-bulk";
+
+/// What the write routes need.
+#[derive(Clone)]
+pub struct IngestState {
+    pub writer: Arc<Writer>,
+    pub events: EventSink,
+}
+
+/// The write routes, ready to merge into the node's router.
+pub fn router(state: IngestState) -> Router {
+    Router::new()
+        .route(
+            "/collections/{collection}",
+            put(create_collection).delete(drop_collection),
+        )
+        .route("/collections/{collection}/vectors", post(write_vectors))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// An error answered as `{"error": message}`.
+pub struct ApiError(pub u16, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(err: IngestError) -> ApiError {
+        ApiError(err.status(), err.to_string())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> ApiError {
+        let status = rejection.status().as_u16();
+        let message = if status == 413 {
+            format!("request body is larger than {MAX_BODY_BYTES} bytes; split the batch")
+        } else {
+            rejection.body_text()
+        };
+        ApiError(status, message)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    dimension: u32,
+    #[serde(default = "default_distance")]
+    distance: Distance,
+    #[serde(default = "default_partitions")]
+    partitions: u32,
+    #[serde(default = "default_replication")]
+    replication: u32,
+}
+
+fn default_distance() -> Distance {
+    Distance::Cosine
+}
+fn default_partitions() -> u32 {
+    8
+}
+fn default_replication() -> u32 {
+    1
+}
+
+/// Parse a JSON body, answering 400 with serde's message (line and column) when it is bad.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|err| ApiError(400, format!("invalid JSON body: {err}")))
+}
+
+async fn create_collection(
+    State(state): State<IngestState>,
+    Path(collection): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: CreateBody = parse_json(&body?)?;
+    let spec = CollectionSpec {
+        name: collection,
+        dimension: body.dimension,
+        distance: body.distance,
+        partitions: body.partitions,
+        replication: body.replication,
+    };
+    let outcome = state
+        .writer
+        .catalog()
+        .create(spec.clone())
+        .await
+        .map_err(IngestError::from)?;
+    let status = match outcome {
+        CreateOutcome::Created => StatusCode::CREATED,
+        CreateOutcome::AlreadyExists => StatusCode::OK,
+    };
+    Ok((status, Json(spec)).into_response())
+}
+
+async fn drop_collection(
+    State(state): State<IngestState>,
+    Path(collection): Path<String>,
+) -> Result<Response, ApiError> {
+    let existed = state
+        .writer
+        .catalog()
+        .drop_collection(&collection)
+        .await
+        .map_err(IngestError::from)?;
+    if !existed {
+        return Err(IngestError::UnknownCollection(collection).into());
+    }
+    Ok(Json(json!({ "dropped": collection })).into_response())
+}
+
+async fn write_vectors(
+    State(state): State<IngestState>,
+    Path(collection): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let body = body?;
+    // Unknown collection is a 404 before any body error.
+    state.writer.spec(&collection)?;
+    let bulk = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(BULK_CONTENT_TYPE.as_bytes()));
+    let batch = if bulk {
+        parse_bulk(&body)?
+    } else {
+        parse_json::<WriteBatch>(&body)?
+    };
+    let (token, written) = state.writer.write(&collection, batch).await?;
+    let latency_us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+    for w in &written {
+        let kind = if w.delete {
+            EventKind::Delete
+        } else {
+            EventKind::Upsert
+        };
+        state
+            .events
+            .record(&collection, w.partition, w.ring, kind, latency_us);
+    }
+    Ok(Json(json!({ "token": token, "written": written.len() })).into_response())
+}
+
+/// Decode the binary bulk form into a batch (validated later like a JSON one).
+pub fn parse_bulk(body: &[u8]) -> Result<WriteBatch, ApiError> {
+    let mut batch = WriteBatch::default();
+    let mut rest = body;
+    let mut index = 0usize;
+    while !rest.is_empty() {
+        if batch.len() > MAX_BATCH_ITEMS {
+            return Err(IngestError::TooLarge(format!(
+                "a batch holds at most {MAX_BATCH_ITEMS} upserts and deletes; split it"
+            ))
+            .into());
+        }
+        let Some((len_bytes, tail)) = rest.split_first_chunk::<4>() else {
+            return Err(ApiError(
+                400,
+                format!("bulk record {index}: truncated length prefix"),
+            ));
+        };
+        let len = u32::from_le_bytes(*len_bytes) as usize;
+        if tail.len() < len {
+            return Err(ApiError(
+                400,
+                format!(
+                    "bulk record {index}: length {len} runs past the end of the body ({} bytes left)",
+                    tail.len()
+                ),
+            ));
+        }
+        let (frame, tail) = tail.split_at(len);
+        let record: VectorRecord = codec::decode(frame, Some(Encoding::Binary.header_value().as_bytes()))
+            .map_err(|err| ApiError(400, format!("bulk record {index}: {err}")))?;
+        match record {
+            VectorRecord::Upsert(u) => batch.upserts.push(UpsertItem {
+                id: u.id,
+                vector: u.vector,
+                tenant: u.tenant,
+                payload: u.payload,
+            }),
+            VectorRecord::Delete(d) => batch.deletes.push(DeleteItem::Keyed {
+                id: d.id,
+                tenant: d.tenant,
+            }),
+        }
+        rest = tail;
+        index += 1;
+    }
+    Ok(batch)
+}
+
+/// Encode records in the binary bulk form (for clients such as `hektor produce`).
+pub fn encode_bulk(records: &[VectorRecord]) -> Result<Vec<u8>, hektor_topics::Error> {
+    let mut out = Vec::new();
+    for record in records {
+        let frame = codec::encode(record, Encoding::Binary)?;
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    Ok(out)
+}

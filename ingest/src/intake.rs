@@ -1,0 +1,1 @@
+//! The intake topic re-partitioner (not built yet).

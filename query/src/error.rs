@@ -1,0 +1,44 @@
+//! The one error type of the read path, with the HTTP status each maps to.
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("collection `{0}` does not exist")]
+    UnknownCollection(String),
+
+    #[error("{0}")]
+    BadRequest(String),
+
+    #[error("{0}")]
+    Invalid(String),
+
+    #[error("vector `{0}` not found")]
+    NotFound(String),
+
+    #[error("collection `{0}` is not ready on this node yet; retry shortly")]
+    NotReady(String),
+
+    #[error("consistency wait timed out after {waited_ms} ms: partition {partition} has applied up to offset {applied}, the token needs {needed}; retry, or raise timeout_ms")]
+    ConsistencyTimeout {
+        partition: u32,
+        applied: u64,
+        needed: u64,
+        waited_ms: u64,
+    },
+
+    #[error("search failed: {0}")]
+    Internal(String),
+}
+
+impl QueryError {
+    pub fn status(&self) -> u16 {
+        match self {
+            QueryError::UnknownCollection(_) | QueryError::NotFound(_) => 404,
+            QueryError::BadRequest(_) => 400,
+            QueryError::Invalid(_) => 422,
+            QueryError::NotReady(_) => 503,
+            QueryError::ConsistencyTimeout { .. } => 504,
+            QueryError::Internal(_) => 500,
+        }
+    }
+}

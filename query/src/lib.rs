@@ -1,0 +1,18 @@
+//! hektor's read path.
+//!
+//! - [`search`]: a search fans out to the shards that can hold the answer (only the
+//!   tenant's ring range when a tenant is given), runs them in parallel on a bounded pool,
+//!   merges the top k, and waits first, if asked, until the shards have applied a write
+//!   token (read-your-writes).
+//! - [`http`]: the read side of the HTTP API (search, get a vector, list and show
+//!   collections, health, Prometheus metrics).
+//! - [`metrics`]: the Prometheus registry.
+//!
+//! Writes are not here: they are `hektor-ingest` (read/write separation, seed §2.4).
+
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod search;
+
+pub use error::QueryError;

@@ -1,0 +1,59 @@
+//! Opening the log the command line asks for, and `hektor topics create`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use hektor_topics::log::embedded::EmbeddedLog;
+use hektor_topics::log::kafka::{KafkaConfig, KafkaLog};
+use hektor_topics::log::Log;
+use hektor_topics::topic;
+
+use crate::LogArgs;
+
+/// The embedded log under `DATA_DIR/log`, or Kafka when `--brokers` is given.
+pub async fn open_log(args: &LogArgs) -> anyhow::Result<Arc<dyn Log>> {
+    match &args.brokers {
+        Some(brokers) => {
+            let config = KafkaConfig {
+                compression: args.compression.clone(),
+                ..KafkaConfig::default()
+            };
+            let log = KafkaLog::connect(brokers, config)
+                .with_context(|| format!("connecting to Kafka at {brokers}"))?;
+            Ok(Arc::new(log))
+        }
+        None => {
+            let dir = args.data_dir.join("log");
+            let log = EmbeddedLog::open(&dir)
+                .with_context(|| format!("opening the embedded log in {}", dir.display()))?;
+            Ok(Arc::new(log))
+        }
+    }
+}
+
+pub async fn create_topics(
+    args: &LogArgs,
+    collection: Option<&str>,
+    partitions: u32,
+) -> anyhow::Result<()> {
+    let log = open_log(args).await?;
+    let mut specs = topic::cluster_topics(args.topic_replication);
+    if let Some(collection) = collection {
+        topic::validate_collection_name(collection)?;
+        specs.extend(topic::collection_topics(
+            collection,
+            partitions,
+            args.topic_replication,
+        ));
+    }
+    for spec in specs {
+        log.ensure_topic(&spec)
+            .await
+            .with_context(|| format!("creating topic {}", spec.name))?;
+        println!(
+            "{} ({} partitions, {:?}): ok",
+            spec.name, spec.partitions, spec.cleanup
+        );
+    }
+    Ok(())
+}

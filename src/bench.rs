@@ -1,0 +1,87 @@
+//! `hektor bench ...`: benchmarks that run hektor's own code and print one JSON object per
+//! line with `--json`.
+//!
+//! - `bench log`: append and read throughput of the log (embedded or Kafka) for
+//!   384-dimension vector records.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use hektor_topics::log::bench::bench_log;
+use hektor_topics::log::embedded::EmbeddedLog;
+use hektor_topics::log::kafka::{KafkaConfig, KafkaLog};
+use hektor_topics::log::Log;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Log append and read throughput.
+    Log(LogBenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogBenchArgs {
+    /// embedded or kafka.
+    #[arg(long, default_value = "embedded")]
+    pub backend: String,
+    /// Kafka bootstrap servers (default: $HEKTOR_KAFKA_BROKERS).
+    #[arg(long, env = "HEKTOR_KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+    /// Records to append and read back.
+    #[arg(long, default_value_t = 200_000)]
+    pub records: usize,
+    /// Vector dimension of each record.
+    #[arg(long, default_value_t = 384)]
+    pub dimension: usize,
+    /// Records per append.
+    #[arg(long, default_value_t = 10_000)]
+    pub batch: usize,
+    /// Kafka compression codec.
+    #[arg(long, default_value = "lz4")]
+    pub compression: String,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Log(args) => log(args).await,
+    }
+}
+
+async fn log(args: LogBenchArgs) -> anyhow::Result<()> {
+    let _tmp;
+    let log: Arc<dyn Log> = match args.backend.as_str() {
+        "embedded" => {
+            _tmp = tempfile::tempdir()?;
+            Arc::new(EmbeddedLog::open(_tmp.path())?)
+        }
+        "kafka" => {
+            let brokers = args
+                .brokers
+                .as_deref()
+                .context("--backend kafka needs --brokers HOST:PORT or HEKTOR_KAFKA_BROKERS")?;
+            let config = KafkaConfig {
+                compression: args.compression.clone(),
+                ..KafkaConfig::default()
+            };
+            Arc::new(KafkaLog::connect(brokers, config)?)
+        }
+        other => anyhow::bail!("unknown backend `{other}`: use embedded or kafka"),
+    };
+    let report = bench_log(log, args.records, args.dimension, args.batch).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{}: {} records: append {:.0} records/s ({:.1} MB/s), read {:.0} records/s ({:.1} MB/s)",
+            report.backend,
+            report.records,
+            report.append_records_per_s,
+            report.append_mb_per_s,
+            report.read_records_per_s,
+            report.read_mb_per_s
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! The `hektor` binary: every role of hektor behind one command line.
+//!
+//! - `hektor serve`: one process, all roles (ingest, indexer, query), on the embedded log
+//!   in a data directory, or on Kafka with `--brokers`.
+//! - `hektor topics create`: create the cluster's and a collection's topics on a broker.
+//! - `hektor produce`: load fvecs or JSONL files into a collection.
+//! - `hektor replay`: rebuild shards from the log from offset 0.
+//! - `hektor bench log`: log append/read throughput.
+//!
+//! This file only parses arguments and dispatches; each command lives in its own module.
+
+mod backend;
+mod bench;
+mod demo;
+mod produce;
+mod replay;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Distributed vector search as a stream pipeline over a log.
+#[derive(Debug, Parser)]
+#[command(name = "hektor", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the log lives: the embedded log in the data directory, or a Kafka cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Directory for the embedded log and the shards.
+    #[arg(long, default_value = "./hektor-data", env = "HEKTOR_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Kafka bootstrap servers (HOST:PORT,...). Without it, the embedded log is used.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Kafka compression codec: none, lz4, zstd, snappy, gzip.
+    #[arg(long, default_value = "lz4")]
+    pub compression: String,
+    /// Replication factor for topics hektor creates on Kafka.
+    #[arg(long, default_value_t = 1)]
+    pub topic_replication: u16,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every role in one process.
+    Serve(serve::ServeArgs),
+    /// Manage topics.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Load vectors from an fvecs or JSONL file into a collection.
+    Produce(produce::ProduceArgs),
+    /// Rebuild shards from the log, from offset 0 (run it while `serve` is stopped).
+    Replay(replay::ReplayArgs),
+    /// Benchmarks (print JSON lines with --json).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsCommand {
+    /// Create the cluster topics and, with --collection, that collection's topics.
+    /// Idempotent.
+    Create {
+        #[command(flatten)]
+        log: LogArgs,
+        #[arg(long)]
+        collection: Option<String>,
+        #[arg(long, default_value_t = 8)]
+        partitions: u32,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HEKTOR_LOG")
+                .unwrap_or_else(|_| "info,heed=warn,rdkafka=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hektor-io")
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Topics {
+                command:
+                    TopicsCommand::Create {
+                        log,
+                        collection,
+                        partitions,
+                    },
+            } => backend::create_topics(&log, collection.as_deref(), partitions).await,
+            Command::Produce(args) => produce::run(args).await,
+            Command::Replay(args) => replay::run(args).await,
+            Command::Bench { command } => bench::run(command).await,
+        }
+    })
+}

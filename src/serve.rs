@@ -1,0 +1,146 @@
+//! `hektor serve`: one process running every role — ingest (write API), indexer (shard
+//! host following the vectors topic) and query (read API) — over the embedded log in the
+//! data directory, or over Kafka with `--brokers`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hektor_indexers::host::{HostConfig, ShardHost};
+use hektor_indexers::EngineKind;
+use hektor_ingest::http::{router as ingest_router, IngestState};
+use hektor_ingest::Writer;
+use hektor_query::http::{instrument, router as query_router, QueryState};
+use hektor_query::metrics::Metrics;
+use hektor_query::search::Searcher;
+use hektor_topics::catalog::Catalog;
+use hektor_topics::events::EventSink;
+use hektor_topics::hlc::HlcClock;
+
+use crate::backend::open_log;
+use crate::LogArgs;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Also create a `demo` collection from the sample shipped in the repo and print a
+    /// search to paste.
+    #[arg(long)]
+    pub demo: bool,
+    /// Directory of the demo sample (fvecs + ids + txt).
+    #[arg(long)]
+    pub sample: Option<std::path::PathBuf>,
+    /// This node's region (stamped on every write).
+    #[arg(long, default_value = "local")]
+    pub region: String,
+    /// This node's id (stamped on every event).
+    #[arg(long, default_value = "node-1")]
+    pub node_id: String,
+    /// Index engine of the shards: arroy or exact.
+    #[arg(long, default_value = "arroy")]
+    pub engine: String,
+    /// Threads of the search pool (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub search_threads: usize,
+}
+
+pub fn parse_engine(name: &str) -> anyhow::Result<EngineKind> {
+    match name {
+        "arroy" => Ok(EngineKind::Arroy),
+        "exact" => Ok(EngineKind::Exact),
+        other => anyhow::bail!("unknown engine `{other}`: use arroy or exact"),
+    }
+}
+
+/// Everything a running node holds.
+pub struct Node {
+    pub writer: Arc<Writer>,
+    pub host: Arc<ShardHost>,
+    pub router: axum::Router,
+}
+
+/// Wire the roles together over one log.
+pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
+    let engine = parse_engine(&args.engine)?;
+    let log = open_log(&args.log).await?;
+    let catalog = Catalog::open(Arc::clone(&log), args.log.topic_replication)
+        .await
+        .context("reading the catalog")?;
+    // Other nodes may create collections on a shared Kafka cluster; follow them.
+    catalog.follow(Duration::from_millis(500));
+    let host = ShardHost::start(
+        HostConfig {
+            data_dir: args.log.data_dir.clone(),
+            engine,
+        },
+        Arc::clone(&catalog),
+    )
+    .await
+    .context("opening shards")?;
+    let events = EventSink::spawn(Arc::clone(&log), args.node_id.clone());
+    let writer = Arc::new(Writer::new(
+        Arc::clone(&catalog),
+        Arc::new(HlcClock::new()),
+        args.region.clone(),
+    ));
+    let searcher = Arc::new(Searcher::new(
+        Arc::clone(&host),
+        events.clone(),
+        args.search_threads,
+    )?);
+    let metrics = Arc::new(Metrics::new());
+    let dropped_events = events.clone();
+    let router = ingest_router(IngestState {
+        writer: Arc::clone(&writer),
+        events,
+    })
+    .merge(query_router(QueryState {
+        searcher,
+        metrics: Arc::clone(&metrics),
+        events_dropped: Arc::new(move || dropped_events.dropped()),
+    }));
+    let router = instrument(router, metrics);
+    Ok(Node {
+        writer,
+        host,
+        router,
+    })
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.log.data_dir)
+        .with_context(|| format!("creating {}", args.log.data_dir.display()))?;
+    let node = build_node(&args).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let backend = match &args.log.brokers {
+        Some(b) => format!("Kafka at {b}"),
+        None => format!("the embedded log in {}", args.log.data_dir.display()),
+    };
+    println!(
+        "hektor listening on http://{} ({backend})",
+        listener.local_addr()?
+    );
+    if args.demo {
+        let writer = Arc::clone(&node.writer);
+        let host = Arc::clone(&node.host);
+        let args = args.clone();
+        tokio::spawn(async move {
+            if let Err(err) = crate::demo::load(&args, writer, host).await {
+                eprintln!("demo: {err:#}");
+            }
+        });
+    }
+    axum::serve(listener, node.router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

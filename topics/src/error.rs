@@ -1,0 +1,83 @@
+//! The one error type of the topics crate. Every message says what went wrong and, where
+//! it can, what to do about it.
+
+use std::time::Duration;
+
+/// Errors from records, the ring and the log.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("topic `{0}` does not exist (create it with `hektor topics create` or by creating the collection)")]
+    UnknownTopic(String),
+
+    #[error("topic `{topic}` exists with {existing} partitions, but {wanted} were asked for")]
+    TopicMismatch {
+        topic: String,
+        existing: u32,
+        wanted: u32,
+    },
+
+    #[error("partition {partition} is out of range for topic `{topic}`, which has {partitions} partitions")]
+    PartitionOutOfRange {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
+
+    #[error(
+        "offset {offset} is past the end of {topic}/{partition} (high watermark {high_watermark})"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        high_watermark: u64,
+    },
+
+    #[error("malformed {kind} record: {reason}")]
+    Malformed { kind: &'static str, reason: String },
+
+    #[error("unsupported encoding `{0}` (this build reads bin.v1 and json.v1; upgrade hektor to read newer records)")]
+    UnknownEncoding(String),
+
+    #[error("record version {found} of {kind} is newer than this build understands (max {supported}); upgrade hektor")]
+    UnknownVersion {
+        kind: &'static str,
+        found: u8,
+        supported: u8,
+    },
+
+    #[error("invalid name `{name}`: {reason}")]
+    InvalidName { name: String, reason: String },
+
+    #[error("{partitions} partitions is out of range: a topic has 1 to {max} partitions")]
+    InvalidPartitions { partitions: u32, max: u32 },
+
+    #[error("the embedded log at {path} failed: {source}")]
+    Storage {
+        path: String,
+        #[source]
+        source: heed::Error,
+    },
+
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("Kafka error: {0} (check that the brokers in HEKTOR_KAFKA_BROKERS / --brokers are reachable)")]
+    Kafka(String),
+
+    #[error("timed out after {0:?} waiting for the log")]
+    Timeout(Duration),
+
+    #[error("collection `{0}` already exists with other settings (delete it first, or use another name)")]
+    CollectionExists(String),
+
+    #[error("invalid settings for collection `{collection}`: {reason}")]
+    InvalidSpec { collection: String, reason: String },
+
+    #[error("the log is shut down")]
+    Closed,
+}

@@ -1,0 +1,1059 @@
+//! The embedded log: a durable, partitioned, append-only log on LMDB (heed) for a single
+//! machine, with the same semantics as the Kafka backend (see [`crate::log`]).
+//!
+//! This module owns the on-disk layout of the embedded log, appends, reads with waiting,
+//! compaction of `Cleanup::Compact` topics and trimming of `Cleanup::Retain` topics. It
+//! does not know what the records mean (that is [`crate::codec`]) nor which topics exist
+//! (that is [`crate::topic`]).
+//!
+//! # Layout
+//! One LMDB environment per directory, with these databases (all keys big-endian so that
+//! LMDB's byte order is numeric order):
+//! - `topics`: topic name → meta (topic id, partitions, cleanup policy). Topic ids are
+//!   never reused, so the records of a deleted topic can be purged lazily and in chunks.
+//! - `meta`: `next_topic_id`.
+//! - `records`: (topic id u32, partition u32, offset u64) → record (append timestamp, key,
+//!   headers, value; see [`encode_record`]).
+//! - `heads`: (topic id, partition) → the next offset (the high watermark).
+//! - `latest` (compacted topics only): (topic id, partition, key) → offset of the newest
+//!   record with that key. Keys longer than [`MAX_INLINE_KEY`] bytes are indexed by their
+//!   128-bit xxh3 hash.
+//! - `garbage` (compacted topics only): (topic id, partition, offset) of records superseded
+//!   by a newer record with the same key; [`EmbeddedLog::compact`] deletes them.
+//!
+//! # Durability
+//! An append is one write transaction, committed with LMDB's default synchronous commit
+//! before `append` returns: an acknowledged batch survives `kill -9` and power loss.
+//!
+//! # Waiting readers
+//! Each appended batch updates a `tokio::sync::watch` per (topic, partition); a reader with
+//! nothing to read waits on it (and re-checks every [`POLL`] in case another process
+//! appended to the same directory).
+//!
+//! # Opening twice
+//! LMDB must not be opened twice in one process; [`EmbeddedLog::open`] on a directory that
+//! is already open in this process returns a handle on the same log. The environment is
+//! closed when the last handle (and the last blocking task using it) is dropped, after
+//! which the directory can be opened again.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::log::{Log, LogRecord, StoredRecord};
+use crate::topic::{Cleanup, TopicSpec};
+use crate::{Error, Result};
+
+/// Virtual size of the memory map (the file only grows as data is written).
+const MAP_SIZE: usize = 1 << 40;
+/// Concurrent read transactions (one per blocking task).
+const MAX_READERS: u32 = 1024;
+/// Longest topic name (Kafka's limit).
+const MAX_TOPIC_NAME: usize = 249;
+/// Keys up to this length are indexed as they are; longer ones by their hash.
+pub const MAX_INLINE_KEY: usize = 400;
+/// Records deleted per write transaction by compaction, trimming and topic deletion, so a
+/// large cleanup never holds the writer for long nor overflows a transaction.
+const CHUNK: usize = 10_000;
+/// Default number of superseded records after which a compacted topic is compacted in the
+/// background.
+pub const DEFAULT_COMPACT_AFTER: u64 = 10_000;
+/// How often a waiting reader re-checks the log even without a wake-up.
+const POLL: Duration = Duration::from_millis(500);
+/// Version byte of the stored record layout.
+const RECORD_VERSION: u8 = 1;
+/// Version byte of the topic meta layout.
+const META_VERSION: u8 = 1;
+const NEXT_TOPIC_ID: &[u8] = b"next_topic_id";
+
+type Db = Database<'static, Bytes, Bytes>;
+
+/// Logs open in this process, by canonical directory.
+static OPEN: LazyLock<Mutex<HashMap<PathBuf, Weak<Inner>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// A durable log on LMDB. Cheap to clone: clones share one environment.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EmbeddedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedLog")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+struct Inner {
+    env: Env<WithoutTls>,
+    path: PathBuf,
+    topics: Db,
+    meta: Db,
+    records: Db,
+    heads: Db,
+    latest: Db,
+    garbage: Db,
+    /// Head (next offset) of each (topic, partition) that someone waits on or appends to.
+    watchers: Mutex<HashMap<String, HashMap<u32, watch::Sender<u64>>>>,
+    /// Per topic id: superseded records since the last compaction, and whether one runs.
+    compaction: Mutex<HashMap<u32, CompactState>>,
+    compact_after: AtomicU64,
+}
+
+#[derive(Default)]
+struct CompactState {
+    pending: u64,
+    running: bool,
+}
+
+/// What `topics` stores per topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TopicMeta {
+    id: u32,
+    partitions: u32,
+    cleanup: Cleanup,
+}
+
+/// The outcome of one appended batch.
+struct Appended {
+    offsets: Vec<u64>,
+    head: u64,
+    topic_id: u32,
+    superseded: u64,
+}
+
+trait StorageContext<T> {
+    fn ctx(self, inner: &Inner) -> Result<T>;
+}
+
+impl<T> StorageContext<T> for heed::Result<T> {
+    fn ctx(self, inner: &Inner) -> Result<T> {
+        self.map_err(|source| inner.storage(source))
+    }
+}
+
+impl EmbeddedLog {
+    /// Open (creating if needed) the log in `dir`. If this process already has the log in
+    /// `dir` open, returns a handle on it. May block briefly while a previous instance of
+    /// the same directory finishes closing.
+    pub fn open(dir: &Path) -> Result<EmbeddedLog> {
+        let io_err = |source| Error::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+        let path = dir.canonicalize().map_err(io_err)?;
+        let mut open = OPEN.lock();
+        if let Some(inner) = open.get(&path).and_then(Weak::upgrade) {
+            return Ok(EmbeddedLog { inner });
+        }
+        let inner = Arc::new(Inner::open(path.clone())?);
+        inner.purge_orphans()?;
+        open.retain(|_, weak| weak.strong_count() > 0);
+        open.insert(path, Arc::downgrade(&inner));
+        Ok(EmbeddedLog { inner })
+    }
+
+    /// The directory of this log.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Compact after this many superseded records of a topic have piled up (default
+    /// [`DEFAULT_COMPACT_AFTER`]); applies to every handle on this log.
+    pub fn set_compact_after(&self, superseded: u64) {
+        self.inner
+            .compact_after
+            .store(superseded.max(1), Ordering::Relaxed);
+    }
+
+    /// Delete the records of a compacted topic that a newer record with the same key has
+    /// superseded; returns how many were removed. Offsets never change and the newest record
+    /// of every key (and every record without a key) is kept. A no-op for other topics.
+    pub async fn compact(&self, topic: &str) -> Result<usize> {
+        let topic = topic.to_string();
+        self.blocking(move |inner| {
+            let rtxn = inner.env.read_txn().ctx(inner)?;
+            let meta = inner.meta_of(&rtxn, &topic)?;
+            match meta.cleanup {
+                Cleanup::Compact => inner.compact_topic(meta.id),
+                Cleanup::Retain { .. } => Ok(0),
+            }
+        })
+        .await
+    }
+
+    /// Delete the records of a time-retained topic older than its retention, from the start
+    /// of each partition; returns how many were removed. A no-op for compacted topics.
+    pub async fn trim_expired(&self, topic: &str) -> Result<usize> {
+        let topic = topic.to_string();
+        self.blocking(move |inner| inner.trim_expired(&topic, now_ms()))
+            .await
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        match tokio::task::spawn_blocking(move || f(&inner)).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    fn after_append(&self, topic: &str, partition: u32, appended: &Appended) {
+        if let Some(tx) = self
+            .inner
+            .watchers
+            .lock()
+            .get(topic)
+            .and_then(|parts| parts.get(&partition))
+        {
+            tx.send_replace(appended.head);
+        }
+        if appended.superseded == 0 {
+            return;
+        }
+        let threshold = self.inner.compact_after.load(Ordering::Relaxed);
+        let start = {
+            let mut states = self.inner.compaction.lock();
+            let state = states.entry(appended.topic_id).or_default();
+            state.pending += appended.superseded;
+            if !state.running && state.pending >= threshold {
+                state.running = true;
+                state.pending = 0;
+                true
+            } else {
+                false
+            }
+        };
+        if start {
+            let inner = self.inner.clone();
+            let topic_id = appended.topic_id;
+            tokio::task::spawn_blocking(move || {
+                match inner.compact_topic(topic_id) {
+                    Ok(removed) => {
+                        tracing::debug!(topic_id, removed, "compacted embedded log topic")
+                    }
+                    Err(e) => tracing::warn!(topic_id, error = %e, "compaction failed"),
+                }
+                if let Some(state) = inner.compaction.lock().get_mut(&topic_id) {
+                    state.running = false;
+                }
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl Log for EmbeddedLog {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn ensure_topic(&self, spec: &TopicSpec) -> Result<()> {
+        let spec = spec.clone();
+        self.blocking(move |inner| inner.ensure_topic(&spec)).await
+    }
+
+    async fn delete_topic(&self, topic: &str) -> Result<()> {
+        let name = topic.to_string();
+        let deleted = self
+            .blocking(move |inner| inner.unlink_topic(&name))
+            .await?;
+        // Waiting readers wake up (their channel closes) and find the topic gone.
+        self.inner.watchers.lock().remove(topic);
+        if let Some(topic_id) = deleted {
+            self.inner.compaction.lock().remove(&topic_id);
+            self.blocking(move |inner| inner.purge_topic_id(topic_id))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<u32> {
+        let topic = topic.to_string();
+        self.blocking(move |inner| {
+            let rtxn = inner.env.read_txn().ctx(inner)?;
+            Ok(inner.meta_of(&rtxn, &topic)?.partitions)
+        })
+        .await
+    }
+
+    async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<LogRecord>,
+    ) -> Result<Vec<u64>> {
+        let name = topic.to_string();
+        let appended = self
+            .blocking(move |inner| inner.append(&name, partition, &records))
+            .await?;
+        self.after_append(topic, partition, &appended);
+        Ok(appended.offsets)
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<StoredRecord>> {
+        let deadline = Instant::now() + wait;
+        let mut changes = self.inner.subscribe(topic, partition);
+        loop {
+            let name = topic.to_string();
+            let records = self
+                .blocking(move |inner| inner.read(&name, partition, from, max))
+                .await?;
+            let now = Instant::now();
+            if !records.is_empty() || max == 0 || now >= deadline {
+                return Ok(records);
+            }
+            let slice = (deadline - now).min(POLL);
+            if let Ok(Err(_closed)) = tokio::time::timeout(slice, changes.changed()).await {
+                // The topic was deleted (and maybe created again): follow the new channel.
+                changes = self.inner.subscribe(topic, partition);
+            }
+        }
+    }
+
+    async fn high_watermark(&self, topic: &str, partition: u32) -> Result<u64> {
+        let topic = topic.to_string();
+        self.blocking(move |inner| {
+            let rtxn = inner.env.read_txn().ctx(inner)?;
+            let meta = inner.meta_of(&rtxn, &topic)?;
+            check_partition(&topic, &meta, partition)?;
+            inner.head(&rtxn, meta.id, partition)
+        })
+        .await
+    }
+}
+
+impl Inner {
+    fn open(path: PathBuf) -> Result<Inner> {
+        let storage = |source| Error::Storage {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options
+            .map_size(MAP_SIZE)
+            .max_dbs(8)
+            .max_readers(MAX_READERS);
+        let mut waited = false;
+        let env = loop {
+            // SAFETY: the environment is only opened through `EmbeddedLog::open`, which keeps
+            // one instance per directory in this process (LMDB's lock file coordinates other
+            // processes), with no unsafe flags, and the files are only modified through LMDB.
+            match unsafe { options.open(&path) } {
+                Err(heed::Error::EnvAlreadyOpened) if !waited => {
+                    // A previous instance is still being dropped (its last blocking task is
+                    // finishing): wait for it to close, once.
+                    waited = true;
+                    if let Some(closing) = heed::env_closing_event(&path) {
+                        closing.wait_timeout(Duration::from_secs(30));
+                    }
+                }
+                other => break other.map_err(storage)?,
+            }
+        };
+        let wtxn = env.write_txn().map_err(storage)?;
+        let (topics, meta, records, heads, latest, garbage) = env
+            .create_databases_and_commit(wtxn, |dbs, wtxn| -> heed::Result<_> {
+                Ok(CommitOrAbort::<_, ()>::Commit((
+                    dbs.create_database::<Bytes, Bytes>(wtxn, Some("topics"))?,
+                    dbs.create_database::<Bytes, Bytes>(wtxn, Some("meta"))?,
+                    dbs.create_database::<Bytes, Bytes>(wtxn, Some("records"))?,
+                    dbs.create_database::<Bytes, Bytes>(wtxn, Some("heads"))?,
+                    dbs.create_database::<Bytes, Bytes>(wtxn, Some("latest"))?,
+                    dbs.create_database::<Bytes, Bytes>(wtxn, Some("garbage"))?,
+                )))
+            })
+            .map_err(storage)?
+            .unwrap_commit();
+        Ok(Inner {
+            env,
+            path,
+            topics,
+            meta,
+            records,
+            heads,
+            latest,
+            garbage,
+            watchers: Mutex::new(HashMap::new()),
+            compaction: Mutex::new(HashMap::new()),
+            compact_after: AtomicU64::new(DEFAULT_COMPACT_AFTER),
+        })
+    }
+
+    fn storage(&self, source: heed::Error) -> Error {
+        Error::Storage {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn subscribe(&self, topic: &str, partition: u32) -> watch::Receiver<u64> {
+        let mut watchers = self.watchers.lock();
+        if !watchers.contains_key(topic) {
+            watchers.insert(topic.to_string(), HashMap::new());
+        }
+        watchers
+            .get_mut(topic)
+            .map(|parts| {
+                parts
+                    .entry(partition)
+                    .or_insert_with(|| watch::channel(0).0)
+                    .subscribe()
+            })
+            .unwrap_or_else(|| watch::channel(0).1)
+    }
+
+    fn meta_of(&self, txn: &RoTxn, topic: &str) -> Result<TopicMeta> {
+        match self.topics.get(txn, topic.as_bytes()).ctx(self)? {
+            Some(bytes) => decode_meta(bytes),
+            None => Err(Error::UnknownTopic(topic.to_string())),
+        }
+    }
+
+    fn head(&self, txn: &RoTxn, topic_id: u32, partition: u32) -> Result<u64> {
+        match self
+            .heads
+            .get(txn, &head_key(topic_id, partition))
+            .ctx(self)?
+        {
+            Some(bytes) => be_u64(bytes, "head"),
+            None => Ok(0),
+        }
+    }
+
+    fn ensure_topic(&self, spec: &TopicSpec) -> Result<()> {
+        validate_topic_name(&spec.name)?;
+        crate::ring::validate_partitions(spec.partitions)?;
+        let mut wtxn = self.env.write_txn().ctx(self)?;
+        if let Some(existing) = self.topics.get(&wtxn, spec.name.as_bytes()).ctx(self)? {
+            let existing = decode_meta(existing)?;
+            if existing.partitions != spec.partitions {
+                return Err(Error::TopicMismatch {
+                    topic: spec.name.clone(),
+                    existing: existing.partitions,
+                    wanted: spec.partitions,
+                });
+            }
+            return Ok(());
+        }
+        let id = match self.meta.get(&wtxn, NEXT_TOPIC_ID).ctx(self)? {
+            Some(bytes) => u32::from_be_bytes(bytes.try_into().map_err(|_| Error::Malformed {
+                kind: "embedded log meta",
+                reason: format!("next topic id has {} bytes instead of 4", bytes.len()),
+            })?),
+            None => 1,
+        };
+        let next = id.checked_add(1).ok_or_else(|| Error::Malformed {
+            kind: "embedded log meta",
+            reason: "all 2^32 topic ids are used up".into(),
+        })?;
+        self.meta
+            .put(&mut wtxn, NEXT_TOPIC_ID, &next.to_be_bytes())
+            .ctx(self)?;
+        let meta = TopicMeta {
+            id,
+            partitions: spec.partitions,
+            cleanup: spec.cleanup,
+        };
+        self.topics
+            .put(&mut wtxn, spec.name.as_bytes(), &encode_meta(&meta))
+            .ctx(self)?;
+        wtxn.commit().ctx(self)
+    }
+
+    /// Remove a topic from `topics` and `heads` (atomically: from now on it is unknown);
+    /// returns its id so its records can be purged.
+    fn unlink_topic(&self, topic: &str) -> Result<Option<u32>> {
+        let mut wtxn = self.env.write_txn().ctx(self)?;
+        let meta = match self.meta_of(&wtxn, topic) {
+            Ok(meta) => meta,
+            Err(Error::UnknownTopic(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        self.topics.delete(&mut wtxn, topic.as_bytes()).ctx(self)?;
+        for partition in 0..meta.partitions {
+            self.heads
+                .delete(&mut wtxn, &head_key(meta.id, partition))
+                .ctx(self)?;
+        }
+        wtxn.commit().ctx(self)?;
+        Ok(Some(meta.id))
+    }
+
+    /// Delete everything stored under a topic id, in chunks.
+    fn purge_topic_id(&self, topic_id: u32) -> Result<()> {
+        let prefix = topic_id.to_be_bytes();
+        for db in [&self.records, &self.latest, &self.garbage, &self.heads] {
+            loop {
+                let mut wtxn = self.env.write_txn().ctx(self)?;
+                let keys = collect_keys(db, &wtxn, &prefix, CHUNK).ctx(self)?;
+                if keys.is_empty() {
+                    break;
+                }
+                for key in &keys {
+                    db.delete(&mut wtxn, key).ctx(self)?;
+                }
+                wtxn.commit().ctx(self)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Purge what a deletion interrupted by a crash left behind: data under topic ids that
+    /// `topics` no longer names.
+    fn purge_orphans(&self) -> Result<()> {
+        let orphans = {
+            let rtxn = self.env.read_txn().ctx(self)?;
+            let mut live = HashSet::new();
+            for item in self.topics.iter(&rtxn).ctx(self)? {
+                let (_, meta) = item.ctx(self)?;
+                live.insert(decode_meta(meta)?.id);
+            }
+            let mut orphans = HashSet::new();
+            for db in [&self.records, &self.latest, &self.garbage, &self.heads] {
+                let mut start = [0u8; 4];
+                while let Some((key, _)) =
+                    db.get_greater_than_or_equal_to(&rtxn, &start).ctx(self)?
+                {
+                    let Some(id) = key.get(..4).map(|b| [b[0], b[1], b[2], b[3]]) else {
+                        break;
+                    };
+                    let id = u32::from_be_bytes(id);
+                    if !live.contains(&id) {
+                        orphans.insert(id);
+                    }
+                    match id.checked_add(1) {
+                        Some(next) => start = next.to_be_bytes(),
+                        None => break,
+                    }
+                }
+            }
+            orphans
+        };
+        for id in orphans {
+            tracing::info!(topic_id = id, path = %self.path.display(), "purging records of a deleted topic");
+            self.purge_topic_id(id)?;
+        }
+        Ok(())
+    }
+
+    fn append(&self, topic: &str, partition: u32, records: &[LogRecord]) -> Result<Appended> {
+        for record in records {
+            check_lengths(record)?;
+        }
+        if records.is_empty() {
+            let rtxn = self.env.read_txn().ctx(self)?;
+            let meta = self.meta_of(&rtxn, topic)?;
+            check_partition(topic, &meta, partition)?;
+            let head = self.head(&rtxn, meta.id, partition)?;
+            return Ok(Appended {
+                offsets: Vec::new(),
+                head,
+                topic_id: meta.id,
+                superseded: 0,
+            });
+        }
+        let mut wtxn = self.env.write_txn().ctx(self)?;
+        let meta = self.meta_of(&wtxn, topic)?;
+        check_partition(topic, &meta, partition)?;
+        let first = self.head(&wtxn, meta.id, partition)?;
+        let timestamp_ms = now_ms();
+        let compacted = meta.cleanup == Cleanup::Compact;
+        let mut offsets = Vec::with_capacity(records.len());
+        let mut superseded = 0;
+        let mut index_key = Vec::with_capacity(64);
+        for (offset, record) in (first..).zip(records) {
+            let key = record_key(meta.id, partition, offset);
+            let size = encoded_len(record);
+            self.records
+                .put_reserved(&mut wtxn, &key, size, |space| {
+                    write_record(space, timestamp_ms, record)
+                })
+                .ctx(self)?;
+            if compacted {
+                if let Some(record_key_bytes) = &record.key {
+                    latest_key(&mut index_key, meta.id, partition, record_key_bytes);
+                    let offset_bytes = offset.to_be_bytes();
+                    let previous = self
+                        .latest
+                        .get_or_put(&mut wtxn, &index_key, &offset_bytes)
+                        .ctx(self)?
+                        .map(|old| be_u64(old, "latest offset"))
+                        .transpose()?;
+                    if let Some(previous) = previous {
+                        self.latest
+                            .put(&mut wtxn, &index_key, &offset_bytes)
+                            .ctx(self)?;
+                        self.garbage
+                            .put(&mut wtxn, &record_key(meta.id, partition, previous), &[])
+                            .ctx(self)?;
+                        superseded += 1;
+                    }
+                }
+            }
+            offsets.push(offset);
+        }
+        let head = first + records.len() as u64;
+        self.heads
+            .put(
+                &mut wtxn,
+                &head_key(meta.id, partition),
+                &head.to_be_bytes(),
+            )
+            .ctx(self)?;
+        wtxn.commit().ctx(self)?;
+        Ok(Appended {
+            offsets,
+            head,
+            topic_id: meta.id,
+            superseded,
+        })
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        let rtxn = self.env.read_txn().ctx(self)?;
+        let meta = self.meta_of(&rtxn, topic)?;
+        check_partition(topic, &meta, partition)?;
+        let low = record_key(meta.id, partition, from);
+        let high = record_key(meta.id, partition, u64::MAX);
+        let mut out = Vec::with_capacity(max.min(4096));
+        if max == 0 {
+            return Ok(out);
+        }
+        for item in self
+            .records
+            .range(
+                &rtxn,
+                &(Bound::Included(&low[..]), Bound::Included(&high[..])),
+            )
+            .ctx(self)?
+        {
+            let (key, value) = item.ctx(self)?;
+            out.push(decode_record(key, value)?);
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn compact_topic(&self, topic_id: u32) -> Result<usize> {
+        let prefix = topic_id.to_be_bytes();
+        let mut removed = 0;
+        loop {
+            let mut wtxn = self.env.write_txn().ctx(self)?;
+            let keys = collect_keys(&self.garbage, &wtxn, &prefix, CHUNK).ctx(self)?;
+            if keys.is_empty() {
+                return Ok(removed);
+            }
+            for key in &keys {
+                if self.records.delete(&mut wtxn, key).ctx(self)? {
+                    removed += 1;
+                }
+                self.garbage.delete(&mut wtxn, key).ctx(self)?;
+            }
+            wtxn.commit().ctx(self)?;
+        }
+    }
+
+    fn trim_expired(&self, topic: &str, now_ms: i64) -> Result<usize> {
+        let meta = {
+            let rtxn = self.env.read_txn().ctx(self)?;
+            self.meta_of(&rtxn, topic)?
+        };
+        let Cleanup::Retain { ms } = meta.cleanup else {
+            return Ok(0);
+        };
+        let cutoff = now_ms.saturating_sub(ms);
+        let mut removed = 0;
+        for partition in 0..meta.partitions {
+            loop {
+                let mut wtxn = self.env.write_txn().ctx(self)?;
+                let prefix = head_key(meta.id, partition);
+                let mut expired = Vec::new();
+                for item in self.records.prefix_iter(&wtxn, &prefix).ctx(self)? {
+                    let (key, value) = item.ctx(self)?;
+                    if expired.len() >= CHUNK || record_timestamp(value)? >= cutoff {
+                        break;
+                    }
+                    expired.push(key.to_vec());
+                }
+                if expired.is_empty() {
+                    break;
+                }
+                for key in &expired {
+                    self.records.delete(&mut wtxn, key).ctx(self)?;
+                }
+                removed += expired.len();
+                wtxn.commit().ctx(self)?;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn collect_keys(db: &Db, txn: &RoTxn, prefix: &[u8], limit: usize) -> heed::Result<Vec<Vec<u8>>> {
+    let mut keys = Vec::new();
+    for item in db.prefix_iter(txn, prefix)? {
+        let (key, _) = item?;
+        keys.push(key.to_vec());
+        if keys.len() >= limit {
+            break;
+        }
+    }
+    Ok(keys)
+}
+
+fn validate_topic_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_TOPIC_NAME {
+        return Err(Error::InvalidName {
+            name: name.chars().take(80).collect(),
+            reason: format!("a topic name is 1 to {MAX_TOPIC_NAME} bytes long"),
+        });
+    }
+    Ok(())
+}
+
+fn check_partition(topic: &str, meta: &TopicMeta, partition: u32) -> Result<()> {
+    if partition >= meta.partitions {
+        return Err(Error::PartitionOutOfRange {
+            topic: topic.to_string(),
+            partition,
+            partitions: meta.partitions,
+        });
+    }
+    Ok(())
+}
+
+fn check_lengths(record: &LogRecord) -> Result<()> {
+    let too_long = |what: &str, len: usize| Error::Malformed {
+        kind: "log record",
+        reason: format!("{what} is {len} bytes long; the embedded log takes at most 4 GiB"),
+    };
+    if let Some(key) = &record.key {
+        if u32::try_from(key.len()).is_err() {
+            return Err(too_long("the key", key.len()));
+        }
+    }
+    if u32::try_from(record.headers.len()).is_err() {
+        return Err(too_long("the header list", record.headers.len()));
+    }
+    for (name, value) in &record.headers {
+        if u32::try_from(name.len()).is_err() {
+            return Err(too_long("a header name", name.len()));
+        }
+        if u32::try_from(value.len()).is_err() {
+            return Err(too_long("a header value", value.len()));
+        }
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn record_key(topic_id: u32, partition: u32, offset: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..4].copy_from_slice(&topic_id.to_be_bytes());
+    key[4..8].copy_from_slice(&partition.to_be_bytes());
+    key[8..].copy_from_slice(&offset.to_be_bytes());
+    key
+}
+
+fn head_key(topic_id: u32, partition: u32) -> [u8; 8] {
+    let mut key = [0u8; 8];
+    key[..4].copy_from_slice(&topic_id.to_be_bytes());
+    key[4..].copy_from_slice(&partition.to_be_bytes());
+    key
+}
+
+/// (topic id, partition, tag, key): tag 0 and the key itself, or tag 1 and its xxh3-128
+/// hash for keys longer than [`MAX_INLINE_KEY`] (LMDB keys are at most 511 bytes).
+fn latest_key(out: &mut Vec<u8>, topic_id: u32, partition: u32, key: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&head_key(topic_id, partition));
+    if key.len() <= MAX_INLINE_KEY {
+        out.push(0);
+        out.extend_from_slice(key);
+    } else {
+        out.push(1);
+        out.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(key).to_be_bytes());
+    }
+}
+
+fn be_u64(bytes: &[u8], what: &str) -> Result<u64> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| Error::Malformed {
+        kind: "embedded log index",
+        reason: format!("{what} has {} bytes instead of 8", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(array))
+}
+
+fn encode_meta(meta: &TopicMeta) -> [u8; 18] {
+    let mut out = [0u8; 18];
+    out[0] = META_VERSION;
+    out[1..5].copy_from_slice(&meta.id.to_be_bytes());
+    out[5..9].copy_from_slice(&meta.partitions.to_be_bytes());
+    match meta.cleanup {
+        Cleanup::Compact => out[9] = 0,
+        Cleanup::Retain { ms } => {
+            out[9] = 1;
+            out[10..18].copy_from_slice(&ms.to_be_bytes());
+        }
+    }
+    out
+}
+
+fn decode_meta(bytes: &[u8]) -> Result<TopicMeta> {
+    let malformed = |reason: String| Error::Malformed {
+        kind: "embedded log topic",
+        reason,
+    };
+    if bytes.first() != Some(&META_VERSION) {
+        return Err(Error::UnknownVersion {
+            kind: "embedded log topic",
+            found: bytes.first().copied().unwrap_or(0),
+            supported: META_VERSION,
+        });
+    }
+    let bytes: &[u8; 18] = bytes
+        .try_into()
+        .map_err(|_| malformed(format!("{} bytes instead of 18", bytes.len())))?;
+    let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    let partitions = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]);
+    let cleanup = match bytes[9] {
+        0 => Cleanup::Compact,
+        1 => {
+            let mut ms = [0u8; 8];
+            ms.copy_from_slice(&bytes[10..18]);
+            Cleanup::Retain {
+                ms: i64::from_be_bytes(ms),
+            }
+        }
+        other => return Err(malformed(format!("unknown cleanup policy {other}"))),
+    };
+    Ok(TopicMeta {
+        id,
+        partitions,
+        cleanup,
+    })
+}
+
+// Stored record layout (little-endian lengths):
+//   version u8 | flags u8 (bit 0: has key) | timestamp_ms i64
+//   | key_len u32 | key | header_count u32 | (name_len u32 | name | value_len u32 | value)*
+//   | value (the rest)
+const HAS_KEY: u8 = 1;
+const FIXED_LEN: usize = 1 + 1 + 8 + 4 + 4;
+
+fn encoded_len(record: &LogRecord) -> usize {
+    FIXED_LEN
+        + record.key.as_ref().map_or(0, Vec::len)
+        + record
+            .headers
+            .iter()
+            .map(|(name, value)| 8 + name.len() + value.len())
+            .sum::<usize>()
+        + record.value.len()
+}
+
+/// Write one record in the stored layout; lengths were checked by [`check_lengths`].
+fn encode_record(
+    out: &mut impl Write,
+    timestamp_ms: i64,
+    record: &LogRecord,
+) -> std::io::Result<()> {
+    let flags = if record.key.is_some() { HAS_KEY } else { 0 };
+    let key = record.key.as_deref().unwrap_or_default();
+    out.write_all(&[RECORD_VERSION, flags])?;
+    out.write_all(&timestamp_ms.to_le_bytes())?;
+    out.write_all(&(key.len() as u32).to_le_bytes())?;
+    out.write_all(key)?;
+    out.write_all(&(record.headers.len() as u32).to_le_bytes())?;
+    for (name, value) in &record.headers {
+        out.write_all(&(name.len() as u32).to_le_bytes())?;
+        out.write_all(name.as_bytes())?;
+        out.write_all(&(value.len() as u32).to_le_bytes())?;
+        out.write_all(value)?;
+    }
+    out.write_all(&record.value)
+}
+
+fn write_record(
+    space: &mut heed::ReservedSpace,
+    timestamp_ms: i64,
+    record: &LogRecord,
+) -> std::io::Result<()> {
+    encode_record(space, timestamp_ms, record)
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.bytes.len() < n {
+            return Err(Error::Malformed {
+                kind: "embedded log record",
+                reason: format!("truncated: {n} bytes wanted, {} left", self.bytes.len()),
+            });
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u32(&mut self) -> Result<usize> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+}
+
+fn record_timestamp(value: &[u8]) -> Result<i64> {
+    let mut cursor = Cursor { bytes: value };
+    let _ = cursor.take(2)?;
+    let ts = cursor.take(8)?;
+    let mut array = [0u8; 8];
+    array.copy_from_slice(ts);
+    Ok(i64::from_le_bytes(array))
+}
+
+fn decode_record(key: &[u8], value: &[u8]) -> Result<StoredRecord> {
+    let offset = be_u64(key.get(8..).unwrap_or_default(), "record key offset")?;
+    let mut cursor = Cursor { bytes: value };
+    let head = cursor.take(2)?;
+    if head[0] != RECORD_VERSION {
+        return Err(Error::UnknownVersion {
+            kind: "embedded log record",
+            found: head[0],
+            supported: RECORD_VERSION,
+        });
+    }
+    let timestamp_ms = record_timestamp(value)?;
+    let _ = cursor.take(8)?;
+    let key_len = cursor.u32()?;
+    let key_bytes = cursor.take(key_len)?;
+    let key = (head[1] & HAS_KEY != 0).then(|| key_bytes.to_vec());
+    let header_count = cursor.u32()?;
+    let mut headers = Vec::with_capacity(header_count.min(64));
+    for _ in 0..header_count {
+        let name_len = cursor.u32()?;
+        let name = cursor.take(name_len)?;
+        let name = String::from_utf8(name.to_vec()).map_err(|_| Error::Malformed {
+            kind: "embedded log record",
+            reason: "a header name is not UTF-8".into(),
+        })?;
+        let value_len = cursor.u32()?;
+        headers.push((name, cursor.take(value_len)?.to_vec()));
+    }
+    Ok(StoredRecord {
+        offset,
+        timestamp_ms,
+        record: LogRecord {
+            key,
+            value: cursor.bytes.to_vec(),
+            headers,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_the_stored_layout() {
+        let records = [
+            LogRecord::new(None, Vec::new()),
+            LogRecord::new(Some(Vec::new()), b"v".to_vec()),
+            LogRecord::new(Some(b"key".to_vec()), vec![7; 1500])
+                .with_header("reason", b"bad".to_vec())
+                .with_header("", Vec::new()),
+        ];
+        for (i, record) in records.iter().enumerate() {
+            let mut bytes = Vec::new();
+            encode_record(&mut bytes, -5 + i as i64, record).unwrap();
+            assert_eq!(bytes.len(), encoded_len(record));
+            let stored = decode_record(&record_key(1, 2, 42 + i as u64), &bytes).unwrap();
+            assert_eq!(stored.offset, 42 + i as u64);
+            assert_eq!(stored.timestamp_ms, -5 + i as i64);
+            assert_eq!(&stored.record, record);
+        }
+    }
+
+    #[test]
+    fn truncated_records_are_errors_not_panics() {
+        let record = LogRecord::new(Some(b"key".to_vec()), b"value".to_vec())
+            .with_header("h", b"x".to_vec());
+        let mut bytes = Vec::new();
+        encode_record(&mut bytes, 1, &record).unwrap();
+        let value_start = bytes.len() - record.value.len();
+        for cut in 0..value_start {
+            assert!(
+                decode_record(&record_key(1, 0, 0), &bytes[..cut]).is_err(),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn topic_meta_round_trips() {
+        for cleanup in [Cleanup::Compact, Cleanup::Retain { ms: 123_456 }] {
+            let meta = TopicMeta {
+                id: 9,
+                partitions: 16,
+                cleanup,
+            };
+            assert_eq!(decode_meta(&encode_meta(&meta)).unwrap(), meta);
+        }
+    }
+
+    #[test]
+    fn long_keys_are_indexed_by_hash() {
+        let mut short = Vec::new();
+        latest_key(&mut short, 1, 0, b"abc");
+        assert_eq!(short.len(), 8 + 1 + 3);
+        let mut long = Vec::new();
+        latest_key(&mut long, 1, 0, &[1; 5000]);
+        assert_eq!(long.len(), 8 + 1 + 16);
+        let mut other = Vec::new();
+        latest_key(&mut other, 1, 0, &[2; 5000]);
+        assert_ne!(long, other);
+    }
+}

@@ -1,0 +1,901 @@
+//! The Apache Kafka backend of [`crate::log::Log`], through rdkafka (librdkafka).
+//!
+//! This module owns how hektor talks to Kafka: one idempotent producer (`acks=all`, at
+//! most 5 requests in flight, so a partition never reorders or duplicates), an admin client
+//! for topics, a metadata client, and a pool of plain consumers, each assigned to one
+//! partition at an explicit offset (no consumer groups, nothing committed). It does not
+//! decide topic names, partition counts or record encodings; that is [`crate::topic`] and
+//! [`crate::codec`].
+//!
+//! Every blocking librdkafka call (metadata, watermarks, consumer polls) runs in
+//! [`tokio::task::spawn_blocking`]; producing and admin calls are asynchronous already.
+//!
+//! Reads are cheap when repeated: a reader that returned records up to offset `n - 1` is
+//! kept, still fetching, and the next `read(from = n)` takes it again without a seek. A read
+//! from anywhere else re-assigns a pooled consumer at that offset.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::log::{Log, LogRecord, StoredRecord};
+use crate::topic::TopicSpec;
+use crate::{Error, Result};
+
+/// How long a metadata or watermark request may take before it fails.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `ensure_topic` / `delete_topic` wait for the cluster to show the change.
+const TOPIC_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// When records are known to exist (offset below the high watermark), how long a read may
+/// wait for the first of them beyond the caller's `wait` (a fresh reader has to connect).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
+/// When more records are known to exist, how long a read keeps filling its batch.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a read past the end of a partition checks whether it has grown.
+const PAST_END_POLL: Duration = Duration::from_millis(50);
+/// Idle readers kept per partition.
+const MAX_READERS_PER_PARTITION: usize = 4;
+/// A pooled reader unused for this long is closed (it prefetches while idle).
+const READER_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Compression of produced batches (librdkafka `compression.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Compression {
+    None,
+    #[default]
+    Lz4,
+    Zstd,
+    Snappy,
+    Gzip,
+}
+
+impl Compression {
+    /// The librdkafka name of this codec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+            Compression::Snappy => "snappy",
+            Compression::Gzip => "gzip",
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A compression name that is not one of `none`, `lz4`, `zstd`, `snappy`, `gzip`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown compression `{0}`; use one of none, lz4, zstd, snappy, gzip")]
+pub struct UnknownCompression(pub String);
+
+impl FromStr for Compression {
+    type Err = UnknownCompression;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(Compression::None),
+            "lz4" => Ok(Compression::Lz4),
+            "zstd" => Ok(Compression::Zstd),
+            "snappy" => Ok(Compression::Snappy),
+            "gzip" => Ok(Compression::Gzip),
+            _ => Err(UnknownCompression(s.chars().take(40).collect())),
+        }
+    }
+}
+
+/// Settings of the Kafka backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Compression of produced batches. Default `lz4`.
+    pub compression: Compression,
+    /// How long the producer waits to fill a batch (`linger.ms`). Default 5.
+    pub linger_ms: u32,
+    /// Largest produced batch in bytes (`batch.size`). Default 1,000,000.
+    pub batch_size: u32,
+    /// Largest request the producer sends, in bytes (`message.max.bytes`); a record larger
+    /// than this is refused. Keep it at or below the broker's `message.max.bytes`.
+    /// Default 1,000,000.
+    pub message_max_bytes: u32,
+    /// Any other librdkafka property, passed as is to every client this backend creates
+    /// (producer, consumers, admin), after hektor's own settings, so it can override them:
+    /// e.g. `("security.protocol", "ssl")`, `("queue.buffering.max.messages", "500000")`.
+    /// See librdkafka's CONFIGURATION.md for the names. A property that does not apply to
+    /// one kind of client is ignored by it with a librdkafka warning; an unknown one makes
+    /// [`KafkaLog::connect`] fail.
+    pub extra: Vec<(String, String)>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            compression: Compression::Lz4,
+            linger_ms: 5,
+            batch_size: 1_000_000,
+            message_max_bytes: 1_000_000,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// The Kafka log. Cheap to clone; clones share the clients and the reader pool.
+#[derive(Clone)]
+pub struct KafkaLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    brokers: String,
+    config: KafkaConfig,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    /// Metadata and watermark queries (a consumer, so it never auto-creates topics).
+    meta: BaseConsumer,
+    /// Known partition counts, filled by metadata and `ensure_topic`.
+    partitions: Mutex<HashMap<String, u32>>,
+    /// Idle readers per (topic, partition).
+    readers: Mutex<HashMap<(String, u32), Vec<Reader>>>,
+}
+
+/// A consumer assigned to one partition, and the offset its next message will have.
+struct Reader {
+    consumer: BaseConsumer,
+    /// Where the fetch position is: `Some(n)` when the next message it returns has offset
+    /// >= n and no record in between was skipped.
+    next: Option<u64>,
+    last_used: Instant,
+}
+
+fn kafka_error(context: impl fmt::Display, error: impl fmt::Display) -> Error {
+    Error::Kafka(format!("{context}: {error}"))
+}
+
+fn join_error(context: impl fmt::Display, error: tokio::task::JoinError) -> Error {
+    Error::Kafka(format!("{context}: the blocking task failed: {error}"))
+}
+
+impl KafkaLog {
+    /// Create the clients for the brokers (`host:port`, comma-separated). This does not
+    /// contact the cluster; librdkafka connects lazily. Call [`KafkaLog::ping`] to check
+    /// that the brokers answer. Fails on an invalid configuration.
+    pub fn connect(brokers: &str, config: KafkaConfig) -> Result<KafkaLog> {
+        let brokers = brokers.trim();
+        if brokers.is_empty() {
+            return Err(Error::Kafka("no brokers given".into()));
+        }
+        let base = |client_id: &str| {
+            let mut c = ClientConfig::new();
+            c.set("bootstrap.servers", brokers)
+                .set("client.id", client_id);
+            c
+        };
+        let with_extra = |mut c: ClientConfig| {
+            for (k, v) in &config.extra {
+                c.set(k, v);
+            }
+            c
+        };
+
+        let mut p = base("hektor-producer");
+        p.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("compression.type", config.compression.as_str())
+            .set("linger.ms", config.linger_ms.to_string())
+            .set("batch.size", config.batch_size.to_string())
+            .set("message.max.bytes", config.message_max_bytes.to_string())
+            .set("message.timeout.ms", "120000")
+            .set("allow.auto.create.topics", "false");
+        let producer: FutureProducer = with_extra(p)
+            .create()
+            .map_err(|e| kafka_error("creating the producer", e))?;
+
+        let admin: AdminClient<DefaultClientContext> = with_extra(base("hektor-admin"))
+            .create()
+            .map_err(|e| kafka_error("creating the admin client", e))?;
+
+        let meta: BaseConsumer = with_extra(consumer_config(brokers, "hektor-metadata"))
+            .create()
+            .map_err(|e| kafka_error("creating the metadata client", e))?;
+
+        Ok(KafkaLog {
+            inner: Arc::new(Inner {
+                brokers: brokers.to_string(),
+                config,
+                producer,
+                admin,
+                meta,
+                partitions: Mutex::new(HashMap::new()),
+                readers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The brokers this log was created with.
+    pub fn brokers(&self) -> &str {
+        &self.inner.brokers
+    }
+
+    /// Check that the cluster answers a metadata request within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<()> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner
+                .meta
+                .fetch_metadata(None, timeout)
+                .map(|_| ())
+                .map_err(|e| kafka_error(format!("asking {} for metadata", inner.brokers), e))
+        })
+        .await
+        .map_err(|e| join_error("pinging the cluster", e))?
+    }
+}
+
+/// Settings shared by the metadata client and the readers.
+fn consumer_config(brokers: &str, client_id: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("client.id", client_id)
+        .set("group.id", "hektor-log-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "error")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .set("allow.auto.create.topics", "false")
+        .set("fetch.error.backoff.ms", "50")
+        .set("fetch.queue.backoff.ms", "20")
+        .set("queued.max.messages.kbytes", "32768");
+    c
+}
+
+/// What metadata says about one topic.
+enum TopicState {
+    Missing,
+    /// Partition count, and whether every partition has a leader.
+    Present {
+        partitions: u32,
+        ready: bool,
+    },
+}
+
+impl Inner {
+    /// Blocking: ask the cluster about one topic.
+    fn topic_state(&self, topic: &str) -> Result<TopicState> {
+        let md = self
+            .meta
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .map_err(|e| kafka_error(format!("fetching metadata of topic `{topic}`"), e))?;
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(TopicState::Missing);
+        };
+        if let Some(err) = t.error() {
+            return match RDKafkaErrorCode::from(err) {
+                RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => {
+                    Ok(TopicState::Missing)
+                }
+                RDKafkaErrorCode::LeaderNotAvailable => Ok(TopicState::Present {
+                    partitions: t.partitions().len() as u32,
+                    ready: false,
+                }),
+                code => Err(kafka_error(
+                    format!("fetching metadata of topic `{topic}`"),
+                    code,
+                )),
+            };
+        }
+        if t.partitions().is_empty() {
+            return Ok(TopicState::Missing);
+        }
+        let ready = t
+            .partitions()
+            .iter()
+            .all(|p| p.error().is_none() && p.leader() >= 0);
+        Ok(TopicState::Present {
+            partitions: t.partitions().len() as u32,
+            ready,
+        })
+    }
+
+    /// Blocking: (low, high) watermarks of a partition.
+    fn watermarks(&self, client: &BaseConsumer, topic: &str, partition: u32) -> Result<(u64, u64)> {
+        let (low, high) = client
+            .fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT)
+            .map_err(|e| {
+                if is_unknown_topic(&e) {
+                    Error::UnknownTopic(topic.to_string())
+                } else {
+                    kafka_error(format!("fetching the watermarks of {topic}/{partition}"), e)
+                }
+            })?;
+        Ok((low.max(0) as u64, high.max(0) as u64))
+    }
+
+    fn forget_topic(&self, topic: &str) {
+        self.partitions.lock().remove(topic);
+        self.readers.lock().retain(|(t, _), _| t != topic);
+    }
+
+    /// Take a reader for (topic, partition), preferring one positioned at `from`, and
+    /// closing readers that have been idle too long.
+    fn take_reader(&self, topic: &str, partition: u32, from: u64) -> Option<Reader> {
+        let mut readers = self.readers.lock();
+        let now = Instant::now();
+        readers.retain(|_, pool| {
+            pool.retain(|r| now.duration_since(r.last_used) < READER_IDLE_TIMEOUT);
+            !pool.is_empty()
+        });
+        let pool = readers.get_mut(&(topic.to_string(), partition))?;
+        let index = pool
+            .iter()
+            .position(|r| r.next == Some(from))
+            .unwrap_or(pool.len() - 1);
+        Some(pool.swap_remove(index))
+    }
+
+    fn put_reader(&self, topic: &str, partition: u32, mut reader: Reader) {
+        reader.last_used = Instant::now();
+        let mut readers = self.readers.lock();
+        let pool = readers.entry((topic.to_string(), partition)).or_default();
+        if pool.len() >= MAX_READERS_PER_PARTITION {
+            pool.remove(0);
+        }
+        pool.push(reader);
+    }
+
+    fn new_reader(&self) -> Result<Reader> {
+        let mut c = consumer_config(&self.brokers, "hektor-reader");
+        for (k, v) in &self.config.extra {
+            c.set(k, v);
+        }
+        let consumer: BaseConsumer = c
+            .create()
+            .map_err(|e| kafka_error("creating a reader", e))?;
+        Ok(Reader {
+            consumer,
+            next: None,
+            last_used: Instant::now(),
+        })
+    }
+
+    /// Blocking: the whole of `Log::read`.
+    fn read_blocking(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<StoredRecord>> {
+        let mut reader = match self.take_reader(topic, partition, from) {
+            Some(r) => r,
+            None => self.new_reader()?,
+        };
+        let result = self.fill(&mut reader, topic, partition, from, max, wait);
+        if result.is_ok() {
+            self.put_reader(topic, partition, reader);
+        }
+        result
+    }
+
+    fn assign(&self, reader: &mut Reader, topic: &str, partition: u32, at: u64) -> Result<()> {
+        let mut tpl = TopicPartitionList::with_capacity(1);
+        tpl.add_partition_offset(topic, partition as i32, Offset::Offset(at as i64))
+            .map_err(|e| kafka_error(format!("reading {topic}/{partition} from {at}"), e))?;
+        reader
+            .consumer
+            .assign(&tpl)
+            .map_err(|e| kafka_error(format!("assigning {topic}/{partition} at {at}"), e))?;
+        reader.next = Some(at);
+        Ok(())
+    }
+
+    fn fill(
+        &self,
+        reader: &mut Reader,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<StoredRecord>> {
+        if reader.next != Some(from) {
+            self.assign(reader, topic, partition, from)?;
+        }
+        let mut out: Vec<StoredRecord> = Vec::with_capacity(max.min(4096));
+        if max == 0 {
+            return Ok(out);
+        }
+        let started = Instant::now();
+        // Phase 1 waits for the first record; phase 2 fills the batch.
+        let mut deadline = started + wait;
+        // The high watermark, once asked: records below it exist and are worth waiting for.
+        let mut known_high: Option<u64> = None;
+        let mut last_error: Option<KafkaError> = None;
+        let mut next = from;
+        while out.len() < max {
+            let now = Instant::now();
+            let timeout = if out.is_empty() || known_high.is_some_and(|h| next < h) {
+                deadline.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
+            match reader.consumer.poll(timeout) {
+                Some(Ok(message)) => {
+                    let offset = message.offset();
+                    if offset < 0 || (offset as u64) < next {
+                        continue; // left over from before a re-assign
+                    }
+                    out.push(stored(&message));
+                    next = offset as u64 + 1;
+                    reader.next = Some(next);
+                    if out.len() == 1 {
+                        deadline = Instant::now() + DRAIN_TIMEOUT;
+                    }
+                    if known_high.is_some_and(|h| next >= h) {
+                        break;
+                    }
+                }
+                Some(Err(e)) if is_offset_out_of_range(&e) => {
+                    tracing::debug!(topic, partition, offset = next, error = %e, "Kafka offset out of range");
+                    let (low, high) = self.watermarks(&reader.consumer, topic, partition)?;
+                    if !out.is_empty() {
+                        break;
+                    }
+                    if next > high {
+                        // Past the end: like any read at the end, wait (until the deadline)
+                        // for the partition to grow up to `next`.
+                        reader.next = None;
+                        loop {
+                            let now = Instant::now();
+                            if now >= deadline {
+                                return Ok(out);
+                            }
+                            std::thread::sleep(PAST_END_POLL.min(deadline - now));
+                            let (_, high) = self.watermarks(&reader.consumer, topic, partition)?;
+                            if high >= next {
+                                break;
+                            }
+                        }
+                        self.assign(reader, topic, partition, next)?;
+                        continue;
+                    }
+                    // Below the low watermark (retention or compaction removed it): the
+                    // first record at or after `from` is the first one kept.
+                    next = next.max(low);
+                    self.assign(reader, topic, partition, next)?;
+                    known_high = Some(high);
+                    deadline = deadline.max(Instant::now() + CATCH_UP_TIMEOUT);
+                }
+                Some(Err(e)) => {
+                    // Most consumer errors are transient (a broker restarting, a leader
+                    // moving); librdkafka retries by itself. Keep the last one to report.
+                    tracing::debug!(topic, partition, error = %e, "Kafka read error");
+                    last_error = Some(e);
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                None => {
+                    if known_high.is_none() {
+                        let (_, high) = self.watermarks(&reader.consumer, topic, partition)?;
+                        known_high = Some(high);
+                        if next < high {
+                            let extra = if out.is_empty() {
+                                CATCH_UP_TIMEOUT
+                            } else {
+                                DRAIN_TIMEOUT
+                            };
+                            deadline = deadline.max(Instant::now() + extra);
+                            continue;
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        if out.is_empty() {
+            if let Some(e) = last_error {
+                if known_high.is_some_and(|h| next < h) {
+                    return Err(kafka_error(
+                        format!("reading {topic}/{partition} from {from}"),
+                        e,
+                    ));
+                }
+                tracing::warn!(topic, partition, error = %e, "Kafka read returned nothing after an error");
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn is_offset_out_of_range(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset)
+    )
+}
+
+fn is_unknown_topic(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownPartition
+        )
+    )
+}
+
+/// Copy a consumed message out of librdkafka's memory.
+fn stored(message: &BorrowedMessage<'_>) -> StoredRecord {
+    let headers = message
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    StoredRecord {
+        offset: message.offset().max(0) as u64,
+        timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+        record: LogRecord {
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers,
+        },
+    }
+}
+
+fn delivered(
+    topic: &str,
+    partition: u32,
+    result: <DeliveryFuture as std::future::Future>::Output,
+) -> Result<u64> {
+    match result {
+        Ok(Ok(delivery)) if delivery.offset >= 0 => Ok(delivery.offset as u64),
+        Ok(Ok(delivery)) => Err(Error::Kafka(format!(
+            "appending to {topic}/{partition}: the broker returned no offset ({})",
+            delivery.offset
+        ))),
+        Ok(Err((e, _))) => Err(if is_unknown_topic(&e) {
+            Error::UnknownTopic(topic.to_string())
+        } else {
+            kafka_error(format!("appending to {topic}/{partition}"), e)
+        }),
+        Err(_) => Err(Error::Closed),
+    }
+}
+
+impl KafkaLog {
+    /// The partition count of a topic, from the cache or the cluster.
+    async fn known_partitions(&self, topic: &str) -> Result<u32> {
+        if let Some(&n) = self.inner.partitions.lock().get(topic) {
+            return Ok(n);
+        }
+        let inner = self.inner.clone();
+        let name = topic.to_string();
+        let state = tokio::task::spawn_blocking(move || inner.topic_state(&name))
+            .await
+            .map_err(|e| join_error(format!("looking up topic `{topic}`"), e))??;
+        match state {
+            TopicState::Missing => Err(Error::UnknownTopic(topic.to_string())),
+            TopicState::Present { partitions, .. } => {
+                self.inner
+                    .partitions
+                    .lock()
+                    .insert(topic.to_string(), partitions);
+                Ok(partitions)
+            }
+        }
+    }
+
+    async fn check_partition(&self, topic: &str, partition: u32) -> Result<()> {
+        let partitions = self.known_partitions(topic).await?;
+        if partition >= partitions {
+            return Err(Error::PartitionOutOfRange {
+                topic: topic.to_string(),
+                partition,
+                partitions,
+            });
+        }
+        Ok(())
+    }
+
+    async fn topic_state(&self, topic: &str) -> Result<TopicState> {
+        let inner = self.inner.clone();
+        let name = topic.to_string();
+        tokio::task::spawn_blocking(move || inner.topic_state(&name))
+            .await
+            .map_err(|e| join_error(format!("looking up topic `{topic}`"), e))?
+    }
+
+    /// Wait until metadata shows the topic with all its partitions led.
+    async fn wait_ready(&self, spec: &TopicSpec, deadline: Instant) -> Result<u32> {
+        loop {
+            match self.topic_state(&spec.name).await? {
+                TopicState::Present {
+                    partitions,
+                    ready: true,
+                } if partitions >= spec.partitions => return Ok(partitions),
+                _ if Instant::now() >= deadline => {
+                    return Err(Error::Timeout(TOPIC_CHANGE_TIMEOUT));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Log for KafkaLog {
+    fn backend(&self) -> &'static str {
+        "kafka"
+    }
+
+    async fn ensure_topic(&self, spec: &TopicSpec) -> Result<()> {
+        if spec.partitions == 0 {
+            return Err(Error::Kafka(format!(
+                "topic `{}` needs at least one partition",
+                spec.name
+            )));
+        }
+        let configs: Vec<(&'static str, String)> = spec.kafka_configs();
+        let deadline = Instant::now() + TOPIC_CHANGE_TIMEOUT;
+        let options = AdminOptions::new().operation_timeout(Some(TOPIC_CHANGE_TIMEOUT));
+        loop {
+            let mut new_topic = NewTopic::new(
+                &spec.name,
+                spec.partitions as i32,
+                TopicReplication::Fixed(i32::from(spec.replication.max(1))),
+            );
+            for (k, v) in &configs {
+                new_topic = new_topic.set(k, v);
+            }
+            let results = self
+                .inner
+                .admin
+                .create_topics([&new_topic], &options)
+                .await
+                .map_err(|e| kafka_error(format!("creating topic `{}`", spec.name), e))?;
+            let outcome = results.into_iter().next().unwrap_or(Ok(spec.name.clone()));
+            match outcome {
+                Ok(_) => break,
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    match self.topic_state(&spec.name).await? {
+                        TopicState::Present { partitions, .. } if partitions != spec.partitions => {
+                            return Err(Error::TopicMismatch {
+                                topic: spec.name.clone(),
+                                existing: partitions,
+                                wanted: spec.partitions,
+                            });
+                        }
+                        TopicState::Present { .. } => break,
+                        // Still being deleted: try again.
+                        TopicState::Missing if Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        TopicState::Missing => return Err(Error::Timeout(TOPIC_CHANGE_TIMEOUT)),
+                    }
+                }
+                Err((_, code)) => {
+                    return Err(Error::Kafka(format!(
+                        "creating topic `{}` ({} partitions, replication {}): {code}",
+                        spec.name, spec.partitions, spec.replication
+                    )));
+                }
+            }
+        }
+        let partitions = self.wait_ready(spec, deadline).await?;
+        if partitions != spec.partitions {
+            return Err(Error::TopicMismatch {
+                topic: spec.name.clone(),
+                existing: partitions,
+                wanted: spec.partitions,
+            });
+        }
+        self.inner
+            .partitions
+            .lock()
+            .insert(spec.name.clone(), partitions);
+        Ok(())
+    }
+
+    async fn delete_topic(&self, topic: &str) -> Result<()> {
+        self.inner.forget_topic(topic);
+        let options = AdminOptions::new().operation_timeout(Some(TOPIC_CHANGE_TIMEOUT));
+        let results = self
+            .inner
+            .admin
+            .delete_topics(&[topic], &options)
+            .await
+            .map_err(|e| kafka_error(format!("deleting topic `{topic}`"), e))?;
+        match results.into_iter().next() {
+            None | Some(Ok(_)) => {}
+            Some(Err((_, RDKafkaErrorCode::UnknownTopicOrPartition))) => return Ok(()),
+            Some(Err((_, code))) => {
+                return Err(Error::Kafka(format!("deleting topic `{topic}`: {code}")));
+            }
+        }
+        let deadline = Instant::now() + TOPIC_CHANGE_TIMEOUT;
+        loop {
+            if let TopicState::Missing = self.topic_state(topic).await? {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(TOPIC_CHANGE_TIMEOUT));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.inner.forget_topic(topic);
+        Ok(())
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<u32> {
+        // Always ask the cluster: partitions may have been added or the topic removed.
+        match self.topic_state(topic).await? {
+            TopicState::Missing => {
+                self.inner.forget_topic(topic);
+                Err(Error::UnknownTopic(topic.to_string()))
+            }
+            TopicState::Present { partitions, .. } => {
+                self.inner
+                    .partitions
+                    .lock()
+                    .insert(topic.to_string(), partitions);
+                Ok(partitions)
+            }
+        }
+    }
+
+    async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<LogRecord>,
+    ) -> Result<Vec<u64>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.check_partition(topic, partition).await?;
+        let producer = &self.inner.producer;
+        let mut pending = VecDeque::with_capacity(records.len());
+        let mut offsets = Vec::with_capacity(records.len());
+        for record in &records {
+            let mut message = FutureRecord::<[u8], [u8]>::to(topic)
+                .partition(partition as i32)
+                .payload(record.value.as_slice());
+            if let Some(key) = &record.key {
+                message = message.key(key.as_slice());
+            }
+            if !record.headers.is_empty() {
+                let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+                for (name, value) in &record.headers {
+                    headers = headers.insert(Header {
+                        key: name.as_str(),
+                        value: Some(value.as_slice()),
+                    });
+                }
+                message = message.headers(headers);
+            }
+            loop {
+                match producer.send_result(message) {
+                    Ok(delivery) => {
+                        pending.push_back(delivery);
+                        break;
+                    }
+                    Err((e, back))
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                    {
+                        // The producer queue is full: wait for our oldest record to be
+                        // delivered (or, if we have none in flight, for others' to be).
+                        message = back;
+                        match pending.pop_front() {
+                            Some(oldest) => {
+                                offsets.push(delivered(topic, partition, oldest.await)?)
+                            }
+                            None => tokio::time::sleep(Duration::from_millis(5)).await,
+                        }
+                    }
+                    Err((e, _)) => {
+                        return Err(kafka_error(format!("appending to {topic}/{partition}"), e));
+                    }
+                }
+            }
+        }
+        for delivery in pending {
+            offsets.push(delivered(topic, partition, delivery.await)?);
+        }
+        Ok(offsets)
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<StoredRecord>> {
+        self.check_partition(topic, partition).await?;
+        let inner = self.inner.clone();
+        let name = topic.to_string();
+        tokio::task::spawn_blocking(move || inner.read_blocking(&name, partition, from, max, wait))
+            .await
+            .map_err(|e| join_error(format!("reading {topic}/{partition}"), e))?
+    }
+
+    async fn high_watermark(&self, topic: &str, partition: u32) -> Result<u64> {
+        self.check_partition(topic, partition).await?;
+        let inner = self.inner.clone();
+        let name = topic.to_string();
+        let (_, high) =
+            tokio::task::spawn_blocking(move || inner.watermarks(&inner.meta, &name, partition))
+                .await
+                .map_err(|e| {
+                    join_error(
+                        format!("asking the high watermark of {topic}/{partition}"),
+                        e,
+                    )
+                })??;
+        Ok(high)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_names_round_trip() {
+        for c in [
+            Compression::None,
+            Compression::Lz4,
+            Compression::Zstd,
+            Compression::Snappy,
+            Compression::Gzip,
+        ] {
+            assert_eq!(c.as_str().parse::<Compression>(), Ok(c));
+        }
+        assert_eq!(" ZSTD ".parse::<Compression>(), Ok(Compression::Zstd));
+        assert!("brotli".parse::<Compression>().is_err());
+        assert_eq!(KafkaConfig::default().compression, Compression::Lz4);
+    }
+
+    #[test]
+    fn connect_rejects_bad_settings_without_a_broker() {
+        assert!(KafkaLog::connect("  ", KafkaConfig::default()).is_err());
+        let config = KafkaConfig {
+            extra: vec![("no.such.property".into(), "1".into())],
+            ..KafkaConfig::default()
+        };
+        assert!(matches!(
+            KafkaLog::connect("127.0.0.1:1", config),
+            Err(Error::Kafka(_))
+        ));
+        assert!(KafkaLog::connect("127.0.0.1:1", KafkaConfig::default()).is_ok());
+    }
+}
