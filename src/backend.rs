@@ -1,6 +1,7 @@
 //! Opening the log the command line asks for, and `hektor topics create`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use hektor_topics::log::embedded::EmbeddedLog;
@@ -15,11 +16,15 @@ pub async fn open_log(args: &LogArgs) -> anyhow::Result<Arc<dyn Log>> {
     match &args.brokers {
         Some(brokers) => {
             let config = KafkaConfig {
-                compression: args.compression.clone(),
+                compression: args.compression.parse()?,
                 ..KafkaConfig::default()
             };
             let log = KafkaLog::connect(brokers, config)
                 .with_context(|| format!("connecting to Kafka at {brokers}"))?;
+            // librdkafka connects lazily: fail fast on a wrong address.
+            log.ping(Duration::from_secs(15))
+                .await
+                .with_context(|| format!("no Kafka broker answered at {brokers}"))?;
             Ok(Arc::new(log))
         }
         None => {

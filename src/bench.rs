@@ -62,7 +62,7 @@ async fn log(args: LogBenchArgs) -> anyhow::Result<()> {
                 .as_deref()
                 .context("--backend kafka needs --brokers HOST:PORT or HEKTOR_KAFKA_BROKERS")?;
             let config = KafkaConfig {
-                compression: args.compression.clone(),
+                compression: args.compression.parse()?,
                 ..KafkaConfig::default()
             };
             Arc::new(KafkaLog::connect(brokers, config)?)

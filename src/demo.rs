@@ -40,13 +40,21 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
     Ok(text.lines().map(str::to_owned).collect())
 }
 
-pub async fn load(args: &ServeArgs, writer: Arc<Writer>, host: Arc<ShardHost>) -> anyhow::Result<()> {
+pub async fn load(
+    args: &ServeArgs,
+    writer: Arc<Writer>,
+    host: Arc<ShardHost>,
+) -> anyhow::Result<()> {
     let dir = sample_dir(args.sample.as_deref())?;
     let (base, dim) = read_fvecs(&dir.join("base.fvecs"), None)?;
     let ids = read_lines(&dir.join("base.ids"))?;
     let texts = read_lines(&dir.join("base.txt")).unwrap_or_default();
     let rows = base.len() / dim;
-    anyhow::ensure!(ids.len() >= rows, "base.ids has {} lines for {rows} vectors", ids.len());
+    anyhow::ensure!(
+        ids.len() >= rows,
+        "base.ids has {} lines for {rows} vectors",
+        ids.len()
+    );
     let started = Instant::now();
     let spec = CollectionSpec {
         name: DEMO_COLLECTION.into(),
@@ -83,13 +91,19 @@ pub async fn load(args: &ServeArgs, writer: Arc<Writer>, host: Arc<ShardHost>) -
         if let Some(c) = host.collection(DEMO_COLLECTION) {
             break c;
         }
-        anyhow::ensure!(Instant::now() < deadline, "the demo collection never opened");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the demo collection never opened"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     for shard in &collection.shards {
         if let Some(&offset) = token.offsets.get(&shard.partition) {
             let left = deadline.saturating_duration_since(Instant::now());
-            anyhow::ensure!(shard.wait_applied(offset, left).await, "demo load timed out");
+            anyhow::ensure!(
+                shard.wait_applied(offset, left).await,
+                "demo load timed out"
+            );
         }
     }
     // A query the user can paste: the first sample query, in a file next to the data.

@@ -38,7 +38,11 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let topic = topic_name(&spec.name, TopicKind::Vectors);
     let shards: Vec<u32> = match args.shard {
         Some(s) if s < spec.partitions => vec![s],
-        Some(s) => anyhow::bail!("shard {s} does not exist: `{}` has {} shards", spec.name, spec.partitions),
+        Some(s) => anyhow::bail!(
+            "shard {s} does not exist: `{}` has {} shards",
+            spec.name,
+            spec.partitions
+        ),
         None => (0..spec.partitions).collect(),
     };
     let mut total = 0u64;

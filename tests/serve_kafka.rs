@@ -15,7 +15,9 @@ use serde_json::json;
 
 #[test]
 fn kafka_recall_at_10_on_real_embeddings() {
-    let Some(brokers) = kafka_brokers() else { return };
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), Some(&brokers), &[]);
     scenarios::recall_at_10(&server, "k-recall");
@@ -23,7 +25,9 @@ fn kafka_recall_at_10_on_real_embeddings() {
 
 #[test]
 fn kafka_read_your_writes() {
-    let Some(brokers) = kafka_brokers() else { return };
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), Some(&brokers), &[]);
     scenarios::read_your_writes(&server, "k-ryw");
@@ -31,14 +35,18 @@ fn kafka_read_your_writes() {
 
 #[test]
 fn kafka_kill_9_during_bulk_load_loses_and_duplicates_nothing() {
-    let Some(brokers) = kafka_brokers() else { return };
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     scenarios::crash_during_load(dir.path(), Some(&brokers), "k-crash");
 }
 
 #[test]
 fn kafka_poison_records_go_to_the_dead_letter_topic_and_the_indexer_goes_on() {
-    let Some(brokers) = kafka_brokers() else { return };
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), Some(&brokers), &[]);
     let name = unique("k-poison");
@@ -52,9 +60,13 @@ fn kafka_poison_records_go_to_the_dead_letter_topic_and_the_indexer_goes_on() {
             .with_header("hektor-encoding", "bin.v1");
         let wrong_dim = LogRecord::new(
             Some(b"w".to_vec()),
-            json!({"op": "upsert", "collection": name, "id": "w", "vector": [1.0]}).to_string().into_bytes(),
+            json!({"op": "upsert", "collection": name, "id": "w", "vector": [1.0]})
+                .to_string()
+                .into_bytes(),
         );
-        log.append(&vectors, 0, vec![garbage, wrong_dim]).await.unwrap();
+        log.append(&vectors, 0, vec![garbage, wrong_dim])
+            .await
+            .unwrap();
     });
     // A good write after the poison is applied: the indexer went on.
     let (status, body) = post(
@@ -73,7 +85,10 @@ fn kafka_poison_records_go_to_the_dead_letter_topic_and_the_indexer_goes_on() {
     let dead = runtime.block_on(async {
         let mut got = Vec::new();
         for _ in 0..50 {
-            got = log.read(&dlq, 0, 0, 10, Duration::from_millis(200)).await.unwrap();
+            got = log
+                .read(&dlq, 0, 0, 10, Duration::from_millis(200))
+                .await
+                .unwrap();
             if got.len() >= 2 {
                 break;
             }
@@ -83,7 +98,9 @@ fn kafka_poison_records_go_to_the_dead_letter_topic_and_the_indexer_goes_on() {
     assert_eq!(dead.len(), 2, "dead letters: {dead:?}");
     let reasons: Vec<String> = dead
         .iter()
-        .map(|r| String::from_utf8_lossy(r.record.header("hektor-dlq-reason").unwrap()).into_owned())
+        .map(|r| {
+            String::from_utf8_lossy(r.record.header("hektor-dlq-reason").unwrap()).into_owned()
+        })
         .collect();
     assert!(reasons[1].contains("dimensions"), "{reasons:?}");
     assert_eq!(dead[0].record.value, b"\x01\xff not a record".to_vec());

@@ -99,7 +99,11 @@ impl Dataset {
             let gt_path = dir.join("groundtruth.ivecs");
             let (gt, depth) = read_ivecs(&gt_path)?;
             let (scores, sdepth) = read_fvecs(&dir.join("groundtruth.scores.fvecs"), None)?;
-            if depth == 0 || sdepth != depth || gt.len() != n_queries * depth || scores.len() != gt.len() {
+            if depth == 0
+                || sdepth != depth
+                || gt.len() != n_queries * depth
+                || scores.len() != gt.len()
+            {
                 return Err(Error::Dataset {
                     path: gt_path,
                     reason: format!(
@@ -225,7 +229,7 @@ pub fn fvecs_shape(path: &Path) -> Result<(usize, usize)> {
         });
     }
     let row = 4 + 4 * dim as usize;
-    if size % row != 0 {
+    if !size.is_multiple_of(row) {
         return Err(Error::Dataset {
             path: path.to_path_buf(),
             reason: format!("size {size} is not a multiple of the row size {row}"),
@@ -263,7 +267,11 @@ pub fn read_ivecs(path: &Path) -> Result<(Vec<u32>, usize)> {
 }
 
 /// Split a `.fvecs`/`.ivecs` byte buffer into row payloads, checking every header.
-fn parse_vecs<'a>(path: &Path, bytes: &'a [u8], limit: Option<usize>) -> Result<(Vec<&'a [u8]>, usize)> {
+fn parse_vecs<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+    limit: Option<usize>,
+) -> Result<(Vec<&'a [u8]>, usize)> {
     let bad = |reason: String| Error::Dataset {
         path: path.to_path_buf(),
         reason,

@@ -52,6 +52,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("a background task of the shard host failed: {0}")]
+    Background(String),
+
     #[error("bad data set file {path}: {reason}")]
     Dataset { path: PathBuf, reason: String },
 }

@@ -9,18 +9,23 @@
 //!   exact (brute force).
 //! - [`metric`]: distance kernels and the "higher is closer" scores.
 //! - [`store`]: the LMDB layout.
+//! - [`host`]: the indexer role: one shard per partition of every collection in the
+//!   catalog, each with a consumer following the vectors topic (crash-safe resume,
+//!   dead-lettering of poison records, background index builds).
 //! - [`dataset`]: `.fvecs`/`.ivecs` loaders and recall for tests and benchmarks.
 //!
-//! This crate does not read the log, route records to shards, or serve queries over the
-//! network; it is the storage and search core those parts call (from blocking threads:
-//! every call here may touch LMDB).
+//! This crate does not serve queries over the network or merge results across shards;
+//! every call on a [`Shard`] may touch LMDB, so async code calls it from blocking threads.
 //!
-//! Measured defaults (arroy, 61,956 × 384 MiniLM sentence embeddings, cosine, k = 10):
-//! see [`engine::arroy::ArroyParams`] and the `recall` test.
+//! Measured (`cargo test --release -p hektor-indexers --test recall -- --nocapture`,
+//! 61,956 × 384 MiniLM embeddings, cosine, k = 10, 1 query thread, a shared 2-core box):
+//! arroy at the defaults (20 trees, leaves of 32, search_k = 20,000): recall@10 0.959,
+//! 83 QPS, build 24 s; exact: recall 1.0, 25–45 QPS (memory-bandwidth bound).
 
 pub mod dataset;
 pub mod engine;
 pub mod error;
+pub mod host;
 pub mod metric;
 pub mod shard;
 pub mod store;

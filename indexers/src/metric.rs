@@ -400,7 +400,10 @@ mod tests {
         for n in [0usize, 1, 7, 16, 17, 33, 384, 385] {
             let a: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0).collect();
             let b: Vec<f32> = (0..n).map(|i| ((i * 13 % 7) as f32 - 3.0) / 2.0).collect();
-            assert!((dot(&a, &b) as f64 - naive_dot(&a, &b)).abs() < 1e-3, "n={n}");
+            assert!(
+                (dot(&a, &b) as f64 - naive_dot(&a, &b)).abs() < 1e-3,
+                "n={n}"
+            );
             let l2: f64 = a
                 .iter()
                 .zip(&b)
@@ -410,8 +413,14 @@ mod tests {
             let mut bytes = Vec::new();
             encode_f32s(&b, &mut bytes);
             assert!((dot_bytes(&a, &bytes) - dot(&a, &b)).abs() < 1e-4, "n={n}");
-            assert!((l2_squared_bytes(&a, &bytes) - l2_squared(&a, &b)).abs() < 1e-4, "n={n}");
-            assert!((kernels::dot_impl(&a, &b) - dot(&a, &b)).abs() < 1e-4, "n={n}");
+            assert!(
+                (l2_squared_bytes(&a, &bytes) - l2_squared(&a, &b)).abs() < 1e-4,
+                "n={n}"
+            );
+            assert!(
+                (kernels::dot_impl(&a, &b) - dot(&a, &b)).abs() < 1e-4,
+                "n={n}"
+            );
         }
     }
 
@@ -422,7 +431,10 @@ mod tests {
         let far = [0.0, 1.0, 0.0];
         for d in [Distance::Cosine, Distance::Euclidean, Distance::Dot] {
             let p = PreparedQuery::new(d, &q);
-            assert!(p.score(&near, norm(&near)) > p.score(&far, norm(&far)), "{d:?}");
+            assert!(
+                p.score(&near, norm(&near)) > p.score(&far, norm(&far)),
+                "{d:?}"
+            );
         }
         let p = PreparedQuery::new(Distance::Euclidean, &q);
         assert!((p.score(&far, 1.0) + 2f32.sqrt()).abs() < 1e-6);

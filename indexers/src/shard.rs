@@ -44,9 +44,7 @@ use crate::engine::exact::ExactEngine;
 use crate::engine::{Changes, EngineKind, IndexEngine, TopK};
 use crate::error::{Error, Result};
 use crate::metric::{self, PreparedQuery};
-use crate::store::{
-    Record, Store, MAX_ID_BYTES, META_CONFIG, META_NEXT_ITEM, META_NEXT_OFFSET,
-};
+use crate::store::{Record, Store, MAX_ID_BYTES, META_CONFIG, META_NEXT_ITEM, META_NEXT_OFFSET};
 
 /// Default LMDB map size: the most a shard may grow to (address space only; the file
 /// grows as data is written).
@@ -99,6 +97,9 @@ pub enum ShardOp {
         id: String,
         hlc: Hlc,
     },
+    /// A record that carries no change for this shard (e.g. a poison record sent to the
+    /// dead-letter topic): it only advances the applied offset.
+    Skip,
 }
 
 /// A search result. `score` is higher when closer: the cosine similarity for
@@ -206,7 +207,11 @@ impl Shard {
             engine: config.engine,
         };
         let mut wtxn = store.env.write_txn().map_err(|e| store.storage(e))?;
-        match store.meta.get(&wtxn, META_CONFIG).map_err(|e| store.storage(e))? {
+        match store
+            .meta
+            .get(&wtxn, META_CONFIG)
+            .map_err(|e| store.storage(e))?
+        {
             Some(bytes) => {
                 let stored: StoredConfig = serde_json::from_slice(bytes).map_err(|e| {
                     store.corrupt(format!("stored configuration does not decode: {e}"))
@@ -215,8 +220,8 @@ impl Shard {
                 wtxn.abort();
             }
             None => {
-                let bytes = serde_json::to_vec(&wanted)
-                    .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+                let bytes =
+                    serde_json::to_vec(&wanted).map_err(|e| Error::InvalidConfig(e.to_string()))?;
                 store
                     .meta
                     .put(&mut wtxn, META_CONFIG, &bytes)
@@ -316,8 +321,8 @@ impl Shard {
 
     /// Apply a batch of ops read from the log, with their offsets, in one transaction.
     /// Ops whose offset is below [`Shard::next_offset`] (or not above the previous op of
-    /// the batch) are replays and skipped; afterwards `next_offset` is the last offset
-    /// + 1. Bad ops (wrong dimension, non-finite values, empty or oversized id, a zero
+    /// the batch) are replays and skipped; afterwards `next_offset` is one past the last
+    /// offset. Bad ops (wrong dimension, non-finite values, empty or oversized id, a zero
     /// vector under cosine) are reported in [`ApplyReport::rejected`], not applied.
     pub fn apply(&self, ops: &[(u64, ShardOp)]) -> Result<ApplyReport> {
         let _guard = self.lock();
@@ -382,6 +387,7 @@ impl Shard {
                         report.stale += 1;
                     }
                 }
+                ShardOp::Skip => {}
             }
         }
         if next != start {
@@ -441,9 +447,9 @@ impl Shard {
         let existing = s.ids.get(wtxn, &record.id).map_err(st)?;
         let item = match existing {
             Some(item) => {
-                let old = s
-                    .record(wtxn, item)?
-                    .ok_or_else(|| s.corrupt(format!("id `{}` maps to missing item {item}", record.id)))?;
+                let old = s.record(wtxn, item)?.ok_or_else(|| {
+                    s.corrupt(format!("id `{}` maps to missing item {item}", record.id))
+                })?;
                 if record.hlc < old.hlc {
                     return Ok(false);
                 }
@@ -492,11 +498,10 @@ impl Shard {
         let st = |e| s.storage(e);
         match s.ids.get(wtxn, id).map_err(st)? {
             Some(item) => {
-                let bytes = s
-                    .records
-                    .get(wtxn, &item)
-                    .map_err(st)?
-                    .ok_or_else(|| s.corrupt(format!("id `{id}` maps to missing item {item}")))?;
+                let bytes =
+                    s.records.get(wtxn, &item).map_err(st)?.ok_or_else(|| {
+                        s.corrupt(format!("id `{id}` maps to missing item {item}"))
+                    })?;
                 let old_hlc = Record::decode_hlc(bytes)
                     .ok_or_else(|| s.corrupt(format!("record of item {item} does not decode")))?;
                 if hlc < old_hlc {
@@ -630,7 +635,10 @@ impl Shard {
             b.copy_from_slice(&key[..8]);
             u64::from_be_bytes(b)
         };
-        if first.len() == 12 && last.len() == 12 && range.contains(pos(first)) && range.contains(pos(last))
+        if first.len() == 12
+            && last.len() == 12
+            && range.contains(pos(first))
+            && range.contains(pos(last))
         {
             return Ok(None);
         }

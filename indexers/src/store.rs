@@ -255,7 +255,9 @@ impl Record {
         let ring = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
         let hlc = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
         let id_len = u32::from_le_bytes(bytes.get(16..20)?.try_into().ok()?) as usize;
-        let id = std::str::from_utf8(bytes.get(20..20 + id_len)?).ok()?.to_owned();
+        let id = std::str::from_utf8(bytes.get(20..20 + id_len)?)
+            .ok()?
+            .to_owned();
         let rest = &bytes[20 + id_len..];
         let payload = if rest.is_empty() {
             None

@@ -30,7 +30,10 @@ fn vector(offset: u64) -> Vec<f32> {
 fn op(offset: u64) -> ShardOp {
     let id = format!("v{}", offset % IDS);
     if offset % 11 == 5 {
-        ShardOp::Delete { id, hlc: Hlc(offset) }
+        ShardOp::Delete {
+            id,
+            hlc: Hlc(offset),
+        }
     } else {
         ShardOp::Upsert {
             id,
@@ -52,11 +55,13 @@ fn apply_from(shard: &Shard, end: u64, mut on_commit: impl FnMut(u64)) {
     let mut batches = 0u64;
     while shard.next_offset() < end {
         let start = shard.next_offset();
-        let ops: Vec<(u64, ShardOp)> = (start..(start + BATCH).min(end)).map(|o| (o, op(o))).collect();
+        let ops: Vec<(u64, ShardOp)> = (start..(start + BATCH).min(end))
+            .map(|o| (o, op(o)))
+            .collect();
         let report = shard.apply(&ops).expect("apply");
         on_commit(report.next_offset);
         batches += 1;
-        if batches % 7 == 0 {
+        if batches.is_multiple_of(7) {
             shard.build_index().expect("build");
         }
     }
@@ -86,7 +91,10 @@ fn check(shard: &Shard, next: u64) {
                 assert_eq!((got.hlc, got.vector), (hlc, vector), "v{id}");
                 live += 1;
             }
-            _ => assert!(got.is_none(), "v{id} should be absent at next_offset {next}"),
+            _ => assert!(
+                got.is_none(),
+                "v{id} should be absent at next_offset {next}"
+            ),
         }
     }
     assert_eq!(shard.len(), live, "no duplicates, nothing missing");
@@ -104,7 +112,13 @@ fn crash_kill_9_never_loses_or_duplicates_a_write() {
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     for round in 0..4 {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child_writer", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child_writer",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -128,7 +142,10 @@ fn crash_kill_9_never_loses_or_duplicates_a_write() {
                     break;
                 }
             }
-            assert!(started.elapsed() < Duration::from_secs(120), "child too slow");
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "child too slow"
+            );
         }
         std::thread::sleep(Duration::from_millis(seed % 7));
         child.kill().expect("SIGKILL the child");
@@ -136,10 +153,20 @@ fn crash_kill_9_never_loses_or_duplicates_a_write() {
 
         let shard = open(dir.path());
         let next = shard.next_offset();
-        assert!(next >= last_committed, "round {round}: lost committed batches: {next} < {last_committed}");
-        assert_eq!(next % BATCH, 0, "round {round}: a batch was half applied (next_offset {next})");
+        assert!(
+            next >= last_committed,
+            "round {round}: lost committed batches: {next} < {last_committed}"
+        );
+        assert_eq!(
+            next % BATCH,
+            0,
+            "round {round}: a batch was half applied (next_offset {next})"
+        );
         check(&shard, next);
-        eprintln!("round {round}: killed after {seen} reported batches; next_offset {next}, len {}", shard.len());
+        eprintln!(
+            "round {round}: killed after {seen} reported batches; next_offset {next}, len {}",
+            shard.len()
+        );
         if next >= TOTAL {
             break;
         }

@@ -20,10 +20,16 @@ fn arroy_recall_at_10_is_at_least_0_95() {
     let rows = common::row_index(&ds);
     let dir = tempfile::tempdir().unwrap();
     let mut params = ArroyParams::default();
-    if let Some(t) = std::env::var("HEKTOR_ARROY_TREES").ok().and_then(|v| v.parse().ok()) {
+    if let Some(t) = std::env::var("HEKTOR_ARROY_TREES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         params.n_trees = if t == 0 { None } else { Some(t) };
     }
-    if let Some(t) = std::env::var("HEKTOR_ARROY_SPLIT").ok().and_then(|v| v.parse().ok()) {
+    if let Some(t) = std::env::var("HEKTOR_ARROY_SPLIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         params.split_after = Some(t);
     }
     let factors: Vec<usize> = std::env::var("HEKTOR_ARROY_FACTORS")
@@ -62,7 +68,11 @@ fn arroy_recall_at_10_is_at_least_0_95() {
         );
         best = best.max(m.recall);
         if factor == ArroyParams::default().search_k_factor && params == ArroyParams::default() {
-            assert!(m.recall >= 0.95, "recall@{K} {:.4} < 0.95 at the default parameters", m.recall);
+            assert!(
+                m.recall >= 0.95,
+                "recall@{K} {:.4} < 0.95 at the default parameters",
+                m.recall
+            );
         }
     }
     assert!(best >= 0.95, "best recall@{K} {best:.4} < 0.95");
@@ -76,7 +86,11 @@ fn exact_recall_at_10_is_one() {
     let config = ShardConfig::new(ds.dim, Distance::Cosine, EngineKind::Exact);
     let shard = Shard::open(dir.path(), config).unwrap();
     let load = common::load_rows(&shard, &ds, 0..ds.len(), 0);
-    assert_eq!(shard.pending(), 0, "the exact engine never has a pending tail");
+    assert_eq!(
+        shard.pending(),
+        0,
+        "the exact engine never has a pending tail"
+    );
     let started = Instant::now();
     let build = shard.build_index().unwrap();
     let n_queries = std::env::var("HEKTOR_EXACT_QUERIES")

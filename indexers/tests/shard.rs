@@ -59,17 +59,29 @@ fn upsert_is_found_before_and_after_build() {
         let q = ds.query(0);
         let r = shard.apply(&[(5_000, probe(q, "probe", 7, 1))]).unwrap();
         assert_eq!((r.upserted, r.next_offset), (1, 5_001));
-        assert_eq!(shard.pending(), if engine == EngineKind::Arroy { 1 } else { 0 });
+        assert_eq!(
+            shard.pending(),
+            if engine == EngineKind::Arroy { 1 } else { 0 }
+        );
         let before = shard.search(q, 10, None).unwrap();
-        assert_eq!(before[0].id, "probe", "{engine}: pending write not searchable");
+        assert_eq!(
+            before[0].id, "probe",
+            "{engine}: pending write not searchable"
+        );
         assert!((before[0].score - 1.0).abs() < 1e-5);
-        assert_eq!(before[0].payload, Some(serde_json::json!({ "probe": "probe" })));
+        assert_eq!(
+            before[0].payload,
+            Some(serde_json::json!({ "probe": "probe" }))
+        );
         shard.build_index().unwrap();
         assert_eq!(shard.pending(), 0);
         let after = shard.search(q, 10, None).unwrap();
         assert_eq!(after[0].id, "probe", "{engine}: lost by the build");
         let stored = shard.get("probe").unwrap().expect("stored");
-        assert_eq!((stored.vector.as_slice(), stored.ring, stored.hlc), (q, 7, Hlc(1)));
+        assert_eq!(
+            (stored.vector.as_slice(), stored.ring, stored.hlc),
+            (q, 7, Hlc(1))
+        );
         assert_eq!(shard.len(), 2_001);
     }
 }
@@ -84,7 +96,9 @@ fn replaced_vector_is_searched_by_its_new_value_only() {
     let id = ds.ids[3].clone();
     let old = ds.base_vector(3).to_vec();
     let new = ds.query(1).to_vec();
-    shard.apply(&[(1_000, probe(&new, &id, 1, 1_000_000))]).unwrap();
+    shard
+        .apply(&[(1_000, probe(&new, &id, 1, 1_000_000))])
+        .unwrap();
     for phase in ["before build", "after build"] {
         let by_new = shard.search(&new, 5, None).unwrap();
         assert_eq!(by_new[0].id, id, "{phase}");
@@ -94,7 +108,10 @@ fn replaced_vector_is_searched_by_its_new_value_only() {
             hit.is_none_or(|h| (h.score - metric::cosine(&old, &new)).abs() < 1e-4),
             "{phase}: the old vector is still indexed: {hit:?}"
         );
-        assert_eq!(by_old.iter().filter(|h| h.id == id).count() <= 1, true, "{phase}: duplicate");
+        assert!(
+            by_old.iter().filter(|h| h.id == id).count() <= 1,
+            "{phase}: duplicate"
+        );
         shard.build_index().unwrap();
     }
     assert_eq!(shard.len(), 1_000);
@@ -110,24 +127,45 @@ fn delete_removes_before_and_after_build() {
         shard.build_index().unwrap();
         // One indexed item and one pending item.
         let pending_vec = ds.query(2).to_vec();
-        shard.apply(&[(1_500, probe(&pending_vec, "pending", 3, 1))]).unwrap();
+        shard
+            .apply(&[(1_500, probe(&pending_vec, "pending", 3, 1))])
+            .unwrap();
         let indexed = ds.ids[10].clone();
         let indexed_vec = ds.base_vector(10).to_vec();
         assert_eq!(shard.search(&indexed_vec, 1, None).unwrap()[0].id, indexed);
         let r = shard
             .apply(&[
-                (1_501, ShardOp::Delete { id: indexed.clone(), hlc: Hlc(u64::MAX) }),
-                (1_502, ShardOp::Delete { id: "pending".into(), hlc: Hlc(2) }),
+                (
+                    1_501,
+                    ShardOp::Delete {
+                        id: indexed.clone(),
+                        hlc: Hlc(u64::MAX),
+                    },
+                ),
+                (
+                    1_502,
+                    ShardOp::Delete {
+                        id: "pending".into(),
+                        hlc: Hlc(2),
+                    },
+                ),
             ])
             .unwrap();
         assert_eq!(r.deleted, 2);
         for phase in ["before build", "after build"] {
             assert!(shard.get(&indexed).unwrap().is_none(), "{engine} {phase}");
             let hits = shard.search(&indexed_vec, 10, None).unwrap();
-            assert!(!ids(&hits).contains(&indexed.as_str()), "{engine} {phase}: {hits:?}");
+            assert!(
+                !ids(&hits).contains(&indexed.as_str()),
+                "{engine} {phase}: {hits:?}"
+            );
             let hits = shard.search(&pending_vec, 10, None).unwrap();
             assert!(!ids(&hits).contains(&"pending"), "{engine} {phase}");
-            assert_eq!(hits.len(), 10, "{engine} {phase}: deletes must not shrink results");
+            assert_eq!(
+                hits.len(),
+                10,
+                "{engine} {phase}: deletes must not shrink results"
+            );
             assert_eq!(shard.len(), 1_499);
             shard.build_index().unwrap();
         }
@@ -152,7 +190,13 @@ fn last_writer_wins_by_hlc_and_tombstones_block_resurrection() {
 
     let r = shard
         .apply(&[
-            (2, ShardOp::Delete { id: "x".into(), hlc: Hlc(7) }), // older than the upsert
+            (
+                2,
+                ShardOp::Delete {
+                    id: "x".into(),
+                    hlc: Hlc(7),
+                },
+            ), // older than the upsert
         ])
         .unwrap();
     assert_eq!(r.stale, 1);
@@ -160,18 +204,37 @@ fn last_writer_wins_by_hlc_and_tombstones_block_resurrection() {
 
     let r = shard
         .apply(&[
-            (3, ShardOp::Delete { id: "x".into(), hlc: Hlc(20) }),
+            (
+                3,
+                ShardOp::Delete {
+                    id: "x".into(),
+                    hlc: Hlc(20),
+                },
+            ),
             (4, probe(c, "x", 3, 15)), // a late, older upsert (mirroring): stays deleted
         ])
         .unwrap();
     assert_eq!((r.deleted, r.stale), (1, 1));
     assert!(shard.get("x").unwrap().is_none());
-    assert!(shard.search(c, 5, None).unwrap().iter().all(|h| h.id != "x"));
+    assert!(shard
+        .search(c, 5, None)
+        .unwrap()
+        .iter()
+        .all(|h| h.id != "x"));
     assert_eq!(shard.stats().tombstones, 1);
 
     // A delete of an id never seen still blocks its older upserts.
     shard
-        .apply(&[(5, ShardOp::Delete { id: "y".into(), hlc: Hlc(50) }), (6, probe(a, "y", 1, 40))])
+        .apply(&[
+            (
+                5,
+                ShardOp::Delete {
+                    id: "y".into(),
+                    hlc: Hlc(50),
+                },
+            ),
+            (6, probe(a, "y", 1, 40)),
+        ])
         .unwrap();
     assert!(shard.get("y").unwrap().is_none());
 
@@ -190,21 +253,28 @@ fn reapplying_offsets_is_a_noop() {
     let ds = data();
     let dir = tempfile::tempdir().unwrap();
     let shard = open(dir.path(), EngineKind::Arroy);
-    let batch: Vec<(u64, ShardOp)> =
-        (0..100).map(|r| (r as u64, common::upsert(ds, r, common::ring_of(r), Hlc(1)))).collect();
+    let batch: Vec<(u64, ShardOp)> = (0..100)
+        .map(|r| (r as u64, common::upsert(ds, r, common::ring_of(r), Hlc(1))))
+        .collect();
     let first = shard.apply(&batch).unwrap();
     assert_eq!((first.upserted, first.next_offset), (100, 100));
     let again = shard.apply(&batch).unwrap();
-    assert_eq!((again.upserted, again.replayed, again.next_offset), (0, 100, 100));
+    assert_eq!(
+        (again.upserted, again.replayed, again.next_offset),
+        (0, 100, 100)
+    );
     assert_eq!((shard.len(), shard.pending()), (100, 100));
     // Overlap: 50 replays, 50 new.
-    let overlap: Vec<(u64, ShardOp)> =
-        (50..150).map(|r| (r as u64, common::upsert(ds, r, common::ring_of(r), Hlc(1)))).collect();
+    let overlap: Vec<(u64, ShardOp)> = (50..150)
+        .map(|r| (r as u64, common::upsert(ds, r, common::ring_of(r), Hlc(1))))
+        .collect();
     let r = shard.apply(&overlap).unwrap();
     assert_eq!((r.replayed, r.upserted, r.next_offset), (50, 50, 150));
     assert_eq!(shard.len(), 150);
     // Offsets may have gaps (compacted log): the next offset follows the last one.
-    let r = shard.apply(&[(1_000, probe(ds.query(0), "gap", 1, 1))]).unwrap();
+    let r = shard
+        .apply(&[(1_000, probe(ds.query(0), "gap", 1, 1))])
+        .unwrap();
     assert_eq!(r.next_offset, 1_001);
     assert!(shard.apply(&[]).unwrap().upserted == 0);
     assert_eq!(shard.next_offset(), 1_001);
@@ -220,9 +290,18 @@ fn restart_keeps_offset_contents_and_results() {
             common::load_rows(&shard, ds, 0..1_500, 0);
             shard.build_index().unwrap();
             common::load_rows(&shard, ds, 1_500..2_000, 0); // a pending tail
-            shard.apply(&[(2_000, ShardOp::Delete { id: ds.ids[5].clone(), hlc: Hlc(u64::MAX) })]).unwrap();
-            let results: Vec<Vec<Hit>> =
-                (0..20).map(|q| shard.search(ds.query(q), 10, None).unwrap()).collect();
+            shard
+                .apply(&[(
+                    2_000,
+                    ShardOp::Delete {
+                        id: ds.ids[5].clone(),
+                        hlc: Hlc(u64::MAX),
+                    },
+                )])
+                .unwrap();
+            let results: Vec<Vec<Hit>> = (0..20)
+                .map(|q| shard.search(ds.query(q), 10, None).unwrap())
+                .collect();
             (shard.next_offset(), shard.len(), shard.pending(), results)
         };
         assert_eq!(offset, 2_001);
@@ -230,7 +309,11 @@ fn restart_keeps_offset_contents_and_results() {
         assert_eq!(shard.next_offset(), offset, "{engine}");
         assert_eq!((shard.len(), shard.pending()), (len, pending), "{engine}");
         for (q, expected) in results.iter().enumerate() {
-            assert_eq!(&shard.search(ds.query(q), 10, None).unwrap(), expected, "{engine} query {q}");
+            assert_eq!(
+                &shard.search(ds.query(q), 10, None).unwrap(),
+                expected,
+                "{engine} query {q}"
+            );
         }
         assert!(shard.get(&ds.ids[5]).unwrap().is_none());
     }
@@ -245,15 +328,24 @@ fn tenant_range_returns_only_its_vectors_and_their_true_nearest() {
     let ring = |r: usize| -> u64 {
         if r >= 2_000 {
             (1u64 << 40) + r as u64 - 2_000
-        } else if r % 2 == 0 {
+        } else if r.is_multiple_of(2) {
             (r as u64) << 20
         } else {
             half + ((r as u64) << 20)
         }
     };
-    let a = RingRange { start: 0, end: Some(half) };
-    let b = RingRange { start: half, end: None };
-    let t = RingRange { start: 1 << 40, end: Some((1 << 40) + 1_000) };
+    let a = RingRange {
+        start: 0,
+        end: Some(half),
+    };
+    let b = RingRange {
+        start: half,
+        end: None,
+    };
+    let t = RingRange {
+        start: 1 << 40,
+        end: Some((1 << 40) + 1_000),
+    };
     let in_range = |range: &RingRange, rows: std::ops::Range<usize>| -> Vec<usize> {
         rows.filter(|&r| range.contains(ring(r))).collect()
     };
@@ -261,7 +353,8 @@ fn tenant_range_returns_only_its_vectors_and_their_true_nearest() {
         let dir = tempfile::tempdir().unwrap();
         let shard = open(dir.path(), engine);
         let ops = |rows: std::ops::Range<usize>| -> Vec<(u64, ShardOp)> {
-            rows.map(|r| (r as u64, common::upsert(ds, r, ring(r), Hlc(1)))).collect()
+            rows.map(|r| (r as u64, common::upsert(ds, r, ring(r), Hlc(1))))
+                .collect()
         };
         shard.apply(&ops(0..1_500)).unwrap();
         shard.build_index().unwrap();
@@ -275,18 +368,28 @@ fn tenant_range_returns_only_its_vectors_and_their_true_nearest() {
                     assert_eq!(hits.len(), 10.min(members.len()), "{engine} {phase} {name}");
                     for h in &hits {
                         let row = ds.ids.iter().position(|id| *id == h.id).unwrap();
-                        assert!(range.contains(ring(row)), "{engine} {phase} {name}: {} outside", h.id);
+                        assert!(
+                            range.contains(ring(row)),
+                            "{engine} {phase} {name}: {} outside",
+                            h.id
+                        );
                     }
                     // The true nearest member must be found (exact engine: all of them).
                     let best = members
                         .iter()
                         .map(|&r| metric::cosine(query, ds.base_vector(r)))
                         .fold(f32::MIN, f32::max);
-                    assert!(hits[0].score >= best - 1e-5, "{engine} {phase} {name} q{q}: {} < {best}", hits[0].score);
+                    assert!(
+                        hits[0].score >= best - 1e-5,
+                        "{engine} {phase} {name} q{q}: {} < {best}",
+                        hits[0].score
+                    );
                     if name == "T" {
                         // A small tenant is searched exhaustively inside arroy too.
-                        let mut truth: Vec<f32> =
-                            members.iter().map(|&r| metric::cosine(query, ds.base_vector(r))).collect();
+                        let mut truth: Vec<f32> = members
+                            .iter()
+                            .map(|&r| metric::cosine(query, ds.base_vector(r)))
+                            .collect();
                         truth.sort_by(|x, y| y.total_cmp(x));
                         for (h, s) in hits.iter().zip(&truth) {
                             assert!((h.score - s).abs() < 1e-5, "{engine} {phase} T q{q}");
@@ -295,8 +398,14 @@ fn tenant_range_returns_only_its_vectors_and_their_true_nearest() {
                 }
             }
             // A range with no vectors.
-            let empty = RingRange { start: 5, end: Some(6) };
-            assert!(shard.search(ds.query(0), 10, Some(empty)).unwrap().is_empty());
+            let empty = RingRange {
+                start: 5,
+                end: Some(6),
+            };
+            assert!(shard
+                .search(ds.query(0), 10, Some(empty))
+                .unwrap()
+                .is_empty());
             shard.build_index().unwrap();
         }
     }
@@ -307,9 +416,21 @@ fn reopening_with_another_config_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path(), EngineKind::Arroy));
     let wrong_dim = ShardConfig::new(data().dim + 1, Distance::Cosine, EngineKind::Arroy);
-    assert!(matches!(Shard::open(dir.path(), wrong_dim), Err(Error::ConfigMismatch { field: "dimension", .. })));
+    assert!(matches!(
+        Shard::open(dir.path(), wrong_dim),
+        Err(Error::ConfigMismatch {
+            field: "dimension",
+            ..
+        })
+    ));
     let wrong_distance = ShardConfig::new(data().dim, Distance::Dot, EngineKind::Arroy);
-    assert!(matches!(Shard::open(dir.path(), wrong_distance), Err(Error::ConfigMismatch { field: "distance", .. })));
+    assert!(matches!(
+        Shard::open(dir.path(), wrong_distance),
+        Err(Error::ConfigMismatch {
+            field: "distance",
+            ..
+        })
+    ));
     let shard = open(dir.path(), EngineKind::Arroy);
     assert!(matches!(
         shard.search(&[1.0], 1, None),
@@ -349,7 +470,11 @@ fn euclidean_and_dot_scores_follow_the_convention() {
             // Scale rows so dot and euclidean disagree with cosine.
             let ops: Vec<(u64, ShardOp)> = (0..500)
                 .map(|r| {
-                    let v: Vec<f32> = ds.base_vector(r).iter().map(|x| x * (1.0 + (r % 7) as f32)).collect();
+                    let v: Vec<f32> = ds
+                        .base_vector(r)
+                        .iter()
+                        .map(|x| x * (1.0 + (r % 7) as f32))
+                        .collect();
                     (r as u64, probe(&v, &format!("r{r}"), 1, 1))
                 })
                 .collect();
@@ -368,7 +493,12 @@ fn euclidean_and_dot_scores_follow_the_convention() {
                 })
                 .collect();
             expected.sort_by(|x, y| y.total_cmp(x));
-            assert!((hits[0].score - expected[0]).abs() < 1e-3, "{distance:?} {engine}: {} vs {}", hits[0].score, expected[0]);
+            assert!(
+                (hits[0].score - expected[0]).abs() < 1e-3,
+                "{distance:?} {engine}: {} vs {}",
+                hits[0].score,
+                expected[0]
+            );
             assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
         }
     }
@@ -413,7 +543,10 @@ fn searches_run_while_one_thread_applies_and_another_builds() {
         assert!(s.join().unwrap() > 0);
     }
     shard.build_index().unwrap();
-    assert_eq!((shard.len(), shard.pending(), shard.next_offset()), (3_000, 0, 3_000));
+    assert_eq!(
+        (shard.len(), shard.pending(), shard.next_offset()),
+        (3_000, 0, 3_000)
+    );
     let v = ds.base_vector(2_999);
     assert_eq!(shard.search(v, 1, None).unwrap()[0].id, ds.ids[2_999]);
 }

@@ -212,8 +212,9 @@ pub fn parse_bulk(body: &[u8]) -> Result<WriteBatch, ApiError> {
             ));
         }
         let (frame, tail) = tail.split_at(len);
-        let record: VectorRecord = codec::decode(frame, Some(Encoding::Binary.header_value().as_bytes()))
-            .map_err(|err| ApiError(400, format!("bulk record {index}: {err}")))?;
+        let record: VectorRecord =
+            codec::decode(frame, Some(Encoding::Binary.header_value().as_bytes()))
+                .map_err(|err| ApiError(400, format!("bulk record {index}: {err}")))?;
         match record {
             VectorRecord::Upsert(u) => batch.upserts.push(UpsertItem {
                 id: u.id,

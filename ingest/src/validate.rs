@@ -115,7 +115,12 @@ fn check_id(kind: &str, index: usize, id: &str) -> Result<(), IngestError> {
     Ok(())
 }
 
-fn check_tenant(kind: &str, index: usize, id: &str, tenant: Option<&str>) -> Result<(), IngestError> {
+fn check_tenant(
+    kind: &str,
+    index: usize,
+    id: &str,
+    tenant: Option<&str>,
+) -> Result<(), IngestError> {
     if let Some(tenant) = tenant {
         if tenant.is_empty() || tenant.len() > MAX_TENANT_BYTES {
             return Err(invalid(
@@ -171,7 +176,9 @@ pub fn validate_batch(spec: &CollectionSpec, batch: &WriteBatch) -> Result<(), I
                     "payload must be a JSON object",
                 ));
             }
-            let size = serde_json::to_vec(payload).map(|v| v.len()).unwrap_or(usize::MAX);
+            let size = serde_json::to_vec(payload)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
             if size > MAX_PAYLOAD_BYTES {
                 return Err(invalid(
                     "upserts",

@@ -95,7 +95,7 @@ async fn search(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|r| ApiError(r.status().as_u16(), r.body_text()))?;
-    if state.searcher.host().collection(&collection).is_none() {
+    if state.searcher.host().resolve(&collection).await.is_none() {
         return Err(QueryError::UnknownCollection(collection).into());
     }
     let request: SearchRequest = serde_json::from_slice(&body)
@@ -117,7 +117,8 @@ async fn get_vector(
     let hosted = state
         .searcher
         .host()
-        .collection(&collection)
+        .resolve(&collection)
+        .await
         .ok_or_else(|| QueryError::UnknownCollection(collection.clone()))?;
     let position = ring::position(params.tenant.as_deref(), &id);
     let partition = ring::partition_of(position, hosted.spec.partitions);
@@ -150,7 +151,7 @@ fn describe(hosted: &HostedCollection) -> serde_json::Value {
                 "range": ring::partition_range(s.partition, hosted.spec.partitions),
                 "vectors": stats.len,
                 "pending": stats.pending,
-                "applied_offset": s.next_offset(),
+                "next_offset": s.next_offset(),
                 "lag": s.lag(),
                 "dead_lettered": s.dead_lettered(),
             })
@@ -179,7 +180,8 @@ async fn show_collection(
     let hosted = state
         .searcher
         .host()
-        .collection(&collection)
+        .resolve(&collection)
+        .await
         .ok_or(QueryError::UnknownCollection(collection))?;
     Ok(Json(describe(&hosted)).into_response())
 }
@@ -193,8 +195,12 @@ async fn metrics(State(state): State<QueryState>) -> Response {
     for hosted in state.searcher.host().collections() {
         for s in &hosted.shards {
             let labels = [hosted.spec.name.as_str(), &s.partition.to_string()];
-            m.shard_vectors.with_label_values(&labels).set(s.shard.len() as i64);
-            m.shard_pending.with_label_values(&labels).set(s.shard.pending() as i64);
+            m.shard_vectors
+                .with_label_values(&labels)
+                .set(s.shard.len() as i64);
+            m.shard_pending
+                .with_label_values(&labels)
+                .set(s.shard.pending() as i64);
             m.shard_lag.with_label_values(&labels).set(s.lag() as i64);
             m.shard_dead_lettered
                 .with_label_values(&labels)
@@ -204,9 +210,5 @@ async fn metrics(State(state): State<QueryState>) -> Response {
     m.events_dropped
         .with_label_values(&["self"])
         .set((state.events_dropped)() as i64);
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        m.render(),
-    )
-        .into_response()
+    ([("content-type", "text/plain; version=0.0.4")], m.render()).into_response()
 }

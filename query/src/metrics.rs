@@ -18,10 +18,13 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new_custom(Some("hektor".into()), None)
-            .expect("a constant prefix is valid");
+        let registry =
+            Registry::new_custom(Some("hektor".into()), None).expect("a constant prefix is valid");
         let requests = IntCounterVec::new(
-            Opts::new("requests_total", "HTTP requests served, by route and status"),
+            Opts::new(
+                "requests_total",
+                "HTTP requests served, by route and status",
+            ),
             &["route", "status"],
         )
         .expect("valid metric");
@@ -39,9 +42,15 @@ impl Metrics {
         let shard_vectors = gauge("shard_vectors", "vectors stored in a shard");
         let shard_pending = gauge("shard_pending", "vectors in a shard's not-yet-indexed tail");
         let shard_lag = gauge("shard_lag", "log records not yet applied by a shard");
-        let shard_dead_lettered = gauge("shard_dead_lettered", "poison records sent to the dead-letter topic");
+        let shard_dead_lettered = gauge(
+            "shard_dead_lettered",
+            "poison records sent to the dead-letter topic",
+        );
         let events_dropped = IntGaugeVec::new(
-            Opts::new("events_dropped", "hotness events dropped because the buffer was full"),
+            Opts::new(
+                "events_dropped",
+                "hotness events dropped because the buffer was full",
+            ),
             &["node"],
         )
         .expect("valid metric");

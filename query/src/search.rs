@@ -82,7 +82,11 @@ pub struct Searcher {
 
 impl Searcher {
     /// `threads`: size of the search pool (0 = one per core).
-    pub fn new(host: Arc<ShardHost>, events: EventSink, threads: usize) -> Result<Searcher, QueryError> {
+    pub fn new(
+        host: Arc<ShardHost>,
+        events: EventSink,
+        threads: usize,
+    ) -> Result<Searcher, QueryError> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("hektor-search-{i}"))
@@ -96,11 +100,16 @@ impl Searcher {
     }
 
     /// Validate, wait for consistency, fan out, merge.
-    pub async fn search(&self, collection: &str, request: SearchRequest) -> Result<SearchResponse, QueryError> {
+    pub async fn search(
+        &self,
+        collection: &str,
+        request: SearchRequest,
+    ) -> Result<SearchResponse, QueryError> {
         let started = Instant::now();
         let hosted = self
             .host
-            .collection(collection)
+            .resolve(collection)
+            .await
             .ok_or_else(|| QueryError::UnknownCollection(collection.into()))?;
         let spec = &hosted.spec;
         if request.vector.len() != spec.dimension as usize {
@@ -112,10 +121,15 @@ impl Searcher {
             )));
         }
         if let Some(pos) = request.vector.iter().position(|x| !x.is_finite()) {
-            return Err(QueryError::Invalid(format!("vector[{pos}] is not a finite number")));
+            return Err(QueryError::Invalid(format!(
+                "vector[{pos}] is not a finite number"
+            )));
         }
         if request.k == 0 || request.k > MAX_K {
-            return Err(QueryError::Invalid(format!("k must be between 1 and {MAX_K}, got {}", request.k)));
+            return Err(QueryError::Invalid(format!(
+                "k must be between 1 and {MAX_K}, got {}",
+                request.k
+            )));
         }
         let range: Option<RingRange> = request.tenant.as_deref().map(ring::tenant_range);
         let shards: Vec<Arc<HostedShard>> = match range {
@@ -153,15 +167,24 @@ impl Searcher {
             .map(|h| SearchHit {
                 id: h.id,
                 score: h.score,
-                payload: if request.without_payload { None } else { h.payload },
+                payload: if request.without_payload {
+                    None
+                } else {
+                    h.payload
+                },
             })
             .collect();
         let took = started.elapsed();
         let latency_us = took.as_micros().min(u32::MAX as u128) as u32;
         let position = range.map(|r| r.start).unwrap_or(0);
         for shard in &shards {
-            self.events
-                .record(collection, shard.partition, position, EventKind::Query, latency_us);
+            self.events.record(
+                collection,
+                shard.partition,
+                position,
+                EventKind::Query,
+                latency_us,
+            );
         }
         Ok(SearchResponse {
             hits,
@@ -172,7 +195,10 @@ impl Searcher {
 }
 
 /// Wait until every involved shard has applied the token's offset in its partition.
-async fn wait_for_token(shards: &[Arc<HostedShard>], consistency: &Consistency) -> Result<(), QueryError> {
+async fn wait_for_token(
+    shards: &[Arc<HostedShard>],
+    consistency: &Consistency,
+) -> Result<(), QueryError> {
     let Some(token) = &consistency.after else {
         return Ok(());
     };

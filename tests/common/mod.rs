@@ -36,7 +36,12 @@ pub fn start_server(data_dir: &Path, brokers: Option<&str>, extra: &[&str]) -> S
     start_server_on(data_dir, brokers, free_port(), extra)
 }
 
-pub fn start_server_on(data_dir: &Path, brokers: Option<&str>, port: u16, extra: &[&str]) -> Server {
+pub fn start_server_on(
+    data_dir: &Path,
+    brokers: Option<&str>,
+    port: u16,
+    extra: &[&str],
+) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hektor"));
     cmd.arg("serve")
         .arg("--data-dir")
@@ -137,9 +142,12 @@ pub fn kafka_brokers() -> Option<String> {
     let reachable = brokers.as_deref().is_some_and(|b| {
         b.split(',').any(|addr| {
             use std::net::ToSocketAddrs;
-            addr.to_socket_addrs().ok().and_then(|mut a| a.next()).is_some_and(|a| {
-                std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok()
-            })
+            addr.to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .is_some_and(|a| {
+                    std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok()
+                })
         })
     });
     if reachable {
@@ -170,7 +178,10 @@ pub fn create_collection(url: &str, name: &str, dim: usize, partitions: u32) {
         &format!("{url}/collections/{name}"),
         &json!({"dimension": dim, "distance": "cosine", "partitions": partitions}),
     );
-    assert!(status == 201 || status == 200, "create {name}: {status} {body}");
+    assert!(
+        status == 201 || status == 200,
+        "create {name}: {status} {body}"
+    );
 }
 
 /// Upsert rows `range` of `base` with ids from `ids`; returns the merged token.

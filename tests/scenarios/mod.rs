@@ -39,8 +39,8 @@ pub fn load_data() -> Data {
     let dir = data_dir();
     let (base, dim) = read_fvecs(&dir.join("base.fvecs"), None).expect("base.fvecs");
     let (queries, _) = read_fvecs(&dir.join("query.fvecs"), None).expect("query.fvecs");
-    let (gt_scores, gt_k) = read_fvecs(&dir.join("groundtruth.scores.fvecs"), None)
-        .expect("groundtruth.scores.fvecs");
+    let (gt_scores, gt_k) =
+        read_fvecs(&dir.join("groundtruth.scores.fvecs"), None).expect("groundtruth.scores.fvecs");
     let ids: Vec<String> = std::fs::read_to_string(dir.join("base.ids"))
         .expect("base.ids")
         .lines()
@@ -101,7 +101,12 @@ pub fn recall_at_10(server: &Server, prefix: &str) {
     for chunk in rows.chunks(2000) {
         merge_token(&mut token, &bulk_upsert(&server.url, &name, &data, chunk));
     }
-    let row_of: HashMap<&str, usize> = data.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let row_of: HashMap<&str, usize> = data
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
     let nq = data.queries.len() / data.dim;
     let mut hits = 0usize;
     for q in 0..nq {
@@ -113,14 +118,22 @@ pub fn recall_at_10(server: &Server, prefix: &str) {
         let threshold = data.gt_scores[q * data.gt_k + 9] - 1e-5;
         for hit in resp["hits"].as_array().unwrap() {
             let row = row_of[hit["id"].as_str().unwrap()];
-            let cos: f32 = data.row(row).iter().zip(data.query(q)).map(|(a, b)| a * b).sum();
+            let cos: f32 = data
+                .row(row)
+                .iter()
+                .zip(data.query(q))
+                .map(|(a, b)| a * b)
+                .sum();
             if cos >= threshold {
                 hits += 1;
             }
         }
     }
     let recall = hits as f64 / (nq * 10) as f64;
-    eprintln!("recall@10 over {nq} queries, {} vectors: {recall:.4}", data.rows());
+    eprintln!(
+        "recall@10 over {nq} queries, {} vectors: {recall:.4}",
+        data.rows()
+    );
     assert!(recall >= 0.95, "recall@10 {recall} < 0.95");
     let (_, info) = get(&format!("{}/collections/{name}", server.url));
     assert_eq!(info["vectors"].as_u64(), Some(data.rows() as u64), "{info}");
@@ -133,7 +146,9 @@ pub fn read_your_writes(server: &Server, prefix: &str) {
     create_collection(&server.url, &name, dim, 4);
     let mut seed = 7u64;
     let mut next = || {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
     };
     for i in 0..50 {
@@ -149,7 +164,11 @@ pub fn read_your_writes(server: &Server, prefix: &str) {
             &name,
             &json!({"vector": vector, "k": 1, "consistency": {"after": body["token"]}}),
         );
-        assert_eq!(resp["hits"][0]["id"], json!(id), "write {i} not visible: {resp}");
+        assert_eq!(
+            resp["hits"][0]["id"],
+            json!(id),
+            "write {i} not visible: {resp}"
+        );
         assert_eq!(resp["hits"][0]["payload"]["i"], json!(i));
     }
     let (status, got) = get(&format!("{}/collections/{name}/vectors/w3", server.url));
@@ -168,22 +187,49 @@ pub fn tenant_and_delete(server: &Server, prefix: &str) {
                 "vector": [1.0, i as f32 / 20.0, if t == "acme" {0.0} else {0.01}, 0.5]}));
         }
     }
-    let (status, body) = post(&format!("{}/collections/{name}/vectors", server.url), &json!({"upserts": upserts}));
+    let (status, body) = post(
+        &format!("{}/collections/{name}/vectors", server.url),
+        &json!({"upserts": upserts}),
+    );
     assert_eq!(status, 200, "{body}");
-    let resp = search(&server.url, &name, &json!({"vector": [1.0, 0.0, 0.01, 0.5], "k": 10, "tenant": "acme",
-        "consistency": {"after": body["token"]}}));
+    let resp = search(
+        &server.url,
+        &name,
+        &json!({"vector": [1.0, 0.0, 0.01, 0.5], "k": 10, "tenant": "acme",
+        "consistency": {"after": body["token"]}}),
+    );
     let hits = resp["hits"].as_array().unwrap();
     assert_eq!(hits.len(), 10, "{resp}");
-    assert!(hits.iter().all(|h| h["id"].as_str().unwrap().starts_with("acme-")), "{resp}");
+    assert!(
+        hits.iter()
+            .all(|h| h["id"].as_str().unwrap().starts_with("acme-")),
+        "{resp}"
+    );
     assert_eq!(hits[0]["id"], json!("acme-0"));
     // Delete acme-0 (with its tenant: it is part of the ring position).
-    let (status, body) = post(&format!("{}/collections/{name}/vectors", server.url),
-        &json!({"deletes": [{"id": "acme-0", "tenant": "acme"}]}));
+    let (status, body) = post(
+        &format!("{}/collections/{name}/vectors", server.url),
+        &json!({"deletes": [{"id": "acme-0", "tenant": "acme"}]}),
+    );
     assert_eq!(status, 200, "{body}");
-    let resp = search(&server.url, &name, &json!({"vector": [1.0, 0.0, 0.01, 0.5], "k": 3, "tenant": "acme",
-        "consistency": {"after": body["token"]}}));
-    assert!(resp["hits"].as_array().unwrap().iter().all(|h| h["id"] != json!("acme-0")), "{resp}");
-    let (status, _) = get(&format!("{}/collections/{name}/vectors/acme-0?tenant=acme", server.url));
+    let resp = search(
+        &server.url,
+        &name,
+        &json!({"vector": [1.0, 0.0, 0.01, 0.5], "k": 3, "tenant": "acme",
+        "consistency": {"after": body["token"]}}),
+    );
+    assert!(
+        resp["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["id"] != json!("acme-0")),
+        "{resp}"
+    );
+    let (status, _) = get(&format!(
+        "{}/collections/{name}/vectors/acme-0?tenant=acme",
+        server.url
+    ));
     assert_eq!(status, 404);
 }
 
@@ -213,24 +259,37 @@ pub fn bad_input(server: &Server, prefix: &str) {
         ("consistency wait times out", reqwest::Method::POST, format!("{url}/collections/{name}/search"), Some(json!({"vector": [1.0, 0.0, 0.0], "consistency": {"after": {"0": 1_000_000}, "timeout_ms": 300}}).to_string()), 504, "timed out"),
     ];
     for (what, method, target, body, status, needle) in cases {
-        let mut req = client().request(method, &target).header("content-type", "application/json");
+        let mut req = client()
+            .request(method, &target)
+            .header("content-type", "application/json");
         if let Some(body) = body {
             req = req.body(body);
         }
         let resp = req.send().unwrap();
         let got = resp.status().as_u16();
         let text = resp.text().unwrap();
-        let parsed: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: body is not JSON: {text}"));
-        let message = parsed["error"].as_str().unwrap_or_else(|| panic!("{what}: no error field: {text}"));
+        let parsed: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{what}: body is not JSON: {text}"));
+        let message = parsed["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no error field: {text}"));
         assert_eq!(got, status, "{what}: {message}");
-        assert!(message.contains(needle), "{what}: {message:?} lacks {needle:?}");
+        assert!(
+            message.contains(needle),
+            "{what}: {message:?} lacks {needle:?}"
+        );
     }
     // The rejected batch with a good first item wrote nothing.
     let (status, _) = get(&format!("{url}/collections/{name}/vectors/ok"));
     assert_eq!(status, 404, "a rejected batch must write nothing");
     // Too large a body is 413 with a JSON error.
     let big = vec![b' '; 65 * 1024 * 1024];
-    let resp = client().post(&vectors).header("content-type", "application/json").body(big).send().unwrap();
+    let resp = client()
+        .post(&vectors)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 413);
 }
 
@@ -255,10 +314,20 @@ pub fn crash_during_load(data_dir: &Path, brokers: Option<&str>, prefix: &str) {
                     return;
                 }
                 let chunk: Vec<usize> = (start..(start + 250).min(rows)).collect();
-                let records: Vec<VectorRecord> = chunk.iter().map(|&i| VectorRecord::Upsert(VectorUpsert {
-                    collection: name.clone(), id: data.ids[i].clone(), tenant: None,
-                    vector: data.row(i).to_vec(), payload: None, hlc: Default::default(), origin: String::new(),
-                })).collect();
+                let records: Vec<VectorRecord> = chunk
+                    .iter()
+                    .map(|&i| {
+                        VectorRecord::Upsert(VectorUpsert {
+                            collection: name.clone(),
+                            id: data.ids[i].clone(),
+                            tenant: None,
+                            vector: data.row(i).to_vec(),
+                            payload: None,
+                            hlc: Default::default(),
+                            origin: String::new(),
+                        })
+                    })
+                    .collect();
                 let resp = client()
                     .post(format!("{url}/collections/{name}/vectors"))
                     .header("content-type", BULK_CONTENT_TYPE)
@@ -292,7 +361,12 @@ pub fn crash_during_load(data_dir: &Path, brokers: Option<&str>, prefix: &str) {
         let (status, info) = get(&format!("{}/collections/{name}", server.url));
         assert_eq!(status, 200, "{info}");
         count = info["vectors"].as_u64().unwrap();
-        let lag: u64 = info["shards"].as_array().unwrap().iter().map(|s| s["lag"].as_u64().unwrap()).sum();
+        let lag: u64 = info["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["lag"].as_u64().unwrap())
+            .sum();
         if lag == 0 && count == last && count >= acked.len() as u64 {
             break;
         }
@@ -300,20 +374,43 @@ pub fn crash_during_load(data_dir: &Path, brokers: Option<&str>, prefix: &str) {
         std::thread::sleep(Duration::from_millis(200));
     }
     // Nothing acknowledged is lost; at most the one in-flight batch was also applied.
-    assert!(count >= acked.len() as u64, "lost writes: {count} stored < {} acknowledged", acked.len());
-    assert!(count <= acked.len() as u64 + 250, "{count} stored, {} acknowledged + 250 in flight", acked.len());
+    assert!(
+        count >= acked.len() as u64,
+        "lost writes: {count} stored < {} acknowledged",
+        acked.len()
+    );
+    assert!(
+        count <= acked.len() as u64 + 250,
+        "{count} stored, {} acknowledged + 250 in flight",
+        acked.len()
+    );
     // Every acknowledged vector is found, exactly once, as its own nearest neighbour.
     let mut missing = Vec::new();
     for &row in acked.iter().step_by(17) {
-        let resp = search(&server.url, &name, &json!({"vector": data.row(row), "k": 5, "without_payload": true}));
-        let ids: Vec<&str> = resp["hits"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap()).collect();
+        let resp = search(
+            &server.url,
+            &name,
+            &json!({"vector": data.row(row), "k": 5, "without_payload": true}),
+        );
+        let ids: Vec<&str> = resp["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap())
+            .collect();
         let distinct: HashSet<&str> = ids.iter().copied().collect();
         assert_eq!(distinct.len(), ids.len(), "duplicate hits: {ids:?}");
         if !ids.contains(&data.ids[row].as_str()) {
             missing.push(row);
         }
-        let (status, _) = get(&format!("{}/collections/{name}/vectors/{}", server.url, data.ids[row]));
+        let (status, _) = get(&format!(
+            "{}/collections/{name}/vectors/{}",
+            server.url, data.ids[row]
+        ));
         assert_eq!(status, 200, "acknowledged vector {} is gone", data.ids[row]);
     }
-    assert!(missing.is_empty(), "acknowledged vectors not found by search: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged vectors not found by search: {missing:?}"
+    );
 }

@@ -224,6 +224,38 @@ async fn a_read_below_the_log_start_begins_at_the_first_kept_record() {
     log.delete_topic(&topic).await.unwrap();
 }
 
+/// A reader waiting at the end of a partition whose topic is deleted (here by another
+/// client) gets `UnknownTopic` promptly instead of waiting out its whole wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_waiting_on_a_deleted_topic_gets_an_error() {
+    let Some(backend) = kafka().await else { return };
+    let log = backend.open().await;
+    let topic = unique_topic(PREFIX, "deleted");
+    log.ensure_topic(&retained(&topic, 1)).await.unwrap();
+    log.append(&topic, 0, vec![record(None, "x")])
+        .await
+        .unwrap();
+    let reader = {
+        let log = log.clone();
+        let topic = topic.clone();
+        tokio::spawn(async move { log.read(&topic, 0, 1, 10, Duration::from_secs(60)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    backend.open().await.delete_topic(&topic).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the reader kept waiting on a deleted topic")
+        .unwrap();
+    assert!(
+        matches!(&result, Err(hektor_topics::Error::UnknownTopic(t)) if *t == topic),
+        "{result:?}"
+    );
+    assert!(matches!(
+        log.high_watermark(&topic, 0).await,
+        Err(hektor_topics::Error::UnknownTopic(_))
+    ));
+}
+
 /// The measurement: `HEKTOR_KAFKA_BROKERS=127.0.0.1:9092 HEKTOR_BENCH_RECORDS=200000
 /// cargo test --release -p hektor-topics --test conformance_kafka kafka_log_throughput --
 /// --ignored --nocapture` (`HEKTOR_BENCH_BATCH`, default 1000, is the records per append
@@ -261,68 +293,77 @@ async fn kafka_log_throughput() {
     assert_eq!(report.records, records);
 }
 
+/// Aggregate append throughput with one appender per partition, each awaiting its
+/// batches of 1,000 records (384 dimensions, ~1.5 KB) in turn, as ingest does:
+/// `HEKTOR_KAFKA_BROKERS=127.0.0.1:9092 HEKTOR_BENCH_PARTITIONS=4 cargo test --release
+/// -p hektor-topics --test conformance_kafka kafka_parallel_append_throughput -- --ignored
+/// --nocapture` (`HEKTOR_BENCH_RECORDS`, default 200,000; `HEKTOR_BENCH_COMPRESSION`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "TEMP experiment"]
-async fn tmp_parallel_append() {
+#[ignore = "a measurement, not a test"]
+async fn kafka_parallel_append_throughput() {
     let Some(backend) = kafka().await else { return };
-    let parts: u32 = std::env::var("P").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-    let total: usize = 200_000;
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let partitions = env("HEKTOR_BENCH_PARTITIONS", 4).max(1);
+    let per_partition = env("HEKTOR_BENCH_RECORDS", 200_000) / partitions / 1000 * 1000;
     let mut config = KafkaConfig::default();
     if let Ok(c) = std::env::var("HEKTOR_BENCH_COMPRESSION") {
         config.compression = c.parse().unwrap();
     }
     let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(&backend.brokers, config).unwrap());
-    let topic = unique_topic(PREFIX, "par");
-    let mut sp = retained(&topic, parts);
-    if std::env::var("COMPACT").is_ok() {
-        sp.cleanup = hektor_topics::topic::Cleanup::Compact;
-    }
-    log.ensure_topic(&sp).await.unwrap();
-    let per = total / parts as usize;
-    let batches: Vec<Vec<Vec<LogRecord>>> = (0..parts)
+    let topic = unique_topic(PREFIX, "parallel");
+    log.ensure_topic(&retained(&topic, partitions as u32))
+        .await
+        .unwrap();
+    let batches: Vec<Vec<Vec<LogRecord>>> = (0..partitions)
         .map(|p| {
-            (0..per / 1000)
+            (0..per_partition / 1000)
                 .map(|b| {
                     (0..1000)
-                        .map(|i| record(Some(&format!("{p}-{b}-{i}")), conformance::vector_bytes((b * 1000 + i) as u64, 384)))
+                        .map(|i| {
+                            let seq = (b * 1000 + i) as u64;
+                            record(
+                                Some(&format!("{p}-{seq}")),
+                                conformance::vector_bytes(seq, 384),
+                            )
+                        })
                         .collect()
                 })
                 .collect()
         })
         .collect();
-    let cpu = || {
-        let s = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-    };
-    let c0 = cpu();
-    let t0 = std::time::Instant::now();
+    let started = std::time::Instant::now();
     let tasks: Vec<_> = batches
         .into_iter()
         .enumerate()
-        .map(|(p, bs)| {
+        .map(|(partition, batches)| {
             let log = log.clone();
             let topic = topic.clone();
             tokio::spawn(async move {
-                for b in bs {
-                    log.append(&topic, p as u32, b).await.unwrap();
+                for batch in batches {
+                    log.append(&topic, partition as u32, batch).await.unwrap();
                 }
             })
         })
         .collect();
-    for t in tasks {
-        t.await.unwrap();
+    for task in tasks {
+        task.await.unwrap();
     }
-    let el = t0.elapsed();
-    let c1 = cpu();
+    let elapsed = started.elapsed();
+    let total = per_partition * partitions;
     eprintln!(
-        "partitions {parts}: {:.0} rec/s, client cpu {} ticks",
-        total as f64 / el.as_secs_f64(),
-        c1 - c0
+        "{partitions} partitions: {total} records appended in {elapsed:?}: {:.0} records/s",
+        total as f64 / elapsed.as_secs_f64()
     );
-    if std::env::var("KEEP").is_ok() {
-        eprintln!("kept {topic}");
-        return;
+    for partition in 0..partitions as u32 {
+        assert_eq!(
+            log.high_watermark(&topic, partition).await.unwrap(),
+            per_partition as u64
+        );
     }
     log.delete_topic(&topic).await.unwrap();
 }

@@ -54,13 +54,16 @@ impl Default for ArroyParams {
     }
 }
 
-/// Default number of trees (measured: see the crate docs).
-pub const DEFAULT_N_TREES: usize = 100;
-/// Default search-k factor (measured: see the crate docs).
-pub const DEFAULT_SEARCH_K_FACTOR: usize = 20;
+/// Default number of trees. Measured on 61,956 × 384 MiniLM embeddings (cosine, k = 10,
+/// leaves of 32): 20 trees × factor 60 / 90 / 120 gave recall@10 0.940 / 0.955 / 0.965;
+/// 30 trees × factor 40 gave 0.943; 100 trees with arroy's default leaves (= dimension)
+/// × factor 20 gave 0.926. Small leaves buy more recall per inspected node.
+pub const DEFAULT_N_TREES: usize = 20;
+/// Default search-k factor: `k × 20 × 100` = 20,000 nodes for k = 10.
+pub const DEFAULT_SEARCH_K_FACTOR: usize = 100;
 
-/// Default leaf size (measured: see the crate docs).
-pub const DEFAULT_SPLIT_AFTER: Option<usize> = None;
+/// Default leaf size: arroy's default (the dimension) loses recall per inspected node.
+pub const DEFAULT_SPLIT_AFTER: Option<usize> = Some(32);
 
 /// The arroy engine of one shard.
 #[derive(Debug)]

@@ -171,7 +171,14 @@ mod tests {
     #[test]
     fn top_k_keeps_the_best_in_order_with_deterministic_ties() {
         let mut t = TopK::new(3);
-        for (item, score) in [(5, 0.1), (1, 0.9), (7, 0.5), (2, 0.9), (9, 0.3), (4, f32::NAN)] {
+        for (item, score) in [
+            (5, 0.1),
+            (1, 0.9),
+            (7, 0.5),
+            (2, 0.9),
+            (9, 0.3),
+            (4, f32::NAN),
+        ] {
             t.push(item, score);
         }
         assert_eq!(t.into_sorted(), vec![(1, 0.9), (2, 0.9), (7, 0.5)]);

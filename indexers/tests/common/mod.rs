@@ -27,9 +27,15 @@ pub fn full_dataset() -> Option<&'static Dataset> {
         let dir = data_dir();
         match Dataset::load(&dir, None) {
             Ok(ds) => Some(ds),
-            Err(e) if ci() => panic!("CI=true and the data set at {} is unusable: {e}", dir.display()),
+            Err(e) if ci() => panic!(
+                "CI=true and the data set at {} is unusable: {e}",
+                dir.display()
+            ),
             Err(e) => {
-                eprintln!("data set at {} unusable ({e}); using a smaller set", dir.display());
+                eprintln!(
+                    "data set at {} unusable ({e}); using a smaller set",
+                    dir.display()
+                );
                 None
             }
         }
@@ -64,7 +70,9 @@ pub fn synthetic(n: usize, n_queries: usize, dim: usize) -> Dataset {
         state ^= state << 17;
         (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
     };
-    let centers: Vec<Vec<f32>> = (0..32).map(|_| (0..dim).map(|_| next()).collect()).collect();
+    let centers: Vec<Vec<f32>> = (0..32)
+        .map(|_| (0..dim).map(|_| next()).collect())
+        .collect();
     let mut row = |i: usize| -> Vec<f32> {
         let c = &centers[i % centers.len()];
         let v: Vec<f32> = c.iter().map(|x| x + 0.3 * next()).collect();
@@ -98,13 +106,23 @@ pub fn upsert(ds: &Dataset, row: usize, ring: u64, hlc: Hlc) -> ShardOp {
 }
 
 /// Apply rows `0..ds.len()` at offsets `first_offset..`, in batches; returns the time taken.
-pub fn load_rows(shard: &Shard, ds: &Dataset, rows: std::ops::Range<usize>, first_offset: u64) -> Duration {
+pub fn load_rows(
+    shard: &Shard,
+    ds: &Dataset,
+    rows: std::ops::Range<usize>,
+    first_offset: u64,
+) -> Duration {
     let started = Instant::now();
     let rows: Vec<usize> = rows.collect();
     for chunk in rows.chunks(2_000) {
         let ops: Vec<(u64, ShardOp)> = chunk
             .iter()
-            .map(|&r| (first_offset + r as u64, upsert(ds, r, ring_of(r), Hlc(1 + r as u64))))
+            .map(|&r| {
+                (
+                    first_offset + r as u64,
+                    upsert(ds, r, ring_of(r), Hlc(1 + r as u64)),
+                )
+            })
             .collect();
         let report = shard.apply(&ops).expect("apply");
         assert!(report.rejected.is_empty(), "{:?}", report.rejected);
@@ -133,7 +151,13 @@ pub struct Measured {
 }
 
 /// Search each of the first `n_queries` queries (one thread) and measure recall@k and QPS.
-pub fn measure(shard: &Shard, ds: &Dataset, rows: &HashMap<String, u32>, k: usize, n_queries: usize) -> Measured {
+pub fn measure(
+    shard: &Shard,
+    ds: &Dataset,
+    rows: &HashMap<String, u32>,
+    k: usize,
+    n_queries: usize,
+) -> Measured {
     let n = n_queries.min(ds.n_queries());
     let mut total = 0.0;
     let started = Instant::now();
@@ -159,6 +183,11 @@ pub fn measure(shard: &Shard, ds: &Dataset, rows: &HashMap<String, u32>, k: usiz
 
 pub fn dir_size(path: &Path) -> u64 {
     std::fs::read_dir(path)
-        .map(|d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0)
 }

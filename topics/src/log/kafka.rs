@@ -12,7 +12,12 @@
 //!
 //! Reads are cheap when repeated: a reader that returned records up to offset `n - 1` is
 //! kept, still fetching, and the next `read(from = n)` takes it again without a seek. A read
-//! from anywhere else re-assigns a pooled consumer at that offset.
+//! from anywhere else re-assigns a pooled consumer at that offset. Kafka-specific read
+//! behaviour, within the [`Log`] contract: a read returns what the reader has fetched (it
+//! may be fewer than `max` records even when more exist; it keeps filling for up to 2 s
+//! while the high watermark says more are there); a read below the first kept offset
+//! (retention, `DeleteRecords`) starts at the first kept record; a read past the end waits
+//! like a read at the end; a waiting read notices within 2 s that its topic was deleted.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -44,6 +49,8 @@ const TOPIC_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 /// When more records are known to exist, how long a read keeps filling its batch.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a read waiting for its first record checks that the topic still exists.
+const LIVENESS_CHECK: Duration = Duration::from_secs(2);
 /// How often a read past the end of a partition checks whether it has grown.
 const PAST_END_POLL: Duration = Duration::from_millis(50);
 /// Idle readers kept per partition.
@@ -248,11 +255,26 @@ impl KafkaLog {
     }
 }
 
+impl Drop for KafkaLog {
+    /// Closing librdkafka clients blocks (it joins their threads and flushes for up to
+    /// 0.5 s): when the last handle goes inside a tokio runtime, close them on a blocking
+    /// thread instead of stalling the runtime.
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.inner) == 1 {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let inner = self.inner.clone();
+                runtime.spawn_blocking(move || drop(inner));
+            }
+        }
+    }
+}
+
 /// Settings shared by the metadata client and the readers.
 fn consumer_config(brokers: &str, client_id: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers)
         .set("client.id", client_id)
+        // librdkafka refuses `assign` without a group; nothing is ever committed to it.
         .set("group.id", "hektor-log-reader")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -328,36 +350,62 @@ impl Inner {
         Ok((low.max(0) as u64, high.max(0) as u64))
     }
 
+    /// Drop what is cached about a topic. Call from async code: the readers are closed on
+    /// a blocking thread (closing a librdkafka client joins its threads).
     fn forget_topic(&self, topic: &str) {
         self.partitions.lock().remove(topic);
-        self.readers.lock().retain(|(t, _), _| t != topic);
+        let mut closed = Vec::new();
+        self.readers.lock().retain(|(t, _), pool| {
+            if t == topic {
+                closed.append(pool);
+            }
+            t != topic
+        });
+        if !closed.is_empty() {
+            tokio::task::spawn_blocking(move || drop(closed));
+        }
     }
 
     /// Take a reader for (topic, partition), preferring one positioned at `from`, and
     /// closing readers that have been idle too long.
     fn take_reader(&self, topic: &str, partition: u32, from: u64) -> Option<Reader> {
-        let mut readers = self.readers.lock();
         let now = Instant::now();
+        let mut expired = Vec::new();
+        let mut readers = self.readers.lock();
         readers.retain(|_, pool| {
-            pool.retain(|r| now.duration_since(r.last_used) < READER_IDLE_TIMEOUT);
+            let (keep, old): (Vec<Reader>, Vec<Reader>) = pool
+                .drain(..)
+                .partition(|r| now.duration_since(r.last_used) < READER_IDLE_TIMEOUT);
+            *pool = keep;
+            expired.extend(old);
             !pool.is_empty()
         });
-        let pool = readers.get_mut(&(topic.to_string(), partition))?;
-        let index = pool
-            .iter()
-            .position(|r| r.next == Some(from))
-            .unwrap_or(pool.len() - 1);
-        Some(pool.swap_remove(index))
+        // Pools are ordered from least to most recently used: when none is positioned at
+        // `from`, re-position the least recently used one, so a partition's followers do not
+        // steal each other's readers.
+        let taken = readers
+            .get_mut(&(topic.to_string(), partition))
+            .map(|pool| {
+                let index = pool.iter().position(|r| r.next == Some(from)).unwrap_or(0);
+                pool.remove(index)
+            });
+        drop(readers);
+        drop(expired);
+        taken
     }
 
     fn put_reader(&self, topic: &str, partition: u32, mut reader: Reader) {
         reader.last_used = Instant::now();
         let mut readers = self.readers.lock();
         let pool = readers.entry((topic.to_string(), partition)).or_default();
-        if pool.len() >= MAX_READERS_PER_PARTITION {
-            pool.remove(0);
-        }
         pool.push(reader);
+        let evicted = if pool.len() > MAX_READERS_PER_PARTITION {
+            Some(pool.remove(0))
+        } else {
+            None
+        };
+        drop(readers);
+        drop(evicted);
     }
 
     fn new_reader(&self) -> Result<Reader> {
@@ -432,7 +480,10 @@ impl Inner {
         let mut next = from;
         while out.len() < max {
             let now = Instant::now();
-            let timeout = if out.is_empty() || known_high.is_some_and(|h| next < h) {
+            let timeout = if out.is_empty() {
+                // Wait in slices, checking between them that the topic still exists.
+                deadline.saturating_duration_since(now).min(LIVENESS_CHECK)
+            } else if known_high.is_some_and(|h| next < h) {
                 deadline.saturating_duration_since(now)
             } else {
                 Duration::ZERO
@@ -484,6 +535,16 @@ impl Inner {
                     known_high = Some(high);
                     deadline = deadline.max(Instant::now() + CATCH_UP_TIMEOUT);
                 }
+                Some(Err(e)) if is_unknown_topic(&e) => {
+                    // Deleted under us, or too new for this broker's metadata: ask.
+                    if let TopicState::Missing = self.topic_state(topic)? {
+                        return Err(Error::UnknownTopic(topic.to_string()));
+                    }
+                    last_error = Some(e);
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
                 Some(Err(e)) => {
                     // Most consumer errors are transient (a broker restarting, a leader
                     // moving); librdkafka retries by itself. Keep the last one to report.
@@ -491,6 +552,13 @@ impl Inner {
                     last_error = Some(e);
                     if Instant::now() >= deadline {
                         break;
+                    }
+                }
+                None if out.is_empty() && Instant::now() < deadline => {
+                    // A slice of the wait ran out: a deleted topic gives no consumer
+                    // error, so ask.
+                    if let TopicState::Missing = self.topic_state(topic)? {
+                        return Err(Error::UnknownTopic(topic.to_string()));
                     }
                 }
                 None => {
@@ -613,8 +681,20 @@ impl KafkaLog {
         }
     }
 
+    /// A topic found missing is forgotten, so the next call asks the cluster again.
+    fn forget_if_gone<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(Error::UnknownTopic(topic)) = &result {
+            self.inner.forget_topic(topic);
+        }
+        result
+    }
+
     async fn check_partition(&self, topic: &str, partition: u32) -> Result<()> {
-        let partitions = self.known_partitions(topic).await?;
+        let mut partitions = self.known_partitions(topic).await?;
+        if partition >= partitions {
+            // Partitions may have been added since the count was cached.
+            partitions = Log::partitions(self, topic).await?;
+        }
         if partition >= partitions {
             return Err(Error::PartitionOutOfRange {
                 topic: topic.to_string(),
@@ -771,6 +851,10 @@ impl Log for KafkaLog {
         }
     }
 
+    /// Every record goes to `partition` explicitly. All are handed to the producer first
+    /// (waiting for room when its queue is full), then their deliveries are awaited in
+    /// order. On an error the records before it may have been appended (the idempotent
+    /// producer never reorders or duplicates them); the error says which partition failed.
     async fn append(
         &self,
         topic: &str,
@@ -827,7 +911,8 @@ impl Log for KafkaLog {
             }
         }
         for delivery in pending {
-            offsets.push(delivered(topic, partition, delivery.await)?);
+            let offset = self.forget_if_gone(delivered(topic, partition, delivery.await))?;
+            offsets.push(offset);
         }
         Ok(offsets)
     }
@@ -843,16 +928,19 @@ impl Log for KafkaLog {
         self.check_partition(topic, partition).await?;
         let inner = self.inner.clone();
         let name = topic.to_string();
-        tokio::task::spawn_blocking(move || inner.read_blocking(&name, partition, from, max, wait))
-            .await
-            .map_err(|e| join_error(format!("reading {topic}/{partition}"), e))?
+        let result = tokio::task::spawn_blocking(move || {
+            inner.read_blocking(&name, partition, from, max, wait)
+        })
+        .await
+        .map_err(|e| join_error(format!("reading {topic}/{partition}"), e))?;
+        self.forget_if_gone(result)
     }
 
     async fn high_watermark(&self, topic: &str, partition: u32) -> Result<u64> {
         self.check_partition(topic, partition).await?;
         let inner = self.inner.clone();
         let name = topic.to_string();
-        let (_, high) =
+        let result =
             tokio::task::spawn_blocking(move || inner.watermarks(&inner.meta, &name, partition))
                 .await
                 .map_err(|e| {
@@ -860,7 +948,8 @@ impl Log for KafkaLog {
                         format!("asking the high watermark of {topic}/{partition}"),
                         e,
                     )
-                })??;
+                })?;
+        let (_, high) = self.forget_if_gone(result)?;
         Ok(high)
     }
 }
