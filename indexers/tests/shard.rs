@@ -489,7 +489,7 @@ fn euclidean_and_dot_scores_follow_the_convention() {
                         Distance::Euclidean => -metric::l2_squared(q, vector).sqrt(),
                         _ => metric::dot(q, vector),
                     },
-                    ShardOp::Delete { .. } => unreachable!(),
+                    ShardOp::Delete { .. } | ShardOp::Skip => unreachable!("only upserts here"),
                 })
                 .collect();
             expected.sort_by(|x, y| y.total_cmp(x));

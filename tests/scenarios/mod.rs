@@ -241,7 +241,16 @@ pub fn bad_input(server: &Server, prefix: &str) {
     create_collection(url, &name, 3, 2);
     let vectors = format!("{url}/collections/{name}/vectors");
     let ok = json!({"id": "ok", "vector": [0.1, 0.2, 0.3]});
-    let cases: Vec<(&str, reqwest::Method, String, Option<String>, u16, &str)> = vec![
+    // (what, method, url, body, expected status, a phrase the error message must hold)
+    type Case<'a> = (
+        &'a str,
+        reqwest::Method,
+        String,
+        Option<String>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         ("malformed JSON", reqwest::Method::POST, vectors.clone(), Some("{\"upserts\": [".into()), 400, "invalid JSON"),
         ("unknown field", reqwest::Method::POST, vectors.clone(), Some(r#"{"upsert": []}"#.into()), 400, "unknown field"),
         ("unknown collection", reqwest::Method::POST, format!("{url}/collections/nope-{name}/vectors"), Some(json!({"upserts": [ok]}).to_string()), 404, "does not exist"),
