@@ -1,0 +1,1 @@
+//! hektor-cluster: the shard map and placement strategies (being written).
