@@ -797,7 +797,7 @@ mod tests {
     use super::*;
     use crate::hlc::Hlc;
     use crate::record::{CollectionSpec, Distance, EventKind, PlanAction, RingRange, Tier};
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     fn upsert(dim: usize) -> VectorRecord {
         VectorRecord::Upsert(VectorUpsert {
@@ -1038,7 +1038,7 @@ mod tests {
     }
 
     #[test]
-    fn a_forged_huge_length_fails_fast() {
+    fn a_forged_huge_length_is_refused_without_allocating_it() {
         let bin = Some(&b"bin.v1"[..]);
         // An upsert whose collection claims 2^62 bytes.
         let mut forged = vec![1, VectorRecord::TAG, 0];
@@ -1052,7 +1052,7 @@ mod tests {
         let mut vector = vec![1, VectorRecord::TAG, 0, 1, b'c', 1, b'i', 0];
         vector.extend_from_slice(&[0xff; 9]);
         vector.push(0x01);
-        let started = Instant::now();
+        // Allocating what these claim would abort the test process.
         assert!(matches!(
             decode::<VectorRecord>(&forged, bin),
             Err(Error::Malformed { .. })
@@ -1065,7 +1065,6 @@ mod tests {
             decode::<VectorRecord>(&vector, bin),
             Err(Error::Malformed { .. })
         ));
-        assert!(started.elapsed() < Duration::from_millis(100));
     }
 
     #[test]
@@ -1122,9 +1121,11 @@ mod tests {
     }
 
     /// Throughput of the hot path: 384-dim upserts (with a small payload) in the binary
-    /// form. Prints the rates (run with `--nocapture`); fails only far below them.
+    /// form. A measurement, not a check: run it with
+    /// `cargo test --release -p hektor-topics --lib binary_upserts -- --ignored --nocapture`.
     #[test]
-    fn binary_upserts_encode_and_decode_fast() {
+    #[ignore = "a measurement; run by hand"]
+    fn binary_upserts_encode_and_decode_throughput() {
         let record = upsert(384);
         let header = Some(&b"bin.v1"[..]);
         let n = 50_000u32;
@@ -1150,11 +1151,5 @@ mod tests {
              {decode_rate:.0}/s, encode+decode {both:.0} records/s",
             bytes.len()
         );
-        let floor = if cfg!(debug_assertions) {
-            2_000.0
-        } else {
-            50_000.0
-        };
-        assert!(both > floor, "{both:.0} records/s");
     }
 }
