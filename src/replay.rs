@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hektor_indexers::host::to_op;
+use hektor_indexers::host::{shard_dir, to_op};
 use hektor_indexers::{EngineKind, Shard, ShardConfig, ShardOp};
 use hektor_topics::catalog::Catalog;
 use hektor_topics::topic::{topic_name, TopicKind};
@@ -35,6 +35,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let spec = catalog
         .get(&args.collection)
         .with_context(|| format!("collection `{}` does not exist", args.collection))?;
+    let incarnation = catalog
+        .incarnation(&spec.name)
+        .context("the collection vanished from the catalog")?;
     let topic = topic_name(&spec.name, TopicKind::Vectors);
     let shards: Vec<u32> = match args.shard {
         Some(s) if s < spec.partitions => vec![s],
@@ -55,12 +58,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     for p in shards {
-        let dir = args
-            .log
-            .data_dir
-            .join("shards")
-            .join(&spec.name)
-            .join(format!("p{p:04}"));
+        let dir = shard_dir(&args.log.data_dir, &spec.name, incarnation, p);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }

@@ -107,3 +107,67 @@ fn kafka_poison_records_go_to_the_dead_letter_topic_and_the_indexer_goes_on() {
     let (_, info) = get(&format!("{}/collections/{name}", server.url));
     assert_eq!(info["shards"][0]["dead_lettered"], json!(2), "{info}");
 }
+
+#[test]
+fn kafka_every_query_and_write_becomes_an_event() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), Some(&brokers), &[]);
+    let name = unique("k-events");
+    create_collection(&server.url, &name, 3, 2);
+    let (status, body) = post(
+        &format!("{}/collections/{name}/vectors", server.url),
+        &json!({"upserts": [{"id": "a", "vector": [0.1, 0.2, 0.3], "tenant": "t"}], "deletes": ["b"]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..3 {
+        let (status, resp) = post(
+            &format!("{}/collections/{name}/search", server.url),
+            &json!({"vector": [0.1, 0.2, 0.3], "tenant": "t", "consistency": {"after": body["token"]}}),
+        );
+        assert_eq!(status, 200, "{resp}");
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let log = KafkaLog::connect(&brokers, KafkaConfig::default()).unwrap();
+    let topic = topic_name(&name, TopicKind::Events);
+    let tenant_shard = hektor_topics::ring::tenant_partitions("t", 2);
+    let events: Vec<hektor_topics::record::Event> = runtime.block_on(async {
+        let mut events = Vec::new();
+        for _ in 0..50 {
+            events.clear();
+            for p in 0..2 {
+                for r in log
+                    .read(&topic, p, 0, 100, Duration::from_millis(100))
+                    .await
+                    .unwrap()
+                {
+                    events.push(hektor_topics::codec::from_log_record(&r.record).unwrap());
+                }
+            }
+            if events.len() >= 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        events
+    });
+    use hektor_topics::record::EventKind;
+    let count = |k: EventKind| events.iter().filter(|e| e.kind == k).count();
+    assert_eq!(count(EventKind::Upsert), 1, "{events:?}");
+    assert_eq!(count(EventKind::Delete), 1, "{events:?}");
+    assert_eq!(
+        count(EventKind::Query),
+        3,
+        "a tenant query touches only the tenant's shard: {events:?}"
+    );
+    for e in &events {
+        assert_eq!(e.collection, name);
+        if e.kind == EventKind::Query {
+            assert!(tenant_shard.contains(&e.shard));
+        }
+    }
+    let upsert = events.iter().find(|e| e.kind == EventKind::Upsert).unwrap();
+    assert_eq!(upsert.ring, hektor_topics::ring::position(Some("t"), "a"));
+}

@@ -88,6 +88,9 @@ impl HostedShard {
 /// The shards of one collection on this node, indexed by partition.
 pub struct HostedCollection {
     pub spec: CollectionSpec,
+    /// Which creation of this collection name these shards belong to (see
+    /// [`Catalog::incarnation`]).
+    pub incarnation: u64,
     pub shards: Vec<Arc<HostedShard>>,
 }
 
@@ -125,6 +128,11 @@ impl ShardHost {
         Ok(host)
     }
 
+    /// The catalog this host follows.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
     pub fn collection(&self, name: &str) -> Option<Arc<HostedCollection>> {
         self.collections.read().get(name).cloned()
     }
@@ -154,58 +162,53 @@ impl ShardHost {
         self.collections.read().values().cloned().collect()
     }
 
-    fn shard_dir(&self, collection: &str, partition: u32) -> PathBuf {
-        self.config
-            .data_dir
-            .join("shards")
-            .join(collection)
-            .join(format!("p{partition:04}"))
+    fn shard_dir(&self, collection: &str, incarnation: u64, partition: u32) -> PathBuf {
+        shard_dir(&self.config.data_dir, collection, incarnation, partition)
     }
 
     /// Open shards for new collections, stop and remove those of dropped ones.
     async fn sync(self: &Arc<Self>) -> Result<(), Error> {
-        let wanted = self.catalog.list();
-        let current: Vec<String> = self.collections.read().keys().cloned().collect();
-        for name in current {
+        let wanted = self.catalog.list_incarnations();
+        let current: Vec<(String, u64)> = self
+            .collections
+            .read()
+            .values()
+            .map(|c| (c.spec.name.clone(), c.incarnation))
+            .collect();
+        for (name, incarnation) in current {
             let keep = wanted
                 .iter()
-                .any(|s| s.name == name && self.same_spec(&name, s));
+                .any(|(s, inc)| s.name == name && *inc == incarnation);
             if !keep {
                 if let Some(gone) = self.collections.write().remove(&name) {
                     for shard in &gone.shards {
                         shard.stop.store(true, Ordering::Relaxed);
                     }
-                    let dir = self.config.data_dir.join("shards").join(&name);
+                    let dir = collection_dir(&self.config.data_dir, &name, incarnation);
                     drop(gone);
                     remove_later(dir);
                 }
             }
         }
-        for spec in wanted {
+        for (spec, incarnation) in wanted {
             if self.collections.read().contains_key(&spec.name) {
                 continue;
             }
-            let hosted = self.open_collection(spec.clone()).await?;
+            let hosted = self.open_collection(spec.clone(), incarnation).await?;
             self.collections.write().insert(spec.name.clone(), hosted);
         }
         self.synced.send_modify(|v| *v += 1);
         Ok(())
     }
 
-    fn same_spec(&self, name: &str, spec: &CollectionSpec) -> bool {
-        self.collections
-            .read()
-            .get(name)
-            .is_some_and(|c| &c.spec == spec)
-    }
-
     async fn open_collection(
         self: &Arc<Self>,
         spec: CollectionSpec,
+        incarnation: u64,
     ) -> Result<Arc<HostedCollection>, Error> {
         let mut shards = Vec::with_capacity(spec.partitions as usize);
         for partition in 0..spec.partitions {
-            let dir = self.shard_dir(&spec.name, partition);
+            let dir = self.shard_dir(&spec.name, incarnation, partition);
             let config =
                 ShardConfig::new(spec.dimension as usize, spec.distance, self.config.engine);
             let shard = tokio::task::spawn_blocking(move || Shard::open(&dir, config))
@@ -228,8 +231,31 @@ impl ShardHost {
             ));
             shards.push(hosted);
         }
-        Ok(Arc::new(HostedCollection { spec, shards }))
+        Ok(Arc::new(HostedCollection {
+            spec,
+            incarnation,
+            shards,
+        }))
     }
+}
+
+/// Where the shards of one incarnation of a collection live:
+/// `DATA_DIR/shards/<collection>/<incarnation>/`.
+pub fn collection_dir(data_dir: &std::path::Path, collection: &str, incarnation: u64) -> PathBuf {
+    data_dir
+        .join("shards")
+        .join(collection)
+        .join(incarnation.to_string())
+}
+
+/// Where one shard lives: `DATA_DIR/shards/<collection>/<incarnation>/p<partition>`.
+pub fn shard_dir(
+    data_dir: &std::path::Path,
+    collection: &str,
+    incarnation: u64,
+    partition: u32,
+) -> PathBuf {
+    collection_dir(data_dir, collection, incarnation).join(format!("p{partition:04}"))
 }
 
 fn remove_later(dir: PathBuf) {

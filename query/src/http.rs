@@ -162,14 +162,9 @@ fn describe(hosted: &HostedCollection) -> serde_json::Value {
 }
 
 async fn list_collections(State(state): State<QueryState>) -> Response {
-    let mut specs: Vec<_> = state
-        .searcher
-        .host()
-        .collections()
-        .iter()
-        .map(|c| c.spec.clone())
-        .collect();
-    specs.sort_by(|a, b| a.name.cmp(&b.name));
+    // The catalog is the source of truth (shards of a just-created collection may still
+    // be opening).
+    let specs = state.searcher.host().catalog().list();
     Json(json!({ "collections": specs })).into_response()
 }
 

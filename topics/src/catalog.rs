@@ -34,7 +34,10 @@ pub enum CreateOutcome {
 /// The collections of this cluster, replayed from the catalog topic.
 pub struct Catalog {
     log: Arc<dyn Log>,
-    collections: RwLock<BTreeMap<String, CollectionSpec>>,
+    /// Each collection with its incarnation: the catalog offset of the entry that created
+    /// it, so a collection dropped and created again under the same name is a new thing
+    /// (its shards live in other directories).
+    collections: RwLock<BTreeMap<String, (CollectionSpec, u64)>>,
     /// Next catalog-topic offset to read.
     cursor: Mutex<u64>,
     version: watch::Sender<u64>,
@@ -75,7 +78,7 @@ impl Catalog {
             for stored in &batch {
                 match codec::from_log_record::<CatalogEntry>(&stored.record) {
                     Ok(CatalogEntry::Create(spec)) => {
-                        collections.insert(spec.name.clone(), spec);
+                        collections.insert(spec.name.clone(), (spec, stored.offset));
                     }
                     Ok(CatalogEntry::Drop { name }) => {
                         collections.remove(&name);
@@ -113,11 +116,28 @@ impl Catalog {
     }
 
     pub fn get(&self, name: &str) -> Option<CollectionSpec> {
-        self.collections.read().get(name).cloned()
+        self.collections
+            .read()
+            .get(name)
+            .map(|(spec, _)| spec.clone())
+    }
+
+    /// The incarnation of a collection: the catalog offset of the entry that created it.
+    pub fn incarnation(&self, name: &str) -> Option<u64> {
+        self.collections.read().get(name).map(|(_, inc)| *inc)
+    }
+
+    /// Every collection with its incarnation, by name.
+    pub fn list_incarnations(&self) -> Vec<(CollectionSpec, u64)> {
+        self.collections.read().values().cloned().collect()
     }
 
     pub fn list(&self) -> Vec<CollectionSpec> {
-        self.collections.read().values().cloned().collect()
+        self.collections
+            .read()
+            .values()
+            .map(|(spec, _)| spec.clone())
+            .collect()
     }
 
     pub fn log(&self) -> &Arc<dyn Log> {
