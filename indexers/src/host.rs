@@ -37,7 +37,10 @@ pub const DLQ_SOURCE_HEADER: &str = "hektor-dlq-source";
 /// Records read per batch.
 const READ_BATCH: usize = 4096;
 /// Build the index once this many vectors wait in the tail even while still catching up.
-const BUILD_WHEN_PENDING: u64 = 50_000;
+/// A build holds the shard's one LMDB writer, so building while catching up stalls
+/// applies; the tail is searched exactly meanwhile, so writes are searchable without it.
+/// Only a very long tail (slow exact scans) justifies building before the consumer is idle.
+const BUILD_WHEN_PENDING: u64 = 250_000;
 /// When caught up, build once at least this many wait.
 const BUILD_WHEN_IDLE: u64 = 512;
 
