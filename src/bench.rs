@@ -16,6 +16,10 @@ use hektor_topics::log::Log;
 pub enum BenchCommand {
     /// Log append and read throughput.
     Log(LogBenchArgs),
+    /// Search recall, QPS and latency in-process and through HTTP, with peers (peers.py).
+    Search(crate::bench_search::SearchBenchArgs),
+    /// Placement strategies: keys moved by join/leave/reweight, load spread, lookup cost.
+    Placement(crate::bench_placement::PlacementBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +50,8 @@ pub struct LogBenchArgs {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Log(args) => log(args).await,
+        BenchCommand::Search(args) => crate::bench_search::run(args).await,
+        BenchCommand::Placement(args) => crate::bench_placement::run(args).await,
     }
 }
 

@@ -11,10 +11,13 @@
 
 mod backend;
 mod bench;
+mod bench_placement;
+mod bench_search;
 mod demo;
 mod produce;
 mod replay;
 mod serve;
+mod sim;
 
 use std::path::PathBuf;
 
@@ -63,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// Simulators (print JSON lines with --json).
+    Sim {
+        #[command(subcommand)]
+        command: sim::SimCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +114,9 @@ fn main() -> anyhow::Result<()> {
             Command::Produce(args) => produce::run(args).await,
             Command::Replay(args) => replay::run(args).await,
             Command::Bench { command } => bench::run(command).await,
+            Command::Sim { command } => {
+                tokio::task::spawn_blocking(move || sim::run(command)).await?
+            }
         }
     })
 }

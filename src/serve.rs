@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// Index engine of the shards: arroy or exact.
     #[arg(long, default_value = "arroy")]
     pub engine: String,
+    /// Serve only collections whose names start with this prefix (nodes sharing a Kafka
+    /// cluster can split collections between them this way).
+    #[arg(long)]
+    pub only_collections: Option<String>,
     /// Threads of the search pool (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub search_threads: usize,
@@ -53,7 +57,8 @@ pub fn parse_engine(name: &str) -> anyhow::Result<EngineKind> {
     match name {
         "arroy" => Ok(EngineKind::Arroy),
         "exact" => Ok(EngineKind::Exact),
-        other => anyhow::bail!("unknown engine `{other}`: use arroy or exact"),
+        "hnsw" => Ok(EngineKind::Hnsw),
+        other => anyhow::bail!("unknown engine `{other}`: use arroy, exact or hnsw"),
     }
 }
 
@@ -68,9 +73,13 @@ pub struct Node {
 pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     let engine = parse_engine(&args.engine)?;
     let log = open_log(&args.log).await?;
-    let catalog = Catalog::open(Arc::clone(&log), args.log.topic_replication)
-        .await
-        .context("reading the catalog")?;
+    let catalog = Catalog::open_scoped(
+        Arc::clone(&log),
+        args.log.topic_replication,
+        args.only_collections.clone(),
+    )
+    .await
+    .context("reading the catalog")?;
     // Other nodes may create collections on a shared Kafka cluster; follow them.
     catalog.follow(Duration::from_millis(500));
     let host = ShardHost::start(
@@ -88,6 +97,16 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         Arc::new(HlcClock::new()),
         args.region.clone(),
     ));
+    // Move what any Kafka client writes to the intake topics to their ring partitions.
+    hektor_ingest::intake::Intake::start(
+        Arc::clone(&writer),
+        hektor_ingest::intake::IntakeConfig {
+            replication: args.log.topic_replication,
+            ..Default::default()
+        },
+    )
+    .await
+    .context("starting the intake re-partitioner")?;
     let searcher = Arc::new(Searcher::new(
         Arc::clone(&host),
         events.clone(),

@@ -51,8 +51,8 @@ fn kafka_intake_records_from_a_python_client_land_once_at_their_ring_partition()
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), Some(&brokers), &[]);
     let name = unique("k-intake");
+    let server = start_server(dir.path(), Some(&brokers), &["--only-collections", &name]);
     create_collection(&server.url, &name, DIMENSION, PARTITIONS);
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/produce_intake.py");

@@ -10,33 +10,37 @@ use common::*;
 #[test]
 fn recall_at_10_on_real_embeddings() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), None, &[]);
-    scenarios::recall_at_10(&server, "recall");
+    let name = unique("recall");
+    let server = start_server(dir.path(), None, &["--only-collections", &name]);
+    scenarios::recall_at_10(&server, &name);
 }
 
 #[test]
 fn read_your_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), None, &[]);
-    scenarios::read_your_writes(&server, "ryw");
+    let name = unique("ryw");
+    let server = start_server(dir.path(), None, &["--only-collections", &name]);
+    scenarios::read_your_writes(&server, &name);
 }
 
 #[test]
 fn bad_input_gets_the_documented_status() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), None, &[]);
-    scenarios::bad_input(&server, "bad");
+    let name = unique("bad");
+    let server = start_server(dir.path(), None, &["--only-collections", &name]);
+    scenarios::bad_input(&server, &name);
 }
 
 #[test]
 fn kill_9_during_bulk_load_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    scenarios::crash_during_load(dir.path(), None, "crash");
+    scenarios::crash_during_load(dir.path(), None, &unique("crash"));
 }
 
 #[test]
 fn tenant_search_stays_in_the_tenant_and_deletes_disappear() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), None, &[]);
-    scenarios::tenant_and_delete(&server, "tenant");
+    let name = unique("tenant");
+    let server = start_server(dir.path(), None, &["--only-collections", &name]);
+    scenarios::tenant_and_delete(&server, &name);
 }

@@ -19,8 +19,9 @@ fn kafka_recall_at_10_on_real_embeddings() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), Some(&brokers), &[]);
-    scenarios::recall_at_10(&server, "k-recall");
+    let name = unique("k-recall");
+    let server = start_server(dir.path(), Some(&brokers), &["--only-collections", &name]);
+    scenarios::recall_at_10(&server, &name);
 }
 
 #[test]
@@ -29,8 +30,9 @@ fn kafka_read_your_writes() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), Some(&brokers), &[]);
-    scenarios::read_your_writes(&server, "k-ryw");
+    let name = unique("k-ryw");
+    let server = start_server(dir.path(), Some(&brokers), &["--only-collections", &name]);
+    scenarios::read_your_writes(&server, &name);
 }
 
 #[test]
@@ -39,7 +41,7 @@ fn kafka_kill_9_during_bulk_load_loses_and_duplicates_nothing() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    scenarios::crash_during_load(dir.path(), Some(&brokers), "k-crash");
+    scenarios::crash_during_load(dir.path(), Some(&brokers), &unique("k-crash"));
 }
 
 #[test]
@@ -48,8 +50,8 @@ fn kafka_poison_records_go_to_the_dead_letter_topic_and_the_indexer_goes_on() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), Some(&brokers), &[]);
     let name = unique("k-poison");
+    let server = start_server(dir.path(), Some(&brokers), &["--only-collections", &name]);
     create_collection(&server.url, &name, 3, 1);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let log = KafkaLog::connect(&brokers, KafkaConfig::default()).unwrap();
@@ -114,8 +116,8 @@ fn kafka_every_query_and_write_becomes_an_event() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(dir.path(), Some(&brokers), &[]);
     let name = unique("k-events");
+    let server = start_server(dir.path(), Some(&brokers), &["--only-collections", &name]);
     create_collection(&server.url, &name, 3, 2);
     let (status, body) = post(
         &format!("{}/collections/{name}/vectors", server.url),

@@ -1,1 +1,41 @@
-//! hektor-dataflow (filled in by later work).
+//! hektor-dataflow: kinetic sharding — hotness tracking as a timely/differential dataflow,
+//! the decision engine that turns hotness into shard-map changes, predictors of hotness,
+//! and a simulator that compares sharding strategies with the decision engine itself.
+//!
+//! - [`hotness`]: the dataflow as a plain function from input collections to output
+//!   collections (windows, histograms, per-shard / per-sub-range / per-node load).
+//! - [`driver`]: runs it on timely workers (threads or processes), feeds events, and reads a
+//!   [`driver::HotnessSnapshot`].
+//! - [`decide`]: split / merge / migrate / stay, as pure functions of a snapshot, a config
+//!   and the history of past actions; emits [`hektor_topics::record::PlanChange`]s.
+//! - [`predict`]: hotness forecasts (linear regression, Holt's double exponential
+//!   smoothing) for scheduling splits ahead of load.
+//! - [`sim`]: the kinetic-sharding simulator behind `hektor sim kinetic`.
+//!
+//! This crate does not apply plan changes (moving data is the cluster's job) and does not
+//! read the log: the caller hands events to [`driver::HotnessDriver::feed`].
+
+pub mod decide;
+pub mod driver;
+pub mod hotness;
+pub mod predict;
+pub mod sim;
+
+/// Errors of the dataflow crate.
+#[derive(Debug, thiserror::Error)]
+pub enum DataflowError {
+    /// Timely could not start its workers or a worker failed.
+    #[error("dataflow workers failed: {0} (check the worker count and cluster addresses)")]
+    Timely(String),
+    /// The driver's workers have stopped; start a new driver.
+    #[error("the hotness dataflow has stopped")]
+    Stopped,
+    /// Bad input from the caller.
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// Reading or decoding the events topic failed.
+    #[error("reading events: {0}")]
+    Log(#[from] hektor_topics::Error),
+}
+
+pub type Result<T, E = DataflowError> = std::result::Result<T, E>;

@@ -57,6 +57,9 @@ pub enum Error {
 
     #[error("bad data set file {path}: {reason}")]
     Dataset { path: PathBuf, reason: String },
+
+    #[error("GPU batch search: {0}")]
+    Gpu(String),
 }
 
 /// Result with this crate's [`Error`].

@@ -29,10 +29,7 @@ use tokio::sync::watch;
 
 use crate::{EngineKind, Error, Shard, ShardConfig, ShardOp};
 
-/// Header naming why a record was dead-lettered.
-pub const DLQ_REASON_HEADER: &str = "hektor-dlq-reason";
-/// Header naming where a dead-lettered record came from (`topic/partition/offset`).
-pub const DLQ_SOURCE_HEADER: &str = "hektor-dlq-source";
+pub use hektor_topics::topic::{DLQ_REASON_HEADER, DLQ_SOURCE_HEADER};
 
 /// Records read per batch.
 const READ_BATCH: usize = 4096;

@@ -5,8 +5,8 @@
 //!   applied log offset and the built index; applies batches of upserts/deletes
 //!   (last-writer-wins by hlc) atomically with the offset, and searches (with an optional
 //!   tenant ring range) the built index plus the not-yet-indexed tail.
-//! - [`engine`]: the [`engine::IndexEngine`] trait and its engines, arroy (trees) and
-//!   exact (brute force).
+//! - [`engine`]: the [`engine::IndexEngine`] trait and its engines, arroy (trees), exact
+//!   (brute force) and hnsw (an in-memory graph, updated incrementally).
 //! - [`metric`]: distance kernels and the "higher is closer" scores.
 //! - [`store`]: the LMDB layout.
 //! - [`host`]: the indexer role: one shard per partition of every collection in the
@@ -22,6 +22,7 @@
 //! arroy at the defaults (20 trees, leaves of 32, search_k = 20,000): recall@10 0.959,
 //! 83 QPS, build 24 s; exact: recall 1.0, 25–45 QPS (memory-bandwidth bound).
 
+pub mod batch;
 pub mod dataset;
 pub mod engine;
 pub mod error;
@@ -31,6 +32,7 @@ pub mod shard;
 pub mod store;
 
 pub use engine::arroy::ArroyParams;
+pub use engine::hnsw::HnswParams;
 pub use engine::EngineKind;
 pub use error::{Error, Result};
 pub use shard::{

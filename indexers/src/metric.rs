@@ -7,6 +7,9 @@
 //! - [`Distance::Euclidean`]: minus the euclidean distance;
 //! - [`Distance::Dot`]: the dot product.
 //!
+//! [`RawKernel`]s (AVX2+FMA picked at run time, portable fallback) serve the
+//! in-memory HNSW engine, which calls one kernel per distance over aligned rows.
+//!
 //! This module owns no storage and no index; the engines and the shard call it.
 
 use hektor_topics::record::Distance;
@@ -275,6 +278,148 @@ mod avx2 {
     }
 }
 
+/// A distance kernel over raw pointers: `f(a, b, n)` reads `n` `f32` from each of `a`
+/// and `b` (any alignment) and returns their dot product or squared euclidean distance.
+/// Picked once per index by [`raw_dot_kernel`] / [`raw_l2_kernel`] for the CPU it runs on.
+///
+/// # Safety
+/// Both pointers must be valid for `n` `f32` reads.
+pub type RawKernel = unsafe fn(*const f32, *const f32, usize) -> f32;
+
+/// The fastest dot-product kernel this CPU runs: AVX2+FMA, else the portable lane loop
+/// (detected at run time). AVX-512 intrinsics need Rust 1.89, above the workspace MSRV.
+pub fn raw_dot_kernel() -> RawKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return wide::dot_fma;
+        }
+    }
+    portable_raw_dot
+}
+
+/// The fastest squared-euclidean kernel this CPU runs (see [`raw_dot_kernel`]).
+pub fn raw_l2_kernel() -> RawKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return wide::l2_fma;
+        }
+    }
+    portable_raw_l2
+}
+
+/// # Safety
+/// See [`RawKernel`].
+unsafe fn portable_raw_dot(a: *const f32, b: *const f32, n: usize) -> f32 {
+    // SAFETY: the caller guarantees `n` readable f32 behind each pointer; `f32` slices
+    // need 4-byte alignment, which every caller's `f32` buffers have.
+    let (a, b) = unsafe {
+        (
+            std::slice::from_raw_parts(a, n),
+            std::slice::from_raw_parts(b, n),
+        )
+    };
+    kernels::dot_impl(a, b)
+}
+
+/// # Safety
+/// See [`RawKernel`].
+unsafe fn portable_raw_l2(a: *const f32, b: *const f32, n: usize) -> f32 {
+    // SAFETY: as in `portable_raw_dot`.
+    let (a, b) = unsafe {
+        (
+            std::slice::from_raw_parts(a, n),
+            std::slice::from_raw_parts(b, n),
+        )
+    };
+    kernels::l2_impl(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    //! Fused multiply-add kernels for the in-memory index: AVX2+FMA (4 × 8 lanes per
+    //! step), scalar tails. Callers check the CPU features.
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn hsum256(v: __m256) -> f32 {
+        // SAFETY: callers are AVX2 functions.
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+            _mm_cvtss_f32(s)
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; both pointers valid for `n` f32 reads.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_fma(a: *const f32, b: *const f32, n: usize) -> f32 {
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 32 <= n {
+                for (j, slot) in acc.iter_mut().enumerate() {
+                    let x = _mm256_loadu_ps(a.add(i + 8 * j));
+                    let y = _mm256_loadu_ps(b.add(i + 8 * j));
+                    *slot = _mm256_fmadd_ps(x, y, *slot);
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                let x = _mm256_loadu_ps(a.add(i));
+                let y = _mm256_loadu_ps(b.add(i));
+                acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
+                i += 8;
+            }
+            let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            let mut total = hsum256(sum);
+            while i < n {
+                total += a.add(i).read_unaligned() * b.add(i).read_unaligned();
+                i += 1;
+            }
+            total
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; both pointers valid for `n` f32 reads.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn l2_fma(a: *const f32, b: *const f32, n: usize) -> f32 {
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 32 <= n {
+                for (j, slot) in acc.iter_mut().enumerate() {
+                    let d = _mm256_sub_ps(
+                        _mm256_loadu_ps(a.add(i + 8 * j)),
+                        _mm256_loadu_ps(b.add(i + 8 * j)),
+                    );
+                    *slot = _mm256_fmadd_ps(d, d, *slot);
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                let d = _mm256_sub_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i)));
+                acc[0] = _mm256_fmadd_ps(d, d, acc[0]);
+                i += 8;
+            }
+            let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            let mut total = hsum256(sum);
+            while i < n {
+                let d = a.add(i).read_unaligned() - b.add(i).read_unaligned();
+                total += d * d;
+                i += 1;
+            }
+            total
+        }
+    }
+}
+
 /// Euclidean norm.
 #[inline]
 pub fn norm(a: &[f32]) -> f32 {
@@ -421,6 +566,29 @@ mod tests {
                 (kernels::dot_impl(&a, &b) - dot(&a, &b)).abs() < 1e-4,
                 "n={n}"
             );
+        }
+    }
+
+    #[test]
+    fn raw_kernels_match_the_slice_kernels() {
+        let kernels: [(RawKernel, RawKernel); 2] = [
+            (raw_dot_kernel(), raw_l2_kernel()),
+            (portable_raw_dot, portable_raw_l2),
+        ];
+        for n in [0usize, 1, 15, 16, 63, 64, 65, 384, 391] {
+            let a: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 13 % 7) as f32 - 3.0) / 2.0).collect();
+            for (dot_k, l2_k) in kernels {
+                // SAFETY: both vectors hold `n` floats.
+                let (d, l) = unsafe {
+                    (
+                        dot_k(a.as_ptr(), b.as_ptr(), n),
+                        l2_k(a.as_ptr(), b.as_ptr(), n),
+                    )
+                };
+                assert!((d as f64 - naive_dot(&a, &b)).abs() < 1e-3, "n={n}");
+                assert!((l - l2_squared(&a, &b)).abs() < 1e-3, "n={n}");
+            }
         }
     }
 

@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::arroy::{ArroyEngine, ArroyParams};
 use crate::engine::exact::ExactEngine;
+use crate::engine::hnsw::{HnswEngine, HnswParams};
 use crate::engine::{Changes, EngineKind, IndexEngine, TopK};
 use crate::error::{Error, Result};
 use crate::metric::{self, PreparedQuery};
@@ -58,6 +59,8 @@ pub struct ShardConfig {
     pub engine: EngineKind,
     /// Used when `engine` is [`EngineKind::Arroy`].
     pub arroy: ArroyParams,
+    /// Used when `engine` is [`EngineKind::Hnsw`].
+    pub hnsw: HnswParams,
     /// Upper bound on the size of the LMDB file, in bytes.
     pub map_size: usize,
 }
@@ -70,6 +73,7 @@ impl ShardConfig {
             distance,
             engine,
             arroy: ArroyParams::default(),
+            hnsw: HnswParams::default(),
             map_size: DEFAULT_MAP_SIZE,
         }
     }
@@ -232,6 +236,7 @@ impl Shard {
         let engine: Box<dyn IndexEngine> = match config.engine {
             EngineKind::Arroy => Box::new(ArroyEngine::new(&store, config.distance, config.arroy)),
             EngineKind::Exact => Box::new(ExactEngine),
+            EngineKind::Hnsw => Box::new(HnswEngine::open(&store, config.distance, config.hnsw)?),
         };
         let shard = Shard {
             store,
@@ -279,6 +284,18 @@ impl Shard {
 
     pub fn engine(&self) -> EngineKind {
         self.engine.kind()
+    }
+
+    /// Set the engine's per-search effort for later searches (the hnsw engine's
+    /// `ef_search`, at least `k` is used); takes effect at once, from any thread. Returns
+    /// `false` when the engine has no such knob (arroy, exact).
+    pub fn set_search_effort(&self, effort: usize) -> bool {
+        self.engine.set_search_effort(effort)
+    }
+
+    /// The engine's current per-search effort, when it has one.
+    pub fn search_effort(&self) -> Option<usize> {
+        self.engine.search_effort()
     }
 
     pub fn stats(&self) -> ShardStats {

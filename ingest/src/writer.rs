@@ -51,6 +51,16 @@ impl Writer {
         &self.catalog
     }
 
+    /// The clock that stamps this node's writes (the intake observes forwarded stamps on it).
+    pub fn clock(&self) -> &Arc<HlcClock> {
+        &self.clock
+    }
+
+    /// The region stamped as the origin of this node's writes.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
     /// The settings of a collection, or [`IngestError::UnknownCollection`].
     pub fn spec(&self, collection: &str) -> Result<CollectionSpec, IngestError> {
         self.catalog
@@ -67,7 +77,7 @@ impl Writer {
         let spec = self.spec(collection)?;
         validate_batch(&spec, &batch)?;
         let records = self.to_records(&spec, batch);
-        self.append_records(&spec, records).await
+        self.append_records(&spec, &records).await
     }
 
     /// Turn a validated batch into (partition, ring position, record) triples.
@@ -96,16 +106,17 @@ impl Writer {
         out
     }
 
-    /// Append already-validated records of one collection at their ring partitions.
+    /// Append already-validated records of one collection at their ring partitions: the one
+    /// placement rule of the write path, shared by the HTTP writes and the intake.
     pub async fn append_records(
         &self,
         spec: &CollectionSpec,
-        records: Vec<VectorRecord>,
+        records: &[VectorRecord],
     ) -> Result<(Token, Vec<Written>), IngestError> {
         let topic = topic_name(&spec.name, TopicKind::Vectors);
         let mut by_partition: BTreeMap<u32, Vec<LogRecord>> = BTreeMap::new();
         let mut written = Vec::with_capacity(records.len());
-        for record in &records {
+        for record in records {
             let position = ring::position(record.tenant(), record.id());
             let partition = ring::partition_of(position, spec.partitions);
             let log_record = codec::to_log_record(

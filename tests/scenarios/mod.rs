@@ -92,9 +92,9 @@ fn search(url: &str, collection: &str, body: &Value) -> Value {
 
 /// Load the whole data set, then recall@10 over its queries must be ≥ 0.95 (ties counted
 /// by the data README's convention: a hit's true cosine ≥ the 10th true score − 1e-5).
-pub fn recall_at_10(server: &Server, prefix: &str) {
+pub fn recall_at_10(server: &Server, name: &str) {
     let data = load_data();
-    let name = unique(prefix);
+    let name = name.to_owned();
     create_collection(&server.url, &name, data.dim, 8);
     let rows: Vec<usize> = (0..data.rows()).collect();
     let mut token = serde_json::Map::new();
@@ -140,8 +140,8 @@ pub fn recall_at_10(server: &Server, prefix: &str) {
 }
 
 /// A search carrying the token of a just-acknowledged write always sees it.
-pub fn read_your_writes(server: &Server, prefix: &str) {
-    let name = unique(prefix);
+pub fn read_your_writes(server: &Server, name: &str) {
+    let name = name.to_owned();
     let dim = 16;
     create_collection(&server.url, &name, dim, 4);
     let mut seed = 7u64;
@@ -177,8 +177,8 @@ pub fn read_your_writes(server: &Server, prefix: &str) {
 }
 
 /// Tenant searches stay inside the tenant; deletes disappear.
-pub fn tenant_and_delete(server: &Server, prefix: &str) {
-    let name = unique(prefix);
+pub fn tenant_and_delete(server: &Server, name: &str) {
+    let name = name.to_owned();
     create_collection(&server.url, &name, 4, 8);
     let mut upserts = Vec::new();
     for t in ["acme", "globex"] {
@@ -235,9 +235,9 @@ pub fn tenant_and_delete(server: &Server, prefix: &str) {
 
 /// Every validation rule answers with its documented status and names the bad item; a
 /// rejected batch writes nothing.
-pub fn bad_input(server: &Server, prefix: &str) {
+pub fn bad_input(server: &Server, name: &str) {
     let url = &server.url;
-    let name = unique(prefix);
+    let name = name.to_owned();
     create_collection(url, &name, 3, 2);
     let vectors = format!("{url}/collections/{name}/vectors");
     let ok = json!({"id": "ok", "vector": [0.1, 0.2, 0.3]});
@@ -260,6 +260,7 @@ pub fn bad_input(server: &Server, prefix: &str) {
         ("too many items", reqwest::Method::POST, vectors.clone(), Some(json!({"deletes": (0..10_001).map(|i| i.to_string()).collect::<Vec<_>>()}).to_string()), 413, "at most"),
         ("collection exists with other settings", reqwest::Method::PUT, format!("{url}/collections/{name}"), Some(json!({"dimension": 5}).to_string()), 409, "already exists"),
         ("bad collection name", reqwest::Method::PUT, format!("{url}/collections/bad.name"), Some(json!({"dimension": 5}).to_string()), 400, "collection name"),
+        ("outside this node's scope", reqwest::Method::PUT, format!("{url}/collections/other-{name}"), Some(json!({"dimension": 5}).to_string()), 400, "serves only"),
         ("zero dimension", reqwest::Method::PUT, format!("{url}/collections/{name}-z"), Some(json!({"dimension": 0}).to_string()), 400, "dimension"),
         ("search wrong dimension", reqwest::Method::POST, format!("{url}/collections/{name}/search"), Some(json!({"vector": [1.0], "k": 3}).to_string()), 422, "dimensions"),
         ("search k = 0", reqwest::Method::POST, format!("{url}/collections/{name}/search"), Some(json!({"vector": [1.0, 0.0, 0.0], "k": 0}).to_string()), 422, "k must be"),
@@ -304,11 +305,12 @@ pub fn bad_input(server: &Server, prefix: &str) {
 
 /// kill -9 the server during a bulk load, restart it: every acknowledged vector is there
 /// exactly once.
-pub fn crash_during_load(data_dir: &Path, brokers: Option<&str>, prefix: &str) {
+pub fn crash_during_load(data_dir: &Path, brokers: Option<&str>, name: &str) {
     let data = load_data();
     let port = free_port();
-    let server = start_server_on(data_dir, brokers, port, &[]);
-    let name = unique(prefix);
+    let scope = ["--only-collections", name];
+    let server = start_server_on(data_dir, brokers, port, &scope);
+    let name = name.to_owned();
     create_collection(&server.url, &name, data.dim, 4);
     let url = server.url.clone();
     let acked: Arc<Mutex<Vec<usize>>> = Arc::default();
@@ -362,7 +364,7 @@ pub fn crash_during_load(data_dir: &Path, brokers: Option<&str>, prefix: &str) {
     let acked: Vec<usize> = acked.lock().unwrap().clone();
     assert!(acked.len() >= 3_000);
     // Restart on the same data directory (and the same broker).
-    let server = start_server_on(data_dir, brokers, port, &[]);
+    let server = start_server_on(data_dir, brokers, port, &scope);
     // Wait until the shards have caught up with the log: the count stops changing.
     let mut last = u64::MAX;
     let mut count = 0;

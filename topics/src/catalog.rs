@@ -43,11 +43,24 @@ pub struct Catalog {
     version: watch::Sender<u64>,
     /// Kafka replication factor for topics this catalog creates.
     replication: u16,
+    /// When set, this node serves only collections whose names start with it.
+    scope: Option<String>,
 }
 
 impl Catalog {
     /// Create the cluster topics if needed and replay the catalog.
     pub async fn open(log: Arc<dyn Log>, replication: u16) -> Result<Arc<Catalog>> {
+        Catalog::open_scoped(log, replication, None).await
+    }
+
+    /// Like [`Catalog::open`], but the node sees (serves, indexes, accepts writes for)
+    /// only collections whose names start with `scope`. Nodes sharing a Kafka cluster can
+    /// split collections between them this way.
+    pub async fn open_scoped(
+        log: Arc<dyn Log>,
+        replication: u16,
+        scope: Option<String>,
+    ) -> Result<Arc<Catalog>> {
         for spec in topic::cluster_topics(replication) {
             log.ensure_topic(&spec).await?;
         }
@@ -57,6 +70,7 @@ impl Catalog {
             cursor: Mutex::new(0),
             version: watch::channel(0).0,
             replication,
+            scope,
         });
         catalog.refresh().await?;
         Ok(catalog)
@@ -115,7 +129,17 @@ impl Catalog {
         self.version.subscribe()
     }
 
+    /// Whether this node serves the collection (see [`Catalog::open_scoped`]).
+    pub fn in_scope(&self, name: &str) -> bool {
+        self.scope
+            .as_deref()
+            .is_none_or(|prefix| name.starts_with(prefix))
+    }
+
     pub fn get(&self, name: &str) -> Option<CollectionSpec> {
+        if !self.in_scope(name) {
+            return None;
+        }
         self.collections
             .read()
             .get(name)
@@ -124,19 +148,26 @@ impl Catalog {
 
     /// The incarnation of a collection: the catalog offset of the entry that created it.
     pub fn incarnation(&self, name: &str) -> Option<u64> {
+        if !self.in_scope(name) {
+            return None;
+        }
         self.collections.read().get(name).map(|(_, inc)| *inc)
     }
 
-    /// Every collection with its incarnation, by name.
+    /// Every collection in scope with its incarnation, by name.
     pub fn list_incarnations(&self) -> Vec<(CollectionSpec, u64)> {
-        self.collections.read().values().cloned().collect()
-    }
-
-    pub fn list(&self) -> Vec<CollectionSpec> {
         self.collections
             .read()
             .values()
-            .map(|(spec, _)| spec.clone())
+            .filter(|(spec, _)| self.in_scope(&spec.name))
+            .cloned()
+            .collect()
+    }
+
+    pub fn list(&self) -> Vec<CollectionSpec> {
+        self.list_incarnations()
+            .into_iter()
+            .map(|(spec, _)| spec)
             .collect()
     }
 
@@ -148,6 +179,15 @@ impl Catalog {
     /// is [`CreateOutcome::AlreadyExists`]; with other settings it is [`Error::CollectionExists`].
     pub async fn create(&self, spec: CollectionSpec) -> Result<CreateOutcome> {
         validate_spec(&spec)?;
+        if !self.in_scope(&spec.name) {
+            return Err(Error::InvalidSpec {
+                collection: spec.name.clone(),
+                reason: format!(
+                    "this node serves only collections whose names start with `{}`",
+                    self.scope.as_deref().unwrap_or_default()
+                ),
+            });
+        }
         self.refresh().await?;
         if let Some(existing) = self.get(&spec.name) {
             return if existing == spec {

@@ -22,6 +22,11 @@ pub const CATALOG_TOPIC: &str = "hektor.catalog";
 /// Node heartbeats (compacted, one partition).
 pub const NODES_TOPIC: &str = "hektor.nodes";
 
+/// Header of a dead-lettered record naming why it was refused.
+pub const DLQ_REASON_HEADER: &str = "hektor-dlq-reason";
+/// Header of a dead-lettered record naming where it came from (`topic/partition/offset`).
+pub const DLQ_SOURCE_HEADER: &str = "hektor-dlq-source";
+
 /// Retention of time-retained topics: 7 days.
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 

@@ -9,12 +9,16 @@
 //! Engines today:
 //! - [`arroy::ArroyEngine`]: Annoy-style random-projection trees (the arroy crate).
 //! - [`exact::ExactEngine`]: brute force over the stored vectors; nothing to build.
+//! - [`hnsw::HnswEngine`]: an in-memory HNSW graph (the hot tier), rebuilt from the store
+//!   on open and updated incrementally by each build; it keeps no state in LMDB but its
+//!   build epoch.
 //!
-//! A further engine (hannoy HNSW, an in-memory HNSW) implements [`IndexEngine`] and gets a
+//! A further engine (hannoy HNSW on disk, say) implements [`IndexEngine`] and gets a
 //! variant in [`EngineKind`]. This module does not decide last-writer-wins or offsets.
 
 pub mod arroy;
 pub mod exact;
+pub mod hnsw;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -35,6 +39,8 @@ pub enum EngineKind {
     Arroy,
     /// Brute force over every stored vector (exact; fine for small shards).
     Exact,
+    /// An in-memory HNSW graph, updated incrementally (approximate; the hot tier).
+    Hnsw,
 }
 
 impl std::fmt::Display for EngineKind {
@@ -42,6 +48,7 @@ impl std::fmt::Display for EngineKind {
         f.write_str(match self {
             EngineKind::Arroy => "arroy",
             EngineKind::Exact => "exact",
+            EngineKind::Hnsw => "hnsw",
         })
     }
 }
@@ -88,6 +95,18 @@ pub trait IndexEngine: Send + Sync + std::fmt::Debug {
 
     /// Number of items in the built index.
     fn indexed_len(&self, txn: &RoTxn, store: &Store) -> Result<u64>;
+
+    /// Set the per-search effort for later searches (HNSW's `ef_search`: the beam width;
+    /// more is slower and finds more true neighbours). Returns `false` when the engine has
+    /// no such knob (then nothing changes).
+    fn set_search_effort(&self, _effort: usize) -> bool {
+        false
+    }
+
+    /// The current per-search effort, when the engine has one.
+    fn search_effort(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A scored item ordered by score, then by smaller item id (deterministic ties).

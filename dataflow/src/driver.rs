@@ -1,0 +1,519 @@
+//! The driver of the hotness dataflow: runs [`crate::hotness::hotness`] on timely workers
+//! (one thread, several threads, or several processes), feeds it events, advances time,
+//! and reads its outputs into a plain [`HotnessSnapshot`] for the decision engine.
+//!
+//! This module owns workers, inputs, probes and the snapshot; it does not own what is
+//! computed (that is [`crate::hotness`]) nor what is decided ([`crate::decide`]).
+//!
+//! - [`run_batch`]: feed a fixed list of events and take snapshots at given times (tests,
+//!   the simulator, benchmarks). Works under any `timely::Config`, cluster mode included:
+//!   every process runs it with the same events; worker `i` feeds events `i, i + peers, …`
+//!   and the snapshot is gathered at global worker 0.
+//! - [`HotnessDriver`]: a long-running dataflow fed through channels, for a live process.
+//!
+//! Time: events are stamped with their `time_ms / 1000` second; an event older than the
+//! inputs' current time (late) is counted at the current time.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use differential_dataflow::input::InputSession;
+use hektor_topics::record::{Event, RingRange};
+use timely::dataflow::operators::{Exchange, Inspect, Probe};
+use timely::dataflow::ProbeHandle;
+use timely::worker::Worker;
+
+use crate::hotness::{self, HotnessParams, NodeStats, Obs, ShardStats, Time, SUB_RANGES};
+use crate::{DataflowError, Result};
+
+/// The input handles of one worker's hotness dataflow.
+pub struct Inputs {
+    pub obs: InputSession<Time, Obs, isize>,
+    pub sizes: InputSession<Time, u32, isize>,
+    pub assignment: InputSession<Time, (u32, String), isize>,
+    pub capacities: InputSession<Time, (String, u64), isize>,
+}
+
+impl Inputs {
+    fn time(&self) -> Time {
+        *self.obs.time()
+    }
+
+    fn advance_to(&mut self, time: Time) {
+        if time > self.time() {
+            self.obs.advance_to(time);
+            self.sizes.advance_to(time);
+            self.assignment.advance_to(time);
+            self.capacities.advance_to(time);
+        }
+    }
+
+    fn flush(&mut self) {
+        self.obs.flush();
+        self.sizes.flush();
+        self.assignment.flush();
+        self.capacities.flush();
+    }
+}
+
+/// What the driver knows about the cluster: shard ranges (to place events in sub-ranges),
+/// initial sizes, the shard → node assignment, and node capacities.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Setup {
+    pub ranges: BTreeMap<u32, RingRange>,
+    /// Vectors per shard at the start (upserts and deletes adjust it).
+    pub sizes: BTreeMap<u32, u64>,
+    pub assignment: BTreeMap<u32, String>,
+    /// Node capacity weights (1.0 = a standard node), from heartbeats.
+    pub capacities: BTreeMap<String, f64>,
+}
+
+impl Setup {
+    /// `partitions` equal shards of the ring, shard `i` on node `nodes[i % nodes.len()]`,
+    /// every node of capacity 1.0.
+    pub fn equal(partitions: u32, nodes: &[&str]) -> Setup {
+        let mut setup = Setup::default();
+        for i in 0..partitions {
+            setup
+                .ranges
+                .insert(i, hektor_topics::ring::partition_range(i, partitions));
+            if !nodes.is_empty() {
+                setup
+                    .assignment
+                    .insert(i, nodes[i as usize % nodes.len()].to_string());
+            }
+        }
+        for n in nodes {
+            setup.capacities.insert(n.to_string(), 1.0);
+        }
+        setup
+    }
+
+    /// The observation of an event under this shard map.
+    pub fn observe(&self, event: &Event) -> Obs {
+        match self.ranges.get(&event.shard) {
+            Some(range) => Obs::from_event(event, *range),
+            None => {
+                let mut obs = Obs::from_event(event, RingRange::FULL);
+                obs.sub = None;
+                obs
+            }
+        }
+    }
+}
+
+/// The busiest tenant of a shard over the last minute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantLoad {
+    /// First ring position of the tenant's range.
+    pub start: u64,
+    pub queries_1m: u64,
+}
+
+/// What the dataflow knows about one shard at one time, in plain units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardMetrics {
+    pub shard: u32,
+    pub range: RingRange,
+    pub node: Option<String>,
+    pub queries_1m: u64,
+    pub queries_1h: u64,
+    pub queries_1d: u64,
+    pub writes_1m: u64,
+    pub writes_1h: u64,
+    pub writes_1d: u64,
+    pub avg_latency_ms: f64,
+    pub p99_latency_ms: f64,
+    pub size_vectors: u64,
+    /// Writes per second over the last minute.
+    pub update_rate: f64,
+    /// The seed's hotness: qps over the last minute × p99 ms / 10.
+    pub hotness: f64,
+    pub hot: bool,
+    pub cold: bool,
+    /// Ops (queries with a position + writes) per sub-range over the last minute.
+    pub sub_load: Vec<u64>,
+    pub top_tenant: Option<TenantLoad>,
+}
+
+impl ShardMetrics {
+    pub fn qps_1m(&self) -> f64 {
+        self.queries_1m as f64 / hotness::WINDOWS[0] as f64
+    }
+
+    fn from_stats(shard: u32, range: RingRange, st: &ShardStats) -> ShardMetrics {
+        ShardMetrics {
+            shard,
+            range,
+            node: None,
+            queries_1m: st.queries[0],
+            queries_1h: st.queries[1],
+            queries_1d: st.queries[2],
+            writes_1m: st.writes[0],
+            writes_1h: st.writes[1],
+            writes_1d: st.writes[2],
+            avg_latency_ms: st.avg_latency_ms(),
+            p99_latency_ms: st.p99_us as f64 / 1000.0,
+            size_vectors: st.size.max(0) as u64,
+            update_rate: st.writes[0] as f64 / hotness::WINDOWS[0] as f64,
+            hotness: st.hotness(),
+            hot: st.hot,
+            cold: st.cold,
+            sub_load: vec![0; SUB_RANGES as usize],
+            top_tenant: None,
+        }
+    }
+}
+
+/// Load of one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeLoad {
+    pub node: String,
+    pub capacity: f64,
+    /// Ops per second over the last minute on its shards.
+    pub ops_per_s: f64,
+    /// Fraction of capacity in use.
+    pub load: f64,
+}
+
+/// The dataflow's outputs at one time, as plain data.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HotnessSnapshot {
+    /// The second the snapshot is current for (events up to and including it).
+    pub time_s: Time,
+    pub shards: BTreeMap<u32, ShardMetrics>,
+    pub nodes: BTreeMap<String, NodeLoad>,
+}
+
+/// The accumulated outputs, at global worker 0.
+#[derive(Default)]
+struct Sink {
+    shards: BTreeMap<(u32, ShardStats), isize>,
+    subs: BTreeMap<((u32, u8), isize), isize>,
+    tenants: BTreeMap<(u32, (isize, u32)), isize>,
+    nodes: BTreeMap<(String, NodeStats), isize>,
+}
+
+fn accumulate<D: Ord>(map: &mut BTreeMap<D, isize>, data: D, diff: isize) {
+    let entry = map.entry(data);
+    match entry {
+        std::collections::btree_map::Entry::Occupied(mut o) => {
+            *o.get_mut() += diff;
+            if *o.get() == 0 {
+                o.remove();
+            }
+        }
+        std::collections::btree_map::Entry::Vacant(v) => {
+            if diff != 0 {
+                v.insert(diff);
+            }
+        }
+    }
+}
+
+impl Sink {
+    fn snapshot(&self, time_s: Time, setup: &Setup) -> HotnessSnapshot {
+        let mut snap = HotnessSnapshot {
+            time_s,
+            ..HotnessSnapshot::default()
+        };
+        for ((shard, st), n) in &self.shards {
+            if *n <= 0 {
+                continue;
+            }
+            let range = setup.ranges.get(shard).copied().unwrap_or(RingRange::FULL);
+            let mut m = ShardMetrics::from_stats(*shard, range, st);
+            m.node = setup.assignment.get(shard).cloned();
+            snap.shards.insert(*shard, m);
+        }
+        for (((shard, sub), count), n) in &self.subs {
+            if *n <= 0 {
+                continue;
+            }
+            if let Some(m) = snap.shards.get_mut(shard) {
+                if let Some(slot) = m.sub_load.get_mut(*sub as usize) {
+                    *slot = (*count).max(0) as u64;
+                }
+            }
+        }
+        for ((shard, (count, hi)), n) in &self.tenants {
+            if *n <= 0 {
+                continue;
+            }
+            if let Some(m) = snap.shards.get_mut(shard) {
+                m.top_tenant = Some(TenantLoad {
+                    start: (*hi as u64) << 32,
+                    queries_1m: (*count).max(0) as u64,
+                });
+            }
+        }
+        for ((node, st), n) in &self.nodes {
+            if *n <= 0 {
+                continue;
+            }
+            let capacity = st.capacity_milli as f64 / 1000.0;
+            snap.nodes.insert(
+                node.clone(),
+                NodeLoad {
+                    node: node.clone(),
+                    capacity,
+                    ops_per_s: st.ops_1m as f64 / hotness::WINDOWS[0] as f64,
+                    load: st.load_milli as f64 / 1000.0,
+                },
+            );
+        }
+        snap
+    }
+}
+
+/// One worker's dataflow: its inputs, a probe on the gathered outputs, and (meaningful at
+/// global worker 0 only) the accumulated outputs.
+struct Built {
+    inputs: Inputs,
+    probe: ProbeHandle<Time>,
+    sink: Rc<RefCell<Sink>>,
+}
+
+fn build(worker: &mut Worker, params: HotnessParams) -> Built {
+    let sink = Rc::new(RefCell::new(Sink::default()));
+    let probe = ProbeHandle::new();
+    let inputs = worker.dataflow::<Time, _, _>(|scope| {
+        let (inputs, c) = hotness::new_inputs(scope);
+        let out = hotness::hotness(params, c.obs, c.sizes, c.assignment, c.capacities);
+        // Gather every output at worker 0; the outputs are small (changes per shard).
+        let s = Rc::clone(&sink);
+        out.shards
+            .inner
+            .exchange(|_| 0)
+            .inspect(move |(d, _t, r)| accumulate(&mut s.borrow_mut().shards, d.clone(), *r))
+            .probe_with(&probe);
+        let s = Rc::clone(&sink);
+        out.sub_ranges
+            .inner
+            .exchange(|_| 0)
+            .inspect(move |(d, _t, r)| accumulate(&mut s.borrow_mut().subs, *d, *r))
+            .probe_with(&probe);
+        let s = Rc::clone(&sink);
+        out.tenants
+            .inner
+            .exchange(|_| 0)
+            .inspect(move |(d, _t, r)| accumulate(&mut s.borrow_mut().tenants, *d, *r))
+            .probe_with(&probe);
+        let s = Rc::clone(&sink);
+        out.nodes
+            .inner
+            .exchange(|_| 0)
+            .inspect(move |(d, _t, r)| accumulate(&mut s.borrow_mut().nodes, d.clone(), *r))
+            .probe_with(&probe);
+        inputs
+    });
+    Built {
+        inputs,
+        probe,
+        sink,
+    }
+}
+
+fn load_setup(inputs: &mut Inputs, setup: &Setup) {
+    for (shard, size) in &setup.sizes {
+        inputs
+            .sizes
+            .update(*shard, (*size).min(isize::MAX as u64) as isize);
+    }
+    for (shard, node) in &setup.assignment {
+        inputs.assignment.insert((*shard, node.clone()));
+    }
+    for (node, capacity) in &setup.capacities {
+        let milli = (capacity.max(0.0) * 1000.0).round() as u64;
+        inputs.capacities.insert((node.clone(), milli));
+    }
+}
+
+fn feed_event(inputs: &mut Inputs, setup: &Setup, event: &Event) {
+    let at = (event.time_ms / 1000).max(inputs.time());
+    inputs.obs.update_at(setup.observe(event), at, 1);
+}
+
+/// Advance every input past `time_s` and step until the outputs are current for it.
+fn settle(worker: &mut Worker, built: &mut Built, time_s: Time) {
+    built.inputs.advance_to(time_s + 1);
+    built.inputs.flush();
+    let target = time_s + 1;
+    worker.step_while(|| built.probe.less_than(&target));
+}
+
+/// Run the hotness dataflow over `events` under `config` and return the snapshots at
+/// each of `checkpoints` (seconds, ascending; a snapshot at `c` covers events up to and
+/// including second `c`).
+///
+/// Every process of a cluster calls it with the same arguments; the snapshots come back
+/// in the process that hosts global worker 0, the others get an empty list.
+pub fn run_batch(
+    config: timely::Config,
+    params: HotnessParams,
+    setup: Setup,
+    events: Arc<Vec<Event>>,
+    checkpoints: Vec<Time>,
+) -> Result<Vec<HotnessSnapshot>> {
+    if checkpoints.windows(2).any(|w| w[0] > w[1]) {
+        return Err(DataflowError::Input(
+            "checkpoints must be in ascending order".into(),
+        ));
+    }
+    let guards = timely::execute(config, move |worker| {
+        let index = worker.index();
+        let peers = worker.peers();
+        let mut built = build(worker, params);
+        if index == 0 {
+            load_setup(&mut built.inputs, &setup);
+        }
+        let mut snapshots = Vec::new();
+        let mut next = 0usize;
+        for &checkpoint in &checkpoints {
+            while next < events.len() && events[next].time_ms / 1000 <= checkpoint {
+                if next % peers == index {
+                    feed_event(&mut built.inputs, &setup, &events[next]);
+                }
+                next += 1;
+            }
+            settle(worker, &mut built, checkpoint);
+            if index == 0 {
+                snapshots.push(built.sink.borrow().snapshot(checkpoint, &setup));
+            }
+        }
+        snapshots
+    })
+    .map_err(DataflowError::Timely)?;
+    let mut out = Vec::new();
+    for result in guards.join() {
+        let snapshots = result.map_err(DataflowError::Timely)?;
+        if !snapshots.is_empty() {
+            out = snapshots;
+        }
+    }
+    Ok(out)
+}
+
+enum Command {
+    Events(Vec<Event>),
+    Advance(Time),
+    Stop,
+}
+
+/// A hotness dataflow running on its own worker threads, fed through channels.
+pub struct HotnessDriver {
+    senders: Vec<mpsc::Sender<Command>>,
+    snapshots: mpsc::Receiver<HotnessSnapshot>,
+    guards: Option<timely::communication::WorkerGuards<()>>,
+    next_worker: usize,
+}
+
+impl HotnessDriver {
+    /// Start `workers` worker threads in this process.
+    pub fn spawn(workers: usize, params: HotnessParams, setup: Setup) -> Result<HotnessDriver> {
+        let workers = workers.max(1);
+        let mut senders = Vec::with_capacity(workers);
+        let mut receivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = mpsc::channel();
+            senders.push(tx);
+            receivers.push(Some(rx));
+        }
+        let receivers = Arc::new(Mutex::new(receivers));
+        let (snap_tx, snap_rx) = mpsc::channel();
+        let snap_tx = Mutex::new(snap_tx);
+        let guards = timely::execute(timely::Config::process(workers), move |worker| {
+            let index = worker.index();
+            let rx = receivers
+                .lock()
+                .ok()
+                .and_then(|mut r| r.get_mut(index).and_then(Option::take));
+            let Some(rx) = rx else { return };
+            let snap_tx = snap_tx.lock().ok().map(|tx| tx.clone());
+            let mut built = build(worker, params);
+            if index == 0 {
+                load_setup(&mut built.inputs, &setup);
+            }
+            loop {
+                let command = match rx.try_recv() {
+                    Ok(c) => c,
+                    Err(mpsc::TryRecvError::Empty) => {
+                        worker.step_or_park(Some(Duration::from_millis(1)));
+                        continue;
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => Command::Stop,
+                };
+                match command {
+                    Command::Events(events) => {
+                        for e in &events {
+                            feed_event(&mut built.inputs, &setup, e);
+                        }
+                        worker.step();
+                    }
+                    Command::Advance(t) => {
+                        settle(worker, &mut built, t);
+                        if index == 0 {
+                            if let Some(tx) = &snap_tx {
+                                let _ = tx.send(built.sink.borrow().snapshot(t, &setup));
+                            }
+                        }
+                    }
+                    Command::Stop => break,
+                }
+            }
+        })
+        .map_err(DataflowError::Timely)?;
+        Ok(HotnessDriver {
+            senders,
+            snapshots: snap_rx,
+            guards: Some(guards),
+            next_worker: 0,
+        })
+    }
+
+    /// Hand a batch of events to the next worker (round robin).
+    pub fn feed(&mut self, events: Vec<Event>) -> Result<()> {
+        let n = self.senders.len();
+        let tx = &self.senders[self.next_worker % n];
+        self.next_worker = (self.next_worker + 1) % n;
+        tx.send(Command::Events(events))
+            .map_err(|_| DataflowError::Stopped)
+    }
+
+    /// Close second `time_s`: every event fed so far counts, and the returned snapshot is
+    /// current for it.
+    pub fn advance_to(&mut self, time_s: Time) -> Result<HotnessSnapshot> {
+        for tx in &self.senders {
+            tx.send(Command::Advance(time_s))
+                .map_err(|_| DataflowError::Stopped)?;
+        }
+        self.snapshots.recv().map_err(|_| DataflowError::Stopped)
+    }
+
+    /// Stop the workers and wait for them.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        for tx in &self.senders {
+            let _ = tx.send(Command::Stop);
+        }
+        if let Some(guards) = self.guards.take() {
+            for r in guards.join() {
+                r.map_err(DataflowError::Timely)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for HotnessDriver {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
