@@ -2,6 +2,7 @@
 //! offset 0, with a progress bar. Run it while `hektor serve` is stopped: it removes the
 //! shard's local state and re-applies every record of its partition.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -63,7 +64,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
         let config = ShardConfig::new(spec.dimension as usize, spec.distance, engine);
-        let shard = Shard::open(&dir, config)?;
+        // LMDB work runs on blocking threads, never on the async runtime.
+        let shard =
+            Arc::new(tokio::task::spawn_blocking(move || Shard::open(&dir, config)).await??);
         let high = log.high_watermark(&topic, p).await?;
         let mut from = 0;
         while from < high {
@@ -76,10 +79,12 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|r| (r.offset, to_op(&spec, p, r).unwrap_or(ShardOp::Skip)))
                 .collect();
-            shard.apply(&ops)?;
+            let s = Arc::clone(&shard);
+            tokio::task::spawn_blocking(move || s.apply(&ops)).await??;
             bar.inc(batch.len() as u64);
         }
-        shard.build_index()?;
+        let s = Arc::clone(&shard);
+        tokio::task::spawn_blocking(move || s.build_index()).await??;
     }
     bar.finish_and_clear();
     println!(
