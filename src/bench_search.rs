@@ -644,6 +644,11 @@ async fn http_phase(
         engine: name.to_owned(),
         only_collections: None,
         search_threads: 0,
+        planner_interval_ms: 5000,
+        no_planner: true,
+        split_hotness: 100.0,
+        split_min_vectors: 1_000_000,
+        node_capacity: 1.0,
     };
     let rss_before = rss_mib();
     let node = build_node(&serve_args).await?;

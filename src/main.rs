@@ -13,6 +13,7 @@ mod backend;
 mod bench;
 mod bench_placement;
 mod bench_search;
+mod cluster_cmd;
 mod demo;
 mod produce;
 mod replay;
@@ -66,6 +67,8 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// Show a node's shards with hotness, its load and the planner's decisions.
+    Cluster(cluster_cmd::ClusterArgs),
     /// Simulators (print JSON lines with --json).
     Sim {
         #[command(subcommand)]
@@ -114,6 +117,7 @@ fn main() -> anyhow::Result<()> {
             Command::Produce(args) => produce::run(args).await,
             Command::Replay(args) => replay::run(args).await,
             Command::Bench { command } => bench::run(command).await,
+            Command::Cluster(args) => cluster_cmd::run(args).await,
             Command::Sim { command } => {
                 tokio::task::spawn_blocking(move || sim::run(command)).await?
             }

@@ -1,6 +1,7 @@
 //! `hektor serve`: one process running every role — ingest (write API), indexer (shard
 //! host following the vectors topic) and query (read API) — over the embedded log in the
-//! data directory, or over Kafka with `--brokers`.
+//! data directory, or over Kafka with `--brokers` — plus the kinetic planner, which publishes
+//! (but does not apply) shard-map decisions and feeds `GET /cluster`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +52,22 @@ pub struct ServeArgs {
     /// Threads of the search pool (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub search_threads: usize,
+    /// How often the kinetic planner decides (milliseconds).
+    #[arg(long, default_value_t = 5000)]
+    pub planner_interval_ms: u64,
+    /// Do not run the kinetic planner (`GET /cluster` then shows no hotness).
+    #[arg(long)]
+    pub no_planner: bool,
+    /// Hotness (qps over the last minute × p99 ms / 10) above which a shard is hot and a
+    /// split is proposed.
+    #[arg(long, default_value_t = 100.0)]
+    pub split_hotness: f64,
+    /// Shards with fewer vectors than this are never split.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub split_min_vectors: u64,
+    /// This node's capacity weight (1.0 = a standard node), for the planner's load view.
+    #[arg(long, default_value_t = 1.0)]
+    pub node_capacity: f64,
 }
 
 pub fn parse_engine(name: &str) -> anyhow::Result<EngineKind> {
@@ -113,6 +130,13 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         args.search_threads,
     )?);
     let metrics = Arc::new(Metrics::new());
+    let cluster: Option<hektor_query::http::ClusterView> = if args.no_planner {
+        None
+    } else {
+        let planner =
+            hektor_dataflow::planner::Planner::start(Arc::clone(&catalog), planner_config(args));
+        Some(Arc::new(move || planner.view()))
+    };
     let dropped_events = events.clone();
     let router = ingest_router(IngestState {
         writer: Arc::clone(&writer),
@@ -122,6 +146,7 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         searcher,
         metrics: Arc::clone(&metrics),
         events_dropped: Arc::new(move || dropped_events.dropped()),
+        cluster,
     }));
     let router = instrument(router, metrics);
     Ok(Node {
@@ -129,6 +154,20 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         host,
         router,
     })
+}
+
+/// The kinetic planner's settings from the command line (decisions only, not applied).
+fn planner_config(args: &ServeArgs) -> hektor_dataflow::planner::PlannerConfig {
+    let mut config = hektor_dataflow::planner::PlannerConfig {
+        node: args.node_id.clone(),
+        capacity: args.node_capacity,
+        interval: Duration::from_millis(args.planner_interval_ms.max(50)),
+        ..Default::default()
+    };
+    config.decide.split_hotness = args.split_hotness;
+    config.decide.min_split_vectors = args.split_min_vectors;
+    config.params.hot_hotness = args.split_hotness;
+    config
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {

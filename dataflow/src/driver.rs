@@ -442,7 +442,10 @@ impl HotnessDriver {
                 let command = match rx.try_recv() {
                     Ok(c) => c,
                     Err(mpsc::TryRecvError::Empty) => {
-                        worker.step_or_park(Some(Duration::from_millis(1)));
+                        // Commands arrive on a plain channel that does not wake a parked
+                        // worker, so park briefly: 20 ms keeps an idle collection's worker
+                        // at ~50 wake-ups/s while commands wait at most that long.
+                        worker.step_or_park(Some(Duration::from_millis(20)));
                         continue;
                     }
                     Err(mpsc::TryRecvError::Disconnected) => Command::Stop,

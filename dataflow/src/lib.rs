@@ -10,14 +10,18 @@
 //!   and the history of past actions; emits [`hektor_topics::record::PlanChange`]s.
 //! - [`predict`]: hotness forecasts (linear regression, Holt's double exponential
 //!   smoothing) for scheduling splits ahead of load.
+//! - [`planner`]: the live loop inside `hektor serve` — follows the events topics, decides
+//!   every interval and publishes (does not apply) plan changes.
 //! - [`sim`]: the kinetic-sharding simulator behind `hektor sim kinetic`.
 //!
-//! This crate does not apply plan changes (moving data is the cluster's job) and does not
-//! read the log: the caller hands events to [`driver::HotnessDriver::feed`].
+//! This crate does not apply plan changes (moving data is the cluster's job). Only
+//! [`planner`] reads the log; everything else is handed events through
+//! [`driver::HotnessDriver::feed`].
 
 pub mod decide;
 pub mod driver;
 pub mod hotness;
+pub mod planner;
 pub mod predict;
 pub mod sim;
 

@@ -6,6 +6,11 @@
 //! - `GET /collections/{c}/vectors/{id}[?tenant=t]` → the stored vector and payload.
 //! - `GET /collections` and `GET /collections/{c}` (settings, size and lag per shard).
 //! - `GET /health`, `GET /metrics` (Prometheus text format).
+//! - `GET /cluster`: per collection and shard the range, vectors and lag (from the host)
+//!   merged with the kinetic planner's hotness, qps, p99 and hot/cold; the node's load vs
+//!   capacity; and the planner's recent decisions (not applied). The planner's part comes
+//!   from [`QueryState::cluster`], a callback the binary wires, so this crate does not
+//!   depend on the dataflow crate.
 //!
 //! Errors are `{"error": "message"}` with 400, 404, 422, 503 or 504.
 
@@ -35,7 +40,13 @@ pub struct QueryState {
     pub searcher: Arc<Searcher>,
     pub metrics: Arc<Metrics>,
     pub events_dropped: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// The kinetic planner's view (`{"planner", "collections": {name: {"shards":
+    /// {"<shard>": {...}}}}, "nodes", "decisions"}`); `None` when the planner is off.
+    pub cluster: Option<ClusterView>,
 }
+
+/// A callback returning the kinetic planner's view as JSON.
+pub type ClusterView = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 struct ApiError(u16, String);
 
@@ -59,6 +70,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/collections/{collection}", get(show_collection))
         .route("/collections/{collection}/search", post(search))
         .route("/collections/{collection}/vectors/{id}", get(get_vector))
+        .route("/cluster", get(cluster))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -179,6 +191,73 @@ async fn show_collection(
         .await
         .ok_or(QueryError::UnknownCollection(collection))?;
     Ok(Json(describe(&hosted)).into_response())
+}
+
+/// The shard map with hotness: host facts per shard, planner facts merged in by shard.
+async fn cluster(State(state): State<QueryState>) -> Response {
+    let planner = state.cluster.as_ref().map(|view| view());
+    let mut hosted = state.searcher.host().collections();
+    hosted.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    let collections: Vec<_> = hosted
+        .iter()
+        .map(|h| {
+            let name = h.spec.name.as_str();
+            let planned = planner
+                .as_ref()
+                .and_then(|p| p.get("collections"))
+                .and_then(|c| c.get(name));
+            let shards: Vec<_> = h
+                .shards
+                .iter()
+                .map(|s| {
+                    let seen = planned
+                        .and_then(|c| c.get("shards"))
+                        .and_then(|sh| sh.get(s.partition.to_string()));
+                    let field = |k: &str| seen.and_then(|m| m.get(k)).cloned();
+                    json!({
+                        "shard": s.partition,
+                        "range": ring::partition_range(s.partition, h.spec.partitions),
+                        "vectors": s.shard.len(),
+                        "lag": s.lag(),
+                        "hotness": field("hotness").unwrap_or(json!(0.0)),
+                        "qps_1m": field("qps_1m").unwrap_or(json!(0.0)),
+                        "p99_ms": field("p99_ms").unwrap_or(json!(0.0)),
+                        "writes_1m": field("writes_1m").unwrap_or(json!(0)),
+                        "hot": field("hot").unwrap_or(json!(false)),
+                        "cold": field("cold").unwrap_or(json!(false)),
+                        // Shards the planner has no events for yet are still on this node.
+                        "node": field("node").filter(|n| !n.is_null()).unwrap_or_else(|| {
+                            planner
+                                .as_ref()
+                                .map(|p| p["planner"]["node"].clone())
+                                .unwrap_or(serde_json::Value::Null)
+                        }),
+                    })
+                })
+                .collect();
+            json!({
+                "name": name,
+                "partitions": h.spec.partitions,
+                "epoch": planned.and_then(|c| c.get("epoch")).cloned().unwrap_or(json!(0)),
+                "snapshot_time_s": planned.and_then(|c| c.get("time_s")).cloned(),
+                "shards": shards,
+            })
+        })
+        .collect();
+    let part = |k: &str| {
+        planner
+            .as_ref()
+            .and_then(|p| p.get(k))
+            .cloned()
+            .unwrap_or(json!([]))
+    };
+    Json(json!({
+        "planner": planner.as_ref().and_then(|p| p.get("planner")).cloned(),
+        "collections": collections,
+        "nodes": part("nodes"),
+        "decisions": part("decisions"),
+    }))
+    .into_response()
 }
 
 async fn health() -> Response {

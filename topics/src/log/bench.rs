@@ -12,6 +12,8 @@
 //! producer, so the numbers are per-partition), then reads them all back from offset 0 in
 //! pages of `batch`, and deletes the topic. Only the time inside `append` and `read`
 //! counts; building the records does not. MB are 10^6 bytes of key + value.
+//! [`bench_log_partitioned`] does the same on several partitions with one concurrent
+//! producer each (what group commit and the storage layout see with many producers).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -47,7 +49,22 @@ pub async fn bench_log(
     dimension: usize,
     batch: usize,
 ) -> Result<LogBenchReport> {
+    bench_log_partitioned(log, records, dimension, batch, 1).await
+}
+
+/// Like [`bench_log`] with a topic of `partitions` partitions and one concurrent producer
+/// per partition (each appends its share of the records, one awaited batch at a time), so
+/// the numbers are for the whole topic. The records of all partitions are built before the
+/// clock starts; the reads go partition after partition.
+pub async fn bench_log_partitioned(
+    log: Arc<dyn Log>,
+    records: usize,
+    dimension: usize,
+    batch: usize,
+    partitions: u32,
+) -> Result<LogBenchReport> {
     let batch = batch.max(1);
+    let partitions = partitions.max(1);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -55,12 +72,12 @@ pub async fn bench_log(
     let topic = format!("hektor.bench.{nanos}-{}", std::process::id());
     log.ensure_topic(&TopicSpec {
         name: topic.clone(),
-        partitions: 1,
+        partitions,
         cleanup: Cleanup::Compact,
         replication: 1,
     })
     .await?;
-    let result = run(&*log, &topic, records, dimension, batch).await;
+    let result = run(&log, &topic, records, dimension, batch, partitions).await;
     let deleted = log.delete_topic(&topic).await;
     let (append, read) = result?;
     deleted?;
@@ -82,47 +99,85 @@ struct Timed {
 }
 
 async fn run(
-    log: &dyn Log,
+    log: &Arc<dyn Log>,
     topic: &str,
     records: usize,
     dimension: usize,
     batch: usize,
+    partitions: u32,
 ) -> Result<(Timed, Timed)> {
     let mut append = Timed::default();
     let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
-    let mut next_id = 0;
-    while next_id < records {
-        let end = (next_id + batch).min(records);
-        let records = (next_id..end)
-            .map(|i| upsert(i, dimension, &mut rng))
-            .collect::<Result<Vec<LogRecord>>>()?;
-        append.bytes += records.iter().map(record_bytes).sum::<usize>();
-        let started = Instant::now();
-        let offsets = log.append(topic, 0, records).await?;
-        append.elapsed += started.elapsed();
-        if offsets.len() != end - next_id {
-            return Err(Error::Malformed {
-                kind: "benchmark append",
-                reason: format!("{} offsets for {} records", offsets.len(), end - next_id),
-            });
+    // Partition p gets the ids p, p + partitions, p + 2 * partitions, ... in batches.
+    let mut work: Vec<Vec<Vec<LogRecord>>> = vec![Vec::new(); partitions as usize];
+    for (p, batches) in work.iter_mut().enumerate() {
+        let ids = (p..records)
+            .step_by(partitions as usize)
+            .collect::<Vec<_>>();
+        for chunk in ids.chunks(batch) {
+            let batch = chunk
+                .iter()
+                .map(|&i| upsert(i, dimension, &mut rng))
+                .collect::<Result<Vec<LogRecord>>>()?;
+            append.bytes += batch.iter().map(record_bytes).sum::<usize>();
+            batches.push(batch);
         }
-        next_id = end;
     }
+    let started = Instant::now();
+    let mut producers = tokio::task::JoinSet::new();
+    for (partition, batches) in (0u32..).zip(work) {
+        let log = log.clone();
+        let topic = topic.to_string();
+        producers.spawn(async move {
+            for batch in batches {
+                let len = batch.len();
+                let offsets = log.append(&topic, partition, batch).await?;
+                if offsets.len() != len {
+                    return Err(Error::Malformed {
+                        kind: "benchmark append",
+                        reason: format!("{} offsets for {len} records", offsets.len()),
+                    });
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(done) = producers.join_next().await {
+        match done {
+            Ok(result) => result?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return Err(Error::Closed),
+        }
+    }
+    append.elapsed = started.elapsed();
 
     let mut read = Timed::default();
-    let mut count = 0;
-    let mut from = 0;
     let started = Instant::now();
-    while count < records {
-        let page = log.read(topic, 0, from, batch, READ_WAIT).await?;
-        let Some(last) = page.last() else {
-            return Err(Error::Timeout(READ_WAIT));
-        };
-        from = last.offset + 1;
-        count += page.len();
-        read.bytes += page.iter().map(|r| record_bytes(&r.record)).sum::<usize>();
+    let mut count = 0;
+    for partition in 0..partitions {
+        let mut from = 0;
+        let expected = (partition as usize..records)
+            .step_by(partitions as usize)
+            .count();
+        let mut got = 0;
+        while got < expected {
+            let page = log.read(topic, partition, from, batch, READ_WAIT).await?;
+            let Some(last) = page.last() else {
+                return Err(Error::Timeout(READ_WAIT));
+            };
+            from = last.offset + 1;
+            got += page.len();
+            read.bytes += page.iter().map(|r| record_bytes(&r.record)).sum::<usize>();
+        }
+        count += got;
     }
     read.elapsed = started.elapsed();
+    if count != records {
+        return Err(Error::Malformed {
+            kind: "benchmark read",
+            reason: format!("{count} records read back of {records}"),
+        });
+    }
     Ok((append, read))
 }
 
@@ -190,7 +245,24 @@ mod tests {
         );
     }
 
-    /// The measurement: `HEKTOR_BENCH_RECORDS=200000 cargo test --release -p hektor-topics
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_partitioned_benchmark_spreads_every_record_over_the_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        // 2_501 records do not divide evenly among 3 partitions; all must be read back.
+        let report = bench_log_partitioned(Arc::new(log), 2_501, 16, 400, 3)
+            .await
+            .unwrap();
+        assert_eq!(report.records, 2_501);
+        let size = report.append_mb_per_s * 1e6 / report.append_records_per_s;
+        let read_size = report.read_mb_per_s * 1e6 / report.read_records_per_s;
+        assert!(
+            (read_size - size).abs() < 1.0,
+            "read {read_size} vs appended {size}"
+        );
+    }
+
+    /// The measurement: `HEKTOR_BENCH_RECORDS=200000 HEKTOR_BENCH_PARTITIONS=1 cargo test --release -p hektor-topics
     /// --lib embedded_log_throughput -- --ignored --nocapture` (the log lives in
     /// `HEKTOR_BENCH_DIR`, default a temporary directory).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,8 +276,12 @@ mod tests {
         let dir = std::env::var_os("HEKTOR_BENCH_DIR")
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|| tmp.path().to_path_buf());
+        let partitions = std::env::var("HEKTOR_BENCH_PARTITIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
         let log = EmbeddedLog::open(&dir).unwrap();
-        let report = bench_log(Arc::new(log), records, 384, 10_000)
+        let report = bench_log_partitioned(Arc::new(log), records, 384, 10_000, partitions)
             .await
             .unwrap();
         println!("{}", serde_json::to_string(&report).unwrap());

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use heed::types::Bytes;
-use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, PutFlags, RoTxn, WithoutTls};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -587,14 +587,44 @@ impl Inner {
         let mut offsets = Vec::with_capacity(records.len());
         let mut superseded = 0;
         let mut index_key = Vec::with_capacity(64);
+        // When this partition is the last one in `records` (always so with one busy
+        // partition, and for the newest topic), the batch's keys sort after every stored key
+        // and can be appended: LMDB then skips the search and fills each leaf page before
+        // starting the next instead of splitting it in half.
+        let first_key = record_key(meta.id, partition, first);
+        let append = match self.records.last(&wtxn).ctx(self)? {
+            Some((last, _)) => last < &first_key[..],
+            None => true,
+        };
         for (offset, record) in (first..).zip(records) {
             let key = record_key(meta.id, partition, offset);
             let size = encoded_len(record);
-            self.records
-                .put_reserved(&mut wtxn, &key, size, |space| {
-                    write_record(space, timestamp_ms, record)
-                })
-                .ctx(self)?;
+            if append {
+                // Keys grow within the batch and the first sorts after the last stored key,
+                // so LMDB accepts every append (it never finds an existing key).
+                let existing = self
+                    .records
+                    .get_or_put_reserved_with_flags(
+                        &mut wtxn,
+                        PutFlags::APPEND,
+                        &key,
+                        size,
+                        |space| write_record(space, timestamp_ms, record),
+                    )
+                    .ctx(self)?;
+                if existing.is_some() {
+                    return Err(Error::Malformed {
+                        kind: "embedded log",
+                        reason: format!("record offset {offset} is already stored"),
+                    });
+                }
+            } else {
+                self.records
+                    .put_reserved(&mut wtxn, &key, size, |space| {
+                        write_record(space, timestamp_ms, record)
+                    })
+                    .ctx(self)?;
+            }
             if compacted {
                 if let Some(record_key_bytes) = &record.key {
                     latest_key(&mut index_key, meta.id, partition, record_key_bytes);
@@ -1041,6 +1071,60 @@ mod tests {
                 cleanup,
             };
             assert_eq!(decode_meta(&encode_meta(&meta)).unwrap(), meta);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interleaved_partitions_and_topics_keep_their_own_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        for name in ["a", "b"] {
+            log.ensure_topic(&TopicSpec {
+                name: name.into(),
+                partitions: 3,
+                cleanup: Cleanup::Compact,
+                replication: 1,
+            })
+            .await
+            .unwrap();
+        }
+        let value = |topic: &str, partition: u32, round: u32| {
+            format!("{topic}/{partition}/{round}").into_bytes()
+        };
+        // Appends go to the last partition of the key space (appended at the end of
+        // `records`) and to earlier ones (inserted before stored keys), in both orders.
+        let order = [
+            ("b", 2),
+            ("a", 0),
+            ("b", 0),
+            ("a", 2),
+            ("b", 2),
+            ("a", 1),
+            ("a", 0),
+        ];
+        let mut expected: HashMap<(&str, u32), Vec<Vec<u8>>> = HashMap::new();
+        for (round, (topic, partition)) in order.into_iter().enumerate() {
+            let batch = (0..3)
+                .map(|i| LogRecord::new(None, value(topic, partition, round as u32 * 10 + i)))
+                .collect::<Vec<_>>();
+            let before = expected.get(&(topic, partition)).map_or(0, Vec::len) as u64;
+            let offsets = log.append(topic, partition, batch.clone()).await.unwrap();
+            assert_eq!(offsets, (before..before + 3).collect::<Vec<_>>());
+            expected
+                .entry((topic, partition))
+                .or_default()
+                .extend(batch.into_iter().map(|r| r.value));
+        }
+        for ((topic, partition), values) in expected {
+            let stored = log
+                .read(topic, partition, 0, 100, Duration::ZERO)
+                .await
+                .unwrap();
+            let got = stored
+                .into_iter()
+                .map(|r| r.record.value)
+                .collect::<Vec<_>>();
+            assert_eq!(got, values, "{topic}/{partition}");
         }
     }
 

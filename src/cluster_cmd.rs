@@ -1,0 +1,124 @@
+//! `hektor cluster`: print a node's `GET /cluster` view as readable tables — shards with
+//! their range, vectors, lag and hotness; the node's load against its capacity; and the
+//! kinetic planner's recent decisions (which are not applied: there is no shard mover yet).
+//!
+//! This module only fetches and formats; the view itself is built by the node.
+
+use anyhow::Context;
+use serde_json::Value;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// The node's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    pub url: String,
+    /// Print the raw JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    let url = format!("{}/cluster", args.url.trim_end_matches('/'));
+    let response = reqwest::get(&url)
+        .await
+        .with_context(|| format!("fetching {url} (is `hektor serve` running there?)"))?;
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() {
+        anyhow::bail!("{url} answered {status}: {body}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        print!("{}", render(&body));
+    }
+    Ok(())
+}
+
+fn f64_of(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn u64_of(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// A ring position as 16 hex digits; the end of the ring is `2^64`.
+fn position(v: Option<&Value>) -> String {
+    match v.and_then(Value::as_u64) {
+        Some(p) => format!("{p:016x}"),
+        None => "2^64".into(),
+    }
+}
+
+/// The view as text tables.
+pub fn render(view: &Value) -> String {
+    let mut out = String::new();
+    let empty = Vec::new();
+    match view.get("planner").filter(|p| !p.is_null()) {
+        Some(p) => out.push_str(&format!(
+            "planner: every {} ms, {} rounds; decisions are NOT applied\n",
+            u64_of(p, "interval_ms"),
+            u64_of(p, "rounds")
+        )),
+        None => out.push_str("planner: off (no hotness)\n"),
+    }
+    for c in view["collections"].as_array().unwrap_or(&empty) {
+        out.push_str(&format!(
+            "\ncollection {} ({} partitions, plan epoch {})\n",
+            c["name"].as_str().unwrap_or("?"),
+            u64_of(c, "partitions"),
+            u64_of(c, "epoch")
+        ));
+        out.push_str(&format!(
+            "{:>5}  {:>16}  {:>16}  {:>9}  {:>6}  {:>9}  {:>8}  {:>8}  state\n",
+            "shard", "start", "end", "vectors", "lag", "hotness", "qps_1m", "p99_ms"
+        ));
+        for s in c["shards"].as_array().unwrap_or(&empty) {
+            let state = match (s["hot"].as_bool(), s["cold"].as_bool()) {
+                (Some(true), _) => "hot",
+                (_, Some(true)) => "cold",
+                _ => "-",
+            };
+            out.push_str(&format!(
+                "{:>5}  {:>16}  {:>16}  {:>9}  {:>6}  {:>9.2}  {:>8.2}  {:>8.2}  {state}\n",
+                u64_of(s, "shard"),
+                position(s["range"].get("start")),
+                position(s["range"].get("end")),
+                u64_of(s, "vectors"),
+                u64_of(s, "lag"),
+                f64_of(s, "hotness"),
+                f64_of(s, "qps_1m"),
+                f64_of(s, "p99_ms"),
+            ));
+        }
+    }
+    let nodes = view["nodes"].as_array().unwrap_or(&empty);
+    if !nodes.is_empty() {
+        out.push_str("\nnodes\n");
+        for n in nodes {
+            out.push_str(&format!(
+                "  {}: {:.1} ops/s, load {:.1}% of capacity {:.2}\n",
+                n["node"].as_str().unwrap_or("?"),
+                f64_of(n, "ops_per_s"),
+                f64_of(n, "load") * 100.0,
+                f64_of(n, "capacity")
+            ));
+        }
+    }
+    let decisions = view["decisions"].as_array().unwrap_or(&empty);
+    out.push_str(&format!("\ndecisions ({}, not applied)\n", decisions.len()));
+    for d in decisions {
+        out.push_str(&format!(
+            "  {} epoch {} {}: {}\n",
+            d["collection"].as_str().unwrap_or("?"),
+            u64_of(d, "epoch"),
+            d["action"]["action"].as_str().unwrap_or("?"),
+            d["reason"].as_str().unwrap_or("")
+        ));
+    }
+    out
+}

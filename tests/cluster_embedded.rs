@@ -1,0 +1,184 @@
+//! The kinetic planner inside `hektor serve`, through the real binary on the embedded log:
+//! a burst of one tenant's queries makes its shard the hottest in `GET /cluster`, the
+//! planner proposes splitting it (published, not applied), and `hektor cluster` prints it.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const DIM: usize = 8;
+const PARTITIONS: u32 = 4;
+
+/// A deterministic pseudo-random vector.
+fn vector(seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..DIM)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 1000) as f32 / 1000.0 - 0.5
+        })
+        .collect()
+}
+
+fn shard_of(view: &Value, collection: &str, shard: u32) -> Value {
+    let c = view["collections"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == collection))
+        .unwrap_or_else(|| panic!("{collection} missing from /cluster: {view}"));
+    c["shards"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["shard"] == shard))
+        .cloned()
+        .unwrap_or_else(|| panic!("shard {shard} missing: {view}"))
+}
+
+#[test]
+fn a_tenant_burst_makes_its_shard_hot_and_the_planner_proposes_a_split() {
+    let dir = tempfile::tempdir().unwrap();
+    // Thresholds low enough that a few dozen queries per second on a small shard are "hot"
+    // (the defaults, hotness 100 and 1M vectors, are meant for production shards).
+    let server = start_server(
+        dir.path(),
+        None,
+        &[
+            "--engine",
+            "exact",
+            "--planner-interval-ms",
+            "500",
+            "--split-hotness",
+            "0.001",
+            "--split-min-vectors",
+            "0",
+        ],
+    );
+    let name = "kinetic";
+    create_collection(&server.url, name, DIM, PARTITIONS);
+
+    // 200 vectors of tenant `acme` (all on one shard) and 200 without a tenant.
+    let tenant = "acme";
+    let hot = hektor_topics::ring::tenant_partitions(tenant, PARTITIONS);
+    assert_eq!(hot.start(), hot.end(), "a tenant lies on one partition");
+    let hot = *hot.start();
+    let upserts: Vec<Value> = (0..400u64)
+        .map(|i| {
+            if i < 200 {
+                json!({"id": format!("a{i}"), "tenant": tenant, "vector": vector(i)})
+            } else {
+                json!({"id": format!("g{i}"), "vector": vector(i)})
+            }
+        })
+        .collect();
+    for chunk in upserts.chunks(100) {
+        let (status, body) = post(
+            &format!("{}/collections/{name}/vectors", server.url),
+            &json!({ "upserts": chunk }),
+        );
+        assert_eq!(status, 200, "upsert: {body}");
+    }
+
+    // A few queries without a tenant reach every shard; then the tenant's burst.
+    let search = format!("{}/collections/{name}/search", server.url);
+    for i in 0..50u64 {
+        let (status, body) = post(&search, &json!({"vector": vector(1000 + i), "k": 3}));
+        assert_eq!(status, 200, "{body}");
+    }
+    for i in 0..3000u64 {
+        let (status, body) = post(
+            &search,
+            &json!({"vector": vector(5000 + i), "k": 3, "tenant": tenant}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+
+    // Poll until the planner has seen the burst and proposed splitting the hot shard.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let view = loop {
+        let (status, view) = get(&format!("{}/cluster", server.url));
+        assert_eq!(status, 200, "{view}");
+        let qps: Vec<f64> = (0..PARTITIONS)
+            .map(|s| shard_of(&view, name, s)["qps_1m"].as_f64().unwrap_or(0.0))
+            .collect();
+        let hottest = qps[hot as usize] > 0.0
+            && (0..PARTITIONS as usize).all(|s| s == hot as usize || qps[s] < qps[hot as usize]);
+        let split = view["decisions"].as_array().is_some_and(|ds| {
+            ds.iter()
+                .any(|d| d["collection"] == name && d["action"]["action"] == "split")
+        });
+        if hottest && split {
+            break view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the planner never showed shard {hot} hottest with a split: {view}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+
+    // Four shards whose ranges tile the ring, with the host's vector counts.
+    let shards: Vec<Value> = (0..PARTITIONS).map(|s| shard_of(&view, name, s)).collect();
+    let mut ranges: Vec<(u64, Option<u64>)> = shards
+        .iter()
+        .map(|s| {
+            (
+                s["range"]["start"].as_u64().unwrap(),
+                s["range"]["end"].as_u64(),
+            )
+        })
+        .collect();
+    ranges.sort();
+    assert_eq!(ranges[0].0, 0, "{view}");
+    for w in ranges.windows(2) {
+        assert_eq!(w[0].1, Some(w[1].0), "ranges must tile the ring: {view}");
+    }
+    assert_eq!(ranges[ranges.len() - 1].1, None, "{view}");
+    assert_eq!(shards[hot as usize]["hot"], json!(true), "{view}");
+    assert!(shards[hot as usize]["p99_ms"].as_f64().unwrap() > 0.0);
+
+    // The split of the hot shard is there, with a reason, and marked not applied.
+    let hot_range = &shards[hot as usize]["range"];
+    let split = view["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["action"]["action"] == "split" && &d["action"]["shard"] == hot_range)
+        .unwrap_or_else(|| panic!("no split of shard {hot}: {view}"));
+    assert_eq!(split["applied"], json!(false), "{split}");
+    assert!(split["epoch"].as_u64().unwrap() >= 1, "{split}");
+    let reason = split["reason"].as_str().unwrap();
+    assert!(reason.contains("hotness"), "{reason}");
+    let at = split["action"]["at"].as_u64().unwrap();
+    assert!(at > hot_range["start"].as_u64().unwrap(), "{split}");
+    assert!(
+        hot_range["end"].as_u64().is_none_or(|end| at < end),
+        "{split}"
+    );
+    // Not applied: the collection still has its 4 partitions.
+    let (_, info) = get(&format!("{}/collections/{name}", server.url));
+    assert_eq!(
+        info["shards"].as_array().unwrap().len(),
+        PARTITIONS as usize
+    );
+
+    // The CLI prints the same view as a table.
+    let out = Command::new(env!("CARGO_BIN_EXE_hektor"))
+        .args(["cluster", "--url", &server.url])
+        .env("HEKTOR_LOG", "warn")
+        .output()
+        .expect("run hektor cluster");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("collection {name}")), "{text}");
+    assert!(text.contains("hot"), "{text}");
+    assert!(text.contains("split:"), "{text}");
+    assert!(text.contains("NOT applied"), "{text}");
+}
