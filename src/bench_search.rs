@@ -37,7 +37,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::serve::{build_node, ServeArgs};
-use crate::LogArgs;
 
 /// Neighbours asked for and scored.
 const K: usize = 10;
@@ -629,27 +628,18 @@ async fn http_phase(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temp dir for the node")?;
-    let serve_args = ServeArgs {
-        log: LogArgs {
-            data_dir: dir.path().to_path_buf(),
-            brokers: None,
-            compression: "lz4".into(),
-            topic_replication: 1,
-        },
-        listen: "127.0.0.1:0".parse()?,
-        demo: false,
-        sample: None,
-        region: "local".into(),
-        node_id: "bench".into(),
-        engine: name.to_owned(),
-        only_collections: None,
-        search_threads: 0,
-        planner_interval_ms: 5000,
-        no_planner: true,
-        split_hotness: 100.0,
-        split_min_vectors: 1_000_000,
-        node_capacity: 1.0,
-    };
+    let data_dir = dir.path().to_string_lossy().into_owned();
+    let serve_args = ServeArgs::from_flags([
+        "--data-dir",
+        data_dir.as_str(),
+        "--listen",
+        "127.0.0.1:0",
+        "--node-id",
+        "bench",
+        "--engine",
+        name,
+        "--no-planner",
+    ])?;
     let rss_before = rss_mib();
     let node = build_node(&serve_args).await?;
     let host = Arc::clone(&node.host);

@@ -70,6 +70,25 @@ pub struct ServeArgs {
     pub node_capacity: f64,
 }
 
+impl ServeArgs {
+    /// Serve arguments from command-line flags (as after `hektor serve`), with every other
+    /// setting at its command-line default: for code that starts a node in-process.
+    pub fn from_flags<I, T>(flags: I) -> anyhow::Result<ServeArgs>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let argv = std::iter::once(std::ffi::OsString::from("serve"))
+            .chain(flags.into_iter().map(Into::into));
+        Ok(<Flags as clap::Parser>::try_parse_from(argv)?.serve)
+    }
+}
+
 pub fn parse_engine(name: &str) -> anyhow::Result<EngineKind> {
     match name {
         "arroy" => Ok(EngineKind::Arroy),
@@ -201,4 +220,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_process_nodes_get_the_command_line_defaults() {
+        let args = ServeArgs::from_flags(["--engine", "exact", "--no-planner"]).unwrap();
+        assert_eq!(args.engine, "exact");
+        assert!(args.no_planner);
+        assert_eq!(args.listen, "127.0.0.1:7070".parse().unwrap());
+        assert_eq!(args.log.compression, "lz4");
+        assert!(ServeArgs::from_flags(["--no-such-flag"]).is_err());
+    }
 }
