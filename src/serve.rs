@@ -1,14 +1,21 @@
-//! `hektor serve`: one process running every role — ingest (write API), indexer (shard
-//! host following the vectors topic) and query (read API) — over the embedded log in the
-//! data directory, or over Kafka with `--brokers` — plus the kinetic planner, which publishes
-//! (but does not apply) shard-map decisions and feeds `GET /cluster`.
+//! `hektor serve` (and `hektor node`, which reads the same settings from a file): one
+//! process running the roles it is given — ingest and query routing (`router`), shard
+//! hosting (`data`), the controller that writes shard maps (`controller`), the kinetic
+//! planner (`planner`) — over the embedded log in the data directory, or over Kafka with
+//! `--brokers`, where several such processes form a cluster: they find each other by their
+//! heartbeats on the nodes topic and follow the shard maps on the plan topics.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hektor_indexers::host::{HostConfig, ShardHost};
+use std::sync::OnceLock;
+
+use hektor_control::{Control, ControlSettings, Routing};
+use hektor_indexers::host::{AssignedRange, Assignment, Assignments, HostConfig, ShardHost};
+use hektor_topics::record::NodeHeartbeat;
+use tokio::sync::watch;
 use hektor_indexers::EngineKind;
 use hektor_ingest::http::{router as ingest_router, IngestState};
 use hektor_ingest::Writer;
@@ -65,9 +72,34 @@ pub struct ServeArgs {
     /// Shards with fewer vectors than this are never split.
     #[arg(long, default_value_t = 1_000_000)]
     pub split_min_vectors: u64,
-    /// This node's capacity weight (1.0 = a standard node), for the planner's load view.
+    /// This node's capacity weight (1.0 = a standard node): its share of shards, and the
+    /// planner's load view.
     #[arg(long, default_value_t = 1.0)]
     pub node_capacity: f64,
+    /// The roles of this node, comma-separated: router (ingest + query HTTP API), data
+    /// (holds shards), controller (may be elected to write shard maps), planner (kinetic
+    /// planner).
+    #[arg(long, value_delimiter = ',', default_value = "router,data,controller,planner")]
+    pub roles: Vec<String>,
+    /// The address other nodes reach this one at (default: the listen address).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Heartbeat interval (milliseconds).
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    /// A node silent for this long is dead and its shards are re-placed (milliseconds).
+    #[arg(long, default_value_t = 10_000)]
+    pub dead_after_ms: u64,
+    /// How long a shard this node no longer holds keeps serving (milliseconds).
+    #[arg(long, default_value_t = 5_000)]
+    pub grace_ms: u64,
+    /// Shard builds in flight at once per collection.
+    #[arg(long, default_value_t = 4)]
+    pub max_moves: usize,
+    /// On ctrl-c / SIGTERM, how long to wait for the shards to move to other nodes before
+    /// stopping anyway (milliseconds).
+    #[arg(long, default_value_t = 120_000)]
+    pub drain_timeout_ms: u64,
 }
 
 impl ServeArgs {
@@ -102,7 +134,63 @@ pub fn parse_engine(name: &str) -> anyhow::Result<EngineKind> {
 pub struct Node {
     pub writer: Arc<Writer>,
     pub host: Arc<ShardHost>,
+    pub control: Arc<Control>,
     pub router: axum::Router,
+}
+
+impl ServeArgs {
+    fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// Keep the host's assignments in step with the shard maps: the ranges listing this node.
+fn follow_assignments(control: &Control) -> watch::Receiver<Assignments> {
+    let mut routing = control.routing();
+    let (tx, rx) = watch::channel(assignments_of(&routing.borrow()));
+    tokio::spawn(async move {
+        while routing.changed().await.is_ok() {
+            let next = assignments_of(&routing.borrow_and_update());
+            tx.send_if_modified(|cur| {
+                let changed = *cur != next;
+                if changed {
+                    *cur = next;
+                }
+                changed
+            });
+        }
+    });
+    rx
+}
+
+fn assignments_of(routing: &Routing) -> Assignments {
+    routing
+        .maps
+        .iter()
+        .map(|(name, map)| {
+            let ranges = map
+                .ranges_of(&routing.me)
+                .into_iter()
+                .map(|(range, tier)| AssignedRange {
+                    range,
+                    tier,
+                    primary: map
+                        .shards()
+                        .iter()
+                        .find(|s| s.range == range)
+                        .is_some_and(|s| s.replicas.first() == Some(&routing.me)),
+                })
+                .collect();
+            (
+                name.clone(),
+                Assignment {
+                    incarnation: map.incarnation(),
+                    epoch: map.epoch(),
+                    ranges,
+                },
+            )
+        })
+        .collect()
 }
 
 /// Wire the roles together over one log.
@@ -118,15 +206,54 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     .context("reading the catalog")?;
     // Other nodes may create collections on a shared Kafka cluster; follow them.
     catalog.follow(Duration::from_millis(500));
+    let mut roles = args.roles.clone();
+    roles.retain(|r| !r.is_empty());
+    for role in &roles {
+        if !["router", "data", "controller", "planner"].contains(&role.as_str()) {
+            anyhow::bail!("unknown role `{role}`: use router, data, controller or planner");
+        }
+    }
+    let address = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| args.listen.to_string());
+    let mut settings = ControlSettings::new(NodeHeartbeat {
+        node: args.node_id.clone(),
+        address,
+        region: args.region.clone(),
+        roles,
+        capacity: args.node_capacity,
+        memory_bytes: 0,
+        time_ms: 0,
+        leaving: false,
+    });
+    settings.heartbeat_every = Duration::from_millis(args.heartbeat_ms.max(10));
+    settings.dead_after = Duration::from_millis(args.dead_after_ms.max(args.heartbeat_ms * 2));
+    settings.max_moves = args.max_moves.max(1);
+    let host_cell: Arc<OnceLock<Arc<ShardHost>>> = Arc::new(OnceLock::new());
+    let cell = Arc::clone(&host_cell);
+    let control = Control::start(
+        Arc::clone(&catalog),
+        settings,
+        Arc::new(move |collection: &str, incarnation, range| {
+            cell.get()
+                .is_some_and(|h| h.caught_up(collection, incarnation, range))
+        }),
+    )
+    .await
+    .context("starting the control plane")?;
     let host = ShardHost::start(
         HostConfig {
             data_dir: args.log.data_dir.clone(),
             engine,
+            grace: Duration::from_millis(args.grace_ms),
         },
         Arc::clone(&catalog),
+        follow_assignments(&control),
     )
     .await
     .context("opening shards")?;
+    let _ = host_cell.set(Arc::clone(&host));
     let events = EventSink::spawn(Arc::clone(&log), args.node_id.clone());
     let writer = Arc::new(Writer::new(
         Arc::clone(&catalog),
@@ -147,15 +274,21 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         Arc::clone(&host),
         events.clone(),
         args.search_threads,
+        control.routing(),
     )?);
     let metrics = Arc::new(Metrics::new());
-    let cluster: Option<hektor_query::http::ClusterView> = if args.no_planner {
-        None
-    } else {
-        let planner =
-            hektor_dataflow::planner::Planner::start(Arc::clone(&catalog), planner_config(args));
-        Some(Arc::new(move || planner.view()))
-    };
+    let planner = (!args.no_planner && args.has_role("planner")).then(|| {
+        hektor_dataflow::planner::Planner::start(Arc::clone(&catalog), planner_config(args))
+    });
+    let changes = Arc::clone(&control);
+    let cluster: Option<hektor_query::http::ClusterView> = Some(Arc::new(move || {
+        let mut view = planner
+            .as_ref()
+            .map(|p| p.view())
+            .unwrap_or_else(|| serde_json::json!({}));
+        view["map_changes"] = serde_json::Value::Array(changes.decisions());
+        view
+    }));
     let dropped_events = events.clone();
     let router = ingest_router(IngestState {
         writer: Arc::clone(&writer),
@@ -171,6 +304,7 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     Ok(Node {
         writer,
         host,
+        control,
         router,
     })
 }
@@ -214,12 +348,59 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
+    let control = Arc::clone(&node.control);
+    let drain_timeout = Duration::from_millis(args.drain_timeout_ms);
     axum::serve(listener, node.router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            drain(&control, drain_timeout).await;
         })
         .await?;
     Ok(())
+}
+
+/// ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Leave the cluster gracefully: announce draining, and keep serving until the shard
+/// maps list this node nowhere (its shards have been rebuilt elsewhere), or the timeout.
+/// Alone (no other data node alive), there is nowhere to drain to: stop at once.
+async fn drain(control: &Arc<Control>, timeout: Duration) {
+    let others = control
+        .membership()
+        .placeable()
+        .iter()
+        .any(|n| n.id != control.me());
+    if !others || control.holds_nothing() {
+        return;
+    }
+    eprintln!("hektor: draining: moving this node's shards to other nodes before stopping");
+    control.leave();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if control.holds_nothing() {
+            // Routers on the previous epoch may still ask: serve a moment longer.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            eprintln!("hektor: drained");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("hektor: drain timed out; stopping anyway");
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! It does not read or write the log, watch heartbeats or move data: the plan topic's
 //! writer and the shard hosts do that with these types.
 
+pub mod control;
 pub mod error;
 pub mod node;
 pub mod placement;
@@ -21,4 +22,4 @@ pub mod shard_map;
 pub use error::{Error, Result};
 pub use node::NodeSpec;
 pub use placement::{Placement, Strategy};
-pub use shard_map::{Shard, ShardMap, ShardSize};
+pub use shard_map::{Shard, ShardMap, ShardSize, Target};

@@ -43,6 +43,25 @@ fn hot() -> Tier {
     Tier::Hot
 }
 
+fn check_replicas(range: &RingRange, replicas: &[String]) -> Result<()> {
+    if replicas.is_empty() {
+        return Err(Error::InvalidShardMap(format!(
+            "shard {} has no replicas",
+            fmt_range(range)
+        )));
+    }
+    for (j, r) in replicas.iter().enumerate() {
+        validate_id(r)?;
+        if replicas[..j].contains(r) {
+            return Err(Error::InvalidShardMap(format!(
+                "shard {} lists node {r:?} twice",
+                fmt_range(range)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The size and data median of one shard, as measured by whoever hosts it: the input of
 /// [`ShardMap::split_by_size`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +73,33 @@ pub struct ShardSize {
     pub median: u64,
 }
 
+/// A shard being built for a coming epoch: the nodes in `replicas` replay the log into
+/// it while the serving shards keep answering. When every new holder has reported it
+/// ready, the controller switches traffic to it (see [`crate::control`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    pub range: RingRange,
+    pub replicas: Vec<String>,
+    #[serde(default = "hot")]
+    pub tier: Tier,
+    /// The epoch that created this target: only readiness reported at or after it counts.
+    pub since: u64,
+    /// Why it exists (move, split, re-replication), for people.
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl Target {
+    /// The serving shard this target becomes.
+    pub fn to_shard(&self) -> Shard {
+        Shard {
+            range: self.range,
+            replicas: self.replicas.clone(),
+            tier: self.tier,
+        }
+    }
+}
+
 /// A collection's shard map at an epoch; always valid (see the module doc).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "ShardMapRepr", into = "ShardMapRepr")]
@@ -61,6 +107,8 @@ pub struct ShardMap {
     collection: String,
     epoch: u64,
     shards: Vec<Shard>,
+    targets: Vec<Target>,
+    incarnation: u64,
 }
 
 /// The unchecked wire form; deserialization goes through [`ShardMap::new`].
@@ -69,13 +117,19 @@ struct ShardMapRepr {
     collection: String,
     epoch: u64,
     shards: Vec<Shard>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    targets: Vec<Target>,
+    #[serde(default)]
+    incarnation: u64,
 }
 
 impl TryFrom<ShardMapRepr> for ShardMap {
     type Error = Error;
 
     fn try_from(r: ShardMapRepr) -> Result<Self> {
-        ShardMap::new(r.collection, r.epoch, r.shards)
+        ShardMap::new(r.collection, r.epoch, r.shards)?
+            .with_incarnation(r.incarnation)
+            .with_targets(r.targets)
     }
 }
 
@@ -85,6 +139,8 @@ impl From<ShardMap> for ShardMapRepr {
             collection: m.collection,
             epoch: m.epoch,
             shards: m.shards,
+            targets: m.targets,
+            incarnation: m.incarnation,
         }
     }
 }
@@ -98,9 +154,62 @@ impl ShardMap {
             collection: collection.into(),
             epoch,
             shards,
+            targets: Vec::new(),
+            incarnation: 0,
         };
         map.validate()?;
         Ok(map)
+    }
+
+    /// The same map for this incarnation of the collection (see
+    /// `hektor_topics::catalog::Catalog::incarnation`).
+    pub fn with_incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = incarnation;
+        self
+    }
+
+    /// The same map with these shards being built; each must lie inside one serving
+    /// shard and have distinct, well-formed replicas.
+    pub fn with_targets(mut self, targets: Vec<Target>) -> Result<Self> {
+        self.targets = targets;
+        self.targets.sort_by_key(|t| (t.range.start, t.since));
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// The same map at another epoch (the controller numbers the maps it writes).
+    pub fn at_epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// Which creation of the collection this map is for.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Shards being built for a coming epoch.
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// The ranges `node` must hold: every serving shard and target listing it.
+    pub fn ranges_of(&self, node: &str) -> Vec<(RingRange, Tier)> {
+        let mut out: Vec<(RingRange, Tier)> = self
+            .shards
+            .iter()
+            .filter(|s| s.replicas.iter().any(|r| r == node))
+            .map(|s| (s.range, s.tier))
+            .chain(
+                self.targets
+                    .iter()
+                    .filter(|t| t.replicas.iter().any(|r| r == node))
+                    .map(|t| (t.range, t.tier)),
+            )
+            .collect();
+        out.sort_by_key(|(r, _)| (r.start, r.end));
+        out.dedup_by_key(|(r, _)| *r);
+        out
     }
 
     /// Epoch 0 of a collection with `partitions` equal shards (the ranges of
@@ -188,18 +297,23 @@ impl ShardMap {
                 }
                 _ => {}
             }
-            if s.replicas.is_empty() {
-                return bad(format!("shard {} has no replicas", fmt_range(&s.range)));
+            check_replicas(&s.range, &s.replicas)?;
+        }
+        for t in &self.targets {
+            let holder = self.shard_for(t.range.start);
+            let inside = t.range.start >= holder.range.start
+                && match (t.range.end, holder.range.end) {
+                    (Some(te), Some(he)) => te > t.range.start && te <= he,
+                    (Some(te), None) => te > t.range.start,
+                    (None, he) => he.is_none(),
+                };
+            if !inside {
+                return bad(format!(
+                    "target {} does not lie inside one serving shard",
+                    fmt_range(&t.range)
+                ));
             }
-            for (j, r) in s.replicas.iter().enumerate() {
-                validate_id(r)?;
-                if s.replicas[..j].contains(r) {
-                    return bad(format!(
-                        "shard {} lists node {r:?} twice",
-                        fmt_range(&s.range)
-                    ));
-                }
-            }
+            check_replicas(&t.range, &t.replicas)?;
         }
         Ok(())
     }
@@ -325,6 +439,8 @@ impl ShardMap {
             collection: self.collection.clone(),
             epoch,
             shards,
+            targets: Vec::new(),
+            incarnation: self.incarnation,
         };
         next.validate()?;
         Ok(next)

@@ -1,30 +1,39 @@
-//! The shard host: the indexer role of a node. For every collection in the catalog it
-//! opens one [`Shard`] per partition under the data directory and runs a consumer that
-//! follows that partition of the vectors topic, applying upserts and deletes in batches.
+//! The shard host: the indexer role of a node. It holds the shards its [`Assignments`]
+//! name (the ring ranges the shard maps give this node, per collection) and runs, for
+//! each, a consumer that follows the vectors-topic partition the range lies in, applying
+//! the upserts and deletes whose ring position falls in the range, in batches.
 //!
 //! - Exactly-once effect: a shard stores the offset it has applied in the same LMDB
-//!   transaction as the vectors, and the consumer resumes from it (crash-safe).
+//!   transaction as the vectors, and the consumer resumes from it (crash-safe). A shard
+//!   new to this node replays its partition from the start.
 //! - Poison records (undecodable, wrong dimension, wrong collection) go to the
-//!   collection's dead-letter topic with the reason in a header; the consumer goes on.
+//!   collection's dead-letter topic with the reason in a header, from the shard's first
+//!   replica only; delivery is at least once (a crash, or a shard rebuilt elsewhere, sends
+//!   again): deduplicate by the source header. The consumer goes on.
 //! - The index is built in the background when the shard is caught up (or the tail grows
-//!   large); until then the tail is searched exactly.
+//!   large); until then the tail is searched exactly. A shard is *caught up* once it has
+//!   read to the end of its partition with its index built: the condition for reporting
+//!   a shard being built as ready.
+//! - A range no longer assigned keeps serving for a grace period (routers on the previous
+//!   epoch may still ask), then its consumer stops and its directory is removed.
 //! - Readers wait on [`HostedShard::wait_applied`] for read-your-writes.
 //!
-//! It does not serve HTTP or merge results across shards: that is `hektor-query`.
+//! It does not decide what to hold (the control plane does) and does not serve HTTP or
+//! merge results across shards: that is `hektor-query`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hektor_topics::catalog::Catalog;
 use hektor_topics::codec;
 use hektor_topics::log::{Log, LogRecord, StoredRecord};
-use hektor_topics::record::{CollectionSpec, Distance, VectorRecord};
+use hektor_topics::record::{CollectionSpec, Distance, RingRange, Tier, VectorRecord};
 use hektor_topics::ring;
 use hektor_topics::topic::{topic_name, TopicKind};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
 use crate::{EngineKind, Error, Shard, ShardConfig, ShardOp};
@@ -41,22 +50,53 @@ const BUILD_WHEN_PENDING: u64 = 250_000;
 /// When caught up, build once at least this many wait.
 const BUILD_WHEN_IDLE: u64 = 512;
 
+/// The ranges a node must hold for one collection, from its shard map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// Which creation of the collection the map is for.
+    pub incarnation: u64,
+    /// The epoch of the map these ranges come from.
+    pub epoch: u64,
+    pub ranges: Vec<AssignedRange>,
+}
+
+/// One range to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssignedRange {
+    pub range: RingRange,
+    pub tier: Tier,
+    /// This node is the shard's first replica: it dead-letters poison records.
+    pub primary: bool,
+}
+
+/// What this node holds, per collection.
+pub type Assignments = BTreeMap<String, Assignment>;
+
 /// Tuning of a host.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
     pub data_dir: PathBuf,
+    /// The engine of hot shards.
     pub engine: EngineKind,
+    /// How long a range no longer assigned keeps serving before it is dropped.
+    pub grace: Duration,
 }
 
 /// One shard served by this node, and its consumer's progress.
 pub struct HostedShard {
     pub collection: String,
+    /// The vectors-topic partition the range lies in.
     pub partition: u32,
+    pub range: RingRange,
     pub shard: Arc<Shard>,
     applied: watch::Sender<u64>,
     high_watermark: AtomicU64,
     dead_lettered: AtomicU64,
+    primary: AtomicBool,
+    caught_up: AtomicBool,
     stop: AtomicBool,
+    /// When it stopped being assigned (it serves until the grace period ends).
+    retired: Mutex<Option<Instant>>,
 }
 
 impl HostedShard {
@@ -76,6 +116,16 @@ impl HostedShard {
         self.dead_lettered.load(Ordering::Relaxed)
     }
 
+    /// Read to the end of its partition once, with the index built.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Relaxed)
+    }
+
+    /// No longer assigned: serving out its grace period.
+    pub fn retired(&self) -> bool {
+        self.retired.lock().is_some()
+    }
+
     /// Wait until the record at `offset` is applied. Returns false on timeout.
     pub async fn wait_applied(&self, offset: u64, timeout: Duration) -> bool {
         let mut rx = self.applied.subscribe();
@@ -85,43 +135,73 @@ impl HostedShard {
     }
 }
 
-/// The shards of one collection on this node, indexed by partition.
+/// The shards of one collection on this node, in ring order.
 pub struct HostedCollection {
     pub spec: CollectionSpec,
     /// Which creation of this collection name these shards belong to (see
     /// [`Catalog::incarnation`]).
     pub incarnation: u64,
+    /// The map epoch the assigned ranges come from.
+    pub epoch: u64,
+    /// Assigned shards and, after them, retired ones still in their grace period.
     pub shards: Vec<Arc<HostedShard>>,
 }
 
-/// The indexer role: shards and their consumers, following the catalog.
+impl HostedCollection {
+    /// The shard holding exactly `range`, retired ones included.
+    pub fn shard(&self, range: RingRange) -> Option<&Arc<HostedShard>> {
+        self.shards.iter().find(|s| s.range == range)
+    }
+
+    /// The assigned (not retired) shards.
+    pub fn serving(&self) -> impl Iterator<Item = &Arc<HostedShard>> {
+        self.shards.iter().filter(|s| !s.retired())
+    }
+}
+
+/// The indexer role: shards and their consumers, following the assignments.
 pub struct ShardHost {
     config: HostConfig,
     catalog: Arc<Catalog>,
     collections: RwLock<HashMap<String, Arc<HostedCollection>>>,
-    /// Bumped after every sync with the catalog.
+    /// Bumped after every sync with the assignments.
     synced: watch::Sender<u64>,
+    sync_lock: tokio::sync::Mutex<()>,
 }
 
 /// How long a request for a collection the catalog knows waits for its shards to open.
 const OPEN_WAIT: Duration = Duration::from_secs(10);
 
 impl ShardHost {
-    /// Open the shards of every collection in the catalog and keep following it.
-    pub async fn start(config: HostConfig, catalog: Arc<Catalog>) -> Result<Arc<ShardHost>, Error> {
+    /// Open the assigned shards and keep following the assignments (and the catalog, for
+    /// collection settings and drops).
+    pub async fn start(
+        config: HostConfig,
+        catalog: Arc<Catalog>,
+        mut assignments: watch::Receiver<Assignments>,
+    ) -> Result<Arc<ShardHost>, Error> {
         let host = Arc::new(ShardHost {
             config,
             catalog,
             collections: RwLock::new(HashMap::new()),
             synced: watch::channel(0).0,
+            sync_lock: tokio::sync::Mutex::new(()),
         });
-        host.sync().await?;
+        let first = assignments.borrow_and_update().clone();
+        host.sync(&first).await?;
         let follower = Arc::clone(&host);
-        let mut changes = follower.catalog.subscribe();
+        let mut catalog_rx = follower.catalog.subscribe();
         tokio::spawn(async move {
-            while changes.changed().await.is_ok() {
-                if let Err(err) = follower.sync().await {
-                    tracing::error!(%err, "could not open shards for a catalog change");
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    r = assignments.changed() => if r.is_err() { return },
+                    r = catalog_rx.changed() => if r.is_err() { return },
+                    _ = tick.tick() => {}
+                }
+                let wanted = assignments.borrow_and_update().clone();
+                if let Err(err) = follower.sync(&wanted).await {
+                    tracing::error!(%err, "could not open shards for an assignment change");
                 }
             }
         });
@@ -135,6 +215,33 @@ impl ShardHost {
 
     pub fn collection(&self, name: &str) -> Option<Arc<HostedCollection>> {
         self.collections.read().get(name).cloned()
+    }
+
+    /// The shard holding exactly `range` of `collection`, waiting (bounded) for it to open
+    /// when the catalog has the collection but this host has not caught up with it yet.
+    pub async fn resolve_shard(
+        &self,
+        name: &str,
+        range: RingRange,
+        wait: Duration,
+    ) -> Option<Arc<HostedShard>> {
+        let find = || self.collection(name).and_then(|c| c.shard(range).cloned());
+        if let Some(found) = find() {
+            return Some(found);
+        }
+        self.catalog.get(name)?;
+        let mut synced = self.synced.subscribe();
+        let waited = tokio::time::timeout(wait, async {
+            loop {
+                if let Some(found) = find() {
+                    return Some(found);
+                }
+                if synced.changed().await.is_err() {
+                    return None;
+                }
+            }
+        });
+        waited.await.ok().flatten()
     }
 
     /// The collection's shards; if the catalog has the collection but this host has not
@@ -162,13 +269,20 @@ impl ShardHost {
         self.collections.read().values().cloned().collect()
     }
 
-    fn shard_dir(&self, collection: &str, incarnation: u64, partition: u32) -> PathBuf {
-        shard_dir(&self.config.data_dir, collection, incarnation, partition)
+    /// Whether this host holds `range` of that incarnation of `collection` caught up.
+    pub fn caught_up(&self, collection: &str, incarnation: u64, range: RingRange) -> bool {
+        self.collection(collection)
+            .filter(|c| c.incarnation == incarnation)
+            .and_then(|c| c.shard(range).map(|s| s.caught_up() && !s.retired()))
+            .unwrap_or(false)
     }
 
-    /// Open shards for new collections, stop and remove those of dropped ones.
-    async fn sync(self: &Arc<Self>) -> Result<(), Error> {
-        let wanted = self.catalog.list_incarnations();
+    /// Open newly assigned shards, retire unassigned ones, drop retired ones past their
+    /// grace period and every shard of dropped collections.
+    async fn sync(self: &Arc<Self>, wanted: &Assignments) -> Result<(), Error> {
+        let _one_at_a_time = self.sync_lock.lock().await;
+        let catalog = self.catalog.list_incarnations();
+        // Collections dropped (or re-created) go at once.
         let current: Vec<(String, u64)> = self
             .collections
             .read()
@@ -176,7 +290,7 @@ impl ShardHost {
             .map(|c| (c.spec.name.clone(), c.incarnation))
             .collect();
         for (name, incarnation) in current {
-            let keep = wanted
+            let keep = catalog
                 .iter()
                 .any(|(s, inc)| s.name == name && *inc == incarnation);
             if !keep {
@@ -190,52 +304,107 @@ impl ShardHost {
                 }
             }
         }
-        for (spec, incarnation) in wanted {
-            if self.collections.read().contains_key(&spec.name) {
-                continue;
+        for (spec, incarnation) in catalog {
+            let assignment = wanted
+                .get(&spec.name)
+                .filter(|a| a.incarnation == incarnation);
+            let old = self.collection(&spec.name);
+            let mut shards: Vec<Arc<HostedShard>> = Vec::new();
+            let mut changed = old.is_none();
+            let ranges: &[AssignedRange] = assignment.map_or(&[], |a| &a.ranges);
+            for assigned in ranges {
+                match old.as_ref().and_then(|c| c.shard(assigned.range).cloned()) {
+                    Some(existing) => {
+                        if existing.retired.lock().take().is_some() {
+                            changed = true;
+                        }
+                        existing.primary.store(assigned.primary, Ordering::Relaxed);
+                        shards.push(existing);
+                    }
+                    None => {
+                        let opened = self
+                            .open_shard(&spec, incarnation, assigned.range, assigned.primary)
+                            .await?;
+                        shards.push(opened);
+                        changed = true;
+                    }
+                }
             }
-            let hosted = self.open_collection(spec.clone(), incarnation).await?;
-            self.collections.write().insert(spec.name.clone(), hosted);
+            // Unassigned shards serve out their grace period, then go.
+            if let Some(old) = &old {
+                for s in &old.shards {
+                    if ranges.iter().any(|a| a.range == s.range) {
+                        continue;
+                    }
+                    let mut retired = s.retired.lock();
+                    let since = *retired.get_or_insert_with(|| {
+                        changed = true;
+                        Instant::now()
+                    });
+                    if since.elapsed() < self.config.grace {
+                        shards.push(Arc::clone(s));
+                    } else {
+                        s.stop.store(true, Ordering::Relaxed);
+                        remove_later(self.shard_dir(&spec.name, incarnation, s.range));
+                        changed = true;
+                    }
+                }
+            }
+            let epoch = assignment.map_or(0, |a| a.epoch);
+            if changed || old.as_ref().is_some_and(|c| c.epoch != epoch) {
+                shards.sort_by_key(|s| (s.retired(), s.range.start));
+                self.collections.write().insert(
+                    spec.name.clone(),
+                    Arc::new(HostedCollection {
+                        spec: spec.clone(),
+                        incarnation,
+                        epoch,
+                        shards,
+                    }),
+                );
+            }
         }
         self.synced.send_modify(|v| *v += 1);
         Ok(())
     }
 
-    async fn open_collection(
+    fn shard_dir(&self, collection: &str, incarnation: u64, range: RingRange) -> PathBuf {
+        shard_dir(&self.config.data_dir, collection, incarnation, range)
+    }
+
+    async fn open_shard(
         self: &Arc<Self>,
-        spec: CollectionSpec,
+        spec: &CollectionSpec,
         incarnation: u64,
-    ) -> Result<Arc<HostedCollection>, Error> {
-        let mut shards = Vec::with_capacity(spec.partitions as usize);
-        for partition in 0..spec.partitions {
-            let dir = self.shard_dir(&spec.name, incarnation, partition);
-            let config =
-                ShardConfig::new(spec.dimension as usize, spec.distance, self.config.engine);
-            let shard = tokio::task::spawn_blocking(move || Shard::open(&dir, config))
-                .await
-                .map_err(|e| Error::Background(e.to_string()))??;
-            let next = shard.next_offset();
-            let hosted = Arc::new(HostedShard {
-                collection: spec.name.clone(),
-                partition,
-                shard: Arc::new(shard),
-                applied: watch::channel(next).0,
-                high_watermark: AtomicU64::new(next),
-                dead_lettered: AtomicU64::new(0),
-                stop: AtomicBool::new(false),
-            });
-            tokio::spawn(consume(
-                Arc::clone(self.catalog.log()),
-                spec.clone(),
-                Arc::clone(&hosted),
-            ));
-            shards.push(hosted);
-        }
-        Ok(Arc::new(HostedCollection {
-            spec,
-            incarnation,
-            shards,
-        }))
+        range: RingRange,
+        primary: bool,
+    ) -> Result<Arc<HostedShard>, Error> {
+        let partition = ring::partition_of(range.start, spec.partitions);
+        let dir = self.shard_dir(&spec.name, incarnation, range);
+        let config = ShardConfig::new(spec.dimension as usize, spec.distance, self.config.engine);
+        let shard = tokio::task::spawn_blocking(move || Shard::open(&dir, config))
+            .await
+            .map_err(|e| Error::Background(e.to_string()))??;
+        let next = shard.next_offset();
+        let hosted = Arc::new(HostedShard {
+            collection: spec.name.clone(),
+            partition,
+            range,
+            shard: Arc::new(shard),
+            applied: watch::channel(next).0,
+            high_watermark: AtomicU64::new(next),
+            dead_lettered: AtomicU64::new(0),
+            primary: AtomicBool::new(primary),
+            caught_up: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            retired: Mutex::new(None),
+        });
+        tokio::spawn(consume(
+            Arc::clone(self.catalog.log()),
+            spec.clone(),
+            Arc::clone(&hosted),
+        ));
+        Ok(hosted)
     }
 }
 
@@ -248,14 +417,18 @@ pub fn collection_dir(data_dir: &std::path::Path, collection: &str, incarnation:
         .join(incarnation.to_string())
 }
 
-/// Where one shard lives: `DATA_DIR/shards/<collection>/<incarnation>/p<partition>`.
+/// Where one shard lives: `DATA_DIR/shards/<collection>/<incarnation>/<start>-<end>`, the
+/// range's bounds in hex (`end` for 2^64).
 pub fn shard_dir(
     data_dir: &std::path::Path,
     collection: &str,
     incarnation: u64,
-    partition: u32,
+    range: RingRange,
 ) -> PathBuf {
-    collection_dir(data_dir, collection, incarnation).join(format!("p{partition:04}"))
+    let end = range
+        .end
+        .map_or_else(|| "end".to_owned(), |e| format!("{e:016x}"));
+    collection_dir(data_dir, collection, incarnation).join(format!("{:016x}-{end}", range.start))
 }
 
 fn remove_later(dir: PathBuf) {
@@ -264,6 +437,46 @@ fn remove_later(dir: PathBuf) {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
     });
+}
+
+/// Why a record cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    pub reason: String,
+    /// Known without a ring position (undecodable, wrong collection or partition): the
+    /// shard at the partition's start reports it; otherwise the shard holding its position.
+    pub partition_level: bool,
+}
+
+/// Turn one stored record into an op for the shard holding `range` of `partition`:
+/// records outside the range are [`ShardOp::Skip`]; poison records are an error.
+pub fn to_range_op(
+    spec: &CollectionSpec,
+    partition: u32,
+    range: RingRange,
+    stored: &StoredRecord,
+) -> Result<ShardOp, Poison> {
+    let record: VectorRecord =
+        codec::from_log_record(&stored.record).map_err(|e| partition_poison(e.to_string()))?;
+    let position = ring::position(record.tenant(), record.id());
+    if record.collection() == spec.name
+        && ring::partition_of(position, spec.partitions) == partition
+        && !range.contains(position)
+    {
+        return Ok(ShardOp::Skip);
+    }
+    to_op(spec, partition, stored).map_err(|reason| Poison {
+        partition_level: record.collection() != spec.name
+            || ring::partition_of(position, spec.partitions) != partition,
+        reason,
+    })
+}
+
+fn partition_poison(reason: String) -> Poison {
+    Poison {
+        reason,
+        partition_level: true,
+    }
 }
 
 /// Turn one stored record into a shard op, or the reason it is poison.
@@ -321,6 +534,7 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
     let topic = topic_name(&spec.name, TopicKind::Vectors);
     let dlq = topic_name(&spec.name, TopicKind::DeadLetter);
     let mut last_hw_poll = std::time::Instant::now() - Duration::from_secs(10);
+    let head = ring::partition_range(hosted.partition, spec.partitions).start == hosted.range.start;
     while !hosted.stop.load(Ordering::Relaxed) {
         if last_hw_poll.elapsed() > Duration::from_millis(500) {
             if let Ok(hw) = log.high_watermark(&topic, hosted.partition).await {
@@ -351,16 +565,24 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
             // Caught up: fold the tail into the index.
             if hosted.shard.pending() >= BUILD_WHEN_IDLE {
                 build(&hosted.shard).await;
+            } else {
+                hosted.caught_up.store(true, Ordering::Relaxed);
             }
             continue;
         }
         let mut ops = Vec::with_capacity(batch.len());
         let mut poison = Vec::new();
         for stored in &batch {
-            match to_op(&spec, hosted.partition, stored) {
+            match to_range_op(&spec, hosted.partition, hosted.range, stored) {
                 Ok(op) => ops.push((stored.offset, op)),
-                Err(reason) => {
+                Err(Poison {
+                    reason,
+                    partition_level,
+                }) => {
                     ops.push((stored.offset, ShardOp::Skip));
+                    if !hosted.primary.load(Ordering::Relaxed) || (partition_level && !head) {
+                        continue;
+                    }
                     poison.push(
                         LogRecord {
                             key: stored.record.key.clone(),

@@ -26,6 +26,9 @@ pub enum QueryError {
         waited_ms: u64,
     },
 
+    #[error("{0}")]
+    Unavailable(String),
+
     #[error("search failed: {0}")]
     Internal(String),
 }
@@ -36,7 +39,7 @@ impl QueryError {
             QueryError::UnknownCollection(_) | QueryError::NotFound(_) => 404,
             QueryError::BadRequest(_) => 400,
             QueryError::Invalid(_) => 422,
-            QueryError::NotReady(_) => 503,
+            QueryError::NotReady(_) | QueryError::Unavailable(_) => 503,
             QueryError::ConsistencyTimeout { .. } => 504,
             QueryError::Internal(_) => 500,
         }

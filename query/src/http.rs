@@ -31,7 +31,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::metrics::Metrics;
-use crate::search::{SearchRequest, Searcher};
+use crate::search::{
+    shard_get, shard_search, SearchRequest, Searcher, ShardAnswer, ShardGet, ShardSearch,
+    WireVector,
+};
+use hektor_cluster::ShardMap;
 use crate::QueryError;
 
 /// What the read routes need.
@@ -70,6 +74,14 @@ pub fn router(state: QueryState) -> Router {
         .route("/collections/{collection}", get(show_collection))
         .route("/collections/{collection}/search", post(search))
         .route("/collections/{collection}/vectors/{id}", get(get_vector))
+        .route(
+            "/internal/collections/{collection}/shard-search",
+            post(internal_search),
+        )
+        .route(
+            "/internal/collections/{collection}/shard-get",
+            post(internal_get),
+        )
         .route("/cluster", get(cluster))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -107,7 +119,7 @@ async fn search(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|r| ApiError(r.status().as_u16(), r.body_text()))?;
-    if state.searcher.host().resolve(&collection).await.is_none() {
+    if state.searcher.host().catalog().get(&collection).is_none() {
         return Err(QueryError::UnknownCollection(collection).into());
     }
     let request: SearchRequest = serde_json::from_slice(&body)
@@ -126,51 +138,124 @@ async fn get_vector(
     Path((collection, id)): Path<(String, String)>,
     Query(params): Query<GetParams>,
 ) -> Result<Response, ApiError> {
-    let hosted = state
+    let (stored, range, epoch) = state
         .searcher
-        .host()
-        .resolve(&collection)
-        .await
-        .ok_or_else(|| QueryError::UnknownCollection(collection.clone()))?;
-    let position = ring::position(params.tenant.as_deref(), &id);
-    let partition = ring::partition_of(position, hosted.spec.partitions);
-    let shard = hosted
-        .shards
-        .get(partition as usize)
-        .ok_or_else(|| QueryError::NotReady(collection.clone()))?;
-    let stored = shard
-        .shard
-        .get(&id)
-        .map_err(|e| QueryError::Internal(e.to_string()))?
-        .ok_or_else(|| QueryError::NotFound(id.clone()))?;
+        .get(&collection, &id, params.tenant.as_deref())
+        .await?;
+    let spec = state.searcher.host().catalog().get(&collection);
     Ok(Json(json!({
         "id": stored.id,
         "vector": stored.vector,
         "payload": stored.payload,
-        "shard": partition,
+        "shard": spec.map(|s| ring::partition_of(range.start, s.partitions)),
+        "range": range,
+        "epoch": epoch,
     }))
     .into_response())
 }
 
-fn describe(hosted: &HostedCollection) -> serde_json::Value {
-    let shards: Vec<_> = hosted
-        .shards
+/// A per-shard search from another node's router.
+async fn internal_search(
+    State(state): State<QueryState>,
+    Path(collection): Path<String>,
+    Json(call): Json<ShardSearch>,
+) -> Result<Response, ApiError> {
+    let shard = held(&state, &collection, call.incarnation, call.range).await?;
+    let query = call.vector.clone();
+    let hits = shard_search(
+        state.searcher.pool(),
+        state.searcher.events(),
+        &shard,
+        &call,
+        query,
+    )
+    .await?;
+    Ok(Json(ShardAnswer { hits }).into_response())
+}
+
+/// A per-shard read of one vector from another node's router.
+async fn internal_get(
+    State(state): State<QueryState>,
+    Path(collection): Path<String>,
+    Json(call): Json<ShardGet>,
+) -> Result<Response, ApiError> {
+    let shard = held(&state, &collection, call.incarnation, call.range).await?;
+    let stored = shard_get(&shard, &call.id)
+        .await?
+        .ok_or_else(|| QueryError::NotFound(call.id.clone()))?;
+    Ok(Json(WireVector {
+        id: stored.id,
+        vector: stored.vector,
+        payload: stored.payload,
+    })
+    .into_response())
+}
+
+/// The shard this node holds for a per-shard call, or 404 "not held".
+async fn held(
+    state: &QueryState,
+    collection: &str,
+    incarnation: u64,
+    range: hektor_topics::record::RingRange,
+) -> Result<Arc<hektor_indexers::host::HostedShard>, ApiError> {
+    let host = state.searcher.host();
+    let found = host
+        .resolve_shard(collection, range, std::time::Duration::from_secs(5))
+        .await
+        .filter(|_| host.catalog().incarnation(collection) == Some(incarnation));
+    found.ok_or_else(|| {
+        ApiError(
+            404,
+            format!(
+                "shard [{:#x}, {:?}) of `{collection}` is not held by this node",
+                range.start, range.end
+            ),
+        )
+    })
+}
+
+fn describe(hosted: Option<&HostedCollection>, map: Option<&ShardMap>) -> serde_json::Value {
+    let local = |range| hosted.and_then(|h| h.shard(range));
+    let shards: Vec<_> = map
+        .map(|m| m.shards().to_vec())
+        .unwrap_or_default()
         .iter()
         .map(|s| {
-            let stats = s.shard.stats();
-            json!({
-                "shard": s.partition,
-                "range": ring::partition_range(s.partition, hosted.spec.partitions),
-                "vectors": stats.len,
-                "pending": stats.pending,
-                "next_offset": s.next_offset(),
-                "lag": s.lag(),
-                "dead_lettered": s.dead_lettered(),
-            })
+            let mut entry = json!({
+                "range": s.range,
+                "replicas": s.replicas,
+                "tier": s.tier,
+            });
+            if let Some(h) = local(s.range) {
+                let stats = h.shard.stats();
+                entry["shard"] = json!(h.partition);
+                entry["vectors"] = json!(stats.len);
+                entry["pending"] = json!(stats.pending);
+                entry["next_offset"] = json!(h.next_offset());
+                entry["lag"] = json!(h.lag());
+                entry["dead_lettered"] = json!(h.dead_lettered());
+            }
+            entry
         })
         .collect();
-    let vectors: u64 = hosted.shards.iter().map(|s| s.shard.len()).sum();
-    json!({ "settings": hosted.spec, "vectors": vectors, "shards": shards })
+    let vectors: u64 = map
+        .map(|m| {
+            m.shards()
+                .iter()
+                .filter_map(|s| local(s.range).map(|h| h.shard.len()))
+                .sum()
+        })
+        .unwrap_or(0);
+    let complete = map.is_some_and(|m| m.shards().iter().all(|s| local(s.range).is_some()));
+    json!({
+        "settings": hosted.map(|h| &h.spec),
+        "epoch": map.map(|m| m.epoch()),
+        "vectors": vectors,
+        // Whether `vectors` counts every shard (this node holds them all).
+        "complete": complete,
+        "shards": shards,
+        "targets": map.map(|m| m.targets().to_vec()).unwrap_or_default(),
+    })
 }
 
 async fn list_collections(State(state): State<QueryState>) -> Response {
@@ -184,61 +269,67 @@ async fn show_collection(
     State(state): State<QueryState>,
     Path(collection): Path<String>,
 ) -> Result<Response, ApiError> {
-    let hosted = state
-        .searcher
-        .host()
-        .resolve(&collection)
-        .await
-        .ok_or(QueryError::UnknownCollection(collection))?;
-    Ok(Json(describe(&hosted)).into_response())
+    let map = state.searcher.map(&collection).await?;
+    let hosted = state.searcher.host().resolve(&collection).await;
+    let mut described = describe(hosted.as_deref(), Some(&map));
+    if described["settings"].is_null() {
+        described["settings"] = json!(state.searcher.host().catalog().get(&collection));
+    }
+    Ok(Json(described).into_response())
 }
 
-/// The shard map with hotness: host facts per shard, planner facts merged in by shard.
+/// The shard maps with hotness: per collection the map's shards (range, replicas, tier,
+/// local facts when this node holds them, the planner's hotness by partition), the
+/// targets being built, the nodes, and the recent decisions and map changes.
 async fn cluster(State(state): State<QueryState>) -> Response {
     let planner = state.cluster.as_ref().map(|view| view());
-    let mut hosted = state.searcher.host().collections();
-    hosted.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
-    let collections: Vec<_> = hosted
+    let routing = state.searcher.routing();
+    let mut specs = state.searcher.host().catalog().list();
+    specs.sort_by(|a, b| a.name.cmp(&b.name));
+    let collections: Vec<_> = specs
         .iter()
-        .map(|h| {
-            let name = h.spec.name.as_str();
+        .map(|spec| {
+            let name = spec.name.as_str();
+            let map = routing.maps.get(name);
+            let hosted = state.searcher.host().collection(name);
             let planned = planner
                 .as_ref()
                 .and_then(|p| p.get("collections"))
                 .and_then(|c| c.get(name));
-            let shards: Vec<_> = h
-                .shards
+            let shards: Vec<_> = map
+                .map(|m| m.shards().to_vec())
+                .unwrap_or_default()
                 .iter()
                 .map(|s| {
+                    let partition = ring::partition_of(s.range.start, spec.partitions);
                     let seen = planned
                         .and_then(|c| c.get("shards"))
-                        .and_then(|sh| sh.get(s.partition.to_string()));
+                        .and_then(|sh| sh.get(partition.to_string()));
                     let field = |k: &str| seen.and_then(|m| m.get(k)).cloned();
+                    let local = hosted.as_ref().and_then(|h| h.shard(s.range).cloned());
                     json!({
-                        "shard": s.partition,
-                        "range": ring::partition_range(s.partition, h.spec.partitions),
-                        "vectors": s.shard.len(),
-                        "lag": s.lag(),
+                        "shard": partition,
+                        "range": s.range,
+                        "replicas": s.replicas,
+                        "tier": s.tier,
+                        "vectors": local.as_ref().map(|h| h.shard.len()),
+                        "lag": local.as_ref().map(|h| h.lag()),
                         "hotness": field("hotness").unwrap_or(json!(0.0)),
                         "qps_1m": field("qps_1m").unwrap_or(json!(0.0)),
                         "p99_ms": field("p99_ms").unwrap_or(json!(0.0)),
                         "writes_1m": field("writes_1m").unwrap_or(json!(0)),
                         "hot": field("hot").unwrap_or(json!(false)),
                         "cold": field("cold").unwrap_or(json!(false)),
-                        // Shards the planner has no events for yet are still on this node.
-                        "node": field("node").filter(|n| !n.is_null()).unwrap_or_else(|| {
-                            planner
-                                .as_ref()
-                                .map(|p| p["planner"]["node"].clone())
-                                .unwrap_or(serde_json::Value::Null)
-                        }),
+                        "node": s.replicas.first(),
                     })
                 })
                 .collect();
             json!({
                 "name": name,
-                "partitions": h.spec.partitions,
-                "epoch": planned.and_then(|c| c.get("epoch")).cloned().unwrap_or(json!(0)),
+                "partitions": spec.partitions,
+                "replication": spec.replication,
+                "epoch": map.map(|m| m.epoch()),
+                "targets": map.map(|m| m.targets().to_vec()).unwrap_or_default(),
                 "snapshot_time_s": planned.and_then(|c| c.get("time_s")).cloned(),
                 "shards": shards,
             })
@@ -251,11 +342,24 @@ async fn cluster(State(state): State<QueryState>) -> Response {
             .cloned()
             .unwrap_or(json!([]))
     };
+    let members: serde_json::Map<String, serde_json::Value> = routing
+        .nodes
+        .iter()
+        .map(|(id, n)| {
+            (
+                id.clone(),
+                json!({"address": n.address, "alive": n.alive, "leaving": n.leaving}),
+            )
+        })
+        .collect();
     Json(json!({
+        "node": routing.me,
         "planner": planner.as_ref().and_then(|p| p.get("planner")).cloned(),
         "collections": collections,
+        "members": members,
         "nodes": part("nodes"),
         "decisions": part("decisions"),
+        "map_changes": part("map_changes"),
     }))
     .into_response()
 }
@@ -267,8 +371,13 @@ async fn health() -> Response {
 async fn metrics(State(state): State<QueryState>) -> Response {
     let m = &state.metrics;
     for hosted in state.searcher.host().collections() {
-        for s in &hosted.shards {
-            let labels = [hosted.spec.name.as_str(), &s.partition.to_string()];
+        for s in hosted.serving() {
+            let label = if ring::partition_range(s.partition, hosted.spec.partitions) == s.range {
+                s.partition.to_string()
+            } else {
+                format!("{}@{:016x}", s.partition, s.range.start)
+            };
+            let labels = [hosted.spec.name.as_str(), label.as_str()];
             m.shard_vectors
                 .with_label_values(&labels)
                 .set(s.shard.len() as i64);

@@ -1,20 +1,33 @@
-//! Search: fan out to the shards that can hold the answer, search them in parallel on a
-//! bounded pool, merge the top k.
+//! Search: the router. It takes the collection's shard map at its current epoch, picks
+//! for every shard that can hold the answer a replica (this node when it holds one, else
+//! the alive replica with the fewest requests in flight, skipping nodes that just failed),
+//! asks it — in this process on a bounded pool, or over HTTP on another node — retries
+//! the next replica on failure, and merges the top k. Every answer names the epoch of the
+//! map it was served from; the shards of one map tile the ring, so each vector is searched
+//! exactly once.
 //!
-//! Only the shards whose partition overlaps the tenant's ring range are searched when a
-//! tenant is given, and the range is passed to each shard as a filter applied inside the
-//! engine. Before searching, a request carrying a write token waits (bounded) until every
-//! involved shard has applied the token's offset in its partition.
+//! Only the shards overlapping the tenant's ring range are searched when a tenant is
+//! given, and the range is passed to each shard as a filter applied inside the engine. A
+//! request carrying a write token makes every involved shard wait (bounded) until it has
+//! applied the token's offset in its partition, wherever it runs.
+//!
+//! [`shard_search`] and [`shard_get`] are the per-shard calls other nodes' routers make
+//! (`POST /internal/...`, see [`crate::http`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hektor_cluster::ShardMap;
+use hektor_control::Routing;
 use hektor_indexers::host::{HostedShard, ShardHost};
 use hektor_topics::events::EventSink;
 use hektor_topics::record::{EventKind, RingRange};
 use hektor_topics::ring;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::QueryError;
 
@@ -70,14 +83,76 @@ pub struct SearchResponse {
     pub hits: Vec<SearchHit>,
     /// Shards searched.
     pub shards: usize,
+    /// The shard-map epoch that served it.
+    pub epoch: u64,
     pub took_us: u64,
 }
 
-/// The searcher of one node: its shards, a bounded pool, and the event sink.
+/// The body of a per-shard search (`POST /internal/collections/{c}/shard-search`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardSearch {
+    pub incarnation: u64,
+    pub range: RingRange,
+    /// The vectors-topic partition the range lies in (the write token's key).
+    #[serde(default)]
+    pub partition: u32,
+    pub vector: Vec<f32>,
+    pub k: usize,
+    /// A tenant's ring range, applied inside the engine.
+    #[serde(default)]
+    pub filter: Option<RingRange>,
+    /// Wait until the shard has applied this offset of its partition.
+    #[serde(default)]
+    pub after: Option<u64>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// One hit as it crosses between nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireHit {
+    pub id: String,
+    pub score: f32,
+    #[serde(default)]
+    pub payload: Option<serde_json::Value>,
+}
+
+/// The answer of a per-shard search.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardAnswer {
+    pub hits: Vec<WireHit>,
+}
+
+/// The body of a per-shard read of one vector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardGet {
+    pub incarnation: u64,
+    pub range: RingRange,
+    pub id: String,
+}
+
+/// How long a router waits for a collection's first shard map, and a node for a shard
+/// it was just assigned to open.
+const MAP_WAIT: Duration = Duration::from_secs(10);
+/// How long a node that failed a call is skipped.
+const DOWN_FOR: Duration = Duration::from_secs(2);
+
+/// Requests in flight to a node and when it last failed.
+#[derive(Default)]
+struct NodeHealth {
+    inflight: AtomicUsize,
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// The searcher of one node: the router over the cluster's shards, this node's shards
+/// and bounded pool, and the event sink.
 pub struct Searcher {
     host: Arc<ShardHost>,
-    pool: rayon::ThreadPool,
+    pool: Arc<rayon::ThreadPool>,
     events: EventSink,
+    routing: watch::Receiver<Arc<Routing>>,
+    client: reqwest::Client,
+    health: Mutex<HashMap<String, Arc<NodeHealth>>>,
 }
 
 impl Searcher {
@@ -86,17 +161,100 @@ impl Searcher {
         host: Arc<ShardHost>,
         events: EventSink,
         threads: usize,
+        routing: watch::Receiver<Arc<Routing>>,
     ) -> Result<Searcher, QueryError> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("hektor-search-{i}"))
             .build()
             .map_err(|e| QueryError::Internal(e.to_string()))?;
-        Ok(Searcher { host, pool, events })
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
+        Ok(Searcher {
+            host,
+            pool: Arc::new(pool),
+            events,
+            routing,
+            client,
+            health: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn host(&self) -> &Arc<ShardHost> {
         &self.host
+    }
+
+    /// The cluster as this node sees it.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.borrow().clone()
+    }
+
+    /// The collection's current shard map (for its current incarnation), waiting
+    /// (bounded) for the first one of a new collection.
+    pub async fn map(&self, collection: &str) -> Result<Arc<ShardMap>, QueryError> {
+        let incarnation = self
+            .host
+            .catalog()
+            .incarnation(collection)
+            .ok_or_else(|| QueryError::UnknownCollection(collection.into()))?;
+        let pick = |r: &Arc<Routing>| {
+            r.maps
+                .get(collection)
+                .filter(|m| m.incarnation() == incarnation)
+                .cloned()
+        };
+        if let Some(map) = pick(&self.routing.borrow()) {
+            return Ok(map);
+        }
+        let mut rx = self.routing.clone();
+        let waited = tokio::time::timeout(MAP_WAIT, async {
+            loop {
+                if let Some(map) = pick(&rx.borrow_and_update()) {
+                    return Some(map);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        waited.ok().flatten().ok_or_else(|| {
+            QueryError::Unavailable(format!(
+                "collection `{collection}` has no shard map yet: no data node is alive, or the \
+                 controller has not placed it; retry shortly"
+            ))
+        })
+    }
+
+    fn health_of(&self, node: &str) -> Arc<NodeHealth> {
+        Arc::clone(self.health.lock().entry(node.to_owned()).or_default())
+    }
+
+    /// The replicas of a shard in the order to try them: this node first, then alive
+    /// nodes not marked down by their requests in flight, then the rest.
+    fn replica_order(&self, routing: &Routing, replicas: &[String]) -> Vec<String> {
+        let now = Instant::now();
+        let mut scored: Vec<(u8, usize, String)> = replicas
+            .iter()
+            .map(|n| {
+                let h = self.health_of(n);
+                let down = h.down_until.lock().is_some_and(|t| t > now);
+                let alive = n == &routing.me || routing.nodes.get(n).is_some_and(|i| i.alive);
+                let class = if n == &routing.me {
+                    0
+                } else if alive && !down {
+                    1
+                } else {
+                    2
+                };
+                (class, h.inflight.load(Ordering::Relaxed), n.clone())
+            })
+            .collect();
+        scored.sort();
+        scored.into_iter().map(|(_, _, n)| n).collect()
     }
 
     /// Validate, wait for consistency, fan out, merge.
@@ -106,12 +264,11 @@ impl Searcher {
         request: SearchRequest,
     ) -> Result<SearchResponse, QueryError> {
         let started = Instant::now();
-        let hosted = self
+        let spec = self
             .host
-            .resolve(collection)
-            .await
+            .catalog()
+            .get(collection)
             .ok_or_else(|| QueryError::UnknownCollection(collection.into()))?;
-        let spec = &hosted.spec;
         if request.vector.len() != spec.dimension as usize {
             return Err(QueryError::Invalid(format!(
                 "query vector has {} dimensions, collection `{}` has {}",
@@ -131,37 +288,71 @@ impl Searcher {
                 request.k
             )));
         }
-        let range: Option<RingRange> = request.tenant.as_deref().map(ring::tenant_range);
-        let shards: Vec<Arc<HostedShard>> = match range {
-            Some(range) => ring::partitions_overlapping(range, spec.partitions)
-                .filter_map(|p| hosted.shards.get(p as usize).cloned())
-                .collect(),
-            None => hosted.shards.clone(),
+        let map = self.map(collection).await?;
+        let routing = self.routing();
+        let filter: Option<RingRange> = request.tenant.as_deref().map(ring::tenant_range);
+        let shards = match filter {
+            Some(range) => map.overlapping(range),
+            None => map.shards(),
         };
-        if let Some(consistency) = &request.consistency {
-            wait_for_token(&shards, consistency).await?;
-        }
-        let k = request.k;
-        let query = request.vector;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let work = shards.clone();
-        self.pool.spawn(move || {
-            use rayon::prelude::*;
-            let results: Vec<Result<Vec<hektor_indexers::Hit>, String>> = work
-                .par_iter()
-                .map(|s| s.shard.search(&query, k, range).map_err(|e| e.to_string()))
-                .collect();
-            let _ = tx.send(results);
+        let timeout = request
+            .consistency
+            .as_ref()
+            .and_then(|c| c.timeout_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_CONSISTENCY_TIMEOUT);
+        let token = request.consistency.as_ref().and_then(|c| c.after.as_ref());
+        let query = Arc::new(request.vector);
+        let map_ref = &map;
+        let calls = shards.iter().map(|s| {
+            let map = map_ref;
+            let partition = ring::partition_of(s.range.start, spec.partitions);
+            let call = ShardSearch {
+                incarnation: map.incarnation(),
+                range: s.range,
+                partition,
+                vector: Vec::new(), // filled per remote call; local calls share `query`
+                k: request.k,
+                filter,
+                after: token.and_then(|t| t.get(&partition).copied()),
+                timeout_ms: Some(timeout.as_millis() as u64),
+            };
+            let order = self.replica_order(&routing, &s.replicas);
+            let query = Arc::clone(&query);
+            let routing = &routing;
+            let epoch = map.epoch();
+            async move {
+                let mut last_err = None;
+                for node in order {
+                    let result = if node == routing.me {
+                        self.local_search(collection, &call, query.as_slice()).await
+                    } else {
+                        self.remote_search(routing, &node, collection, &call, &query)
+                            .await
+                    };
+                    match result {
+                        Ok(hits) => return Ok(hits),
+                        // A consistency timeout is the answer, not a replica's failure.
+                        Err(e @ QueryError::ConsistencyTimeout { .. }) => return Err(e),
+                        Err(e) => last_err = Some(format!("{node}: {e}")),
+                    }
+                }
+                Err(QueryError::Unavailable(format!(
+                    "no replica of shard [{:#x}, {}) answered at epoch {}: {}",
+                    call.range.start,
+                    call.range.end.map_or("2^64".into(), |e| format!("{e:#x}")),
+                    epoch,
+                    last_err.unwrap_or_else(|| "it has no replicas".into())
+                )))
+            }
         });
-        let results = rx
-            .await
-            .map_err(|_| QueryError::Internal("the search pool dropped a query".into()))?;
-        let mut all = Vec::with_capacity(k * shards.len());
+        let results = futures::future::join_all(calls).await;
+        let mut all: Vec<WireHit> = Vec::with_capacity(request.k * shards.len());
         for result in results {
-            all.extend(result.map_err(QueryError::Internal)?);
+            all.extend(result?);
         }
         all.sort_by(|a, b| b.score.total_cmp(&a.score));
-        all.truncate(k);
+        all.truncate(request.k);
         let hits = all
             .into_iter()
             .map(|h| SearchHit {
@@ -175,50 +366,262 @@ impl Searcher {
             })
             .collect();
         let took = started.elapsed();
-        let latency_us = took.as_micros().min(u32::MAX as u128) as u32;
-        let position = range.map(|r| r.start).unwrap_or(0);
-        for shard in &shards {
-            self.events.record(
-                collection,
-                shard.partition,
-                position,
-                EventKind::Query,
-                latency_us,
-            );
-        }
         Ok(SearchResponse {
             hits,
             shards: shards.len(),
+            epoch: map.epoch(),
             took_us: took.as_micros() as u64,
         })
     }
-}
 
-/// Wait until every involved shard has applied the token's offset in its partition.
-async fn wait_for_token(
-    shards: &[Arc<HostedShard>],
-    consistency: &Consistency,
-) -> Result<(), QueryError> {
-    let Some(token) = &consistency.after else {
-        return Ok(());
-    };
-    let timeout = consistency
-        .timeout_ms
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_CONSISTENCY_TIMEOUT);
-    let deadline = Instant::now() + timeout;
-    for shard in shards {
-        if let Some(&needed) = token.get(&shard.partition) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if !shard.wait_applied(needed, left).await {
-                return Err(QueryError::ConsistencyTimeout {
-                    partition: shard.partition,
-                    applied: shard.next_offset().saturating_sub(1),
-                    needed,
-                    waited_ms: timeout.as_millis() as u64,
-                });
+    /// Search a shard this node holds.
+    async fn local_search(
+        &self,
+        collection: &str,
+        call: &ShardSearch,
+        query: &[f32],
+    ) -> Result<Vec<WireHit>, QueryError> {
+        let shard = self
+            .host
+            .resolve_shard(collection, call.range, MAP_WAIT)
+            .await
+            .ok_or_else(|| {
+                QueryError::NotReady(format!("{collection} (shard not held by this node)"))
+            })?;
+        shard_search(&self.pool, &self.events, &shard, call, query.to_vec()).await
+    }
+
+    async fn remote_search(
+        &self,
+        routing: &Routing,
+        node: &str,
+        collection: &str,
+        call: &ShardSearch,
+        query: &Arc<Vec<f32>>,
+    ) -> Result<Vec<WireHit>, QueryError> {
+        let address = routing
+            .nodes
+            .get(node)
+            .map(|n| n.address.clone())
+            .ok_or_else(|| QueryError::Unavailable(format!("node {node} has no known address")))?;
+        let url = format!("http://{address}/internal/collections/{collection}/shard-search");
+        let body = ShardSearch {
+            vector: query.as_ref().clone(),
+            ..call.clone()
+        };
+        let health = self.health_of(node);
+        health.inflight.fetch_add(1, Ordering::Relaxed);
+        let wait = call.timeout_ms.map_or(DEFAULT_CONSISTENCY_TIMEOUT, Duration::from_millis);
+        let sent = self
+            .client
+            .post(url)
+            .timeout(wait + Duration::from_secs(5))
+            .json(&body)
+            .send()
+            .await;
+        health.inflight.fetch_sub(1, Ordering::Relaxed);
+        let response = match sent {
+            Ok(r) => r,
+            Err(err) => {
+                *health.down_until.lock() = Some(Instant::now() + DOWN_FOR);
+                return Err(QueryError::Unavailable(format!("unreachable: {err}")));
+            }
+        };
+        let status = response.status().as_u16();
+        if status == 200 {
+            let answer: ShardAnswer = response
+                .json()
+                .await
+                .map_err(|e| QueryError::Unavailable(format!("unreadable answer: {e}")))?;
+            return Ok(answer.hits);
+        }
+        let text = response.text().await.unwrap_or_default();
+        if status == 504 {
+            return Err(QueryError::ConsistencyTimeout {
+                partition: call.partition,
+                applied: 0,
+                needed: call.after.unwrap_or(0),
+                waited_ms: wait.as_millis() as u64,
+            });
+        }
+        Err(QueryError::Unavailable(format!("HTTP {status}: {text}")))
+    }
+
+    /// Read one vector by id from the shard holding it.
+    pub async fn get(
+        &self,
+        collection: &str,
+        id: &str,
+        tenant: Option<&str>,
+    ) -> Result<(WireVector, RingRange, u64), QueryError> {
+        let map = self.map(collection).await?;
+        let routing = self.routing();
+        let position = ring::position(tenant, id);
+        let shard = map.shard_for(position);
+        let call = ShardGet {
+            incarnation: map.incarnation(),
+            range: shard.range,
+            id: id.to_owned(),
+        };
+        let mut last_err = String::from("it has no replicas");
+        for node in self.replica_order(&routing, &shard.replicas) {
+            let result = if node == routing.me {
+                match self
+                    .host
+                    .resolve_shard(collection, shard.range, MAP_WAIT)
+                    .await
+                {
+                    Some(hosted) => shard_get(&hosted, id).await.map(|v| {
+                        v.map(|v| WireVector {
+                            id: v.id,
+                            vector: v.vector,
+                            payload: v.payload,
+                        })
+                    }),
+                    None => Err(QueryError::NotReady(collection.into())),
+                }
+            } else {
+                self.remote_get(&routing, &node, collection, &call).await
+            };
+            match result {
+                Ok(Some(v)) => return Ok((v, shard.range, map.epoch())),
+                Ok(None) => return Err(QueryError::NotFound(id.into())),
+                Err(e) => last_err = format!("{node}: {e}"),
             }
         }
+        Err(QueryError::Unavailable(format!(
+            "no replica of the shard holding `{id}` answered: {last_err}"
+        )))
     }
-    Ok(())
+
+    async fn remote_get(
+        &self,
+        routing: &Routing,
+        node: &str,
+        collection: &str,
+        call: &ShardGet,
+    ) -> Result<Option<WireVector>, QueryError> {
+        let address = routing
+            .nodes
+            .get(node)
+            .map(|n| n.address.clone())
+            .ok_or_else(|| QueryError::Unavailable(format!("node {node} has no known address")))?;
+        let url = format!("http://{address}/internal/collections/{collection}/shard-get");
+        let response = self
+            .client
+            .post(url)
+            .timeout(Duration::from_secs(10))
+            .json(call)
+            .send()
+            .await
+            .map_err(|e| {
+                *self.health_of(node).down_until.lock() = Some(Instant::now() + DOWN_FOR);
+                QueryError::Unavailable(format!("unreachable: {e}"))
+            })?;
+        match response.status().as_u16() {
+            200 => {
+                let v: WireVector = response
+                    .json()
+                    .await
+                    .map_err(|e| QueryError::Unavailable(format!("unreadable answer: {e}")))?;
+                Ok(Some(v))
+            }
+            404 => {
+                let text = response.text().await.unwrap_or_default();
+                if text.contains("not held") {
+                    Err(QueryError::Unavailable(text))
+                } else {
+                    Ok(None)
+                }
+            }
+            s => Err(QueryError::Unavailable(format!(
+                "HTTP {s}: {}",
+                response.text().await.unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+/// A stored vector as it crosses between nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireVector {
+    pub id: String,
+    pub vector: Vec<f32>,
+    #[serde(default)]
+    pub payload: Option<serde_json::Value>,
+}
+
+/// Search one shard held here: wait for the token, search on the pool, record the event.
+pub async fn shard_search(
+    pool: &Arc<rayon::ThreadPool>,
+    events: &EventSink,
+    hosted: &Arc<HostedShard>,
+    call: &ShardSearch,
+    query: Vec<f32>,
+) -> Result<Vec<WireHit>, QueryError> {
+    let started = Instant::now();
+    if let Some(needed) = call.after {
+        let timeout = call
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_CONSISTENCY_TIMEOUT);
+        if !hosted.wait_applied(needed, timeout).await {
+            return Err(QueryError::ConsistencyTimeout {
+                partition: hosted.partition,
+                applied: hosted.next_offset().saturating_sub(1),
+                needed,
+                waited_ms: timeout.as_millis() as u64,
+            });
+        }
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let shard = Arc::clone(&hosted.shard);
+    let (k, filter) = (call.k, call.filter);
+    pool.spawn(move || {
+        let _ = tx.send(shard.search(&query, k, filter));
+    });
+    let hits = rx
+        .await
+        .map_err(|_| QueryError::Internal("the search pool dropped a query".into()))?
+        .map_err(|e| QueryError::Internal(e.to_string()))?;
+    let latency_us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+    events.record(
+        &hosted.collection,
+        hosted.partition,
+        filter.map_or(hosted.range.start, |r| r.start.max(hosted.range.start)),
+        EventKind::Query,
+        latency_us,
+    );
+    Ok(hits
+        .into_iter()
+        .map(|h| WireHit {
+            id: h.id,
+            score: h.score,
+            payload: h.payload,
+        })
+        .collect())
+}
+
+/// Read one vector from a shard held here.
+pub async fn shard_get(
+    hosted: &Arc<HostedShard>,
+    id: &str,
+) -> Result<Option<hektor_indexers::StoredVector>, QueryError> {
+    let shard = Arc::clone(&hosted.shard);
+    let id = id.to_owned();
+    tokio::task::spawn_blocking(move || shard.get(&id))
+        .await
+        .map_err(|e| QueryError::Internal(e.to_string()))?
+        .map_err(|e| QueryError::Internal(e.to_string()))
+}
+
+impl Searcher {
+    /// The pool and event sink, for the internal per-shard routes.
+    pub fn pool(&self) -> &Arc<rayon::ThreadPool> {
+        &self.pool
+    }
+
+    pub fn events(&self) -> &EventSink {
+        &self.events
+    }
 }

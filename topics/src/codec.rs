@@ -740,6 +740,7 @@ impl private::Body for NodeHeartbeat {
             capacity: w.capacity,
             memory_bytes: w.memory_bytes,
             time_ms: w.time_ms,
+            leaving: false,
         })
     }
 }
@@ -876,6 +877,7 @@ mod tests {
                 capacity: 1.5,
                 memory_bytes: 1 << 34,
                 time_ms: 2,
+                leaving: false,
             }],
             vec![
                 CatalogEntry::Create(CollectionSpec {

@@ -185,6 +185,11 @@ pub struct NodeHeartbeat {
     pub capacity: f64,
     pub memory_bytes: u64,
     pub time_ms: u64,
+    /// The node is draining: it keeps serving what it holds but takes nothing new, and
+    /// stops once the shard maps no longer list it. (Carried in the JSON form only; the
+    /// binary form predates it and reads as `false`.)
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 /// How vectors of a collection are compared. Scores are always "higher is closer".

@@ -174,6 +174,7 @@ fn heartbeat() -> impl Strategy<Value = NodeHeartbeat> {
                 capacity,
                 memory_bytes,
                 time_ms,
+                leaving: false,
             },
         )
 }

@@ -1,0 +1,639 @@
+//! The controller's decisions, as a pure function: from the current shard map, the nodes
+//! that are alive, what they report ready and the splits asked for, the next shard map
+//! (or none when nothing needs to change).
+//!
+//! How a map moves (each step is one new epoch, written by the controller to the plan
+//! topic; see `hektor-control` for the I/O):
+//!
+//! 1. **Dead replicas** leave the serving list at once when another replica of the shard
+//!    is alive, so routers stop trying them. A shard's last replica stays listed: its
+//!    range has no other copy until a target is built.
+//! 2. **Targets**: a serving shard whose wanted replicas differ from its current ones (a
+//!    node joined, left, died, changed weight) gets a [`Target`] with the wanted replicas;
+//!    a split asked for (by size, by the kinetic planner, by an operator) gets two targets
+//!    covering its halves. The new holders replay the log into them while the serving
+//!    replicas keep answering. At most `max_moves` targets are in flight.
+//! 3. **Switch**: when every new holder of every target inside a serving shard has
+//!    reported it ready (caught up to the high watermark it saw), the targets replace the
+//!    shard. Old copies are dropped by their hosts after a grace period.
+//!
+//! Wanted replicas are chosen "sticky and balanced": a shard keeps its live replicas
+//! unless their node holds more than its weighted share, and missing replicas go to the
+//! node with the lowest load per unit of weight, preferring failure domains the shard does
+//! not use yet. So a join moves only the joiner's share and a leave only the leaver's.
+//!
+//! This module owns those rules; it does no I/O and keeps no clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hektor_topics::record::{RingRange, Tier};
+
+use crate::error::{fmt_range, Result};
+use crate::node::NodeSpec;
+use crate::shard_map::{Shard, ShardMap, Target};
+
+/// A node's report that it holds a shard's range, caught up with the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    pub node: String,
+    pub range: RingRange,
+    /// The map epoch the node was following when it became ready.
+    pub epoch: u64,
+}
+
+/// Settings of the controller.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Copies of each shard (capped by the number of live data nodes).
+    pub replication: usize,
+    /// Shard builds in flight at once (targets).
+    pub max_moves: usize,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            replication: 1,
+            max_moves: 4,
+        }
+    }
+}
+
+/// What the controller knows at one tick.
+#[derive(Debug, Clone, Default)]
+pub struct ControlInput<'a> {
+    /// The map now (`None` before the collection has one).
+    pub current: Option<&'a ShardMap>,
+    /// The collection's partition ranges for a first map (epoch 0 has one shard each).
+    pub partitions: u32,
+    pub incarnation: u64,
+    /// Data nodes that are alive and not leaving: where shards may be placed.
+    pub placeable: &'a [NodeSpec],
+    /// Every node that is alive (leaving ones included): replicas on them still serve.
+    pub alive: &'a [String],
+    pub ready: &'a [Ready],
+    /// Splits asked for: `(shard range, at)`.
+    pub splits: &'a [(RingRange, u64)],
+    /// Tier changes asked for: `(shard range, tier)`; the holders switch engines in place.
+    pub tiers: &'a [(RingRange, Tier)],
+}
+
+/// The next map and why, or `None` when the current map stands.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub map: ShardMap,
+    pub reasons: Vec<String>,
+}
+
+/// Decide the next map. See the module doc for the rules.
+pub fn next_map(
+    collection: &str,
+    input: &ControlInput<'_>,
+    config: &ControlConfig,
+) -> Result<Option<Decision>> {
+    let Some(current) = input.current else {
+        if input.placeable.is_empty() {
+            return Ok(None);
+        }
+        let ranges: Vec<RingRange> = (0..input.partitions.max(1))
+            .map(|i| hektor_topics::ring::partition_range(i, input.partitions.max(1)))
+            .collect();
+        let held: Vec<Vec<String>> = vec![Vec::new(); ranges.len()];
+        let wanted = assign(&ranges, &held, input.placeable, config.replication);
+        let shards = ranges
+            .iter()
+            .zip(wanted)
+            .map(|(range, replicas)| Shard {
+                range: *range,
+                replicas,
+                tier: Tier::Hot,
+            })
+            .collect();
+        let map = ShardMap::new(collection, 0, shards)?.with_incarnation(input.incarnation);
+        return Ok(Some(Decision {
+            map,
+            reasons: vec![format!(
+                "first map: {} shards on {} nodes",
+                input.partitions,
+                input.placeable.len()
+            )],
+        }));
+    };
+    let alive: BTreeSet<&str> = input.alive.iter().map(String::as_str).collect();
+    let epoch = current.epoch() + 1;
+    let mut reasons = Vec::new();
+    let mut shards: Vec<Shard> = current.shards().to_vec();
+    let mut targets: Vec<Target> = current.targets().to_vec();
+
+    // 0. Tier changes apply in place.
+    for (range, tier) in input.tiers {
+        if let Some(s) = shards.iter_mut().find(|s| s.range == *range && s.tier != *tier) {
+            reasons.push(format!(
+                "shard {}: tier {:?} -> {:?}",
+                fmt_range(range),
+                s.tier,
+                tier
+            ));
+            s.tier = *tier;
+        }
+    }
+
+    // 1. Dead replicas out, while another replica of the shard lives.
+    for s in &mut shards {
+        let live: Vec<String> = s
+            .replicas
+            .iter()
+            .filter(|r| alive.contains(r.as_str()))
+            .cloned()
+            .collect();
+        if !live.is_empty() && live.len() < s.replicas.len() {
+            reasons.push(format!(
+                "shard {}: dropped dead replicas {:?}",
+                fmt_range(&s.range),
+                s.replicas
+                    .iter()
+                    .filter(|r| !live.contains(r))
+                    .collect::<Vec<_>>()
+            ));
+            s.replicas = live;
+        }
+    }
+    // Targets with a dead or no longer placeable new holder are abandoned (and re-planned).
+    let placeable: BTreeSet<&str> = input.placeable.iter().map(|n| n.id.as_str()).collect();
+    targets.retain(|t| {
+        let ok = t.replicas.iter().all(|r| placeable.contains(r.as_str()));
+        if !ok {
+            reasons.push(format!(
+                "target {}: abandoned, a new holder of {:?} is gone",
+                fmt_range(&t.range),
+                t.replicas
+            ));
+        }
+        ok
+    });
+
+    // 3. Switch the serving shards whose targets are all ready.
+    let is_ready = |t: &Target, node: &str, serving: &[Shard]| {
+        serving
+            .iter()
+            .any(|s| s.range == t.range && s.replicas.iter().any(|r| r == node))
+            || input
+                .ready
+                .iter()
+                .any(|r| r.node == node && r.range == t.range && r.epoch >= t.since)
+    };
+    let mut i = 0;
+    while i < shards.len() {
+        let range = shards[i].range;
+        let inside: Vec<&Target> = targets
+            .iter()
+            .filter(|t| within(&t.range, &range))
+            .collect();
+        if !inside.is_empty()
+            && tiles(&range, &inside)
+            && inside
+                .iter()
+                .all(|t| t.replicas.iter().all(|n| is_ready(t, n, &shards)))
+        {
+            let replacement: Vec<Shard> = inside.iter().map(|t| t.to_shard()).collect();
+            reasons.push(format!(
+                "shard {} switched to {}",
+                fmt_range(&range),
+                replacement
+                    .iter()
+                    .map(|s| format!("{} on {:?}", fmt_range(&s.range), s.replicas))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            targets.retain(|t| !within(&t.range, &range));
+            let n = replacement.len();
+            shards.splice(i..=i, replacement);
+            i += n;
+        } else {
+            i += 1;
+        }
+    }
+
+    let has_target = |targets: &[Target], range: &RingRange| {
+        targets.iter().any(|t| within(&t.range, range))
+    };
+    // 2a. Splits asked for.
+    for (range, at) in input.splits {
+        if targets.len() >= config.max_moves {
+            break;
+        }
+        let Some(s) = shards.iter().find(|s| s.range == *range) else {
+            continue;
+        };
+        if !(range.contains(*at) && *at > range.start) || has_target(&targets, range) {
+            continue;
+        }
+        let halves = [
+            RingRange {
+                start: range.start,
+                end: Some(*at),
+            },
+            RingRange {
+                start: *at,
+                end: range.end,
+            },
+        ];
+        let replicas = if s.replicas.iter().all(|r| placeable.contains(r.as_str())) {
+            s.replicas.clone()
+        } else {
+            let held = vec![s.replicas.clone()];
+            assign(&[*range], &held, input.placeable, config.replication)
+                .pop()
+                .unwrap_or_default()
+        };
+        if replicas.is_empty() {
+            continue;
+        }
+        for half in halves {
+            targets.push(Target {
+                range: half,
+                replicas: replicas.clone(),
+                tier: s.tier,
+                since: epoch,
+                reason: format!("split of {} at {at:#x}", fmt_range(range)),
+            });
+        }
+        reasons.push(format!("shard {}: split at {at:#x} begun", fmt_range(range)));
+    }
+
+    // 2b. Re-placement: sticky, balanced wanted replicas.
+    if !input.placeable.is_empty() {
+        let ranges: Vec<RingRange> = shards.iter().map(|s| s.range).collect();
+        let held: Vec<Vec<String>> = shards
+            .iter()
+            .map(|s| {
+                // A shard being rebuilt counts where it is going.
+                let going: Vec<&Target> = targets
+                    .iter()
+                    .filter(|t| within(&t.range, &s.range))
+                    .collect();
+                match going.first() {
+                    Some(t) => t.replicas.clone(),
+                    None => s
+                        .replicas
+                        .iter()
+                        .filter(|r| placeable.contains(r.as_str()))
+                        .cloned()
+                        .collect(),
+                }
+            })
+            .collect();
+        let wanted = assign(&ranges, &held, input.placeable, config.replication);
+        for (s, want) in shards.iter().zip(wanted) {
+            if targets.len() >= config.max_moves {
+                break;
+            }
+            if has_target(&targets, &s.range) || want.is_empty() {
+                continue;
+            }
+            let mut a = s.replicas.clone();
+            let mut b = want.clone();
+            a.sort();
+            b.sort();
+            if a != b {
+                reasons.push(format!(
+                    "shard {}: replicas {:?} -> {:?}",
+                    fmt_range(&s.range),
+                    s.replicas,
+                    want
+                ));
+                targets.push(Target {
+                    range: s.range,
+                    replicas: want,
+                    tier: s.tier,
+                    since: epoch,
+                    reason: "re-placement".into(),
+                });
+            }
+        }
+    }
+
+    if reasons.is_empty() {
+        return Ok(None);
+    }
+    let map = ShardMap::new(collection, epoch, shards)?
+        .with_incarnation(current.incarnation())
+        .with_targets(targets)?;
+    if map.shards() == current.shards() && map.targets() == current.targets() {
+        return Ok(None);
+    }
+    Ok(Some(Decision { map, reasons }))
+}
+
+/// Whether `inner` lies inside `outer`.
+fn within(inner: &RingRange, outer: &RingRange) -> bool {
+    inner.start >= outer.start
+        && match (inner.end, outer.end) {
+            (_, None) => true,
+            (Some(i), Some(o)) => i <= o,
+            (None, Some(_)) => false,
+        }
+}
+
+/// Whether the targets cover `range` exactly, without overlap.
+fn tiles(range: &RingRange, targets: &[&Target]) -> bool {
+    let mut sorted: Vec<&RingRange> = targets.iter().map(|t| &t.range).collect();
+    sorted.sort_by_key(|r| r.start);
+    let mut at = range.start;
+    for (i, r) in sorted.iter().enumerate() {
+        if r.start != at {
+            return false;
+        }
+        match r.end {
+            Some(end) => at = end,
+            None => return i == sorted.len() - 1 && range.end.is_none(),
+        }
+    }
+    Some(at) == range.end
+}
+
+/// Sticky, balanced replica sets for `ranges`, given who holds each now (`held`, only
+/// placeable nodes): see the module doc. Deterministic.
+pub fn assign(
+    ranges: &[RingRange],
+    held: &[Vec<String>],
+    nodes: &[NodeSpec],
+    replication: usize,
+) -> Vec<Vec<String>> {
+    if nodes.is_empty() {
+        return vec![Vec::new(); ranges.len()];
+    }
+    let r = replication.clamp(1, nodes.len());
+    let total_weight: f64 = nodes.iter().map(|n| n.weight).sum();
+    let slots = (ranges.len() * r) as f64;
+    // Each node's share of the replicas, rounded up: nobody sheds below its share.
+    let share: BTreeMap<&str, usize> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.id.as_str(),
+                (slots * n.weight / total_weight).ceil().max(1.0) as usize,
+            )
+        })
+        .collect();
+    let weight: BTreeMap<&str, f64> = nodes.iter().map(|n| (n.id.as_str(), n.weight)).collect();
+    let zone: BTreeMap<&str, &str> = nodes.iter().map(|n| (n.id.as_str(), n.domain())).collect();
+    let mut load: BTreeMap<&str, usize> = nodes.iter().map(|n| (n.id.as_str(), 0)).collect();
+    // Keep current holders up to r per shard, and up to each node's share.
+    let mut out: Vec<Vec<String>> = Vec::with_capacity(ranges.len());
+    for h in held {
+        let mut keep = Vec::new();
+        for node in h {
+            if keep.len() >= r {
+                break;
+            }
+            if let Some(l) = load.get_mut(node.as_str()) {
+                if *l < share[node.as_str()] && !keep.contains(node) {
+                    *l += 1;
+                    keep.push(node.clone());
+                }
+            }
+        }
+        out.push(keep);
+    }
+    // Fill the gaps with the least loaded nodes per unit of weight, new domains first.
+    for replicas in &mut out {
+        while replicas.len() < r {
+            let used: Vec<&str> = replicas.iter().map(|n| zone[n.as_str()]).collect();
+            let best = nodes
+                .iter()
+                .map(|n| n.id.as_str())
+                .filter(|id| !replicas.iter().any(|x| x == id))
+                .min_by(|a, b| {
+                    let fresh = |id: &str| used.contains(&zone[id]) as u8;
+                    let per = |id: &str| load[id] as f64 / weight[id];
+                    fresh(a)
+                        .cmp(&fresh(b))
+                        .then(per(a).total_cmp(&per(b)))
+                        .then(a.cmp(b))
+                });
+            let Some(best) = best else { break };
+            *load.get_mut(best).expect("node has a load") += 1;
+            replicas.push(best.to_owned());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(ids: &[&str]) -> Vec<NodeSpec> {
+        ids.iter().map(|i| NodeSpec::new(*i)).collect()
+    }
+
+    fn alive(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn first(n: &[NodeSpec], partitions: u32, r: usize) -> ShardMap {
+        let config = ControlConfig {
+            replication: r,
+            max_moves: 64,
+        };
+        let ids: Vec<String> = n.iter().map(|n| n.id.clone()).collect();
+        next_map(
+            "c",
+            &ControlInput {
+                partitions,
+                placeable: n,
+                alive: &ids,
+                ..Default::default()
+            },
+            &config,
+        )
+        .unwrap()
+        .unwrap()
+        .map
+    }
+
+    fn step(
+        map: &ShardMap,
+        n: &[NodeSpec],
+        alive: &[String],
+        ready: &[Ready],
+        r: usize,
+    ) -> Option<ShardMap> {
+        next_map(
+            "c",
+            &ControlInput {
+                current: Some(map),
+                partitions: 0,
+                incarnation: 0,
+                placeable: n,
+                alive,
+                ready,
+                splits: &[],
+                tiers: &[],
+            },
+            &ControlConfig {
+                replication: r,
+                max_moves: 64,
+            },
+        )
+        .unwrap()
+        .map(|d| d.map)
+    }
+
+    fn held_by(map: &ShardMap, node: &str) -> usize {
+        map.shards()
+            .iter()
+            .filter(|s| s.replicas.iter().any(|r| r == node))
+            .count()
+    }
+
+    /// Report every target ready for its new holders.
+    fn all_ready(map: &ShardMap) -> Vec<Ready> {
+        map.targets()
+            .iter()
+            .flat_map(|t| {
+                t.replicas.iter().map(|n| Ready {
+                    node: n.clone(),
+                    range: t.range,
+                    epoch: map.epoch(),
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_map_spreads_replicas_evenly_on_distinct_nodes() {
+        let n = nodes(&["a", "b", "c"]);
+        let map = first(&n, 12, 2);
+        assert_eq!(map.shards().len(), 12);
+        for s in map.shards() {
+            assert_eq!(s.replicas.len(), 2);
+            assert_ne!(s.replicas[0], s.replicas[1]);
+        }
+        for id in ["a", "b", "c"] {
+            assert_eq!(held_by(&map, id), 8, "{id}");
+        }
+    }
+
+    #[test]
+    fn a_join_moves_only_the_joiners_share_and_only_after_it_is_ready() {
+        let n3 = nodes(&["a", "b", "c"]);
+        let map = first(&n3, 12, 1);
+        let n4 = nodes(&["a", "b", "c", "d"]);
+        let al = alive(&["a", "b", "c", "d"]);
+        let building = step(&map, &n4, &al, &[], 1).unwrap();
+        assert_eq!(building.shards(), map.shards(), "serving must not change yet");
+        assert_eq!(building.targets().len(), 3, "d's share of 12 shards");
+        assert!(building.targets().iter().all(|t| t.replicas == ["d"]));
+        // Nothing new while not ready.
+        assert!(step(&building, &n4, &al, &[], 1).is_none());
+        // Ready at an older epoch does not count.
+        let stale: Vec<Ready> = all_ready(&building)
+            .into_iter()
+            .map(|r| Ready { epoch: 0, ..r })
+            .collect();
+        assert!(step(&building, &n4, &al, &stale, 1).is_none());
+        let switched = step(&building, &n4, &al, &all_ready(&building), 1).unwrap();
+        assert!(switched.targets().is_empty());
+        for id in ["a", "b", "c", "d"] {
+            assert_eq!(held_by(&switched, id), 3, "{id}");
+        }
+        let moved = map
+            .shards()
+            .iter()
+            .zip(switched.shards())
+            .filter(|(x, y)| x.replicas != y.replicas)
+            .count();
+        assert_eq!(moved, 3);
+        assert!(step(&switched, &n4, &al, &[], 1).is_none(), "stable");
+    }
+
+    #[test]
+    fn a_dead_replica_is_dropped_at_once_and_replaced_by_a_target() {
+        let n = nodes(&["a", "b", "c"]);
+        let map = first(&n, 6, 2);
+        let n2 = nodes(&["a", "b"]);
+        let al = alive(&["a", "b"]);
+        let next = step(&map, &n2, &al, &[], 2).unwrap();
+        for s in next.shards() {
+            assert!(!s.replicas.contains(&"c".to_string()));
+            assert!(!s.replicas.is_empty());
+        }
+        let rebuilt = next.targets().len();
+        assert_eq!(rebuilt, held_by(&map, "c"));
+        let done = step(&next, &n2, &al, &all_ready(&next), 2).unwrap();
+        for s in done.shards() {
+            assert_eq!(s.replicas.len(), 2);
+        }
+    }
+
+    #[test]
+    fn the_last_replica_of_a_shard_stays_listed_even_when_dead() {
+        let n = nodes(&["a", "b"]);
+        let map = first(&n, 4, 1);
+        let next = step(&map, &nodes(&["a"]), &alive(&["a"]), &[], 1).unwrap();
+        assert_eq!(next.shards(), map.shards());
+        assert_eq!(next.targets().len(), held_by(&map, "b"));
+    }
+
+    #[test]
+    fn a_split_switches_when_both_halves_are_ready() {
+        let n = nodes(&["a", "b"]);
+        let map = first(&n, 2, 1);
+        let s0 = map.shards()[0].range;
+        let at = s0.start + (s0.end.unwrap() - s0.start) / 2;
+        let al = alive(&["a", "b"]);
+        let d = next_map(
+            "c",
+            &ControlInput {
+                current: Some(&map),
+                placeable: &n,
+                alive: &al,
+                splits: &[(s0, at)],
+                ..Default::default()
+            },
+            &ControlConfig::default(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(d.map.targets().len(), 2);
+        let mut one = all_ready(&d.map);
+        one.pop();
+        assert!(step(&d.map, &n, &al, &one, 1).is_none());
+        let done = step(&d.map, &n, &al, &all_ready(&d.map), 1).unwrap();
+        assert_eq!(done.shards().len(), 3);
+        assert_eq!(done.shards()[0].range.end, Some(at));
+        assert_eq!(done.shards()[1].range.start, at);
+    }
+
+    #[test]
+    fn moves_in_flight_are_capped() {
+        let map = first(&nodes(&["a"]), 16, 1);
+        let n = nodes(&["a", "b"]);
+        let d = next_map(
+            "c",
+            &ControlInput {
+                current: Some(&map),
+                placeable: &n,
+                alive: &alive(&["a", "b"]),
+                ..Default::default()
+            },
+            &ControlConfig {
+                replication: 1,
+                max_moves: 3,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(d.map.targets().len(), 3);
+    }
+
+    #[test]
+    fn weights_give_proportional_shares() {
+        let n = vec![NodeSpec::new("a").with_weight(3.0), NodeSpec::new("b")];
+        let map = first(&n, 8, 1);
+        assert_eq!(held_by(&map, "a"), 6);
+        assert_eq!(held_by(&map, "b"), 2);
+    }
+}

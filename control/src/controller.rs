@@ -1,0 +1,289 @@
+//! The running control plane of one node: its heartbeat, the membership and plan
+//! followers, the controller loop (acting only on the elected controller node), the
+//! readiness reporter, and the [`Routing`] it publishes.
+//!
+//! Election is by membership: the alive node with the `controller` role and the smallest
+//! id acts. Two nodes may briefly both act while their views of membership differ; each
+//! map carries the next epoch of the map its writer held and readers keep the highest
+//! epoch, so the later writer's map wins everywhere (its content was computed from the
+//! same log, so it is a valid map too). A controller that has just started waits one
+//! `dead_after` before re-placing anything, so a restarting cluster does not move every
+//! shard to the first node that comes back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hektor_cluster::control::{next_map, ControlConfig, ControlInput};
+use hektor_topics::catalog::Catalog;
+use hektor_topics::record::{NodeHeartbeat, PlanAction, PlanChange, RingRange};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::membership::{wall_ms, Heartbeater, Membership};
+use crate::plan::{PlanState, Plans, ReadyRecord};
+use crate::{Result, Routing};
+
+/// Tells whether this node holds `(collection, incarnation, range)` caught up with the
+/// log (and its index built): the condition for reporting a target ready.
+pub type CaughtUp = Arc<dyn Fn(&str, u64, RingRange) -> bool + Send + Sync>;
+
+/// How this node takes part in the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// This node's heartbeat (its `time_ms` and `leaving` are filled in when sent).
+    pub node: NodeHeartbeat,
+    pub heartbeat_every: Duration,
+    /// A node whose last heartbeat is older than this is dead.
+    pub dead_after: Duration,
+    /// How often the controller and the reporter look at the state.
+    pub tick: Duration,
+    /// Shard builds in flight at once, per collection.
+    pub max_moves: usize,
+}
+
+impl ControlSettings {
+    /// Settings with the defaults: heartbeat every second, dead after 10 s, tick 250 ms.
+    pub fn new(node: NodeHeartbeat) -> Self {
+        ControlSettings {
+            node,
+            heartbeat_every: Duration::from_secs(1),
+            dead_after: Duration::from_secs(10),
+            tick: Duration::from_millis(250),
+            max_moves: 4,
+        }
+    }
+}
+
+/// The control plane of this node.
+pub struct Control {
+    me: String,
+    catalog: Arc<Catalog>,
+    membership: Arc<Membership>,
+    plans: Arc<Plans>,
+    heartbeater: Heartbeater,
+    routing: watch::Sender<Arc<Routing>>,
+    /// Decisions taken by this node as controller, newest last, for `GET /cluster`.
+    log_of_decisions: Mutex<Vec<serde_json::Value>>,
+}
+
+impl Control {
+    /// Start heart-beating, following and (when elected) controlling.
+    pub async fn start(
+        catalog: Arc<Catalog>,
+        settings: ControlSettings,
+        caught_up: CaughtUp,
+    ) -> Result<Arc<Control>> {
+        if settings.node.node.is_empty() {
+            return Err(crate::Error::Config("the node id is empty".into()));
+        }
+        let log = Arc::clone(catalog.log());
+        let membership = Membership::start(Arc::clone(&log), settings.dead_after);
+        let plans = Plans::start(Arc::clone(&catalog), settings.tick / 2);
+        let heartbeater =
+            Heartbeater::start(log, settings.node.clone(), settings.heartbeat_every).await?;
+        let control = Arc::new(Control {
+            me: settings.node.node.clone(),
+            catalog,
+            membership,
+            plans,
+            heartbeater,
+            routing: watch::channel(Arc::new(Routing {
+                me: settings.node.node.clone(),
+                ..Default::default()
+            }))
+            .0,
+            log_of_decisions: Mutex::new(Vec::new()),
+        });
+        let runner = Arc::clone(&control);
+        tokio::spawn(async move { runner.run(settings, caught_up).await });
+        Ok(control)
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The maps and nodes, republished on every change.
+    pub fn routing(&self) -> watch::Receiver<Arc<Routing>> {
+        self.routing.subscribe()
+    }
+
+    pub fn membership(&self) -> &Arc<Membership> {
+        &self.membership
+    }
+
+    pub fn plans(&self) -> &Arc<Plans> {
+        &self.plans
+    }
+
+    /// Start draining: take nothing new; the controller moves this node's shards away.
+    pub fn leave(&self) {
+        self.heartbeater.leave();
+    }
+
+    /// Whether no map lists this node (serving or building): a draining node may stop.
+    pub fn holds_nothing(&self) -> bool {
+        self.plans
+            .maps()
+            .values()
+            .all(|m| m.ranges_of(&self.me).is_empty())
+    }
+
+    /// Ask the controller to split a shard (an operator's or the planner's request).
+    pub async fn request(&self, collection: &str, action: PlanAction, reason: &str) -> Result<()> {
+        let epoch = self
+            .plans
+            .get(collection)
+            .and_then(|s| s.map)
+            .map_or(0, |m| m.epoch() + 1);
+        self.plans
+            .publish_decision(&PlanChange {
+                collection: collection.to_owned(),
+                epoch,
+                action,
+                reason: reason.to_owned(),
+                time_ms: wall_ms(),
+            })
+            .await
+    }
+
+    /// The recent map changes this node made as controller.
+    pub fn decisions(&self) -> Vec<serde_json::Value> {
+        self.log_of_decisions.lock().clone()
+    }
+
+    async fn run(self: Arc<Self>, settings: ControlSettings, caught_up: CaughtUp) {
+        let started = Instant::now();
+        let mut reported: BTreeSet<(String, RingRange, u64)> = BTreeSet::new();
+        let mut plans_rx = self.plans.subscribe();
+        let mut members_rx = self.membership.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(settings.tick) => {}
+                _ = plans_rx.changed() => {}
+                _ = members_rx.changed() => {}
+            }
+            self.publish_routing();
+            if self.membership.controller().as_deref() == Some(self.me.as_str()) {
+                let settled = started.elapsed() >= settings.dead_after;
+                if let Err(err) = self.control_round(&settings, settled).await {
+                    tracing::warn!(%err, "controller round failed");
+                }
+            }
+            if let Err(err) = self.report_ready(&caught_up, &mut reported).await {
+                tracing::warn!(%err, "readiness report failed");
+            }
+        }
+    }
+
+    fn publish_routing(&self) {
+        let maps = self.plans.maps();
+        let nodes = self.membership.nodes();
+        let current = self.routing.borrow().clone();
+        let same = current.nodes == nodes
+            && current.maps.len() == maps.len()
+            && current
+                .maps
+                .iter()
+                .zip(&maps)
+                .all(|((a, x), (b, y))| a == b && x.epoch() == y.epoch());
+        if !same {
+            self.routing.send_replace(Arc::new(Routing {
+                me: self.me.clone(),
+                maps,
+                nodes,
+            }));
+        }
+    }
+
+    async fn control_round(&self, settings: &ControlSettings, settled: bool) -> Result<()> {
+        let placeable = self.membership.placeable();
+        let alive: Vec<String> = self
+            .membership
+            .alive()
+            .into_iter()
+            .map(|h| h.node)
+            .collect();
+        for (spec, incarnation) in self.catalog.list_incarnations() {
+            let Some(state): Option<PlanState> = self.plans.get(&spec.name) else {
+                continue;
+            };
+            if state.incarnation != incarnation || (state.map.is_some() && !settled) {
+                continue;
+            }
+            let config = ControlConfig {
+                replication: spec.replication.max(1) as usize,
+                max_moves: settings.max_moves,
+            };
+            let input = ControlInput {
+                current: state.map.as_deref(),
+                partitions: spec.partitions,
+                incarnation,
+                placeable: &placeable,
+                alive: &alive,
+                ready: &state.ready,
+                splits: &state.splits,
+                tiers: &state.tiers,
+            };
+            let Some(decision) = next_map(&spec.name, &input, &config)? else {
+                continue;
+            };
+            tracing::info!(collection = %spec.name, epoch = decision.map.epoch(),
+                reasons = ?decision.reasons, "shard map changed");
+            let record = serde_json::json!({
+                "collection": spec.name,
+                "epoch": decision.map.epoch(),
+                "time_ms": wall_ms(),
+                "reasons": decision.reasons,
+            });
+            self.plans.publish_map(decision.map).await?;
+            let mut log = self.log_of_decisions.lock();
+            log.push(record);
+            let excess = log.len().saturating_sub(64);
+            log.drain(..excess);
+        }
+        Ok(())
+    }
+
+    /// Report the targets listing this node that it has caught up with.
+    async fn report_ready(
+        &self,
+        caught_up: &CaughtUp,
+        reported: &mut BTreeSet<(String, RingRange, u64)>,
+    ) -> Result<()> {
+        let maps = self.plans.maps();
+        let mut wanted: BTreeMap<(String, RingRange, u64), (u64, u64)> = BTreeMap::new();
+        for (name, map) in &maps {
+            for t in map.targets() {
+                if t.replicas.iter().any(|r| *r == self.me) {
+                    wanted.insert(
+                        (name.clone(), t.range, t.since),
+                        (map.incarnation(), map.epoch()),
+                    );
+                }
+            }
+        }
+        reported.retain(|k| wanted.contains_key(k));
+        for ((name, range, since), (incarnation, epoch)) in wanted {
+            let key = (name.clone(), range, since);
+            if reported.contains(&key) || !caught_up(&name, incarnation, range) {
+                continue;
+            }
+            self.plans
+                .publish_ready(
+                    &name,
+                    ReadyRecord {
+                        node: self.me.clone(),
+                        range,
+                        epoch,
+                        time_ms: wall_ms(),
+                    },
+                )
+                .await?;
+            reported.insert(key);
+        }
+        Ok(())
+    }
+}
