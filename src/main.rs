@@ -16,7 +16,9 @@ mod bench_search;
 mod cluster_cmd;
 mod demo;
 mod produce;
+mod node;
 mod replay;
+mod shard_cmd;
 mod serve;
 mod sim;
 
@@ -53,6 +55,10 @@ pub struct LogArgs {
 enum Command {
     /// Run every role in one process.
     Serve(serve::ServeArgs),
+    /// Run one cluster node from a TOML config file (keys are `serve` flags).
+    Node(node::NodeArgs),
+    /// Ask the controller to split a shard or change its tier.
+    Shard(shard_cmd::ShardArgs),
     /// Manage topics.
     Topics {
         #[command(subcommand)]
@@ -106,6 +112,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Node(args) => node::run(args).await,
+            Command::Shard(args) => shard_cmd::run(args).await,
             Command::Topics {
                 command:
                     TopicsCommand::Create {

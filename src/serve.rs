@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use hektor_control::{Control, ControlSettings, Routing};
 use hektor_indexers::host::{AssignedRange, Assignment, Assignments, HostConfig, ShardHost};
-use hektor_topics::record::NodeHeartbeat;
+use hektor_topics::record::{NodeHeartbeat, PlanAction};
 use tokio::sync::watch;
 use hektor_indexers::EngineKind;
 use hektor_ingest::http::{router as ingest_router, IngestState};
@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// planner).
     #[arg(long, value_delimiter = ',', default_value = "router,data,controller,planner")]
     pub roles: Vec<String>,
+    /// The cluster's name, when several clusters share one Kafka (nodes see only the
+    /// heartbeats of their own cluster).
+    #[arg(long)]
+    pub cluster: Option<String>,
     /// The address other nodes reach this one at (default: the listen address).
     #[arg(long)]
     pub advertise: Option<String>,
@@ -230,6 +234,7 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     settings.heartbeat_every = Duration::from_millis(args.heartbeat_ms.max(10));
     settings.dead_after = Duration::from_millis(args.dead_after_ms.max(args.heartbeat_ms * 2));
     settings.max_moves = args.max_moves.max(1);
+    settings.cluster = args.cluster.clone();
     let host_cell: Arc<OnceLock<Arc<ShardHost>>> = Arc::new(OnceLock::new());
     let cell = Arc::clone(&host_cell);
     let control = Control::start(
@@ -300,6 +305,7 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         events_dropped: Arc::new(move || dropped_events.dropped()),
         cluster,
     }));
+    let router = router.merge(control_routes(Arc::clone(&control)));
     let router = instrument(router, metrics);
     Ok(Node {
         writer,
@@ -307,6 +313,73 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         control,
         router,
     })
+}
+
+/// `POST /cluster/collections/{c}/plan`: ask the controller for a split or a tier change
+/// (a [`PlanAction`] as JSON). The shard must be in the current map; the change happens
+/// when the controller carries it out (watch `GET /cluster`).
+fn control_routes(control: Arc<Control>) -> axum::Router {
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use axum::Json;
+    use serde_json::json;
+
+    async fn plan(
+        State(control): State<Arc<Control>>,
+        Path(collection): Path<String>,
+        body: Result<Json<PlanAction>, axum::extract::rejection::JsonRejection>,
+    ) -> (StatusCode, Json<serde_json::Value>) {
+        let bad = |code: StatusCode, msg: String| (code, Json(json!({ "error": msg })));
+        let Json(action) = match body {
+            Ok(b) => b,
+            Err(e) => return bad(StatusCode::BAD_REQUEST, format!("invalid plan action: {e}")),
+        };
+        let Some(map) = control.plans().get(&collection).and_then(|s| s.map) else {
+            return bad(
+                StatusCode::NOT_FOUND,
+                format!("collection `{collection}` has no shard map"),
+            );
+        };
+        let (shard, ok) = match &action {
+            PlanAction::Split { shard, at } => (*shard, shard.contains(*at) && *at > shard.start),
+            PlanAction::SetTier { shard, .. } => (*shard, true),
+            _ => {
+                return bad(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "only split and set_tier can be asked for; moves follow from placement".into(),
+                )
+            }
+        };
+        if !map.shards().iter().any(|s| s.range == shard) {
+            return bad(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "collection `{collection}` has no shard [{:#x}, {:?}) at epoch {}",
+                    shard.start,
+                    shard.end,
+                    map.epoch()
+                ),
+            );
+        }
+        if !ok {
+            return bad(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the split point must lie strictly inside the shard".into(),
+            );
+        }
+        match control.request(&collection, action.clone(), "asked for by an operator").await {
+            Ok(()) => (
+                StatusCode::ACCEPTED,
+                Json(json!({ "requested": action, "epoch": map.epoch() })),
+            ),
+            Err(e) => bad(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+
+    axum::Router::new()
+        .route("/cluster/collections/{collection}/plan", post(plan))
+        .with_state(control)
 }
 
 /// The kinetic planner's settings from the command line (decisions only, not applied).

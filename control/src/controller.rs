@@ -20,7 +20,8 @@ use hektor_topics::record::{NodeHeartbeat, PlanAction, PlanChange, RingRange};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::membership::{wall_ms, Heartbeater, Membership};
+use crate::membership::{nodes_topic, wall_ms, Heartbeater, Membership};
+use hektor_topics::topic::{Cleanup, TopicSpec};
 use crate::plan::{PlanState, Plans, ReadyRecord};
 use crate::{Result, Routing};
 
@@ -40,6 +41,8 @@ pub struct ControlSettings {
     pub tick: Duration,
     /// Shard builds in flight at once, per collection.
     pub max_moves: usize,
+    /// The cluster's name, when several share a log (see [`crate::membership::nodes_topic`]).
+    pub cluster: Option<String>,
 }
 
 impl ControlSettings {
@@ -51,6 +54,7 @@ impl ControlSettings {
             dead_after: Duration::from_secs(10),
             tick: Duration::from_millis(250),
             max_moves: 4,
+            cluster: None,
         }
     }
 }
@@ -78,10 +82,23 @@ impl Control {
             return Err(crate::Error::Config("the node id is empty".into()));
         }
         let log = Arc::clone(catalog.log());
-        let membership = Membership::start(Arc::clone(&log), settings.dead_after);
+        let topic = nodes_topic(settings.cluster.as_deref());
+        log.ensure_topic(&TopicSpec {
+            name: topic.clone(),
+            partitions: 1,
+            cleanup: Cleanup::Compact,
+            replication: catalog.replication(),
+        })
+        .await?;
+        let membership = Membership::start(Arc::clone(&log), topic.clone(), settings.dead_after);
         let plans = Plans::start(Arc::clone(&catalog), settings.tick / 2);
-        let heartbeater =
-            Heartbeater::start(log, settings.node.clone(), settings.heartbeat_every).await?;
+        let heartbeater = Heartbeater::start(
+            log,
+            topic,
+            settings.node.clone(),
+            settings.heartbeat_every,
+        )
+        .await?;
         let control = Arc::new(Control {
             me: settings.node.node.clone(),
             catalog,

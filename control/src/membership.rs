@@ -26,6 +26,16 @@ pub const ROLE_DATA: &str = "data";
 /// The role that makes a node eligible to run the controller.
 pub const ROLE_CONTROLLER: &str = "controller";
 
+/// The nodes topic of a named cluster: `hektor.nodes` for the default one, else
+/// `hektor.nodes.<name>`. Nodes of different clusters may share a log (and collections
+/// stay apart by name prefix, see `Catalog::open_scoped`) without seeing each other.
+pub fn nodes_topic(cluster: Option<&str>) -> String {
+    match cluster {
+        None | Some("") => NODES_TOPIC.to_owned(),
+        Some(name) => format!("{NODES_TOPIC}.{name}"),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn wall_ms() -> u64 {
     SystemTime::now()
@@ -37,6 +47,7 @@ pub fn wall_ms() -> u64 {
 /// The nodes of the cluster, from their heartbeats.
 pub struct Membership {
     log: Arc<dyn Log>,
+    topic: String,
     dead_after: Duration,
     nodes: RwLock<BTreeMap<String, NodeHeartbeat>>,
     /// Bumped whenever a node appears, changes or is judged dead.
@@ -44,10 +55,11 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Follow the nodes topic in the background (the topic exists once a catalog is open).
-    pub fn start(log: Arc<dyn Log>, dead_after: Duration) -> Arc<Membership> {
+    /// Follow the nodes topic `topic` in the background (see [`nodes_topic`]).
+    pub fn start(log: Arc<dyn Log>, topic: String, dead_after: Duration) -> Arc<Membership> {
         let m = Arc::new(Membership {
             log,
+            topic,
             dead_after,
             nodes: RwLock::new(BTreeMap::new()),
             version: watch::channel(0).0,
@@ -63,7 +75,7 @@ impl Membership {
         loop {
             match self
                 .log
-                .read(NODES_TOPIC, 0, cursor, 1024, Duration::from_millis(200))
+                .read(&self.topic, 0, cursor, 1024, Duration::from_millis(200))
                 .await
             {
                 Ok(batch) => {
@@ -176,10 +188,11 @@ impl Heartbeater {
     /// Send one heartbeat now, then keep sending.
     pub async fn start(
         log: Arc<dyn Log>,
+        topic: String,
         template: NodeHeartbeat,
         every: Duration,
     ) -> Result<Heartbeater> {
-        send(&log, &template, false).await?;
+        send(&log, &topic, &template, false).await?;
         let leaving = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(tokio::sync::Notify::new());
         let (l, w) = (Arc::clone(&leaving), Arc::clone(&wake));
@@ -189,7 +202,7 @@ impl Heartbeater {
                     _ = tokio::time::sleep(every) => {}
                     _ = w.notified() => {}
                 }
-                if let Err(err) = send(&log, &template, l.load(Ordering::Relaxed)).await {
+                if let Err(err) = send(&log, &topic, &template, l.load(Ordering::Relaxed)).await {
                     tracing::warn!(%err, "heartbeat failed");
                 }
             }
@@ -214,13 +227,18 @@ impl Drop for Heartbeater {
     }
 }
 
-async fn send(log: &Arc<dyn Log>, template: &NodeHeartbeat, leaving: bool) -> Result<()> {
+async fn send(
+    log: &Arc<dyn Log>,
+    topic: &str,
+    template: &NodeHeartbeat,
+    leaving: bool,
+) -> Result<()> {
     let hb = NodeHeartbeat {
         time_ms: wall_ms(),
         leaving,
         ..template.clone()
     };
     let record = codec::to_log_record(Some(hb.node.as_bytes().to_vec()), &hb, Encoding::Json)?;
-    log.append(NODES_TOPIC, 0, vec![record]).await?;
+    log.append(topic, 0, vec![record]).await?;
     Ok(())
 }

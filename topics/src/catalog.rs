@@ -175,6 +175,11 @@ impl Catalog {
         &self.log
     }
 
+    /// The Kafka replication factor of topics this catalog creates.
+    pub fn replication(&self) -> u16 {
+        self.replication
+    }
+
     /// Create a collection and its topics. Creating one that exists with the same settings
     /// is [`CreateOutcome::AlreadyExists`]; with other settings it is [`Error::CollectionExists`].
     pub async fn create(&self, spec: CollectionSpec) -> Result<CreateOutcome> {
