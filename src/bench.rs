@@ -3,6 +3,7 @@
 //!
 //! - `bench log`: append and read throughput of the log (embedded or Kafka) for
 //!   384-dimension vector records.
+//! - `bench search`, `bench placement`, `bench move`: see their modules.
 
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ pub enum BenchCommand {
     Search(crate::bench_search::SearchBenchArgs),
     /// Placement strategies: keys moved by join/leave/reweight, load spread, lookup cost.
     Placement(crate::bench_placement::PlacementBenchArgs),
+    /// Moving a shard between node processes on Kafka: duration, query p99 before/during.
+    Move(crate::bench_move::MoveBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -52,6 +55,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Log(args) => log(args).await,
         BenchCommand::Search(args) => crate::bench_search::run(args).await,
         BenchCommand::Placement(args) => crate::bench_placement::run(args).await,
+        BenchCommand::Move(args) => crate::bench_move::run(args).await,
     }
 }
 

@@ -49,8 +49,10 @@ pub struct ServeArgs {
     /// This node's id (stamped on every event).
     #[arg(long, default_value = "node-1")]
     pub node_id: String,
-    /// Index engine of the shards: arroy or exact.
-    #[arg(long, default_value = "arroy")]
+    /// Index engine of hot shards: hnsw (in memory), arroy, exact (brute force), or warm /
+    /// cold to put every shard on that tier's engine. Warm shards use hannoy, cold ones
+    /// binary-quantized arroy with rescoring, whatever this says.
+    #[arg(long, default_value = "hnsw")]
     pub engine: String,
     /// Serve only collections whose names start with this prefix (nodes sharing a Kafka
     /// cluster can split collections between them this way).
@@ -125,13 +127,10 @@ impl ServeArgs {
     }
 }
 
+/// The hot tier's engine by name: hnsw (hot), arroy, exact; warm and cold name the other
+/// tiers' engines.
 pub fn parse_engine(name: &str) -> anyhow::Result<EngineKind> {
-    match name {
-        "arroy" => Ok(EngineKind::Arroy),
-        "exact" => Ok(EngineKind::Exact),
-        "hnsw" => Ok(EngineKind::Hnsw),
-        other => anyhow::bail!("unknown engine `{other}`: use arroy, exact or hnsw"),
-    }
+    Ok(name.parse::<EngineKind>()?)
 }
 
 /// Everything a running node holds.

@@ -76,7 +76,8 @@ pub type Assignments = BTreeMap<String, Assignment>;
 #[derive(Debug, Clone)]
 pub struct HostConfig {
     pub data_dir: PathBuf,
-    /// The engine of hot shards.
+    /// The engine of hot shards (warm shards use [`EngineKind::Warm`], cold ones
+    /// [`EngineKind::Cold`]).
     pub engine: EngineKind,
     /// How long a range no longer assigned keeps serving before it is dropped.
     pub grace: Duration,
@@ -94,6 +95,8 @@ pub struct HostedShard {
     dead_lettered: AtomicU64,
     primary: AtomicBool,
     caught_up: AtomicBool,
+    /// A tier switch is running.
+    retiering: AtomicBool,
     stop: AtomicBool,
     /// When it stopped being assigned (it serves until the grace period ends).
     retired: Mutex<Option<Instant>>,
@@ -114,6 +117,11 @@ impl HostedShard {
 
     pub fn dead_lettered(&self) -> u64 {
         self.dead_lettered.load(Ordering::Relaxed)
+    }
+
+    /// The engine serving it now (its tier's once a switch is done).
+    pub fn engine(&self) -> EngineKind {
+        self.shard.engine()
     }
 
     /// Read to the end of its partition once, with the index built.
@@ -171,6 +179,17 @@ pub struct ShardHost {
 
 /// How long a request for a collection the catalog knows waits for its shards to open.
 const OPEN_WAIT: Duration = Duration::from_secs(10);
+
+impl HostConfig {
+    /// The engine that serves a shard of this tier.
+    pub fn engine_of(&self, tier: Tier) -> EngineKind {
+        match tier {
+            Tier::Hot => self.engine,
+            Tier::Warm => EngineKind::Warm,
+            Tier::Cold => EngineKind::Cold,
+        }
+    }
+}
 
 impl ShardHost {
     /// Open the assigned shards and keep following the assignments (and the catalog, for
@@ -319,12 +338,14 @@ impl ShardHost {
                             changed = true;
                         }
                         existing.primary.store(assigned.primary, Ordering::Relaxed);
+                        self.retier(&existing, assigned.tier);
                         shards.push(existing);
                     }
                     None => {
                         let opened = self
                             .open_shard(&spec, incarnation, assigned.range, assigned.primary)
                             .await?;
+                        self.retier(&opened, assigned.tier);
                         shards.push(opened);
                         changed = true;
                     }
@@ -368,6 +389,27 @@ impl ShardHost {
         Ok(())
     }
 
+    /// Switch a shard's engine to its tier's in the background (it serves from its
+    /// current engine meanwhile; see [`Shard::set_engine`]). One switch at a time per shard.
+    fn retier(&self, hosted: &Arc<HostedShard>, tier: Tier) {
+        let wanted = self.config.engine_of(tier);
+        if hosted.shard.engine() == wanted || hosted.retiering.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let hosted = Arc::clone(hosted);
+        tokio::spawn(async move {
+            let shard = Arc::clone(&hosted.shard);
+            let path = shard.path().display().to_string();
+            match tokio::task::spawn_blocking(move || shard.set_engine(wanted)).await {
+                Ok(Ok(report)) => tracing::info!(%path, engine = %wanted,
+                    secs = report.duration.as_secs_f64(), "shard switched tier"),
+                Ok(Err(err)) => tracing::error!(%err, %path, "tier switch failed"),
+                Err(err) => tracing::error!(%err, %path, "tier switch panicked"),
+            }
+            hosted.retiering.store(false, Ordering::Release);
+        });
+    }
+
     fn shard_dir(&self, collection: &str, incarnation: u64, range: RingRange) -> PathBuf {
         shard_dir(&self.config.data_dir, collection, incarnation, range)
     }
@@ -396,6 +438,7 @@ impl ShardHost {
             dead_lettered: AtomicU64::new(0),
             primary: AtomicBool::new(primary),
             caught_up: AtomicBool::new(false),
+            retiering: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             retired: Mutex::new(None),
         });

@@ -32,6 +32,8 @@ pub mod shard;
 pub mod store;
 
 pub use engine::arroy::ArroyParams;
+pub use engine::cold::ColdParams;
+pub use engine::hannoy::WarmParams;
 pub use engine::hnsw::HnswParams;
 pub use engine::EngineKind;
 pub use error::{Error, Result};

@@ -25,24 +25,39 @@
 //! bitmap from the `ring` index, applied inside the engine's search (arroy's candidates),
 //! not after it, so a small tenant still gets its true nearest neighbours.
 //!
+//! **Tiers.** [`Shard::set_engine`] moves a serving shard to another engine (hot = hnsw,
+//! warm = hannoy on disk, cold = binary-quantized arroy, or arroy / exact): it builds the
+//! new index from every stored vector in one write transaction (so `apply` and
+//! `build_index` wait for it; searches do not: they keep using the old engine on their
+//! snapshot), clears the old engine's data and persists the new kind in that same
+//! transaction, then swaps the engine. A search pairs its engine with its LMDB snapshot
+//! (both taken under the engine lock, and the swap commits under it), so it always reads
+//! an engine together with the snapshot that engine was built for. The stored engine kind
+//! wins over [`ShardConfig::engine`] on reopen: the configured engine only picks the engine
+//! of a *new* shard, so a host restarting with its default engine reopens a shard that was
+//! moved to another tier on that tier (no error), and the caller may call `set_engine`.
+//!
 //! This module does not read the log, route records, or serve HTTP.
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use heed::{RoTxn, RwTxn};
 use hektor_topics::hlc::Hlc;
 use hektor_topics::record::{Distance, RingRange};
+use parking_lot::RwLock;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::arroy::{ArroyEngine, ArroyParams};
+use crate::engine::cold::{ColdEngine, ColdParams};
 use crate::engine::exact::ExactEngine;
+use crate::engine::hannoy::{WarmEngine, WarmParams};
 use crate::engine::hnsw::{HnswEngine, HnswParams};
-use crate::engine::{Changes, EngineKind, IndexEngine, TopK};
+use crate::engine::{self, Changes, EngineKind, IndexEngine, TopK};
 use crate::error::{Error, Result};
 use crate::metric::{self, PreparedQuery};
 use crate::store::{Record, Store, MAX_ID_BYTES, META_CONFIG, META_NEXT_ITEM, META_NEXT_OFFSET};
@@ -56,11 +71,18 @@ pub const DEFAULT_MAP_SIZE: usize = 64 << 30;
 pub struct ShardConfig {
     pub dimension: usize,
     pub distance: Distance,
+    /// The engine of a new shard. A shard that exists keeps the engine stored in it (the
+    /// one it was created with or last moved to by [`Shard::set_engine`]);
+    /// [`Shard::config`] reports the engine it was opened with.
     pub engine: EngineKind,
     /// Used when `engine` is [`EngineKind::Arroy`].
     pub arroy: ArroyParams,
     /// Used when `engine` is [`EngineKind::Hnsw`].
     pub hnsw: HnswParams,
+    /// Used when `engine` is [`EngineKind::Warm`].
+    pub warm: WarmParams,
+    /// Used when `engine` is [`EngineKind::Cold`].
+    pub cold: ColdParams,
     /// Upper bound on the size of the LMDB file, in bytes.
     pub map_size: usize,
 }
@@ -74,12 +96,15 @@ impl ShardConfig {
             engine,
             arroy: ArroyParams::default(),
             hnsw: HnswParams::default(),
+            warm: WarmParams::default(),
+            cold: ColdParams::default(),
             map_size: DEFAULT_MAP_SIZE,
         }
     }
 }
 
-/// What is persisted of the configuration; reopening with other values is refused.
+/// What is persisted of the configuration; reopening with another dimension or distance is
+/// refused, another engine is overridden by the stored one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct StoredConfig {
     dimension: usize,
@@ -152,7 +177,8 @@ pub struct ApplyReport {
     pub next_offset: u64,
 }
 
-/// What [`Shard::build_index`] did.
+/// What [`Shard::build_index`] did (or [`Shard::set_engine`]: then `indexed` is every item
+/// the new engine indexed and `removed` what the old engine's index held).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuildReport {
     /// Items (re)indexed.
@@ -181,7 +207,9 @@ pub struct ShardStats {
 #[derive(Debug)]
 pub struct Shard {
     store: Store,
-    engine: Box<dyn IndexEngine>,
+    /// The current engine. Swapped by [`Shard::set_engine`] while holding the write lock
+    /// below and, for the commit, this lock's write side.
+    engine: RwLock<Arc<dyn IndexEngine>>,
     config: ShardConfig,
     /// Serialises `apply` and `build_index` in this process (LMDB would too, but this
     /// keeps the cached counters below in commit order).
@@ -193,9 +221,12 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Open the shard in `dir`, creating it when new. Reopening with another dimension,
-    /// distance or engine than it was created with is an [`Error::ConfigMismatch`].
-    pub fn open(dir: &Path, config: ShardConfig) -> Result<Shard> {
+    /// Open the shard in `dir`, creating it when new. Reopening with another dimension or
+    /// distance than it was created with is an [`Error::ConfigMismatch`]. Reopening with
+    /// another engine is not an error: the shard opens with its stored engine (see
+    /// [`ShardConfig::engine`]); compare [`Shard::engine`] and call [`Shard::set_engine`]
+    /// to move it.
+    pub fn open(dir: &Path, mut config: ShardConfig) -> Result<Shard> {
         if config.dimension == 0 {
             return Err(Error::InvalidConfig("dimension must be at least 1".into()));
         }
@@ -221,6 +252,15 @@ impl Shard {
                     store.corrupt(format!("stored configuration does not decode: {e}"))
                 })?;
                 check_config(dir, &stored, &wanted)?;
+                if stored.engine != config.engine {
+                    tracing::info!(
+                        path = %dir.display(),
+                        stored = %stored.engine,
+                        configured = %config.engine,
+                        "opening the shard with its stored engine"
+                    );
+                    config.engine = stored.engine;
+                }
                 wtxn.abort();
             }
             None => {
@@ -233,14 +273,10 @@ impl Shard {
                 wtxn.commit().map_err(|e| store.storage(e))?;
             }
         }
-        let engine: Box<dyn IndexEngine> = match config.engine {
-            EngineKind::Arroy => Box::new(ArroyEngine::new(&store, config.distance, config.arroy)),
-            EngineKind::Exact => Box::new(ExactEngine),
-            EngineKind::Hnsw => Box::new(HnswEngine::open(&store, config.distance, config.hnsw)?),
-        };
+        let engine = make_engine(config.engine, &store, &config)?;
         let shard = Shard {
             store,
-            engine,
+            engine: RwLock::new(engine),
             config,
             write_lock: Mutex::new(()),
             next_offset: AtomicU64::new(0),
@@ -282,20 +318,41 @@ impl Shard {
         self.pending.load(Ordering::Acquire)
     }
 
+    /// The current engine (the stored one; changed by [`Shard::set_engine`]).
     pub fn engine(&self) -> EngineKind {
-        self.engine.kind()
+        self.current_engine().kind()
     }
 
-    /// Set the engine's per-search effort for later searches (the hnsw engine's
-    /// `ef_search`, at least `k` is used); takes effect at once, from any thread. Returns
-    /// `false` when the engine has no such knob (arroy, exact).
+    fn current_engine(&self) -> Arc<dyn IndexEngine> {
+        self.engine.read().clone()
+    }
+
+    /// Set the engine's per-search effort for later searches (the hnsw and warm engines'
+    /// `ef_search`, the cold engine's rescored candidates; at least `k` is used); takes
+    /// effect at once, from any thread, until the engine is switched. Returns `false` when
+    /// the engine has no such knob (arroy, exact).
     pub fn set_search_effort(&self, effort: usize) -> bool {
-        self.engine.set_search_effort(effort)
+        self.current_engine().set_search_effort(effort)
     }
 
     /// The engine's current per-search effort, when it has one.
     pub fn search_effort(&self) -> Option<usize> {
-        self.engine.search_effort()
+        self.current_engine().search_effort()
+    }
+
+    /// Bytes of LMDB pages the current engine's index uses (0 for exact, and for hnsw,
+    /// whose graph is memory).
+    pub fn index_bytes(&self) -> Result<u64> {
+        let (engine, txn) = self.engine_and_snapshot()?;
+        engine::engine_data_bytes(engine.kind(), &txn, &self.store)
+    }
+
+    /// The current engine and a read snapshot it was built for. Taken together under the
+    /// engine lock; [`Shard::set_engine`] commits and swaps under its write side.
+    fn engine_and_snapshot(&self) -> Result<(Arc<dyn IndexEngine>, RoTxn<'_, heed::WithoutTls>)> {
+        let slot = self.engine.read();
+        let txn = self.read_txn()?;
+        Ok((slot.clone(), txn))
     }
 
     pub fn stats(&self) -> ShardStats {
@@ -305,7 +362,7 @@ impl Shard {
             tombstones: self.tombstones.load(Ordering::Acquire),
             bytes_on_disk: self.store.env.real_disk_size().unwrap_or(0),
             next_offset: self.next_offset(),
-            engine: self.engine.kind(),
+            engine: self.engine(),
             dimension: self.config.dimension,
             distance: self.config.distance,
         }
@@ -343,6 +400,9 @@ impl Shard {
     /// vector under cosine) are reported in [`ApplyReport::rejected`], not applied.
     pub fn apply(&self, ops: &[(u64, ShardOp)]) -> Result<ApplyReport> {
         let _guard = self.lock();
+        // Fixed while the write lock is held (`set_engine` takes it too).
+        let engine = self.current_engine();
+        let engine = engine.as_ref();
         let s = &self.store;
         let mut report = ApplyReport {
             next_offset: self.next_offset(),
@@ -383,7 +443,7 @@ impl Shard {
                         id: id.clone(),
                         payload: payload.clone(),
                     };
-                    if self.upsert(&mut wtxn, &record, vector, &mut next_item)? {
+                    if self.upsert(engine, &mut wtxn, &record, vector, &mut next_item)? {
                         report.upserted += 1;
                     } else {
                         report.stale += 1;
@@ -398,7 +458,7 @@ impl Shard {
                         });
                         continue;
                     }
-                    if self.delete(&mut wtxn, id, *hlc)? {
+                    if self.delete(engine, &mut wtxn, id, *hlc)? {
                         report.deleted += 1;
                     } else {
                         report.stale += 1;
@@ -454,6 +514,7 @@ impl Shard {
     /// whether it was applied.
     fn upsert(
         &self,
+        engine: &dyn IndexEngine,
         wtxn: &mut RwTxn,
         record: &Record,
         vector: &[f32],
@@ -475,7 +536,7 @@ impl Shard {
                         .delete(wtxn, &Store::ring_key(old.ring, item))
                         .map_err(st)?;
                 }
-                if self.engine.needs_build() && self.engine.is_indexed(wtxn, item)? {
+                if engine.needs_build() && engine.is_indexed(wtxn, item)? {
                     s.stale.put(wtxn, &item, &()).map_err(st)?;
                 }
                 item
@@ -502,7 +563,7 @@ impl Shard {
         s.ring
             .put(wtxn, &Store::ring_key(record.ring, item), &())
             .map_err(st)?;
-        if self.engine.needs_build() {
+        if engine.needs_build() {
             s.pending.put(wtxn, &item, &()).map_err(st)?;
         }
         Ok(true)
@@ -510,7 +571,13 @@ impl Shard {
 
     /// Delete `id` unless a newer write is stored; leaves a tombstone. Returns whether it
     /// was applied.
-    fn delete(&self, wtxn: &mut RwTxn, id: &str, hlc: Hlc) -> Result<bool> {
+    fn delete(
+        &self,
+        engine: &dyn IndexEngine,
+        wtxn: &mut RwTxn,
+        id: &str,
+        hlc: Hlc,
+    ) -> Result<bool> {
         let s = &self.store;
         let st = |e| s.storage(e);
         match s.ids.get(wtxn, id).map_err(st)? {
@@ -534,7 +601,7 @@ impl Shard {
                     .delete(wtxn, &Store::ring_key(old.ring, item))
                     .map_err(st)?;
                 s.pending.delete(wtxn, &item).map_err(st)?;
-                if self.engine.needs_build() && self.engine.is_indexed(wtxn, item)? {
+                if engine.needs_build() && engine.is_indexed(wtxn, item)? {
                     s.stale.put(wtxn, &item, &()).map_err(st)?;
                 }
             }
@@ -593,7 +660,7 @@ impl Shard {
         }
         let s = &self.store;
         let st = |e| s.storage(e);
-        let txn = self.read_txn()?;
+        let (engine, txn) = self.engine_and_snapshot()?;
         let prepared = PreparedQuery::new(self.config.distance, query);
         let candidates = match range {
             Some(r) => self.range_items(&txn, r)?,
@@ -607,10 +674,7 @@ impl Shard {
             exclude.insert(entry.map_err(st)?.0);
         }
         let mut top = TopK::new(k);
-        for (item, score) in
-            self.engine
-                .search(&txn, s, &prepared, k, candidates.as_ref(), &exclude)?
-        {
+        for (item, score) in engine.search(&txn, s, &prepared, k, candidates.as_ref(), &exclude)? {
             top.push(item, score);
         }
         // The pending tail, exactly.
@@ -684,6 +748,7 @@ impl Shard {
     /// index, in one write transaction. Blocks `apply` until done.
     pub fn build_index(&self) -> Result<BuildReport> {
         let _guard = self.lock();
+        let engine = self.current_engine();
         let started = Instant::now();
         let s = &self.store;
         let st = |e| s.storage(e);
@@ -697,11 +762,11 @@ impl Shard {
         }
         let nothing_to_do = changes.upserted.is_empty() && changes.stale.is_empty();
         if !nothing_to_do {
-            self.engine.build(&mut wtxn, s, &changes)?;
+            engine.build(&mut wtxn, s, &changes)?;
         }
         s.pending.clear(&mut wtxn).map_err(st)?;
         s.stale.clear(&mut wtxn).map_err(st)?;
-        let index_len = self.engine.indexed_len(&wtxn, s)?;
+        let index_len = engine.indexed_len(&wtxn, s)?;
         wtxn.commit().map_err(st)?;
         self.pending.store(0, Ordering::Release);
         Ok(BuildReport {
@@ -711,6 +776,96 @@ impl Shard {
             duration: started.elapsed(),
         })
     }
+
+    /// Move the shard to engine `kind` (a tier change) while it serves. Builds the new
+    /// engine's index from every stored vector (indexed and pending), clears the old
+    /// engine's data and stores `kind` as the shard's engine, all in one write
+    /// transaction, then swaps the engine. Blocking: `apply` and `build_index` wait until
+    /// it is done (LMDB has one writer; the caller runs this on a blocking thread).
+    /// Searches do not wait: until the swap they are answered by the old engine on the
+    /// old snapshot, afterwards by the new one; the swap itself holds searches for the
+    /// commit only. A failure leaves the shard on its old engine, unchanged. Switching to
+    /// the current engine is a plain [`Shard::build_index`]. The new engine starts at its
+    /// configured search effort.
+    pub fn set_engine(&self, kind: EngineKind) -> Result<BuildReport> {
+        let guard = self.lock();
+        let old = self.current_engine();
+        if old.kind() == kind {
+            drop(guard);
+            return self.build_index();
+        }
+        let started = Instant::now();
+        let s = &self.store;
+        let st = |e| s.storage(e);
+        // The hnsw engine builds its graph from a read snapshot here: nothing is written
+        // meanwhile (the write lock is held), so that snapshot is the transaction's start.
+        let new = make_engine(kind, s, &self.config)?;
+        let mut wtxn = s.env.write_txn().map_err(st)?;
+        let removed = old.indexed_len(&wtxn, s)?;
+        let mut pending = RoaringBitmap::new();
+        for entry in s.pending.iter(&wtxn).map_err(st)? {
+            pending.insert(entry.map_err(st)?.0);
+        }
+        let mut stale = RoaringBitmap::new();
+        for entry in s.stale.iter(&wtxn).map_err(st)? {
+            stale.insert(entry.map_err(st)?.0);
+        }
+        let changes = if kind == EngineKind::Hnsw {
+            // The graph already holds every non-pending vector; fold in the tail.
+            Changes {
+                upserted: pending,
+                stale,
+            }
+        } else {
+            Changes {
+                upserted: s.vector_items(&wtxn)?,
+                stale: RoaringBitmap::new(),
+            }
+        };
+        engine::clear_engine_data(old.kind(), &mut wtxn, s)?;
+        engine::clear_engine_data(kind, &mut wtxn, s)?;
+        new.build(&mut wtxn, s, &changes)?;
+        let stored = StoredConfig {
+            dimension: self.config.dimension,
+            distance: self.config.distance,
+            engine: kind,
+        };
+        let bytes = serde_json::to_vec(&stored).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        s.meta.put(&mut wtxn, META_CONFIG, &bytes).map_err(st)?;
+        s.pending.clear(&mut wtxn).map_err(st)?;
+        s.stale.clear(&mut wtxn).map_err(st)?;
+        let index_len = new.indexed_len(&wtxn, s)?;
+        {
+            let mut slot = self.engine.write();
+            wtxn.commit().map_err(st)?;
+            *slot = new;
+        }
+        self.pending.store(0, Ordering::Release);
+        tracing::info!(path = %s.path().display(), from = %old.kind(), to = %kind,
+            index_len, took_s = started.elapsed().as_secs_f64(), "shard switched engine");
+        Ok(BuildReport {
+            indexed: index_len,
+            removed,
+            index_len,
+            duration: started.elapsed(),
+        })
+    }
+}
+
+/// The engine `kind` over `store`, with `config`'s parameters. The hnsw engine is built
+/// in memory from the store's indexed vectors (everything not pending) now.
+fn make_engine(
+    kind: EngineKind,
+    store: &Store,
+    config: &ShardConfig,
+) -> Result<Arc<dyn IndexEngine>> {
+    Ok(match kind {
+        EngineKind::Arroy => Arc::new(ArroyEngine::new(store, config.distance, config.arroy)),
+        EngineKind::Exact => Arc::new(ExactEngine),
+        EngineKind::Hnsw => Arc::new(HnswEngine::open(store, config.distance, config.hnsw)?),
+        EngineKind::Warm => Arc::new(WarmEngine::new(store, config.distance, config.warm)?),
+        EngineKind::Cold => Arc::new(ColdEngine::new(store, config.distance, config.cold)?),
+    })
 }
 
 fn check_config(dir: &Path, stored: &StoredConfig, wanted: &StoredConfig) -> Result<()> {
@@ -734,12 +889,61 @@ fn check_config(dir: &Path, stored: &StoredConfig, wanted: &StoredConfig) -> Res
             format!("{:?}", wanted.distance),
         ));
     }
-    if stored.engine != wanted.engine {
-        return Err(mismatch(
-            "engine",
-            stored.engine.to_string(),
-            wanted.engine.to_string(),
-        ));
-    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lens(shard: &Shard) -> [u64; 3] {
+        let s = &shard.store;
+        let txn = shard.read_txn().unwrap();
+        [&s.index, &s.index_warm, &s.index_cold].map(|db| db.len(&txn).unwrap())
+    }
+
+    #[test]
+    fn set_engine_clears_the_old_engines_data_in_the_same_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let dim = 8;
+        let config = ShardConfig::new(dim, Distance::Cosine, EngineKind::Hnsw);
+        let shard = Shard::open(dir.path(), config).unwrap();
+        let ops: Vec<(u64, ShardOp)> = (0..300u64)
+            .map(|i| {
+                let vector: Vec<f32> = (0..dim)
+                    .map(|d| ((i * 31 + d as u64 * 17) % 97) as f32 + 1.0)
+                    .collect();
+                let op = ShardOp::Upsert {
+                    id: format!("v{i}"),
+                    ring: i << 40,
+                    vector,
+                    payload: None,
+                    hlc: Hlc(1),
+                };
+                (i, op)
+            })
+            .collect();
+        shard.apply(&ops).unwrap();
+        shard.build_index().unwrap();
+        assert_eq!(lens(&shard), [1, 0, 0], "hnsw keeps only its epoch");
+        // (engine, which of `index` / `index_warm` / `index_cold` holds data afterwards)
+        for (kind, holds) in [
+            (EngineKind::Warm, [false, true, false]),
+            (EngineKind::Cold, [false, false, true]),
+            (EngineKind::Arroy, [true, false, false]),
+            (EngineKind::Exact, [false, false, false]),
+            (EngineKind::Hnsw, [true, false, false]),
+        ] {
+            let report = shard.set_engine(kind).unwrap();
+            assert_eq!(report.removed, 300, "{kind}: old index length");
+            let got = lens(&shard).map(|n| n > 0);
+            assert_eq!(got, holds, "{kind}: databases holding data");
+            let stored: StoredConfig = {
+                let txn = shard.read_txn().unwrap();
+                serde_json::from_slice(shard.store.meta.get(&txn, META_CONFIG).unwrap().unwrap())
+                    .unwrap()
+            };
+            assert_eq!(stored.engine, kind);
+        }
+    }
 }

@@ -15,7 +15,14 @@
 //! | `tombstones` | the vector id               | hlc of its delete, `u64` big-endian          |
 //! | `pending`    | item id                     | nothing: written since the last index build  |
 //! | `stale`      | item id                     | nothing: in the built index, but deleted or replaced since |
-//! | `index`      | engine-defined              | engine-defined (arroy's trees and vectors)   |
+//! | `index`      | engine-defined              | engine-defined (arroy's trees and vectors, hnsw's build epoch) |
+//! | `index_warm` | hannoy-defined              | the warm engine's HNSW graph and vectors (hannoy) |
+//! | `index_cold` | arroy-defined               | the cold engine's trees and binary-quantized vectors (arroy) |
+//!
+//! Each engine keeps its data in its own database (arroy and hnsw share `index`; they are
+//! never active together), so a shard switching engines
+//! ([`crate::shard::Shard::set_engine`]) builds the new index next to the old one and
+//! clears the old one in the same write transaction.
 
 use std::path::{Path, PathBuf};
 
@@ -50,6 +57,10 @@ pub struct Store {
     pub(crate) stale: Database<'static, U32<BigEndian>, Unit>,
     /// The engine's own database; its key and value types are the engine's business.
     pub(crate) index: Database<'static, Bytes, Bytes>,
+    /// The warm engine's database (a hannoy HNSW graph).
+    pub(crate) index_warm: Database<'static, Bytes, Bytes>,
+    /// The cold engine's database (arroy trees over binary-quantized vectors).
+    pub(crate) index_cold: Database<'static, Bytes, Bytes>,
     pub(crate) dimension: usize,
 }
 
@@ -62,6 +73,8 @@ type Dbs = (
     Database<'static, Str, U64<BigEndian>>,
     Database<'static, U32<BigEndian>, Unit>,
     Database<'static, U32<BigEndian>, Unit>,
+    Database<'static, Bytes, Bytes>,
+    Database<'static, Bytes, Bytes>,
     Database<'static, Bytes, Bytes>,
 );
 
@@ -95,11 +108,25 @@ impl Store {
                     dbo.create_database(wtxn, Some("pending"))?,
                     dbo.create_database(wtxn, Some("stale"))?,
                     dbo.create_database(wtxn, Some("index"))?,
+                    dbo.create_database(wtxn, Some("index_warm"))?,
+                    dbo.create_database(wtxn, Some("index_cold"))?,
                 )))
             })
             .map_err(storage)?
             .unwrap_commit();
-        let (meta, ids, records, vectors, ring, tombstones, pending, stale, index) = dbs;
+        let (
+            meta,
+            ids,
+            records,
+            vectors,
+            ring,
+            tombstones,
+            pending,
+            stale,
+            index,
+            index_warm,
+            index_cold,
+        ) = dbs;
         Ok(Store {
             path: dir.to_path_buf(),
             env,
@@ -112,6 +139,8 @@ impl Store {
             pending,
             stale,
             index,
+            index_warm,
+            index_cold,
             dimension,
         })
     }
@@ -152,6 +181,30 @@ impl Store {
                 Ok(u64::from_be_bytes(arr))
             }
         }
+    }
+
+    /// Bytes of LMDB pages (branch, leaf and overflow) used by `db`.
+    pub(crate) fn db_bytes(
+        &self,
+        txn: &RoTxn,
+        db: &Database<'static, Bytes, Bytes>,
+    ) -> Result<u64> {
+        let stat = db.stat(txn).map_err(|e| self.storage(e))?;
+        Ok(stat.non_free_page_size() as u64)
+    }
+
+    /// Every item holding a vector.
+    pub(crate) fn vector_items(&self, txn: &RoTxn) -> Result<roaring::RoaringBitmap> {
+        let mut items = roaring::RoaringBitmap::new();
+        let iter = self
+            .vectors
+            .remap_data_type::<heed::types::DecodeIgnore>()
+            .iter(txn)
+            .map_err(|e| self.storage(e))?;
+        for entry in iter {
+            items.insert(entry.map_err(|e| self.storage(e))?.0);
+        }
+        Ok(items)
     }
 
     /// Decode the stored vector of `item` into `out` (length = dimension) and return its

@@ -229,6 +229,7 @@ fn describe(hosted: Option<&HostedCollection>, map: Option<&ShardMap>) -> serde_
             if let Some(h) = local(s.range) {
                 let stats = h.shard.stats();
                 entry["shard"] = json!(h.partition);
+                entry["engine"] = json!(h.engine());
                 entry["vectors"] = json!(stats.len);
                 entry["pending"] = json!(stats.pending);
                 entry["next_offset"] = json!(h.next_offset());

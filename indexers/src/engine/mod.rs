@@ -12,12 +12,19 @@
 //! - [`hnsw::HnswEngine`]: an in-memory HNSW graph (the hot tier), rebuilt from the store
 //!   on open and updated incrementally by each build; it keeps no state in LMDB but its
 //!   build epoch.
+//! - [`hannoy::WarmEngine`]: an HNSW graph on disk (the hannoy crate, the warm tier), in
+//!   the store's `index_warm` database; nothing in memory but the page cache.
+//! - [`cold::ColdEngine`]: arroy trees over binary-quantized vectors (the cold tier), in
+//!   the store's `index_cold` database, rescored with the stored full vectors.
 //!
-//! A further engine (hannoy HNSW on disk, say) implements [`IndexEngine`] and gets a
-//! variant in [`EngineKind`]. This module does not decide last-writer-wins or offsets.
+//! Tiers: `hot` = [`EngineKind::Hnsw`], `warm` = [`EngineKind::Warm`], `cold` =
+//! [`EngineKind::Cold`]; a shard moves between them with [`crate::Shard::set_engine`].
+//! This module does not decide last-writer-wins or offsets.
 
 pub mod arroy;
+pub mod cold;
 pub mod exact;
+pub mod hannoy;
 pub mod hnsw;
 
 use std::cmp::{Ordering, Reverse};
@@ -39,8 +46,28 @@ pub enum EngineKind {
     Arroy,
     /// Brute force over every stored vector (exact; fine for small shards).
     Exact,
-    /// An in-memory HNSW graph, updated incrementally (approximate; the hot tier).
+    /// An in-memory HNSW graph, updated incrementally (approximate; the hot tier). Also
+    /// read as `hot`.
+    #[serde(alias = "hot")]
     Hnsw,
+    /// An HNSW graph on disk in LMDB (hannoy; approximate; the warm tier). Also read as
+    /// `hannoy`.
+    #[serde(alias = "hannoy")]
+    Warm,
+    /// Trees over binary-quantized vectors on disk, rescored with the full vectors
+    /// (approximate; the cold tier).
+    Cold,
+}
+
+impl EngineKind {
+    /// Every engine, in tier order after the reference engines.
+    pub const ALL: [EngineKind; 5] = [
+        EngineKind::Exact,
+        EngineKind::Arroy,
+        EngineKind::Hnsw,
+        EngineKind::Warm,
+        EngineKind::Cold,
+    ];
 }
 
 impl std::fmt::Display for EngineKind {
@@ -49,7 +76,52 @@ impl std::fmt::Display for EngineKind {
             EngineKind::Arroy => "arroy",
             EngineKind::Exact => "exact",
             EngineKind::Hnsw => "hnsw",
+            EngineKind::Warm => "warm",
+            EngineKind::Cold => "cold",
         })
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = crate::error::Error;
+
+    /// The engine's name as [`std::fmt::Display`] writes it, or a tier name (`hot`,
+    /// `warm`, `cold`), or `hannoy` for the warm engine; case-insensitive.
+    fn from_str(name: &str) -> Result<EngineKind> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "arroy" => Ok(EngineKind::Arroy),
+            "exact" => Ok(EngineKind::Exact),
+            "hnsw" | "hot" => Ok(EngineKind::Hnsw),
+            "warm" | "hannoy" => Ok(EngineKind::Warm),
+            "cold" => Ok(EngineKind::Cold),
+            other => Err(crate::error::Error::InvalidConfig(format!(
+                "unknown engine `{other}`: use hot (hnsw), warm (hannoy), cold, arroy or exact"
+            ))),
+        }
+    }
+}
+
+/// Remove everything engine `kind` keeps in LMDB (its index database, or its keys in the
+/// shared `index` database), inside `wtxn`.
+pub(crate) fn clear_engine_data(kind: EngineKind, wtxn: &mut RwTxn, store: &Store) -> Result<()> {
+    let db = match kind {
+        EngineKind::Exact => return Ok(()),
+        // arroy and hnsw (its build epoch) share `index` and are never active together.
+        EngineKind::Arroy | EngineKind::Hnsw => &store.index,
+        EngineKind::Warm => &store.index_warm,
+        EngineKind::Cold => &store.index_cold,
+    };
+    db.clear(wtxn).map_err(|e| store.storage(e))
+}
+
+/// Bytes of the LMDB pages engine `kind` uses (0 for the exact engine and for hnsw, whose
+/// graph is memory).
+pub(crate) fn engine_data_bytes(kind: EngineKind, txn: &RoTxn, store: &Store) -> Result<u64> {
+    match kind {
+        EngineKind::Exact | EngineKind::Hnsw => Ok(0),
+        EngineKind::Arroy => store.db_bytes(txn, &store.index),
+        EngineKind::Warm => store.db_bytes(txn, &store.index_warm),
+        EngineKind::Cold => store.db_bytes(txn, &store.index_cold),
     }
 }
 
@@ -204,5 +276,27 @@ mod tests {
         let mut empty = TopK::new(0);
         empty.push(1, 1.0);
         assert!(empty.into_sorted().is_empty());
+    }
+
+    #[test]
+    fn engine_names_round_trip_and_tier_aliases_parse() {
+        for kind in EngineKind::ALL {
+            let name = kind.to_string();
+            assert_eq!(name.parse::<EngineKind>().unwrap(), kind);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<EngineKind>(&json).unwrap(), kind);
+        }
+        for (alias, kind) in [
+            ("hot", EngineKind::Hnsw),
+            ("hannoy", EngineKind::Warm),
+            ("warm", EngineKind::Warm),
+            ("cold", EngineKind::Cold),
+        ] {
+            assert_eq!(alias.parse::<EngineKind>().unwrap(), kind);
+            let json = format!("\"{alias}\"");
+            assert_eq!(serde_json::from_str::<EngineKind>(&json).unwrap(), kind);
+        }
+        assert!("lukewarm".parse::<EngineKind>().is_err());
     }
 }

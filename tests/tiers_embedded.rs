@@ -1,0 +1,83 @@
+//! Storage tiers through the real binary: `hektor shard tier` moves a serving shard from
+//! the hot engine to warm (hannoy) and cold (binary-quantized arroy + rescoring) and back,
+//! while it keeps answering; the map records the tier and the node reports the engine.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn hektor(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hektor"))
+        .args(args)
+        .env("HEKTOR_LOG", "warn")
+        .output()
+        .expect("run hektor")
+}
+
+fn shard0(url: &str) -> Value {
+    let (status, info) = get(&format!("{url}/collections/t"));
+    assert_eq!(status, 200, "{info}");
+    info["shards"][0].clone()
+}
+
+#[test]
+fn a_shard_changes_tier_while_it_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), None, &["--engine", "hnsw", "--no-planner"]);
+    let url = &server.url;
+    create_collection(url, "t", 384, 2);
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/debian-minilm-384-sample");
+    let (base, dim) =
+        hektor_indexers::dataset::read_fvecs(&sample.join("base.fvecs"), Some(1500)).unwrap();
+    let ids: Vec<String> = (0..base.len() / dim).map(|i| format!("r{i}")).collect();
+    let token = upsert_rows(url, "t", &base, dim, &ids, 0..ids.len(), 500);
+    // Each probe is a stored vector: it must come back first whatever the tier.
+    let probe = |row: usize| {
+        let (status, body) = post(
+            &format!("{url}/collections/t/search"),
+            &json!({"vector": &base[row * dim..(row + 1) * dim], "k": 5,
+                    "consistency": {"after": token}}),
+        );
+        assert_eq!(status, 200, "{body}");
+        // The data set has duplicate texts: the probe may tie with others at the top.
+        let top = body["hits"][0]["score"].as_f64().unwrap();
+        let found = body["hits"].as_array().unwrap().iter().any(|h| {
+            h["id"] == json!(ids[row]) && h["score"].as_f64().unwrap() >= top - 1e-4
+        });
+        assert!(found, "row {row} is not among the best: {body}");
+    };
+    probe(3);
+    let start = format!("{}", shard0(url)["range"]["start"].as_u64().unwrap());
+    for tier in ["warm", "cold", "hot"] {
+        let out = hektor(&["shard", "tier", "--url", url, "t", &start, tier]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let engine = if tier == "hot" { "hnsw" } else { tier };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut row = 0;
+        loop {
+            // Searches keep working during the switch.
+            probe(row % ids.len());
+            row += 97;
+            let s = shard0(url);
+            if s["tier"] == json!(tier) && s["engine"] == json!(engine) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never reached {tier}: {s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for row in [0, 500, 1499] {
+            probe(row);
+        }
+    }
+    // Bad requests are refused with a reason.
+    let out = hektor(&["shard", "tier", "--url", url, "t", &start, "lukewarm"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown tier"));
+    let out = hektor(&["shard", "tier", "--url", url, "t", "12345", "warm"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no shard starting at"));
+}
