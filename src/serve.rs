@@ -12,9 +12,9 @@ use std::time::Duration;
 use anyhow::Context;
 use std::sync::OnceLock;
 
-use hektor_control::{Control, ControlSettings, Routing};
+use hektor_control::{Control, ControlSettings, Routing, ShardFacts};
 use hektor_indexers::host::{AssignedRange, Assignment, Assignments, HostConfig, ShardHost};
-use hektor_topics::record::{NodeHeartbeat, PlanAction};
+use hektor_topics::record::{NodeHeartbeat, PlanAction, RingRange};
 use tokio::sync::watch;
 use hektor_indexers::EngineKind;
 use hektor_ingest::http::{router as ingest_router, IngestState};
@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// How long a shard this node no longer holds keeps serving (milliseconds).
     #[arg(long, default_value_t = 5_000)]
     pub grace_ms: u64,
+    /// Split a shard that holds more vectors than this, at the median ring position of
+    /// its data (0 = never split by size).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub split_vectors: u64,
     /// Shard builds in flight at once per collection.
     #[arg(long, default_value_t = 4)]
     pub max_moves: usize,
@@ -144,6 +148,25 @@ pub struct Node {
 impl ServeArgs {
     fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// The host's answers to the control plane (set once the host is open).
+struct HostFacts(OnceLock<Arc<ShardHost>>);
+
+impl ShardFacts for HostFacts {
+    fn caught_up(&self, collection: &str, incarnation: u64, range: RingRange) -> bool {
+        self.0
+            .get()
+            .is_some_and(|h| h.caught_up(collection, incarnation, range))
+    }
+
+    fn size(&self, collection: &str, incarnation: u64, range: RingRange) -> Option<(u64, u64)> {
+        let host = self.0.get()?;
+        let c = host.collection(collection).filter(|c| c.incarnation == incarnation)?;
+        let shard = c.shard(range)?;
+        let median = shard.shard.ring_median().ok().flatten()?;
+        Some((shard.shard.len(), median))
     }
 }
 
@@ -234,18 +257,11 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     settings.dead_after = Duration::from_millis(args.dead_after_ms.max(args.heartbeat_ms * 2));
     settings.max_moves = args.max_moves.max(1);
     settings.cluster = args.cluster.clone();
-    let host_cell: Arc<OnceLock<Arc<ShardHost>>> = Arc::new(OnceLock::new());
-    let cell = Arc::clone(&host_cell);
-    let control = Control::start(
-        Arc::clone(&catalog),
-        settings,
-        Arc::new(move |collection: &str, incarnation, range| {
-            cell.get()
-                .is_some_and(|h| h.caught_up(collection, incarnation, range))
-        }),
-    )
-    .await
-    .context("starting the control plane")?;
+    settings.split_vectors = (args.split_vectors > 0).then_some(args.split_vectors);
+    let facts = Arc::new(HostFacts(OnceLock::new()));
+    let control = Control::start(Arc::clone(&catalog), settings, facts.clone())
+        .await
+        .context("starting the control plane")?;
     let host = ShardHost::start(
         HostConfig {
             data_dir: args.log.data_dir.clone(),
@@ -257,7 +273,7 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     )
     .await
     .context("opening shards")?;
-    let _ = host_cell.set(Arc::clone(&host));
+    let _ = facts.0.set(Arc::clone(&host));
     let events = EventSink::spawn(Arc::clone(&log), args.node_id.clone());
     let writer = Arc::new(Writer::new(
         Arc::clone(&catalog),

@@ -217,15 +217,20 @@ pub fn next_map(
     let has_target = |targets: &[Target], range: &RingRange| {
         targets.iter().any(|t| within(&t.range, range))
     };
-    // 2a. Splits asked for.
-    for (range, at) in input.splits {
+    // 2a. Splits asked for. A split names a point: it cuts whichever serving shard holds
+    // it now (the shard it named may have been split or merged since it was asked for).
+    for (_, at) in input.splits {
         if targets.len() >= config.max_moves {
             break;
         }
-        let Some(s) = shards.iter().find(|s| s.range == *range) else {
+        let Some(s) = shards
+            .iter()
+            .find(|s| s.range.contains(*at) && *at > s.range.start)
+        else {
             continue;
         };
-        if !(range.contains(*at) && *at > range.start) || has_target(&targets, range) {
+        let range = s.range;
+        if has_target(&targets, &range) {
             continue;
         }
         let halves = [
@@ -242,7 +247,7 @@ pub fn next_map(
             s.replicas.clone()
         } else {
             let held = vec![s.replicas.clone()];
-            assign(&[*range], &held, input.placeable, config.replication)
+            assign(&[range], &held, input.placeable, config.replication)
                 .pop()
                 .unwrap_or_default()
         };
@@ -255,10 +260,10 @@ pub fn next_map(
                 replicas: replicas.clone(),
                 tier: s.tier,
                 since: epoch,
-                reason: format!("split of {} at {at:#x}", fmt_range(range)),
+                reason: format!("split of {} at {at:#x}", fmt_range(&range)),
             });
         }
-        reasons.push(format!("shard {}: split at {at:#x} begun", fmt_range(range)));
+        reasons.push(format!("shard {}: split at {at:#x} begun", fmt_range(&range)));
     }
 
     // 2b. Re-placement: sticky, balanced wanted replicas.

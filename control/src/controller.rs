@@ -25,9 +25,16 @@ use hektor_topics::topic::{Cleanup, TopicSpec};
 use crate::plan::{PlanState, Plans, ReadyRecord};
 use crate::{Result, Routing};
 
-/// Tells whether this node holds `(collection, incarnation, range)` caught up with the
-/// log (and its index built): the condition for reporting a target ready.
-pub type CaughtUp = Arc<dyn Fn(&str, u64, RingRange) -> bool + Send + Sync>;
+/// What the control plane asks this node's shard host.
+pub trait ShardFacts: Send + Sync {
+    /// Whether this node holds `(collection, incarnation, range)` caught up with the log
+    /// (and its index built): the condition for reporting a target ready.
+    fn caught_up(&self, collection: &str, incarnation: u64, range: RingRange) -> bool;
+
+    /// The number of vectors this node holds in the shard and their median ring position,
+    /// when it holds it. May walk an index: called off the hot path, every few seconds.
+    fn size(&self, collection: &str, incarnation: u64, range: RingRange) -> Option<(u64, u64)>;
+}
 
 /// How this node takes part in the control plane.
 #[derive(Debug, Clone)]
@@ -43,6 +50,11 @@ pub struct ControlSettings {
     pub max_moves: usize,
     /// The cluster's name, when several share a log (see [`crate::membership::nodes_topic`]).
     pub cluster: Option<String>,
+    /// A shard holding more vectors than this is split at its median ring position (asked
+    /// for by its first replica); `None` never splits by size.
+    pub split_vectors: Option<u64>,
+    /// How often a node checks its shards' sizes.
+    pub size_every: Duration,
 }
 
 impl ControlSettings {
@@ -55,6 +67,8 @@ impl ControlSettings {
             tick: Duration::from_millis(250),
             max_moves: 4,
             cluster: None,
+            split_vectors: None,
+            size_every: Duration::from_secs(5),
         }
     }
 }
@@ -76,7 +90,7 @@ impl Control {
     pub async fn start(
         catalog: Arc<Catalog>,
         settings: ControlSettings,
-        caught_up: CaughtUp,
+        facts: Arc<dyn ShardFacts>,
     ) -> Result<Arc<Control>> {
         if settings.node.node.is_empty() {
             return Err(crate::Error::Config("the node id is empty".into()));
@@ -113,7 +127,7 @@ impl Control {
             log_of_decisions: Mutex::new(Vec::new()),
         });
         let runner = Arc::clone(&control);
-        tokio::spawn(async move { runner.run(settings, caught_up).await });
+        tokio::spawn(async move { runner.run(settings, facts).await });
         Ok(control)
     }
 
@@ -171,8 +185,10 @@ impl Control {
         self.log_of_decisions.lock().clone()
     }
 
-    async fn run(self: Arc<Self>, settings: ControlSettings, caught_up: CaughtUp) {
+    async fn run(self: Arc<Self>, settings: ControlSettings, facts: Arc<dyn ShardFacts>) {
         let started = Instant::now();
+        let mut sized = Instant::now();
+        let mut asked: BTreeSet<(String, u64, RingRange)> = BTreeSet::new();
         let mut reported: BTreeSet<(String, RingRange, u64)> = BTreeSet::new();
         let mut plans_rx = self.plans.subscribe();
         let mut members_rx = self.membership.subscribe();
@@ -189,10 +205,76 @@ impl Control {
                     tracing::warn!(%err, "controller round failed");
                 }
             }
-            if let Err(err) = self.report_ready(&caught_up, &mut reported).await {
+            if let Err(err) = self.report_ready(facts.as_ref(), &mut reported).await {
                 tracing::warn!(%err, "readiness report failed");
             }
+            if let Some(limit) = settings.split_vectors {
+                if sized.elapsed() >= settings.size_every {
+                    sized = Instant::now();
+                    if let Err(err) = self.split_by_size(&facts, limit, &mut asked).await {
+                        tracing::warn!(%err, "size check failed");
+                    }
+                }
+            }
         }
+    }
+
+    /// Ask for a split at the median of every shard this node is first replica of that
+    /// holds more than `limit` vectors (once per shard and epoch).
+    async fn split_by_size(
+        &self,
+        facts: &Arc<dyn ShardFacts>,
+        limit: u64,
+        asked: &mut BTreeSet<(String, u64, RingRange)>,
+    ) -> Result<()> {
+        for (name, map) in self.plans.maps() {
+            for shard in map.shards() {
+                if shard.replicas.first() != Some(&self.me)
+                    || map.targets().iter().any(|t| shard.range.contains(t.range.start))
+                {
+                    continue;
+                }
+                let key = (name.clone(), map.epoch(), shard.range);
+                if asked.contains(&key) {
+                    continue;
+                }
+                // Walking the ring index touches LMDB: off the async workers.
+                let (f, n, inc, range) =
+                    (Arc::clone(facts), name.clone(), map.incarnation(), shard.range);
+                let size = tokio::task::spawn_blocking(move || f.size(&n, inc, range))
+                    .await
+                    .ok()
+                    .flatten();
+                let Some((vectors, median)) = size else {
+                    continue;
+                };
+                if vectors <= limit || !(shard.range.contains(median) && median > shard.range.start)
+                {
+                    continue;
+                }
+                let reason = format!(
+                    "size: {vectors} vectors > {limit}; split at the median ring position"
+                );
+                tracing::info!(collection = %name, at = median, %reason, "asking for a split");
+                self.request(
+                    &name,
+                    PlanAction::Split {
+                        shard: shard.range,
+                        at: median,
+                    },
+                    &reason,
+                )
+                .await?;
+                asked.insert(key);
+            }
+        }
+        asked.retain(|(name, epoch, _)| {
+            self.plans
+                .get(name)
+                .and_then(|s| s.map)
+                .is_some_and(|m| m.epoch() == *epoch)
+        });
+        Ok(())
     }
 
     fn publish_routing(&self) {
@@ -267,7 +349,7 @@ impl Control {
     /// Report the targets listing this node that it has caught up with.
     async fn report_ready(
         &self,
-        caught_up: &CaughtUp,
+        facts: &dyn ShardFacts,
         reported: &mut BTreeSet<(String, RingRange, u64)>,
     ) -> Result<()> {
         let maps = self.plans.maps();
@@ -285,7 +367,7 @@ impl Control {
         reported.retain(|k| wanted.contains_key(k));
         for ((name, range, since), (incarnation, epoch)) in wanted {
             let key = (name.clone(), range, since);
-            if reported.contains(&key) || !caught_up(&name, incarnation, range) {
+            if reported.contains(&key) || !facts.caught_up(&name, incarnation, range) {
                 continue;
             }
             self.plans

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use hektor_cluster::ShardMap;
 
-pub use controller::{Control, ControlSettings};
+pub use controller::{Control, ControlSettings, ShardFacts};
 pub use error::{Error, Result};
 
 /// A node as routers see it.

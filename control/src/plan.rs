@@ -46,7 +46,7 @@ pub struct PlanState {
     pub incarnation: u64,
     pub map: Option<Arc<ShardMap>>,
     pub ready: Vec<Ready>,
-    /// Splits asked for and not yet begun or done: `(shard, at)`.
+    /// Splits asked for and not done yet: `(shard it named, at)`.
     pub splits: Vec<(RingRange, u64)>,
     /// Tier changes asked for.
     pub tiers: Vec<(RingRange, Tier)>,
@@ -99,8 +99,9 @@ impl PlanState {
 
     /// Drop the requests a map has carried out (or made moot).
     fn forget_done(&mut self, map: &ShardMap) {
+        // A split is done once a shard boundary lies at its point.
         self.splits
-            .retain(|(range, _)| map.shards().iter().any(|s| s.range == *range));
+            .retain(|(_, at)| !map.shards().iter().any(|s| s.range.start == *at));
         self.tiers.retain(|(range, tier)| {
             map.shards()
                 .iter()

@@ -309,6 +309,28 @@ impl Shard {
         self.len.load(Ordering::Acquire)
     }
 
+    /// The median ring position of the live vectors (where a split by size cuts), or
+    /// `None` for an empty shard. Walks half the ring index: call it off the hot path.
+    pub fn ring_median(&self) -> Result<Option<u64>> {
+        let s = &self.store;
+        let st = |e| s.storage(e);
+        let txn = self.read_txn()?;
+        let n = s.ring.len(&txn).map_err(st)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let Some(entry) = s.ring.iter(&txn).map_err(st)?.nth((n / 2) as usize) else {
+            return Ok(None);
+        };
+        let (key, ()) = entry.map_err(st)?;
+        if key.len() != 12 {
+            return Err(s.corrupt("ring index key is not 12 bytes"));
+        }
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&key[..8]);
+        Ok(Some(u64::from_be_bytes(b)))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
