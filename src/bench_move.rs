@@ -57,7 +57,9 @@ impl Drop for Proc {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// One latency sample: when it finished (since the start), how long, whether it failed.
@@ -87,7 +89,15 @@ pub async fn run(args: MoveBenchArgs) -> anyhow::Result<()> {
     let start = |id: &str, roles: &str| -> anyhow::Result<(Proc, String)> {
         let port = free_port()?;
         let child = Command::new(&exe)
-            .args(["serve", "--node-id", id, "--roles", roles, "--brokers", &brokers])
+            .args([
+                "serve",
+                "--node-id",
+                id,
+                "--roles",
+                roles,
+                "--brokers",
+                &brokers,
+            ])
             .args(["--cluster", &name, "--only-collections", &name])
             .args(["--engine", &args.engine, "--no-planner"])
             .args(["--heartbeat-ms", "250", "--dead-after-ms", "3000"])
@@ -128,7 +138,11 @@ pub async fn run(args: MoveBenchArgs) -> anyhow::Result<()> {
         .json(&json!({"dimension": dim, "distance": "cosine", "partitions": 1}))
         .send()
         .await?;
-    anyhow::ensure!(created.status().is_success(), "create: {}", created.text().await?);
+    anyhow::ensure!(
+        created.status().is_success(),
+        "create: {}",
+        created.text().await?
+    );
     // Load the shard.
     let loaded = Instant::now();
     for chunk in 0..n.div_ceil(500) {
@@ -155,7 +169,10 @@ pub async fn run(args: MoveBenchArgs) -> anyhow::Result<()> {
         if s["vectors"].as_u64() == Some(n as u64) && s["pending"] == 0 && s["lag"] == 0 {
             break;
         }
-        anyhow::ensure!(loaded.elapsed() < Duration::from_secs(600), "load never finished: {info}");
+        anyhow::ensure!(
+            loaded.elapsed() < Duration::from_secs(600),
+            "load never finished: {info}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let load_s = loaded.elapsed().as_secs_f64();
@@ -212,7 +229,12 @@ pub async fn run(args: MoveBenchArgs) -> anyhow::Result<()> {
         .status()?;
     anyhow::ensure!(status.success(), "could not signal node a");
     let switched_at = loop {
-        let view: Value = http.get(format!("{router}/cluster")).send().await?.json().await?;
+        let view: Value = http
+            .get(format!("{router}/cluster"))
+            .send()
+            .await?
+            .json()
+            .await?;
         let c = view["collections"]
             .as_array()
             .and_then(|cs| cs.iter().find(|c| c["name"] == name.as_str()))

@@ -62,6 +62,7 @@ pub async fn load(
         distance: Distance::Cosine,
         partitions: 4,
         replication: 1,
+        placement: Default::default(),
     };
     writer.catalog().create(spec).await?;
     let mut token = Token::default();

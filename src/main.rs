@@ -16,11 +16,11 @@ mod bench_placement;
 mod bench_search;
 mod cluster_cmd;
 mod demo;
-mod produce;
 mod node;
+mod produce;
 mod replay;
-mod shard_cmd;
 mod serve;
+mod shard_cmd;
 mod sim;
 
 use std::path::PathBuf;

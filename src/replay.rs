@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hektor_indexers::host::{collection_dir, shard_dir, to_range_op};
-use hektor_topics::record::RingRange;
-use hektor_topics::ring;
 use hektor_indexers::{EngineKind, Shard, ShardConfig, ShardOp};
 use hektor_topics::catalog::Catalog;
+use hektor_topics::record::RingRange;
+use hektor_topics::ring;
 use hektor_topics::topic::{topic_name, TopicKind};
 use indicatif::{ProgressBar, ProgressStyle};
 

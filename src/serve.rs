@@ -14,8 +14,6 @@ use std::sync::OnceLock;
 
 use hektor_control::{Control, ControlSettings, Routing, ShardFacts};
 use hektor_indexers::host::{AssignedRange, Assignment, Assignments, HostConfig, ShardHost};
-use hektor_topics::record::{NodeHeartbeat, PlanAction, RingRange};
-use tokio::sync::watch;
 use hektor_indexers::EngineKind;
 use hektor_ingest::http::{router as ingest_router, IngestState};
 use hektor_ingest::Writer;
@@ -25,6 +23,8 @@ use hektor_query::search::Searcher;
 use hektor_topics::catalog::Catalog;
 use hektor_topics::events::EventSink;
 use hektor_topics::hlc::HlcClock;
+use hektor_topics::record::{NodeHeartbeat, PlanAction, RingRange};
+use tokio::sync::watch;
 
 use crate::backend::open_log;
 use crate::LogArgs;
@@ -81,7 +81,11 @@ pub struct ServeArgs {
     /// The roles of this node, comma-separated: router (ingest + query HTTP API), data
     /// (holds shards), controller (may be elected to write shard maps), planner (kinetic
     /// planner).
-    #[arg(long, value_delimiter = ',', default_value = "router,data,controller,planner")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "router,data,controller,planner"
+    )]
     pub roles: Vec<String>,
     /// The cluster's name, when several clusters share one Kafka (nodes see only the
     /// heartbeats of their own cluster).
@@ -163,7 +167,9 @@ impl ShardFacts for HostFacts {
 
     fn size(&self, collection: &str, incarnation: u64, range: RingRange) -> Option<(u64, u64)> {
         let host = self.0.get()?;
-        let c = host.collection(collection).filter(|c| c.incarnation == incarnation)?;
+        let c = host
+            .collection(collection)
+            .filter(|c| c.incarnation == incarnation)?;
         let shard = c.shard(range)?;
         let median = shard.shard.ring_median().ok().flatten()?;
         Some((shard.shard.len(), median))
@@ -383,7 +389,10 @@ fn control_routes(control: Arc<Control>) -> axum::Router {
                 "the split point must lie strictly inside the shard".into(),
             );
         }
-        match control.request(&collection, action.clone(), "asked for by an operator").await {
+        match control
+            .request(&collection, action.clone(), "asked for by an operator")
+            .await
+        {
             Ok(()) => (
                 StatusCode::ACCEPTED,
                 Json(json!({ "requested": action, "epoch": map.epoch() })),

@@ -68,7 +68,9 @@ pub async fn run(args: ShardArgs) -> anyhow::Result<()> {
         .flatten()
         .filter_map(|s| serde_json::from_value::<RingRange>(s["range"].clone()).ok())
         .find(|r| r.start == shard)
-        .with_context(|| format!("collection `{collection}` has no shard starting at {shard:#x}: {view}"))?;
+        .with_context(|| {
+            format!("collection `{collection}` has no shard starting at {shard:#x}: {view}")
+        })?;
     let action = match &args.command {
         ShardCommand::Split { at, .. } => {
             let at = match at {

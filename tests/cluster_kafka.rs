@@ -186,11 +186,10 @@ fn run_load(
                 }
                 Ok(r) => {
                     let status = r.status();
-                    tally
-                        .failures
-                        .lock()
-                        .unwrap()
-                        .push(format!("write to {url}: {status} {}", r.text().unwrap_or_default()));
+                    tally.failures.lock().unwrap().push(format!(
+                        "write to {url}: {status} {}",
+                        r.text().unwrap_or_default()
+                    ));
                     seq += 1;
                     continue;
                 }
@@ -327,7 +326,9 @@ fn nodes_join_leave_die_and_shards_split_under_load_without_losing_a_write_or_a_
     targets.lock().unwrap().retain(|u| *u != n2.url);
     let mut n2 = n2;
     sigterm(&n2.child);
-    wait_map(&n1.url, &name, "n2 drained", |c| settled(c) && !holds(c, "n2"));
+    wait_map(&n1.url, &name, "n2 drained", |c| {
+        settled(c) && !holds(c, "n2")
+    });
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = n2.child.try_wait().unwrap() {
@@ -365,7 +366,11 @@ fn nodes_join_leave_die_and_shards_split_under_load_without_losing_a_write_or_a_
 
     // Nothing failed, every acknowledged write is there, on every node's router.
     let failures = tally.failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "{} failures: {failures:#?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:#?}",
+        failures.len()
+    );
     let queries = tally.queries.load(Ordering::Relaxed);
     assert!(queries > 50, "the load ran only {queries} queries");
     let epochs = tally.epochs.lock().unwrap().clone();
@@ -375,7 +380,11 @@ fn nodes_join_leave_die_and_shards_split_under_load_without_losing_a_write_or_a_
     );
     let acked = tally.acked.lock().unwrap().clone();
     let c = client();
-    for (i, id) in acked.iter().chain(&["pre-0".to_owned(), "pre-499".to_owned()]).enumerate() {
+    for (i, id) in acked
+        .iter()
+        .chain(&["pre-0".to_owned(), "pre-499".to_owned()])
+        .enumerate()
+    {
         let url = if i % 2 == 0 { &n1.url } else { &n4.url };
         let r = c
             .get(format!("{url}/collections/{name}/vectors/{id}"))

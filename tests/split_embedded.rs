@@ -15,7 +15,13 @@ fn oversized_shards_split_at_their_median_until_small_enough() {
     let server = start_server(
         dir.path(),
         None,
-        &["--engine", "exact", "--no-planner", "--split-vectors", "300"],
+        &[
+            "--engine",
+            "exact",
+            "--no-planner",
+            "--split-vectors",
+            "300",
+        ],
     );
     let url = &server.url;
     create_collection(url, "s", 4, 1);
@@ -25,13 +31,19 @@ fn oversized_shards_split_at_their_median_until_small_enough() {
             json!({"id": format!("v{i}"), "vector": [1.0, x.sin(), x.cos(), x / 1000.0]})
         })
         .collect();
-    let (status, body) = post(&format!("{url}/collections/s/vectors"), &json!({ "upserts": upserts }));
+    let (status, body) = post(
+        &format!("{url}/collections/s/vectors"),
+        &json!({ "upserts": upserts }),
+    );
     assert_eq!(status, 200, "{body}");
     let deadline = Instant::now() + Duration::from_secs(120);
     let info = loop {
         let (_, info) = get(&format!("{url}/collections/s"));
         let shards = info["shards"].as_array().unwrap();
-        let sizes: Vec<u64> = shards.iter().map(|s| s["vectors"].as_u64().unwrap_or(u64::MAX)).collect();
+        let sizes: Vec<u64> = shards
+            .iter()
+            .map(|s| s["vectors"].as_u64().unwrap_or(u64::MAX))
+            .collect();
         if info["targets"].as_array().unwrap().is_empty()
             && sizes.iter().all(|&n| n <= 300)
             && info["complete"] == json!(true)

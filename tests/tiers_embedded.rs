@@ -45,16 +45,22 @@ fn a_shard_changes_tier_while_it_serves() {
         assert_eq!(status, 200, "{body}");
         // The data set has duplicate texts: the probe may tie with others at the top.
         let top = body["hits"][0]["score"].as_f64().unwrap();
-        let found = body["hits"].as_array().unwrap().iter().any(|h| {
-            h["id"] == json!(ids[row]) && h["score"].as_f64().unwrap() >= top - 1e-4
-        });
+        let found = body["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["id"] == json!(ids[row]) && h["score"].as_f64().unwrap() >= top - 1e-4);
         assert!(found, "row {row} is not among the best: {body}");
     };
     probe(3);
     let start = format!("{}", shard0(url)["range"]["start"].as_u64().unwrap());
     for tier in ["warm", "cold", "hot"] {
         let out = hektor(&["shard", "tier", "--url", url, "t", &start, tier]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let engine = if tier == "hot" { "hnsw" } else { tier };
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut row = 0;

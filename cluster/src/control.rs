@@ -30,6 +30,7 @@ use hektor_topics::record::{RingRange, Tier};
 
 use crate::error::{fmt_range, Result};
 use crate::node::NodeSpec;
+use crate::placement::Strategy;
 use crate::shard_map::{Shard, ShardMap, Target};
 
 /// A node's report that it holds a shard's range, caught up with the log.
@@ -48,6 +49,9 @@ pub struct ControlConfig {
     pub replication: usize,
     /// Shard builds in flight at once (targets).
     pub max_moves: usize,
+    /// Place each shard by this strategy (of its range start) instead of sticky and
+    /// balanced.
+    pub strategy: Option<Strategy>,
 }
 
 impl Default for ControlConfig {
@@ -55,8 +59,36 @@ impl Default for ControlConfig {
         ControlConfig {
             replication: 1,
             max_moves: 4,
+            strategy: None,
         }
     }
+}
+
+/// The wanted replicas of `ranges`: by `strategy` when given, else [`assign`].
+fn wanted(
+    ranges: &[RingRange],
+    held: &[Vec<String>],
+    nodes: &[NodeSpec],
+    config: &ControlConfig,
+) -> Result<Vec<Vec<String>>> {
+    let Some(strategy) = config.strategy else {
+        return Ok(assign(ranges, held, nodes, config.replication));
+    };
+    if nodes.is_empty() {
+        return Ok(vec![Vec::new(); ranges.len()]);
+    }
+    let placement = strategy.build(nodes.iter().cloned())?;
+    let r = config.replication.clamp(1, nodes.len());
+    ranges
+        .iter()
+        .map(|range| {
+            Ok(placement
+                .replicas(range.start, r)?
+                .into_iter()
+                .map(str::to_owned)
+                .collect())
+        })
+        .collect()
 }
 
 /// What the controller knows at one tick.
@@ -99,7 +131,7 @@ pub fn next_map(
             .map(|i| hektor_topics::ring::partition_range(i, input.partitions.max(1)))
             .collect();
         let held: Vec<Vec<String>> = vec![Vec::new(); ranges.len()];
-        let wanted = assign(&ranges, &held, input.placeable, config.replication);
+        let wanted = wanted(&ranges, &held, input.placeable, config)?;
         let shards = ranges
             .iter()
             .zip(wanted)
@@ -127,7 +159,10 @@ pub fn next_map(
 
     // 0. Tier changes apply in place.
     for (range, tier) in input.tiers {
-        if let Some(s) = shards.iter_mut().find(|s| s.range == *range && s.tier != *tier) {
+        if let Some(s) = shards
+            .iter_mut()
+            .find(|s| s.range == *range && s.tier != *tier)
+        {
             reasons.push(format!(
                 "shard {}: tier {:?} -> {:?}",
                 fmt_range(range),
@@ -214,9 +249,8 @@ pub fn next_map(
         }
     }
 
-    let has_target = |targets: &[Target], range: &RingRange| {
-        targets.iter().any(|t| within(&t.range, range))
-    };
+    let has_target =
+        |targets: &[Target], range: &RingRange| targets.iter().any(|t| within(&t.range, range));
     // 2a. Splits asked for. A split names a point: it cuts whichever serving shard holds
     // it now (the shard it named may have been split or merged since it was asked for).
     for (_, at) in input.splits {
@@ -263,7 +297,10 @@ pub fn next_map(
                 reason: format!("split of {} at {at:#x}", fmt_range(&range)),
             });
         }
-        reasons.push(format!("shard {}: split at {at:#x} begun", fmt_range(&range)));
+        reasons.push(format!(
+            "shard {}: split at {at:#x} begun",
+            fmt_range(&range)
+        ));
     }
 
     // 2b. Re-placement: sticky, balanced wanted replicas.
@@ -288,7 +325,7 @@ pub fn next_map(
                 }
             })
             .collect();
-        let wanted = assign(&ranges, &held, input.placeable, config.replication);
+        let wanted = wanted(&ranges, &held, input.placeable, config)?;
         for (s, want) in shards.iter().zip(wanted) {
             if targets.len() >= config.max_moves {
                 break;
@@ -441,6 +478,7 @@ mod tests {
         let config = ControlConfig {
             replication: r,
             max_moves: 64,
+            strategy: None,
         };
         let ids: Vec<String> = n.iter().map(|n| n.id.clone()).collect();
         next_map(
@@ -480,6 +518,7 @@ mod tests {
             &ControlConfig {
                 replication: r,
                 max_moves: 64,
+                strategy: None,
             },
         )
         .unwrap()
@@ -528,7 +567,11 @@ mod tests {
         let n4 = nodes(&["a", "b", "c", "d"]);
         let al = alive(&["a", "b", "c", "d"]);
         let building = step(&map, &n4, &al, &[], 1).unwrap();
-        assert_eq!(building.shards(), map.shards(), "serving must not change yet");
+        assert_eq!(
+            building.shards(),
+            map.shards(),
+            "serving must not change yet"
+        );
         assert_eq!(building.targets().len(), 3, "d's share of 12 shards");
         assert!(building.targets().iter().all(|t| t.replicas == ["d"]));
         // Nothing new while not ready.
@@ -627,11 +670,58 @@ mod tests {
             &ControlConfig {
                 replication: 1,
                 max_moves: 3,
+                strategy: None,
             },
         )
         .unwrap()
         .unwrap();
         assert_eq!(d.map.targets().len(), 3);
+    }
+
+    #[test]
+    fn a_collection_may_be_placed_by_consistent_hashing() {
+        let n = nodes(&["a", "b", "c"]);
+        let config = ControlConfig {
+            replication: 2,
+            max_moves: 64,
+            strategy: Some(Strategy::ConsistentHash { vnodes: 150 }),
+        };
+        let ids = alive(&["a", "b", "c"]);
+        let input = ControlInput {
+            partitions: 16,
+            placeable: &n,
+            alive: &ids,
+            ..Default::default()
+        };
+        let map = next_map("c", &input, &config).unwrap().unwrap().map;
+        let ring = Strategy::ConsistentHash { vnodes: 150 }
+            .build(n.clone())
+            .unwrap();
+        for s in map.shards() {
+            let want: Vec<&str> = ring.replicas(s.range.start, 2).unwrap();
+            assert_eq!(s.replicas, want);
+        }
+        // A joiner takes over only the shards whose ring positions it now owns.
+        let n4 = nodes(&["a", "b", "c", "d"]);
+        let ids4 = alive(&["a", "b", "c", "d"]);
+        let next = next_map(
+            "c",
+            &ControlInput {
+                current: Some(&map),
+                placeable: &n4,
+                alive: &ids4,
+                ..Default::default()
+            },
+            &config,
+        )
+        .unwrap()
+        .unwrap()
+        .map;
+        let ring4 = Strategy::ConsistentHash { vnodes: 150 }.build(n4).unwrap();
+        for t in next.targets() {
+            assert_eq!(t.replicas, ring4.replicas(t.range.start, 2).unwrap());
+            assert!(t.replicas.iter().any(|r| r == "d"), "{t:?}");
+        }
     }
 
     #[test]

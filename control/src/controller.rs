@@ -15,15 +15,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hektor_cluster::control::{next_map, ControlConfig, ControlInput};
+use hektor_cluster::Strategy;
 use hektor_topics::catalog::Catalog;
-use hektor_topics::record::{NodeHeartbeat, PlanAction, PlanChange, RingRange};
+use hektor_topics::record::{NodeHeartbeat, PlacementSpec, PlanAction, PlanChange, RingRange};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::membership::{nodes_topic, wall_ms, Heartbeater, Membership};
-use hektor_topics::topic::{Cleanup, TopicSpec};
 use crate::plan::{PlanState, Plans, ReadyRecord};
 use crate::{Result, Routing};
+use hektor_topics::topic::{Cleanup, TopicSpec};
 
 /// What the control plane asks this node's shard host.
 pub trait ShardFacts: Send + Sync {
@@ -106,13 +107,8 @@ impl Control {
         .await?;
         let membership = Membership::start(Arc::clone(&log), topic.clone(), settings.dead_after);
         let plans = Plans::start(Arc::clone(&catalog), settings.tick / 2);
-        let heartbeater = Heartbeater::start(
-            log,
-            topic,
-            settings.node.clone(),
-            settings.heartbeat_every,
-        )
-        .await?;
+        let heartbeater =
+            Heartbeater::start(log, topic, settings.node.clone(), settings.heartbeat_every).await?;
         let control = Arc::new(Control {
             me: settings.node.node.clone(),
             catalog,
@@ -230,7 +226,10 @@ impl Control {
         for (name, map) in self.plans.maps() {
             for shard in map.shards() {
                 if shard.replicas.first() != Some(&self.me)
-                    || map.targets().iter().any(|t| shard.range.contains(t.range.start))
+                    || map
+                        .targets()
+                        .iter()
+                        .any(|t| shard.range.contains(t.range.start))
                 {
                     continue;
                 }
@@ -239,8 +238,12 @@ impl Control {
                     continue;
                 }
                 // Walking the ring index touches LMDB: off the async workers.
-                let (f, n, inc, range) =
-                    (Arc::clone(facts), name.clone(), map.incarnation(), shard.range);
+                let (f, n, inc, range) = (
+                    Arc::clone(facts),
+                    name.clone(),
+                    map.incarnation(),
+                    shard.range,
+                );
                 let size = tokio::task::spawn_blocking(move || f.size(&n, inc, range))
                     .await
                     .ok()
@@ -252,9 +255,8 @@ impl Control {
                 {
                     continue;
                 }
-                let reason = format!(
-                    "size: {vectors} vectors > {limit}; split at the median ring position"
-                );
+                let reason =
+                    format!("size: {vectors} vectors > {limit}; split at the median ring position");
                 tracing::info!(collection = %name, at = median, %reason, "asking for a split");
                 self.request(
                     &name,
@@ -315,6 +317,14 @@ impl Control {
             let config = ControlConfig {
                 replication: spec.replication.max(1) as usize,
                 max_moves: settings.max_moves,
+                strategy: match spec.placement {
+                    PlacementSpec::Balanced => None,
+                    PlacementSpec::HashMod => Some(Strategy::HashMod),
+                    PlacementSpec::Range => Some(Strategy::Range),
+                    PlacementSpec::ConsistentHash { vnodes } => {
+                        Some(Strategy::ConsistentHash { vnodes })
+                    }
+                },
             };
             let input = ControlInput {
                 current: state.map.as_deref(),
@@ -356,7 +366,7 @@ impl Control {
         let mut wanted: BTreeMap<(String, RingRange, u64), (u64, u64)> = BTreeMap::new();
         for (name, map) in &maps {
             for t in map.targets() {
-                if t.replicas.iter().any(|r| *r == self.me) {
+                if t.replicas.contains(&self.me) {
                     wanted.insert(
                         (name.clone(), t.range, t.since),
                         (map.incarnation(), map.epoch()),

@@ -71,7 +71,8 @@ impl PlanState {
         }
         if key.starts_with(READY_PREFIX.as_bytes()) {
             let r: ReadyRecord = serde_json::from_slice(&record.value)?;
-            self.ready.retain(|x| !(x.node == r.node && x.range == r.range));
+            self.ready
+                .retain(|x| !(x.node == r.node && x.range == r.range));
             self.ready.push(Ready {
                 node: r.node,
                 range: r.range,
@@ -164,12 +165,10 @@ impl Plans {
             });
             changed |= state.len() != before;
             for (spec, incarnation) in &wanted {
-                state
-                    .entry(spec.name.clone())
-                    .or_insert_with(|| PlanState {
-                        incarnation: *incarnation,
-                        ..Default::default()
-                    });
+                state.entry(spec.name.clone()).or_insert_with(|| PlanState {
+                    incarnation: *incarnation,
+                    ..Default::default()
+                });
             }
         }
         for (spec, incarnation) in wanted {
@@ -230,7 +229,11 @@ impl Plans {
     pub async fn publish_map(&self, map: ShardMap) -> Result<()> {
         let record = LogRecord::new(Some(MAP_KEY.as_bytes().to_vec()), serde_json::to_vec(&map)?);
         self.log()
-            .append(&topic_name(map.collection(), TopicKind::Plan), 0, vec![record])
+            .append(
+                &topic_name(map.collection(), TopicKind::Plan),
+                0,
+                vec![record],
+            )
             .await?;
         let mut state = self.state.write();
         if let Some(s) = state.get_mut(map.collection()) {
@@ -272,7 +275,11 @@ impl Plans {
             Encoding::Json,
         )?;
         self.log()
-            .append(&topic_name(&change.collection, TopicKind::Plan), 0, vec![record])
+            .append(
+                &topic_name(&change.collection, TopicKind::Plan),
+                0,
+                vec![record],
+            )
             .await?;
         Ok(())
     }

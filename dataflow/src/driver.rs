@@ -13,6 +13,12 @@
 //!
 //! Time: events are stamped with their `time_ms / 1000` second; an event older than the
 //! inputs' current time (late) is counted at the current time.
+//!
+//! Each worker folds the events it is handed into a [`TallyBuffer`] (one weight per
+//! second, shard and counted thing) and sends the buffer into the dataflow when a second
+//! is closed (or once `SEND_AT_KEYS` keys are pending), so differential sees one update
+//! per distinct key instead of one per event; the dataflow is
+//! [`hotness::hotness_tallied`].
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -28,33 +34,37 @@ use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
 use crate::hotness::{self, HotnessParams, NodeStats, Obs, ShardStats, Time, SUB_RANGES};
+use crate::tally::{Tally, TallyBuffer, TallyRecord};
+
+/// A live worker sends its pending tallies into the dataflow when an advance closes a
+/// second, or earlier once this many distinct keys are pending (bounds memory and lets
+/// differential sort while events still arrive).
+const SEND_AT_KEYS: usize = 1 << 16;
 use crate::{DataflowError, Result};
 
 /// The input handles of one worker's hotness dataflow.
 pub struct Inputs {
-    pub obs: InputSession<Time, Obs, isize>,
-    pub sizes: InputSession<Time, u32, isize>,
+    /// Pre-aggregated events and size baselines (see [`crate::tally`]).
+    pub tallies: InputSession<Time, TallyRecord, isize>,
     pub assignment: InputSession<Time, (u32, String), isize>,
     pub capacities: InputSession<Time, (String, u64), isize>,
 }
 
 impl Inputs {
     fn time(&self) -> Time {
-        *self.obs.time()
+        *self.tallies.time()
     }
 
     fn advance_to(&mut self, time: Time) {
         if time > self.time() {
-            self.obs.advance_to(time);
-            self.sizes.advance_to(time);
+            self.tallies.advance_to(time);
             self.assignment.advance_to(time);
             self.capacities.advance_to(time);
         }
     }
 
     fn flush(&mut self) {
-        self.obs.flush();
-        self.sizes.flush();
+        self.tallies.flush();
         self.assignment.flush();
         self.capacities.flush();
     }
@@ -274,6 +284,8 @@ impl Sink {
 /// global worker 0 only) the accumulated outputs.
 struct Built {
     inputs: Inputs,
+    /// Events folded in but not yet sent into `inputs`.
+    pending: TallyBuffer,
     probe: ProbeHandle<Time>,
     sink: Rc<RefCell<Sink>>,
 }
@@ -283,7 +295,7 @@ fn build(worker: &mut Worker, params: HotnessParams) -> Built {
     let probe = ProbeHandle::new();
     let inputs = worker.dataflow::<Time, _, _>(|scope| {
         let (inputs, c) = hotness::new_inputs(scope);
-        let out = hotness::hotness(params, c.obs, c.sizes, c.assignment, c.capacities);
+        let out = hotness::hotness_tallied(params, c.tallies, c.assignment, c.capacities);
         // Gather every output at worker 0; the outputs are small (changes per shard).
         let s = Rc::clone(&sink);
         out.shards
@@ -313,6 +325,7 @@ fn build(worker: &mut Worker, params: HotnessParams) -> Built {
     });
     Built {
         inputs,
+        pending: TallyBuffer::default(),
         probe,
         sink,
     }
@@ -320,9 +333,10 @@ fn build(worker: &mut Worker, params: HotnessParams) -> Built {
 
 fn load_setup(inputs: &mut Inputs, setup: &Setup) {
     for (shard, size) in &setup.sizes {
-        inputs
-            .sizes
-            .update(*shard, (*size).min(isize::MAX as u64) as isize);
+        inputs.tallies.update(
+            (*shard, Tally::Size),
+            (*size).min(isize::MAX as u64) as isize,
+        );
     }
     for (shard, node) in &setup.assignment {
         inputs.assignment.insert((*shard, node.clone()));
@@ -333,17 +347,27 @@ fn load_setup(inputs: &mut Inputs, setup: &Setup) {
     }
 }
 
-fn feed_event(inputs: &mut Inputs, setup: &Setup, event: &Event) {
-    let at = (event.time_ms / 1000).max(inputs.time());
-    inputs.obs.update_at(setup.observe(event), at, 1);
+fn feed_event(built: &mut Built, setup: &Setup, event: &Event) {
+    let at = (event.time_ms / 1000).max(built.inputs.time());
+    built.pending.add(at, &setup.observe(event));
+}
+
+/// Send the pending tallies into the dataflow.
+fn send_pending(built: &mut Built) {
+    built.pending.drain_into(&mut built.inputs.tallies);
 }
 
 /// Advance every input past `time_s` and step until the outputs are current for it.
 fn settle(worker: &mut Worker, built: &mut Built, time_s: Time) {
+    send_pending(built);
     built.inputs.advance_to(time_s + 1);
     built.inputs.flush();
     let target = time_s + 1;
-    worker.step_while(|| built.probe.less_than(&target));
+    // Park (briefly) rather than spin while waiting on other workers: on a machine with
+    // as many cores as workers a spinning worker takes cycles from the one it waits for.
+    while built.probe.less_than(&target) {
+        worker.step_or_park(Some(Duration::from_millis(1)));
+    }
 }
 
 /// Run the hotness dataflow over `events` under `config` and return the snapshots at
@@ -376,7 +400,7 @@ pub fn run_batch(
         for &checkpoint in &checkpoints {
             while next < events.len() && events[next].time_ms / 1000 <= checkpoint {
                 if next % peers == index {
-                    feed_event(&mut built.inputs, &setup, &events[next]);
+                    feed_event(&mut built, &setup, &events[next]);
                 }
                 next += 1;
             }
@@ -453,7 +477,10 @@ impl HotnessDriver {
                 match command {
                     Command::Events(events) => {
                         for e in &events {
-                            feed_event(&mut built.inputs, &setup, e);
+                            feed_event(&mut built, &setup, e);
+                        }
+                        if built.pending.len() >= SEND_AT_KEYS {
+                            send_pending(&mut built);
                         }
                         worker.step();
                     }

@@ -2,6 +2,17 @@
 //! differential dataflow written as one plain function from input collections to output
 //! collections ([`hotness`]).
 //!
+//! Two formulations compute the same output collections (tested on random event streams
+//! in `tests/tallied.rs`):
+//!
+//! - [`hotness`]: one input record per event ([`Obs`]), each derived collection counted
+//!   with `count` and reduced with `reduce`. The straightforward one: the specification
+//!   and the reference.
+//! - [`hotness_tallied`]: what the driver runs. Events arrive pre-aggregated per worker as
+//!   weighted tallies ([`crate::tally`]), all counts go through one `count_total`, and the
+//!   busiest tenant is one specialised operator ([`crate::busiest`]). It absorbs several
+//!   times more events per second (`docs/bench/kinetic.md`).
+//!
 //! This module owns the logic (what is counted, over which windows, how hotness and the
 //! hot/cold classes are derived); it does no I/O and runs no workers — feeding inputs,
 //! advancing time and reading outputs into a snapshot is [`crate::driver`]'s job, and
@@ -23,10 +34,13 @@
 //! | [`HotnessOutputs::nodes`] | node | ops/s of its shards over 1 min vs its capacity |
 
 use differential_dataflow::input::Input as _;
+use differential_dataflow::operators::CountTotal as _;
 use differential_dataflow::VecCollection;
 use hektor_topics::record::{Event, EventKind, RingRange};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Scope;
+
+use crate::tally::{Tally, TallyRecord};
 
 /// The timely timestamp of the hotness dataflow: seconds since the Unix epoch.
 pub type Time = u64;
@@ -257,7 +271,8 @@ where
         .concat(collection.negate().delay(move |t| t.saturating_add(width)))
 }
 
-/// The hotness dataflow.
+/// The hotness dataflow, one record per event: the reference formulation (the driver
+/// runs [`hotness_tallied`], which computes the same collections).
 ///
 /// - `obs`: observations at the second they happened (see [`Obs::from_event`]).
 /// - `sizes`: a size baseline per shard, as `shard` with the vector count as its weight
@@ -351,28 +366,7 @@ pub fn hotness<'s>(
     let nodes = capacities
         .map(|(node, c)| (node, NodeFact::Capacity(c)))
         .concat(ops)
-        .reduce(move |_node, facts, out| {
-            let mut st = NodeStats::default();
-            for (fact, mult) in facts {
-                if *mult <= 0 {
-                    continue;
-                }
-                match fact {
-                    NodeFact::Capacity(c) => st.capacity_milli = st.capacity_milli.max(*c),
-                    NodeFact::Ops(n) => st.ops_1m = (*n).max(0) as u64,
-                }
-            }
-            let per_second = st.ops_1m as f64 / WINDOWS[0] as f64;
-            let capacity = st.capacity_milli as f64 / 1000.0 * params.ops_per_capacity_unit;
-            st.load_milli = if capacity > 0.0 {
-                (per_second / capacity * 1000.0).round() as u64
-            } else if per_second > 0.0 {
-                u64::MAX
-            } else {
-                0
-            };
-            out.push((st, 1));
-        })
+        .reduce(move |_node, facts, out| out.push((node_stats(&params, facts), 1)))
         // Nodes known only from assignments (no heartbeat yet) have no capacity row; keep
         // those that have one.
         .filter(|(_node, st)| st.capacity_milli > 0);
@@ -383,6 +377,125 @@ pub fn hotness<'s>(
         tenants,
         nodes,
     }
+}
+
+/// What [`hotness`] computes, from pre-aggregated tallies instead of one record per
+/// event: the dataflow the driver runs.
+///
+/// - `tallies`: `(shard, tally)` at the second it happened, weighted by how many events
+///   (or µs of latency, or vectors) it stands for (see [`crate::tally::TallyBuffer`]);
+///   the size baseline of a shard is `(shard, Tally::Size)` weighted by its vector count.
+/// - `assignment`, `capacities`: as for [`hotness`].
+///
+/// All counts go through one `count_total` (timestamps are totally ordered, so no
+/// per-key history replay): key `(shard, window, tally)`, where the window index is 0
+/// for everything of the last minute and for sizes (which are not windowed), 1 and 2
+/// for the operations of the last hour and day.
+pub fn hotness_tallied<'s>(
+    params: HotnessParams,
+    tallies: VecCollection<'s, Time, TallyRecord>,
+    assignment: VecCollection<'s, Time, (u32, String)>,
+    capacities: VecCollection<'s, Time, (String, u64)>,
+) -> HotnessOutputs<'s> {
+    let scope = tallies.scope();
+    let minute = sliding(
+        tallies
+            .clone()
+            .filter(|(_s, t)| !matches!(t, Tally::Size | Tally::Tenant(_)))
+            .map(|(s, t)| (s, 0u8, t)),
+        WINDOWS[0],
+    );
+    let ops = tallies.clone().filter(|(_s, t)| matches!(t, Tally::Op(_)));
+    let longer: Vec<_> = WINDOWS
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(w, &width)| sliding(ops.clone().map(move |(s, t)| (s, w as u8, t)), width))
+        .collect();
+    let sizes = tallies
+        .clone()
+        .filter(|(_s, t)| *t == Tally::Size)
+        .map(|(s, t)| (s, 0u8, t));
+    let counted = differential_dataflow::collection::concatenate(
+        scope,
+        std::iter::once(minute)
+            .chain(longer)
+            .chain(std::iter::once(sizes)),
+    )
+    .count_total();
+
+    let facts = counted.clone().flat_map(|((s, w, t), n)| {
+        let n = n as i64;
+        match t {
+            Tally::Op(q) => Some((s, Fact::Count(w, q, n))),
+            Tally::Bucket(b) => Some((s, Fact::Bucket(b, n))),
+            Tally::LatencyUs => Some((s, Fact::LatencySum(n))),
+            Tally::Size => Some((s, Fact::Size(n))),
+            Tally::Sub(_) | Tally::Tenant(_) => None,
+        }
+    });
+    let shards = facts.reduce(move |_shard, facts, out| {
+        out.push((shard_stats(&params, facts), 1));
+    });
+
+    let sub_ranges = counted.clone().flat_map(|((s, _w, t), n)| match t {
+        Tally::Sub(sub) => Some(((s, sub), n)),
+        _ => None,
+    });
+
+    // Tenants are many (one key per tenant and shard): their count and maximum is one
+    // specialised operator rather than two arrangements and a reduce.
+    let tenants = crate::busiest::busiest_tenants(sliding(
+        tallies.flat_map(|(s, t)| match t {
+            Tally::Tenant(tenant) => Some((s, tenant)),
+            _ => None,
+        }),
+        WINDOWS[0],
+    ));
+
+    let ops = shards
+        .clone()
+        .map(|(s, st)| (s, st.queries[0] + st.writes[0]))
+        .join(assignment)
+        .explode(|(_s, (ops, node))| Some((node, ops as isize)))
+        .count_total()
+        .map(|(node, n)| (node, NodeFact::Ops(n as i64)));
+    let nodes = capacities
+        .map(|(node, c)| (node, NodeFact::Capacity(c)))
+        .concat(ops)
+        .reduce(move |_node, facts, out| out.push((node_stats(&params, facts), 1)))
+        .filter(|(_node, st)| st.capacity_milli > 0);
+
+    HotnessOutputs {
+        shards,
+        sub_ranges,
+        tenants,
+        nodes,
+    }
+}
+
+/// The per-node reduction: a node's capacity and ops into its load.
+fn node_stats(params: &HotnessParams, facts: &[(&NodeFact, isize)]) -> NodeStats {
+    let mut st = NodeStats::default();
+    for (fact, mult) in facts {
+        if *mult <= 0 {
+            continue;
+        }
+        match fact {
+            NodeFact::Capacity(c) => st.capacity_milli = st.capacity_milli.max(*c),
+            NodeFact::Ops(n) => st.ops_1m = (*n).max(0) as u64,
+        }
+    }
+    let per_second = st.ops_1m as f64 / WINDOWS[0] as f64;
+    let capacity = st.capacity_milli as f64 / 1000.0 * params.ops_per_capacity_unit;
+    st.load_milli = if capacity > 0.0 {
+        (per_second / capacity * 1000.0).round() as u64
+    } else if per_second > 0.0 {
+        u64::MAX
+    } else {
+        0
+    };
+    st
 }
 
 /// The per-shard reduction: all facts of one shard into its statistics.
@@ -429,32 +542,29 @@ pub fn percentile_from_histogram(histogram: &[(u8, u64)], q: f64) -> f64 {
     histogram.last().map_or(0.0, |(b, _)| bucket_upper(*b))
 }
 
-/// New input sessions in `scope` and the collections they feed, ready for [`hotness`].
+/// New input sessions in `scope` and the collections they feed, ready for
+/// [`hotness_tallied`].
 pub fn new_inputs<'s>(scope: Scope<'s, Time>) -> (crate::driver::Inputs, InputCollections<'s>) {
-    let (obs_in, obs) = scope.new_collection::<Obs, isize>();
-    let (sizes_in, sizes) = scope.new_collection::<u32, isize>();
+    let (tallies_in, tallies) = scope.new_collection::<TallyRecord, isize>();
     let (assign_in, assignment) = scope.new_collection::<(u32, String), isize>();
     let (cap_in, capacities) = scope.new_collection::<(String, u64), isize>();
     (
         crate::driver::Inputs {
-            obs: obs_in,
-            sizes: sizes_in,
+            tallies: tallies_in,
             assignment: assign_in,
             capacities: cap_in,
         },
         InputCollections {
-            obs,
-            sizes,
+            tallies,
             assignment,
             capacities,
         },
     )
 }
 
-/// The input collections of [`hotness`], as created by [`new_inputs`].
+/// The input collections of [`hotness_tallied`], as created by [`new_inputs`].
 pub struct InputCollections<'s> {
-    pub obs: VecCollection<'s, Time, Obs>,
-    pub sizes: VecCollection<'s, Time, u32>,
+    pub tallies: VecCollection<'s, Time, TallyRecord>,
     pub assignment: VecCollection<'s, Time, (u32, String)>,
     pub capacities: VecCollection<'s, Time, (String, u64)>,
 }

@@ -6,6 +6,7 @@
 //!   collections (windows, histograms, per-shard / per-sub-range / per-node load).
 //! - [`driver`]: runs it on timely workers (threads or processes), feeds events, and reads a
 //!   [`driver::HotnessSnapshot`].
+//! - [`busiest`]: the busiest tenant per shard as one specialised timely operator.
 //! - [`decide`]: split / merge / migrate / stay, as pure functions of a snapshot, a config
 //!   and the history of past actions; emits [`hektor_topics::record::PlanChange`]s.
 //! - [`predict`]: hotness forecasts (linear regression, Holt's double exponential
@@ -13,17 +14,21 @@
 //! - [`planner`]: the live loop inside `hektor serve` — follows the events topics, decides
 //!   every interval and publishes (does not apply) plan changes.
 //! - [`sim`]: the kinetic-sharding simulator behind `hektor sim kinetic`.
+//! - [`tally`]: per-worker pre-aggregation of events into weighted tallies, so the
+//!   dataflow sees one update per distinct key and second instead of one per event.
 //!
 //! This crate does not apply plan changes (moving data is the cluster's job). Only
 //! [`planner`] reads the log; everything else is handed events through
 //! [`driver::HotnessDriver::feed`].
 
+pub mod busiest;
 pub mod decide;
 pub mod driver;
 pub mod hotness;
 pub mod planner;
 pub mod predict;
 pub mod sim;
+pub mod tally;
 
 /// Errors of the dataflow crate.
 #[derive(Debug, thiserror::Error)]

@@ -91,6 +91,8 @@ struct CreateBody {
     partitions: u32,
     #[serde(default = "default_replication")]
     replication: u32,
+    #[serde(default)]
+    placement: hektor_topics::record::PlacementSpec,
 }
 
 fn default_distance() -> Distance {
@@ -120,6 +122,7 @@ async fn create_collection(
         distance: body.distance,
         partitions: body.partitions,
         replication: body.replication,
+        placement: body.placement,
     };
     let outcome = state
         .writer

@@ -224,6 +224,7 @@ mod tests {
             distance: Distance::Cosine,
             partitions: 4,
             replication: 1,
+            placement: Default::default(),
         }
     }
 

@@ -68,6 +68,7 @@ fn spec(name: &str, partitions: u32) -> CollectionSpec {
         distance: Distance::Cosine,
         partitions,
         replication: 1,
+        placement: Default::default(),
     }
 }
 

@@ -35,8 +35,8 @@ use crate::search::{
     shard_get, shard_search, SearchRequest, Searcher, ShardAnswer, ShardGet, ShardSearch,
     WireVector,
 };
-use hektor_cluster::ShardMap;
 use crate::QueryError;
+use hektor_cluster::ShardMap;
 
 /// What the read routes need.
 #[derive(Clone)]

@@ -411,7 +411,9 @@ impl Searcher {
         };
         let health = self.health_of(node);
         health.inflight.fetch_add(1, Ordering::Relaxed);
-        let wait = call.timeout_ms.map_or(DEFAULT_CONSISTENCY_TIMEOUT, Duration::from_millis);
+        let wait = call
+            .timeout_ms
+            .map_or(DEFAULT_CONSISTENCY_TIMEOUT, Duration::from_millis);
         let sent = self
             .client
             .post(url)

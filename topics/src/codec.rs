@@ -785,6 +785,8 @@ impl private::Body for CatalogEntry {
                 },
                 partitions: s.partitions,
                 replication: s.replication,
+                // The binary form predates placement; the catalog is written as JSON.
+                placement: Default::default(),
             }),
             wire::CatalogEntry::Drop { name } => CatalogEntry::Drop {
                 name: name.to_owned(),
@@ -886,6 +888,7 @@ mod tests {
                     distance: Distance::Dot,
                     partitions: 16,
                     replication: 3,
+                    placement: Default::default(),
                 }),
                 CatalogEntry::Drop { name: "old".into() },
             ],

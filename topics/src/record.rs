@@ -212,9 +212,34 @@ pub struct CollectionSpec {
     pub distance: Distance,
     /// Number of vectors-topic partitions: P equal ranges of the ring.
     pub partitions: u32,
-    /// Copies of each shard (used by the cluster work; 1 on a single machine).
+    /// Copies of each shard, on distinct nodes (capped by the data nodes alive).
     #[serde(default = "default_replication")]
     pub replication: u32,
+    /// How the controller chooses the nodes of each shard.
+    #[serde(default, skip_serializing_if = "PlacementSpec::is_default")]
+    pub placement: PlacementSpec,
+}
+
+/// A collection's placement strategy, as the controller applies it to its shards (the
+/// strategies themselves are `hektor_cluster::placement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "strategy", rename_all = "snake_case")]
+pub enum PlacementSpec {
+    /// Sticky and balanced by capacity weight: moves only what membership changes require.
+    #[default]
+    Balanced,
+    /// Hash of the shard's start mod the number of nodes.
+    HashMod,
+    /// Contiguous ranges of the ring per node.
+    Range,
+    /// Consistent hashing of the shard's start, `vnodes` virtual nodes per unit of weight.
+    ConsistentHash { vnodes: usize },
+}
+
+impl PlacementSpec {
+    pub fn is_default(&self) -> bool {
+        *self == PlacementSpec::Balanced
+    }
 }
 
 fn default_replication() -> u32 {

@@ -198,6 +198,7 @@ fn catalog_entry() -> impl Strategy<Value = CatalogEntry> {
                 distance,
                 partitions,
                 replication,
+                placement: Default::default(),
             })
         });
     prop_oneof![create, text().prop_map(|name| CatalogEntry::Drop { name })]
