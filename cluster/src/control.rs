@@ -288,10 +288,42 @@ pub fn next_map(
         if replicas.is_empty() {
             continue;
         }
-        for half in halves {
+        // The left half stays where the shard is; the right half goes where placement
+        // wants a new shard (the least loaded nodes), so a hot range's load is shared out
+        // by the split itself.
+        let mut all: Vec<RingRange> = shards.iter().map(|s| s.range).collect();
+        let mut held: Vec<Vec<String>> = shards
+            .iter()
+            .map(|s| {
+                s.replicas
+                    .iter()
+                    .filter(|r| placeable.contains(r.as_str()))
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        all.push(halves[1]);
+        held.push(Vec::new());
+        // Away from the shard's current nodes when there are enough others.
+        let others: Vec<NodeSpec> = input
+            .placeable
+            .iter()
+            .filter(|n| !replicas.contains(&n.id))
+            .cloned()
+            .collect();
+        let pool = if others.len() >= config.replication.max(1) {
+            &others[..]
+        } else {
+            input.placeable
+        };
+        let fresh = wanted(&all, &held, pool, config)?
+            .pop()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| replicas.clone());
+        for (half, replicas) in halves.into_iter().zip([replicas.clone(), fresh]) {
             targets.push(Target {
                 range: half,
-                replicas: replicas.clone(),
+                replicas,
                 tier: s.tier,
                 since: epoch,
                 reason: format!("split of {} at {at:#x}", fmt_range(&range)),
@@ -649,6 +681,10 @@ mod tests {
         let mut one = all_ready(&d.map);
         one.pop();
         assert!(step(&d.map, &n, &al, &one, 1).is_none());
+        // The right half goes to the less loaded node, the left one stays.
+        let holder = &map.shards()[0].replicas;
+        assert_eq!(&d.map.targets()[0].replicas, holder);
+        assert_ne!(&d.map.targets()[1].replicas, holder);
         let done = step(&d.map, &n, &al, &all_ready(&d.map), 1).unwrap();
         assert_eq!(done.shards().len(), 3);
         assert_eq!(done.shards()[0].range.end, Some(at));

@@ -161,6 +161,7 @@ async fn internal_search(
     Json(call): Json<ShardSearch>,
 ) -> Result<Response, ApiError> {
     let shard = held(&state, &collection, call.incarnation, call.range).await?;
+    state.searcher.note_shard_search();
     let query = call.vector.clone();
     let hits = shard_search(
         state.searcher.pool(),
@@ -391,6 +392,8 @@ async fn metrics(State(state): State<QueryState>) -> Response {
                 .set(s.dead_lettered() as i64);
         }
     }
+    m.shard_searches
+        .set(state.searcher.shard_searches() as i64);
     m.events_dropped
         .with_label_values(&["self"])
         .set((state.events_dropped)() as i64);

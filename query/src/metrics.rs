@@ -14,6 +14,8 @@ pub struct Metrics {
     pub shard_lag: IntGaugeVec,
     pub shard_dead_lettered: IntGaugeVec,
     pub events_dropped: IntGaugeVec,
+    /// Shard searches this node has served (for its own router and for others').
+    pub shard_searches: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -65,7 +67,16 @@ impl Metrics {
         ] {
             registry.register(c).expect("metrics are registered once");
         }
+        let shard_searches = prometheus::IntGauge::new(
+            "shard_searches",
+            "Shard searches served by this node since it started (a counter)",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(shard_searches.clone()))
+            .expect("unique metric");
         Metrics {
+            shard_searches,
             registry,
             requests,
             latency,

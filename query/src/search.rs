@@ -153,6 +153,7 @@ pub struct Searcher {
     routing: watch::Receiver<Arc<Routing>>,
     client: reqwest::Client,
     health: Mutex<HashMap<String, Arc<NodeHealth>>>,
+    served: AtomicUsize,
 }
 
 impl Searcher {
@@ -180,11 +181,22 @@ impl Searcher {
             routing,
             client,
             health: Mutex::new(HashMap::new()),
+            served: AtomicUsize::new(0),
         })
     }
 
     pub fn host(&self) -> &Arc<ShardHost> {
         &self.host
+    }
+
+    /// Count one shard search served by this node.
+    pub fn note_shard_search(&self) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Shard searches this node has served since it started.
+    pub fn shard_searches(&self) -> u64 {
+        self.served.load(Ordering::Relaxed) as u64
     }
 
     /// The cluster as this node sees it.
@@ -388,6 +400,7 @@ impl Searcher {
             .ok_or_else(|| {
                 QueryError::NotReady(format!("{collection} (shard not held by this node)"))
             })?;
+        self.note_shard_search();
         shard_search(&self.pool, &self.events, &shard, call, query.to_vec()).await
     }
 
