@@ -28,8 +28,8 @@ pub struct ReplayArgs {
     /// Only the shards in this partition; all when left out.
     #[arg(long)]
     pub shard: Option<u32>,
-    /// Index engine: arroy or exact.
-    #[arg(long, default_value = "arroy")]
+    /// Index engine of the rebuilt shards: hnsw (hot), warm, cold, arroy or exact.
+    #[arg(long, default_value = "hnsw")]
     pub engine: String,
 }
 

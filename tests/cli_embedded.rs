@@ -97,7 +97,8 @@ fn produce_loads_fvecs_with_sibling_ids_and_texts() {
 fn replay_rebuilds_lost_shards_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let server = start_server_on(dir.path(), None, port, &[]);
+    // Exact search: the hits before and after must be the same, not just as good.
+    let server = start_server_on(dir.path(), None, port, &["--engine", "exact"]);
     create_collection(&server.url, "docs", 384, 4);
     let base = sample().join("base.fvecs");
     let out = hektor(&[
@@ -127,6 +128,8 @@ fn replay_rebuilds_lost_shards_from_the_log() {
         dir.path().to_str().unwrap(),
         "--collection",
         "docs",
+        "--engine",
+        "exact",
     ]);
     assert!(
         out.status.success(),
@@ -134,7 +137,7 @@ fn replay_rebuilds_lost_shards_from_the_log() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("replayed 2000 records"));
-    let server = start_server_on(dir.path(), None, port, &[]);
+    let server = start_server_on(dir.path(), None, port, &["--engine", "exact"]);
     let after = wait_for_count(&server.url, "docs", 2000);
     for (b, a) in before["shards"]
         .as_array()

@@ -1,16 +1,23 @@
 //! The read side of the HTTP API:
 //!
 //! - `POST /collections/{c}/search` [`SearchRequest`] → `{"hits": [{"id", "score",
-//!   "payload"}], "shards", "took_us"}`; score is higher-is-closer for every distance
-//!   (cosine similarity, negated euclidean distance, dot product).
-//! - `GET /collections/{c}/vectors/{id}[?tenant=t]` → the stored vector and payload.
-//! - `GET /collections` and `GET /collections/{c}` (settings, size and lag per shard).
+//!   "payload"}], "shards", "epoch", "took_us"}`; score is higher-is-closer for every
+//!   distance (cosine similarity, negated euclidean distance, dot product); `epoch` is the
+//!   shard map that served it.
+//! - `GET /collections/{c}/vectors/{id}[?tenant=t]` → the stored vector and payload, from
+//!   whichever node holds it.
+//! - `GET /collections` and `GET /collections/{c}`: settings, the shard map (ranges,
+//!   replicas, tiers, targets being built) and, for the shards this node holds, size, lag
+//!   and engine; `vectors` sums this node's shards and `complete` says whether it holds
+//!   them all.
 //! - `GET /health`, `GET /metrics` (Prometheus text format).
-//! - `GET /cluster`: per collection and shard the range, vectors and lag (from the host)
-//!   merged with the kinetic planner's hotness, qps, p99 and hot/cold; the node's load vs
-//!   capacity; and the planner's recent decisions (not applied). The planner's part comes
-//!   from [`QueryState::cluster`], a callback the binary wires, so this crate does not
-//!   depend on the dataflow crate.
+//! - `GET /cluster`: per collection the map's shards with replicas, tier, local facts and
+//!   the kinetic planner's hotness, qps, p99 and hot/cold by partition; the targets; the
+//!   members with address and state; the planner's decisions and the controller's recent
+//!   map changes. The planner's part comes from [`QueryState::cluster`], a callback the
+//!   binary wires, so this crate does not depend on the dataflow crate.
+//! - `POST /internal/collections/{c}/shard-search` and `.../shard-get`: one shard's search
+//!   or read for another node's router (404 when this node does not hold the shard).
 //!
 //! Errors are `{"error": "message"}` with 400, 404, 422, 503 or 504.
 
