@@ -399,8 +399,7 @@ async fn metrics(State(state): State<QueryState>) -> Response {
                 .set(s.dead_lettered() as i64);
         }
     }
-    m.shard_searches
-        .set(state.searcher.shard_searches() as i64);
+    m.shard_searches.set(state.searcher.shard_searches() as i64);
     m.events_dropped
         .with_label_values(&["self"])
         .set((state.events_dropped)() as i64);
