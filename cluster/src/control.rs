@@ -761,6 +761,21 @@ mod tests {
     }
 
     #[test]
+    fn replicas_prefer_distinct_failure_domains() {
+        let n = vec![
+            NodeSpec::new("a").with_zone("z1"),
+            NodeSpec::new("b").with_zone("z1"),
+            NodeSpec::new("c").with_zone("z2"),
+            NodeSpec::new("d").with_zone("z2"),
+        ];
+        let map = first(&n, 8, 2);
+        let zone = |id: &str| n.iter().find(|x| x.id == id).unwrap().domain().to_owned();
+        for s in map.shards() {
+            assert_ne!(zone(&s.replicas[0]), zone(&s.replicas[1]), "{s:?}");
+        }
+    }
+
+    #[test]
     fn weights_give_proportional_shares() {
         let n = vec![NodeSpec::new("a").with_weight(3.0), NodeSpec::new("b")];
         let map = first(&n, 8, 1);
