@@ -3,7 +3,7 @@
 //!
 //! - `bench log`: append and read throughput of the log (embedded or Kafka) for
 //!   384-dimension vector records.
-//! - `bench search`, `bench placement`, `bench move`: see their modules.
+//! - `bench search`, `bench placement`, `bench move`, `bench kinetic`: see their modules.
 
 use std::sync::Arc;
 
@@ -23,6 +23,9 @@ pub enum BenchCommand {
     Placement(crate::bench_placement::PlacementBenchArgs),
     /// Moving a shard between node processes on Kafka: duration, query p99 before/during.
     Move(crate::bench_move::MoveBenchArgs),
+    /// Skewed tenants on node processes: the kinetic planner's splits against a static
+    /// map (node CPU spread, p99, time to relief).
+    Kinetic(crate::bench_kinetic::KineticBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +59,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Search(args) => crate::bench_search::run(args).await,
         BenchCommand::Placement(args) => crate::bench_placement::run(args).await,
         BenchCommand::Move(args) => crate::bench_move::run(args).await,
+        BenchCommand::Kinetic(args) => crate::bench_kinetic::run(args).await,
     }
 }
 

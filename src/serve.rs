@@ -74,6 +74,12 @@ pub struct ServeArgs {
     /// Shards with fewer vectors than this are never split.
     #[arg(long, default_value_t = 1_000_000)]
     pub split_min_vectors: u64,
+    /// Seconds the kinetic planner leaves a range alone after acting on it.
+    #[arg(long, default_value_t = 600)]
+    pub planner_min_interval_s: u64,
+    /// How far ahead (seconds) the kinetic planner's hotness forecasts look.
+    #[arg(long, default_value_t = 600)]
+    pub planner_lookahead_s: u64,
     /// This node's capacity weight (1.0 = a standard node): its share of shards, and the
     /// planner's load view.
     #[arg(long, default_value_t = 1.0)]
@@ -416,6 +422,8 @@ fn planner_config(args: &ServeArgs) -> hektor_dataflow::planner::PlannerConfig {
     };
     config.decide.split_hotness = args.split_hotness;
     config.decide.min_split_vectors = args.split_min_vectors;
+    config.decide.min_interval_s = args.planner_min_interval_s;
+    config.decide.lookahead_s = args.planner_lookahead_s;
     config.params.hot_hotness = args.split_hotness;
     config
 }
