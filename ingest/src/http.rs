@@ -162,6 +162,8 @@ async fn write_vectors(
     let started = Instant::now();
     let body = body?;
     // Unknown collection is a 404 before any body error.
+    // Created on another node a moment ago? Read the catalog once more before a 404.
+    state.writer.catalog().resolve(&collection).await;
     state.writer.spec(&collection)?;
     let bulk = headers
         .get(axum::http::header::CONTENT_TYPE)

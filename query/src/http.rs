@@ -126,7 +126,14 @@ async fn search(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|r| ApiError(r.status().as_u16(), r.body_text()))?;
-    if state.searcher.host().catalog().get(&collection).is_none() {
+    if state
+        .searcher
+        .host()
+        .catalog()
+        .resolve(&collection)
+        .await
+        .is_none()
+    {
         return Err(QueryError::UnknownCollection(collection).into());
     }
     let request: SearchRequest = serde_json::from_slice(&body)

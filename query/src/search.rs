@@ -207,6 +207,7 @@ impl Searcher {
     /// The collection's current shard map (for its current incarnation), waiting
     /// (bounded) for the first one of a new collection.
     pub async fn map(&self, collection: &str) -> Result<Arc<ShardMap>, QueryError> {
+        self.host.catalog().resolve(collection).await;
         let incarnation = self
             .host
             .catalog()

@@ -175,6 +175,19 @@ impl Catalog {
         &self.log
     }
 
+    /// Like [`Catalog::get`], but when the collection is unknown, read the catalog topic
+    /// once more first: another node may have created it a moment ago (the background
+    /// follow polls every 500 ms).
+    pub async fn resolve(&self, name: &str) -> Option<CollectionSpec> {
+        if let Some(spec) = self.get(name) {
+            return Some(spec);
+        }
+        if let Err(err) = self.refresh().await {
+            tracing::warn!(%err, "catalog refresh failed");
+        }
+        self.get(name)
+    }
+
     /// The Kafka replication factor of topics this catalog creates.
     pub fn replication(&self) -> u16 {
         self.replication
