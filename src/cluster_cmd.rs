@@ -1,6 +1,7 @@
-//! `hektor cluster`: print a node's `GET /cluster` view as readable tables — shards with
-//! their range, vectors, lag and hotness; the node's load against its capacity; and the
-//! kinetic planner's recent decisions (which are not applied: there is no shard mover yet).
+//! `hektor cluster`: print a node's `GET /cluster` view as readable tables — the shard map
+//! (range, replicas, tier, and vectors and lag where this node holds the shard) with
+//! hotness; the members; the node's load against its capacity; the map changes this node
+//! made as controller; and the kinetic planner's recent decisions.
 //!
 //! This module only fetches and formats; the view itself is built by the node.
 
@@ -60,7 +61,7 @@ pub fn render(view: &Value) -> String {
     let empty = Vec::new();
     match view.get("planner").filter(|p| !p.is_null()) {
         Some(p) => out.push_str(&format!(
-            "planner: every {} ms, {} rounds; decisions are NOT applied\n",
+            "planner: every {} ms, {} rounds; the controller carries out its splits\n",
             u64_of(p, "interval_ms"),
             u64_of(p, "rounds")
         )),
@@ -68,14 +69,16 @@ pub fn render(view: &Value) -> String {
     }
     for c in view["collections"].as_array().unwrap_or(&empty) {
         out.push_str(&format!(
-            "\ncollection {} ({} partitions, plan epoch {})\n",
+            "\ncollection {} ({} partitions, replication {}, map epoch {}, {} shards being built)\n",
             c["name"].as_str().unwrap_or("?"),
             u64_of(c, "partitions"),
-            u64_of(c, "epoch")
+            u64_of(c, "replication"),
+            u64_of(c, "epoch"),
+            c["targets"].as_array().map_or(0, Vec::len)
         ));
         out.push_str(&format!(
-            "{:>5}  {:>16}  {:>16}  {:>9}  {:>6}  {:>9}  {:>8}  {:>8}  state\n",
-            "shard", "start", "end", "vectors", "lag", "hotness", "qps_1m", "p99_ms"
+            "{:>5}  {:>16}  {:>16}  {:>9}  {:>6}  {:>9}  {:>8}  {:>8}  {:>5}  state  replicas\n",
+            "part", "start", "end", "vectors", "lag", "hotness", "qps_1m", "p99_ms", "tier"
         ));
         for s in c["shards"].as_array().unwrap_or(&empty) {
             let state = match (s["hot"].as_bool(), s["cold"].as_bool()) {
@@ -83,16 +86,26 @@ pub fn render(view: &Value) -> String {
                 (_, Some(true)) => "cold",
                 _ => "-",
             };
+            // Vectors and lag are known for the shards this node holds.
+            let local = |k: &str| s[k].as_u64().map_or_else(|| "-".into(), |v| v.to_string());
+            let replicas: Vec<&str> = s["replicas"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
             out.push_str(&format!(
-                "{:>5}  {:>16}  {:>16}  {:>9}  {:>6}  {:>9.2}  {:>8.2}  {:>8.2}  {state}\n",
+                "{:>5}  {:>16}  {:>16}  {:>9}  {:>6}  {:>9.2}  {:>8.2}  {:>8.2}  {:>5}  {state:<5}  {}\n",
                 u64_of(s, "shard"),
                 position(s["range"].get("start")),
                 position(s["range"].get("end")),
-                u64_of(s, "vectors"),
-                u64_of(s, "lag"),
+                local("vectors"),
+                local("lag"),
                 f64_of(s, "hotness"),
                 f64_of(s, "qps_1m"),
                 f64_of(s, "p99_ms"),
+                s["tier"].as_str().unwrap_or("?"),
+                replicas.join(","),
             ));
         }
     }
@@ -109,8 +122,47 @@ pub fn render(view: &Value) -> String {
             ));
         }
     }
+    let members = view["members"].as_object();
+    if let Some(members) = members.filter(|m| !m.is_empty()) {
+        out.push_str("\nmembers\n");
+        for (id, m) in members {
+            let state = match (m["alive"].as_bool(), m["leaving"].as_bool()) {
+                (Some(false), _) => "dead",
+                (_, Some(true)) => "draining",
+                _ => "alive",
+            };
+            out.push_str(&format!(
+                "  {id} at {}: {state}\n",
+                m["address"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    let changes = view["map_changes"].as_array().unwrap_or(&empty);
+    if !changes.is_empty() {
+        out.push_str(&format!(
+            "\nmap changes by this node as controller ({})\n",
+            changes.len()
+        ));
+        for c in changes {
+            let reasons: Vec<&str> = c["reasons"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            out.push_str(&format!(
+                "  {} epoch {}: {}\n",
+                c["collection"].as_str().unwrap_or("?"),
+                u64_of(c, "epoch"),
+                reasons.join("; ")
+            ));
+        }
+    }
     let decisions = view["decisions"].as_array().unwrap_or(&empty);
-    out.push_str(&format!("\ndecisions ({}, not applied)\n", decisions.len()));
+    out.push_str(&format!(
+        "\nplanner decisions ({}; splits are carried out by the controller)\n",
+        decisions.len()
+    ));
     for d in decisions {
         out.push_str(&format!(
             "  {} epoch {} {}: {}\n",
