@@ -26,7 +26,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +37,8 @@ use hektor_topics::record::RingRange;
 use hektor_topics::ring;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
+
+use crate::bench_nodes::{percentile, start_node, unique_name, wait_healthy};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct KineticBenchArgs {
@@ -93,25 +95,13 @@ pub struct KineticBenchArgs {
     /// Run only this leg (static or kinetic); default both.
     #[arg(long)]
     pub leg: Option<String>,
+    /// Accepted like the other benches' flag; this bench always prints JSON lines.
+    #[arg(long)]
+    pub json: bool,
     /// Draw load and p99 over time into this PNG with scripts/plot_kinetic.py (the JSON
     /// lines it reads are kept in the temporary directory).
     #[arg(long)]
     pub plot: Option<PathBuf>,
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// splitmix64: a small deterministic generator (the binary carries no `rand`).
@@ -238,13 +228,6 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn percentile(ms: &mut [f64], p: f64) -> f64 {
-    ms.sort_by(f64::total_cmp);
-    ms.get(((ms.len() as f64 * p).ceil() as usize).saturating_sub(1))
-        .copied()
-        .unwrap_or(0.0)
-}
-
 fn overlaps(a: RingRange, b: RingRange) -> bool {
     let end = |r: RingRange| r.end.map_or(u128::MAX, u128::from);
     (a.start as u128) < end(b) && (b.start as u128) < end(a)
@@ -322,65 +305,49 @@ async fn run_leg(
 ) -> anyhow::Result<Vec<Value>> {
     let kinetic = leg == "kinetic";
     let tmp = tempfile::tempdir()?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_nanos();
-    let name = format!("benchkinetic-{leg}-{}-{nanos}", std::process::id());
-    let exe = std::env::current_exe()?;
-    let start = |id: &str, roles: &str| -> anyhow::Result<(Proc, String)> {
-        let port = free_port()?;
-        let mut cmd = Command::new(&exe);
-        cmd.args(["serve", "--node-id", id, "--roles", roles])
-            .args(["--brokers", brokers])
-            .args(["--cluster", &name, "--only-collections", &name])
-            .args(["--engine", &args.engine])
-            .args(["--heartbeat-ms", "250", "--dead-after-ms", "3000"])
-            .args(["--grace-ms", "2000", "--split-vectors", "0"])
-            .args(["--search-threads", "2", "--drain-timeout-ms", "1000"])
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(tmp.path().join(id))
-            .env("HEKTOR_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if kinetic {
-            cmd.arg("--planner-interval-ms")
-                .arg(args.planner_interval_ms.to_string())
-                .arg("--split-hotness")
-                .arg(args.split_hotness.to_string())
-                .args(["--split-min-vectors", "100"])
-                .arg("--planner-min-interval-s")
-                .arg(args.planner_min_interval_s.to_string())
-                .arg("--planner-lookahead-s")
-                .arg(args.planner_lookahead_s.to_string());
-        } else {
-            cmd.arg("--no-planner");
-        }
-        let child = cmd.spawn().context("starting a node")?;
-        Ok((Proc(child), format!("http://127.0.0.1:{port}")))
-    };
+    let name = unique_name(&format!("benchkinetic-{leg}"));
+    let mut flags: Vec<String> = vec![
+        "--engine".into(),
+        args.engine.clone(),
+        "--split-vectors".into(),
+        "0".into(),
+        "--search-threads".into(),
+        "2".into(),
+        "--drain-timeout-ms".into(),
+        "1000".into(),
+    ];
+    if kinetic {
+        flags.extend([
+            "--planner-interval-ms".into(),
+            args.planner_interval_ms.to_string(),
+            "--split-hotness".into(),
+            args.split_hotness.to_string(),
+            "--split-min-vectors".into(),
+            "100".into(),
+            "--planner-min-interval-s".into(),
+            args.planner_min_interval_s.to_string(),
+            "--planner-lookahead-s".into(),
+            args.planner_lookahead_s.to_string(),
+        ]);
+    } else {
+        flags.push("--no-planner".into());
+    }
+    let start = |id: &str, roles: &str| start_node(id, roles, brokers, &name, tmp.path(), &flags);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
     // The controller and planner get a process of their own (no data, no clients), so
     // the data nodes' CPU is the workload's and nothing else.
-    let (p, p_url) = start("p", "router,controller,planner")?;
-    let (a, a_url) = start("a", "router,data")?;
-    let (b, b_url) = start("b", "router,data")?;
-    let (c, c_url) = start("c", "router,data")?;
-    let nodes = [a, b, c];
-    let urls = vec![a_url, b_url, c_url];
+    let p = start("p", "router,controller,planner")?;
+    let nodes = [
+        start("a", "router,data")?,
+        start("b", "router,data")?,
+        start("c", "router,data")?,
+    ];
+    let p_url = p.url.clone();
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     for url in urls.iter().chain([&p_url]) {
-        let mut up = false;
-        for _ in 0..600 {
-            if http.get(format!("{url}/health")).send().await.is_ok() {
-                up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        anyhow::ensure!(up, "node {url} did not come up");
+        wait_healthy(&http, url).await?;
     }
     // Let the heartbeats meet so that the first map places partitions on all three.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -549,7 +516,7 @@ async fn run_leg(
 
     // The sampler: node CPU and the shard map, once a second.
     let ticks_per_s = clock_ticks();
-    let pids: Vec<u32> = nodes.iter().map(|p| p.0.id()).collect();
+    let pids: Vec<u32> = nodes.iter().map(|n| n.pid()).collect();
     let mut last: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p, ticks_per_s)).collect();
     let mut last_at = Instant::now();
     let mut ticks: Vec<Tick> = Vec::new();
@@ -609,7 +576,7 @@ async fn run_leg(
     for t in tasks {
         let _ = t.await;
     }
-    let planner_cpu_s = cpu_seconds(p.0.id(), ticks_per_s);
+    let planner_cpu_s = cpu_seconds(p.pid(), ticks_per_s);
     drop(nodes);
     drop(p);
     let samples = samples.lock().clone();

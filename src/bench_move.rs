@@ -13,7 +13,7 @@
 //! This module only orchestrates and measures; moving is the control plane's job.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,8 @@ use anyhow::Context;
 use hektor_indexers::dataset;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
+
+use crate::bench_nodes::{percentile, start_node, unique_name, wait_healthy};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct MoveBenchArgs {
@@ -47,21 +49,6 @@ pub struct MoveBenchArgs {
     pub json: bool,
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// One latency sample: when it finished (since the start), how long, whether it failed.
 #[derive(Clone, Copy)]
 struct Sample {
@@ -81,57 +68,19 @@ pub async fn run(args: MoveBenchArgs) -> anyhow::Result<()> {
     let (queries, _) = dataset::read_fvecs(&data.join("query.fvecs"), Some(200))?;
     let n = base.len() / dim;
     let tmp = tempfile::tempdir()?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_nanos();
-    let name = format!("benchmove-{}-{nanos}", std::process::id());
-    let exe = std::env::current_exe()?;
-    let start = |id: &str, roles: &str| -> anyhow::Result<(Proc, String)> {
-        let port = free_port()?;
-        let child = Command::new(&exe)
-            .args([
-                "serve",
-                "--node-id",
-                id,
-                "--roles",
-                roles,
-                "--brokers",
-                &brokers,
-            ])
-            .args(["--cluster", &name, "--only-collections", &name])
-            .args(["--engine", &args.engine, "--no-planner"])
-            .args(["--heartbeat-ms", "250", "--dead-after-ms", "3000"])
-            .args(["--grace-ms", "2000"])
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(tmp.path().join(id))
-            .env("HEKTOR_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting a node")?;
-        Ok((Proc(child), format!("http://127.0.0.1:{port}")))
-    };
+    let name = unique_name("benchmove");
+    let flags: Vec<String> = ["--engine", &args.engine, "--no-planner"]
+        .map(String::from)
+        .to_vec();
+    let start = |id: &str, roles: &str| start_node(id, roles, &brokers, &name, tmp.path(), &flags);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
-    let healthy = |url: String| {
-        let http = http.clone();
-        async move {
-            for _ in 0..600 {
-                if http.get(format!("{url}/health")).send().await.is_ok() {
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            anyhow::bail!("{url} did not come up")
-        }
-    };
-    let (_r, router) = start("r", "router,controller")?;
-    let (a, a_url) = start("a", "data")?;
-    healthy(router.clone()).await?;
-    healthy(a_url.clone()).await?;
+    let r = start("r", "router,controller")?;
+    let a = start("a", "data")?;
+    let (router, a_url) = (r.url.clone(), a.url.clone());
+    wait_healthy(&http, &router).await?;
+    wait_healthy(&http, &a_url).await?;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let created = http
         .put(format!("{router}/collections/{name}"))
@@ -220,12 +169,12 @@ pub async fn run(args: MoveBenchArgs) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(args.before_s)).await;
     // The move: b joins, a drains.
-    let (_b, b_url) = start("b", "data")?;
-    healthy(b_url).await?;
+    let b = start("b", "data")?;
+    wait_healthy(&http, &b.url).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let drain_at = began.elapsed().as_secs_f64();
     let status = Command::new("kill")
-        .args(["-TERM", &a.0.id().to_string()])
+        .args(["-TERM", &a.pid().to_string()])
         .status()?;
     anyhow::ensure!(status.success(), "could not signal node a");
     let switched_at = loop {
@@ -261,13 +210,8 @@ pub async fn run(args: MoveBenchArgs) -> anyhow::Result<()> {
             .filter(|s| s.at >= from && s.at < to && s.ok)
             .map(|s| s.ms)
             .collect();
-        ms.sort_by(f64::total_cmp);
-        let q = |p: f64| {
-            ms.get(((ms.len() as f64 * p).ceil() as usize).saturating_sub(1))
-                .copied()
-                .unwrap_or(0.0)
-        };
-        (q(0.5), q(0.99), ms.len() as f64 / (to - from).max(1e-9))
+        let qps = ms.len() as f64 / (to - from).max(1e-9);
+        (percentile(&mut ms, 0.5), percentile(&mut ms, 0.99), qps)
     };
     let (p50_before, p99_before, qps_before) = phase(0.0, drain_at);
     let (p50_during, p99_during, qps_during) = phase(drain_at, switched_at);

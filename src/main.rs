@@ -13,6 +13,7 @@ mod backend;
 mod bench;
 mod bench_kinetic;
 mod bench_move;
+mod bench_nodes;
 mod bench_placement;
 mod bench_search;
 mod cluster_cmd;

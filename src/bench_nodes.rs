@@ -1,0 +1,94 @@
+//! What the multi-node benches (`bench move`, `bench kinetic`) share: node processes —
+//! this same binary as `hektor serve` on a free 127.0.0.1 port, in its own data directory,
+//! in a cluster of its own name, with the short heartbeat and grace settings a bench
+//! wants, waited for until it answers, killed when dropped — and the latency percentile
+//! both report.
+//!
+//! What the nodes do and what is measured is the benches' business.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// A running node process, killed when dropped.
+pub struct NodeProc {
+    child: Child,
+    pub url: String,
+}
+
+impl NodeProc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A name unique to this run, for the collection and the cluster of a bench.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// Start node `id` with `roles` on Kafka `brokers`, in cluster and collection scope
+/// `name`, its data under `dir/id`; `extra` flags are added to the common ones.
+pub fn start_node(
+    id: &str,
+    roles: &str,
+    brokers: &str,
+    name: &str,
+    dir: &Path,
+    extra: &[String],
+) -> anyhow::Result<NodeProc> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(std::env::current_exe()?)
+        .args(["serve", "--node-id", id, "--roles", roles])
+        .args(["--brokers", brokers])
+        .args(["--cluster", name, "--only-collections", name])
+        .args(["--heartbeat-ms", "250", "--dead-after-ms", "3000"])
+        .args(["--grace-ms", "2000"])
+        .args(extra)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.join(id))
+        .env("HEKTOR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting a node")?;
+    Ok(NodeProc {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    })
+}
+
+/// Wait (up to a minute) until the node at `url` answers `GET /health`.
+pub async fn wait_healthy(http: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    for _ in 0..600 {
+        if http.get(format!("{url}/health")).send().await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("node {url} did not come up")
+}
+
+/// The `p` quantile (0..=1) of latencies `ms` (sorted in place); 0 when empty.
+pub fn percentile(ms: &mut [f64], p: f64) -> f64 {
+    ms.sort_by(f64::total_cmp);
+    ms.get(((ms.len() as f64 * p).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(0.0)
+}
