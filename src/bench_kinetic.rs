@@ -769,6 +769,7 @@ mod tests {
             planner_min_interval_s: 1,
             planner_lookahead_s: 1,
             leg: None,
+            json: false,
             plot: None,
         };
         let (first, second) = rankings(&args);
