@@ -412,7 +412,7 @@ fn control_routes(control: Arc<Control>) -> axum::Router {
         .with_state(control)
 }
 
-/// The kinetic planner's settings from the command line (decisions only, not applied).
+/// The kinetic planner's settings from the command line.
 fn planner_config(args: &ServeArgs) -> hektor_dataflow::planner::PlannerConfig {
     let mut config = hektor_dataflow::planner::PlannerConfig {
         node: args.node_id.clone(),

@@ -3,10 +3,12 @@
 //! the current second, runs [`decide`] and appends the resulting [`PlanChange`]s (JSON, so
 //! people can read them) to the collection's plan topic.
 //!
-//! **Decisions only.** There is no shard mover yet: nothing here (nor anywhere else) applies
-//! a plan change. Every decision is published and shown with `"applied": false`; the planner
-//! remembers it as if it had been acted on (so the same range is not proposed again for
-//! `min_interval_s`), but the shard map does not change.
+//! **Decisions, carried out elsewhere.** The planner only publishes: the controller
+//! (`hektor-control`) reads the plan topic and carries out splits and tier changes through
+//! the shard map; moves and merges are recorded, not carried out. The view shows each
+//! decision with `"carried_out_by": "controller"` or `null` accordingly. The planner
+//! remembers every decision as acted on, so the same range is not proposed again for
+//! `min_interval_s`.
 //!
 //! This module owns the follow-the-log loop, the per-collection drivers, the decision
 //! history, Holt forecasts per shard, and an in-memory view (latest snapshot per
@@ -34,7 +36,7 @@ use hektor_topics::catalog::Catalog;
 use hektor_topics::codec::{self, Encoding};
 use hektor_topics::hlc::wall_ms;
 use hektor_topics::log::Log;
-use hektor_topics::record::{CollectionSpec, Event, PlanChange};
+use hektor_topics::record::{CollectionSpec, Event, PlanAction, PlanChange};
 use hektor_topics::topic::{topic_name, TopicKind};
 use serde_json::{json, Value};
 
@@ -86,8 +88,9 @@ impl Default for PlannerConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub change: PlanChange,
-    /// Always false: there is no shard mover yet.
-    pub applied: bool,
+    /// Who carries it out: `Some("controller")` for splits and tier changes; `None` for
+    /// moves and merges, which are recorded only.
+    pub carried_out_by: Option<&'static str>,
 }
 
 impl Decision {
@@ -98,7 +101,7 @@ impl Decision {
             "action": self.change.action,
             "reason": self.change.reason,
             "time_ms": self.change.time_ms,
-            "applied": self.applied,
+            "carried_out_by": self.carried_out_by,
         })
     }
 }
@@ -223,7 +226,7 @@ impl Planner {
                 "rounds": v.rounds,
                 "running": !self.task.is_finished(),
                 "last_error": v.last_error,
-                "applies_decisions": false,
+                "carries_out": "splits and tier changes, by the controller",
                 "thresholds": {
                     "split_hotness": self.config.decide.split_hotness,
                     "split_vectors": self.config.decide.split_vectors,
@@ -465,19 +468,23 @@ async fn round(
         log.append(&topic_name(&t.spec.name, TopicKind::Plan), 0, records)
             .await?;
         for c in &changes {
-            // Not applied: remember it so the range is left alone for `min_interval_s`.
+            // Remember it so the range is left alone for `min_interval_s`.
             t.history.record(c, now, 0);
             tracing::info!(collection = %c.collection, epoch = c.epoch, reason = %c.reason,
-                "plan change decided (not applied)");
+                "plan change decided");
         }
     }
     if let Ok(mut v) = view.lock() {
         v.snapshots.insert(t.spec.name.clone(), snapshot);
         v.epochs.insert(t.spec.name.clone(), t.history.epoch);
         for c in changes {
+            let carried_out_by = match c.action {
+                PlanAction::Split { .. } | PlanAction::SetTier { .. } => Some("controller"),
+                PlanAction::Move { .. } | PlanAction::Merge { .. } => None,
+            };
             v.decisions.push_back(Decision {
                 change: c,
-                applied: false,
+                carried_out_by,
             });
         }
         while v.decisions.len() > KEEP_DECISIONS {
