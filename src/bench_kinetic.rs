@@ -92,6 +92,10 @@ pub struct KineticBenchArgs {
     /// Planner: how far ahead its hotness forecasts look (seconds).
     #[arg(long, default_value_t = 20)]
     pub planner_lookahead_s: u64,
+    /// The planner balances node load (busy time over capacity) from this load up; the
+    /// bench's nodes are lightly loaded, so the default is low.
+    #[arg(long, default_value_t = 0.01)]
+    pub balance_min_load: f64,
     /// Run only this leg (static or kinetic); default both.
     #[arg(long)]
     pub leg: Option<String>,
@@ -328,6 +332,8 @@ async fn run_leg(
             args.planner_min_interval_s.to_string(),
             "--planner-lookahead-s".into(),
             args.planner_lookahead_s.to_string(),
+            "--balance-min-load".into(),
+            args.balance_min_load.to_string(),
         ]);
     } else {
         flags.push("--no-planner".into());
@@ -354,7 +360,8 @@ async fn run_leg(
     let created = http
         .put(format!("{p_url}/collections/{name}"))
         .json(&json!({"dimension": dim, "distance": "cosine",
-            "partitions": args.partitions, "replication": 1}))
+            "partitions": args.partitions, "replication": 1,
+            "placement": {"strategy": "load"}}))
         .send()
         .await?;
     anyhow::ensure!(
@@ -768,6 +775,7 @@ mod tests {
             planner_interval_ms: 1000,
             planner_min_interval_s: 1,
             planner_lookahead_s: 1,
+            balance_min_load: 0.01,
             leg: None,
             json: false,
             plot: None,

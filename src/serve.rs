@@ -80,6 +80,17 @@ pub struct ServeArgs {
     /// How far ahead (seconds) the kinetic planner's hotness forecasts look.
     #[arg(long, default_value_t = 600)]
     pub planner_lookahead_s: u64,
+    /// The planner moves shards off a node whose load (busy time over capacity) passes
+    /// this multiple of the mean node load (moves are carried out for collections placed
+    /// by load).
+    #[arg(long, default_value_t = 1.25)]
+    pub balance_ratio: f64,
+    /// ...when that node's load is at least this fraction of its capacity.
+    #[arg(long, default_value_t = 0.05)]
+    pub balance_min_load: f64,
+    /// Cores of a node of capacity 1.0, for the planner's load (default: this machine's).
+    #[arg(long)]
+    pub cores_per_capacity: Option<f64>,
     /// This node's capacity weight (1.0 = a standard node): its share of shards, and the
     /// planner's load view.
     #[arg(long, default_value_t = 1.0)]
@@ -180,6 +191,63 @@ impl ShardFacts for HostFacts {
         let median = shard.shard.ring_median().ok().flatten()?;
         Some((shard.shard.len(), median))
     }
+
+    fn held(&self) -> Vec<hektor_topics::record::HeldShard> {
+        let Some(host) = self.0.get() else {
+            return Vec::new();
+        };
+        host.collections()
+            .iter()
+            .flat_map(|c| {
+                c.serving()
+                    .filter(|s| s.caught_up())
+                    .map(|s| hektor_topics::record::HeldShard {
+                        collection: c.spec.name.clone(),
+                        range: s.range,
+                        vectors: s.shard.len(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// The kinetic planner's view of the cluster: the accepted shard maps, the sizes the
+/// holders report in their heartbeats, and the placeable data nodes.
+struct ControlFeed(Arc<Control>);
+
+impl hektor_dataflow::planner::ClusterFeed for ControlFeed {
+    fn shards(&self, collection: &str) -> Option<hektor_dataflow::planner::FeedMap> {
+        let map = self.0.plans().get(collection)?.map?;
+        let mut sizes: std::collections::BTreeMap<RingRange, u64> = Default::default();
+        for hb in self.0.membership().alive() {
+            for held in hb.shards.iter().filter(|h| h.collection == collection) {
+                let v = sizes.entry(held.range).or_default();
+                *v = (*v).max(held.vectors);
+            }
+        }
+        Some(hektor_dataflow::planner::FeedMap {
+            epoch: map.epoch(),
+            shards: map
+                .shards()
+                .iter()
+                .map(|s| hektor_dataflow::planner::FeedShard {
+                    range: s.range,
+                    replicas: s.replicas.clone(),
+                    vectors: sizes.get(&s.range).copied(),
+                })
+                .collect(),
+        })
+    }
+
+    fn nodes(&self) -> std::collections::BTreeMap<String, f64> {
+        self.0
+            .membership()
+            .placeable()
+            .into_iter()
+            .map(|n| (n.id, n.weight))
+            .collect()
+    }
 }
 
 /// Keep the host's assignments in step with the shard maps: the ranges listing this node.
@@ -264,6 +332,7 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         memory_bytes: 0,
         time_ms: 0,
         leaving: false,
+        shards: Vec::new(),
     });
     settings.heartbeat_every = Duration::from_millis(args.heartbeat_ms.max(10));
     settings.dead_after = Duration::from_millis(args.dead_after_ms.max(args.heartbeat_ms * 2));
@@ -310,7 +379,11 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     )?);
     let metrics = Arc::new(Metrics::new());
     let planner = (!args.no_planner && args.has_role("planner")).then(|| {
-        hektor_dataflow::planner::Planner::start(Arc::clone(&catalog), planner_config(args))
+        hektor_dataflow::planner::Planner::start(
+            Arc::clone(&catalog),
+            planner_config(args),
+            Some(Arc::new(ControlFeed(Arc::clone(&control)))),
+        )
     });
     let changes = Arc::clone(&control);
     let cluster: Option<hektor_query::http::ClusterView> = Some(Arc::new(move || {
@@ -342,8 +415,8 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     })
 }
 
-/// `POST /cluster/collections/{c}/plan`: ask the controller for a split or a tier change
-/// (a [`PlanAction`] as JSON). The shard must be in the current map; the change happens
+/// `POST /cluster/collections/{c}/plan`: ask the controller for a split, a merge, a tier
+/// change, or (for a collection placed by load) a move (a [`PlanAction`] as JSON). The shard must be in the current map; the change happens
 /// when the controller carries it out (watch `GET /cluster`).
 fn control_routes(control: Arc<Control>) -> axum::Router {
     use axum::extract::{Path, State};
@@ -368,32 +441,67 @@ fn control_routes(control: Arc<Control>) -> axum::Router {
                 format!("collection `{collection}` has no shard map"),
             );
         };
-        let (shard, ok) = match &action {
-            PlanAction::Split { shard, at } => (*shard, shard.contains(*at) && *at > shard.start),
-            PlanAction::SetTier { shard, .. } => (*shard, true),
-            _ => {
-                return bad(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "only split and set_tier can be asked for; moves follow from placement".into(),
-                )
-            }
-        };
-        if !map.shards().iter().any(|s| s.range == shard) {
-            return bad(
+        let has = |range: &RingRange| map.shards().iter().any(|s| s.range == *range);
+        let missing = |range: &RingRange| {
+            bad(
                 StatusCode::NOT_FOUND,
                 format!(
                     "collection `{collection}` has no shard [{:#x}, {:?}) at epoch {}",
-                    shard.start,
-                    shard.end,
+                    range.start,
+                    range.end,
                     map.epoch()
                 ),
-            );
-        }
-        if !ok {
-            return bad(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "the split point must lie strictly inside the shard".into(),
-            );
+            )
+        };
+        let unfit = |msg: &str| bad(StatusCode::UNPROCESSABLE_ENTITY, msg.to_owned());
+        match &action {
+            PlanAction::Split { shard, at } => {
+                if !has(shard) {
+                    return missing(shard);
+                }
+                if !(shard.contains(*at) && *at > shard.start) {
+                    return unfit("the split point must lie strictly inside the shard");
+                }
+            }
+            PlanAction::SetTier { shard, .. } => {
+                if !has(shard) {
+                    return missing(shard);
+                }
+            }
+            PlanAction::Merge { left, right } => {
+                for r in [left, right] {
+                    if !has(r) {
+                        return missing(r);
+                    }
+                }
+                let last = right.end.map_or(u64::MAX, |e| e.saturating_sub(1));
+                let partitions = control
+                    .catalog()
+                    .get(&collection)
+                    .map_or(1, |spec| spec.partitions.max(1));
+                if left.end != Some(right.start)
+                    || hektor_topics::ring::partition_of(left.start, partitions)
+                        != hektor_topics::ring::partition_of(last, partitions)
+                {
+                    return unfit("only adjacent shards of one partition can merge");
+                }
+            }
+            PlanAction::Move { shard, from, to } => {
+                let placed_by_load = control.catalog().get(&collection).is_some_and(|spec| {
+                    spec.placement == hektor_topics::record::PlacementSpec::Load
+                });
+                if !placed_by_load {
+                    return unfit(
+                        "moves are carried out only for collections created with \"placement\": {\"strategy\": \"load\"}; under the others placement decides where shards live",
+                    );
+                }
+                let Some(s) = map.shards().iter().find(|s| s.range == *shard) else {
+                    return missing(shard);
+                };
+                if !s.replicas.contains(from) || s.replicas.contains(to) {
+                    return unfit("`from` must hold the shard and `to` must not");
+                }
+            }
         }
         match control
             .request(&collection, action.clone(), "asked for by an operator")
@@ -424,6 +532,11 @@ fn planner_config(args: &ServeArgs) -> hektor_dataflow::planner::PlannerConfig {
     config.decide.min_split_vectors = args.split_min_vectors;
     config.decide.min_interval_s = args.planner_min_interval_s;
     config.decide.lookahead_s = args.planner_lookahead_s;
+    config.decide.balance_ratio = args.balance_ratio;
+    config.decide.balance_min_load = args.balance_min_load;
+    if let Some(cores) = args.cores_per_capacity.filter(|c| *c > 0.0) {
+        config.cores_per_capacity = cores;
+    }
     config.params.hot_hotness = args.split_hotness;
     config
 }

@@ -22,6 +22,16 @@
 //! node with the lowest load per unit of weight, preferring failure domains the shard does
 //! not use yet. So a join moves only the joiner's share and a leave only the leaver's.
 //!
+//! **Placed by load** (`ControlConfig::by_load`, a collection's `"placement": {"strategy":
+//! "load"}`): shards keep their live replicas whatever the counts, missing replicas still go
+//! to the node with the fewest shards, and the balance comes from the kinetic planner's
+//! decisions, which name nodes: a **move** replaces one replica of a shard (a target with
+//! the new set), a split's right half goes to the node the planner names. Moves are carried
+//! out only under this strategy (under count balancing the next tick would undo them).
+//! **Merges** of two adjacent shards of one partition are carried out under every
+//! strategy: a target covering both, held by the left shard's replicas, replaces them
+//! when it is ready.
+//!
 //! This module owns those rules; it does no I/O and keeps no clock.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,6 +52,23 @@ pub struct Ready {
     pub epoch: u64,
 }
 
+/// A split asked for: the shard it named, the point, and where the right half should go
+/// (the planner names the least loaded node; `None` lets placement choose).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitAsk {
+    pub shard: RingRange,
+    pub at: u64,
+    pub place: Option<String>,
+}
+
+/// A replica move asked for (by the kinetic planner): `shard`'s copy on `from` goes to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveAsk {
+    pub shard: RingRange,
+    pub from: String,
+    pub to: String,
+}
+
 /// Settings of the controller.
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
@@ -52,6 +79,8 @@ pub struct ControlConfig {
     /// Place each shard by this strategy (of its range start) instead of sticky and
     /// balanced.
     pub strategy: Option<Strategy>,
+    /// Placed by load: no rebalancing by shard count; the planner's moves are carried out.
+    pub by_load: bool,
 }
 
 impl Default for ControlConfig {
@@ -60,6 +89,7 @@ impl Default for ControlConfig {
             replication: 1,
             max_moves: 4,
             strategy: None,
+            by_load: false,
         }
     }
 }
@@ -72,7 +102,13 @@ fn wanted(
     config: &ControlConfig,
 ) -> Result<Vec<Vec<String>>> {
     let Some(strategy) = config.strategy else {
-        return Ok(assign(ranges, held, nodes, config.replication));
+        return Ok(assign(
+            ranges,
+            held,
+            nodes,
+            config.replication,
+            !config.by_load,
+        ));
     };
     if nodes.is_empty() {
         return Ok(vec![Vec::new(); ranges.len()]);
@@ -104,8 +140,12 @@ pub struct ControlInput<'a> {
     /// Every node that is alive (leaving ones included): replicas on them still serve.
     pub alive: &'a [String],
     pub ready: &'a [Ready],
-    /// Splits asked for: `(shard range, at)`.
-    pub splits: &'a [(RingRange, u64)],
+    /// Splits asked for.
+    pub splits: &'a [SplitAsk],
+    /// Replica moves asked for (carried out only when placed by load).
+    pub moves: &'a [MoveAsk],
+    /// Merges asked for: `(left, right)`, adjacent shards of one partition.
+    pub merges: &'a [(RingRange, RingRange)],
     /// Tier changes asked for: `(shard range, tier)`; the holders switch engines in place.
     pub tiers: &'a [(RingRange, Tier)],
 }
@@ -217,6 +257,35 @@ pub fn next_map(
                 .iter()
                 .any(|r| r.node == node && r.range == t.range && r.epoch >= t.since)
     };
+    // Merge targets (covering several serving shards) replace all of them at once.
+    let spanning: Vec<Target> = targets
+        .iter()
+        .filter(|t| !shards.iter().any(|s| within(&t.range, &s.range)))
+        .cloned()
+        .collect();
+    for t in spanning {
+        let covered: Vec<usize> = (0..shards.len())
+            .filter(|i| within(&shards[*i].range, &t.range))
+            .collect();
+        let (Some(&first), Some(&last)) = (covered.first(), covered.last()) else {
+            continue;
+        };
+        if !t.replicas.iter().all(|n| is_ready(&t, n, &shards)) {
+            continue;
+        }
+        reasons.push(format!(
+            "shards {} merged into {} on {:?}",
+            shards[first..=last]
+                .iter()
+                .map(|s| fmt_range(&s.range))
+                .collect::<Vec<_>>()
+                .join(" + "),
+            fmt_range(&t.range),
+            t.replicas
+        ));
+        shards.splice(first..=last, [t.to_shard()]);
+        targets.retain(|x| x.range != t.range);
+    }
     let mut i = 0;
     while i < shards.len() {
         let range = shards[i].range;
@@ -250,10 +319,11 @@ pub fn next_map(
     }
 
     let has_target =
-        |targets: &[Target], range: &RingRange| targets.iter().any(|t| within(&t.range, range));
+        |targets: &[Target], range: &RingRange| targets.iter().any(|t| overlaps(&t.range, range));
     // 2a. Splits asked for. A split names a point: it cuts whichever serving shard holds
     // it now (the shard it named may have been split or merged since it was asked for).
-    for (_, at) in input.splits {
+    for ask in input.splits {
+        let at = &ask.at;
         if targets.len() >= config.max_moves {
             break;
         }
@@ -281,9 +351,15 @@ pub fn next_map(
             s.replicas.clone()
         } else {
             let held = vec![s.replicas.clone()];
-            assign(&[range], &held, input.placeable, config.replication)
-                .pop()
-                .unwrap_or_default()
+            assign(
+                &[range],
+                &held,
+                input.placeable,
+                config.replication,
+                !config.by_load,
+            )
+            .pop()
+            .unwrap_or_default()
         };
         if replicas.is_empty() {
             continue;
@@ -316,10 +392,17 @@ pub fn next_map(
         } else {
             input.placeable
         };
-        let fresh = wanted(&all, &held, pool, config)?
+        let mut fresh = wanted(&all, &held, pool, config)?
             .pop()
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| replicas.clone());
+        // The node the planner named (by measured load) first, when it may hold it.
+        if let Some(place) = ask.place.as_deref().filter(|p| placeable.contains(p)) {
+            let n = fresh.len().max(1);
+            fresh.retain(|r| r != place);
+            fresh.insert(0, place.to_owned());
+            fresh.truncate(n);
+        }
         for (half, replicas) in halves.into_iter().zip([replicas.clone(), fresh]) {
             targets.push(Target {
                 range: half,
@@ -335,6 +418,104 @@ pub fn next_map(
         ));
     }
 
+    // 2c. Moves asked for by the planner, when placed by load: one replica replaced.
+    for m in input.moves.iter().filter(|_| config.by_load) {
+        if targets.len() >= config.max_moves {
+            break;
+        }
+        let Some(s) = shards.iter().find(|s| s.range == m.shard) else {
+            continue;
+        };
+        if has_target(&targets, &s.range)
+            || !s.replicas.contains(&m.from)
+            || s.replicas.contains(&m.to)
+            || !placeable.contains(m.to.as_str())
+        {
+            continue;
+        }
+        let replicas: Vec<String> = s
+            .replicas
+            .iter()
+            .map(|r| {
+                if *r == m.from {
+                    m.to.clone()
+                } else {
+                    r.clone()
+                }
+            })
+            .collect();
+        reasons.push(format!(
+            "shard {}: move {} -> {} begun",
+            fmt_range(&s.range),
+            m.from,
+            m.to
+        ));
+        targets.push(Target {
+            range: s.range,
+            replicas,
+            tier: s.tier,
+            since: epoch,
+            reason: format!("move from {} to {} (by load)", m.from, m.to),
+        });
+    }
+
+    // 2d. Merges asked for: adjacent serving shards of one partition, neither changing.
+    for (left, right) in input.merges {
+        if targets.len() >= config.max_moves {
+            break;
+        }
+        let (Some(l), Some(r)) = (
+            shards.iter().position(|s| s.range == *left),
+            shards.iter().position(|s| s.range == *right),
+        ) else {
+            continue;
+        };
+        let last = right.end.map_or(u64::MAX, |e| e.saturating_sub(1));
+        let partitions = input.partitions.max(1);
+        if r != l + 1
+            || left.end != Some(right.start)
+            || hektor_topics::ring::partition_of(left.start, partitions)
+                != hektor_topics::ring::partition_of(last, partitions)
+            || has_target(&targets, left)
+            || has_target(&targets, right)
+        {
+            continue;
+        }
+        let union = RingRange {
+            start: left.start,
+            end: right.end,
+        };
+        let keep = |s: &Shard| -> Vec<String> {
+            s.replicas
+                .iter()
+                .filter(|n| placeable.contains(n.as_str()))
+                .cloned()
+                .collect()
+        };
+        let mut replicas = keep(&shards[l]);
+        if replicas.is_empty() {
+            replicas = keep(&shards[r]);
+        }
+        if replicas.is_empty() {
+            continue;
+        }
+        let tier = shards[l].tier.min(shards[r].tier);
+        reasons.push(format!(
+            "shards {} + {}: merge into {} on {:?} begun",
+            fmt_range(left),
+            fmt_range(right),
+            fmt_range(&union),
+            replicas
+        ));
+        targets.push(Target {
+            range: union,
+            replicas,
+            tier,
+            since: epoch,
+            reason: format!("merge of {} and {}", fmt_range(left), fmt_range(right)),
+        });
+    }
+
     // 2b. Re-placement: sticky, balanced wanted replicas.
     if !input.placeable.is_empty() {
         let ranges: Vec<RingRange> = shards.iter().map(|s| s.range).collect();
@@ -344,7 +525,7 @@ pub fn next_map(
                 // A shard being rebuilt counts where it is going.
                 let going: Vec<&Target> = targets
                     .iter()
-                    .filter(|t| within(&t.range, &s.range))
+                    .filter(|t| overlaps(&t.range, &s.range))
                     .collect();
                 match going.first() {
                     Some(t) => t.replicas.clone(),
@@ -399,6 +580,12 @@ pub fn next_map(
     Ok(Some(Decision { map, reasons }))
 }
 
+/// Whether two ranges share a position.
+fn overlaps(a: &RingRange, b: &RingRange) -> bool {
+    let end = |r: &RingRange| r.end.map_or(u128::MAX, u128::from);
+    (a.start as u128) < end(b) && (b.start as u128) < end(a)
+}
+
 /// Whether `inner` lies inside `outer`.
 fn within(inner: &RingRange, outer: &RingRange) -> bool {
     inner.start >= outer.start
@@ -427,12 +614,14 @@ fn tiles(range: &RingRange, targets: &[&Target]) -> bool {
 }
 
 /// Sticky, balanced replica sets for `ranges`, given who holds each now (`held`, only
-/// placeable nodes): see the module doc. Deterministic.
+/// placeable nodes): see the module doc. With `rebalance` false, current holders are kept
+/// whatever their counts (placement by load). Deterministic.
 pub fn assign(
     ranges: &[RingRange],
     held: &[Vec<String>],
     nodes: &[NodeSpec],
     replication: usize,
+    rebalance: bool,
 ) -> Vec<Vec<String>> {
     if nodes.is_empty() {
         return vec![Vec::new(); ranges.len()];
@@ -462,7 +651,7 @@ pub fn assign(
                 break;
             }
             if let Some(l) = load.get_mut(node.as_str()) {
-                if *l < share[node.as_str()] && !keep.contains(node) {
+                if (!rebalance || *l < share[node.as_str()]) && !keep.contains(node) {
                     *l += 1;
                     keep.push(node.clone());
                 }
@@ -511,6 +700,7 @@ mod tests {
             replication: r,
             max_moves: 64,
             strategy: None,
+            by_load: false,
         };
         let ids: Vec<String> = n.iter().map(|n| n.id.clone()).collect();
         next_map(
@@ -544,14 +734,37 @@ mod tests {
                 placeable: n,
                 alive,
                 ready,
-                splits: &[],
                 tiers: &[],
+                ..Default::default()
             },
             &ControlConfig {
                 replication: r,
                 max_moves: 64,
                 strategy: None,
+                by_load: false,
             },
+        )
+        .unwrap()
+        .map(|d| d.map)
+    }
+
+    fn step_with(
+        map: &ShardMap,
+        n: &[NodeSpec],
+        alive: &[String],
+        ready: &[Ready],
+        config: &ControlConfig,
+    ) -> Option<ShardMap> {
+        next_map(
+            "c",
+            &ControlInput {
+                current: Some(map),
+                placeable: n,
+                alive,
+                ready,
+                ..Default::default()
+            },
+            config,
         )
         .unwrap()
         .map(|d| d.map)
@@ -670,7 +883,11 @@ mod tests {
                 current: Some(&map),
                 placeable: &n,
                 alive: &al,
-                splits: &[(s0, at)],
+                splits: &[SplitAsk {
+                    shard: s0,
+                    at,
+                    place: None,
+                }],
                 ..Default::default()
             },
             &ControlConfig::default(),
@@ -707,6 +924,7 @@ mod tests {
                 replication: 1,
                 max_moves: 3,
                 strategy: None,
+                by_load: false,
             },
         )
         .unwrap()
@@ -721,6 +939,7 @@ mod tests {
             replication: 2,
             max_moves: 64,
             strategy: Some(Strategy::ConsistentHash { vnodes: 150 }),
+            by_load: false,
         };
         let ids = alive(&["a", "b", "c"]);
         let input = ControlInput {
@@ -781,5 +1000,163 @@ mod tests {
         let map = first(&n, 8, 1);
         assert_eq!(held_by(&map, "a"), 6);
         assert_eq!(held_by(&map, "b"), 2);
+    }
+    fn by_load() -> ControlConfig {
+        ControlConfig {
+            replication: 1,
+            max_moves: 8,
+            strategy: None,
+            by_load: true,
+        }
+    }
+
+    #[test]
+    fn a_split_places_its_right_half_where_the_planner_names() {
+        let n = nodes(&["a", "b", "c"]);
+        let map = first(&n, 3, 1);
+        let s0 = map.shards()[0].clone();
+        let at = s0.range.start + (s0.range.end.unwrap() - s0.range.start) / 2;
+        // Either other node, as named (placement alone would pick one by shard count).
+        let others: Vec<&str> = ["a", "b", "c"]
+            .into_iter()
+            .filter(|x| s0.replicas[0] != *x)
+            .collect();
+        for place in others {
+            let d = next_map(
+                "c",
+                &ControlInput {
+                    current: Some(&map),
+                    placeable: &n,
+                    alive: &alive(&["a", "b", "c"]),
+                    splits: &[SplitAsk {
+                        shard: s0.range,
+                        at,
+                        place: Some(place.into()),
+                    }],
+                    ..Default::default()
+                },
+                &ControlConfig::default(),
+            )
+            .unwrap()
+            .unwrap();
+            let right = d
+                .map
+                .targets()
+                .iter()
+                .find(|t| t.range.start == at)
+                .unwrap();
+            assert_eq!(right.replicas, vec![place.to_string()]);
+            let left = d
+                .map
+                .targets()
+                .iter()
+                .find(|t| t.range.end == Some(at))
+                .unwrap();
+            assert_eq!(left.replicas, s0.replicas);
+        }
+    }
+
+    #[test]
+    fn moves_are_carried_out_and_stay_when_placed_by_load() {
+        let n = nodes(&["a", "b"]);
+        let al = alive(&["a", "b"]);
+        let map = first(&n, 4, 1);
+        let s = map
+            .shards()
+            .iter()
+            .find(|s| s.replicas == ["a"])
+            .unwrap()
+            .clone();
+        let ask = [MoveAsk {
+            shard: s.range,
+            from: "a".into(),
+            to: "b".into(),
+        }];
+        let input = |m| ControlInput {
+            current: Some(m),
+            placeable: &n,
+            alive: &al,
+            moves: &ask,
+            ..Default::default()
+        };
+        // Under count balancing a move is not carried out.
+        assert!(next_map("c", &input(&map), &ControlConfig::default())
+            .unwrap()
+            .is_none());
+        let d = next_map("c", &input(&map), &by_load()).unwrap().unwrap();
+        assert_eq!(d.map.targets().len(), 1);
+        assert_eq!(d.map.targets()[0].replicas, vec!["b".to_string()]);
+        let done = step_with(&d.map, &n, &al, &all_ready(&d.map), &by_load()).unwrap();
+        assert_eq!(held_by(&done, "b"), 3);
+        assert_eq!(held_by(&done, "a"), 1);
+        // Placed by load, the uneven counts stand: nothing moves back.
+        assert!(step_with(&done, &n, &al, &[], &by_load()).is_none());
+        // Under count balancing the same map would be rebalanced.
+        assert!(step_with(&done, &n, &al, &[], &ControlConfig::default()).is_some());
+    }
+
+    #[test]
+    fn adjacent_shards_of_one_partition_merge() {
+        let n = nodes(&["a", "b"]);
+        let al = alive(&["a", "b"]);
+        let map = first(&n, 2, 1);
+        // Split shard 0, then merge its halves back.
+        let s0 = map.shards()[0].range;
+        let at = s0.start + (s0.end.unwrap() - s0.start) / 2;
+        let split = next_map(
+            "c",
+            &ControlInput {
+                current: Some(&map),
+                partitions: 2,
+                placeable: &n,
+                alive: &al,
+                splits: &[SplitAsk {
+                    shard: s0,
+                    at,
+                    place: None,
+                }],
+                ..Default::default()
+            },
+            &by_load(),
+        )
+        .unwrap()
+        .unwrap()
+        .map;
+        let split = step_with(&split, &n, &al, &all_ready(&split), &by_load()).unwrap();
+        assert_eq!(split.shards().len(), 3);
+        let (left, right) = (split.shards()[0].range, split.shards()[1].range);
+        let across = (split.shards()[1].range, split.shards()[2].range);
+        let merge = |asks: &[(RingRange, RingRange)]| {
+            next_map(
+                "c",
+                &ControlInput {
+                    current: Some(&split),
+                    partitions: 2,
+                    placeable: &n,
+                    alive: &al,
+                    merges: asks,
+                    ..Default::default()
+                },
+                &by_load(),
+            )
+            .unwrap()
+        };
+        // Shards of different partitions never merge.
+        assert!(merge(&[across]).is_none());
+        let d = merge(&[(left, right)]).unwrap().map;
+        assert_eq!(d.targets().len(), 1);
+        assert_eq!(d.targets()[0].range, s0);
+        assert_eq!(d.targets()[0].replicas, split.shards()[0].replicas);
+        // Not before its holder is ready; then one shard replaces both.
+        assert!(step_with(&d, &n, &al, &[], &by_load()).is_none());
+        let ready = vec![Ready {
+            node: d.targets()[0].replicas[0].clone(),
+            range: s0,
+            epoch: d.epoch(),
+        }];
+        let done = step_with(&d, &n, &al, &ready, &by_load()).unwrap();
+        assert_eq!(done.shards().len(), 2);
+        assert_eq!(done.shards()[0].range, s0);
+        assert!(done.targets().is_empty());
     }
 }

@@ -307,9 +307,17 @@ impl ShardMap {
                     (Some(te), None) => te > t.range.start,
                     (None, he) => he.is_none(),
                 };
-            if !inside {
+            // A merge target covers whole adjacent serving shards instead.
+            let whole = holder.range.start == t.range.start
+                && match t.range.end {
+                    None => true,
+                    Some(te) => {
+                        te > t.range.start && self.shards.iter().any(|s| s.range.end == Some(te))
+                    }
+                };
+            if !inside && !whole {
                 return bad(format!(
-                    "target {} does not lie inside one serving shard",
+                    "target {} neither lies inside one serving shard nor covers whole ones",
                     fmt_range(&t.range)
                 ));
             }

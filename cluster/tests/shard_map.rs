@@ -170,6 +170,7 @@ fn plan_changes_must_be_for_this_collection_and_the_next_epoch() {
         },
         reason: "test".into(),
         time_ms: 0,
+        place: None,
     };
     assert!(matches!(
         m.apply_change(&change("other", 1)),

@@ -35,6 +35,12 @@ pub trait ShardFacts: Send + Sync {
     /// The number of vectors this node holds in the shard and their median ring position,
     /// when it holds it. May walk an index: called off the hot path, every few seconds.
     fn size(&self, collection: &str, incarnation: u64, range: RingRange) -> Option<(u64, u64)>;
+
+    /// The shards held here with their live vector counts (cheap: sent with every
+    /// heartbeat). None by default.
+    fn held(&self) -> Vec<hektor_topics::record::HeldShard> {
+        Vec::new()
+    }
 }
 
 /// How this node takes part in the control plane.
@@ -107,8 +113,15 @@ impl Control {
         .await?;
         let membership = Membership::start(Arc::clone(&log), topic.clone(), settings.dead_after);
         let plans = Plans::start(Arc::clone(&catalog), settings.tick / 2);
-        let heartbeater =
-            Heartbeater::start(log, topic, settings.node.clone(), settings.heartbeat_every).await?;
+        let held_by = Arc::clone(&facts);
+        let heartbeater = Heartbeater::start(
+            log,
+            topic,
+            settings.node.clone(),
+            settings.heartbeat_every,
+            Arc::new(move || held_by.held()),
+        )
+        .await?;
         let control = Arc::new(Control {
             me: settings.node.node.clone(),
             catalog,
@@ -139,6 +152,10 @@ impl Control {
 
     pub fn membership(&self) -> &Arc<Membership> {
         &self.membership
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
     }
 
     pub fn plans(&self) -> &Arc<Plans> {
@@ -172,6 +189,7 @@ impl Control {
                 action,
                 reason: reason.to_owned(),
                 time_ms: wall_ms(),
+                place: None,
             })
             .await
     }
@@ -324,7 +342,9 @@ impl Control {
                     PlacementSpec::ConsistentHash { vnodes } => {
                         Some(Strategy::ConsistentHash { vnodes })
                     }
+                    PlacementSpec::Load => None,
                 },
+                by_load: spec.placement == PlacementSpec::Load,
             };
             let input = ControlInput {
                 current: state.map.as_deref(),
@@ -335,6 +355,8 @@ impl Control {
                 ready: &state.ready,
                 splits: &state.splits,
                 tiers: &state.tiers,
+                moves: &state.moves,
+                merges: &state.merges,
             };
             let Some(decision) = next_map(&spec.name, &input, &config)? else {
                 continue;

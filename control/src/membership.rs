@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hektor_cluster::NodeSpec;
 use hektor_topics::codec::{self, Encoding};
 use hektor_topics::log::Log;
-use hektor_topics::record::NodeHeartbeat;
+use hektor_topics::record::{HeldShard, NodeHeartbeat};
 use hektor_topics::topic::NODES_TOPIC;
 use parking_lot::RwLock;
 use tokio::sync::watch;
@@ -177,6 +177,9 @@ impl Membership {
     }
 }
 
+/// What a heartbeat reports of the shards held here (sizes for the kinetic planner).
+pub type HeldShards = Arc<dyn Fn() -> Vec<HeldShard> + Send + Sync>;
+
 /// This node's heartbeat, sent every `every` until dropped.
 pub struct Heartbeater {
     leaving: Arc<AtomicBool>,
@@ -191,8 +194,9 @@ impl Heartbeater {
         topic: String,
         template: NodeHeartbeat,
         every: Duration,
+        held: HeldShards,
     ) -> Result<Heartbeater> {
-        send(&log, &topic, &template, false).await?;
+        send(&log, &topic, &template, false, Vec::new()).await?;
         let leaving = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(tokio::sync::Notify::new());
         let (l, w) = (Arc::clone(&leaving), Arc::clone(&wake));
@@ -202,7 +206,10 @@ impl Heartbeater {
                     _ = tokio::time::sleep(every) => {}
                     _ = w.notified() => {}
                 }
-                if let Err(err) = send(&log, &topic, &template, l.load(Ordering::Relaxed)).await {
+                let shards = held();
+                if let Err(err) =
+                    send(&log, &topic, &template, l.load(Ordering::Relaxed), shards).await
+                {
                     tracing::warn!(%err, "heartbeat failed");
                 }
             }
@@ -232,10 +239,12 @@ async fn send(
     topic: &str,
     template: &NodeHeartbeat,
     leaving: bool,
+    shards: Vec<HeldShard>,
 ) -> Result<()> {
     let hb = NodeHeartbeat {
         time_ms: wall_ms(),
         leaving,
+        shards,
         ..template.clone()
     };
     let record = codec::to_log_record(Some(hb.node.as_bytes().to_vec()), &hb, Encoding::Json)?;

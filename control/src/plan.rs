@@ -3,14 +3,15 @@
 //!
 //! [`Plans`] follows the plan topic of every collection in the catalog and keeps, per
 //! collection, the accepted map (the highest epoch seen, for the collection's current
-//! incarnation), the readiness reports, and the pending requests (splits and tier changes)
-//! that the controller turns into maps.
+//! incarnation), the readiness reports, and the pending requests (splits, tier changes,
+//! moves and merges) that the controller turns into maps. A request is forgotten once a map
+//! has carried it out or made it moot (its shard gone).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hektor_cluster::control::Ready;
+use hektor_cluster::control::{MoveAsk, Ready, SplitAsk};
 use hektor_cluster::ShardMap;
 use hektor_topics::catalog::Catalog;
 use hektor_topics::codec::{self, Encoding};
@@ -46,8 +47,12 @@ pub struct PlanState {
     pub incarnation: u64,
     pub map: Option<Arc<ShardMap>>,
     pub ready: Vec<Ready>,
-    /// Splits asked for and not done yet: `(shard it named, at)`.
-    pub splits: Vec<(RingRange, u64)>,
+    /// Splits asked for and not done yet.
+    pub splits: Vec<SplitAsk>,
+    /// Replica moves asked for and not done yet.
+    pub moves: Vec<MoveAsk>,
+    /// Merges asked for and not done yet: `(left, right)`.
+    pub merges: Vec<(RingRange, RingRange)>,
     /// Tier changes asked for.
     pub tiers: Vec<(RingRange, Tier)>,
     /// The latest decisions read (planner and operators), oldest first.
@@ -82,14 +87,24 @@ impl PlanState {
         }
         let change: PlanChange = codec::from_log_record(record)?;
         match &change.action {
-            PlanAction::Split { shard, at } => self.splits.push((*shard, *at)),
+            PlanAction::Split { shard, at } => self.splits.push(SplitAsk {
+                shard: *shard,
+                at: *at,
+                place: change.place.clone(),
+            }),
             PlanAction::SetTier { shard, tier } => {
                 self.tiers.retain(|(r, _)| r != shard);
                 self.tiers.push((*shard, *tier));
             }
-            // Moves follow from placement and merges are not carried out yet: kept as
-            // decisions only.
-            PlanAction::Move { .. } | PlanAction::Merge { .. } => {}
+            PlanAction::Move { shard, from, to } => {
+                self.moves.retain(|m| m.shard != *shard);
+                self.moves.push(MoveAsk {
+                    shard: *shard,
+                    from: from.clone(),
+                    to: to.clone(),
+                });
+            }
+            PlanAction::Merge { left, right } => self.merges.push((*left, *right)),
         }
         self.decisions.push_back(change);
         while self.decisions.len() > KEEP_DECISIONS {
@@ -102,7 +117,17 @@ impl PlanState {
     fn forget_done(&mut self, map: &ShardMap) {
         // A split is done once a shard boundary lies at its point.
         self.splits
-            .retain(|(_, at)| !map.shards().iter().any(|s| s.range.start == *at));
+            .retain(|ask| !map.shards().iter().any(|s| s.range.start == ask.at));
+        // A move is pending while its shard is still served from `from` and not `to`.
+        self.moves.retain(|m| {
+            map.shards().iter().any(|s| {
+                s.range == m.shard && s.replicas.contains(&m.from) && !s.replicas.contains(&m.to)
+            })
+        });
+        // A merge is pending while both shards are still served.
+        self.merges.retain(|(l, r)| {
+            map.shards().iter().any(|s| s.range == *l) && map.shards().iter().any(|s| s.range == *r)
+        });
         self.tiers.retain(|(range, tier)| {
             map.shards()
                 .iter()

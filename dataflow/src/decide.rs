@@ -13,11 +13,20 @@
 //!    its index). The split point divides the last minute's load evenly between the halves
 //!    (from the sub-range histogram); a shard whose load is dominated by one tenant is split
 //!    inside that tenant's range, by id (the low 32 bits of the ring position).
-//! 2. **Migrate** the shard that best relieves a node whose load passes `migrate_load`, to
-//!    the least loaded node, when it fits there and benefit > cost.
-//! 3. **Merge** two adjacent shards that are both cold (hotness < `merge_hotness`) and
-//!    small (< `merge_vectors` each), when the merged shard stays far from the split
-//!    threshold.
+//!    The right half goes to the least loaded other node (named in the change's `place`),
+//!    and the loads are updated as if it had moved before the next rule looks at them.
+//! 2. **Migrate** a shard off a node whose load passes `migrate_load`, or whose load
+//!    passes `balance_ratio` × the mean node load (when above `balance_min_load`), to the
+//!    least loaded node: the shard whose move leaves the lower of the two nodes' maximum,
+//!    when it fits there and benefit > cost.
+//! 3. **Merge** two adjacent shards of one partition that are both cold (hotness <
+//!    `merge_hotness`) and small (< `merge_vectors` each), when the merged shard stays far
+//!    from the split threshold.
+//!
+//! **Load** is measured in one of two units ([`LoadBasis`]): operations per second (the
+//! simulator, where every operation costs the same), or busy time — the milliseconds of
+//! service per second a shard's queries took over the last minute (the live planner,
+//! where a query on a large shard costs more than one on a small shard).
 //!
 //! No thrashing: the split and merge thresholds are far apart (hysteresis), a range acted
 //! on is left alone for `min_interval_s`, and at most `max_in_flight` changes run at once.
@@ -71,6 +80,24 @@ pub struct DecideConfig {
     pub tenant_share: f64,
     /// How far ahead (seconds) forecasts look; splits are scheduled that far ahead.
     pub lookahead_s: u64,
+    /// Migrate off a node whose load passes this multiple of the mean node load...
+    pub balance_ratio: f64,
+    /// ...when its load is at least this (an idle cluster is not rebalanced).
+    pub balance_min_load: f64,
+    /// What a shard's and a node's load count (see the module doc).
+    pub load_basis: LoadBasis,
+    /// The collection's partitions: shards merge only inside one (0: any adjacent pair).
+    pub partitions: u32,
+}
+
+/// The unit of load (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadBasis {
+    /// Queries and writes per second over the last minute.
+    #[default]
+    Ops,
+    /// Milliseconds of query service per second over the last minute.
+    BusyMs,
 }
 
 impl Default for DecideConfig {
@@ -95,6 +122,10 @@ impl Default for DecideConfig {
             merge_headroom: 0.5,
             tenant_share: 0.5,
             lookahead_s: 600,
+            balance_ratio: 1.25,
+            balance_min_load: 0.05,
+            load_basis: LoadBasis::Ops,
+            partitions: 0,
         }
     }
 }
@@ -104,6 +135,15 @@ impl DecideConfig {
     pub fn move_cost(&self, vectors: u64) -> f64 {
         let v = vectors as f64;
         v * self.bytes_per_vector / self.network_bytes_per_s + v / self.index_build_vectors_per_s
+    }
+
+    /// A shard's load in this config's [`LoadBasis`].
+    pub fn shard_load(&self, s: &ShardMetrics) -> f64 {
+        let minute = crate::hotness::WINDOWS[0] as f64;
+        match self.load_basis {
+            LoadBasis::Ops => (s.queries_1m + s.writes_1m) as f64 / minute,
+            LoadBasis::BusyMs => s.queries_1m as f64 * s.avg_latency_ms / minute,
+        }
     }
 }
 
@@ -246,6 +286,7 @@ fn change(
         action,
         reason,
         time_ms: now * 1000,
+        place: None,
     }
 }
 
@@ -266,6 +307,46 @@ pub fn decide(
     let mut acted: Vec<RingRange> = Vec::new();
     let free = |r: RingRange, acted: &[RingRange]| {
         !history.blocked(r, now, config) && !acted.iter().any(|a| overlaps(*a, r))
+    };
+
+    // Node loads (current, or forecast when higher) and capacities in load units.
+    let mut loads: BTreeMap<String, f64> = snapshot
+        .nodes
+        .iter()
+        .map(|(n, l)| {
+            let forecast = forecasts
+                .and_then(|f| f.node_load.get(n))
+                .copied()
+                .unwrap_or(0.0);
+            (n.clone(), l.load.max(forecast))
+        })
+        .collect();
+    let capacity_of = |node: &str| -> f64 {
+        snapshot
+            .nodes
+            .get(node)
+            .map(|l| {
+                if l.load > 0.0 {
+                    l.ops_per_s / l.load
+                } else {
+                    0.0
+                }
+            })
+            .unwrap_or(0.0)
+    };
+    // A node with no load yet has no measured capacity: assume the largest one seen.
+    let widest = snapshot
+        .nodes
+        .keys()
+        .map(|n| capacity_of(n))
+        .fold(0.0, f64::max);
+    let capacity_ops = |node: &str| -> f64 {
+        let c = capacity_of(node);
+        if c > 0.0 {
+            c
+        } else {
+            widest
+        }
     };
 
     // 1. Splits, hottest first.
@@ -340,44 +421,56 @@ pub fn decide(
                 (1.0 - point.left_share) * 100.0
             )
         };
-        out.push(change(
+        // The right half goes to the least loaded other node; its share of the load moves
+        // with it (a tenant split leaves half the tenant's work on each side).
+        let to = loads
+            .iter()
+            .filter(|(n, _)| Some(n.as_str()) != s.node.as_deref())
+            .min_by(|a, b| a.1.total_cmp(b.1).then(a.0.cmp(b.0)))
+            .map(|(n, l)| (n.clone(), *l));
+        let mut reason = format!("split: {why}; benefit {benefit:.1} > cost {cost:.1}; at {place}");
+        if let Some((to, to_load)) = &to {
+            let work = config.shard_load(s) * (1.0 - point.left_share);
+            let (from_cap, to_cap) = (
+                s.node.as_deref().map_or(0.0, capacity_ops),
+                capacity_ops(to),
+            );
+            if let Some(from) = s.node.as_deref() {
+                if from_cap > 0.0 {
+                    if let Some(l) = loads.get_mut(from) {
+                        *l = (*l - work / from_cap).max(0.0);
+                    }
+                }
+            }
+            if to_cap > 0.0 {
+                loads.insert(to.clone(), to_load + work / to_cap);
+            }
+            reason.push_str(&format!("; right half to {to} (load {to_load:.2})"));
+        }
+        let mut c = change(
             collection,
             &mut epoch,
             PlanAction::Split {
                 shard: s.range,
                 at: point.at,
             },
-            format!("split: {why}; benefit {benefit:.1} > cost {cost:.1}; at {place}"),
+            reason,
             now,
-        ));
+        );
+        c.place = to.map(|(n, _)| n);
+        out.push(c);
         acted.push(s.range);
         budget -= 1;
     }
 
-    // 2. Migrations off overloaded nodes, most loaded first.
-    let mut loads: BTreeMap<String, f64> = snapshot
-        .nodes
-        .iter()
-        .map(|(n, l)| {
-            let forecast = forecasts
-                .and_then(|f| f.node_load.get(n))
-                .copied()
-                .unwrap_or(0.0);
-            (n.clone(), l.load.max(forecast))
-        })
-        .collect();
-    let capacity_ops = |node: &str| -> f64 {
+    // 2. Migrations off overloaded or out-of-balance nodes, most loaded first.
+    let node_qps = |node: &str| -> f64 {
         snapshot
-            .nodes
-            .get(node)
-            .map(|l| {
-                if l.load > 0.0 {
-                    l.ops_per_s / l.load
-                } else {
-                    0.0
-                }
-            })
-            .unwrap_or(0.0)
+            .shards
+            .values()
+            .filter(|s| s.node.as_deref() == Some(node))
+            .map(ShardMetrics::qps_1m)
+            .sum()
     };
     let mut nodes: Vec<(String, f64)> = loads.iter().map(|(n, l)| (n.clone(), *l)).collect();
     nodes.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -388,32 +481,40 @@ pub fn decide(
                 break;
             }
             let load = loads.get(&node).copied().unwrap_or(0.0);
-            if load <= config.migrate_load || node_cap <= 0.0 {
+            let mean = loads.values().sum::<f64>() / loads.len().max(1) as f64;
+            let over = load > config.migrate_load;
+            let unbalanced = load >= config.balance_min_load && load > mean * config.balance_ratio;
+            if !(over || unbalanced) || node_cap <= 0.0 {
                 break;
             }
-            // The shard to move: the busiest one that fits elsewhere, benefit > cost.
-            let mut candidates: Vec<&ShardMetrics> = snapshot
+            // Candidates: each shard of the node moved to the least loaded other node;
+            // the best leaves the lower maximum of the two, benefit > cost.
+            let Some((target, target_load)) = loads
+                .iter()
+                .filter(|(n, _)| **n != node)
+                .min_by(|a, b| a.1.total_cmp(b.1).then(a.0.cmp(b.0)))
+                .map(|(n, l)| (n.clone(), *l))
+            else {
+                break;
+            };
+            let target_cap = capacity_ops(&target);
+            if target_cap <= 0.0 {
+                break;
+            }
+            let mut best: Option<(&ShardMetrics, f64, f64, f64, f64)> = None;
+            for s in snapshot
                 .shards
                 .values()
                 .filter(|s| s.node.as_deref() == Some(node.as_str()) && free(s.range, &acted))
-                .collect();
-            candidates.sort_by(|a, b| shard_ops(b).total_cmp(&shard_ops(a)));
-            let mut moved_one = false;
-            for s in candidates {
-                let ops = shard_ops(s);
-                let Some((target, target_load)) = loads
-                    .iter()
-                    .filter(|(n, _)| **n != node)
-                    .min_by(|a, b| a.1.total_cmp(b.1))
-                    .map(|(n, l)| (n.clone(), *l))
-                else {
-                    break;
-                };
-                let target_cap = capacity_ops(&target).max(node_cap);
-                let target_after = target_load + ops / target_cap;
-                let from_after = load - ops / node_cap;
-                if target_after > config.target_load || target_after >= from_after + ops / node_cap
-                {
+            {
+                let work = config.shard_load(s);
+                if work <= 0.0 {
+                    continue;
+                }
+                let target_after = target_load + work / target_cap;
+                let from_after = load - work / node_cap;
+                let peak = from_after.max(target_after);
+                if target_after > config.target_load || peak >= load {
                     continue;
                 }
                 // Benefit: queueing delay saved on every query of the source node.
@@ -421,37 +522,46 @@ pub fn decide(
                 let after = queue_factor(from_after).max(queue_factor(target_after));
                 let base_ms = s.p99_latency_ms / before.max(1.0);
                 let saved_ms = (base_ms * (before - after)).max(0.0);
-                let node_qps = load * node_cap;
-                let benefit =
-                    saved_ms * node_qps * config.payback_horizon_s * config.value_per_ms_saved;
+                let benefit = saved_ms
+                    * node_qps(&node)
+                    * config.payback_horizon_s
+                    * config.value_per_ms_saved;
                 let cost = config.move_cost(s.size_vectors);
                 if benefit <= cost {
                     continue;
                 }
-                out.push(change(
-                    collection,
-                    &mut epoch,
-                    PlanAction::Move {
-                        shard: s.range,
-                        from: node.clone(),
-                        to: target.clone(),
-                    },
-                    format!(
-                        "move: node {node} load {:.2} > {} ({:.0} ops/s of shard {}); {target} goes {:.2} -> {:.2}; benefit {benefit:.1} > cost {cost:.1}",
-                        load, config.migrate_load, ops, s.shard, target_load, target_after
-                    ),
-                    now,
-                ));
-                acted.push(s.range);
-                loads.insert(node.clone(), from_after);
-                loads.insert(target, target_after);
-                budget -= 1;
-                moved_one = true;
-                break;
+                if best.is_none_or(|(_, p, ..)| peak < p) {
+                    best = Some((s, peak, from_after, target_after, benefit - cost));
+                }
             }
-            if !moved_one {
+            let Some((s, _, from_after, target_after, _)) = best else {
                 break;
-            }
+            };
+            let cost = config.move_cost(s.size_vectors);
+            let why = if over {
+                format!("load {load:.2} > {}", config.migrate_load)
+            } else {
+                format!("load {load:.2} > {} x mean {mean:.2}", config.balance_ratio)
+            };
+            out.push(change(
+                collection,
+                &mut epoch,
+                PlanAction::Move {
+                    shard: s.range,
+                    from: node.clone(),
+                    to: target.clone(),
+                },
+                format!(
+                    "move: node {node} {why} ({:.1} load units/s of shard {}); {node} goes to {from_after:.2}, {target} goes {target_load:.2} -> {target_after:.2}; cost {cost:.1}",
+                    config.shard_load(s),
+                    s.shard,
+                ),
+                now,
+            ));
+            acted.push(s.range);
+            loads.insert(node.clone(), from_after);
+            loads.insert(target, target_after);
+            budget -= 1;
         }
     }
 
@@ -461,7 +571,11 @@ pub fn decide(
     let mut i = 0;
     while i + 1 < by_start.len() && budget > 0 {
         let (l, r) = (by_start[i], by_start[i + 1]);
-        let adjacent = l.range.end == Some(r.range.start);
+        let last = r.range.end.map_or(u64::MAX, |e| e.saturating_sub(1));
+        let adjacent = l.range.end == Some(r.range.start)
+            && (config.partitions == 0
+                || hektor_topics::ring::partition_of(l.range.start, config.partitions)
+                    == hektor_topics::ring::partition_of(last, config.partitions));
         let cold = |s: &ShardMetrics| {
             s.hotness < config.merge_hotness && s.size_vectors < config.merge_vectors
         };
@@ -500,10 +614,6 @@ pub fn decide(
         i += 1;
     }
     out
-}
-
-fn shard_ops(s: &ShardMetrics) -> f64 {
-    (s.queries_1m + s.writes_1m) as f64 / crate::hotness::WINDOWS[0] as f64
 }
 
 /// Latency multiplier of a queue at utilisation `rho` (M/M/1: 1 / (1 - rho)), capped.

@@ -10,6 +10,10 @@
 //!   every process runs it with the same events; worker `i` feeds events `i, i + peers, …`
 //!   and the snapshot is gathered at global worker 0.
 //! - [`HotnessDriver`]: a long-running dataflow fed through channels, for a live process.
+//!   [`HotnessDriver::reshard`] swaps in a new shard map while it runs: shards the map keeps
+//!   keep their ids and windows, new shards (the halves of a split, a merged shard) get new
+//!   ids whose windows fill from then on, with their size baseline from the new setup, and
+//!   retired ids leave the snapshots (their windows drain unseen).
 //!
 //! Time: events are stamped with their `time_ms / 1000` second; an event older than the
 //! inputs' current time (late) is counted at the current time.
@@ -21,7 +25,7 @@
 //! [`hotness::hotness_tallied`].
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -226,13 +230,13 @@ fn accumulate<D: Ord>(map: &mut BTreeMap<D, isize>, data: D, diff: isize) {
 }
 
 impl Sink {
-    fn snapshot(&self, time_s: Time, setup: &Setup) -> HotnessSnapshot {
+    fn snapshot(&self, time_s: Time, setup: &Setup, retired: &BTreeSet<u32>) -> HotnessSnapshot {
         let mut snap = HotnessSnapshot {
             time_s,
             ..HotnessSnapshot::default()
         };
         for ((shard, st), n) in &self.shards {
-            if *n <= 0 {
+            if *n <= 0 || retired.contains(shard) {
                 continue;
             }
             let range = setup.ranges.get(shard).copied().unwrap_or(RingRange::FULL);
@@ -347,6 +351,40 @@ fn load_setup(inputs: &mut Inputs, setup: &Setup) {
     }
 }
 
+/// Worker 0's side of a reshard: the assignment and capacities follow the new setup, and
+/// shards new to it get their size baseline.
+fn reshard_inputs(inputs: &mut Inputs, old: &Setup, next: &Setup) {
+    for (shard, node) in &old.assignment {
+        if next.assignment.get(shard) != Some(node) {
+            inputs.assignment.remove((*shard, node.clone()));
+        }
+    }
+    for (shard, node) in &next.assignment {
+        if old.assignment.get(shard) != Some(node) {
+            inputs.assignment.insert((*shard, node.clone()));
+        }
+    }
+    let milli = |c: f64| (c.max(0.0) * 1000.0).round() as u64;
+    for (node, capacity) in &old.capacities {
+        if next.capacities.get(node).map(|c| milli(*c)) != Some(milli(*capacity)) {
+            inputs.capacities.remove((node.clone(), milli(*capacity)));
+        }
+    }
+    for (node, capacity) in &next.capacities {
+        if old.capacities.get(node).map(|c| milli(*c)) != Some(milli(*capacity)) {
+            inputs.capacities.insert((node.clone(), milli(*capacity)));
+        }
+    }
+    for (shard, size) in &next.sizes {
+        if !old.ranges.contains_key(shard) {
+            inputs.tallies.update(
+                (*shard, Tally::Size),
+                (*size).min(isize::MAX as u64) as isize,
+            );
+        }
+    }
+}
+
 fn feed_event(built: &mut Built, setup: &Setup, event: &Event) {
     let at = (event.time_ms / 1000).max(built.inputs.time());
     built.pending.add(at, &setup.observe(event));
@@ -406,7 +444,12 @@ pub fn run_batch(
             }
             settle(worker, &mut built, checkpoint);
             if index == 0 {
-                snapshots.push(built.sink.borrow().snapshot(checkpoint, &setup));
+                snapshots.push(
+                    built
+                        .sink
+                        .borrow()
+                        .snapshot(checkpoint, &setup, &BTreeSet::new()),
+                );
             }
         }
         snapshots
@@ -425,6 +468,7 @@ pub fn run_batch(
 enum Command {
     Events(Vec<Event>),
     Advance(Time),
+    Reshard(Box<Setup>),
     Stop,
 }
 
@@ -459,6 +503,8 @@ impl HotnessDriver {
             let Some(rx) = rx else { return };
             let snap_tx = snap_tx.lock().ok().map(|tx| tx.clone());
             let mut built = build(worker, params);
+            let mut setup = setup.clone();
+            let mut retired: BTreeSet<u32> = BTreeSet::new();
             if index == 0 {
                 load_setup(&mut built.inputs, &setup);
             }
@@ -488,9 +534,24 @@ impl HotnessDriver {
                         settle(worker, &mut built, t);
                         if index == 0 {
                             if let Some(tx) = &snap_tx {
-                                let _ = tx.send(built.sink.borrow().snapshot(t, &setup));
+                                let _ = tx.send(built.sink.borrow().snapshot(t, &setup, &retired));
                             }
                         }
+                    }
+                    Command::Reshard(next) => {
+                        // What was folded in so far counts under the old ids.
+                        send_pending(&mut built);
+                        if index == 0 {
+                            reshard_inputs(&mut built.inputs, &setup, &next);
+                        }
+                        retired.extend(
+                            setup
+                                .ranges
+                                .keys()
+                                .filter(|id| !next.ranges.contains_key(id)),
+                        );
+                        retired.retain(|id| !next.ranges.contains_key(id));
+                        setup = *next;
                     }
                     Command::Stop => break,
                 }
@@ -512,6 +573,16 @@ impl HotnessDriver {
         self.next_worker = (self.next_worker + 1) % n;
         tx.send(Command::Events(events))
             .map_err(|_| DataflowError::Stopped)
+    }
+
+    /// Replace the shard map: events fed from now on are placed by `setup` (see the module
+    /// doc). Ids present in both keep their windows; sizes seed only new ids.
+    pub fn reshard(&mut self, setup: Setup) -> Result<()> {
+        for tx in &self.senders {
+            tx.send(Command::Reshard(Box::new(setup.clone())))
+                .map_err(|_| DataflowError::Stopped)?;
+        }
+        Ok(())
     }
 
     /// Close second `time_s`: every event fed so far counts, and the returned snapshot is

@@ -4,11 +4,21 @@
 //! people can read them) to the collection's plan topic.
 //!
 //! **Decisions, carried out elsewhere.** The planner only publishes: the controller
-//! (`hektor-control`) reads the plan topic and carries out splits and tier changes through
-//! the shard map; moves and merges are recorded, not carried out. The view shows each
-//! decision with `"carried_out_by": "controller"` or `null` accordingly. The planner
-//! remembers every decision as acted on, so the same range is not proposed again for
-//! `min_interval_s`.
+//! (`hektor-control`) reads the plan topic and carries out splits, merges and tier changes
+//! through the shard map, and moves for collections placed by load (`"placement":
+//! {"strategy": "load"}`; under count balancing a move would be undone, so there it is only
+//! recorded). The view shows each decision with `"carried_out_by": "controller"` or `null`
+//! accordingly. The planner remembers every decision as acted on, so the same range is not
+//! proposed again for `min_interval_s`.
+//!
+//! **Shards are the shard map's.** With a [`ClusterFeed`] (the binary wires the control
+//! plane in), the planner follows each collection's current map: every event is counted
+//! for the serving shard holding its ring position, a new map epoch reshards the running
+//! dataflow ([`HotnessDriver::reshard`]: kept shards keep their ids and windows, the halves
+//! of a split start fresh), sizes come from the holders' heartbeats, and a node's load is
+//! busy time — the milliseconds per second its shards' queries took — over its capacity
+//! (`capacity × cores_per_capacity` cores). Without a feed (tests), shards are the
+//! partitions, all on this node.
 //!
 //! This module owns the follow-the-log loop, the per-collection drivers, the decision
 //! history, Holt forecasts per shard, and an in-memory view (latest snapshot per
@@ -23,10 +33,8 @@
 //! upsert and delete events the node recorded (writes that bypass the HTTP API, e.g. the
 //! Kafka intake, are not counted).
 //!
-//! Shards are the partitions (ranges from [`hektor_topics::ring::partition_range`]), all
-//! on this node, with the capacity it is configured with. The driver's timely workers run
-//! on their own threads; the async loop only sends to their channels and waits for
-//! snapshots inside `spawn_blocking`.
+//! The driver's timely workers run on their own threads; the async loop only sends to
+//! their channels and waits for snapshots inside `spawn_blocking`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -36,12 +44,14 @@ use hektor_topics::catalog::Catalog;
 use hektor_topics::codec::{self, Encoding};
 use hektor_topics::hlc::wall_ms;
 use hektor_topics::log::Log;
-use hektor_topics::record::{CollectionSpec, Event, PlanAction, PlanChange};
+use hektor_topics::record::{
+    CollectionSpec, Event, PlacementSpec, PlanAction, PlanChange, RingRange,
+};
 use hektor_topics::topic::{topic_name, TopicKind};
 use serde_json::{json, Value};
 
-use crate::decide::{decide, DecideConfig, Forecasts, History};
-use crate::driver::{HotnessDriver, HotnessSnapshot, Setup};
+use crate::decide::{decide, DecideConfig, Forecasts, History, LoadBasis};
+use crate::driver::{HotnessDriver, HotnessSnapshot, NodeLoad, Setup};
 use crate::hotness::{HotnessParams, WINDOWS};
 use crate::predict::Predictor;
 use crate::{DataflowError, Result};
@@ -68,6 +78,33 @@ pub struct PlannerConfig {
     pub decide: DecideConfig,
     /// Feed Holt forecasts of each shard's hotness to the decision engine.
     pub forecast: bool,
+    /// With a [`ClusterFeed`]: the cores of a node of capacity 1.0 (busy-time load).
+    pub cores_per_capacity: f64,
+}
+
+/// What the planner reads of the cluster: the shard maps and the data nodes. The binary
+/// implements it over the control plane; see the module doc.
+pub trait ClusterFeed: Send + Sync {
+    /// The collection's serving shards at its current map epoch (`None` before it has a
+    /// map).
+    fn shards(&self, collection: &str) -> Option<FeedMap>;
+    /// The data nodes that may hold shards, with their capacity weights.
+    fn nodes(&self) -> BTreeMap<String, f64>;
+}
+
+/// One collection's serving shards, as a [`ClusterFeed`] reports them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedMap {
+    pub epoch: u64,
+    pub shards: Vec<FeedShard>,
+}
+
+/// One serving shard: its range, replicas (first = primary) and size when reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedShard {
+    pub range: RingRange,
+    pub replicas: Vec<String>,
+    pub vectors: Option<u64>,
 }
 
 impl Default for PlannerConfig {
@@ -80,6 +117,8 @@ impl Default for PlannerConfig {
             params: HotnessParams::default(),
             decide: DecideConfig::default(),
             forecast: true,
+            cores_per_capacity: std::thread::available_parallelism()
+                .map_or(1.0, |n| n.get() as f64),
         }
     }
 }
@@ -88,8 +127,8 @@ impl Default for PlannerConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub change: PlanChange,
-    /// Who carries it out: `Some("controller")` for splits and tier changes; `None` for
-    /// moves and merges, which are recorded only.
+    /// Who carries it out: `Some("controller")`, or `None` for a move of a collection not
+    /// placed by load (recorded only).
     pub carried_out_by: Option<&'static str>,
 }
 
@@ -123,6 +162,126 @@ pub struct Planner {
     task: Arc<tokio::task::JoinHandle<()>>,
 }
 
+/// The shards the planner counts events for: ids of ring ranges, and the map epoch they
+/// come from (`None`: the partitions, before a map is seen or without a feed).
+#[derive(Debug, Clone, Default)]
+struct Layout {
+    epoch: Option<u64>,
+    /// Shard id of each range, ordered by range start.
+    ids: BTreeMap<RingRange, u32>,
+    next_id: u32,
+    /// Sizes reported for the current shards.
+    vectors: BTreeMap<u32, u64>,
+}
+
+impl Layout {
+    fn partitions(partitions: u32) -> Layout {
+        Layout {
+            epoch: None,
+            ids: (0..partitions)
+                .map(|i| (hektor_topics::ring::partition_range(i, partitions), i))
+                .collect(),
+            next_id: partitions,
+            vectors: BTreeMap::new(),
+        }
+    }
+
+    /// The id of the shard holding `position`.
+    fn shard_of(&self, position: u64) -> Option<u32> {
+        self.ids
+            .range(
+                // Every range starting at or before `position` sorts at or below this key.
+                ..=RingRange {
+                    start: position,
+                    end: Some(u64::MAX),
+                },
+            )
+            .next_back()
+            .filter(|(r, _)| r.contains(position))
+            .map(|(_, id)| *id)
+    }
+
+    /// Follow `map`: kept ranges keep their ids, new ones get fresh ids. Returns the
+    /// driver setup for it (sizes for new ids only matter to the driver).
+    fn follow(&mut self, map: &FeedMap, nodes: &BTreeMap<String, f64>) -> Setup {
+        let mut ids = BTreeMap::new();
+        for s in &map.shards {
+            let id = match self.ids.get(&s.range) {
+                Some(id) => *id,
+                None => {
+                    self.next_id += 1;
+                    self.next_id - 1
+                }
+            };
+            ids.insert(s.range, id);
+        }
+        self.ids = ids;
+        self.epoch = Some(map.epoch);
+        self.sizes(map);
+        let mut setup = Setup::default();
+        for s in &map.shards {
+            let id = self.ids[&s.range];
+            setup.ranges.insert(id, s.range);
+            setup
+                .sizes
+                .insert(id, self.vectors.get(&id).copied().unwrap_or(0));
+            if let Some(node) = s.replicas.first() {
+                setup.assignment.insert(id, node.clone());
+            }
+        }
+        setup.capacities = nodes.clone();
+        setup
+    }
+
+    /// Take the sizes `map` reports for its shards.
+    fn sizes(&mut self, map: &FeedMap) {
+        self.vectors = map
+            .shards
+            .iter()
+            .filter_map(|s| Some((*self.ids.get(&s.range)?, s.vectors?)))
+            .collect();
+    }
+}
+
+/// Put the cluster's view into a snapshot: reported sizes, and every data node's load as
+/// busy time over its capacity (see the module doc).
+fn with_cluster(
+    mut snapshot: HotnessSnapshot,
+    layout: &Layout,
+    nodes: &BTreeMap<String, f64>,
+    decide: &DecideConfig,
+    cores_per_capacity: f64,
+) -> HotnessSnapshot {
+    for (id, m) in snapshot.shards.iter_mut() {
+        if let Some(v) = layout.vectors.get(id) {
+            m.size_vectors = *v;
+        }
+    }
+    let mut busy: BTreeMap<&str, f64> = nodes.keys().map(|n| (n.as_str(), 0.0)).collect();
+    for m in snapshot.shards.values() {
+        if let Some(b) = m.node.as_deref().and_then(|n| busy.get_mut(n)) {
+            *b += decide.shard_load(m);
+        }
+    }
+    snapshot.nodes = nodes
+        .iter()
+        .map(|(n, weight)| {
+            let ms = busy.get(n.as_str()).copied().unwrap_or(0.0);
+            let capacity_ms = (weight * cores_per_capacity * 1000.0).max(1e-9);
+            (
+                n.clone(),
+                NodeLoad {
+                    node: n.clone(),
+                    capacity: *weight,
+                    ops_per_s: ms,
+                    load: ms / capacity_ms,
+                },
+            )
+        })
+        .collect();
+    snapshot
+}
+
 /// What the planner tracks of one collection.
 struct Tracked {
     spec: CollectionSpec,
@@ -133,14 +292,20 @@ struct Tracked {
     cursors: Vec<u64>,
     history: History,
     points: BTreeMap<u32, VecDeque<f64>>,
+    layout: Layout,
 }
 
 impl Planner {
-    /// Start the planning loop on the current tokio runtime.
-    pub fn start(catalog: Arc<Catalog>, config: PlannerConfig) -> Planner {
+    /// Start the planning loop on the current tokio runtime; with a `feed` it plans the
+    /// shard maps' shards (see the module doc).
+    pub fn start(
+        catalog: Arc<Catalog>,
+        config: PlannerConfig,
+        feed: Option<Arc<dyn ClusterFeed>>,
+    ) -> Planner {
         let view = Arc::new(Mutex::new(View::default()));
         let config = Arc::new(config);
-        let task = tokio::spawn(run(catalog, Arc::clone(&config), Arc::clone(&view)));
+        let task = tokio::spawn(run(catalog, Arc::clone(&config), Arc::clone(&view), feed));
         Planner {
             view,
             config,
@@ -226,7 +391,7 @@ impl Planner {
                 "rounds": v.rounds,
                 "running": !self.task.is_finished(),
                 "last_error": v.last_error,
-                "carries_out": "splits and tier changes, by the controller",
+                "carries_out": "splits, merges and tier changes (and moves when placed by load), by the controller",
                 "thresholds": {
                     "split_hotness": self.config.decide.split_hotness,
                     "split_vectors": self.config.decide.split_vectors,
@@ -242,7 +407,12 @@ impl Planner {
     }
 }
 
-async fn run(catalog: Arc<Catalog>, config: Arc<PlannerConfig>, view: Arc<Mutex<View>>) {
+async fn run(
+    catalog: Arc<Catalog>,
+    config: Arc<PlannerConfig>,
+    view: Arc<Mutex<View>>,
+    feed: Option<Arc<dyn ClusterFeed>>,
+) {
     let log = Arc::clone(catalog.log());
     let mut changes = catalog.subscribe();
     let mut tracked: BTreeMap<String, Tracked> = BTreeMap::new();
@@ -263,7 +433,7 @@ async fn run(catalog: Arc<Catalog>, config: Arc<PlannerConfig>, view: Arc<Mutex<
         sync(&catalog, &log, &config, &mut tracked, &view).await;
         let mut error = None;
         for t in tracked.values_mut() {
-            if let Err(err) = round(&log, &config, t, &view).await {
+            if let Err(err) = round(&log, &config, feed.as_deref(), t, &view).await {
                 tracing::warn!(collection = %t.spec.name, %err, "planner round failed");
                 error = Some(format!("{}: {err}", t.spec.name));
             }
@@ -349,7 +519,6 @@ async fn track(
         .map_err(|e| DataflowError::Timely(e.to_string()))??;
     let epoch = last_epoch(log, &spec.name).await?;
     Ok(Tracked {
-        spec,
         incarnation,
         driver: Some(driver),
         cursors: vec![0; partitions as usize],
@@ -358,6 +527,8 @@ async fn track(
             ..History::default()
         },
         points: BTreeMap::new(),
+        layout: Layout::partitions(spec.partitions),
+        spec,
     })
 }
 
@@ -380,9 +551,24 @@ async fn last_epoch(log: &Arc<dyn Log>, collection: &str) -> Result<u64> {
 async fn round(
     log: &Arc<dyn Log>,
     config: &PlannerConfig,
+    feed: Option<&dyn ClusterFeed>,
     t: &mut Tracked,
     view: &Mutex<View>,
 ) -> Result<()> {
+    // Follow the shard map first, so this round's events count for its shards.
+    let cluster = feed.and_then(|f| Some((f.shards(&t.spec.name)?, f.nodes())));
+    if let Some((map, nodes)) = &cluster {
+        if t.layout.epoch != Some(map.epoch) {
+            let setup = t.layout.follow(map, nodes);
+            t.points.retain(|id, _| setup.ranges.contains_key(id));
+            t.driver
+                .as_mut()
+                .ok_or(DataflowError::Stopped)?
+                .reshard(setup)?;
+        } else {
+            t.layout.sizes(map);
+        }
+    }
     let now_ms = wall_ms();
     let now = now_ms / 1000;
     let oldest_ms = now_ms.saturating_sub(WINDOWS[WINDOWS.len() - 1] * 1000);
@@ -411,6 +597,12 @@ async fn round(
                     }
                 })
                 .filter(|e| e.time_ms >= oldest_ms)
+                .filter_map(|mut e| {
+                    if t.layout.epoch.is_some() {
+                        e.shard = t.layout.shard_of(e.ring)?;
+                    }
+                    Some(e)
+                })
                 .collect();
             if !events.is_empty() {
                 if let Some(driver) = t.driver.as_mut() {
@@ -427,7 +619,21 @@ async fn round(
     .await
     .map_err(|e| DataflowError::Timely(e.to_string()))?;
     t.driver = Some(driver);
-    let snapshot = snapshot?;
+    let mut snapshot = snapshot?;
+    let mut decide_config = DecideConfig {
+        partitions: t.spec.partitions,
+        ..config.decide.clone()
+    };
+    if let Some((_, nodes)) = &cluster {
+        decide_config.load_basis = LoadBasis::BusyMs;
+        snapshot = with_cluster(
+            snapshot,
+            &t.layout,
+            nodes,
+            &decide_config,
+            config.cores_per_capacity,
+        );
+    }
 
     // Forecasts: Holt over one point per round, `lookahead_s` ahead.
     for (shard, m) in &snapshot.shards {
@@ -449,11 +655,11 @@ async fn round(
         f
     });
 
-    t.history.expire(now, &config.decide);
+    t.history.expire(now, &decide_config);
     let changes = decide(
         &t.spec.name,
         &snapshot,
-        &config.decide,
+        &decide_config,
         &t.history,
         forecasts.as_ref(),
         now,
@@ -479,8 +685,12 @@ async fn round(
         v.epochs.insert(t.spec.name.clone(), t.history.epoch);
         for c in changes {
             let carried_out_by = match c.action {
-                PlanAction::Split { .. } | PlanAction::SetTier { .. } => Some("controller"),
-                PlanAction::Move { .. } | PlanAction::Merge { .. } => None,
+                PlanAction::Split { .. }
+                | PlanAction::SetTier { .. }
+                | PlanAction::Merge { .. } => Some("controller"),
+                PlanAction::Move { .. } => {
+                    (t.spec.placement == PlacementSpec::Load).then_some("controller")
+                }
             };
             v.decisions.push_back(Decision {
                 change: c,
@@ -492,4 +702,98 @@ async fn round(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(epoch: u64, cuts: &[u64]) -> FeedMap {
+        let mut shards = Vec::new();
+        let mut start = 0;
+        for (i, cut) in cuts.iter().copied().map(Some).chain([None]).enumerate() {
+            shards.push(FeedShard {
+                range: RingRange { start, end: cut },
+                replicas: vec![format!("n{}", i % 2)],
+                vectors: Some(100 * (i as u64 + 1)),
+            });
+            start = cut.unwrap_or(0);
+        }
+        FeedMap { epoch, shards }
+    }
+
+    #[test]
+    fn a_layout_keeps_ids_of_kept_ranges_and_places_positions() {
+        let nodes: BTreeMap<String, f64> = [("n0".to_string(), 1.0), ("n1".to_string(), 1.0)]
+            .into_iter()
+            .collect();
+        let mut layout = Layout::partitions(2);
+        let half = 1u64 << 63;
+        // Epoch 0 is the partitions: the same ranges keep ids 0 and 1.
+        let setup = layout.follow(&map(0, &[half]), &nodes);
+        assert_eq!(setup.ranges.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(layout.shard_of(0), Some(0));
+        assert_eq!(layout.shard_of(half - 1), Some(0));
+        assert_eq!(layout.shard_of(half), Some(1));
+        assert_eq!(layout.shard_of(u64::MAX), Some(1));
+        // Split the right half: the left keeps its id, the halves get new ones.
+        let q = half + (1 << 62);
+        let setup = layout.follow(&map(1, &[half, q]), &nodes);
+        assert_eq!(
+            setup.ranges.keys().copied().collect::<Vec<_>>(),
+            vec![0, 2, 3]
+        );
+        assert_eq!(layout.shard_of(half), Some(2));
+        assert_eq!(layout.shard_of(q), Some(3));
+        assert_eq!(setup.sizes[&3], 300);
+        assert_eq!(setup.assignment[&2], "n1");
+    }
+
+    #[test]
+    fn node_load_is_busy_time_over_capacity_for_every_data_node() {
+        let mut snap = HotnessSnapshot::default();
+        let mut m = crate::driver::ShardMetrics {
+            shard: 0,
+            range: RingRange::FULL,
+            node: Some("a".into()),
+            queries_1m: 6_000,
+            queries_1h: 0,
+            queries_1d: 0,
+            writes_1m: 0,
+            writes_1h: 0,
+            writes_1d: 0,
+            avg_latency_ms: 2.0,
+            p99_latency_ms: 4.0,
+            size_vectors: 7,
+            update_rate: 0.0,
+            hotness: 0.0,
+            hot: false,
+            cold: false,
+            sub_load: Vec::new(),
+            top_tenant: None,
+        };
+        snap.shards.insert(0, m.clone());
+        m.shard = 1;
+        m.node = Some("b".into());
+        m.queries_1m = 600;
+        snap.shards.insert(1, m);
+        let nodes: BTreeMap<String, f64> = [("a", 1.0), ("b", 2.0), ("c", 1.0)]
+            .into_iter()
+            .map(|(n, w)| (n.to_string(), w))
+            .collect();
+        let mut layout = Layout::partitions(1);
+        layout.vectors.insert(0, 5_000);
+        let config = DecideConfig {
+            load_basis: LoadBasis::BusyMs,
+            ..DecideConfig::default()
+        };
+        let out = with_cluster(snap, &layout, &nodes, &config, 2.0);
+        // a: 6,000 queries x 2 ms / 60 s = 200 ms/s over 2 cores = 0.1.
+        assert!((out.nodes["a"].load - 0.1).abs() < 1e-9);
+        // b: 20 ms/s over 2 x 2 cores.
+        assert!((out.nodes["b"].load - 0.005).abs() < 1e-9);
+        assert_eq!(out.nodes["c"].load, 0.0);
+        assert_eq!(out.shards[&0].size_vectors, 5_000);
+        assert_eq!(out.shards[&1].size_vectors, 7);
+    }
 }

@@ -1,7 +1,7 @@
 //! The decision engine and the predictors: split, merge, migrate, cost vs benefit,
 //! hysteresis, split points, hot tenants, and forecast accuracy.
 
-use hektor_dataflow::decide::{decide, split_point, DecideConfig, History};
+use hektor_dataflow::decide::{decide, split_point, DecideConfig, History, LoadBasis};
 use hektor_dataflow::driver::{HotnessSnapshot, NodeLoad, ShardMetrics};
 use hektor_dataflow::hotness::{sub_range_start, SUB_RANGES};
 use hektor_dataflow::predict::{backtest, Predictor};
@@ -136,9 +136,11 @@ fn shards_move_off_a_node_above_eight_tenths() {
             &[("a", load_a), ("b", 0.2)],
         )
     };
-    // Keep the hot shards from being split so only the migration rule is exercised.
+    // Keep the hot shards from being split and the balance rule off, so only the
+    // absolute migration rule is exercised.
     let config = DecideConfig {
         split_hotness: 1e9,
+        balance_ratio: f64::INFINITY,
         ..DecideConfig::default()
     };
     let changes = run(&mk(0.9), &config);
@@ -149,6 +151,81 @@ fn shards_move_off_a_node_above_eight_tenths() {
     }
     assert!(changes[0].reason.contains("load 0.90 > 0.8"));
     assert!(run(&mk(0.75), &config).is_empty());
+}
+
+#[test]
+fn busy_time_balance_moves_the_shard_that_evens_the_nodes_out() {
+    // Node a serves three shards (busy ms/s: 150, 100, 50), b and c one each (50, 40).
+    // Loads in busy ms/s over 1000 ms/s per node: a 0.30, b 0.05, c 0.04; mean 0.13.
+    let busy = |id, start: u64, node: &str, qps: f64, avg_ms: f64| {
+        let mut s = shard(
+            id,
+            range(start * Q / 4, Some((start + 1) * Q / 4)),
+            node,
+            qps,
+            avg_ms * 2.0,
+            50_000,
+        );
+        s.avg_latency_ms = avg_ms;
+        s
+    };
+    let shards = vec![
+        busy(0, 0, "a", 100.0, 1.5),
+        busy(1, 1, "a", 50.0, 2.0),
+        busy(2, 2, "a", 25.0, 2.0),
+        busy(3, 3, "b", 25.0, 2.0),
+        busy(4, 4, "c", 20.0, 2.0),
+    ];
+    let config = DecideConfig {
+        split_hotness: 1e9,
+        load_basis: LoadBasis::BusyMs,
+        ..DecideConfig::default()
+    };
+    let mut snap = snapshot(shards, &[]);
+    for (n, ms) in [("a", 300.0), ("b", 50.0), ("c", 40.0)] {
+        snap.nodes.insert(
+            n.into(),
+            NodeLoad {
+                node: n.into(),
+                capacity: 1.0,
+                ops_per_s: ms,
+                load: ms / 1000.0,
+            },
+        );
+    }
+    let changes = run(&snap, &config);
+    let moves: Vec<(u64, String, String)> = changes
+        .iter()
+        .filter_map(|c| match &c.action {
+            PlanAction::Move { shard, from, to } => Some((shard.start, from.clone(), to.clone())),
+            _ => None,
+        })
+        .collect();
+    // Moving the 150 ms/s shard to c leaves the lowest peak (a 0.15, c 0.19; moving the
+    // 100 ms/s one would leave a at 0.20); then a (0.15) is within 1.25 x mean (0.13).
+    assert_eq!(moves, vec![(0, "a".into(), "c".into())], "{changes:?}");
+    assert!(
+        changes[0].reason.contains("x mean"),
+        "{}",
+        changes[0].reason
+    );
+    // Balanced enough (max 0.12 < 1.25 x mean 0.10): nothing moves.
+    for (n, ms) in [("a", 120.0), ("b", 100.0), ("c", 80.0)] {
+        snap.nodes.get_mut(n).unwrap().ops_per_s = ms;
+        snap.nodes.get_mut(n).unwrap().load = ms / 1000.0;
+    }
+    assert!(run(&snap, &config).is_empty());
+}
+
+#[test]
+fn a_split_names_the_least_loaded_other_node_for_its_right_half() {
+    let snap = snapshot(
+        vec![shard(0, range(0, Some(Q)), "a", 120.0, 20.0, 4_000_000)],
+        &[("a", 0.5), ("b", 0.4), ("c", 0.1)],
+    );
+    let changes = run(&snap, &DecideConfig::default());
+    assert_eq!(changes[0].place.as_deref(), Some("c"), "{changes:?}");
+    assert!(changes[0].reason.contains("right half to c"));
 }
 
 #[test]

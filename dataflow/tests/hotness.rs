@@ -287,3 +287,79 @@ fn two_processes_compute_what_one_process_computes() {
     assert_eq!(one.len(), 3);
     assert_eq!(one, two);
 }
+
+/// A live driver follows a new shard map: a kept shard keeps its windows, a retired one
+/// leaves the snapshots, new ones start from their size baseline and count from then on,
+/// and node loads follow the new assignment.
+#[test]
+fn a_reshard_keeps_kept_shards_and_starts_new_ones() {
+    use hektor_dataflow::driver::HotnessDriver;
+    use hektor_topics::record::RingRange;
+    let half = 1u64 << 63;
+    let mut setup = Setup::equal(2, &["a", "b"]);
+    setup.sizes.insert(1, 1_000);
+    let mut driver =
+        HotnessDriver::spawn(2, HotnessParams::default(), setup.clone()).expect("driver starts");
+    let q = |shard, ring, s| event(shard, ring, EventKind::Query, 2_000, s);
+    driver
+        .feed((0..10).map(|i| q(0, 5, 100 + i % 3)).collect())
+        .unwrap();
+    driver
+        .feed((0..4).map(|i| q(1, half + 7, 100 + i % 3)).collect())
+        .unwrap();
+    let before = driver.advance_to(102).unwrap();
+    assert_eq!(before.shards[&0].queries_1m, 10);
+    assert_eq!(before.shards[&1].queries_1m, 4);
+    assert_eq!(before.shards[&1].size_vectors, 1_000);
+
+    // Split shard 1 into ids 2 and 3; the right half moves to node c.
+    let mut next = Setup::default();
+    next.ranges.insert(0, setup.ranges[&0]);
+    next.ranges.insert(
+        2,
+        RingRange {
+            start: half,
+            end: Some(half + (1 << 62)),
+        },
+    );
+    next.ranges.insert(
+        3,
+        RingRange {
+            start: half + (1 << 62),
+            end: None,
+        },
+    );
+    next.sizes.extend([(0, 0), (2, 600), (3, 400)]);
+    next.assignment.extend([
+        (0, "a".to_string()),
+        (2, "b".to_string()),
+        (3, "c".to_string()),
+    ]);
+    next.capacities
+        .extend(["a", "b", "c"].map(|n| (n.to_string(), 1.0)));
+    driver.reshard(next).unwrap();
+    driver
+        .feed(vec![q(0, 5, 103), q(3, half + (1 << 62) + 9, 103)])
+        .unwrap();
+    let after = driver.advance_to(103).unwrap();
+    assert_eq!(
+        after.shards.keys().copied().collect::<Vec<_>>(),
+        vec![0, 2, 3]
+    );
+    assert_eq!(
+        after.shards[&0].queries_1m, 11,
+        "a kept shard keeps its window"
+    );
+    assert_eq!(after.shards[&2].size_vectors, 600);
+    assert_eq!(after.shards[&3].queries_1m, 1);
+    assert_eq!(after.shards[&3].size_vectors, 400);
+    assert_eq!(after.shards[&3].node.as_deref(), Some("c"));
+    // Node c carries shard 3's ops; node b no longer carries the retired shard 1's four.
+    assert!(after.nodes["c"].ops_per_s > 0.0);
+    assert!(
+        after.nodes.get("b").is_none_or(|n| n.ops_per_s == 0.0),
+        "{:?}",
+        after.nodes
+    );
+    driver.shutdown().unwrap();
+}

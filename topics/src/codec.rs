@@ -694,6 +694,7 @@ impl private::Body for PlanChange {
             action,
             reason: w.reason.to_owned(),
             time_ms: w.time_ms,
+            place: None,
         })
     }
 }
@@ -741,6 +742,7 @@ impl private::Body for NodeHeartbeat {
             memory_bytes: w.memory_bytes,
             time_ms: w.time_ms,
             leaving: false,
+            shards: Vec::new(),
         })
     }
 }
@@ -834,6 +836,7 @@ mod tests {
             action,
             reason: "hot: 12k qps".into(),
             time_ms: 77,
+            place: None,
         };
         (
             vec![
@@ -880,6 +883,7 @@ mod tests {
                 memory_bytes: 1 << 34,
                 time_ms: 2,
                 leaving: false,
+                shards: Vec::new(),
             }],
             vec![
                 CatalogEntry::Create(CollectionSpec {

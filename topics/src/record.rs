@@ -134,8 +134,8 @@ impl RingRange {
     }
 }
 
-/// The storage tier a shard is served from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The storage tier a shard is served from (ordered hottest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     Hot,
@@ -171,6 +171,11 @@ pub struct PlanChange {
     /// Human-readable reason, with the numbers that led to it.
     pub reason: String,
     pub time_ms: u64,
+    /// Where the planner wants new copies: for a split, the node the right half goes to
+    /// (chosen by measured load); `None` lets placement choose. (JSON form only; the binary
+    /// form reads as `None`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<String>,
 }
 
 /// A node announcing itself and its capacity.
@@ -190,6 +195,19 @@ pub struct NodeHeartbeat {
     /// binary form predates it and reads as `false`.)
     #[serde(default)]
     pub leaving: bool,
+    /// The shards this node holds and their sizes, for the kinetic planner. (JSON form
+    /// only; the binary form reads as empty.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<HeldShard>,
+}
+
+/// One shard a node holds, as its heartbeat reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldShard {
+    pub collection: String,
+    pub range: RingRange,
+    /// Live vectors in the shard.
+    pub vectors: u64,
 }
 
 /// How vectors of a collection are compared. Scores are always "higher is closer".
@@ -234,6 +252,11 @@ pub enum PlacementSpec {
     Range,
     /// Consistent hashing of the shard's start, `vnodes` virtual nodes per unit of weight.
     ConsistentHash { vnodes: usize },
+    /// Placed by measured load: shards stay where they are (no rebalancing by shard
+    /// count); new and orphaned replicas go to the node with the fewest shards per unit of
+    /// weight, and the kinetic planner's moves (carried out only under this strategy) and
+    /// split placements spread the load.
+    Load,
 }
 
 impl PlacementSpec {

@@ -151,6 +151,7 @@ fn plan_change() -> impl Strategy<Value = PlanChange> {
             action,
             reason,
             time_ms,
+            place: None,
         },
     )
 }
@@ -175,6 +176,7 @@ fn heartbeat() -> impl Strategy<Value = NodeHeartbeat> {
                 memory_bytes,
                 time_ms,
                 leaving: false,
+                shards: Vec::new(),
             },
         )
 }
