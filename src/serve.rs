@@ -50,7 +50,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "node-1")]
     pub node_id: String,
     /// Index engine of hot shards: hnsw (in memory), arroy, exact (brute force), or warm /
-    /// cold to put every shard on that tier's engine. Warm shards use hannoy, cold ones
+    /// cold to put every shard on that tier's engine. Warm shards use the int8 disk graph, cold ones
     /// binary-quantized arroy with rescoring, whatever this says.
     #[arg(long, default_value = "hnsw")]
     pub engine: String,

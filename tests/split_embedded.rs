@@ -67,3 +67,86 @@ fn oversized_shards_split_at_their_median_until_small_enough() {
         assert_eq!(status, 200, "{v}");
     }
 }
+
+/// An operator splits a shard and merges the halves back through the plan route: the
+/// merged shard is built beside them from the log and replaces both, every vector stays
+/// readable and is counted once; merges that cannot happen are refused with a 4xx.
+#[test]
+fn split_halves_merge_back_into_one_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), None, &["--engine", "exact", "--no-planner"]);
+    let url = &server.url;
+    create_collection(url, "m", 4, 2);
+    let upserts: Vec<_> = (0..400)
+        .map(|i| {
+            let x = i as f32;
+            json!({"id": format!("v{i}"), "vector": [1.0, x.sin(), x.cos(), x / 400.0]})
+        })
+        .collect();
+    let (status, body) = post(
+        &format!("{url}/collections/m/vectors"),
+        &json!({ "upserts": upserts }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let settled = |want: usize| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, info) = get(&format!("{url}/collections/m"));
+            if info["targets"].as_array().unwrap().is_empty()
+                && info["shards"].as_array().unwrap().len() == want
+                && info["complete"] == json!(true)
+                && info["vectors"] == json!(400)
+            {
+                return info;
+            }
+            assert!(Instant::now() < deadline, "never reached {want} shards: {info}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let info = settled(2);
+    let first = info["shards"][0]["range"].clone();
+    let second = info["shards"][1]["range"].clone();
+    let start = first["start"].as_u64().unwrap();
+    let end = first["end"].as_u64().unwrap();
+    let at = start + (end - start) / 2;
+    let plan = format!("{url}/cluster/collections/m/plan");
+    let (status, body) = post(
+        &plan,
+        &json!({"action": "split", "shard": first, "at": at}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let info = settled(3);
+    let left = info["shards"][0]["range"].clone();
+    let right = info["shards"][1]["range"].clone();
+    assert_eq!(right["start"].as_u64(), Some(at), "{info}");
+    // Shards of two partitions never merge; unknown shards are not found.
+    let (status, body) = post(
+        &plan,
+        &json!({"action": "merge", "left": right, "right": second}),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("one partition"), "{body}");
+    let (status, _) = post(
+        &plan,
+        &json!({"action": "merge", "left": first, "right": right}),
+    );
+    assert_eq!(status, 404);
+    // Moves need placement by load.
+    let (status, body) = post(
+        &plan,
+        &json!({"action": "move", "shard": left, "from": "node-1", "to": "node-2"}),
+    );
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = post(
+        &plan,
+        &json!({"action": "merge", "left": left, "right": right}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let info = settled(2);
+    assert_eq!(info["shards"][0]["range"], first, "{info}");
+    assert!(info["epoch"].as_u64().unwrap() >= 4, "{info}");
+    for i in 0..400 {
+        let (status, v) = get(&format!("{url}/collections/m/vectors/v{i}"));
+        assert_eq!(status, 200, "v{i}: {v}");
+    }
+}

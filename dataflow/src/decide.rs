@@ -88,6 +88,14 @@ pub struct DecideConfig {
     pub load_basis: LoadBasis,
     /// The collection's partitions: shards merge only inside one (0: any adjacent pair).
     pub partitions: u32,
+    /// A move must lower the busier of its two nodes' loads by at least this fraction of
+    /// the source's load (no moves for marginal gains).
+    pub move_min_gain: f64,
+    /// Seconds a node is left alone (no move from or to it) after a move touched it, so
+    /// the measured loads catch up with the move before the next one (no overshoot); with
+    /// 0 (loads known at once, as in the simulator) a round may move several shards off one
+    /// node.
+    pub node_settle_s: u64,
 }
 
 /// The unit of load (see the module doc).
@@ -126,6 +134,8 @@ impl Default for DecideConfig {
             balance_min_load: 0.05,
             load_basis: LoadBasis::Ops,
             partitions: 0,
+            move_min_gain: 0.1,
+            node_settle_s: 20,
         }
     }
 }
@@ -156,6 +166,8 @@ pub struct History {
     pub recent: Vec<(RingRange, u64)>,
     /// Changes in flight, with the second they are expected to complete.
     pub in_flight: Vec<(PlanChange, u64)>,
+    /// Nodes a move (or a split's placement) touched, with the second of the action.
+    pub nodes: Vec<(String, u64)>,
 }
 
 impl History {
@@ -166,7 +178,21 @@ impl History {
         for r in touched(&change.action) {
             self.recent.push((r, now));
         }
+        if let PlanAction::Move { from, to, .. } = &change.action {
+            self.nodes.push((from.clone(), now));
+            self.nodes.push((to.clone(), now));
+        }
+        if let Some(place) = &change.place {
+            self.nodes.push((place.clone(), now));
+        }
         self.in_flight.push((change.clone(), now + duration_s));
+    }
+
+    /// Whether a move touched `node` less than `node_settle_s` ago.
+    fn settling(&self, node: &str, now: u64, config: &DecideConfig) -> bool {
+        self.nodes
+            .iter()
+            .any(|(n, t)| n == node && now < t.saturating_add(config.node_settle_s))
     }
 
     /// Forget what is done and what is older than the minimum interval.
@@ -174,6 +200,8 @@ impl History {
         self.in_flight.retain(|(_, done)| *done > now);
         self.recent
             .retain(|(_, t)| now < t.saturating_add(config.min_interval_s));
+        self.nodes
+            .retain(|(_, t)| now < t.saturating_add(config.node_settle_s));
     }
 
     fn blocked(&self, range: RingRange, now: u64, config: &DecideConfig) -> bool {
@@ -421,12 +449,19 @@ pub fn decide(
                 (1.0 - point.left_share) * 100.0
             )
         };
-        // The right half goes to the least loaded other node; its share of the load moves
-        // with it (a tenant split leaves half the tenant's work on each side).
+        // The right half goes to the least loaded other node, preferring nodes no recent
+        // move touched (their measured load lags); its share of the load moves with it (a
+        // tenant split leaves half the tenant's work on each side).
         let to = loads
             .iter()
             .filter(|(n, _)| Some(n.as_str()) != s.node.as_deref())
-            .min_by(|a, b| a.1.total_cmp(b.1).then(a.0.cmp(b.0)))
+            .min_by(|a, b| {
+                let settling = |n: &str| history.settling(n, now, config);
+                settling(a.0)
+                    .cmp(&settling(b.0))
+                    .then(a.1.total_cmp(b.1))
+                    .then(a.0.cmp(b.0))
+            })
             .map(|(n, l)| (n.clone(), *l));
         let mut reason = format!("split: {why}; benefit {benefit:.1} > cost {cost:.1}; at {place}");
         if let Some((to, to_load)) = &to {
@@ -474,10 +509,16 @@ pub fn decide(
     };
     let mut nodes: Vec<(String, f64)> = loads.iter().map(|(n, l)| (n.clone(), *l)).collect();
     nodes.sort_by(|a, b| b.1.total_cmp(&a.1));
+    // Nodes a move touched recently, or in this round: their loads are not settled.
+    let mut settling: Vec<String> = loads
+        .keys()
+        .filter(|n| history.settling(n, now, config))
+        .cloned()
+        .collect();
     for (node, _) in nodes {
         let node_cap = capacity_ops(&node);
         loop {
-            if budget == 0 {
+            if budget == 0 || settling.contains(&node) {
                 break;
             }
             let load = loads.get(&node).copied().unwrap_or(0.0);
@@ -491,7 +532,7 @@ pub fn decide(
             // the best leaves the lower maximum of the two, benefit > cost.
             let Some((target, target_load)) = loads
                 .iter()
-                .filter(|(n, _)| **n != node)
+                .filter(|(n, _)| **n != node && !settling.contains(n))
                 .min_by(|a, b| a.1.total_cmp(b.1).then(a.0.cmp(b.0)))
                 .map(|(n, l)| (n.clone(), *l))
             else {
@@ -514,7 +555,9 @@ pub fn decide(
                 let target_after = target_load + work / target_cap;
                 let from_after = load - work / node_cap;
                 let peak = from_after.max(target_after);
-                if target_after > config.target_load || peak >= load {
+                if target_after > config.target_load
+                    || peak > load * (1.0 - config.move_min_gain)
+                {
                     continue;
                 }
                 // Benefit: queueing delay saved on every query of the source node.
@@ -560,7 +603,11 @@ pub fn decide(
             ));
             acted.push(s.range);
             loads.insert(node.clone(), from_after);
-            loads.insert(target, target_after);
+            loads.insert(target.clone(), target_after);
+            if config.node_settle_s > 0 {
+                settling.push(node.clone());
+                settling.push(target);
+            }
             budget -= 1;
         }
     }

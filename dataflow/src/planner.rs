@@ -16,8 +16,9 @@
 //! for the serving shard holding its ring position, a new map epoch reshards the running
 //! dataflow ([`HotnessDriver::reshard`]: kept shards keep their ids and windows, the halves
 //! of a split start fresh), sizes come from the holders' heartbeats, and a node's load is
-//! busy time — the milliseconds per second its shards' queries took — over its capacity
-//! (`capacity × cores_per_capacity` cores). Without a feed (tests), shards are the
+//! busy time — the milliseconds per second the queries it served took over the last
+//! 15 seconds, counted by the node named in each event ([`NodeBusy`], so it stays right while
+//! new shards' windows fill) — over its capacity (`capacity × cores_per_capacity` cores). Without a feed (tests), shards are the
 //! partitions, all on this node.
 //!
 //! This module owns the follow-the-log loop, the per-collection drivers, the decision
@@ -243,13 +244,50 @@ impl Layout {
     }
 }
 
+/// Query service time per node over the last [`NodeBusy::WINDOW_S`] seconds, from the
+/// events' `node` field: one bucket per second, each event touching one bucket.
+#[derive(Debug, Clone, Default)]
+struct NodeBusy {
+    /// Per node: µs per second.
+    buckets: BTreeMap<String, BTreeMap<u64, u64>>,
+}
+
+impl NodeBusy {
+    /// Short, so a move shows in the loads within seconds (shards keep their 1-minute
+    /// windows); `DecideConfig::node_settle_s` waits for it.
+    const WINDOW_S: u64 = 15;
+
+    fn add(&mut self, event: &Event) {
+        if event.kind != hektor_topics::record::EventKind::Query || event.node.is_empty() {
+            return;
+        }
+        let second = event.time_ms / 1000;
+        *self
+            .buckets
+            .entry(event.node.clone())
+            .or_default()
+            .entry(second)
+            .or_default() += event.latency_us as u64;
+    }
+
+    /// Milliseconds of service per second over the minute ending at `now` (seconds).
+    fn ms_per_s(&mut self, node: &str, now: u64) -> f64 {
+        let Some(b) = self.buckets.get_mut(node) else {
+            return 0.0;
+        };
+        // Keep the seconds (now - window, now].
+        *b = b.split_off(&(now + 1).saturating_sub(Self::WINDOW_S));
+        b.range(..=now).map(|(_, us)| *us as f64).sum::<f64>() / 1000.0 / Self::WINDOW_S as f64
+    }
+}
+
 /// Put the cluster's view into a snapshot: reported sizes, and every data node's load as
 /// busy time over its capacity (see the module doc).
 fn with_cluster(
     mut snapshot: HotnessSnapshot,
     layout: &Layout,
     nodes: &BTreeMap<String, f64>,
-    decide: &DecideConfig,
+    busy: &mut NodeBusy,
     cores_per_capacity: f64,
 ) -> HotnessSnapshot {
     for (id, m) in snapshot.shards.iter_mut() {
@@ -257,16 +295,11 @@ fn with_cluster(
             m.size_vectors = *v;
         }
     }
-    let mut busy: BTreeMap<&str, f64> = nodes.keys().map(|n| (n.as_str(), 0.0)).collect();
-    for m in snapshot.shards.values() {
-        if let Some(b) = m.node.as_deref().and_then(|n| busy.get_mut(n)) {
-            *b += decide.shard_load(m);
-        }
-    }
+    let now = snapshot.time_s;
     snapshot.nodes = nodes
         .iter()
         .map(|(n, weight)| {
-            let ms = busy.get(n.as_str()).copied().unwrap_or(0.0);
+            let ms = busy.ms_per_s(n, now);
             let capacity_ms = (weight * cores_per_capacity * 1000.0).max(1e-9);
             (
                 n.clone(),
@@ -293,6 +326,7 @@ struct Tracked {
     history: History,
     points: BTreeMap<u32, VecDeque<f64>>,
     layout: Layout,
+    busy: NodeBusy,
 }
 
 impl Planner {
@@ -528,6 +562,7 @@ async fn track(
         },
         points: BTreeMap::new(),
         layout: Layout::partitions(spec.partitions),
+        busy: NodeBusy::default(),
         spec,
     })
 }
@@ -597,6 +632,7 @@ async fn round(
                     }
                 })
                 .filter(|e| e.time_ms >= oldest_ms)
+                .inspect(|e| t.busy.add(e))
                 .filter_map(|mut e| {
                     if t.layout.epoch.is_some() {
                         e.shard = t.layout.shard_of(e.ring)?;
@@ -630,7 +666,7 @@ async fn round(
             snapshot,
             &t.layout,
             nodes,
-            &decide_config,
+            &mut t.busy,
             config.cores_per_capacity,
         );
     }
@@ -751,7 +787,10 @@ mod tests {
 
     #[test]
     fn node_load_is_busy_time_over_capacity_for_every_data_node() {
-        let mut snap = HotnessSnapshot::default();
+        let mut snap = HotnessSnapshot {
+            time_s: 1_000,
+            ..HotnessSnapshot::default()
+        };
         let mut m = crate::driver::ShardMetrics {
             shard: 0,
             range: RingRange::FULL,
@@ -783,15 +822,30 @@ mod tests {
             .collect();
         let mut layout = Layout::partitions(1);
         layout.vectors.insert(0, 5_000);
-        let config = DecideConfig {
-            load_basis: LoadBasis::BusyMs,
-            ..DecideConfig::default()
+        // Node a served 1,500 queries of 2 ms in the last 15 s, b some; and old ones
+        // (15 s ago or more) no longer count.
+        let mut busy = NodeBusy::default();
+        let ev = |node: &str, second: u64| Event {
+            collection: "c".into(),
+            shard: 0,
+            ring: 0,
+            kind: hektor_topics::record::EventKind::Query,
+            latency_us: 2_000,
+            time_ms: second * 1000 + 5,
+            node: node.into(),
         };
-        let out = with_cluster(snap, &layout, &nodes, &config, 2.0);
-        // a: 6,000 queries x 2 ms / 60 s = 200 ms/s over 2 cores = 0.1.
-        assert!((out.nodes["a"].load - 0.1).abs() < 1e-9);
-        // b: 20 ms/s over 2 x 2 cores.
-        assert!((out.nodes["b"].load - 0.005).abs() < 1e-9);
+        for i in 0..1_500u64 {
+            busy.add(&ev("a", 986 + i % 15));
+        }
+        for i in 0..600u64 {
+            busy.add(&ev("b", 900 + i % 100));
+        }
+        let out = with_cluster(snap, &layout, &nodes, &mut busy, 2.0);
+        // a: 1,500 x 2 ms / 15 s = 200 ms/s over 2 cores = 0.1.
+        assert!((out.nodes["a"].load - 0.1).abs() < 1e-9, "{:?}", out.nodes);
+        // b: the 84 queries of seconds 986..=999 count (6 per second, 14 seconds):
+        // 11.2 ms/s over 2 x 2 cores.
+        assert!((out.nodes["b"].load - 0.0028).abs() < 1e-9, "{:?}", out.nodes);
         assert_eq!(out.nodes["c"].load, 0.0);
         assert_eq!(out.shards[&0].size_vectors, 5_000);
         assert_eq!(out.shards[&1].size_vectors, 7);

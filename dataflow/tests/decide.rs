@@ -209,6 +209,13 @@ fn busy_time_balance_moves_the_shard_that_evens_the_nodes_out() {
         "{}",
         changes[0].reason
     );
+    // Right after that move, nodes a and c settle: no further move touches them (the
+    // measured loads lag the move), so the same view yields nothing until they settle.
+    let mut history = History::default();
+    history.record(&changes[0], 1_000, 0);
+    let again = |now| decide("c", &snap, &config, &history, None, now);
+    assert!(again(1_010).is_empty());
+    assert!(!again(1_000 + config.node_settle_s).is_empty());
     // Balanced enough (max 0.12 < 1.25 x mean 0.10): nothing moves.
     for (n, ms) in [("a", 120.0), ("b", 100.0), ("c", 80.0)] {
         snap.nodes.get_mut(n).unwrap().ops_per_s = ms;
