@@ -22,13 +22,6 @@ pub enum Error {
         source: arroy::Error,
     },
 
-    #[error("the warm (hannoy) index of the shard at {path} failed: {source}")]
-    Hannoy {
-        path: PathBuf,
-        #[source]
-        source: hannoy::Error,
-    },
-
     #[error("the shard at {path} was created with {field} = {stored}, but it was opened with {wanted} (open it with the stored settings, or use a new directory)")]
     ConfigMismatch {
         path: PathBuf,

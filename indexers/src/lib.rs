@@ -33,7 +33,7 @@ pub mod store;
 
 pub use engine::arroy::ArroyParams;
 pub use engine::cold::ColdParams;
-pub use engine::hannoy::WarmParams;
+pub use engine::warm::WarmParams;
 pub use engine::hnsw::HnswParams;
 pub use engine::EngineKind;
 pub use error::{Error, Result};

@@ -26,7 +26,7 @@
 //! not after it, so a small tenant still gets its true nearest neighbours.
 //!
 //! **Tiers.** [`Shard::set_engine`] moves a serving shard to another engine (hot = hnsw,
-//! warm = hannoy on disk, cold = binary-quantized arroy, or arroy / exact): it builds the
+//! warm = an int8 HNSW graph on disk, cold = binary-quantized arroy, or arroy / exact): it builds the
 //! new index from every stored vector in one write transaction (so `apply` and
 //! `build_index` wait for it; searches do not: they keep using the old engine on their
 //! snapshot), clears the old engine's data and persists the new kind in that same
@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::arroy::{ArroyEngine, ArroyParams};
 use crate::engine::cold::{ColdEngine, ColdParams};
 use crate::engine::exact::ExactEngine;
-use crate::engine::hannoy::{WarmEngine, WarmParams};
+use crate::engine::warm::{WarmEngine, WarmParams};
 use crate::engine::hnsw::{HnswEngine, HnswParams};
 use crate::engine::{self, Changes, EngineKind, IndexEngine, TopK};
 use crate::error::{Error, Result};

@@ -16,7 +16,7 @@
 //! | `pending`    | item id                     | nothing: written since the last index build  |
 //! | `stale`      | item id                     | nothing: in the built index, but deleted or replaced since |
 //! | `index`      | engine-defined              | engine-defined (arroy's trees and vectors, hnsw's build epoch) |
-//! | `index_warm` | hannoy-defined              | the warm engine's HNSW graph and vectors (hannoy) |
+//! | `index_warm` | `engine/warm_graph.rs`      | the warm engine's HNSW graph and int8 vectors     |
 //! | `index_cold` | arroy-defined               | the cold engine's trees and binary-quantized vectors (arroy) |
 //!
 //! Each engine keeps its data in its own database (arroy and hnsw share `index`; they are
@@ -57,7 +57,7 @@ pub struct Store {
     pub(crate) stale: Database<'static, U32<BigEndian>, Unit>,
     /// The engine's own database; its key and value types are the engine's business.
     pub(crate) index: Database<'static, Bytes, Bytes>,
-    /// The warm engine's database (a hannoy HNSW graph).
+    /// The warm engine's database (an HNSW graph over int8 vectors).
     pub(crate) index_warm: Database<'static, Bytes, Bytes>,
     /// The cold engine's database (arroy trees over binary-quantized vectors).
     pub(crate) index_cold: Database<'static, Bytes, Bytes>,

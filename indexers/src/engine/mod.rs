@@ -12,8 +12,9 @@
 //! - [`hnsw::HnswEngine`]: an in-memory HNSW graph (the hot tier), rebuilt from the store
 //!   on open and updated incrementally by each build; it keeps no state in LMDB but its
 //!   build epoch.
-//! - [`hannoy::WarmEngine`]: an HNSW graph on disk (the hannoy crate, the warm tier), in
-//!   the store's `index_warm` database; nothing in memory but the page cache.
+//! - [`warm::WarmEngine`]: an HNSW graph on disk over int8 vectors (the warm tier, hektor's
+//!   own layout in `warm_graph.rs`), in the store's `index_warm` database, rescored with
+//!   the stored full vectors; nothing in memory but the page cache.
 //! - [`cold::ColdEngine`]: arroy trees over binary-quantized vectors (the cold tier), in
 //!   the store's `index_cold` database, rescored with the stored full vectors.
 //!
@@ -24,8 +25,9 @@
 pub mod arroy;
 pub mod cold;
 pub mod exact;
-pub mod hannoy;
 pub mod hnsw;
+pub mod warm;
+mod warm_graph;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -50,8 +52,8 @@ pub enum EngineKind {
     /// read as `hot`.
     #[serde(alias = "hot")]
     Hnsw,
-    /// An HNSW graph on disk in LMDB (hannoy; approximate; the warm tier). Also read as
-    /// `hannoy`.
+    /// An HNSW graph on disk in LMDB over int8 vectors (approximate; the warm tier). Also
+    /// read as `hannoy`, its engine before issue #7.
     #[serde(alias = "hannoy")]
     Warm,
     /// Trees over binary-quantized vectors on disk, rescored with the full vectors
@@ -95,7 +97,7 @@ impl std::str::FromStr for EngineKind {
             "warm" | "hannoy" => Ok(EngineKind::Warm),
             "cold" => Ok(EngineKind::Cold),
             other => Err(crate::error::Error::InvalidConfig(format!(
-                "unknown engine `{other}`: use hot (hnsw), warm (hannoy), cold, arroy or exact"
+                "unknown engine `{other}`: use hot (hnsw), warm, cold, arroy or exact"
             ))),
         }
     }
