@@ -99,7 +99,10 @@ fn split_halves_merge_back_into_one_shard() {
             {
                 return info;
             }
-            assert!(Instant::now() < deadline, "never reached {want} shards: {info}");
+            assert!(
+                Instant::now() < deadline,
+                "never reached {want} shards: {info}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     };
@@ -110,10 +113,7 @@ fn split_halves_merge_back_into_one_shard() {
     let end = first["end"].as_u64().unwrap();
     let at = start + (end - start) / 2;
     let plan = format!("{url}/cluster/collections/m/plan");
-    let (status, body) = post(
-        &plan,
-        &json!({"action": "split", "shard": first, "at": at}),
-    );
+    let (status, body) = post(&plan, &json!({"action": "split", "shard": first, "at": at}));
     assert_eq!(status, 202, "{body}");
     let info = settled(3);
     let left = info["shards"][0]["range"].clone();
@@ -125,7 +125,10 @@ fn split_halves_merge_back_into_one_shard() {
         &json!({"action": "merge", "left": right, "right": second}),
     );
     assert_eq!(status, 422, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("one partition"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("one partition"),
+        "{body}"
+    );
     let (status, _) = post(
         &plan,
         &json!({"action": "merge", "left": first, "right": right}),

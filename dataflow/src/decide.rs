@@ -555,9 +555,7 @@ pub fn decide(
                 let target_after = target_load + work / target_cap;
                 let from_after = load - work / node_cap;
                 let peak = from_after.max(target_after);
-                if target_after > config.target_load
-                    || peak > load * (1.0 - config.move_min_gain)
-                {
+                if target_after > config.target_load || peak > load * (1.0 - config.move_min_gain) {
                     continue;
                 }
                 // Benefit: queueing delay saved on every query of the source node.

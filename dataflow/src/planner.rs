@@ -845,7 +845,11 @@ mod tests {
         assert!((out.nodes["a"].load - 0.1).abs() < 1e-9, "{:?}", out.nodes);
         // b: the 84 queries of seconds 986..=999 count (6 per second, 14 seconds):
         // 11.2 ms/s over 2 x 2 cores.
-        assert!((out.nodes["b"].load - 0.0028).abs() < 1e-9, "{:?}", out.nodes);
+        assert!(
+            (out.nodes["b"].load - 0.0028).abs() < 1e-9,
+            "{:?}",
+            out.nodes
+        );
         assert_eq!(out.nodes["c"].load, 0.0);
         assert_eq!(out.shards[&0].size_vectors, 5_000);
         assert_eq!(out.shards[&1].size_vectors, 7);

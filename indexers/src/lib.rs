@@ -33,8 +33,8 @@ pub mod store;
 
 pub use engine::arroy::ArroyParams;
 pub use engine::cold::ColdParams;
-pub use engine::warm::WarmParams;
 pub use engine::hnsw::HnswParams;
+pub use engine::warm::WarmParams;
 pub use engine::EngineKind;
 pub use error::{Error, Result};
 pub use shard::{
