@@ -57,7 +57,7 @@ pub struct LogArgs {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every role in one process.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run one cluster node from a TOML config file (keys are `serve` flags).
     Node(node::NodeArgs),
     /// Ask the controller to split a shard or change its tier.
@@ -114,7 +114,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Node(args) => node::run(args).await,
             Command::Shard(args) => shard_cmd::run(args).await,
             Command::Topics {
