@@ -205,6 +205,7 @@ impl ShardFacts for HostFacts {
                         collection: c.spec.name.clone(),
                         range: s.range,
                         vectors: s.shard.len(),
+                        bytes: s.shard.bytes_on_disk(),
                     })
                     .collect::<Vec<_>>()
             })
@@ -219,11 +220,11 @@ struct ControlFeed(Arc<Control>);
 impl hektor_dataflow::planner::ClusterFeed for ControlFeed {
     fn shards(&self, collection: &str) -> Option<hektor_dataflow::planner::FeedMap> {
         let map = self.0.plans().get(collection)?.map?;
-        let mut sizes: std::collections::BTreeMap<RingRange, u64> = Default::default();
+        let mut sizes: std::collections::BTreeMap<RingRange, (u64, u64)> = Default::default();
         for hb in self.0.membership().alive() {
             for held in hb.shards.iter().filter(|h| h.collection == collection) {
                 let v = sizes.entry(held.range).or_default();
-                *v = (*v).max(held.vectors);
+                *v = (v.0.max(held.vectors), v.1.max(held.bytes));
             }
         }
         Some(hektor_dataflow::planner::FeedMap {
@@ -234,7 +235,8 @@ impl hektor_dataflow::planner::ClusterFeed for ControlFeed {
                 .map(|s| hektor_dataflow::planner::FeedShard {
                     range: s.range,
                     replicas: s.replicas.clone(),
-                    vectors: sizes.get(&s.range).copied(),
+                    vectors: sizes.get(&s.range).map(|v| v.0),
+                    bytes: sizes.get(&s.range).map(|v| v.1).filter(|b| *b > 0),
                 })
                 .collect(),
         })

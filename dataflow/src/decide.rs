@@ -147,6 +147,17 @@ impl DecideConfig {
         v * self.bytes_per_vector / self.network_bytes_per_s + v / self.index_build_vectors_per_s
     }
 
+    /// Seconds of work to move `fraction` of shard `s`: its measured bytes when the
+    /// holders report them, else `bytes_per_vector` per vector.
+    pub fn shard_move_cost(&self, s: &ShardMetrics, fraction: f64) -> f64 {
+        let fraction = fraction.clamp(0.0, 1.0);
+        let vectors = s.size_vectors as f64 * fraction;
+        let bytes = s
+            .size_bytes
+            .map_or(vectors * self.bytes_per_vector, |b| b as f64 * fraction);
+        bytes / self.network_bytes_per_s + vectors / self.index_build_vectors_per_s
+    }
+
     /// A shard's load in this config's [`LoadBasis`].
     pub fn shard_load(&self, s: &ShardMetrics) -> f64 {
         let minute = crate::hotness::WINDOWS[0] as f64;
@@ -414,8 +425,7 @@ pub fn decide(
             * qps
             * config.payback_horizon_s
             * config.value_per_ms_saved;
-        let moved = (s.size_vectors as f64 * (1.0 - point.left_share).max(0.0)).round() as u64;
-        let cost = config.move_cost(moved);
+        let cost = config.shard_move_cost(s, 1.0 - point.left_share);
         let why = if too_large && !hot_now && !hot_soon {
             format!("size {} > {} vectors", s.size_vectors, config.split_vectors)
         } else if hot_soon {
@@ -567,7 +577,7 @@ pub fn decide(
                     * node_qps(&node)
                     * config.payback_horizon_s
                     * config.value_per_ms_saved;
-                let cost = config.move_cost(s.size_vectors);
+                let cost = config.shard_move_cost(s, 1.0);
                 if benefit <= cost {
                     continue;
                 }
@@ -578,7 +588,7 @@ pub fn decide(
             let Some((s, _, from_after, target_after, _)) = best else {
                 break;
             };
-            let cost = config.move_cost(s.size_vectors);
+            let cost = config.shard_move_cost(s, 1.0);
             let why = if over {
                 format!("load {load:.2} > {}", config.migrate_load)
             } else {
@@ -632,7 +642,12 @@ pub fn decide(
             && free(l.range, &acted)
             && free(r.range, &acted)
         {
-            let cost = config.move_cost(l.size_vectors.min(r.size_vectors));
+            let smaller = if l.size_vectors <= r.size_vectors {
+                l
+            } else {
+                r
+            };
+            let cost = config.shard_move_cost(smaller, 1.0);
             let benefit = config.shard_overhead_value;
             if benefit > cost {
                 out.push(change(

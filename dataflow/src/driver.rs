@@ -143,6 +143,8 @@ pub struct ShardMetrics {
     pub avg_latency_ms: f64,
     pub p99_latency_ms: f64,
     pub size_vectors: u64,
+    /// Bytes on disk of one copy, when the holders report it (the live planner).
+    pub size_bytes: Option<u64>,
     /// Writes per second over the last minute.
     pub update_rate: f64,
     /// The seed's hotness: qps over the last minute × p99 ms / 10.
@@ -173,6 +175,7 @@ impl ShardMetrics {
             avg_latency_ms: st.avg_latency_ms(),
             p99_latency_ms: st.p99_us as f64 / 1000.0,
             size_vectors: st.size.max(0) as u64,
+            size_bytes: None,
             update_rate: st.writes[0] as f64 / hotness::WINDOWS[0] as f64,
             hotness: st.hotness(),
             hot: st.hot,

@@ -106,6 +106,8 @@ pub struct FeedShard {
     pub range: RingRange,
     pub replicas: Vec<String>,
     pub vectors: Option<u64>,
+    /// Bytes on disk of one copy.
+    pub bytes: Option<u64>,
 }
 
 impl Default for PlannerConfig {
@@ -173,6 +175,7 @@ struct Layout {
     next_id: u32,
     /// Sizes reported for the current shards.
     vectors: BTreeMap<u32, u64>,
+    bytes: BTreeMap<u32, u64>,
 }
 
 impl Layout {
@@ -184,6 +187,7 @@ impl Layout {
                 .collect(),
             next_id: partitions,
             vectors: BTreeMap::new(),
+            bytes: BTreeMap::new(),
         }
     }
 
@@ -241,6 +245,11 @@ impl Layout {
             .iter()
             .filter_map(|s| Some((*self.ids.get(&s.range)?, s.vectors?)))
             .collect();
+        self.bytes = map
+            .shards
+            .iter()
+            .filter_map(|s| Some((*self.ids.get(&s.range)?, s.bytes?)))
+            .collect();
     }
 }
 
@@ -294,6 +303,7 @@ fn with_cluster(
         if let Some(v) = layout.vectors.get(id) {
             m.size_vectors = *v;
         }
+        m.size_bytes = layout.bytes.get(id).copied();
     }
     let now = snapshot.time_s;
     snapshot.nodes = nodes
@@ -388,7 +398,8 @@ impl Planner {
                             "queries_1m": m.queries_1m,
                             "queries_1h": m.queries_1h,
                             "writes_1m": m.writes_1m,
-                            "vectors_seen": m.size_vectors,
+                            "vectors": m.size_vectors,
+                            "bytes": m.size_bytes,
                             "hot": m.hot,
                             "cold": m.cold,
                         }),
@@ -752,6 +763,7 @@ mod tests {
                 range: RingRange { start, end: cut },
                 replicas: vec![format!("n{}", i % 2)],
                 vectors: Some(100 * (i as u64 + 1)),
+                bytes: None,
             });
             start = cut.unwrap_or(0);
         }
@@ -804,6 +816,7 @@ mod tests {
             avg_latency_ms: 2.0,
             p99_latency_ms: 4.0,
             size_vectors: 7,
+            size_bytes: None,
             update_rate: 0.0,
             hotness: 0.0,
             hot: false,

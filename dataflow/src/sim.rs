@@ -645,6 +645,7 @@ fn kinetic_snapshot(
                 avg_latency_ms: d * 1000.0,
                 p99_latency_ms: p99_ms,
                 size_vectors: vectors.round() as u64,
+                size_bytes: None,
                 update_rate: 0.0,
                 hotness,
                 hot: hotness > 100.0,

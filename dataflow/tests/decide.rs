@@ -25,6 +25,7 @@ fn shard(id: u32, range: RingRange, node: &str, qps: f64, p99_ms: f64, size: u64
         avg_latency_ms: p99_ms / 2.0,
         p99_latency_ms: p99_ms,
         size_vectors: size,
+        size_bytes: None,
         update_rate: 0.0,
         hotness,
         hot: hotness > 100.0,
@@ -427,4 +428,21 @@ fn in_flight_cap_and_quiet_interval_hold_back_further_changes() {
     // After the quiet interval all three are free again (two at a time).
     history.expire(601, &config);
     assert_eq!(decide("c", &snap, &config, &history, None, 601).len(), 2);
+}
+
+#[test]
+fn move_cost_uses_the_measured_bytes_when_the_holders_report_them() {
+    let config = DecideConfig::default();
+    let mut s = shard(0, range(0, Some(Q)), "a", 1.0, 1.0, 1_000_000);
+    let estimated = config.shard_move_cost(&s, 0.5);
+    assert!((estimated - config.move_cost(500_000)).abs() < 1e-9);
+    // A shard whose copy takes 10 GB on disk: half of it crosses the network.
+    s.size_bytes = Some(10_000_000_000);
+    let measured = config.shard_move_cost(&s, 0.5);
+    let expected = 5e9 / config.network_bytes_per_s + 500_000.0 / config.index_build_vectors_per_s;
+    assert!(
+        (measured - expected).abs() < 1e-9,
+        "{measured} vs {expected}"
+    );
+    assert!(measured > estimated);
 }

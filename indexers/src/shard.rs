@@ -377,6 +377,11 @@ impl Shard {
         Ok((slot.clone(), txn))
     }
 
+    /// Bytes the shard's LMDB environment takes on disk (a file stat).
+    pub fn bytes_on_disk(&self) -> u64 {
+        self.store.env.real_disk_size().unwrap_or(0)
+    }
+
     pub fn stats(&self) -> ShardStats {
         ShardStats {
             len: self.len(),

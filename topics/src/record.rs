@@ -208,6 +208,9 @@ pub struct HeldShard {
     pub range: RingRange,
     /// Live vectors in the shard.
     pub vectors: u64,
+    /// Bytes its store takes on disk (vectors, payloads, index).
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// How vectors of a collection are compared. Scores are always "higher is closer".
