@@ -12,7 +12,7 @@
 //!   them all.
 //! - `GET /health`, `GET /metrics` (Prometheus text format).
 //! - `GET /cluster`: per collection the map's shards with replicas, tier, local facts and
-//!   the kinetic planner's hotness, qps, p99 and hot/cold by partition; the targets; the
+//!   the kinetic planner's hotness, qps, p99 and hot/cold per shard; the targets; the
 //!   members with address and state; the planner's decisions and the controller's recent
 //!   map changes. The planner's part comes from [`QueryState::cluster`], a callback the
 //!   binary wires, so this crate does not depend on the dataflow crate.
@@ -295,7 +295,7 @@ async fn show_collection(
 }
 
 /// The shard maps with hotness: per collection the map's shards (range, replicas, tier,
-/// local facts when this node holds them, the planner's hotness by partition), the
+/// local facts when this node holds them, the planner's hotness of that shard), the
 /// targets being built, the nodes, and the recent decisions and map changes.
 async fn cluster(State(state): State<QueryState>) -> Response {
     let planner = state.cluster.as_ref().map(|view| view());
@@ -318,9 +318,12 @@ async fn cluster(State(state): State<QueryState>) -> Response {
                 .iter()
                 .map(|s| {
                     let partition = ring::partition_of(s.range.start, spec.partitions);
+                    // The planner counts the map's shards; match its entry by range.
+                    let range = json!(s.range);
                     let seen = planned
                         .and_then(|c| c.get("shards"))
-                        .and_then(|sh| sh.get(partition.to_string()));
+                        .and_then(|sh| sh.as_object())
+                        .and_then(|sh| sh.values().find(|m| m.get("range") == Some(&range)));
                     let field = |k: &str| seen.and_then(|m| m.get(k)).cloned();
                     let local = hosted.as_ref().and_then(|h| h.shard(s.range).cloned());
                     json!({
