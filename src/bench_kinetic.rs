@@ -38,7 +38,7 @@ use hektor_topics::ring;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use crate::bench_nodes::{percentile, start_node, unique_name, wait_healthy};
+use crate::bench_nodes::{percentile, start_node, timed_search, unique_name, wait_healthy, Sample};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct KineticBenchArgs {
@@ -182,15 +182,6 @@ fn rankings(args: &KineticBenchArgs) -> (Vec<usize>, Vec<usize>) {
         }
     }
     (first, second)
-}
-
-/// One search: when it finished (seconds since the workload began), how long, whether it
-/// failed.
-#[derive(Clone, Copy)]
-struct Sample {
-    at: f64,
-    ms: f64,
-    ok: bool,
 }
 
 /// What the sampler saw at one second.
@@ -458,24 +449,10 @@ async fn run_leg(
                 let phase = usize::from(began.elapsed().as_secs_f64() >= move_at);
                 let tenant = rankings[phase][zipf.rank(&mut rng)];
                 let qi = (rng.next() % nq as u64) as usize;
-                let t = Instant::now();
-                let ok = match http
-                    .post(&url)
-                    .json(
-                        &json!({"vector": &queries[qi * dim..(qi + 1) * dim], "k": 10,
-                        "tenant": tenant_name(tenant), "without_payload": true}),
-                    )
-                    .send()
-                    .await
-                {
-                    Ok(r) => r.status().is_success(),
-                    Err(_) => false,
-                };
-                samples.lock().push(Sample {
-                    at: began.elapsed().as_secs_f64(),
-                    ms: t.elapsed().as_secs_f64() * 1e3,
-                    ok,
-                });
+                let body = json!({"vector": &queries[qi * dim..(qi + 1) * dim], "k": 10,
+                    "tenant": tenant_name(tenant), "without_payload": true});
+                let sample = timed_search(&http, &url, &body, began).await;
+                samples.lock().push(sample);
             }
         }));
     }

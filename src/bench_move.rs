@@ -22,7 +22,7 @@ use hektor_indexers::dataset;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use crate::bench_nodes::{percentile, start_node, unique_name, wait_healthy};
+use crate::bench_nodes::{percentile, start_node, timed_search, unique_name, wait_healthy, Sample};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct MoveBenchArgs {
@@ -47,14 +47,6 @@ pub struct MoveBenchArgs {
     /// Print one JSON object per line.
     #[arg(long)]
     pub json: bool,
-}
-
-/// One latency sample: when it finished (since the start), how long, whether it failed.
-#[derive(Clone, Copy)]
-struct Sample {
-    at: f64,
-    ms: f64,
-    ok: bool,
 }
 
 pub async fn run(args: MoveBenchArgs) -> anyhow::Result<()> {
@@ -148,21 +140,9 @@ pub async fn run(args: MoveBenchArgs) -> anyhow::Result<()> {
                 && began.elapsed() < Duration::from_secs(600)
             {
                 let q = &queries[(i % nq) * dim..(i % nq + 1) * dim];
-                let t = Instant::now();
-                let ok = match http
-                    .post(&url)
-                    .json(&json!({"vector": q, "k": 10, "without_payload": true}))
-                    .send()
-                    .await
-                {
-                    Ok(r) => r.status().is_success(),
-                    Err(_) => false,
-                };
-                samples.lock().push(Sample {
-                    at: began.elapsed().as_secs_f64(),
-                    ms: t.elapsed().as_secs_f64() * 1e3,
-                    ok,
-                });
+                let body = json!({"vector": q, "k": 10, "without_payload": true});
+                let sample = timed_search(&http, &url, &body, began).await;
+                samples.lock().push(sample);
                 i += args.clients.max(1);
             }
         }));

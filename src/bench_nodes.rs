@@ -1,8 +1,8 @@
 //! What the multi-node benches (`bench move`, `bench kinetic`) share: node processes —
 //! this same binary as `hektor serve` on a free 127.0.0.1 port, in its own data directory,
 //! in a cluster of its own name, with the short heartbeat and grace settings a bench
-//! wants, waited for until it answers, killed when dropped — and the latency percentile
-//! both report.
+//! wants, waited for until it answers, killed when dropped — one timed search through a
+//! router ([`timed_search`]), and the latency percentile both report.
 //!
 //! What the nodes do and what is measured is the benches' business.
 
@@ -83,6 +83,34 @@ pub async fn wait_healthy(http: &reqwest::Client, url: &str) -> anyhow::Result<(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     anyhow::bail!("node {url} did not come up")
+}
+
+/// One search: when it finished (seconds since the workload began), how long, whether it
+/// failed.
+#[derive(Clone, Copy)]
+pub struct Sample {
+    pub at: f64,
+    pub ms: f64,
+    pub ok: bool,
+}
+
+/// POST one search `body` to `url` and time it; any error or non-2xx status is a failure.
+pub async fn timed_search(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+    began: std::time::Instant,
+) -> Sample {
+    let t = std::time::Instant::now();
+    let ok = match http.post(url).json(body).send().await {
+        Ok(r) => r.status().is_success(),
+        Err(_) => false,
+    };
+    Sample {
+        at: began.elapsed().as_secs_f64(),
+        ms: t.elapsed().as_secs_f64() * 1e3,
+        ok,
+    }
 }
 
 /// The `p` quantile (0..=1) of latencies `ms` (sorted in place); 0 when empty.

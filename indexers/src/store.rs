@@ -216,6 +216,15 @@ impl Store {
         }
     }
 
+    /// The stored vector of `item`, zero-copy: its components as little-endian f32 bytes
+    /// and its norm, or `None` when the item holds no vector.
+    pub fn vector_bytes<'t>(&self, txn: &'t RoTxn, item: u32) -> Result<Option<(&'t [u8], f32)>> {
+        match self.vectors.get(txn, &item).map_err(|e| self.storage(e))? {
+            None => Ok(None),
+            Some(bytes) => self.split_vector(item, bytes).map(Some),
+        }
+    }
+
     /// Visit every stored vector in item-id order, zero-copy: `f(item, vector as
     /// little-endian f32 bytes, norm)`.
     pub fn for_each_vector_bytes(
@@ -223,31 +232,37 @@ impl Store {
         txn: &RoTxn,
         mut f: impl FnMut(u32, &[u8], f32),
     ) -> Result<()> {
-        let expected = 4 + 4 * self.dimension;
         for entry in self.vectors.iter(txn).map_err(|e| self.storage(e))? {
             let (item, bytes) = entry.map_err(|e| self.storage(e))?;
-            if bytes.len() != expected {
-                return Err(self.corrupt(format!(
-                    "vector of item {item} has {} bytes, expected {expected}",
-                    bytes.len()
-                )));
-            }
-            let norm = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-            f(item, &bytes[4..], norm);
+            let (v, norm) = self.split_vector(item, bytes)?;
+            f(item, v, norm);
         }
         Ok(())
     }
 
-    fn decode_vector(&self, item: u32, bytes: &[u8], out: &mut [f32]) -> Result<f32> {
-        if bytes.len() != 4 + 4 * self.dimension || out.len() != self.dimension {
+    /// A stored vector's bytes as (components, norm), checked against the dimension.
+    fn split_vector<'b>(&self, item: u32, bytes: &'b [u8]) -> Result<(&'b [u8], f32)> {
+        let expected = 4 + 4 * self.dimension;
+        if bytes.len() != expected {
             return Err(self.corrupt(format!(
-                "vector of item {item} has {} bytes, expected {}",
-                bytes.len(),
-                4 + 4 * self.dimension
+                "vector of item {item} has {} bytes, expected {expected}",
+                bytes.len()
             )));
         }
         let norm = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        metric::decode_f32s(&bytes[4..], out);
+        Ok((&bytes[4..], norm))
+    }
+
+    fn decode_vector(&self, item: u32, bytes: &[u8], out: &mut [f32]) -> Result<f32> {
+        let (v, norm) = self.split_vector(item, bytes)?;
+        if out.len() != self.dimension {
+            return Err(self.corrupt(format!(
+                "vector of item {item} decoded into {} floats, expected {}",
+                out.len(),
+                self.dimension
+            )));
+        }
+        metric::decode_f32s(v, out);
         Ok(norm)
     }
 

@@ -31,7 +31,7 @@ use hektor_topics::record::Distance;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
-use super::{Changes, EngineKind, IndexEngine, TopK};
+use super::{Changes, EngineKind, IndexEngine};
 use crate::error::{Error, Result};
 use crate::metric::PreparedQuery;
 use crate::store::Store;
@@ -249,14 +249,7 @@ impl IndexEngine for ColdEngine {
         let found = with_distance!(self, D => {
             self.candidates_typed::<D>(txn, query, count, candidates, exclude)?
         });
-        let mut top = TopK::new(k);
-        let mut buf = vec![0.0f32; self.dimension];
-        for item in found {
-            if let Some(norm) = store.vector_into(txn, item, &mut buf)? {
-                top.push(item, query.score(&buf, norm));
-            }
-        }
-        Ok(top.into_sorted())
+        super::rescore(txn, store, query, k, found)
     }
 
     fn indexed_len(&self, txn: &RoTxn, _store: &Store) -> Result<u64> {

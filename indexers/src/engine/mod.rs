@@ -209,6 +209,46 @@ impl Ord for Scored {
     }
 }
 
+/// A distance as a `u32` whose unsigned order is the distance's order (negative distances
+/// included): the high half of the graph walks' heap keys, so a heap entry is one `u64`.
+#[inline(always)]
+pub(crate) fn order_bits(d: f32) -> u32 {
+    let b = d.to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+/// The distance back from [`order_bits`].
+#[inline(always)]
+pub(crate) fn from_order_bits(ord: u32) -> f32 {
+    f32::from_bits(if ord & 0x8000_0000 != 0 {
+        ord & 0x7FFF_FFFF
+    } else {
+        !ord
+    })
+}
+
+/// The `k` best of `items` scored exactly against the store's full vectors (how the
+/// approximate warm and cold engines turn their candidates into answers).
+pub(crate) fn rescore(
+    txn: &RoTxn,
+    store: &Store,
+    query: &PreparedQuery,
+    k: usize,
+    items: impl IntoIterator<Item = u32>,
+) -> Result<Vec<(u32, f32)>> {
+    let mut top = TopK::new(k);
+    for item in items {
+        if let Some((v, norm)) = store.vector_bytes(txn, item)? {
+            top.push(item, query.score_bytes(v, norm));
+        }
+    }
+    Ok(top.into_sorted())
+}
+
 /// Keeps the `k` highest-scoring items seen.
 #[derive(Debug)]
 pub struct TopK {

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::warm_graph::DiskGraph;
 pub use super::warm_graph::{WARM_M, WARM_M0};
-use super::{Changes, EngineKind, IndexEngine, TopK};
+use super::{Changes, EngineKind, IndexEngine};
 use crate::error::{Error, Result};
 use crate::metric::PreparedQuery;
 use crate::store::Store;
@@ -161,20 +161,8 @@ impl IndexEngine for WarmEngine {
         let found = self
             .graph
             .search(txn, store, &query.raw, ef, candidates, exclude)?;
-        let mut top = TopK::new(k);
-        for &(item, _) in found.iter().take((k * RESCORE_FACTOR).min(ef)) {
-            if let Some(bytes) = store
-                .vectors
-                .get(txn, &item)
-                .map_err(|e| store.storage(e))?
-            {
-                if bytes.len() == 4 + 4 * store.dimension() {
-                    let norm = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-                    top.push(item, query.score_bytes(&bytes[4..], norm));
-                }
-            }
-        }
-        Ok(top.into_sorted())
+        let best = found.iter().take((k * RESCORE_FACTOR).min(ef));
+        super::rescore(txn, store, query, k, best.map(|&(item, _)| item))
     }
 
     fn indexed_len(&self, txn: &RoTxn, store: &Store) -> Result<u64> {

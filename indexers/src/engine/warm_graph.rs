@@ -173,23 +173,12 @@ impl Probe {
 /// Pack a distance and a slot into a `u64` ordered by distance (then slot).
 #[inline(always)]
 fn key(d: f32, slot: u32) -> u64 {
-    let b = d.to_bits();
-    let ord = if b & 0x8000_0000 != 0 {
-        !b
-    } else {
-        b | 0x8000_0000
-    };
-    (u64::from(ord) << 32) | u64::from(slot)
+    (u64::from(super::order_bits(d)) << 32) | u64::from(slot)
 }
 
 #[inline(always)]
 fn key_dist(k: u64) -> f32 {
-    let ord = (k >> 32) as u32;
-    f32::from_bits(if ord & 0x8000_0000 != 0 {
-        ord & 0x7FFF_FFFF
-    } else {
-        !ord
-    })
+    super::from_order_bits((k >> 32) as u32)
 }
 
 #[inline(always)]
