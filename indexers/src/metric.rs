@@ -467,6 +467,9 @@ pub struct PreparedQuery {
     pub raw: Vec<f32>,
     /// The query scaled to unit length (cosine only; equal to `raw` otherwise).
     pub unit: Vec<f32>,
+    /// This search's effort (the graph engines' beam width, the cold engine's rescored
+    /// candidates), overriding the engine's configured one; `None` keeps that.
+    pub effort: Option<usize>,
 }
 
 impl PreparedQuery {
@@ -486,7 +489,14 @@ impl PreparedQuery {
             distance,
             raw: query.to_vec(),
             unit,
+            effort: None,
         }
+    }
+
+    /// The same query searched with `effort` (at least 1) instead of the engine's own.
+    pub fn with_effort(mut self, effort: Option<usize>) -> PreparedQuery {
+        self.effort = effort.map(|e| e.max(1));
+        self
     }
 
     /// The score of a stored vector given as little-endian bytes, with its norm.

@@ -671,6 +671,19 @@ impl Shard {
     /// whose ring position lies in it (a tenant's range) are considered, inside the
     /// engine's search.
     pub fn search(&self, query: &[f32], k: usize, range: Option<RingRange>) -> Result<Vec<Hit>> {
+        self.search_with(query, k, range, None)
+    }
+
+    /// [`Shard::search`] with this search's own effort (see
+    /// [`Shard::set_search_effort`]); `None` uses the engine's configured one. Engines
+    /// without an effort knob ignore it.
+    pub fn search_with(
+        &self,
+        query: &[f32],
+        k: usize,
+        range: Option<RingRange>,
+        effort: Option<usize>,
+    ) -> Result<Vec<Hit>> {
         if query.len() != self.config.dimension {
             return Err(Error::DimensionMismatch {
                 expected: self.config.dimension,
@@ -688,7 +701,7 @@ impl Shard {
         let s = &self.store;
         let st = |e| s.storage(e);
         let (engine, txn) = self.engine_and_snapshot()?;
-        let prepared = PreparedQuery::new(self.config.distance, query);
+        let prepared = PreparedQuery::new(self.config.distance, query).with_effort(effort);
         let candidates = match range {
             Some(r) => self.range_items(&txn, r)?,
             None => None,

@@ -33,6 +33,8 @@ use crate::QueryError;
 
 /// Largest k a search may ask for.
 pub const MAX_K: usize = 1000;
+/// Largest per-search effort a search may ask for.
+pub const MAX_EFFORT: usize = 10_000;
 /// Default bound on a consistency wait.
 pub const DEFAULT_CONSISTENCY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -62,6 +64,11 @@ pub struct SearchRequest {
     /// Leave payloads out of the hits.
     #[serde(default)]
     pub without_payload: bool,
+    /// This search's effort, overriding the shards' configured one: the beam width of
+    /// the hot and warm graphs (`ef_search`), the candidates the cold tier rescores. More
+    /// finds more true neighbours and costs more; engines without the knob ignore it.
+    #[serde(default)]
+    pub effort: Option<usize>,
 }
 
 fn default_k() -> usize {
@@ -106,6 +113,9 @@ pub struct ShardSearch {
     pub after: Option<u64>,
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// The search's own effort (see [`SearchRequest::effort`]).
+    #[serde(default)]
+    pub effort: Option<usize>,
 }
 
 /// One hit as it crosses between nodes.
@@ -301,6 +311,12 @@ impl Searcher {
                 request.k
             )));
         }
+        if request.effort.is_some_and(|e| e == 0 || e > MAX_EFFORT) {
+            return Err(QueryError::Invalid(format!(
+                "effort must be between 1 and {MAX_EFFORT}, got {}",
+                request.effort.unwrap_or_default()
+            )));
+        }
         let map = self.map(collection).await?;
         let routing = self.routing();
         let filter: Option<RingRange> = request.tenant.as_deref().map(ring::tenant_range);
@@ -329,6 +345,7 @@ impl Searcher {
                 filter,
                 after: token.and_then(|t| t.get(&partition).copied()),
                 timeout_ms: Some(timeout.as_millis() as u64),
+                effort: request.effort,
             };
             let order = self.replica_order(&routing, &s.replicas);
             let query = Arc::clone(&query);
@@ -592,9 +609,9 @@ pub async fn shard_search(
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     let shard = Arc::clone(&hosted.shard);
-    let (k, filter) = (call.k, call.filter);
+    let (k, filter, effort) = (call.k, call.filter, call.effort.map(|e| e.min(MAX_EFFORT)));
     pool.spawn(move || {
-        let _ = tx.send(shard.search(&query, k, filter));
+        let _ = tx.send(shard.search_with(&query, k, filter, effort));
     });
     let hits = rx
         .await

@@ -245,7 +245,10 @@ impl IndexEngine for ColdEngine {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let count = self.rescore.load(Ordering::Relaxed).max(k);
+        let count = query
+            .effort
+            .unwrap_or_else(|| self.rescore.load(Ordering::Relaxed))
+            .max(k);
         let found = with_distance!(self, D => {
             self.candidates_typed::<D>(txn, query, count, candidates, exclude)?
         });

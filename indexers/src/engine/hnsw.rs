@@ -753,7 +753,10 @@ impl IndexEngine for HnswEngine {
         if g.entry == NONE {
             return Ok(Vec::new());
         }
-        let ef = self.ef_search.load(Ordering::Relaxed).max(k);
+        let ef = query
+            .effort
+            .unwrap_or_else(|| self.ef_search.load(Ordering::Relaxed))
+            .max(k);
         let d = self.dist;
         let check_exclude = !exclude.is_empty();
         let visible = |n: u32| {

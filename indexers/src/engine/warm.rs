@@ -157,7 +157,10 @@ impl IndexEngine for WarmEngine {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let ef = self.ef_search.load(Ordering::Relaxed).max(k);
+        let ef = query
+            .effort
+            .unwrap_or_else(|| self.ef_search.load(Ordering::Relaxed))
+            .max(k);
         let found = self
             .graph
             .search(txn, store, &query.raw, ef, candidates, exclude)?;
