@@ -209,6 +209,56 @@ fn recall_cold() {
     recall_on_full_data(EngineKind::Cold);
 }
 
+/// A search's own effort (`Shard::search_with`) applies to that search only: with the
+/// shard's configured effort at its lowest, a search asking for a wide one finds (nearly)
+/// all true neighbours, and the configured effort and the plain searches stay as they were.
+fn per_search_effort_overrides_the_configured_one(kind: EngineKind) {
+    let ds = small(SMALL);
+    let rows = common::row_index(&ds);
+    let dir = tempfile::tempdir().unwrap();
+    let shard = open(dir.path(), kind, ds.dim);
+    common::load_rows(&shard, &ds, 0..ds.len(), 0);
+    shard.build_index().unwrap();
+    assert!(shard.set_search_effort(1), "{kind} has an effort knob");
+    let recall = |effort: Option<usize>| {
+        let n = ds.n_queries().min(200);
+        let mut total = 0.0;
+        for q in 0..n {
+            let hits = shard.search_with(ds.query(q), K, None, effort).unwrap();
+            let returned: Vec<u32> = hits.iter().map(|h| rows[&h.id]).collect();
+            total += ds.recall(q, &returned, K);
+        }
+        total / n as f64
+    };
+    let narrow = recall(None);
+    let wide = recall(Some(600));
+    assert!(
+        wide >= 0.98 && wide > narrow,
+        "{kind}: recall@{K} {wide:.4} at effort 600 vs {narrow:.4} at the configured 1"
+    );
+    assert_eq!(
+        shard.search_effort(),
+        Some(1),
+        "{kind}: configured effort kept"
+    );
+    assert_eq!(recall(None), narrow, "{kind}: plain searches unchanged");
+}
+
+#[test]
+fn per_search_effort_hnsw() {
+    per_search_effort_overrides_the_configured_one(EngineKind::Hnsw);
+}
+
+#[test]
+fn per_search_effort_warm() {
+    per_search_effort_overrides_the_configured_one(EngineKind::Warm);
+}
+
+#[test]
+fn per_search_effort_cold() {
+    per_search_effort_overrides_the_configured_one(EngineKind::Cold);
+}
+
 /// Upsert op moving `id` to `vector`.
 fn put(id: &str, vector: &[f32], ring: u64, hlc: u64) -> ShardOp {
     ShardOp::Upsert {

@@ -108,28 +108,35 @@ pub fn recall_at_10(server: &Server, name: &str) {
         .map(|(i, id)| (id.as_str(), i))
         .collect();
     let nq = data.queries.len() / data.dim;
-    let mut hits = 0usize;
-    for q in 0..nq {
-        let mut body = json!({"vector": data.query(q), "k": 10, "without_payload": true});
-        if q == 0 {
-            body["consistency"] = json!({"after": token, "timeout_ms": 120_000});
-        }
-        let resp = search(&server.url, &name, &body);
-        let threshold = data.gt_scores[q * data.gt_k + 9] - 1e-5;
-        for hit in resp["hits"].as_array().unwrap() {
-            let row = row_of[hit["id"].as_str().unwrap()];
-            let cos: f32 = data
-                .row(row)
-                .iter()
-                .zip(data.query(q))
-                .map(|(a, b)| a * b)
-                .sum();
-            if cos >= threshold {
-                hits += 1;
+    // Recall@10 over the first `nq` queries, each searched with `extra` in its body.
+    let recall_of = |nq: usize, extra: serde_json::Value| {
+        let mut hits = 0usize;
+        for q in 0..nq {
+            let mut body = json!({"vector": data.query(q), "k": 10, "without_payload": true});
+            if q == 0 {
+                body["consistency"] = json!({"after": token, "timeout_ms": 120_000});
+            }
+            for (key, value) in extra.as_object().into_iter().flatten() {
+                body[key] = value.clone();
+            }
+            let resp = search(&server.url, &name, &body);
+            let threshold = data.gt_scores[q * data.gt_k + 9] - 1e-5;
+            for hit in resp["hits"].as_array().unwrap() {
+                let row = row_of[hit["id"].as_str().unwrap()];
+                let cos: f32 = data
+                    .row(row)
+                    .iter()
+                    .zip(data.query(q))
+                    .map(|(a, b)| a * b)
+                    .sum();
+                if cos >= threshold {
+                    hits += 1;
+                }
             }
         }
-    }
-    let recall = hits as f64 / (nq * 10) as f64;
+        hits as f64 / (nq * 10) as f64
+    };
+    let recall = recall_of(nq, json!({}));
     eprintln!(
         "recall@10 over {nq} queries, {} vectors: {recall:.4}",
         data.rows()
@@ -137,6 +144,36 @@ pub fn recall_at_10(server: &Server, name: &str) {
     assert!(recall >= 0.95, "recall@10 {recall} < 0.95");
     let (_, info) = get(&format!("{}/collections/{name}", server.url));
     assert_eq!(info["vectors"].as_u64(), Some(data.rows() as u64), "{info}");
+
+    // A search's own `effort` reaches the engines: once every shard's index is built (no
+    // exactly-searched tail left), the narrowest beam finds fewer true neighbours than a
+    // wide one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, info) = get(&format!("{}/collections/{name}", server.url));
+        let pending: u64 = info["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["pending"].as_u64().unwrap_or(u64::MAX))
+            .sum();
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shards still have {pending} vectors waiting for the index: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let n = nq.min(200);
+    let narrow = recall_of(n, json!({"effort": 1}));
+    let wide = recall_of(n, json!({"effort": 400}));
+    eprintln!("recall@10 over {n} queries: {narrow:.4} at effort 1, {wide:.4} at effort 400");
+    assert!(
+        wide > narrow && wide >= 0.98,
+        "recall@10 {wide} at effort 400 vs {narrow} at effort 1"
+    );
 }
 
 /// A search carrying the token of a just-acknowledged write always sees it.
@@ -264,6 +301,7 @@ pub fn bad_input(server: &Server, name: &str) {
         ("zero dimension", reqwest::Method::PUT, format!("{url}/collections/{name}-z"), Some(json!({"dimension": 0}).to_string()), 400, "dimension"),
         ("search wrong dimension", reqwest::Method::POST, format!("{url}/collections/{name}/search"), Some(json!({"vector": [1.0], "k": 3}).to_string()), 422, "dimensions"),
         ("search k = 0", reqwest::Method::POST, format!("{url}/collections/{name}/search"), Some(json!({"vector": [1.0, 0.0, 0.0], "k": 0}).to_string()), 422, "k must be"),
+        ("search effort = 0", reqwest::Method::POST, format!("{url}/collections/{name}/search"), Some(json!({"vector": [1.0, 0.0, 0.0], "effort": 0}).to_string()), 422, "effort must be"),
         ("search unknown collection", reqwest::Method::POST, format!("{url}/collections/nope-{name}/search"), Some(json!({"vector": [1.0, 0.0, 0.0]}).to_string()), 404, "does not exist"),
         ("unknown vector", reqwest::Method::GET, format!("{url}/collections/{name}/vectors/missing"), None, 404, "not found"),
         ("consistency wait times out", reqwest::Method::POST, format!("{url}/collections/{name}/search"), Some(json!({"vector": [1.0, 0.0, 0.0], "consistency": {"after": {"0": 1_000_000}, "timeout_ms": 300}}).to_string()), 504, "timed out"),
