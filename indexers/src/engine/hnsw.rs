@@ -759,9 +759,13 @@ impl IndexEngine for HnswEngine {
             .max(k);
         let d = self.dist;
         let check_exclude = !exclude.is_empty();
+        // Nodes are appended in epoch order and `live` counts the undeleted ones, so when
+        // the newest node is in the snapshot and none is deleted, every node is visible
+        // (the common case: two random reads per admitted node saved).
+        let all_visible = g.added.last().is_none_or(|&a| a <= snap) && g.live == g.len() as u64;
         let visible = |n: u32| {
             let i = n as usize;
-            g.added[i] <= snap && g.deleted[i] > snap
+            all_visible || (g.added[i] <= snap && g.deleted[i] > snap)
         };
         let found: Vec<(u32, f32)> = SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
