@@ -37,6 +37,7 @@ pub use engine::hnsw::HnswParams;
 pub use engine::warm::WarmParams;
 pub use engine::EngineKind;
 pub use error::{Error, Result};
+pub use metric::SearchOptions;
 pub use shard::{
     ApplyReport, BuildReport, Hit, RejectedOp, Shard, ShardConfig, ShardOp, ShardStats,
     StoredVector,

@@ -467,9 +467,31 @@ pub struct PreparedQuery {
     pub raw: Vec<f32>,
     /// The query scaled to unit length (cosine only; equal to `raw` otherwise).
     pub unit: Vec<f32>,
+    /// This search's own knobs.
+    pub options: SearchOptions,
+}
+
+/// Knobs one search may set; the default keeps the engine's configured effort and returns
+/// exact scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchOptions {
     /// This search's effort (the graph engines' beam width, the cold engine's rescored
     /// candidates), overriding the engine's configured one; `None` keeps that.
     pub effort: Option<usize>,
+    /// Whether an engine that ranks by compressed codes rescores its answers with the
+    /// store's full vectors. `false` lets the warm tier answer from its int8 codes alone
+    /// (same hits, approximate scores, no store vector page read); the cold tier always
+    /// rescores (its binary codes cannot rank), and the other engines are exact anyway.
+    pub rescore: bool,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        SearchOptions {
+            effort: None,
+            rescore: true,
+        }
+    }
 }
 
 impl PreparedQuery {
@@ -489,13 +511,16 @@ impl PreparedQuery {
             distance,
             raw: query.to_vec(),
             unit,
-            effort: None,
+            options: SearchOptions::default(),
         }
     }
 
-    /// The same query searched with `effort` (at least 1) instead of the engine's own.
-    pub fn with_effort(mut self, effort: Option<usize>) -> PreparedQuery {
-        self.effort = effort.map(|e| e.max(1));
+    /// The same query searched with `options` (an effort of at least 1).
+    pub fn with_options(mut self, options: SearchOptions) -> PreparedQuery {
+        self.options = SearchOptions {
+            effort: options.effort.map(|e| e.max(1)),
+            ..options
+        };
         self
     }
 

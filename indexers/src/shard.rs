@@ -59,7 +59,7 @@ use crate::engine::hnsw::{HnswEngine, HnswParams};
 use crate::engine::warm::{WarmEngine, WarmParams};
 use crate::engine::{self, Changes, EngineKind, IndexEngine, TopK};
 use crate::error::{Error, Result};
-use crate::metric::{self, PreparedQuery};
+use crate::metric::{self, PreparedQuery, SearchOptions};
 use crate::store::{Record, Store, MAX_ID_BYTES, META_CONFIG, META_NEXT_ITEM, META_NEXT_OFFSET};
 
 /// Default LMDB map size: the most a shard may grow to (address space only; the file
@@ -671,18 +671,18 @@ impl Shard {
     /// whose ring position lies in it (a tenant's range) are considered, inside the
     /// engine's search.
     pub fn search(&self, query: &[f32], k: usize, range: Option<RingRange>) -> Result<Vec<Hit>> {
-        self.search_with(query, k, range, None)
+        self.search_with(query, k, range, SearchOptions::default())
     }
 
-    /// [`Shard::search`] with this search's own effort (see
-    /// [`Shard::set_search_effort`]); `None` uses the engine's configured one. Engines
-    /// without an effort knob ignore it.
+    /// [`Shard::search`] with this search's own [`SearchOptions`]: an effort overriding
+    /// the configured one ([`Shard::set_search_effort`]; engines without the knob ignore
+    /// it), and whether the warm tier rescores.
     pub fn search_with(
         &self,
         query: &[f32],
         k: usize,
         range: Option<RingRange>,
-        effort: Option<usize>,
+        options: SearchOptions,
     ) -> Result<Vec<Hit>> {
         if query.len() != self.config.dimension {
             return Err(Error::DimensionMismatch {
@@ -701,7 +701,7 @@ impl Shard {
         let s = &self.store;
         let st = |e| s.storage(e);
         let (engine, txn) = self.engine_and_snapshot()?;
-        let prepared = PreparedQuery::new(self.config.distance, query).with_effort(effort);
+        let prepared = PreparedQuery::new(self.config.distance, query).with_options(options);
         let candidates = match range {
             Some(r) => self.range_items(&txn, r)?,
             None => None,

@@ -224,7 +224,11 @@ fn per_search_effort_overrides_the_configured_one(kind: EngineKind) {
         let n = ds.n_queries().min(200);
         let mut total = 0.0;
         for q in 0..n {
-            let hits = shard.search_with(ds.query(q), K, None, effort).unwrap();
+            let options = hektor_indexers::SearchOptions {
+                effort,
+                ..Default::default()
+            };
+            let hits = shard.search_with(ds.query(q), K, None, options).unwrap();
             let returned: Vec<u32> = hits.iter().map(|h| rows[&h.id]).collect();
             total += ds.recall(q, &returned, K);
         }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use hektor_cluster::ShardMap;
 use hektor_control::Routing;
 use hektor_indexers::host::{HostedShard, ShardHost};
+use hektor_indexers::SearchOptions;
 use hektor_topics::events::EventSink;
 use hektor_topics::record::{EventKind, RingRange};
 use hektor_topics::ring;
@@ -69,6 +70,10 @@ pub struct SearchRequest {
     /// finds more true neighbours and costs more; engines without the knob ignore it.
     #[serde(default)]
     pub effort: Option<usize>,
+    /// `false` lets warm-tier shards answer from their int8 codes without re-reading the
+    /// full vectors: the same hits, approximate scores, less memory touched. Default true.
+    #[serde(default)]
+    pub rescore: Option<bool>,
 }
 
 fn default_k() -> usize {
@@ -116,6 +121,9 @@ pub struct ShardSearch {
     /// The search's own effort (see [`SearchRequest::effort`]).
     #[serde(default)]
     pub effort: Option<usize>,
+    /// See [`SearchRequest::rescore`].
+    #[serde(default)]
+    pub rescore: Option<bool>,
 }
 
 /// One hit as it crosses between nodes.
@@ -346,6 +354,7 @@ impl Searcher {
                 after: token.and_then(|t| t.get(&partition).copied()),
                 timeout_ms: Some(timeout.as_millis() as u64),
                 effort: request.effort,
+                rescore: request.rescore,
             };
             let order = self.replica_order(&routing, &s.replicas);
             let query = Arc::clone(&query);
@@ -609,9 +618,13 @@ pub async fn shard_search(
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     let shard = Arc::clone(&hosted.shard);
-    let (k, filter, effort) = (call.k, call.filter, call.effort.map(|e| e.min(MAX_EFFORT)));
+    let (k, filter) = (call.k, call.filter);
+    let options = SearchOptions {
+        effort: call.effort.map(|e| e.min(MAX_EFFORT)),
+        rescore: call.rescore.unwrap_or(true),
+    };
     pool.spawn(move || {
-        let _ = tx.send(shard.search_with(&query, k, filter, effort));
+        let _ = tx.send(shard.search_with(&query, k, filter, options));
     });
     let hits = rx
         .await

@@ -246,6 +246,7 @@ impl IndexEngine for ColdEngine {
             return Ok(Vec::new());
         }
         let count = query
+            .options
             .effort
             .unwrap_or_else(|| self.rescore.load(Ordering::Relaxed))
             .max(k);

@@ -754,6 +754,7 @@ impl IndexEngine for HnswEngine {
             return Ok(Vec::new());
         }
         let ef = query
+            .options
             .effort
             .unwrap_or_else(|| self.ef_search.load(Ordering::Relaxed))
             .max(k);

@@ -6,7 +6,9 @@
 //! ([`IndexEngine::build`], so a build commits atomically with the shard's bookkeeping),
 //! and searching it from a read snapshot with the candidate filter applied during the
 //! graph walk, then rescoring the best candidates with the store's full vectors (so the
-//! scores are exact and the ranking among them too). Nothing is kept in memory between
+//! scores are exact and the ranking among them too). A search may skip the rescoring
+//! ([`crate::SearchOptions::rescore`]): the same hits, scored from their int8 codes, and
+//! no page of the store's vectors read. Nothing is kept in memory between
 //! calls but the `ef_search` knob: the graph and its int8 vectors are read in place through
 //! LMDB's memory map, so resident memory is the pages the searches touch (evictable page
 //! cache): about a quarter of the raw `f32` vectors plus the links.
@@ -86,6 +88,7 @@ impl WarmParams {
 #[derive(Debug)]
 pub struct WarmEngine {
     graph: DiskGraph,
+    distance: Distance,
     params: WarmParams,
     path: PathBuf,
     ef_search: AtomicUsize,
@@ -104,10 +107,20 @@ impl WarmEngine {
         }
         Ok(WarmEngine {
             graph: DiskGraph::new(store, distance, params.seed),
+            distance,
             params,
             path: store.path().to_path_buf(),
             ef_search: AtomicUsize::new(params.ef_search),
         })
+    }
+
+    /// A score from a graph distance computed on int8 codes: the cosine similarity is
+    /// `1 - d`, the euclidean score `-sqrt(d)` (the graph keeps squared distances).
+    fn approximate_score(&self, d: f32) -> f32 {
+        match self.distance {
+            Distance::Euclidean => -d.max(0.0).sqrt(),
+            Distance::Cosine | Distance::Dot => 1.0 - d,
+        }
     }
 }
 
@@ -158,12 +171,21 @@ impl IndexEngine for WarmEngine {
             return Ok(Vec::new());
         }
         let ef = query
+            .options
             .effort
             .unwrap_or_else(|| self.ef_search.load(Ordering::Relaxed))
             .max(k);
         let found = self
             .graph
             .search(txn, store, &query.raw, ef, candidates, exclude)?;
+        if !query.options.rescore {
+            // The walk's own int8 distances: the same hits, approximate scores.
+            return Ok(found
+                .into_iter()
+                .take(k)
+                .map(|(item, d)| (item, self.approximate_score(d)))
+                .collect());
+        }
         let best = found.iter().take((k * RESCORE_FACTOR).min(ef));
         super::rescore(txn, store, query, k, best.map(|&(item, _)| item))
     }
