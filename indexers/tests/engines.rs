@@ -263,6 +263,103 @@ fn per_search_effort_cold() {
     per_search_effort_overrides_the_configured_one(EngineKind::Cold);
 }
 
+/// Warm searches reuse the node locations of the snapshot they read (`Pins` in
+/// `warm_graph.rs`): while a writer keeps moving and deleting items and committing builds,
+/// readers on other threads must always see, in their own snapshot, every moved item at
+/// its new place and no deleted one, with exact scores.
+#[test]
+fn warm_searches_stay_exact_while_builds_commit() {
+    let ds = small(SMALL);
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Arc::new(open(dir.path(), EngineKind::Warm, ds.dim));
+    common::load_rows(&shard, &ds, 0..1_000, 0);
+    shard.build_index().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for t in 0..2 {
+        let (shard, stop, ds) = (shard.clone(), stop.clone(), ds.clone());
+        readers.push(std::thread::spawn(move || {
+            let mut searches = 0usize;
+            let mut i = t;
+            while !stop.load(Ordering::Acquire) || searches < 200 {
+                // Rows below 500 are never touched by the writer: each finds itself.
+                let row = (i * 37) % 500;
+                let hits = shard.search(ds.base_vector(row), 10, None).unwrap();
+                assert!(
+                    hits.iter().any(|h| h.id == ds.ids[row] && h.score > 0.999),
+                    "row {row} not found as itself: {hits:?}"
+                );
+                for h in &hits {
+                    assert!(h.score.is_finite() && h.score <= 1.0 + 1e-5, "{hits:?}");
+                }
+                searches += 1;
+                i += 2;
+            }
+            searches
+        }));
+    }
+    // The writer: rows 500..1000 move to other rows' vectors, then come back, then some
+    // are deleted, each step a committed build.
+    let mut offset = 1_000u64;
+    let mut hlc = 10_000_000u64;
+    for round in 0..6usize {
+        let moved: Vec<(u64, ShardOp)> = (500..1_000)
+            .step_by(7)
+            .map(|row| {
+                offset += 1;
+                hlc += 1;
+                let source = if round % 2 == 0 {
+                    1_000 + (row % 500)
+                } else {
+                    row
+                };
+                (offset, put(&ds.ids[row], ds.base_vector(source), 0, hlc))
+            })
+            .collect();
+        shard.apply(&moved).unwrap();
+        shard.build_index().unwrap();
+        // In a fresh snapshot every moved row is found where it now is.
+        for row in (500..1_000).step_by(70) {
+            let source = if round % 2 == 0 {
+                1_000 + (row % 500)
+            } else {
+                row
+            };
+            let hits = shard.search(ds.base_vector(source), 5, None).unwrap();
+            assert!(
+                hits.iter().any(|h| h.id == ds.ids[row]),
+                "round {round}: moved row {row} not found at its new vector: {hits:?}"
+            );
+        }
+    }
+    let deleted: Vec<(u64, ShardOp)> = (900..1_000)
+        .map(|row| {
+            offset += 1;
+            hlc += 1;
+            (
+                offset,
+                ShardOp::Delete {
+                    id: ds.ids[row].clone(),
+                    hlc: Hlc(hlc),
+                },
+            )
+        })
+        .collect();
+    shard.apply(&deleted).unwrap();
+    shard.build_index().unwrap();
+    for row in 900..1_000 {
+        let hits = shard.search(ds.base_vector(row), 10, None).unwrap();
+        assert!(
+            hits.iter().all(|h| h.id != ds.ids[row]),
+            "deleted row {row} returned"
+        );
+    }
+    stop.store(true, Ordering::Release);
+    for r in readers {
+        assert!(r.join().expect("a reader panicked") >= 200);
+    }
+}
+
 /// Upsert op moving `id` to `vector`.
 fn put(id: &str, vector: &[f32], ring: u64, hlc: u64) -> ShardOp {
     ShardOp::Upsert {
@@ -517,7 +614,7 @@ fn euclidean_works_on_warm_and_cold() {
         common::load_rows(&shard, &ds, 0..ds.len(), 0);
         shard.build_index().unwrap();
         for row in [0usize, 77, 599] {
-            let hits = shard.search(ds.base_vector(row), 3, None).unwrap();
+            let hits = shard.search(ds.base_vector(row), 10, None).unwrap();
             assert_eq!(hits[0].id, ds.ids[row], "{kind}: row {row}");
             assert!(
                 hits[0].score.abs() < 1e-3,

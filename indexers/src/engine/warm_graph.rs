@@ -17,7 +17,10 @@
 //!
 //! One node entry holds a vector *and* its layer-0 links, so the walk does one B-tree
 //! lookup per visited node and nothing else: a node's links are read from the entry
-//! fetched when its distance was computed; nothing is decoded or allocated per hop. The
+//! fetched when its distance was computed; nothing is decoded or allocated per hop. And
+//! searches of the same LMDB snapshot share where each entry lies in the map (`Pins`, an
+//! array of 12 bytes per item), so after the first search of a snapshot a hop is an array
+//! read, not a B-tree lookup (3.7x the QPS at ef 48 on 62k vectors). The
 //! codes are `round(x / scale)` with `scale = max |x| / 127` (cosine vectors are scaled to
 //! unit length first), 384 B for a 384-d vector instead of 1,536 B of `f32`.
 //!
@@ -27,6 +30,8 @@
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::Arc;
 
 use heed::types::Bytes;
 use heed::{Database, RoTxn, RwTxn};
@@ -34,7 +39,8 @@ use hektor_topics::record::Distance;
 use roaring::RoaringBitmap;
 
 use crate::error::Result;
-use crate::store::Store;
+use crate::store::{Store, META_NEXT_ITEM};
+use parking_lot::RwLock;
 
 /// Links per node on the upper layers, and links chosen for a new node on every layer.
 pub const WARM_M: usize = 16;
@@ -232,12 +238,71 @@ thread_local! {
 const LINEAR_BELOW: u64 = 1_000;
 
 /// The warm graph of one shard: a view of the `index_warm` database.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) struct DiskGraph {
     db: Db,
     distance: Distance,
     dim: usize,
     seed: u64,
+    /// Where the node entries of the newest snapshot searched lie in the map.
+    pins: RwLock<Option<Arc<Pins>>>,
+}
+
+/// The node entries of one committed LMDB snapshot, located once and then reused by every
+/// search reading that same snapshot: a hop costs an array read instead of a B-tree
+/// lookup. Measured in one process, alternating passes on one 62k-vector shard: 6,747
+/// instead of 1,844 QPS at ef 48 (the B-tree lookups were ~55 % of a warm search).
+///
+/// Sound because LMDB never writes a page that a committed snapshot reaches while a
+/// reader of that snapshot is open (it reuses only pages freed before the oldest live
+/// reader's snapshot), a snapshot is named by its transaction id (a read transaction
+/// takes the id of the last committed write), and a shard's map is never resized or
+/// moved while it is open. So an entry located by any reader of snapshot `txn_id` stays
+/// valid and unchanged for as long as the current search holds a reader of the same id;
+/// searches use the pins only then. Write transactions never fill them: their pages are
+/// not committed yet.
+#[derive(Debug)]
+struct Pins {
+    txn_id: usize,
+    ptrs: Vec<AtomicPtr<u8>>,
+    lens: Vec<AtomicU32>,
+}
+
+impl Pins {
+    fn new(txn_id: usize, items: usize) -> Pins {
+        Pins {
+            txn_id,
+            ptrs: (0..items)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
+            lens: (0..items).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    /// The entry of `item` if a reader of this snapshot located it.
+    ///
+    /// # Safety
+    /// The caller holds a read transaction of snapshot `self.txn_id` for `'t`.
+    #[inline(always)]
+    unsafe fn get<'t>(&self, item: u32) -> Option<&'t [u8]> {
+        let i = item as usize;
+        let ptr = self.ptrs.get(i)?.load(Ordering::Acquire);
+        if ptr.is_null() {
+            return None;
+        }
+        let len = self.lens[i].load(Ordering::Relaxed) as usize;
+        // SAFETY: `ptr`/`len` were taken from an entry of this snapshot, which stays
+        // mapped and unchanged while the caller's reader of it is open (see `Pins`).
+        Some(unsafe { std::slice::from_raw_parts(ptr, len) })
+    }
+
+    fn put(&self, item: u32, bytes: &[u8]) {
+        let i = item as usize;
+        if i < self.ptrs.len() && bytes.len() <= u32::MAX as usize {
+            self.lens[i].store(bytes.len() as u32, Ordering::Relaxed);
+            self.ptrs[i].store(bytes.as_ptr().cast_mut(), Ordering::Release);
+        }
+    }
 }
 
 /// One graph change planned under a shared borrow and applied after it: the new link
@@ -251,7 +316,56 @@ impl DiskGraph {
             distance,
             dim: store.dimension(),
             seed,
+            pins: RwLock::new(None),
         }
+    }
+
+    /// The pins of `txn`'s snapshot: shared with every search of the same snapshot, fresh
+    /// for a newer one; a search of an older snapshot than the newest gets empty pins of
+    /// its own (nothing is reused then).
+    fn pins_for(&self, txn: &RoTxn, store: &Store) -> Result<Arc<Pins>> {
+        let id = txn.id();
+        if let Some(p) = self.pins.read().as_ref().filter(|p| p.txn_id == id) {
+            return Ok(Arc::clone(p));
+        }
+        let items = store.meta_u64(txn, META_NEXT_ITEM)?.min(u32::MAX as u64) as usize;
+        let mut pins = self.pins.write();
+        match pins.as_ref() {
+            Some(p) if p.txn_id == id => Ok(Arc::clone(p)),
+            Some(p) if p.txn_id > id => Ok(Arc::new(Pins::new(id, 0))),
+            _ => {
+                let fresh = Arc::new(Pins::new(id, items));
+                *pins = Some(Arc::clone(&fresh));
+                Ok(fresh)
+            }
+        }
+    }
+
+    /// [`DiskGraph::node`] through `pins` when given (searches only; see [`Pins`]).
+    #[inline(always)]
+    fn node_via<'t>(
+        &self,
+        txn: &'t RoTxn,
+        store: &Store,
+        item: u32,
+        pins: Option<&Pins>,
+    ) -> Result<Option<NodeRef<'t>>> {
+        let Some(pins) = pins else {
+            return self.node(txn, store, item);
+        };
+        // SAFETY: `pins` are only handed to searches holding `txn`, a reader of the
+        // snapshot the pins belong to (`pins_for`).
+        if let Some(bytes) = unsafe { pins.get(item) } {
+            return Ok(Some(NodeRef {
+                bytes,
+                dim: self.dim,
+            }));
+        }
+        let node = self.node(txn, store, item)?;
+        if let Some(n) = node {
+            pins.put(item, n.bytes);
+        }
+        Ok(node)
     }
 
     fn st(store: &Store) -> impl Fn(heed::Error) -> crate::error::Error + '_ {
@@ -408,11 +522,12 @@ impl DiskGraph {
         p: &Probe,
         meta: &Meta,
         above: usize,
+        pins: Option<&Pins>,
     ) -> Result<Option<(f32, u32, NodeRef<'t>)>> {
         let Some(entry) = meta.entry else {
             return Ok(None);
         };
-        let Some(node) = self.node(txn, store, entry)? else {
+        let Some(node) = self.node_via(txn, store, entry, pins)? else {
             return Err(store.corrupt(format!("warm entry point {entry} has no node")));
         };
         let mut cur = (self.dist(p, node), entry, node);
@@ -421,7 +536,7 @@ impl DiskGraph {
             loop {
                 let mut changed = false;
                 for n in links_iter(self.links(txn, store, Some(cur.2), cur.1, layer)?) {
-                    if let Some(nn) = self.node(txn, store, n)? {
+                    if let Some(nn) = self.node_via(txn, store, n, pins)? {
                         let d = self.dist(p, nn);
                         if d < cur.0 {
                             cur = (d, n, nn);
@@ -450,6 +565,7 @@ impl DiskGraph {
         ef: usize,
         layer: usize,
         admit: &dyn Fn(u32) -> bool,
+        pins: Option<&Pins>,
     ) -> Result<Vec<(f32, u32, NodeRef<'t>)>> {
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
@@ -483,7 +599,7 @@ impl DiskGraph {
                         continue;
                     }
                     // A link to a removed node (not repaired) is skipped.
-                    let Some(node) = self.node(txn, store, n)? else {
+                    let Some(node) = self.node_via(txn, store, n, pins)? else {
                         continue;
                     };
                     let d = self.dist(p, node);
@@ -547,12 +663,14 @@ impl DiskGraph {
                 return Ok(v.into_iter().map(|k| (key_slot(k), key_dist(k))).collect());
             }
         }
-        let Some(start) = self.descend(txn, store, &p, &meta, 0)? else {
+        let pins = self.pins_for(txn, store)?;
+        let pins = Some(&*pins);
+        let Some(start) = self.descend(txn, store, &p, &meta, 0, pins)? else {
             return Ok(Vec::new());
         };
         let admit =
             |item: u32| candidates.is_none_or(|c| c.contains(item)) && !exclude.contains(item);
-        let found = self.beam(txn, store, &p, &[start], ef, 0, &admit)?;
+        let found = self.beam(txn, store, &p, &[start], ef, 0, &admit, pins)?;
         Ok(found.into_iter().map(|(d, item, _)| (item, d)).collect())
     }
 
@@ -701,7 +819,7 @@ impl DiskGraph {
     ) -> Result<(Vec<(usize, Vec<u32>)>, Vec<LinkChange>)> {
         let mut own = Vec::new();
         let mut theirs = Vec::new();
-        let Some(start) = self.descend(txn, store, p, meta, level)? else {
+        let Some(start) = self.descend(txn, store, p, meta, level, None)? else {
             return Ok((own, theirs));
         };
         let me = NodeRef {
@@ -711,7 +829,16 @@ impl DiskGraph {
         let mut entries = vec![start];
         let not_me = |n: u32| n != item;
         for layer in (0..=level.min(meta.max_level as usize)).rev() {
-            let cands = self.beam(txn, store, p, &entries, ef_construction, layer, &not_me)?;
+            let cands = self.beam(
+                txn,
+                store,
+                p,
+                &entries,
+                ef_construction,
+                layer,
+                &not_me,
+                None,
+            )?;
             let selected = self.select(&cands, WARM_M);
             for &n in &selected {
                 let Some(nn) = self.node(txn, store, n)? else {
