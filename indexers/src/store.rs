@@ -90,6 +90,8 @@ impl Store {
             source,
         };
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        // The map keeps this size and address while the store is open: the warm engine's
+        // searches rely on that (`Pins` in `engine/warm_graph.rs`). Never resize it live.
         options.map_size(map_size).max_dbs(16);
         // No read-ahead (`MDB_NORDAHEAD`, i.e. `MADV_RANDOM` on the map): the warm and
         // cold tiers read their graph and the hits' vectors at random, and with the
