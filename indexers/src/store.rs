@@ -155,6 +155,21 @@ impl Store {
         })
     }
 
+    /// Bring the whole data file into the page cache with large sequential reads, ahead of
+    /// a scan of every vector (the hot engine's open). The map itself has no read-ahead
+    /// (see [`Store::open`]), so a scan from a cold page cache faulted one page at a time:
+    /// a 62k-vector hot shard opened in 38–45 s instead of 27 s (36.6 / 32.7 s with
+    /// `POSIX_FADV_WILLNEED` alone); with this read first, 25.8 / 24.3 s from a cold cache
+    /// against 23.8 / 26.2 s cached. Best effort: an error only loses the warm-up.
+    pub(crate) fn prefetch_file(&self) {
+        use std::io::Read;
+        let Ok(mut file) = std::fs::File::open(self.path.join("data.mdb")) else {
+            return;
+        };
+        let mut buf = vec![0u8; 4 << 20];
+        while matches!(file.read(&mut buf), Ok(n) if n > 0) {}
+    }
+
     /// The directory of the environment.
     pub fn path(&self) -> &Path {
         &self.path

@@ -696,6 +696,7 @@ impl HnswEngine {
             .graph
             .write()
             .reserve(stored.saturating_sub(pending.len()) as usize);
+        store.prefetch_file();
         let mut buf = vec![0.0f32; dimension];
         store.for_each_vector_bytes(&txn, |item, bytes, norm| {
             if !pending.contains(item) {
