@@ -515,6 +515,12 @@ impl PreparedQuery {
         }
     }
 
+    /// This search's effort: its own when it set one, else the engine's `configured`.
+    #[inline]
+    pub fn effort_or(&self, configured: usize) -> usize {
+        self.options.effort.unwrap_or(configured)
+    }
+
     /// The same query searched with `options` (an effort of at least 1).
     pub fn with_options(mut self, options: SearchOptions) -> PreparedQuery {
         self.options = SearchOptions {

@@ -167,15 +167,7 @@ fn tuning_overrides(config: &mut ShardConfig) -> bool {
 /// This process's resident memory: total, anonymous (heap) and file-backed (mapped LMDB
 /// pages, evictable), in MiB.
 fn rss() -> String {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kib| kib.parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    };
+    let field = |name: &str| common::status_kib(name).map_or(f64::NAN, |kib| kib as f64 / 1024.0);
     format!(
         "VmRSS {:.0} MiB (anon {:.0}, file {:.0})",
         field("VmRSS:"),

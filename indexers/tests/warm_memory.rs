@@ -55,15 +55,7 @@ fn cached_bytes(path: &std::path::Path) -> u64 {
 
 /// `(RssFile, RssAnon)` of this process in bytes.
 fn rss_file_anon() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kib| kib.parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
-    };
+    let field = |name: &str| common::status_kib(name).map_or(0, |kib| kib * 1024);
     (field("RssFile:"), field("RssAnon:"))
 }
 

@@ -245,11 +245,7 @@ impl IndexEngine for ColdEngine {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let count = query
-            .options
-            .effort
-            .unwrap_or_else(|| self.rescore.load(Ordering::Relaxed))
-            .max(k);
+        let count = query.effort_or(self.rescore.load(Ordering::Relaxed)).max(k);
         let found = with_distance!(self, D => {
             self.candidates_typed::<D>(txn, query, count, candidates, exclude)?
         });

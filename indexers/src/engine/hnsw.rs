@@ -51,7 +51,7 @@ use parking_lot::{RwLock, RwLockUpgradableReadGuard};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
-use super::{Changes, EngineKind, IndexEngine};
+use super::{codes, Changes, EngineKind, IndexEngine};
 use crate::error::{Error, Result};
 use crate::metric::{self, PreparedQuery, RawKernel};
 use crate::store::Store;
@@ -195,12 +195,12 @@ struct Graph {
     m: usize,
     m0: usize,
     vectors: Vec<Block>,
-    /// Per node `code_stride` int8 codes of its row (`row[i] ≈ code_scale[node] ×
-    /// codes[i]`), walked by searches when the engine has [`Codes`]; empty otherwise.
+    /// Per node `stride` int8 codes of its row (`row[i] ≈ code_scale[node] × codes[i]`,
+    /// see [`codes`]), walked by searches when `code_walk` is set; empty otherwise.
     codes: Vec<i8>,
     code_scale: Vec<f32>,
-    /// `Some((stride, kernel))` when searches walk the graph over the int8 codes.
-    code_stride: Option<(usize, codes::Kernel)>,
+    /// `Some((stride, kernel))` when searches walk layer 0 over the int8 codes.
+    code_walk: Option<(usize, codes::Kernel)>,
     /// Per node `1 + m0` slots: the count, then the neighbours.
     links0: Vec<u32>,
     /// Per node, `level × (1 + m)` slots for layers 1..=level.
@@ -243,7 +243,7 @@ impl Graph {
             vectors: Vec::new(),
             codes: Vec::new(),
             code_scale: Vec::new(),
-            code_stride: codes.map(|k| (dimension.div_ceil(CODE_STEP).max(1) * CODE_STEP, k)),
+            code_walk: codes.map(|k| (dimension.div_ceil(CODE_STEP).max(1) * CODE_STEP, k)),
             links0: Vec::new(),
             upper: Vec::new(),
             level: Vec::new(),
@@ -492,9 +492,12 @@ impl Graph {
     fn push_node(&mut self, item: u32, row: &[Block], level: usize, epoch: u32) -> u32 {
         let node = self.item.len() as u32;
         self.vectors.extend_from_slice(row);
-        if let Some((stride, _)) = self.code_stride {
-            let floats = row.iter().flat_map(|b| b.0.iter().copied());
-            let scale = quantize_into(floats, stride, &mut self.codes);
+        if let Some((stride, _)) = self.code_walk {
+            let floats = row.iter().flat_map(|b| b.0.iter().copied()).take(stride);
+            let scale = codes::i8_scale(floats.clone());
+            let start = self.codes.len();
+            self.codes.extend(floats.map(|x| codes::to_i8(x, scale)));
+            self.codes.resize(start + stride, 0);
             self.code_scale.push(scale);
         }
         self.links0.extend(std::iter::repeat_n(0, 1 + self.m0));
@@ -525,127 +528,8 @@ fn prefetch(p: *const f32) {
     let _ = p;
 }
 
-/// Code lanes per kernel step: code rows are padded to a multiple of it.
+/// Code rows are padded to whole 32-lane kernel steps.
 const CODE_STEP: usize = 32;
-
-/// Append `floats` (padded with zeros to `stride`) to `out` as int8 codes; returns the
-/// scale (`max |x| / 127`, 0 for a zero row).
-fn quantize_into(
-    floats: impl Iterator<Item = f32> + Clone,
-    stride: usize,
-    out: &mut Vec<i8>,
-) -> f32 {
-    let max = floats.clone().fold(0.0f32, |m, x| m.max(x.abs()));
-    let scale = if max > 0.0 { max / 127.0 } else { 0.0 };
-    let start = out.len();
-    out.extend(floats.take(stride).map(|x| {
-        if scale > 0.0 {
-            (x / scale).round().clamp(-127.0, 127.0) as i8
-        } else {
-            0
-        }
-    }));
-    out.resize(start + stride, 0);
-    scale
-}
-
-/// The query `v` as `i16` codes padded to `stride` (finer than the nodes' int8, so the
-/// walk's error is the nodes' alone); returns the scale.
-fn quantize_probe(v: &[f32], stride: usize, out: &mut Vec<i16>) -> f32 {
-    let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    let scale = if max > 0.0 { max / 32_767.0 } else { 0.0 };
-    out.clear();
-    out.extend(v.iter().map(|&x| {
-        if scale > 0.0 {
-            (x / scale).round().clamp(-32_767.0, 32_767.0) as i16
-        } else {
-            0
-        }
-    }));
-    out.resize(stride, 0);
-    scale
-}
-
-/// The integer kernel of the walks over codes.
-mod codes {
-    /// Longest row the kernel takes without overflow: each of the 8 `i32` lanes adds
-    /// `stride / 32` products of two `32,767 × 127` pairs.
-    const MAX_DIMENSION: usize = 8_192;
-
-    /// The kernel searches walk codes with on this CPU for rows of `dimension`.
-    pub(super) fn for_dimension(dimension: usize) -> Option<Kernel> {
-        kernel().filter(|_| dimension <= MAX_DIMENSION)
-    }
-
-    /// A kernel: `Σ a[i] × b[i]` over `n` lanes (`n` a multiple of 32).
-    ///
-    /// # Safety
-    /// The CPU has the kernel's features (only [`kernel`] hands kernels out); both
-    /// pointers valid for `n` reads.
-    pub(super) type Kernel = unsafe fn(*const i16, *const i8, usize) -> i32;
-
-    /// The fastest kernel this CPU runs (AVX-512 VNNI, else AVX2), if any.
-    pub(super) fn kernel() -> Option<Kernel> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
-                return Some(avx512);
-            }
-            if has!("avx2") {
-                return Some(avx2);
-            }
-        }
-        None
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn avx512(a: *const i16, b: *const i8, n: usize) -> i32 {
-        use std::arch::x86_64::*;
-        // SAFETY: the features are enabled for this function; reads stay within `n`.
-        unsafe {
-            let mut acc = _mm512_setzero_si512();
-            let mut i = 0;
-            while i + 32 <= n {
-                let codes = _mm512_cvtepi8_epi16(_mm256_loadu_si256(b.add(i).cast()));
-                let probe = _mm512_loadu_si512(a.add(i).cast());
-                acc = _mm512_dpwssd_epi32(acc, probe, codes);
-                i += 32;
-            }
-            _mm512_reduce_add_epi32(acc)
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn avx2(a: *const i16, b: *const i8, n: usize) -> i32 {
-        use std::arch::x86_64::*;
-        // SAFETY: AVX2 is enabled for this function; reads stay within `n` lanes.
-        unsafe {
-            let mut acc0 = _mm256_setzero_si256();
-            let mut acc1 = _mm256_setzero_si256();
-            let mut i = 0;
-            while i + 32 <= n {
-                let b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(i).cast()));
-                let b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(i + 16).cast()));
-                let a0 = _mm256_loadu_si256(a.add(i).cast());
-                let a1 = _mm256_loadu_si256(a.add(i + 16).cast());
-                acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(a0, b0));
-                acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(a1, b1));
-                i += 32;
-            }
-            let acc = _mm256_add_epi32(acc0, acc1);
-            let s = _mm_add_epi32(
-                _mm256_castsi256_si128(acc),
-                _mm256_extracti128_si256::<1>(acc),
-            );
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-            _mm_cvtsi128_si32(s)
-        }
-    }
-}
 
 /// The HNSW engine of one shard.
 #[derive(Debug)]
@@ -676,7 +560,8 @@ impl HnswEngine {
         };
         // Searches walk int8 codes where the kernel exists and the distance is a dot
         // product over stored rows (cosine rows are unit vectors); see `codes`.
-        let codes = codes::for_dimension(dimension).filter(|_| distance != Distance::Euclidean);
+        let codes = codes::simd_kernel()
+            .filter(|_| distance != Distance::Euclidean && dimension <= codes::MAX_DIMENSION);
         let engine = HnswEngine {
             graph: RwLock::new(Graph::new(dimension, params.m, codes)),
             dist,
@@ -827,7 +712,7 @@ impl HnswEngine {
 impl Graph {
     fn reserve(&mut self, nodes: usize) {
         self.vectors.reserve(nodes * self.blocks_per_row);
-        if let Some((stride, _)) = self.code_stride {
+        if let Some((stride, _)) = self.code_walk {
             self.codes.reserve(nodes * stride);
             self.code_scale.reserve(nodes);
         }
@@ -937,9 +822,7 @@ impl IndexEngine for HnswEngine {
             return Ok(Vec::new());
         }
         let ef = query
-            .options
-            .effort
-            .unwrap_or_else(|| self.ef_search.load(Ordering::Relaxed))
+            .effort_or(self.ef_search.load(Ordering::Relaxed))
             .max(k);
         let d = self.dist;
         let check_exclude = !exclude.is_empty();
@@ -988,11 +871,12 @@ impl IndexEngine for HnswEngine {
                 !(candidates.is_some_and(|c| !c.contains(item))
                     || (check_exclude && exclude.contains(item)))
             };
-            let mut best: Vec<u64> = match g.code_stride {
+            let mut best: Vec<u64> = match g.code_walk {
                 Some((stride, kernel)) => {
                     // Walk layer 0 over the int8 codes (a quarter of the bytes per hop),
                     // then rank the `ef` found by their exact f32 distances.
-                    let qs = quantize_probe(v, stride, &mut s.probe);
+                    let qs = codes::quantize_i16(v, &mut s.probe);
+                    s.probe.resize(stride, 0);
                     let probe = s.probe.as_ptr();
                     let approx = |n: u32| {
                         // SAFETY: the probe and every node's codes are `stride` long.
@@ -1034,73 +918,5 @@ impl IndexEngine for HnswEngine {
 
     fn search_effort(&self) -> Option<usize> {
         Some(self.ef_search.load(Ordering::Relaxed))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every code kernel this CPU runs, the best first.
-    fn kernels() -> Vec<codes::Kernel> {
-        let mut all: Vec<codes::Kernel> = codes::kernel().into_iter().collect();
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            all.push(codes::avx2);
-        }
-        all
-    }
-
-    #[test]
-    fn code_kernels_compute_the_exact_integer_dot() {
-        let n = 416;
-        let mixed_a: Vec<i16> = (0..n)
-            .map(|i| ((i * 7_919 % 65_535) as i32 - 32_767) as i16)
-            .collect();
-        let mixed_b: Vec<i8> = (0..n)
-            .map(|i| ((i * 104_729 % 255) as i32 - 127) as i8)
-            .collect();
-        // The extremes: every product at its largest, the overflow bound's case.
-        let (max_a, max_b) = (vec![32_767i16; n], vec![-127i8; n]);
-        for (a, b) in [(&mixed_a, &mixed_b), (&max_a, &max_b)] {
-            let exact: i64 = a
-                .iter()
-                .zip(b)
-                .map(|(&x, &y)| i64::from(x) * i64::from(y))
-                .sum();
-            for kernel in kernels() {
-                // SAFETY: `kernels` lists only what this CPU runs; both slices hold `n`.
-                let got = unsafe { kernel(a.as_ptr(), b.as_ptr(), n) };
-                assert_eq!(i64::from(got), exact);
-            }
-        }
-    }
-
-    #[test]
-    fn codes_approximate_the_dot_product_of_unit_rows() {
-        let dim: usize = 384;
-        let stride = dim.div_ceil(CODE_STEP) * CODE_STEP;
-        let unit = |seed: usize| {
-            let v: Vec<f32> = (0..dim)
-                .map(|i| (((i * 31 + seed * 17) % 97) as f32 - 48.0) / 48.0)
-                .collect();
-            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            v.into_iter().map(|x| x / n).collect::<Vec<f32>>()
-        };
-        for kernel in kernels() {
-            for seed in 0..20 {
-                let (a, b) = (unit(seed), unit(seed + 1_000));
-                let exact: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-                let mut codes = Vec::new();
-                let bs = quantize_into(b.iter().copied(), stride, &mut codes);
-                let mut probe = Vec::new();
-                let qs = quantize_probe(&a, stride, &mut probe);
-                assert_eq!((codes.len(), probe.len()), (stride, stride));
-                // SAFETY: as above; both rows are `stride` long.
-                let dot = unsafe { kernel(probe.as_ptr(), codes.as_ptr(), stride) };
-                let approx = qs * bs * dot as f32;
-                assert!((approx - exact).abs() < 0.01, "{approx} vs {exact}");
-            }
-        }
     }
 }

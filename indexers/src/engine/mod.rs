@@ -23,6 +23,7 @@
 //! This module does not decide last-writer-wins or offsets.
 
 pub mod arroy;
+pub(crate) mod codes;
 pub mod cold;
 pub mod exact;
 pub mod hnsw;

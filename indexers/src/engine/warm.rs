@@ -171,9 +171,7 @@ impl IndexEngine for WarmEngine {
             return Ok(Vec::new());
         }
         let ef = query
-            .options
-            .effort
-            .unwrap_or_else(|| self.ef_search.load(Ordering::Relaxed))
+            .effort_or(self.ef_search.load(Ordering::Relaxed))
             .max(k);
         let found = self
             .graph

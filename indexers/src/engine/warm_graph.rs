@@ -38,6 +38,7 @@ use heed::{Database, RoTxn, RwTxn};
 use hektor_topics::record::Distance;
 use roaring::RoaringBitmap;
 
+use super::codes;
 use crate::error::Result;
 use crate::store::{Store, META_NEXT_ITEM};
 use parking_lot::RwLock;
@@ -156,20 +157,10 @@ pub(crate) struct Probe {
 
 impl Probe {
     fn new(vec: &[f32], sqnorm: f32) -> Probe {
-        let max = vec.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        let scale = if max > 0.0 { max / 32_767.0 } else { 0.0 };
-        let codes = vec
-            .iter()
-            .map(|&x| {
-                if scale > 0.0 {
-                    (x / scale).round().clamp(-32_767.0, 32_767.0) as i16
-                } else {
-                    0
-                }
-            })
-            .collect();
+        let mut probe = Vec::with_capacity(vec.len());
+        let scale = codes::quantize_i16(vec, &mut probe);
         Probe {
-            codes,
+            codes: probe,
             scale,
             sqnorm,
         }
@@ -465,7 +456,7 @@ impl DiskGraph {
 
     #[inline(always)]
     fn dist(&self, p: &Probe, n: NodeRef) -> f32 {
-        let dot = p.scale * n.scale() * dot_i16_i8(&p.codes, n.codes()) as f32;
+        let dot = p.scale * n.scale() * codes::dot(&p.codes, n.codes()) as f32;
         match self.distance {
             Distance::Euclidean => p.sqnorm + n.sqnorm() - 2.0 * dot,
             Distance::Cosine | Distance::Dot => 1.0 - dot,
@@ -475,21 +466,13 @@ impl DiskGraph {
     /// Encode a node entry for `probe` (quantized) with `links0`.
     fn encode_node(&self, level: usize, p: &Probe, links0: &[u32]) -> Vec<u8> {
         let vec: Vec<f32> = p.codes.iter().map(|&c| p.scale * f32::from(c)).collect();
-        let max = vec.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        let scale = if max > 0.0 { max / 127.0 } else { 0.0 };
+        let scale = codes::i8_scale(vec.iter().copied());
         let mut out = Vec::with_capacity(HEADER + self.dim + 4 * links0.len());
         out.push(level as u8);
         out.push(links0.len() as u8);
         out.extend_from_slice(&scale.to_le_bytes());
         out.extend_from_slice(&p.sqnorm.to_le_bytes());
-        for &x in &vec {
-            let c = if scale > 0.0 {
-                (x / scale).round().clamp(-127.0, 127.0) as i8
-            } else {
-                0
-            };
-            out.push(c as u8);
-        }
+        out.extend(vec.iter().map(|&x| codes::to_i8(x, scale) as u8));
         for l in links0 {
             out.extend_from_slice(&l.to_le_bytes());
         }
@@ -941,69 +924,9 @@ impl DiskGraph {
     }
 }
 
-/// `Σ a[i] × (b[i] as i8)` for `i16` `a` and int8 codes `b` (no overflow for
-/// dimensions up to 2^31 / (32,767 × 127) ≈ 500 per lane, i.e. 8,000 in all).
-#[inline]
-fn dot_i16_i8(a: &[i16], b: &[u8]) -> i32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { avx2::dot_i16_i8(a, b) };
-        }
-    }
-    dot_i16_i8_impl(a, b)
-}
-
-const LANES: usize = 16;
-
-#[inline(always)]
-fn dot_i16_i8_impl(a: &[i16], b: &[u8]) -> i32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0i32; LANES];
-    let mut ca = a.chunks_exact(LANES);
-    let mut cb = b.chunks_exact(LANES);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for i in 0..LANES {
-            acc[i] += i32::from(x[i]) * i32::from(y[i] as i8);
-        }
-    }
-    let mut sum: i32 = acc.iter().sum();
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        sum += i32::from(*x) * i32::from(*y as i8);
-    }
-    sum
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn dot_i16_i8(a: &[i16], b: &[u8]) -> i32 {
-        super::dot_i16_i8_impl(a, b)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn int_dot_is_the_exact_integer_dot() {
-        let a: Vec<i16> = (0..387)
-            .map(|i| ((i * 37 % 101) - 50) as i16 * 600)
-            .collect();
-        let codes: Vec<u8> = (0..387)
-            .map(|i| ((i * 13 % 255) - 127) as i8 as u8)
-            .collect();
-        let exact: i64 = a
-            .iter()
-            .zip(&codes)
-            .map(|(&x, &c)| i64::from(x) * i64::from(c as i8))
-            .sum();
-        assert_eq!(i64::from(dot_i16_i8(&a, &codes)), exact);
-        assert_eq!(i64::from(dot_i16_i8_impl(&a, &codes)), exact);
-    }
 
     #[test]
     fn distance_keys_order_by_distance_and_round_trip() {

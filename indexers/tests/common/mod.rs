@@ -191,3 +191,14 @@ pub fn dir_size(path: &Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A field of this process's `/proc/self/status` in KiB (`"VmRSS:"`, `"RssAnon:"`,
+/// `"RssFile:"`), `None` where there is no such file or field.
+pub fn status_kib(name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<u64>().ok())
+}
