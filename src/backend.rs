@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hektor_topics::log::embedded::EmbeddedLog;
-use hektor_topics::log::kafka::{KafkaConfig, KafkaLog};
+use hektor_topics::log::kafka::{parse_properties, parse_property, KafkaConfig, KafkaLog};
 use hektor_topics::log::Log;
 use hektor_topics::topic;
 
@@ -17,6 +17,7 @@ pub async fn open_log(args: &LogArgs) -> anyhow::Result<Arc<dyn Log>> {
         Some(brokers) => {
             let config = KafkaConfig {
                 compression: args.compression.parse()?,
+                extra: kafka_properties(args)?,
                 ..KafkaConfig::default()
             };
             let log = KafkaLog::connect(brokers, config)
@@ -34,6 +35,21 @@ pub async fn open_log(args: &LogArgs) -> anyhow::Result<Arc<dyn Log>> {
             Ok(Arc::new(log))
         }
     }
+}
+
+/// The librdkafka properties of `--kafka-config FILE` then `--kafka-option`s, in that
+/// order (later ones win in librdkafka).
+pub fn kafka_properties(args: &LogArgs) -> anyhow::Result<Vec<(String, String)>> {
+    let mut props = Vec::new();
+    if let Some(path) = &args.kafka_config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the Kafka properties in {}", path.display()))?;
+        props.extend(parse_properties(&text, &path.display().to_string())?);
+    }
+    for option in &args.kafka_options {
+        props.push(parse_property(option, "given with --kafka-option")?);
+    }
+    Ok(props)
 }
 
 pub async fn create_topics(

@@ -52,6 +52,16 @@ pub struct LogArgs {
     /// Replication factor for topics hektor creates on Kafka.
     #[arg(long, default_value_t = 1)]
     pub topic_replication: u16,
+    /// A librdkafka property for every Kafka client, KEY=VALUE (repeatable; overrides
+    /// --kafka-config), e.g. `security.protocol=SASL_SSL`. Values are never logged; put
+    /// passwords in --kafka-config rather than on the command line.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    pub kafka_options: Vec<String>,
+    /// A file of librdkafka properties (`KEY=VALUE` lines, `#` comments), as Kafka's
+    /// client.properties: TLS (`ssl.ca.location`, ...) and SASL/SCRAM
+    /// (`sasl.mechanisms`, `sasl.username`, `sasl.password`) settings of a secured cluster.
+    #[arg(long, value_name = "FILE", env = "HEKTOR_KAFKA_CONFIG")]
+    pub kafka_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +116,12 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,heed=warn,rdkafka=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only where a person reads the log: not in files, pipes or journald,
+        // and never under NO_COLOR (https://no-color.org).
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -13,6 +13,10 @@
 //! roles = ["router", "data", "controller"]
 //! node_capacity = 2.0          # twice a standard node's share of shards
 //! dead_after_ms = 10000
+//! kafka_config = "/etc/hektor/kafka.properties"  # TLS and SASL/SCRAM settings, secrets
+//!
+//! [kafka]                      # librdkafka properties, each a --kafka-option KEY=VALUE
+//! "security.protocol" = "SASL_SSL"
 //! ```
 //!
 //! This module owns only the translation of the file into flags; the node itself is
@@ -56,6 +60,12 @@ pub fn flags_of(text: &str, origin: &Path) -> anyhow::Result<Vec<OsString>> {
             })
         };
         match &value {
+            toml::Value::Table(props) if key == "kafka" => {
+                for (k, v) in props {
+                    flags.push("--kafka-option".into());
+                    flags.push(format!("{k}={}", scalar(v)?).into());
+                }
+            }
             toml::Value::Boolean(true) => flags.push(flag.into()),
             toml::Value::Boolean(false) => {}
             toml::Value::Array(items) => {
@@ -104,6 +114,10 @@ mod tests {
             node-capacity = 2.5
             dead_after_ms = 3000
             no_planner = true
+
+            [kafka]
+            "security.protocol" = "SASL_SSL"
+            "sasl.mechanisms" = "SCRAM-SHA-512"
         "#;
         let flags = flags_of(text, Path::new("n2.toml")).unwrap();
         let args = ServeArgs::from_flags(flags).unwrap();
@@ -113,6 +127,13 @@ mod tests {
         assert_eq!(args.node_capacity, 2.5);
         assert_eq!(args.dead_after_ms, 3000);
         assert!(args.no_planner);
+        assert_eq!(
+            args.log.kafka_options,
+            [
+                "sasl.mechanisms=SCRAM-SHA-512",
+                "security.protocol=SASL_SSL"
+            ]
+        );
     }
 
     #[test]

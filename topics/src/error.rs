@@ -69,6 +69,9 @@ pub enum Error {
     #[error("Kafka error: {0} (check that the brokers in HEKTOR_KAFKA_BROKERS / --brokers are reachable)")]
     Kafka(String),
 
+    #[error("invalid Kafka client property {what}: {reason} (write KEY=VALUE, a librdkafka property name such as security.protocol=SASL_SSL)")]
+    KafkaProperty { what: String, reason: String },
+
     #[error("timed out after {0:?} waiting for the log")]
     Timeout(Duration),
 

@@ -108,8 +108,9 @@ impl FromStr for Compression {
     }
 }
 
-/// Settings of the Kafka backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Settings of the Kafka backend. Its `Debug` names the `extra` properties but never
+/// prints their values (they carry passwords and keys).
+#[derive(Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
     /// Compression of produced batches. Default `lz4`.
     pub compression: Compression,
@@ -130,6 +131,23 @@ pub struct KafkaConfig {
     pub extra: Vec<(String, String)>,
 }
 
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let extra: Vec<String> = self
+            .extra
+            .iter()
+            .map(|(k, _)| format!("{k}=<redacted>"))
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("compression", &self.compression)
+            .field("linger_ms", &self.linger_ms)
+            .field("batch_size", &self.batch_size)
+            .field("message_max_bytes", &self.message_max_bytes)
+            .field("extra", &extra)
+            .finish()
+    }
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
@@ -140,6 +158,44 @@ impl Default for KafkaConfig {
             extra: Vec::new(),
         }
     }
+}
+
+/// Parse one librdkafka property written `KEY=VALUE` (the value may hold `=`; the key is
+/// trimmed, the value kept as written). `what` names where it came from, for the error,
+/// which never repeats the value.
+pub fn parse_property(text: &str, what: &str) -> Result<(String, String)> {
+    let bad = |reason: &str| Error::KafkaProperty {
+        what: what.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (key, value) = text.split_once('=').ok_or_else(|| bad("there is no `=`"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(bad("the key is empty"));
+    }
+    if !key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(bad("a key has only letters, digits, `.`, `_` and `-`"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// Parse a librdkafka properties file, as Kafka's `client.properties`: one `KEY=VALUE`
+/// a line, blank lines and lines starting with `#` or `!` ignored, values trimmed of
+/// surrounding spaces. `origin` names the file in errors.
+pub fn parse_properties(text: &str, origin: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let (k, v) = parse_property(line, &format!("at {origin}:{}", n + 1))?;
+        out.push((k, v.trim().to_owned()));
+    }
+    Ok(out)
 }
 
 /// The Kafka log. Cheap to clone; clones share the clients and the reader pool.
@@ -972,6 +1028,31 @@ mod tests {
         assert_eq!(" ZSTD ".parse::<Compression>(), Ok(Compression::Zstd));
         assert!("brotli".parse::<Compression>().is_err());
         assert_eq!(KafkaConfig::default().compression, Compression::Lz4);
+    }
+
+    #[test]
+    fn properties_parse_and_secrets_stay_out_of_debug_and_errors() {
+        let text = "# SASL over TLS\nsecurity.protocol = SASL_SSL\n\n! also a comment\nsasl.password=s3cr=t \n";
+        let props = parse_properties(text, "client.properties").unwrap();
+        assert_eq!(
+            props,
+            [
+                ("security.protocol".to_owned(), "SASL_SSL".to_owned()),
+                ("sasl.password".to_owned(), "s3cr=t".to_owned()),
+            ]
+        );
+        let config = KafkaConfig {
+            extra: props,
+            ..KafkaConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(shown.contains("sasl.password=<redacted>"), "{shown}");
+        assert!(!shown.contains("s3cr=t"), "{shown}");
+        let err = parse_properties("ok=1\nsasl.password s3cret\n", "f").unwrap_err();
+        assert!(err.to_string().contains("at f:2"), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert!(parse_property("=x", "flag").is_err());
+        assert!(parse_property("a b=x", "flag").is_err());
     }
 
     #[test]
