@@ -16,11 +16,16 @@ pub struct ClusterArgs {
     /// Print the raw JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// The API key to send (when the node runs with --api-keys).
+    #[arg(long, env = "HEKTOR_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let url = format!("{}/cluster", args.url.trim_end_matches('/'));
-    let response = reqwest::get(&url)
+    let response = crate::client::http_client(args.api_key.as_deref())?
+        .get(&url)
+        .send()
         .await
         .with_context(|| format!("fetching {url} (is `hektor serve` running there?)"))?;
     let status = response.status();

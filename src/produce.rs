@@ -31,6 +31,9 @@ pub struct ProduceArgs {
     /// Load at most this many vectors.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// The API key to send (when the node runs with --api-keys; it needs `write`).
+    #[arg(long, env = "HEKTOR_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 fn sibling_lines(file: &Path, ext: &str) -> Option<Vec<String>> {
@@ -90,7 +93,7 @@ pub fn read_items(file: &Path, limit: Option<usize>) -> anyhow::Result<Vec<Upser
 
 pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let items = read_items(&args.file, args.limit)?;
-    let client = reqwest::Client::new();
+    let client = crate::client::http_client(args.api_key.as_deref())?;
     let url = format!(
         "{}/collections/{}/vectors",
         args.url.trim_end_matches('/'),

@@ -6,12 +6,14 @@
 //! heartbeats on the nodes topic and follow the shard maps on the plan topics.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use std::sync::OnceLock;
 
+use hektor_access::{ClusterSecret, Gate, KeyRing};
 use hektor_control::{Control, ControlSettings, Routing, ShardFacts};
 use hektor_indexers::host::{AssignedRange, Assignment, Assignments, HostConfig, ShardHost};
 use hektor_indexers::EngineKind;
@@ -131,6 +133,29 @@ pub struct ServeArgs {
     /// stopping anyway (milliseconds).
     #[arg(long, default_value_t = 120_000)]
     pub drain_timeout_ms: u64,
+    /// API keys, a JSON file: `{"keys": [{"key": "...", "scopes": ["read", "write",
+    /// "admin"], "collections": ["*"]}]}`. Clients send `Authorization: Bearer <key>`.
+    /// Without it every route is open to anyone who reaches the listener.
+    #[arg(long, value_name = "FILE", env = "HEKTOR_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
+    /// A file holding the secret the nodes of this cluster present to each other on the
+    /// internal routes (the same on every node, at least 16 characters). With --api-keys
+    /// and without this, the node makes up one: it can then serve only alone.
+    #[arg(long, value_name = "FILE", env = "HEKTOR_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Requests served at once; one more is answered 429 with Retry-After.
+    #[arg(long, default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+    /// Open connections at once; one more is answered 503 and closed.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// How long one request may take from its headers to its answer (milliseconds);
+    /// longer is a 503. Keep it above the longest consistency wait (300 s).
+    #[arg(long, default_value_t = 330_000)]
+    pub request_timeout_ms: u64,
+    /// How long a client may take to send a request's headers (milliseconds).
+    #[arg(long, default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
 }
 
 impl ServeArgs {
@@ -164,6 +189,52 @@ pub struct Node {
     pub host: Arc<ShardHost>,
     pub control: Arc<Control>,
     pub router: axum::Router,
+    /// Who may call what (what `run` says about it at start).
+    pub gate: Gate,
+}
+
+/// The gate of `--api-keys` and `--cluster-secret-file`.
+fn gate_of(args: &ServeArgs) -> anyhow::Result<Gate> {
+    let keys = args
+        .api_keys
+        .as_deref()
+        .map(KeyRing::load)
+        .transpose()
+        .context("loading --api-keys")?;
+    let secret = match &args.cluster_secret_file {
+        Some(path) => Some(ClusterSecret::load(path).context("loading --cluster-secret-file")?),
+        None if keys.is_some() => Some(ClusterSecret::generate()),
+        None => None,
+    };
+    if let (Some(keys), Some(secret)) = (&keys, &secret) {
+        if secret.is_in(keys) {
+            anyhow::bail!(
+                "the cluster secret is also an API key in --api-keys; give nodes a secret of their own"
+            );
+        }
+    }
+    Ok(Gate::new(keys, secret))
+}
+
+/// What a 429 says: the node is at --max-concurrent-requests.
+async fn overloaded(err: tower::BoxError) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            axum::Json(serde_json::json!({
+                "error": "this node is serving as many requests as it takes at once; retry shortly"
+            })),
+        )
+            .into_response()
+    } else {
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({ "error": err.to_string() })),
+        )
+            .into_response()
+    }
 }
 
 impl ServeArgs {
@@ -304,6 +375,7 @@ fn assignments_of(routing: &Routing) -> Assignments {
 /// Wire the roles together over one log.
 pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     let engine = parse_engine(&args.engine)?;
+    let gate = gate_of(args)?;
     let log = open_log(&args.log).await?;
     let catalog = Catalog::open_scoped(
         Arc::clone(&log),
@@ -373,12 +445,15 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     )
     .await
     .context("starting the intake re-partitioner")?;
-    let searcher = Arc::new(Searcher::new(
-        Arc::clone(&host),
-        events.clone(),
-        args.search_threads,
-        control.routing(),
-    )?);
+    let searcher = Arc::new(
+        Searcher::new(
+            Arc::clone(&host),
+            events.clone(),
+            args.search_threads,
+            control.routing(),
+        )?
+        .with_internal_auth(gate.node_authorization()),
+    );
     let metrics = Arc::new(Metrics::new());
     let planner = (!args.no_planner && args.has_role("planner")).then(|| {
         hektor_dataflow::planner::Planner::start(
@@ -408,12 +483,29 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         cluster,
     }));
     let router = router.merge(control_routes(Arc::clone(&control)));
+    // From the outside in: metrics see every answer; the gate refuses before anything
+    // else runs or a body is read; then at most --max-concurrent-requests run (one more
+    // is a 429), each for at most --request-timeout-ms.
+    let limits = tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            args.max_concurrent_requests.max(1),
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_millis(args.request_timeout_ms.max(1)),
+        ));
+    let router = router
+        .layer(limits)
+        .layer(tower_http::validate_request::ValidateRequestHeaderLayer::custom(gate.clone()));
     let router = instrument(router, metrics);
     Ok(Node {
         writer,
         host,
         control,
         router,
+        gate,
     })
 }
 
@@ -558,6 +650,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "hektor listening on http://{} ({backend})",
         listener.local_addr()?
     );
+    match (node.gate.has_keys(), args.cluster_secret_file.is_some()) {
+        (false, _) => eprintln!(
+            "hektor: no --api-keys: every route, writes and drops included, is open to anyone who reaches {}",
+            args.listen
+        ),
+        (true, false) => eprintln!(
+            "hektor: API keys on; no --cluster-secret-file, so this node made up its own secret and other nodes cannot call it"
+        ),
+        (true, true) => {}
+    }
     if args.demo {
         let writer = Arc::clone(&node.writer);
         let host = Arc::clone(&node.host);
@@ -570,12 +672,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let control = Arc::clone(&node.control);
     let drain_timeout = Duration::from_millis(args.drain_timeout_ms);
-    axum::serve(listener, node.router)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            drain(&control, drain_timeout).await;
-        })
-        .await?;
+    let limits = crate::http_server::ConnectionLimits {
+        max_connections: args.max_connections,
+        header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
+        shutdown_grace: Duration::from_secs(10),
+    };
+    crate::http_server::serve(listener, node.router, limits, async move {
+        shutdown_signal().await;
+        drain(&control, drain_timeout).await;
+    })
+    .await?;
     Ok(())
 }
 

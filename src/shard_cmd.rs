@@ -17,6 +17,9 @@ pub struct ShardArgs {
     /// A node's HTTP address.
     #[arg(long, global = true, default_value = "http://127.0.0.1:7070")]
     pub url: String,
+    /// The API key to send (when the node runs with --api-keys; it needs `read` and `admin`).
+    #[arg(long, global = true, env = "HEKTOR_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -56,8 +59,11 @@ pub async fn run(args: ShardArgs) -> anyhow::Result<()> {
             collection, shard, ..
         } => (collection.clone(), number(shard)?),
     };
+    let client = crate::client::http_client(args.api_key.as_deref())?;
     // Find the shard's full range in the node's view.
-    let view: Value = reqwest::get(format!("{base}/collections/{collection}"))
+    let view: Value = client
+        .get(format!("{base}/collections/{collection}"))
+        .send()
         .await
         .with_context(|| format!("asking {base} (is a node running there?)"))?
         .json()
@@ -92,7 +98,7 @@ pub async fn run(args: ShardArgs) -> anyhow::Result<()> {
             },
         },
     };
-    let response = reqwest::Client::new()
+    let response = client
         .post(format!("{base}/cluster/collections/{collection}/plan"))
         .json(&action)
         .send()

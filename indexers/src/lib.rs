@@ -40,5 +40,5 @@ pub use error::{Error, Result};
 pub use metric::SearchOptions;
 pub use shard::{
     ApplyReport, BuildReport, Hit, RejectedOp, Shard, ShardConfig, ShardOp, ShardStats,
-    StoredVector,
+    StoredVector, MAX_SEARCH_K,
 };

@@ -66,6 +66,9 @@ use crate::store::{Record, Store, MAX_ID_BYTES, META_CONFIG, META_NEXT_ITEM, MET
 /// grows as data is written).
 pub const DEFAULT_MAP_SIZE: usize = 64 << 30;
 
+/// The largest k one shard search answers.
+pub const MAX_SEARCH_K: usize = 100_000;
+
 /// How a shard is opened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShardConfig {
@@ -697,6 +700,13 @@ impl Shard {
         }
         if k == 0 {
             return Ok(Vec::new());
+        }
+        // The doors (HTTP, internal calls) check k against their own, smaller bound; this
+        // one keeps any caller from sizing buffers by an absurd k.
+        if k > MAX_SEARCH_K {
+            return Err(Error::InvalidQuery(format!(
+                "k = {k} is larger than a shard answers ({MAX_SEARCH_K} at most)"
+            )));
         }
         let s = &self.store;
         let st = |e| s.storage(e);

@@ -168,12 +168,28 @@ async fn get_vector(
     .into_response())
 }
 
-/// A per-shard search from another node's router.
+/// A JSON body of an internal call, or a 400/413 with the reason.
+fn internal_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|r| ApiError(r.status().as_u16(), r.body_text()))?;
+    serde_json::from_slice(&body).map_err(|err| ApiError(400, format!("invalid JSON body: {err}")))
+}
+
+/// A per-shard search from another node's router, checked like a public search.
 async fn internal_search(
     State(state): State<QueryState>,
     Path(collection): Path<String>,
-    Json(call): Json<ShardSearch>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let call: ShardSearch = internal_body(body)?;
+    let spec = state
+        .searcher
+        .host()
+        .catalog()
+        .get(&collection)
+        .ok_or_else(|| QueryError::UnknownCollection(collection.clone()))?;
+    call.check(spec.dimension)?;
     let shard = held(&state, &collection, call.incarnation, call.range).await?;
     state.searcher.note_shard_search();
     let query = call.vector.clone();
@@ -192,8 +208,9 @@ async fn internal_search(
 async fn internal_get(
     State(state): State<QueryState>,
     Path(collection): Path<String>,
-    Json(call): Json<ShardGet>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let call: ShardGet = internal_body(body)?;
     let shard = held(&state, &collection, call.incarnation, call.range).await?;
     let stored = shard_get(&shard, &call.id)
         .await?
@@ -266,6 +283,8 @@ fn describe(hosted: Option<&HostedCollection>, map: Option<&ShardMap>) -> serde_
     json!({
         "settings": hosted.map(|h| &h.spec),
         "epoch": map.map(|m| m.epoch()),
+        // Which creation of this name the map is for (the catalog offset that created it).
+        "incarnation": map.map(|m| m.incarnation()),
         "vectors": vectors,
         // Whether `vectors` counts every shard (this node holds them all).
         "complete": complete,

@@ -38,6 +38,47 @@ pub const MAX_K: usize = 1000;
 pub const MAX_EFFORT: usize = 10_000;
 /// Default bound on a consistency wait.
 pub const DEFAULT_CONSISTENCY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest consistency wait a search may ask for (`consistency.timeout_ms`).
+pub const MAX_CONSISTENCY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The checks every search door shares (the public search and the per-shard call): k,
+/// effort, the consistency wait, and the query vector against the collection.
+fn check_search(
+    vector: &[f32],
+    dimension: u32,
+    k: usize,
+    effort: Option<usize>,
+    timeout_ms: Option<u64>,
+) -> Result<(), QueryError> {
+    if vector.len() != dimension as usize {
+        return Err(QueryError::Invalid(format!(
+            "query vector has {} dimensions, the collection has {dimension}",
+            vector.len(),
+        )));
+    }
+    if let Some(pos) = vector.iter().position(|x| !x.is_finite()) {
+        return Err(QueryError::Invalid(format!(
+            "vector[{pos}] is not a finite number"
+        )));
+    }
+    if k == 0 || k > MAX_K {
+        return Err(QueryError::Invalid(format!(
+            "k must be between 1 and {MAX_K}, got {k}"
+        )));
+    }
+    if let Some(e) = effort.filter(|e| *e == 0 || *e > MAX_EFFORT) {
+        return Err(QueryError::Invalid(format!(
+            "effort must be between 1 and {MAX_EFFORT}, got {e}"
+        )));
+    }
+    let max_ms = MAX_CONSISTENCY_TIMEOUT.as_millis() as u64;
+    if let Some(t) = timeout_ms.filter(|t| *t > max_ms) {
+        return Err(QueryError::Invalid(format!(
+            "consistency.timeout_ms must be at most {max_ms}, got {t}"
+        )));
+    }
+    Ok(())
+}
 
 /// How fresh a search must be.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -126,6 +167,26 @@ pub struct ShardSearch {
     pub rescore: Option<bool>,
 }
 
+impl ShardSearch {
+    /// Check a per-shard call from another node as strictly as a public search: the
+    /// internal route is a door too.
+    pub fn check(&self, dimension: u32) -> Result<(), QueryError> {
+        check_search(
+            &self.vector,
+            dimension,
+            self.k,
+            self.effort,
+            self.timeout_ms,
+        )?;
+        if let Some(f) = self.filter {
+            if f.end.is_some_and(|e| e <= f.start) {
+                return Err(QueryError::Invalid("the filter range is empty".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One hit as it crosses between nodes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireHit {
@@ -172,6 +233,8 @@ pub struct Searcher {
     client: reqwest::Client,
     health: Mutex<HashMap<String, Arc<NodeHealth>>>,
     served: AtomicUsize,
+    /// The `Authorization` value of calls to other nodes (the cluster secret), if any.
+    internal_auth: Option<String>,
 }
 
 impl Searcher {
@@ -185,6 +248,9 @@ impl Searcher {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("hektor-search-{i}"))
+            // Searches catch their own panics; this is the last line, so that nothing
+            // that escapes a job aborts the process (rayon's default).
+            .panic_handler(|_| tracing::error!("a job on the search pool panicked"))
             .build()
             .map_err(|e| QueryError::Internal(e.to_string()))?;
         let client = reqwest::Client::builder()
@@ -200,7 +266,24 @@ impl Searcher {
             client,
             health: Mutex::new(HashMap::new()),
             served: AtomicUsize::new(0),
+            internal_auth: None,
         })
+    }
+
+    /// Send this `Authorization` value (`Bearer <cluster secret>`) on every call to
+    /// another node's internal routes.
+    pub fn with_internal_auth(mut self, authorization: Option<String>) -> Searcher {
+        self.internal_auth = authorization;
+        self
+    }
+
+    /// A request to another node's internal route, with the cluster secret.
+    fn internal_post(&self, url: String) -> reqwest::RequestBuilder {
+        let request = self.client.post(url);
+        match &self.internal_auth {
+            Some(auth) => request.header(reqwest::header::AUTHORIZATION, auth),
+            None => request,
+        }
     }
 
     pub fn host(&self) -> &Arc<ShardHost> {
@@ -300,31 +383,19 @@ impl Searcher {
             .catalog()
             .get(collection)
             .ok_or_else(|| QueryError::UnknownCollection(collection.into()))?;
-        if request.vector.len() != spec.dimension as usize {
-            return Err(QueryError::Invalid(format!(
-                "query vector has {} dimensions, collection `{}` has {}",
-                request.vector.len(),
-                spec.name,
-                spec.dimension
-            )));
-        }
-        if let Some(pos) = request.vector.iter().position(|x| !x.is_finite()) {
-            return Err(QueryError::Invalid(format!(
-                "vector[{pos}] is not a finite number"
-            )));
-        }
-        if request.k == 0 || request.k > MAX_K {
-            return Err(QueryError::Invalid(format!(
-                "k must be between 1 and {MAX_K}, got {}",
-                request.k
-            )));
-        }
-        if request.effort.is_some_and(|e| e == 0 || e > MAX_EFFORT) {
-            return Err(QueryError::Invalid(format!(
-                "effort must be between 1 and {MAX_EFFORT}, got {}",
-                request.effort.unwrap_or_default()
-            )));
-        }
+        check_search(
+            &request.vector,
+            spec.dimension,
+            request.k,
+            request.effort,
+            request.consistency.as_ref().and_then(|c| c.timeout_ms),
+        )
+        .map_err(|e| match e {
+            QueryError::Invalid(m) => {
+                QueryError::Invalid(format!("collection `{}`: {m}", spec.name))
+            }
+            other => other,
+        })?;
         let map = self.map(collection).await?;
         let routing = self.routing();
         let filter: Option<RingRange> = request.tenant.as_deref().map(ring::tenant_range);
@@ -455,8 +526,7 @@ impl Searcher {
             .timeout_ms
             .map_or(DEFAULT_CONSISTENCY_TIMEOUT, Duration::from_millis);
         let sent = self
-            .client
-            .post(url)
+            .internal_post(url)
             .timeout(wait + Duration::from_secs(5))
             .json(&body)
             .send()
@@ -550,8 +620,7 @@ impl Searcher {
             .ok_or_else(|| QueryError::Unavailable(format!("node {node} has no known address")))?;
         let url = format!("http://{address}/internal/collections/{collection}/shard-get");
         let response = self
-            .client
-            .post(url)
+            .internal_post(url)
             .timeout(Duration::from_secs(10))
             .json(call)
             .send()
@@ -624,12 +693,33 @@ pub async fn shard_search(
         rescore: call.rescore.unwrap_or(true),
     };
     pool.spawn(move || {
-        let _ = tx.send(shard.search_with(&query, k, filter, options));
+        // A panic in an engine costs this search (a 500), never the pool or the process.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            shard.search_with(&query, k, filter, options)
+        }));
+        let _ = tx.send(outcome);
     });
-    let hits = rx
+    let hits = match rx
         .await
         .map_err(|_| QueryError::Internal("the search pool dropped a query".into()))?
-        .map_err(|e| QueryError::Internal(e.to_string()))?;
+    {
+        Ok(result) => result.map_err(|e| match e {
+            hektor_indexers::Error::InvalidQuery(m) => QueryError::Invalid(m),
+            other => QueryError::Internal(other.to_string()),
+        })?,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            tracing::error!(collection = %hosted.collection, partition = hosted.partition, panic = %what, "a shard search panicked");
+            return Err(QueryError::Internal(format!(
+                "the search of shard {} of `{}` failed: {what}",
+                hosted.partition, hosted.collection
+            )));
+        }
+    };
     let latency_us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
     events.record(
         &hosted.collection,

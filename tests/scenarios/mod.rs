@@ -327,6 +327,51 @@ pub fn bad_input(server: &Server, name: &str) {
             "{what}: {message:?} lacks {needle:?}"
         );
     }
+    // The per-shard internal route is a door too: a shard this node holds, asked with an
+    // absurd k (it once aborted the process allocating for it), an endless consistency
+    // wait or a bad body, is a 4xx for that call and the node keeps serving.
+    let (_, shown) = get(&format!("{url}/collections/{name}"));
+    let shard = &shown["shards"][0];
+    let internal = format!("{url}/internal/collections/{name}/shard-search");
+    let call = |k: Value, timeout_ms: Value| {
+        json!({"incarnation": shown["incarnation"], "range": shard["range"], "partition": shard["shard"],
+               "vector": [1.0, 0.0, 0.0], "k": k, "timeout_ms": timeout_ms})
+    };
+    let (status, body) = post(&internal, &call(json!(3), Value::Null));
+    assert_eq!(status, 200, "a good internal call: {body}");
+    for (what, body, code, needle) in [
+        (
+            "k = 10^15",
+            call(json!(1_000_000_000_000_000u64), Value::Null),
+            422,
+            "k must be",
+        ),
+        ("k = 0", call(json!(0), Value::Null), 422, "k must be"),
+        (
+            "a day's wait",
+            call(json!(3), json!(86_400_000)),
+            422,
+            "timeout_ms",
+        ),
+        (
+            "no vector",
+            json!({"incarnation": 0, "range": shard["range"], "k": 3}),
+            400,
+            "invalid JSON",
+        ),
+    ] {
+        let (status, answer) = post(&internal, &body);
+        assert_eq!(status, code, "internal {what}: {answer}");
+        let message = answer["error"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "internal {what}: {answer}");
+        let (alive, _) = get(&format!("{url}/health"));
+        assert_eq!(alive, 200, "the node must survive internal {what}");
+    }
+    let (status, body) = post(
+        &format!("{url}/collections/{name}/search"),
+        &json!({"vector": [1.0, 0.0, 0.0], "consistency": {"timeout_ms": 86_400_000}}),
+    );
+    assert_eq!(status, 422, "an endless consistency wait: {body}");
     // The rejected batch with a good first item wrote nothing.
     let (status, _) = get(&format!("{url}/collections/{name}/vectors/ok"));
     assert_eq!(status, 404, "a rejected batch must write nothing");

@@ -1,0 +1,18 @@
+//! The HTTP client of the commands that talk to a running node (`produce`, `cluster`,
+//! `shard`): it sends the API key (`--api-key`, or `HEKTOR_API_KEY`) on every request.
+
+use anyhow::Context;
+
+/// A client that sends `Authorization: Bearer <key>` when a key is given.
+pub fn http_client(api_key: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .context("the API key has a character an HTTP header cannot carry")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}
