@@ -7,9 +7,13 @@
 //! leg (`--no-planner`, the shard map never changes but for placement) and a **kinetic**
 //! leg (the planner reads the events topic and asks for splits, the controller carries them
 //! out). Each leg loads `tenants × vectors-per-tenant` vectors of the data set, each tenant
-//! in its own ring range, then runs paced clients issuing tenant-filtered searches whose
-//! tenants follow a Zipf law (plus a trickle of writes); half-way through, the Zipf ranking
-//! is permuted so that the hottest tenant moves to another partition (the hot spot moves).
+//! in its own ring range, then issues tenant-filtered searches at `--qps` whose tenants
+//! follow a Zipf law (plus a trickle of writes); half-way through, the Zipf ranking is
+//! permuted so that the hottest tenant moves to another partition (the hot spot moves).
+//!
+//! The searches run open loop ([`crate::open_loop`]): a fixed schedule, `--clients` workers,
+//! no slot skipped however late, each latency taken from the search's intended send into
+//! an HDR histogram, so a stall's queueing shows in p99 instead of being omitted.
 //!
 //! Node load is the CPU time of each node process (`/proc/<pid>/stat` utime + stime, per
 //! second), not request counts: a tenant's query searches every shard overlapping its
@@ -18,7 +22,8 @@
 //! Output: one JSON line per leg and second (`leg`, `t_s`, `qps`, `p99_ms`, `node_cpu`,
 //! `max_over_mean`, `epoch`), then one summary line per leg (p99, max/mean node load once
 //! settled, the time from a hot spot's onset to the first map change that re-cuts the
-//! shard holding the hot tenant, splits, queries and failed queries). With `--plot`, the
+//! shard holding the hot tenant, splits, queries and failed queries, the open-loop counts
+//! and HDR percentiles). Per-second lines bucket searches by completion. With `--plot`, the
 //! lines go to `scripts/plot_kinetic.py`, which draws load and p99 over time.
 //!
 //! This module only orchestrates and measures; deciding and splitting are the planner's
@@ -35,10 +40,10 @@ use anyhow::Context;
 use hektor_indexers::dataset;
 use hektor_topics::record::RingRange;
 use hektor_topics::ring;
-use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use crate::bench_nodes::{percentile, start_node, timed_search, unique_name, wait_healthy, Sample};
+use crate::bench_nodes::{search, start_node, unique_name, wait_healthy};
+use crate::open_loop::{self, Percentiles, Schedule};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct KineticBenchArgs {
@@ -68,7 +73,8 @@ pub struct KineticBenchArgs {
     /// Target query rate, all clients together (queries per second).
     #[arg(long, default_value_t = 300.0)]
     pub qps: f64,
-    /// Concurrent search clients (paced; a late client skips slots rather than bursting).
+    /// Concurrent search workers of the open-loop schedule (a slot that finds them all
+    /// busy waits for one, and its wait counts in its latency; no slot is skipped).
     #[arg(long, default_value_t = 8)]
     pub clients: usize,
     /// Vectors written per second during the run.
@@ -414,48 +420,40 @@ async fn run_leg(
     let move_at = args.duration_s as f64 / 2.0;
     let zipf = Arc::new(Zipf::new(args.tenants, args.zipf));
     let rankings = Arc::new([first.clone(), second.clone()]);
-    let began = Instant::now();
+    let began = tokio::time::Instant::now();
     let duration = Duration::from_secs(args.duration_s);
-    let samples: Arc<Mutex<Vec<Sample>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    let every = Duration::from_secs_f64(args.clients as f64 / args.qps);
-    for client in 0..args.clients {
-        let (http, samples, stop, queries, zipf, rankings) = (
+    // The searches: slot i at began + i / qps, sent to the routers in turn, its tenant and
+    // query drawn from a generator seeded by the slot (the same schedule every run).
+    let schedule = Schedule::new(args.qps, duration, args.clients)
+        .with_timeout(Duration::from_secs(10))
+        .starting_at(began);
+    let searches = {
+        let (http, queries, zipf, rankings) = (
             http.clone(),
-            Arc::clone(&samples),
-            Arc::clone(&stop),
             Arc::clone(queries),
             Arc::clone(&zipf),
             Arc::clone(&rankings),
         );
-        let url = format!("{}/collections/{name}/search", urls[client % urls.len()]);
-        let mut rng = Rng(args.seed.wrapping_mul(1000).wrapping_add(client as u64));
-        let offset = client as f64 / args.clients as f64;
-        tasks.push(tokio::spawn(async move {
+        let search_urls: Vec<String> = urls
+            .iter()
+            .map(|u| format!("{u}/collections/{name}/search"))
+            .collect();
+        let seed = args.seed;
+        tokio::spawn(open_loop::run(schedule, move |slot| {
             let nq = queries.len() / dim;
-            // Spread the clients' slots over one interval.
-            let mut next = began + every.mul_f64(offset);
-            // Bounded by the leg's duration whatever happens.
-            while !stop.load(Ordering::Relaxed) && began.elapsed() < duration {
-                let now = Instant::now();
-                if next > now {
-                    tokio::time::sleep(next - now).await;
-                }
-                next += every;
-                if Instant::now() > next + every {
-                    next = Instant::now() + every;
-                }
-                let phase = usize::from(began.elapsed().as_secs_f64() >= move_at);
-                let tenant = rankings[phase][zipf.rank(&mut rng)];
-                let qi = (rng.next() % nq as u64) as usize;
-                let body = json!({"vector": &queries[qi * dim..(qi + 1) * dim], "k": 10,
-                    "tenant": tenant_name(tenant), "without_payload": true});
-                let sample = timed_search(&http, &url, &body, began).await;
-                samples.lock().push(sample);
-            }
-        }));
-    }
+            let mut rng = Rng(seed.wrapping_mul(1_000_003).wrapping_add(slot.index));
+            let phase = usize::from(slot.intended_s >= move_at);
+            let tenant = rankings[phase][zipf.rank(&mut rng)];
+            let qi = (rng.next() % nq as u64) as usize;
+            let body = json!({"vector": &queries[qi * dim..(qi + 1) * dim], "k": 10,
+                "tenant": tenant_name(tenant), "without_payload": true});
+            let url = search_urls[(slot.index % search_urls.len() as u64) as usize].clone();
+            let http = http.clone();
+            async move { search(&http, &url, &body).await }
+        }))
+    };
     let writes_failed = Arc::new(AtomicU64::new(0));
     if args.writes_per_s > 0 {
         let (http, stop, base, zipf, rankings, failed) = (
@@ -504,10 +502,8 @@ async fn run_leg(
     let mut last: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p, ticks_per_s)).collect();
     let mut last_at = Instant::now();
     let mut ticks: Vec<Tick> = Vec::new();
-    let mut interval = tokio::time::interval_at(
-        tokio::time::Instant::from_std(began + Duration::from_secs(1)),
-        Duration::from_secs(1),
-    );
+    let mut interval =
+        tokio::time::interval_at(began + Duration::from_secs(1), Duration::from_secs(1));
     let mut map_changes = Value::Null;
     for t_s in 1..=args.duration_s {
         interval.tick().await;
@@ -560,10 +556,22 @@ async fn run_leg(
     for t in tasks {
         let _ = t.await;
     }
+    // Bounded: the schedule ends at duration_s, stragglers 10 s later at the latest.
+    let searched = searches.await??;
     let planner_cpu_s = cpu_seconds(p.pid(), ticks_per_s);
     drop(nodes);
     drop(p);
-    let samples = samples.lock().clone();
+    // Latencies (from the intended send) of the searches that succeeded and completed in
+    // [from, to) seconds.
+    let ok_between = |from: f64, to: f64| {
+        Percentiles::of_latencies(
+            searched
+                .outcomes
+                .iter()
+                .filter(|o| o.ok && o.done_s >= from && o.done_s < to)
+                .map(|o| o.latency_us),
+        )
+    };
 
     // Per second.
     let mut out = Vec::new();
@@ -591,18 +599,12 @@ async fn run_leg(
                 other_hotness = other_hotness.max(*h);
             }
         }
-        let from = tick.t_s as f64 - 1.0;
-        let mut ms: Vec<f64> = samples
-            .iter()
-            .filter(|s| s.at >= from && s.at < tick.t_s as f64 && s.ok)
-            .map(|s| s.ms)
-            .collect();
-        let qps = ms.len() as f64;
+        let second = ok_between(tick.t_s as f64 - 1.0, tick.t_s as f64);
         out.push(json!({
             "leg": leg,
             "t_s": tick.t_s,
-            "qps": qps,
-            "p99_ms": percentile(&mut ms, 0.99),
+            "qps": second.count as f64,
+            "p99_ms": second.p99_ms,
             "node_cpu": tick.cpu.iter().map(|c| (c * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
             "max_over_mean": (ratio(&tick.cpu) * 1000.0).round() / 1000.0,
             "epoch": tick.epoch,
@@ -644,12 +646,8 @@ async fn run_leg(
                 .map(|t| t.t_s as f64)
         });
         let p99_between = |from: f64, to: f64| {
-            let mut ms: Vec<f64> = samples
-                .iter()
-                .filter(|s| s.at >= from && s.at < to && s.ok)
-                .map(|s| s.ms)
-                .collect();
-            (!ms.is_empty()).then(|| percentile(&mut ms, 0.99))
+            let p = ok_between(from, to);
+            (p.count > 0).then_some(p.p99_ms)
         };
         let load_between = |from: f64, to: f64| {
             let r: Vec<f64> = in_phase
@@ -677,7 +675,7 @@ async fn run_leg(
             "max_over_mean_settled": settled,
         }));
     }
-    let mut all: Vec<f64> = samples.iter().filter(|s| s.ok).map(|s| s.ms).collect();
+    let all = searched.percentiles();
     let splits = map_changes
         .as_array()
         .into_iter()
@@ -686,7 +684,6 @@ async fn run_leg(
         .flat_map(|c| c["reasons"].as_array().cloned().unwrap_or_default())
         .filter(|r| r.as_str().is_some_and(|r| r.contains("split at")))
         .count();
-    let failed = samples.iter().filter(|s| !s.ok).count();
     let settled = (!settled_ratios.is_empty())
         .then(|| settled_ratios.iter().sum::<f64>() / settled_ratios.len() as f64);
     out.push(json!({
@@ -701,13 +698,22 @@ async fn run_leg(
         "move_at_s": move_at,
         "load_s": load_s,
         "controller_planner_cpu_s": planner_cpu_s,
-        "p99_ms": percentile(&mut all, 0.99),
+        "open_loop": true,
+        "clients": searched.workers,
+        "achieved_qps": searched.achieved_rate(),
+        "p50_ms": all.p50_ms,
+        "p90_ms": all.p90_ms,
+        "p99_ms": all.p99_ms,
+        "p999_ms": all.p999_ms,
+        "max_ms": all.max_ms,
         "max_over_mean_settled": settled,
         "relief_s": spots.iter().map(|s| s["relief_s"].clone()).collect::<Vec<_>>(),
         "splits": splits,
         "final_shards": ticks.last().map_or(0, |t| t.shards.len()),
-        "queries": samples.len(),
-        "queries_failed": failed,
+        "queries": searched.slots,
+        "queries_sent": searched.sent,
+        "queries_failed": searched.failed,
+        "queries_unsent": searched.unsent,
         "write_batches_failed": writes_failed.load(Ordering::Relaxed),
         "hot_spots": spots,
         "map_changes": map_changes,

@@ -1,8 +1,10 @@
 //! What the multi-node benches (`bench move`, `bench kinetic`) share: node processes —
 //! this same binary as `hektor serve` on a free 127.0.0.1 port, in its own data directory,
 //! in a cluster of its own name, with the short heartbeat and grace settings a bench
-//! wants, waited for until it answers, killed when dropped — one timed search through a
-//! router ([`timed_search`]), and the latency percentile both report.
+//! wants, waited for until it answers, killed when dropped — one search through a router
+//! ([`search`], the request of an open-loop schedule, timed by `crate::open_loop`), one
+//! search timed from its own send ([`timed_search`], for closed loops only: it cannot see
+//! the requests a stall kept from being sent), and a plain percentile.
 //!
 //! What the nodes do and what is measured is the benches' business.
 
@@ -94,7 +96,18 @@ pub struct Sample {
     pub ok: bool,
 }
 
-/// POST one search `body` to `url` and time it; any error or non-2xx status is a failure.
+/// POST one search `body` to `url`: whether it succeeded (any error or non-2xx status is
+/// a failure). Untimed: an open-loop runner times it from its intended send.
+pub async fn search(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> bool {
+    match http.post(url).json(body).send().await {
+        Ok(r) => r.status().is_success(),
+        Err(_) => false,
+    }
+}
+
+/// POST one search `body` to `url` and time it from its actual send — right for a closed
+/// loop (send, wait, send the next), which is what it measures; a bench that claims a
+/// request rate uses `crate::open_loop` with [`search`] instead.
 pub async fn timed_search(
     http: &reqwest::Client,
     url: &str,
@@ -102,10 +115,7 @@ pub async fn timed_search(
     began: std::time::Instant,
 ) -> Sample {
     let t = std::time::Instant::now();
-    let ok = match http.post(url).json(body).send().await {
-        Ok(r) => r.status().is_success(),
-        Err(_) => false,
-    };
+    let ok = search(http, url, body).await;
     Sample {
         at: began.elapsed().as_secs_f64(),
         ms: t.elapsed().as_secs_f64() * 1e3,

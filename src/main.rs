@@ -21,6 +21,7 @@ mod cluster_cmd;
 mod demo;
 mod http_server;
 mod node;
+mod open_loop;
 mod produce;
 mod replay;
 mod serve;
