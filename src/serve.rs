@@ -313,6 +313,10 @@ impl hektor_dataflow::planner::ClusterFeed for ControlFeed {
         })
     }
 
+    fn leads(&self) -> bool {
+        self.0.membership().controller().as_deref() == Some(self.0.me())
+    }
+
     fn nodes(&self) -> std::collections::BTreeMap<String, f64> {
         self.0
             .membership()

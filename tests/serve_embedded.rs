@@ -44,3 +44,37 @@ fn tenant_search_stays_in_the_tenant_and_deletes_disappear() {
     let server = start_server(dir.path(), None, &["--only-collections", &name]);
     scenarios::tenant_and_delete(&server, &name);
 }
+
+#[test]
+fn ready_and_health_tell_the_truth_per_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("ready");
+    let server = start_server(dir.path(), None, &["--only-collections", &name]);
+    let url = &server.url;
+    let (status, body) = get(&format!("{url}/health"));
+    assert_eq!((status, &body["status"]), (200, &serde_json::json!("ok")));
+    create_collection(url, &name, 3, 4);
+    // Every shard the map gives this node opens and catches up; until then /ready is a
+    // 503 that names what it waits for.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let body = loop {
+        let (status, body) = get(&format!("{url}/ready"));
+        if status == 200 && body["shards"] == 4 {
+            break body;
+        }
+        // Before the first map the node holds nothing (ready, 0 shards); after it, a 503
+        // names the shards still opening or catching up.
+        if status != 200 {
+            assert_eq!(status, 503, "{body}");
+            assert!(
+                body["waiting"].as_array().is_some_and(|w| !w.is_empty()),
+                "a 503 says what it waits for: {body}"
+            );
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["shards"], 4, "{body}");
+    assert_eq!(body["failing"], serde_json::json!([]));
+}

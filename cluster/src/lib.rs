@@ -22,4 +22,4 @@ pub mod shard_map;
 pub use error::{Error, Result};
 pub use node::NodeSpec;
 pub use placement::{Placement, Strategy};
-pub use shard_map::{Shard, ShardMap, ShardSize, Target};
+pub use shard_map::{Lease, Shard, ShardMap, ShardSize, Target};

@@ -109,6 +109,17 @@ pub struct ShardMap {
     shards: Vec<Shard>,
     targets: Vec<Target>,
     incarnation: u64,
+    lease: Lease,
+}
+
+/// The controller lease a map was written under: the term of the lease and the node that
+/// held it (see `hektor_control::plan`). Readers take a map only from the holder of the
+/// latest term, so a controller that lost its lease is fenced off. Term 0 with no writer
+/// is a map from before leases.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub term: u64,
+    pub writer: String,
 }
 
 /// The unchecked wire form; deserialization goes through [`ShardMap::new`].
@@ -121,15 +132,23 @@ struct ShardMapRepr {
     targets: Vec<Target>,
     #[serde(default)]
     incarnation: u64,
+    #[serde(default)]
+    term: u64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    writer: String,
 }
 
 impl TryFrom<ShardMapRepr> for ShardMap {
     type Error = Error;
 
     fn try_from(r: ShardMapRepr) -> Result<Self> {
-        ShardMap::new(r.collection, r.epoch, r.shards)?
+        Ok(ShardMap::new(r.collection, r.epoch, r.shards)?
             .with_incarnation(r.incarnation)
-            .with_targets(r.targets)
+            .with_targets(r.targets)?
+            .with_lease(Lease {
+                term: r.term,
+                writer: r.writer,
+            }))
     }
 }
 
@@ -141,6 +160,8 @@ impl From<ShardMap> for ShardMapRepr {
             shards: m.shards,
             targets: m.targets,
             incarnation: m.incarnation,
+            term: m.lease.term,
+            writer: m.lease.writer,
         }
     }
 }
@@ -156,6 +177,7 @@ impl ShardMap {
             shards,
             targets: Vec::new(),
             incarnation: 0,
+            lease: Lease::default(),
         };
         map.validate()?;
         Ok(map)
@@ -181,6 +203,17 @@ impl ShardMap {
     pub fn at_epoch(mut self, epoch: u64) -> Self {
         self.epoch = epoch;
         self
+    }
+
+    /// The same map, written under this controller lease.
+    pub fn with_lease(mut self, lease: Lease) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// The controller lease this map was written under.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
     }
 
     /// Which creation of the collection this map is for.
@@ -449,6 +482,7 @@ impl ShardMap {
             shards,
             targets: Vec::new(),
             incarnation: self.incarnation,
+            lease: self.lease.clone(),
         };
         next.validate()?;
         Ok(next)

@@ -3,26 +3,29 @@
 //! readiness reporter, and the [`Routing`] it publishes.
 //!
 //! Election is by membership: the alive node with the `controller` role and the smallest
-//! id acts. Two nodes may briefly both act while their views of membership differ; each
-//! map carries the next epoch of the map its writer held and readers keep the highest
-//! epoch, so the later writer's map wins everywhere (its content was computed from the
-//! same log, so it is a valid map too). A controller that has just started waits one
-//! `dead_after` before re-placing anything, so a restarting cluster does not move every
-//! shard to the first node that comes back.
+//! id is the candidate. Before it writes a collection's maps it takes that collection's
+//! lease (a new term on the plan topic, see [`crate::plan`]) and waits to read it back;
+//! readers accept maps only from the current term's holder, so when two nodes briefly
+//! both think they are elected (their views of membership differ), the one whose term
+//! came later in the log is the only writer everywhere, and the other is fenced off. The
+//! holder writes one map at a time (the next only once the last was read back) and
+//! opens its term by re-writing the accepted map under it. A controller that has just
+//! started waits one `dead_after` before re-placing anything, so a restarting cluster does
+//! not move every shard to the first node that comes back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hektor_cluster::control::{next_map, ControlConfig, ControlInput};
-use hektor_cluster::Strategy;
+use hektor_cluster::{Lease, Strategy};
 use hektor_topics::catalog::Catalog;
 use hektor_topics::record::{NodeHeartbeat, PlacementSpec, PlanAction, PlanChange, RingRange};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::membership::{nodes_topic, wall_ms, Heartbeater, Membership};
-use crate::plan::{PlanState, Plans, ReadyRecord};
+use crate::plan::{LeaseRecord, PlanState, Plans, ReadyRecord};
 use crate::{Result, Routing};
 use hektor_topics::topic::{Cleanup, TopicSpec};
 
@@ -90,6 +93,11 @@ pub struct Control {
     routing: watch::Sender<Arc<Routing>>,
     /// Decisions taken by this node as controller, newest last, for `GET /cluster`.
     log_of_decisions: Mutex<Vec<serde_json::Value>>,
+    /// Per collection, the (term, epoch) of the last map this node wrote and the term it
+    /// last claimed: nothing more is written until they are read back.
+    /// Keyed by (collection, incarnation): a name dropped and created again starts over.
+    written: Mutex<BTreeMap<(String, u64), (u64, u64)>>,
+    claimed: Mutex<BTreeMap<(String, u64), u64>>,
 }
 
 impl Control {
@@ -134,6 +142,8 @@ impl Control {
             }))
             .0,
             log_of_decisions: Mutex::new(Vec::new()),
+            written: Mutex::new(BTreeMap::new()),
+            claimed: Mutex::new(BTreeMap::new()),
         });
         let runner = Arc::clone(&control);
         tokio::spawn(async move { runner.run(settings, facts).await });
@@ -332,6 +342,40 @@ impl Control {
             if state.incarnation != incarnation || (state.map.is_some() && !settled) {
                 continue;
             }
+            // The lease: claim a new term unless this node holds the current one, then
+            // wait for the claim to be read back (it holds only if it came first).
+            let term = state.lease.as_ref().map_or(0, |l| l.term);
+            if state.lease.as_ref().is_none_or(|l| l.node != self.me) {
+                let claimed = self
+                    .claimed
+                    .lock()
+                    .get(&(spec.name.clone(), incarnation))
+                    .copied();
+                if claimed.is_some_and(|t| t > term) {
+                    continue; // our claim is not read back yet
+                }
+                let lease = LeaseRecord {
+                    term: term + 1,
+                    node: self.me.clone(),
+                    time_ms: wall_ms(),
+                };
+                tracing::info!(collection = %spec.name, term = lease.term, "claiming the controller lease");
+                self.plans.publish_lease(&spec.name, &lease).await?;
+                self.claimed
+                    .lock()
+                    .insert((spec.name.clone(), incarnation), lease.term);
+                continue;
+            }
+            // One map at a time: the last one written must be read back first.
+            let accepted = state.map.as_ref().map(|m| (m.lease().term, m.epoch()));
+            let last = self
+                .written
+                .lock()
+                .get(&(spec.name.clone(), incarnation))
+                .copied();
+            if last.is_some_and(|w| w.0 == term && accepted.is_none_or(|a| a < w)) {
+                continue;
+            }
             let config = ControlConfig {
                 replication: spec.replication.max(1) as usize,
                 max_moves: settings.max_moves,
@@ -358,10 +402,29 @@ impl Control {
                 moves: &state.moves,
                 merges: &state.merges,
             };
-            let Some(decision) = next_map(&spec.name, &input, &config)? else {
-                continue;
+            let lease = Lease {
+                term,
+                writer: self.me.clone(),
             };
-            tracing::info!(collection = %spec.name, epoch = decision.map.epoch(),
+            let decision = match next_map(&spec.name, &input, &config)? {
+                Some(decision) => decision,
+                // A new term opens with the accepted map re-written under it.
+                None => match &state.map {
+                    Some(map) if map.lease().term != term => hektor_cluster::control::Decision {
+                        map: map.as_ref().clone().at_epoch(map.epoch() + 1),
+                        reasons: vec![format!(
+                            "controller {} took the lease at term {term}",
+                            self.me
+                        )],
+                    },
+                    _ => continue,
+                },
+            };
+            let decision = hektor_cluster::control::Decision {
+                map: decision.map.with_lease(lease),
+                reasons: decision.reasons,
+            };
+            tracing::info!(collection = %spec.name, epoch = decision.map.epoch(), term,
                 reasons = ?decision.reasons, "shard map changed");
             let record = serde_json::json!({
                 "collection": spec.name,
@@ -369,6 +432,10 @@ impl Control {
                 "time_ms": wall_ms(),
                 "reasons": decision.reasons,
             });
+            self.written.lock().insert(
+                (spec.name.clone(), incarnation),
+                (term, decision.map.epoch()),
+            );
             self.plans.publish_map(decision.map).await?;
             let mut log = self.log_of_decisions.lock();
             log.push(record);

@@ -18,6 +18,10 @@ pub enum Error {
     #[error("unreadable control record: {0}")]
     Json(#[from] serde_json::Error),
 
+    /// A record of the plan or nodes topic is well-formed JSON but not a valid record.
+    #[error("invalid control record: {0}")]
+    BadRecord(String),
+
     /// The node's own settings are unusable.
     #[error("invalid node settings: {0}")]
     Config(String),

@@ -4,13 +4,15 @@
 //!   region, roles, capacity, draining or not); every node follows it and knows which
 //!   nodes are alive (a heartbeat within `dead_after`), which may take shards, and where
 //!   to reach them.
-//! - [`plan`]: the plan topic of each collection holds its shard maps (key `map`, one JSON
+//! - [`plan`]: the plan topic of each collection holds controller leases (key
+//!   `lease/<term>/<node>`), its shard maps (key `map/<term>/<node>`, one JSON
 //!   [`hektor_cluster::ShardMap`] per epoch), readiness reports of shards being built (key
 //!   `ready/<node>/<range>`) and decisions (key = the collection: the kinetic planner's
 //!   and operators' [`hektor_topics::record::PlanChange`]s). [`plan::Plans`] follows them
-//!   all; a map is accepted only if its epoch is higher than the one held.
+//!   all; a map is accepted only if it was written under the current lease and its epoch
+//!   is higher than the one held (fencing: see [`plan`]).
 //! - [`controller`]: on the controller node (the alive node with the `controller` role
-//!   and the smallest id) a loop turns membership, readiness and decisions into the next
+//!   and the smallest id, holding each collection's lease) a loop turns membership, readiness and decisions into the next
 //!   map with [`hektor_cluster::control::next_map`]; on every node a loop reports the
 //!   targets it has caught up with.
 //! - [`Routing`]: what routers and hosts follow: the accepted maps and the nodes'

@@ -5,6 +5,16 @@
 //! the topic from its start and judges a node alive while its last heartbeat is younger
 //! than `dead_after` (heartbeat times are the sender's wall clock: nodes' clocks must
 //! agree to well within `dead_after`, as NTP gives).
+//!
+//! The topic is not trusted: every heartbeat read passes [`check_heartbeat`] (the same
+//! check a node makes of its own before sending it) or is skipped with a rate-limited
+//! warning and counted ([`Membership::refused_heartbeats`]), so a forged or malformed one
+//! never becomes a member, a place for shards, or the controller. A heartbeat whose time
+//! lies more than `dead_after` ahead of the reader's clock is refused, not clamped: it
+//! could otherwise look alive forever (or, clamped, still for a while) and hold back the
+//! sender's real heartbeats, which must be newer; a real node that far ahead has a clock
+//! the liveness rule cannot work with anyway, and the warning says so. At most
+//! [`MAX_MEMBERS`] nodes are remembered: a new one takes the place of the longest-dead.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,8 +23,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hektor_cluster::NodeSpec;
 use hektor_topics::codec::{self, Encoding};
+use hektor_topics::error::Refusals;
 use hektor_topics::log::Log;
-use hektor_topics::record::{HeldShard, NodeHeartbeat};
+use hektor_topics::record::{HeldShard, NodeHeartbeat, MAX_HELD_SHARDS};
 use hektor_topics::topic::NODES_TOPIC;
 use parking_lot::RwLock;
 use tokio::sync::watch;
@@ -25,6 +36,10 @@ use crate::{NodeInfo, Result};
 pub const ROLE_DATA: &str = "data";
 /// The role that makes a node eligible to run the controller.
 pub const ROLE_CONTROLLER: &str = "controller";
+/// The most nodes a membership remembers (alive or not).
+pub const MAX_MEMBERS: usize = 4096;
+/// At most one warning about refused heartbeats per this interval.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The nodes topic of a named cluster: `hektor.nodes` for the default one, else
 /// `hektor.nodes.<name>`. Nodes of different clusters may share a log (and collections
@@ -44,6 +59,29 @@ pub fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The one check of a heartbeat: for each one read from the nodes topic (at the reader's
+/// clock `now_ms`) and for this node's own before it is sent. Its shape and sizes are
+/// [`NodeHeartbeat::validate`]'s; its time may be at most `max_ahead` past `now_ms`.
+pub fn check_heartbeat(
+    hb: &NodeHeartbeat,
+    now_ms: u64,
+    max_ahead: Duration,
+) -> hektor_topics::Result<()> {
+    hb.validate()?;
+    let ahead = hb.time_ms.saturating_sub(now_ms);
+    let allowed = u64::try_from(max_ahead.as_millis()).unwrap_or(u64::MAX);
+    if ahead > allowed {
+        return Err(hektor_topics::Error::InvalidHeartbeat {
+            node: hb.node.chars().take(80).collect(),
+            reason: format!(
+                "its time is {ahead} ms ahead of this node's clock, more than the {allowed} ms \
+                 allowed (keep the nodes' clocks in sync, with NTP)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The nodes of the cluster, from their heartbeats.
 pub struct Membership {
     log: Arc<dyn Log>,
@@ -52,21 +90,29 @@ pub struct Membership {
     nodes: RwLock<BTreeMap<String, NodeHeartbeat>>,
     /// Bumped whenever a node appears, changes or is judged dead.
     version: watch::Sender<u64>,
+    /// Heartbeats read and not taken (undecodable or failing [`check_heartbeat`]).
+    refused: Refusals,
 }
 
 impl Membership {
     /// Follow the nodes topic `topic` in the background (see [`nodes_topic`]).
     pub fn start(log: Arc<dyn Log>, topic: String, dead_after: Duration) -> Arc<Membership> {
-        let m = Arc::new(Membership {
+        let m = Arc::new(Membership::new(log, topic, dead_after));
+        let follower = Arc::clone(&m);
+        tokio::spawn(async move { follower.follow().await });
+        m
+    }
+
+    /// A membership that knows no node yet and does not follow the topic.
+    fn new(log: Arc<dyn Log>, topic: String, dead_after: Duration) -> Membership {
+        Membership {
             log,
             topic,
             dead_after,
             nodes: RwLock::new(BTreeMap::new()),
             version: watch::channel(0).0,
-        });
-        let follower = Arc::clone(&m);
-        tokio::spawn(async move { follower.follow().await });
-        m
+            refused: Refusals::new("heartbeat", WARN_EVERY),
+        }
     }
 
     async fn follow(self: Arc<Self>) {
@@ -81,28 +127,12 @@ impl Membership {
                 Ok(batch) => {
                     for stored in &batch {
                         cursor = stored.offset + 1;
-                        match codec::from_log_record::<NodeHeartbeat>(&stored.record) {
-                            Ok(hb) => {
-                                let mut nodes = self.nodes.write();
-                                let newer = nodes
-                                    .get(&hb.node)
-                                    .is_none_or(|old| old.time_ms <= hb.time_ms);
-                                if newer {
-                                    let changed = nodes.get(&hb.node).is_none_or(|old| {
-                                        old.leaving != hb.leaving
-                                            || old.address != hb.address
-                                            || old.capacity != hb.capacity
-                                            || old.roles != hb.roles
-                                    });
-                                    nodes.insert(hb.node.clone(), hb);
-                                    if changed {
-                                        self.version.send_modify(|v| *v += 1);
-                                    }
-                                }
-                            }
-                            Err(err) => {
-                                tracing::debug!(%err, offset = stored.offset, "skipping unreadable heartbeat")
-                            }
+                        let taken = codec::from_log_record::<NodeHeartbeat>(&stored.record)
+                            .and_then(|hb| self.absorb(hb, wall_ms()));
+                        match taken {
+                            Ok(true) => self.version.send_modify(|v| *v += 1),
+                            Ok(false) => {}
+                            Err(err) => self.refused.refuse(stored.offset, &err),
                         }
                     }
                 }
@@ -119,9 +149,50 @@ impl Membership {
         }
     }
 
+    /// Take one heartbeat read at `now` (the reader's clock) if it passes
+    /// [`check_heartbeat`]; returns whether the node appeared or changed.
+    fn absorb(&self, hb: NodeHeartbeat, now: u64) -> hektor_topics::Result<bool> {
+        check_heartbeat(&hb, now, self.dead_after)?;
+        let mut nodes = self.nodes.write();
+        match nodes.get(&hb.node) {
+            Some(old) if old.time_ms > hb.time_ms => return Ok(false),
+            Some(_) => {}
+            None if nodes.len() >= MAX_MEMBERS => {
+                let longest_dead = nodes
+                    .values()
+                    .filter(|old| !self.is_alive(old, now))
+                    .min_by_key(|old| old.time_ms)
+                    .map(|old| old.node.clone());
+                let Some(gone) = longest_dead else {
+                    return Err(hektor_topics::Error::InvalidHeartbeat {
+                        node: hb.node.chars().take(80).collect(),
+                        reason: format!(
+                            "{MAX_MEMBERS} nodes are alive already, the most a membership holds"
+                        ),
+                    });
+                };
+                nodes.remove(&gone);
+            }
+            None => {}
+        }
+        let changed = nodes.get(&hb.node).is_none_or(|old| {
+            old.leaving != hb.leaving
+                || old.address != hb.address
+                || old.capacity != hb.capacity
+                || old.roles != hb.roles
+        });
+        nodes.insert(hb.node.clone(), hb);
+        Ok(changed)
+    }
+
     /// Changes whenever membership does.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
+    }
+
+    /// How many heartbeats were read and refused (undecodable or invalid) so far.
+    pub fn refused_heartbeats(&self) -> u64 {
+        self.refused.total()
     }
 
     fn is_alive(&self, hb: &NodeHeartbeat, now: u64) -> bool {
@@ -130,7 +201,10 @@ impl Membership {
 
     /// The last heartbeat of every node alive now, by id.
     pub fn alive(&self) -> Vec<NodeHeartbeat> {
-        let now = wall_ms();
+        self.alive_at(wall_ms())
+    }
+
+    fn alive_at(&self, now: u64) -> Vec<NodeHeartbeat> {
         self.nodes
             .read()
             .values()
@@ -141,7 +215,11 @@ impl Membership {
 
     /// Alive data nodes that are not draining: where shards may go.
     pub fn placeable(&self) -> Vec<NodeSpec> {
-        self.alive()
+        self.placeable_at(wall_ms())
+    }
+
+    fn placeable_at(&self, now: u64) -> Vec<NodeSpec> {
+        self.alive_at(now)
             .iter()
             .filter(|hb| !hb.leaving && hb.roles.iter().any(|r| r == ROLE_DATA))
             .map(NodeSpec::from_heartbeat)
@@ -150,14 +228,18 @@ impl Membership {
 
     /// The controller: the alive node with the controller role and the smallest id.
     pub fn controller(&self) -> Option<String> {
-        self.alive()
+        self.controller_at(wall_ms())
+    }
+
+    fn controller_at(&self, now: u64) -> Option<String> {
+        self.alive_at(now)
             .into_iter()
             .filter(|hb| hb.roles.iter().any(|r| r == ROLE_CONTROLLER))
             .map(|hb| hb.node)
             .min()
     }
 
-    /// Every node ever heard of, with its address and state.
+    /// Every node heard of (the last [`MAX_MEMBERS`]), with its address and state.
     pub fn nodes(&self) -> BTreeMap<String, NodeInfo> {
         let now = wall_ms();
         self.nodes
@@ -239,15 +321,280 @@ async fn send(
     topic: &str,
     template: &NodeHeartbeat,
     leaving: bool,
-    shards: Vec<HeldShard>,
+    mut shards: Vec<HeldShard>,
 ) -> Result<()> {
+    if shards.len() > MAX_HELD_SHARDS {
+        // Report the largest: the kinetic planner moves and splits by size.
+        shards.sort_unstable_by_key(|s| std::cmp::Reverse((s.bytes, s.vectors)));
+        shards.truncate(MAX_HELD_SHARDS);
+    }
     let hb = NodeHeartbeat {
         time_ms: wall_ms(),
         leaving,
         shards,
         ..template.clone()
     };
+    // The check every reader makes; what it refuses would make this node look dead.
+    check_heartbeat(&hb, hb.time_ms, Duration::ZERO)
+        .map_err(|err| crate::Error::Config(err.to_string()))?;
     let record = codec::to_log_record(Some(hb.node.as_bytes().to_vec()), &hb, Encoding::Json)?;
     log.append(topic, 0, vec![record]).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hektor_topics::log::embedded::EmbeddedLog;
+    use hektor_topics::record::MAX_CAPACITY;
+    use hektor_topics::topic::{Cleanup, TopicSpec};
+
+    const DEAD_AFTER: Duration = Duration::from_secs(10);
+    const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
+
+    fn heartbeat(node: &str, time_ms: u64) -> NodeHeartbeat {
+        NodeHeartbeat {
+            node: node.into(),
+            address: "127.0.0.1:7700".into(),
+            region: "local".into(),
+            roles: vec![ROLE_DATA.into(), ROLE_CONTROLLER.into()],
+            capacity: 1.0,
+            memory_bytes: 0,
+            time_ms,
+            leaving: false,
+            shards: Vec::new(),
+        }
+    }
+
+    /// Forged heartbeats that would each win the election (their ids sort before
+    /// "node-1") if they were taken.
+    fn forgeries(now: u64) -> Vec<NodeHeartbeat> {
+        vec![
+            NodeHeartbeat {
+                address: "x".into(),
+                ..heartbeat("0", now)
+            },
+            heartbeat("", now),
+            heartbeat("1-future", now + YEAR_MS),
+            NodeHeartbeat {
+                capacity: f64::NAN,
+                ..heartbeat("2-nan", now)
+            },
+            NodeHeartbeat {
+                capacity: f64::INFINITY,
+                ..heartbeat("3-inf", now)
+            },
+            NodeHeartbeat {
+                capacity: -1.0,
+                ..heartbeat("4-neg", now)
+            },
+            NodeHeartbeat {
+                roles: vec![ROLE_CONTROLLER.into(); 5000],
+                ..heartbeat("5-roles", now)
+            },
+            heartbeat(&"0".repeat(100_000), now),
+        ]
+    }
+
+    async fn embedded(dir: &std::path::Path) -> Arc<dyn Log> {
+        let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir).expect("open log"));
+        log.ensure_topic(&TopicSpec {
+            name: NODES_TOPIC.into(),
+            partitions: 1,
+            cleanup: Cleanup::Compact,
+            replication: 1,
+        })
+        .await
+        .expect("nodes topic");
+        log
+    }
+
+    #[tokio::test]
+    async fn forged_heartbeats_are_no_members_nor_controller() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Membership::new(embedded(dir.path()).await, NODES_TOPIC.into(), DEAD_AFTER);
+        let now = 1_700_000_000_000;
+        for forged in forgeries(now) {
+            let node = forged.node.clone();
+            assert!(m.absorb(forged, now).is_err(), "forged `{node:.20}` taken");
+        }
+        assert!(m.absorb(heartbeat("node-1", now), now).expect("good one"));
+        let alive: Vec<String> = m.alive_at(now).into_iter().map(|h| h.node).collect();
+        assert_eq!(alive, ["node-1"]);
+        let placeable: Vec<String> = m.placeable_at(now).into_iter().map(|n| n.id).collect();
+        assert_eq!(placeable, ["node-1"]);
+        assert_eq!(m.controller_at(now).as_deref(), Some("node-1"));
+        assert_eq!(m.nodes.read().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn liveness_follows_heartbeat_times() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Membership::new(embedded(dir.path()).await, NODES_TOPIC.into(), DEAD_AFTER);
+        let now = 1_700_000_000_000;
+        let dead_after = DEAD_AFTER.as_millis() as u64;
+        m.absorb(heartbeat("a", now - 1_000), now).expect("a");
+        m.absorb(heartbeat("b", now - dead_after), now).expect("b");
+        // A little ahead of this clock (within dead_after) is skew, and taken.
+        m.absorb(heartbeat("c", now + dead_after), now).expect("c");
+        // Further ahead is refused: it would look alive long after the sender stopped.
+        assert!(m.absorb(heartbeat("d", now + dead_after + 1), now).is_err());
+        let alive =
+            |at: u64| -> Vec<String> { m.alive_at(at).into_iter().map(|h| h.node).collect() };
+        assert_eq!(alive(now), ["a", "c"]);
+        assert_eq!(alive(now + dead_after - 1_001), ["a", "c"]);
+        assert_eq!(alive(now + dead_after - 1_000), ["c"]);
+        assert_eq!(alive(now + 2 * dead_after), Vec::<String>::new());
+        assert_eq!(m.controller_at(now).as_deref(), Some("a"));
+        assert_eq!(m.controller_at(now + dead_after).as_deref(), Some("c"));
+
+        // An older heartbeat of a known node does not roll it back.
+        m.absorb(heartbeat("a", now - 5_000), now).expect("old a");
+        assert_eq!(m.nodes.read()["a"].time_ms, now - 1_000);
+        // A draining node stays alive but takes no shards.
+        let leaving = NodeHeartbeat {
+            leaving: true,
+            ..heartbeat("a", now)
+        };
+        assert!(m.absorb(leaving, now).expect("leaving a"));
+        let placeable: Vec<String> = m.placeable_at(now).into_iter().map(|n| n.id).collect();
+        assert_eq!(placeable, ["c"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_membership_replaces_the_longest_dead() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Membership::new(embedded(dir.path()).await, NODES_TOPIC.into(), DEAD_AFTER);
+        let now = 1_700_000_000_000;
+        m.absorb(heartbeat("dead-0", now - 60_000), now)
+            .expect("dead");
+        for i in 1..MAX_MEMBERS {
+            m.absorb(heartbeat(&format!("n{i:05}"), now), now)
+                .expect("alive");
+        }
+        assert!(m
+            .absorb(heartbeat("late", now), now)
+            .expect("takes the dead one's place"));
+        assert!(!m.nodes.read().contains_key("dead-0"));
+        assert!(
+            m.absorb(heartbeat("later", now), now).is_err(),
+            "all alive: no room"
+        );
+        assert_eq!(m.nodes.read().len(), MAX_MEMBERS);
+    }
+
+    /// The whole door: heartbeats appended to the nodes topic, read by the follower.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_follower_refuses_forged_heartbeats_from_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = embedded(dir.path()).await;
+        let now = wall_ms();
+        let mut records: Vec<_> = forgeries(now)
+            .iter()
+            .map(|hb| {
+                let key = Some(hb.node.as_bytes().to_vec());
+                codec::to_log_record(key.clone(), hb, Encoding::Json).unwrap_or_else(|_| {
+                    // The codec writes no NaN or infinity: forge one past it, as an
+                    // out-of-range JSON number.
+                    let finite = NodeHeartbeat {
+                        capacity: 1.0,
+                        ..hb.clone()
+                    };
+                    let mut record =
+                        codec::to_log_record(key, &finite, Encoding::Json).expect("encode");
+                    let json = String::from_utf8(record.value).expect("utf-8");
+                    assert!(json.contains("\"capacity\":1.0"), "{json}");
+                    record.value = json
+                        .replace("\"capacity\":1.0", "\"capacity\":1e999")
+                        .into();
+                    record
+                })
+            })
+            .collect();
+        records.push(hektor_topics::log::LogRecord::new(
+            Some(b"junk".to_vec()),
+            b"{not json".to_vec(),
+        ));
+        let forged = records.len() as u64;
+        log.append(NODES_TOPIC, 0, records).await.expect("append");
+        let m = Membership::start(Arc::clone(&log), NODES_TOPIC.into(), DEAD_AFTER);
+        let template = NodeHeartbeat {
+            time_ms: 0,
+            ..heartbeat("node-1", 0)
+        };
+        let held: HeldShards = Arc::new(Vec::new);
+        let _me = Heartbeater::start(
+            Arc::clone(&log),
+            NODES_TOPIC.into(),
+            template,
+            Duration::from_millis(50),
+            held,
+        )
+        .await
+        .expect("a good heartbeat is sent");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while m.controller().is_none() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(m.controller().as_deref(), Some("node-1"));
+        assert_eq!(m.nodes().into_keys().collect::<Vec<_>>(), ["node-1"]);
+        assert_eq!(m.placeable().len(), 1);
+        assert_eq!(m.refused_heartbeats(), forged);
+    }
+
+    #[tokio::test]
+    async fn a_node_does_not_send_a_heartbeat_readers_would_refuse() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = embedded(dir.path()).await;
+        let bad = NodeHeartbeat {
+            address: "http://127.0.0.1:7700/".into(),
+            ..heartbeat("node-1", 0)
+        };
+        let held: HeldShards = Arc::new(Vec::new);
+        let err = Heartbeater::start(Arc::clone(&log), NODES_TOPIC.into(), bad, DEAD_AFTER, held)
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(err, crate::Error::Config(_)), "{err}");
+        assert_eq!(log.high_watermark(NODES_TOPIC, 0).await.expect("hw"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_node_holding_too_many_shards_reports_its_largest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = embedded(dir.path()).await;
+        let shards: Vec<HeldShard> = (0..=MAX_HELD_SHARDS as u64)
+            .map(|i| HeldShard {
+                collection: "docs".into(),
+                range: hektor_topics::record::RingRange {
+                    start: i,
+                    end: Some(i + 1),
+                },
+                vectors: i,
+                bytes: (i + 1) % (MAX_HELD_SHARDS as u64 + 1),
+            })
+            .collect();
+        send(&log, NODES_TOPIC, &heartbeat("node-1", 0), false, shards)
+            .await
+            .expect("sent, not refused");
+        let read = log
+            .read(NODES_TOPIC, 0, 0, 1, Duration::from_millis(100))
+            .await
+            .expect("read");
+        let hb: NodeHeartbeat = codec::from_log_record(&read[0].record).expect("decode");
+        assert_eq!(hb.shards.len(), MAX_HELD_SHARDS);
+        assert!(
+            hb.shards.iter().all(|s| s.bytes > 0),
+            "the smallest was kept"
+        );
+    }
+
+    #[test]
+    fn capacity_bound_is_placements_weight_bound() {
+        assert_eq!(MAX_CAPACITY, hektor_cluster::node::MAX_WEIGHT);
+        let mut hb = heartbeat("n", 0);
+        hb.capacity = MAX_CAPACITY;
+        assert!(check_heartbeat(&hb, 0, Duration::ZERO).is_ok());
+        assert!(NodeSpec::from_heartbeat(&hb).validate().is_ok());
+    }
 }

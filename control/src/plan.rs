@@ -2,10 +2,25 @@
 //! decisions, told apart by their key (see the crate doc), all JSON.
 //!
 //! [`Plans`] follows the plan topic of every collection in the catalog and keeps, per
-//! collection, the accepted map (the highest epoch seen, for the collection's current
-//! incarnation), the readiness reports, and the pending requests (splits, tier changes,
-//! moves and merges) that the controller turns into maps. A request is forgotten once a map
-//! has carried it out or made it moot (its shard gone).
+//! collection, the controller lease, the accepted map, the readiness reports, and the
+//! pending requests (splits, tier changes, moves and merges) that the controller turns
+//! into maps. A request is forgotten once a map has carried it out or made it moot (its
+//! shard gone).
+//!
+//! # One controller at a time: leases with fencing
+//!
+//! A node that wants to write a collection's maps first appends a lease record
+//! (`lease/<term>/<node>`, term = the highest seen + 1). Every reader takes, per term, the
+//! **first** lease record of that term in the log as its holder, and a higher term
+//! replaces a lower one. A map record (`map/<term>/<node>`) is accepted only when it was
+//! written under the current lease (its term and writer are the latest lease's term and
+//! holder, as of where it lies in the log) and its epoch is higher than the accepted one.
+//! Every reader reads the same log in the same order, so every reader accepts the same
+//! maps: a controller that lost its lease (a later term was appended before its map) is
+//! fenced off everywhere, and two maps with one epoch are never both accepted. The holder
+//! writes a map only after its previous one was read back, and opens its term by
+//! re-writing the accepted map under it, so compaction (which keeps the last record per
+//! key, in log order) always leaves an accepted map of the latest term.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -24,8 +39,12 @@ use tokio::sync::watch;
 
 use crate::Result;
 
-/// Key of shard-map records.
+/// Key of shard-map records written before leases (accepted only while no lease exists).
 pub const MAP_KEY: &str = "map";
+/// Prefix of shard-map record keys: `map/<term>/<node>`.
+pub const MAP_PREFIX: &str = "map/";
+/// Prefix of lease record keys: `lease/<term>/<node>`.
+pub const LEASE_PREFIX: &str = "lease/";
 /// Prefix of readiness-report keys: `ready/<node>/<start>-<end>`.
 pub const READY_PREFIX: &str = "ready/";
 /// Decisions kept for `GET /cluster`.
@@ -41,10 +60,21 @@ pub struct ReadyRecord {
     pub time_ms: u64,
 }
 
+/// A controller lease (the value of a `lease/…` record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRecord {
+    pub term: u64,
+    pub node: String,
+    pub time_ms: u64,
+}
+
 /// What is known of one collection's plan.
 #[derive(Debug, Clone, Default)]
 pub struct PlanState {
     pub incarnation: u64,
+    /// The current controller lease: the first record of the highest term.
+    pub lease: Option<LeaseRecord>,
     pub map: Option<Arc<ShardMap>>,
     pub ready: Vec<Ready>,
     /// Splits asked for and not done yet.
@@ -62,9 +92,34 @@ pub struct PlanState {
 
 impl PlanState {
     fn absorb(&mut self, key: &[u8], record: &LogRecord) -> Result<bool> {
-        if key == MAP_KEY.as_bytes() {
+        if key.starts_with(LEASE_PREFIX.as_bytes()) {
+            let lease: LeaseRecord = serde_json::from_slice(&record.value)?;
+            if lease.node.is_empty() || lease.term == 0 {
+                return Err(crate::Error::BadRecord(format!(
+                    "lease record with node {:?} and term {} is not a lease",
+                    lease.node, lease.term
+                )));
+            }
+            if self.lease.as_ref().is_none_or(|l| lease.term > l.term) {
+                self.lease = Some(lease);
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        if key == MAP_KEY.as_bytes() || key.starts_with(MAP_PREFIX.as_bytes()) {
             let map: ShardMap = serde_json::from_slice(&record.value)?;
             if map.incarnation() != self.incarnation {
+                return Ok(false);
+            }
+            // Fencing: only the current lease's holder writes maps.
+            let under_lease = match &self.lease {
+                Some(l) => map.lease().term == l.term && map.lease().writer == l.node,
+                None => map.lease().term == 0,
+            };
+            if !under_lease {
+                tracing::debug!(collection = map.collection(), epoch = map.epoch(),
+                    term = map.lease().term, writer = %map.lease().writer,
+                    "ignoring a shard map written without the current lease");
                 return Ok(false);
             }
             if self.map.as_ref().is_none_or(|m| map.epoch() > m.epoch()) {
@@ -250,9 +305,15 @@ impl Plans {
             .collect()
     }
 
-    /// Write a new map and take it as accepted here at once (others read it).
+    /// Append a map written under its lease (see [`ShardMap::lease`]). It is accepted
+    /// here, as everywhere, only when read back from the log under the current lease.
     pub async fn publish_map(&self, map: ShardMap) -> Result<()> {
-        let record = LogRecord::new(Some(MAP_KEY.as_bytes().to_vec()), serde_json::to_vec(&map)?);
+        let key = format!(
+            "{MAP_PREFIX}{:020}/{}",
+            map.lease().term,
+            map.lease().writer
+        );
+        let record = LogRecord::new(Some(key.into_bytes()), serde_json::to_vec(&map)?);
         self.log()
             .append(
                 &topic_name(map.collection(), TopicKind::Plan),
@@ -260,17 +321,17 @@ impl Plans {
                 vec![record],
             )
             .await?;
-        let mut state = self.state.write();
-        if let Some(s) = state.get_mut(map.collection()) {
-            if s.incarnation == map.incarnation()
-                && s.map.as_ref().is_none_or(|m| map.epoch() > m.epoch())
-            {
-                s.forget_done(&map);
-                s.map = Some(Arc::new(map));
-            }
-        }
-        drop(state);
-        self.version.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// Append a claim to the controller lease of `collection` at `term`. It holds only if
+    /// it is the first record of that term in the log (see the module doc).
+    pub async fn publish_lease(&self, collection: &str, lease: &LeaseRecord) -> Result<()> {
+        let key = format!("{LEASE_PREFIX}{:020}/{}", lease.term, lease.node);
+        let record = LogRecord::new(Some(key.into_bytes()), serde_json::to_vec(lease)?);
+        self.log()
+            .append(&topic_name(collection, TopicKind::Plan), 0, vec![record])
+            .await?;
         Ok(())
     }
 
@@ -307,5 +368,142 @@ impl Plans {
             )
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hektor_cluster::{Lease, Shard};
+
+    fn lease(term: u64, node: &str) -> (String, Vec<u8>) {
+        let record = LeaseRecord {
+            term,
+            node: node.into(),
+            time_ms: 1,
+        };
+        (
+            format!("{LEASE_PREFIX}{term:020}/{node}"),
+            serde_json::to_vec(&record).unwrap(),
+        )
+    }
+
+    /// A map at `epoch` whose one shard is held by `holder`, written under (term, writer).
+    fn map(epoch: u64, holder: &str, term: u64, writer: &str) -> (String, Vec<u8>) {
+        let shards = vec![Shard {
+            range: RingRange {
+                start: 0,
+                end: None,
+            },
+            replicas: vec![holder.into()],
+            tier: Tier::Hot,
+        }];
+        let m = ShardMap::new("c", epoch, shards)
+            .unwrap()
+            .with_incarnation(7)
+            .with_lease(Lease {
+                term,
+                writer: writer.into(),
+            });
+        (
+            format!("{MAP_PREFIX}{term:020}/{writer}"),
+            serde_json::to_vec(&m).unwrap(),
+        )
+    }
+
+    /// What a reader accepts after reading `records` in order: (epoch, holder of the
+    /// shard, lease term) of the accepted map.
+    fn read(records: &[(String, Vec<u8>)]) -> Option<(u64, String, u64)> {
+        let mut state = PlanState {
+            incarnation: 7,
+            ..Default::default()
+        };
+        for (key, value) in records {
+            let record = LogRecord::new(Some(key.clone().into_bytes()), value.clone());
+            let _ = state.absorb(key.as_bytes(), &record);
+        }
+        state
+            .map
+            .map(|m| (m.epoch(), m.shards()[0].replicas[0].clone(), m.lease().term))
+    }
+
+    /// The log as compaction leaves it: the last record of each key, in log order.
+    fn compacted(records: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+        records
+            .iter()
+            .enumerate()
+            .filter(|(i, (k, _))| !records[i + 1..].iter().any(|(later, _)| later == k))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    #[test]
+    fn the_first_claim_of_a_term_holds_and_only_its_holder_writes_maps() {
+        let log = vec![
+            lease(1, "a"),
+            lease(1, "b"), // came second: b does not hold term 1
+            map(0, "b", 1, "b"),
+            map(0, "a", 1, "a"),
+        ];
+        assert_eq!(read(&log), Some((0, "a".into(), 1)));
+        // Two maps of one epoch: only the holder's counts, on every reader.
+        let log = vec![
+            lease(1, "a"),
+            map(0, "a", 1, "a"),
+            map(1, "x", 1, "b"),
+            map(1, "y", 1, "a"),
+        ];
+        assert_eq!(read(&log), Some((1, "y".into(), 1)));
+        // Without a lease, a map claiming one is not taken, nor one with another term.
+        assert_eq!(read(&[map(0, "a", 1, "a")]), None);
+        assert_eq!(read(&[lease(2, "a"), map(0, "a", 1, "a")]), None);
+        // A map from before leases is taken while no lease exists, and not after.
+        assert_eq!(read(&[map(0, "a", 0, "")]), Some((0, "a".into(), 0)));
+        assert_eq!(read(&[lease(1, "a"), map(0, "a", 0, "")]), None);
+    }
+
+    #[test]
+    fn a_controller_that_lost_its_lease_is_fenced_off_even_after_compaction() {
+        let log = vec![
+            lease(1, "a"),
+            map(0, "a", 1, "a"),
+            map(1, "a", 1, "a"),
+            // b takes over; a, partitioned, still writes a map with a higher epoch.
+            lease(2, "b"),
+            map(5, "stale", 1, "a"),
+            // b opens its term by re-writing the accepted map, then moves on.
+            map(2, "a", 2, "b"),
+            map(3, "b", 2, "b"),
+            map(9, "stale", 1, "a"),
+        ];
+        assert_eq!(read(&log), Some((3, "b".into(), 2)));
+        // A node that joins after compaction accepts the same map.
+        assert_eq!(read(&compacted(&log)), read(&log));
+        // Before b's first map, every reader keeps a's last map from before the handover.
+        assert_eq!(read(&log[..5]), Some((1, "a".into(), 1)));
+        // An older or equal term never replaces the lease.
+        let log = vec![
+            lease(2, "b"),
+            lease(1, "a"),
+            lease(2, "a"),
+            map(0, "a", 2, "a"),
+            map(0, "b", 2, "b"),
+        ];
+        assert_eq!(read(&log), Some((0, "b".into(), 2)));
+    }
+
+    #[test]
+    fn malformed_leases_are_refused() {
+        let mut state = PlanState::default();
+        for bad in [
+            br#"{"term": 0, "node": "a", "time_ms": 1}"#.to_vec(),
+            br#"{"term": 1, "node": "", "time_ms": 1}"#.to_vec(),
+            br#"{"term": 1, "node": "a"}"#.to_vec(),
+            b"not json".to_vec(),
+        ] {
+            let record = LogRecord::new(Some(b"lease/1/a".to_vec()), bad);
+            assert!(state.absorb(b"lease/1/a", &record).is_err());
+        }
+        assert!(state.lease.is_none());
     }
 }

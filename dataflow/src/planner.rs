@@ -91,6 +91,12 @@ pub trait ClusterFeed: Send + Sync {
     fn shards(&self, collection: &str) -> Option<FeedMap>;
     /// The data nodes that may hold shards, with their capacity weights.
     fn nodes(&self) -> BTreeMap<String, f64>;
+    /// Whether this node's planner decides: one planner per cluster, the controller's.
+    /// Every planner keeps counting hotness (so a new controller's planner is warm), but
+    /// only the leading one appends decisions.
+    fn leads(&self) -> bool {
+        true
+    }
 }
 
 /// One collection's serving shards, as a [`ClusterFeed`] reports them.
@@ -477,10 +483,22 @@ async fn run(
         }
         sync(&catalog, &log, &config, &mut tracked, &view).await;
         let mut error = None;
-        for t in tracked.values_mut() {
+        let mut dead = Vec::new();
+        for (name, t) in tracked.iter_mut() {
             if let Err(err) = round(&log, &config, feed.as_deref(), t, &view).await {
                 tracing::warn!(collection = %t.spec.name, %err, "planner round failed");
                 error = Some(format!("{}: {err}", t.spec.name));
+                if matches!(err, DataflowError::Stopped | DataflowError::Timely(_)) {
+                    dead.push(name.clone());
+                }
+            }
+        }
+        // A dataflow whose workers died is started again (from the events topic) by the
+        // next sync, never left dead.
+        for name in dead {
+            if let Some(t) = tracked.remove(&name) {
+                tracing::warn!(collection = %name, "restarting the hotness dataflow");
+                retire(t);
             }
         }
         if let Ok(mut v) = view.lock() {
@@ -703,14 +721,19 @@ async fn round(
     });
 
     t.history.expire(now, &decide_config);
-    let changes = decide(
-        &t.spec.name,
-        &snapshot,
-        &decide_config,
-        &t.history,
-        forecasts.as_ref(),
-        now,
-    );
+    let leads = feed.is_none_or(|f| f.leads());
+    let changes = if !leads {
+        Vec::new()
+    } else {
+        decide(
+            &t.spec.name,
+            &snapshot,
+            &decide_config,
+            &t.history,
+            forecasts.as_ref(),
+            now,
+        )
+    };
     if !changes.is_empty() {
         let records = changes
             .iter()

@@ -32,7 +32,7 @@ use hektor_topics::codec;
 use hektor_topics::log::{Log, LogRecord, StoredRecord};
 use hektor_topics::record::{CollectionSpec, Distance, RingRange, Tier, VectorRecord};
 use hektor_topics::ring;
-use hektor_topics::topic::{topic_name, TopicKind};
+use hektor_topics::topic::{topic_name, validate_collection_name, TopicKind};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
@@ -100,6 +100,8 @@ pub struct HostedShard {
     stop: AtomicBool,
     /// When it stopped being assigned (it serves until the grace period ends).
     retired: Mutex<Option<Instant>>,
+    /// Why its consumer is failing (applies fail or panic; it retries), if it is.
+    failure: Mutex<Option<String>>,
 }
 
 impl HostedShard {
@@ -127,6 +129,16 @@ impl HostedShard {
     /// Read to the end of its partition once, with the index built.
     pub fn caught_up(&self) -> bool {
         self.caught_up.load(Ordering::Relaxed)
+    }
+
+    /// Why the shard's consumer is failing right now (it keeps retrying), if it is. A
+    /// failing shard is not following its partition: `/health` says so.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
+    }
+
+    fn fail(&self, why: String) {
+        *self.failure.lock() = Some(why);
     }
 
     /// No longer assigned: serving out its grace period.
@@ -300,7 +312,15 @@ impl ShardHost {
     /// grace period and every shard of dropped collections.
     async fn sync(self: &Arc<Self>, wanted: &Assignments) -> Result<(), Error> {
         let _one_at_a_time = self.sync_lock.lock().await;
-        let catalog = self.catalog.list_incarnations();
+        let mut catalog = self.catalog.list_incarnations();
+        // The catalog refuses such names already; no directory is made or removed for one.
+        catalog.retain(|(spec, _)| match check_dir_name(&spec.name) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(%err, "not hosting a collection whose name is no directory name");
+                false
+            }
+        });
         // Collections dropped (or re-created) go at once.
         let current: Vec<(String, u64)> = self
             .collections
@@ -421,6 +441,7 @@ impl ShardHost {
         range: RingRange,
         primary: bool,
     ) -> Result<Arc<HostedShard>, Error> {
+        check_dir_name(&spec.name)?;
         let partition = ring::partition_of(range.start, spec.partitions);
         let dir = self.shard_dir(&spec.name, incarnation, range);
         let config = ShardConfig::new(spec.dimension as usize, spec.distance, self.config.engine);
@@ -441,8 +462,9 @@ impl ShardHost {
             retiering: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             retired: Mutex::new(None),
+            failure: Mutex::new(None),
         });
-        tokio::spawn(consume(
+        tokio::spawn(supervise(
             Arc::clone(self.catalog.log()),
             spec.clone(),
             Arc::clone(&hosted),
@@ -451,8 +473,29 @@ impl ShardHost {
     }
 }
 
+/// Check that a collection name is one plain directory name, so that
+/// [`collection_dir`] stays under `DATA_DIR/shards/`: a valid collection name (see
+/// [`hektor_topics::topic::validate_collection_name`]), so no path separator, no `..`
+/// and not absolute. The catalog checks every name it applies; this is the last check
+/// before a name becomes a path that is created or removed.
+pub fn check_dir_name(collection: &str) -> Result<(), Error> {
+    let mut parts = std::path::Path::new(collection).components();
+    let one_plain_part = matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    );
+    if !one_plain_part || collection.contains(['/', '\\']) || collection.contains("..") {
+        return Err(Error::InvalidConfig(format!(
+            "collection name `{}` is not a plain directory name",
+            collection.escape_debug()
+        )));
+    }
+    validate_collection_name(collection).map_err(|err| Error::InvalidConfig(err.to_string()))
+}
+
 /// Where the shards of one incarnation of a collection live:
-/// `DATA_DIR/shards/<collection>/<incarnation>/`.
+/// `DATA_DIR/shards/<collection>/<incarnation>/` (check the name with [`check_dir_name`]
+/// first).
 pub fn collection_dir(data_dir: &std::path::Path, collection: &str, incarnation: u64) -> PathBuf {
     data_dir
         .join("shards")
@@ -492,7 +535,8 @@ pub struct Poison {
 }
 
 /// Turn one stored record into an op for the shard holding `range` of `partition`:
-/// records outside the range are [`ShardOp::Skip`]; poison records are an error.
+/// records outside the range are [`ShardOp::Pass`] (they still advance the partition's
+/// clock floor, so every shard of a partition stamps alike); poison records are an error.
 pub fn to_range_op(
     spec: &CollectionSpec,
     partition: u32,
@@ -506,7 +550,7 @@ pub fn to_range_op(
         && ring::partition_of(position, spec.partitions) == partition
         && !range.contains(position)
     {
-        return Ok(ShardOp::Skip);
+        return Ok(ShardOp::Pass { hlc: record.hlc() });
     }
     to_op(spec, partition, stored).map_err(|reason| Poison {
         partition_level: record.collection() != spec.name
@@ -573,7 +617,30 @@ pub fn to_op(
     })
 }
 
+/// Run a shard's consumer until the shard stops; a consumer that panics is reported (the
+/// shard's [`HostedShard::failure`]) and restarted after a backoff, never left dead.
+async fn supervise(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShard>) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let run = tokio::spawn(consume(Arc::clone(&log), spec.clone(), Arc::clone(&hosted)));
+        match run.await {
+            Ok(()) => return,
+            Err(err) => {
+                let why = format!("the shard's consumer panicked: {err}; restarting it");
+                tracing::error!(collection = %hosted.collection, partition = hosted.partition, %why);
+                hosted.fail(why);
+            }
+        }
+        if hosted.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
 async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShard>) {
+    let mut backoff = Duration::from_millis(500);
     let topic = topic_name(&spec.name, TopicKind::Vectors);
     let dlq = topic_name(&spec.name, TopicKind::DeadLetter);
     let mut last_hw_poll = std::time::Instant::now() - Duration::from_secs(10);
@@ -660,18 +727,23 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
             hosted.dead_lettered.fetch_add(n, Ordering::Relaxed);
         }
         let shard = Arc::clone(&hosted.shard);
-        match tokio::task::spawn_blocking(move || shard.apply(&ops)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => {
-                tracing::error!(%err, %topic, partition = hosted.partition, "apply failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-            Err(err) => {
-                tracing::error!(%err, "apply task panicked");
-                return;
-            }
+        let failed = match tokio::task::spawn_blocking(move || shard.apply(&ops)).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some(format!("applying offsets from {from} failed: {err}")),
+            // The apply is one LMDB transaction: a panic aborts it, nothing is half-written.
+            Err(err) => Some(format!("applying offsets from {from} panicked: {err}")),
+        };
+        if let Some(why) = failed {
+            tracing::error!(%topic, partition = hosted.partition, %why, "retrying");
+            hosted.fail(why);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+            continue;
         }
+        if hosted.failure.lock().take().is_some() {
+            tracing::info!(%topic, partition = hosted.partition, "the shard follows its partition again");
+        }
+        backoff = Duration::from_millis(500);
         hosted.applied.send_replace(hosted.shard.next_offset());
         // Still catching up, but the exactly-searched tail is getting long.
         if hosted.shard.pending() >= BUILD_WHEN_PENDING {
@@ -688,5 +760,20 @@ async fn build(shard: &Arc<Shard>) {
         Ok(Ok(report)) => tracing::debug!(%path, indexed = report.indexed, "index built"),
         Ok(Err(err)) => tracing::error!(%err, %path, "index build failed"),
         Err(err) => tracing::error!(%err, %path, "index build panicked"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_collection_names_become_directories() {
+        assert!(check_dir_name("docs_v2-384").is_ok());
+        for bad in [
+            "", ".", "..", "../etc", "a/b", "/etc", "a\\b", "a..b", "a b",
+        ] {
+            assert!(check_dir_name(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

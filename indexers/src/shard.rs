@@ -3,11 +3,18 @@
 //! the log offset applied, so a crash (even `kill -9`) never loses or double-applies a
 //! write: [`Shard::apply`] writes a batch's ops and the new offset in one transaction.
 //!
-//! Writes are last-writer-wins by [`Hlc`]: an upsert or delete older than what is stored
-//! for its id (a live record's hlc, or a delete's tombstone hlc) is ignored, but still
-//! advances the offset. Equal hlcs apply in log order (so writes without an hlc, which
-//! carry `Hlc(0)`, simply follow the log). Tombstones are kept per deleted id, forever for
-//! now, so a late, older upsert arriving by cross-region mirroring cannot resurrect it.
+//! Writes are last-writer-wins by **effective** [`Hlc`]. The log of a partition is the
+//! order in which its writes were acknowledged, so a later record must win even when the
+//! node that wrote it has a clock behind the earlier writer's: each record's effective
+//! hlc is `max(its own hlc, the partition's floor + 1)`, and the floor becomes it. The
+//! floor is a function of the partition's log alone (records outside this shard's range
+//! advance it too, as [`ShardOp::Pass`]) and is stored with the applied offset, so every
+//! replica and every shard of a partition stamps a record alike, and stamps stay close to
+//! real time. An upsert or delete whose effective hlc is older than what is stored for its
+//! id (a live record's hlc, or a delete's tombstone hlc) is ignored but still advances
+//! the offset; within one log that happens only to exact replays. Tombstones are kept per
+//! deleted id, forever for now, so a record merged from another region's log with an older
+//! hlc cannot resurrect it.
 //!
 //! Vectors are searchable as soon as `apply` commits. A search is the engine's search over
 //! the built index (minus items deleted or replaced since the build, which sit in the
@@ -60,7 +67,9 @@ use crate::engine::warm::{WarmEngine, WarmParams};
 use crate::engine::{self, Changes, EngineKind, IndexEngine, TopK};
 use crate::error::{Error, Result};
 use crate::metric::{self, PreparedQuery, SearchOptions};
-use crate::store::{Record, Store, MAX_ID_BYTES, META_CONFIG, META_NEXT_ITEM, META_NEXT_OFFSET};
+use crate::store::{
+    Record, Store, MAX_ID_BYTES, META_CONFIG, META_HLC_FLOOR, META_NEXT_ITEM, META_NEXT_OFFSET,
+};
 
 /// Default LMDB map size: the most a shard may grow to (address space only; the file
 /// grows as data is written).
@@ -132,6 +141,16 @@ pub enum ShardOp {
     /// A record that carries no change for this shard (e.g. a poison record sent to the
     /// dead-letter topic): it only advances the applied offset.
     Skip,
+    /// A record of this partition for another shard (outside this range): it advances the
+    /// applied offset and the partition's clock floor by its `hlc`.
+    Pass {
+        hlc: Hlc,
+    },
+}
+
+/// The effective hlc of a record with `own` stamp after a partition floor of `floor`.
+pub fn effective_hlc(own: Hlc, floor: u64) -> Hlc {
+    Hlc(own.0.max(floor.saturating_add(1)))
 }
 
 /// A search result. `score` is higher when closer: the cosine similarity for
@@ -444,6 +463,7 @@ impl Shard {
         let mut wtxn = s.env.write_txn().map_err(|e| s.storage(e))?;
         let mut next = s.meta_u64(&wtxn, META_NEXT_OFFSET)?;
         let mut next_item = s.meta_u64(&wtxn, META_NEXT_ITEM)?;
+        let mut floor = s.meta_u64(&wtxn, META_HLC_FLOOR)?;
         let start = next;
         for (offset, op) in ops {
             if *offset < next {
@@ -467,9 +487,11 @@ impl Shard {
                         });
                         continue;
                     }
+                    let hlc = effective_hlc(*hlc, floor);
+                    floor = hlc.0;
                     let record = Record {
                         ring: *ring,
-                        hlc: *hlc,
+                        hlc,
                         id: id.clone(),
                         payload: payload.clone(),
                     };
@@ -488,13 +510,16 @@ impl Shard {
                         });
                         continue;
                     }
-                    if self.delete(engine, &mut wtxn, id, *hlc)? {
+                    let hlc = effective_hlc(*hlc, floor);
+                    floor = hlc.0;
+                    if self.delete(engine, &mut wtxn, id, hlc)? {
                         report.deleted += 1;
                     } else {
                         report.stale += 1;
                     }
                 }
                 ShardOp::Skip => {}
+                ShardOp::Pass { hlc } => floor = effective_hlc(*hlc, floor).0,
             }
         }
         if next != start {
@@ -504,6 +529,9 @@ impl Shard {
                 .map_err(st)?;
             s.meta
                 .put(&mut wtxn, META_NEXT_ITEM, &next_item.to_be_bytes())
+                .map_err(st)?;
+            s.meta
+                .put(&mut wtxn, META_HLC_FLOOR, &floor.to_be_bytes())
                 .map_err(st)?;
             let len = s.records.len(&wtxn).map_err(st)?;
             let pending = s.pending.len(&wtxn).map_err(st)?;

@@ -37,6 +37,8 @@ use crate::metric;
 pub(crate) const META_CONFIG: &str = "config";
 pub(crate) const META_NEXT_OFFSET: &str = "next_offset";
 pub(crate) const META_NEXT_ITEM: &str = "next_item";
+/// The partition's clock floor: the effective hlc of the last record applied (or passed).
+pub(crate) const META_HLC_FLOOR: &str = "hlc_floor";
 
 /// Longest vector id accepted: LMDB keys are at most 511 bytes.
 pub const MAX_ID_BYTES: usize = 511;

@@ -78,9 +78,10 @@ fn upsert_is_found_before_and_after_build() {
         let after = shard.search(q, 10, None).unwrap();
         assert_eq!(after[0].id, "probe", "{engine}: lost by the build");
         let stored = shard.get("probe").unwrap().expect("stored");
+        // Stamped after the 2,000 records before it in the log (the partition's floor).
         assert_eq!(
             (stored.vector.as_slice(), stored.ring, stored.hlc),
-            (q, 7, Hlc(1))
+            (q, 7, Hlc(2_001))
         );
         assert_eq!(shard.len(), 2_001);
     }
@@ -173,79 +174,70 @@ fn delete_removes_before_and_after_build() {
 }
 
 #[test]
-fn last_writer_wins_by_hlc_and_tombstones_block_resurrection() {
+fn later_writes_in_the_log_win_whatever_the_writers_clock_says() {
     let ds = data();
     let dir = tempfile::tempdir().unwrap();
-    let shard = open(dir.path(), EngineKind::Arroy);
     let (a, b, c) = (ds.base_vector(0), ds.base_vector(1), ds.base_vector(2));
-    let r = shard
-        .apply(&[
-            (0, probe(a, "x", 1, 10)),
-            (1, probe(b, "x", 2, 5)), // older: ignored
-        ])
-        .unwrap();
-    assert_eq!((r.upserted, r.stale, r.next_offset), (1, 1, 2));
+    {
+        let shard = open(dir.path(), EngineKind::Arroy);
+        // The second writer's clock is behind the first's: its write still wins, stamped
+        // just after the first (the partition's floor + 1).
+        let r = shard
+            .apply(&[(0, probe(a, "x", 1, 10)), (1, probe(b, "x", 2, 5))])
+            .unwrap();
+        assert_eq!((r.upserted, r.stale, r.next_offset), (2, 0, 2));
+        let got = shard.get("x").unwrap().unwrap();
+        assert_eq!((got.vector.as_slice(), got.hlc), (b, Hlc(11)));
+
+        // A delete stamped before both still deletes: it came later in the log.
+        let delete = |hlc| ShardOp::Delete {
+            id: "x".into(),
+            hlc: Hlc(hlc),
+        };
+        let r = shard.apply(&[(2, delete(7))]).unwrap();
+        assert_eq!(r.deleted, 1);
+        assert!(shard.get("x").unwrap().is_none());
+        assert!(shard
+            .search(a, 5, None)
+            .unwrap()
+            .iter()
+            .all(|h| h.id != "x"));
+        assert_eq!(shard.stats().tombstones, 1);
+
+        // A stamp ahead of the floor is kept as it is (stamps stay near real time), and
+        // the re-insert clears the tombstone.
+        let r = shard.apply(&[(3, probe(c, "x", 3, 100))]).unwrap();
+        assert_eq!(r.upserted, 1);
+        let got = shard.get("x").unwrap().unwrap();
+        assert_eq!((got.vector.as_slice(), got.hlc), (c, Hlc(100)));
+        assert_eq!(shard.stats().tombstones, 0);
+
+        // Records of the partition for other shards advance the floor too, so every shard
+        // of a partition stamps alike; a record without a stamp follows the log.
+        let r = shard
+            .apply(&[
+                (4, ShardOp::Pass { hlc: Hlc(200) }),
+                (5, probe(a, "y", 1, 0)),
+            ])
+            .unwrap();
+        assert_eq!((r.upserted, r.next_offset), (1, 6));
+        assert_eq!(shard.get("y").unwrap().unwrap().hlc, Hlc(201));
+
+        // A replay of applied offsets changes nothing.
+        let r = shard
+            .apply(&[(0, probe(a, "x", 1, 10)), (1, probe(b, "x", 2, 5))])
+            .unwrap();
+        assert_eq!((r.replayed, r.upserted), (2, 0));
+        assert_eq!(shard.get("x").unwrap().unwrap().vector, c);
+    }
+    // The floor is durable with the offset: after a reopen the next record still orders
+    // after everything applied.
+    let shard = open(dir.path(), EngineKind::Arroy);
+    shard.apply(&[(6, probe(b, "x", 2, 1))]).unwrap();
     let got = shard.get("x").unwrap().unwrap();
-    assert_eq!((got.vector.as_slice(), got.hlc), (a, Hlc(10)));
-
-    let r = shard
-        .apply(&[
-            (
-                2,
-                ShardOp::Delete {
-                    id: "x".into(),
-                    hlc: Hlc(7),
-                },
-            ), // older than the upsert
-        ])
-        .unwrap();
-    assert_eq!(r.stale, 1);
-    assert!(shard.get("x").unwrap().is_some());
-
-    let r = shard
-        .apply(&[
-            (
-                3,
-                ShardOp::Delete {
-                    id: "x".into(),
-                    hlc: Hlc(20),
-                },
-            ),
-            (4, probe(c, "x", 3, 15)), // a late, older upsert (mirroring): stays deleted
-        ])
-        .unwrap();
-    assert_eq!((r.deleted, r.stale), (1, 1));
-    assert!(shard.get("x").unwrap().is_none());
-    assert!(shard
-        .search(c, 5, None)
-        .unwrap()
-        .iter()
-        .all(|h| h.id != "x"));
-    assert_eq!(shard.stats().tombstones, 1);
-
-    // A delete of an id never seen still blocks its older upserts.
-    shard
-        .apply(&[
-            (
-                5,
-                ShardOp::Delete {
-                    id: "y".into(),
-                    hlc: Hlc(50),
-                },
-            ),
-            (6, probe(a, "y", 1, 40)),
-        ])
-        .unwrap();
-    assert!(shard.get("y").unwrap().is_none());
-
-    // A newer upsert brings x back, and clears its tombstone.
-    let r = shard.apply(&[(7, probe(c, "x", 3, 21))]).unwrap();
-    assert_eq!(r.upserted, 1);
-    assert_eq!(shard.get("x").unwrap().unwrap().vector, c);
-    assert_eq!(shard.stats().tombstones, 1); // only y's
-    assert_eq!(shard.next_offset(), 8);
+    assert_eq!((got.vector.as_slice(), got.hlc), (b, Hlc(202)));
     shard.build_index().unwrap();
-    assert_eq!(shard.search(c, 1, None).unwrap()[0].id, "x");
+    assert_eq!(shard.search(b, 1, None).unwrap()[0].id, "x");
 }
 
 #[test]
@@ -489,7 +481,9 @@ fn euclidean_and_dot_scores_follow_the_convention() {
                         Distance::Euclidean => -metric::l2_squared(q, vector).sqrt(),
                         _ => metric::dot(q, vector),
                     },
-                    ShardOp::Delete { .. } | ShardOp::Skip => unreachable!("only upserts here"),
+                    ShardOp::Delete { .. } | ShardOp::Skip | ShardOp::Pass { .. } => {
+                        unreachable!("only upserts here")
+                    }
                 })
                 .collect();
             expected.sort_by(|x, y| y.total_cmp(x));

@@ -39,20 +39,19 @@
 //! A crash between the appends and the commit forwards that batch again (at most one batch
 //! per partition; a dead-lettered record may appear twice in the dead-letter topic).
 //!
-//! **A duplicate forward is harmless**: it has the same id, tenant, vector, payload and,
-//! because the stamp is derived from the intake record and not from the clock, the same
-//! hlc. Shards apply last-writer-wins by hlc, so a direct HTTP write of the same id made
-//! after the first forward (stamped later: the clock observed the forwarded stamp) still
-//! wins over the re-forward. One limit remains: the vectors topic is compacted by id,
-//! keeping the latest *offset*; a shard rebuilt from a compacted topic in which such a
-//! re-forward landed after the direct write would hold the re-forwarded value.
+//! **A duplicate forward rewrites the same value**: it has the same id, tenant, vector and
+//! payload. Shards order the writes of one partition by the vectors log itself (each record
+//! is stamped `max(its hlc, the partition's floor + 1)`, see `hektor_indexers::shard`), so
+//! the re-forward lands as the latest write of its id. One hole remains until the intake
+//! forwards transactionally: a direct write of the same id acknowledged between the first
+//! forward and the crash is overwritten by the re-forward. (The compacted vectors topic
+//! keeps the latest offset per id, which is now exactly what shards keep.)
 //!
-//! Order between intake records of one id: by Kafka timestamp (ms), then by offset mod 2^16.
-//! Records of one id in one partition in the same millisecond keep their order unless the
-//! offsets wrap past a multiple of 65,536 between them; records of one id in different
-//! partitions written in the same millisecond have no defined order. A producer that needs
-//! a strict order keys records by id (Kafka's default partitioner then keeps one id in one
-//! partition) or sets `hlc` itself.
+//! Order between intake records of one id: the order in which they are forwarded into the
+//! vectors topic. Within one intake partition that is the intake order; records of one id
+//! in different intake partitions have no defined order. A producer that needs a strict
+//! order keys records by id (Kafka's default partitioner then keeps one id in one
+//! partition).
 //!
 //! # Several nodes
 //!

@@ -10,7 +10,9 @@
 //!   replicas, tiers, targets being built) and, for the shards this node holds, size, lag
 //!   and engine; `vectors` sums this node's shards and `complete` says whether it holds
 //!   them all.
-//! - `GET /health`, `GET /metrics` (Prometheus text format).
+//! - `GET /health` (503 when a shard held here has stopped following its partition),
+//!   `GET /ready` (503 until every shard the maps give this node is open and caught up),
+//!   `GET /metrics` (Prometheus text format).
 //! - `GET /cluster`: per collection the map's shards with replicas, tier, local facts and
 //!   the kinetic planner's hotness, qps, p99 and hot/cold per shard; the targets; the
 //!   members with address and state; the planner's decisions and the controller's recent
@@ -91,6 +93,7 @@ pub fn router(state: QueryState) -> Router {
         )
         .route("/cluster", get(cluster))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -402,8 +405,74 @@ async fn cluster(State(state): State<QueryState>) -> Response {
     .into_response()
 }
 
-async fn health() -> Response {
-    Json(json!({ "status": "ok" })).into_response()
+/// The shards this node holds whose consumer is failing, as JSON.
+fn failing_shards(state: &QueryState) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for hosted in state.searcher.host().collections() {
+        for s in hosted.serving() {
+            if let Some(why) = s.failure() {
+                out.push(
+                    json!({"collection": hosted.spec.name, "partition": s.partition,
+                    "range": s.range, "error": why}),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Liveness: 200 `{"status": "ok"}`, or 503 `{"status": "failing", "shards": [...]}` when
+/// a shard this node holds has stopped following its partition (its consumer fails and
+/// retries; the error says why).
+async fn health(State(state): State<QueryState>) -> Response {
+    let failing = failing_shards(&state);
+    if failing.is_empty() {
+        Json(json!({ "status": "ok" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "failing", "shards": failing })),
+        )
+            .into_response()
+    }
+}
+
+/// Readiness: 200 when every shard the current maps give this node is open, has read its
+/// partition to the end once (index built) and is not failing; else 503 with the shards
+/// still opening or catching up and the failing ones.
+async fn ready(State(state): State<QueryState>) -> Response {
+    let routing = state.searcher.routing();
+    let host = state.searcher.host();
+    let mut waiting = Vec::new();
+    let mut held = 0usize;
+    for (name, map) in &routing.maps {
+        let hosted = host.collection(name);
+        for (range, _) in map.ranges_of(&routing.me) {
+            // Targets being built are not served yet: only serving shards count.
+            if !map.shards().iter().any(|s| s.range == range) {
+                continue;
+            }
+            held += 1;
+            let shard = hosted.as_ref().and_then(|h| h.shard(range).cloned());
+            match shard {
+                Some(s) if s.caught_up() => {}
+                Some(s) => waiting.push(json!({"collection": name, "range": range,
+                    "state": "catching up", "lag": s.lag()})),
+                None => {
+                    waiting.push(json!({"collection": name, "range": range, "state": "opening"}))
+                }
+            }
+        }
+    }
+    let failing = failing_shards(&state);
+    let ready = waiting.is_empty() && failing.is_empty();
+    let body = json!({"ready": ready, "shards": held, "waiting": waiting, "failing": failing});
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<QueryState>) -> Response {

@@ -4,6 +4,12 @@
 //! The catalog owns collection specs and the creation and removal of a collection's topics.
 //! It does not open shards or serve queries: those follow the catalog through
 //! [`Catalog::subscribe`].
+//!
+//! Every entry read from the topic passes [`validate_spec`], the same check the HTTP
+//! door's [`Catalog::create`] makes: the log is not trusted (a collection name becomes a
+//! topic name and a data-directory path). An entry that fails it, or cannot be decoded,
+//! is skipped with a rate-limited warning and counted ([`Catalog::refused_entries`]); the
+//! entries around it still apply.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,8 +19,9 @@ use parking_lot::RwLock;
 use tokio::sync::{watch, Mutex};
 
 use crate::codec::{self, Encoding};
+use crate::error::Refusals;
 use crate::log::Log;
-use crate::record::{CatalogEntry, CollectionSpec};
+use crate::record::{CatalogEntry, CollectionSpec, PlacementSpec};
 use crate::topic::{self, CATALOG_TOPIC};
 use crate::{Error, Result};
 
@@ -22,6 +29,13 @@ use crate::{Error, Result};
 pub const MAX_PARTITIONS: u32 = 1024;
 /// Largest vector dimension accepted.
 pub const MAX_DIMENSION: u32 = 8192;
+/// Most copies of each shard.
+pub const MAX_REPLICATION: u32 = 16;
+/// Most virtual nodes per unit of weight of the consistent-hash placement (the bound
+/// `hektor_cluster::placement::MAX_VNODES` enforces when the controller builds it).
+pub const MAX_VNODES: usize = 10_000;
+/// At most one warning about refused catalog entries per this interval.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Why a collection could not be created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +59,8 @@ pub struct Catalog {
     replication: u16,
     /// When set, this node serves only collections whose names start with it.
     scope: Option<String>,
+    /// Entries read from the topic and not applied (undecodable or invalid).
+    refused: Refusals,
 }
 
 impl Catalog {
@@ -71,6 +87,7 @@ impl Catalog {
             version: watch::channel(0).0,
             replication,
             scope,
+            refused: Refusals::new("catalog entry", WARN_EVERY),
         });
         catalog.refresh().await?;
         Ok(catalog)
@@ -90,18 +107,18 @@ impl Catalog {
             *cursor = last.offset + 1;
             let mut collections = self.collections.write();
             for stored in &batch {
-                match codec::from_log_record::<CatalogEntry>(&stored.record) {
+                let checked = codec::from_log_record::<CatalogEntry>(&stored.record)
+                    .and_then(|entry| validate_entry(&entry).map(|()| entry));
+                match checked {
                     Ok(CatalogEntry::Create(spec)) => {
                         collections.insert(spec.name.clone(), (spec, stored.offset));
+                        changed = true;
                     }
                     Ok(CatalogEntry::Drop { name }) => {
-                        collections.remove(&name);
+                        changed |= collections.remove(&name).is_some();
                     }
-                    Err(err) => {
-                        tracing::warn!(offset = stored.offset, %err, "skipping unreadable catalog entry");
-                    }
+                    Err(err) => self.refused.refuse(stored.offset, &err),
                 }
-                changed = true;
             }
         }
         if changed {
@@ -188,6 +205,11 @@ impl Catalog {
         self.get(name)
     }
 
+    /// How many catalog entries were read and refused (undecodable or invalid) so far.
+    pub fn refused_entries(&self) -> u64 {
+        self.refused.total()
+    }
+
     /// The Kafka replication factor of topics this catalog creates.
     pub fn replication(&self) -> u16 {
         self.replication
@@ -245,7 +267,16 @@ impl Catalog {
     }
 }
 
-/// Check a collection's settings before anything is created.
+/// Check an entry read from the catalog topic: a create as [`validate_spec`], a drop's name.
+fn validate_entry(entry: &CatalogEntry) -> Result<()> {
+    match entry {
+        CatalogEntry::Create(spec) => validate_spec(spec),
+        CatalogEntry::Drop { name } => topic::validate_collection_name(name),
+    }
+}
+
+/// Check a collection's settings: before anything is created (the HTTP door) and before
+/// an entry read from the catalog topic is applied (the log door).
 pub fn validate_spec(spec: &CollectionSpec) -> Result<()> {
     topic::validate_collection_name(&spec.name)?;
     let invalid = |reason: String| Error::InvalidSpec {
@@ -264,11 +295,150 @@ pub fn validate_spec(spec: &CollectionSpec) -> Result<()> {
             spec.partitions
         )));
     }
-    if spec.replication == 0 || spec.replication > 16 {
+    if spec.replication == 0 || spec.replication > MAX_REPLICATION {
         return Err(invalid(format!(
-            "replication must be between 1 and 16, got {}",
+            "replication must be between 1 and {MAX_REPLICATION}, got {}",
             spec.replication
         )));
     }
+    if let PlacementSpec::ConsistentHash { vnodes } = spec.placement {
+        if vnodes == 0 || vnodes > MAX_VNODES {
+            return Err(invalid(format!(
+                "consistent_hash placement takes 1 to {MAX_VNODES} vnodes, got {vnodes}"
+            )));
+        }
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::embedded::EmbeddedLog;
+    use crate::log::LogRecord;
+    use crate::record::Distance;
+
+    fn spec(name: &str, dimension: u32) -> CollectionSpec {
+        CollectionSpec {
+            name: name.into(),
+            dimension,
+            distance: Distance::Cosine,
+            partitions: 2,
+            replication: 1,
+            placement: PlacementSpec::default(),
+        }
+    }
+
+    /// Append an entry to the catalog topic as a forger would: past `Catalog::create`.
+    async fn forge(log: &Arc<dyn Log>, entry: CatalogEntry) {
+        let key = match &entry {
+            CatalogEntry::Create(spec) => spec.name.clone(),
+            CatalogEntry::Drop { name } => name.clone(),
+        };
+        let record =
+            codec::to_log_record(Some(key.into_bytes()), &entry, Encoding::Json).expect("encode");
+        log.append(CATALOG_TOPIC, 0, vec![record])
+            .await
+            .expect("append");
+    }
+
+    fn names(catalog: &Catalog) -> Vec<String> {
+        catalog.list().into_iter().map(|s| s.name).collect()
+    }
+
+    #[tokio::test]
+    async fn catalog_replay_skips_forged_entries_and_applies_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path()).expect("open log"));
+        for t in topic::cluster_topics(1) {
+            log.ensure_topic(&t).await.expect("cluster topics");
+        }
+        forge(&log, CatalogEntry::Create(spec("a", 4))).await;
+        forge(&log, CatalogEntry::Create(spec("../evil", 4))).await;
+        forge(&log, CatalogEntry::Create(spec("zero", 0))).await;
+        forge(&log, CatalogEntry::Create(spec("b", 4))).await;
+
+        let catalog = Catalog::open(Arc::clone(&log), 1)
+            .await
+            .expect("a bad entry does not stop the replay");
+        assert_eq!(names(&catalog), ["a", "b"]);
+        assert_eq!(catalog.refused_entries(), 2);
+
+        // The same holds for entries that arrive while the catalog follows the topic.
+        let mut absurd = vec![
+            spec("huge", 1_000_000_000),
+            spec("p0", 4),
+            spec("p1m", 4),
+            spec("r0", 4),
+            spec("vn", 4),
+            spec("/etc", 4),
+            spec("", 4),
+        ];
+        absurd[1].partitions = 0;
+        absurd[2].partitions = 1_000_000;
+        absurd[3].replication = 0;
+        absurd[4].placement = PlacementSpec::ConsistentHash { vnodes: usize::MAX };
+        for s in absurd {
+            forge(&log, CatalogEntry::Create(s)).await;
+        }
+        forge(
+            &log,
+            CatalogEntry::Drop {
+                name: "../a".into(),
+            },
+        )
+        .await;
+        log.append(
+            CATALOG_TOPIC,
+            0,
+            vec![LogRecord::new(
+                Some(b"junk".to_vec()),
+                b"{not json".to_vec(),
+            )],
+        )
+        .await
+        .expect("append junk");
+        forge(&log, CatalogEntry::Create(spec("c", 8))).await;
+        catalog
+            .refresh()
+            .await
+            .expect("refresh goes on past bad entries");
+        assert_eq!(names(&catalog), ["a", "b", "c"]);
+        assert_eq!(catalog.refused_entries(), 2 + 7 + 1 + 1);
+
+        // A legitimate drop still applies.
+        forge(&log, CatalogEntry::Drop { name: "a".into() }).await;
+        catalog.refresh().await.expect("refresh");
+        assert_eq!(names(&catalog), ["b", "c"]);
+    }
+
+    #[test]
+    fn validate_spec_is_the_door_for_http_and_log_alike() {
+        assert!(validate_spec(&spec("docs", 384)).is_ok());
+        let mut bad = vec![spec("../x", 4), spec("x", 0), spec("x", MAX_DIMENSION + 1)];
+        let mut s = spec("x", 4);
+        s.partitions = MAX_PARTITIONS + 1;
+        bad.push(s.clone());
+        s.partitions = 2;
+        s.replication = MAX_REPLICATION + 1;
+        bad.push(s.clone());
+        s.replication = 1;
+        s.placement = PlacementSpec::ConsistentHash { vnodes: 0 };
+        bad.push(s);
+        for s in bad {
+            assert!(validate_spec(&s).is_err(), "{s:?} accepted");
+        }
+    }
+
+    #[tokio::test]
+    async fn catalog_create_refuses_what_the_log_door_refuses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path()).expect("open log"));
+        let catalog = Catalog::open(Arc::clone(&log), 1).await.expect("open");
+        let err = catalog.create(spec("../evil", 4)).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidName { .. }), "{err}");
+        let err = catalog.create(spec("ok", 0)).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidSpec { .. }), "{err}");
+        assert!(names(&catalog).is_empty());
+    }
 }

@@ -1,7 +1,14 @@
 //! The one error type of the topics crate. Every message says what went wrong and, where
 //! it can, what to do about it.
+//!
+//! [`Refusals`] is how a reader of the log reports records it refuses to apply (a forged
+//! or malformed catalog entry or heartbeat): counted, and warned about at a bounded rate,
+//! so a flood of bad records neither stops the reader nor floods its logs.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 /// Errors from records, the ring and the log.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +88,57 @@ pub enum Error {
     #[error("invalid settings for collection `{collection}`: {reason}")]
     InvalidSpec { collection: String, reason: String },
 
+    #[error("invalid heartbeat of node `{node}`: {reason} (check that node's --node-id, --advertise, --region, --roles and --node-capacity)")]
+    InvalidHeartbeat { node: String, reason: String },
+
     #[error("the log is shut down")]
     Closed,
+}
+
+/// Records a log reader refused (read, found invalid, not applied): counted, with a
+/// warning at most once per `every` that says how many were refused since the last one.
+#[derive(Debug)]
+pub struct Refusals {
+    what: &'static str,
+    every: Duration,
+    total: AtomicU64,
+    /// When the last warning was written, and the total then.
+    last_warning: Mutex<Option<(Instant, u64)>>,
+}
+
+impl Refusals {
+    /// Refusals of records of kind `what` (such as "catalog entry"), warned about at most
+    /// once per `every`.
+    pub fn new(what: &'static str, every: Duration) -> Self {
+        Refusals {
+            what,
+            every,
+            total: AtomicU64::new(0),
+            last_warning: Mutex::new(None),
+        }
+    }
+
+    /// Count one refused record (at `offset` of its topic) and warn unless warned lately.
+    pub fn refuse(&self, offset: u64, reason: &dyn std::fmt::Display) {
+        let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_warning.lock();
+        if last.is_some_and(|(at, _)| at.elapsed() < self.every) {
+            return;
+        }
+        let unreported = total - last.map_or(0, |(_, then)| then) - 1;
+        tracing::warn!(
+            record = self.what,
+            offset,
+            %reason,
+            refused_total = total,
+            refused_without_warning = unreported,
+            "refused a record read from the log; it is skipped and the reader goes on"
+        );
+        *last = Some((Instant::now(), total));
+    }
+
+    /// How many records were refused so far.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
 }

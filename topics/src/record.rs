@@ -13,10 +13,18 @@
 //! | nodes      | [`NodeHeartbeat`] | the node id         |
 //! | catalog    | [`CatalogEntry`]  | the collection name |
 //! | deadletter | raw bytes of the poison record, reason in a header |
+//!
+//! Records read from the log are checked before they are applied: a collection spec by
+//! [`crate::catalog::validate_spec`], a heartbeat by [`NodeHeartbeat::validate`] (its
+//! shape and sizes; its time against the reader's clock is the membership's check).
+
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::Hlc;
+use crate::topic::validate_collection_name;
+use crate::{Error, Result};
 
 /// Insert or replace one vector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,6 +209,116 @@ pub struct NodeHeartbeat {
     pub shards: Vec<HeldShard>,
 }
 
+/// The longest node id a heartbeat may carry, in bytes.
+pub const MAX_NODE_ID_LEN: usize = 128;
+/// The longest region name, in bytes.
+pub const MAX_REGION_LEN: usize = 64;
+/// The most roles a heartbeat may list.
+pub const MAX_ROLES: usize = 16;
+/// The longest role name, in bytes.
+pub const MAX_ROLE_LEN: usize = 32;
+/// The largest capacity weight a node may declare (a standard node is 1.0); the same
+/// bound as placement's `hektor_cluster::node::MAX_WEIGHT`.
+pub const MAX_CAPACITY: f64 = 1000.0;
+/// The most shards a heartbeat may report (a node holding more reports its largest).
+pub const MAX_HELD_SHARDS: usize = 16_384;
+/// The longest host name of an address (DNS allows 253 bytes).
+const MAX_HOST_LEN: usize = 253;
+
+impl NodeHeartbeat {
+    /// Check the shape and sizes of a heartbeat: a node id of 1 to [`MAX_NODE_ID_LEN`]
+    /// bytes without control characters or spaces, an address that is `host:port`, a
+    /// short region, at most [`MAX_ROLES`] roles of `[a-z0-9_-]`, a finite capacity in
+    /// (0, [`MAX_CAPACITY`]], and at most [`MAX_HELD_SHARDS`] well-formed shards. Its time
+    /// is not checked here: only a reader knows its own clock.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Error::InvalidHeartbeat {
+            node: self.node.chars().take(80).collect(),
+            reason,
+        };
+        let node = &self.node;
+        if node.is_empty()
+            || node.len() > MAX_NODE_ID_LEN
+            || node.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(invalid(format!(
+                "a node id is 1 to {MAX_NODE_ID_LEN} bytes without spaces or control characters"
+            )));
+        }
+        if !is_host_port(&self.address) {
+            return Err(invalid(format!(
+                "address `{}` is not host:port (a host name or IP address, then a port)",
+                self.address.chars().take(80).collect::<String>()
+            )));
+        }
+        if self.region.len() > MAX_REGION_LEN || self.region.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "a region is at most {MAX_REGION_LEN} bytes without control characters"
+            )));
+        }
+        if self.roles.len() > MAX_ROLES {
+            return Err(invalid(format!(
+                "{} roles listed, at most {MAX_ROLES} are allowed",
+                self.roles.len()
+            )));
+        }
+        let role_ok = |r: &String| {
+            (1..=MAX_ROLE_LEN).contains(&r.len())
+                && r.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        };
+        if let Some(bad) = self.roles.iter().find(|r| !role_ok(r)) {
+            return Err(invalid(format!(
+                "role `{}` is not 1 to {MAX_ROLE_LEN} characters of a-z, 0-9, '_' and '-'",
+                bad.chars().take(40).collect::<String>()
+            )));
+        }
+        if !(self.capacity.is_finite() && self.capacity > 0.0 && self.capacity <= MAX_CAPACITY) {
+            return Err(invalid(format!(
+                "capacity must be a number above 0 and at most {MAX_CAPACITY}, got {}",
+                self.capacity
+            )));
+        }
+        if self.shards.len() > MAX_HELD_SHARDS {
+            return Err(invalid(format!(
+                "{} shards reported, at most {MAX_HELD_SHARDS} are allowed",
+                self.shards.len()
+            )));
+        }
+        for shard in &self.shards {
+            validate_collection_name(&shard.collection)
+                .map_err(|err| invalid(format!("a held shard: {err}")))?;
+            if shard.range.end.is_some_and(|end| end <= shard.range.start) {
+                return Err(invalid(format!(
+                    "held shard {:?} of `{}` is an empty range",
+                    shard.range, shard.collection
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `address` is `host:port`: an IP socket address (`10.0.0.1:7700`,
+/// `[::1]:7700`), or a DNS name of letters, digits, '-' and '_' in dot-separated labels
+/// followed by a port. Nothing else (no scheme, path, user or query) may come along.
+fn is_host_port(address: &str) -> bool {
+    if address.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok =
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    port_ok && !host.is_empty() && host.len() <= MAX_HOST_LEN && host.split('.').all(label_ok)
+}
+
 /// One shard a node holds, as its heartbeat reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldShard {
@@ -278,4 +396,96 @@ fn default_replication() -> u32 {
 pub enum CatalogEntry {
     Create(CollectionSpec),
     Drop { name: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heartbeat() -> NodeHeartbeat {
+        NodeHeartbeat {
+            node: "node-1".into(),
+            address: "10.0.0.1:7700".into(),
+            region: "eu-west-1a".into(),
+            roles: vec!["router".into(), "data".into(), "controller".into()],
+            capacity: 1.0,
+            memory_bytes: 0,
+            time_ms: 0,
+            leaving: false,
+            shards: vec![HeldShard {
+                collection: "docs".into(),
+                range: RingRange::FULL,
+                vectors: 10,
+                bytes: 100,
+            }],
+        }
+    }
+
+    #[test]
+    fn good_heartbeats_pass() {
+        let hb = heartbeat();
+        assert!(hb.validate().is_ok());
+        for address in [
+            "[::1]:7700",
+            "0.0.0.0:7070",
+            "hektor-2.svc.cluster.local:80",
+            "h:1",
+        ] {
+            let hb = NodeHeartbeat {
+                address: address.into(),
+                ..heartbeat()
+            };
+            assert!(hb.validate().is_ok(), "{address} refused");
+        }
+    }
+
+    #[test]
+    fn forged_heartbeats_are_refused() {
+        let forged: Vec<fn(&mut NodeHeartbeat)> = vec![
+            |h| h.node.clear(),
+            |h| h.node = "x".repeat(MAX_NODE_ID_LEN + 1),
+            |h| h.node = "a b".into(),
+            |h| h.node = "a\u{0}".into(),
+            |h| h.address = "x".into(),
+            |h| h.address = "x:".into(),
+            |h| h.address = ":80".into(),
+            |h| h.address = "x:99999".into(),
+            |h| h.address = "x:+80".into(),
+            |h| h.address = "http://x:80".into(),
+            |h| h.address = "evil.example/a?b=:80".into(),
+            |h| h.address = "user@x:80".into(),
+            |h| h.address = format!("{}:80", "a".repeat(300)),
+            |h| h.region = "r".repeat(MAX_REGION_LEN + 1),
+            |h| h.roles = vec!["data".into(); MAX_ROLES + 1],
+            |h| h.roles = vec![String::new()],
+            |h| h.roles = vec!["Data".into()],
+            |h| h.capacity = f64::NAN,
+            |h| h.capacity = f64::INFINITY,
+            |h| h.capacity = -1.0,
+            |h| h.capacity = 0.0,
+            |h| h.capacity = MAX_CAPACITY * 2.0,
+            |h| {
+                let one = h.shards[0].clone();
+                h.shards = vec![one; MAX_HELD_SHARDS + 1];
+            },
+            |h| h.shards[0].collection = "../etc".into(),
+            |h| {
+                h.shards[0].range = RingRange {
+                    start: 5,
+                    end: Some(5),
+                }
+            },
+        ];
+        for (i, forge) in forged.iter().enumerate() {
+            let mut hb = heartbeat();
+            forge(&mut hb);
+            let err = hb
+                .validate()
+                .expect_err(&format!("forgery {i} accepted: {hb:?}"));
+            assert!(
+                matches!(err, crate::Error::InvalidHeartbeat { .. }),
+                "{err}"
+            );
+        }
+    }
 }

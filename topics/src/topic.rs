@@ -185,7 +185,17 @@ mod tests {
     #[test]
     fn collection_names_are_checked() {
         assert!(validate_collection_name("debian_minilm-384").is_ok());
-        for bad in ["", "a.b", "a/b", "a b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "a.b",
+            "a/b",
+            "a b",
+            "..",
+            "../evil",
+            "/etc",
+            "a\\b",
+            &"x".repeat(65),
+        ] {
             assert!(validate_collection_name(bad).is_err(), "{bad:?} accepted");
         }
     }
