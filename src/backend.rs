@@ -15,17 +15,28 @@ use crate::LogArgs;
 pub async fn open_log(args: &LogArgs) -> anyhow::Result<Arc<dyn Log>> {
     match &args.brokers {
         Some(brokers) => {
+            let extra = kafka_properties(args)?;
+            let secured = extra.iter().any(|(k, _)| {
+                k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.")
+            });
             let config = KafkaConfig {
                 compression: args.compression.parse()?,
-                extra: kafka_properties(args)?,
+                extra,
                 ..KafkaConfig::default()
             };
             let log = KafkaLog::connect(brokers, config)
                 .with_context(|| format!("connecting to Kafka at {brokers}"))?;
             // librdkafka connects lazily: fail fast on a wrong address.
-            log.ping(Duration::from_secs(15))
-                .await
-                .with_context(|| format!("no Kafka broker answered at {brokers}"))?;
+            log.ping(Duration::from_secs(15)).await.with_context(|| {
+                if secured {
+                    format!(
+                        "no Kafka broker answered at {brokers}, or it refused this client's TLS or SASL \
+                         settings (--kafka-config / --kafka-option): librdkafka's log lines above say which"
+                    )
+                } else {
+                    format!("no Kafka broker answered at {brokers}")
+                }
+            })?;
             Ok(Arc::new(log))
         }
         None => {

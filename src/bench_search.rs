@@ -480,6 +480,7 @@ fn in_process(
                     offset - 1,
                     ShardOp::Upsert {
                         id: id.clone(),
+                        tenant: None,
                         ring: ring::position(None, id),
                         vector: ds.base_vector(row).to_vec(),
                         payload: None,

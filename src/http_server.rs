@@ -5,6 +5,8 @@
 //!   `Retry-After` and closed, instead of queueing without bound;
 //! - a client has `header_timeout` to send a request's headers (slow senders do not hold
 //!   a connection forever);
+//! - with TLS (`--tls-cert`/`--tls-key`), each connection's handshake runs in its own task
+//!   and must finish within the header timeout; a failed handshake closes it;
 //! - on shutdown, connections finish their requests (bounded) and close.
 //!
 //! Per-request limits (concurrency with 429, timeouts, keys) are tower layers on the
@@ -29,6 +31,8 @@ pub struct ConnectionLimits {
     pub header_timeout: Duration,
     /// How long shutdown waits for open connections.
     pub shutdown_grace: Duration,
+    /// Serve HTTPS with this configuration (plain HTTP without).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 65\r\n\r\n{\"error\":\"too many open connections to this node; retry shortly\"}";
@@ -71,13 +75,36 @@ pub async fn serve(
                 .clone()
                 .map_request(|req: axum::http::Request<Incoming>| req.map(axum::body::Body::new)),
         );
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
-        let watched = graceful.watch(connection);
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        let watcher = graceful.watcher();
+        let tls = limits.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let handshake_within = limits.header_timeout;
         tokio::spawn(async move {
-            if let Err(err) = watched.await {
+            let outcome = match tls {
+                None => {
+                    let conn = http.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(conn).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_within, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = http.serve_connection(TokioIo::new(tls_stream), service);
+                            watcher.watch(conn).await
+                        }
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(err) = outcome {
                 tracing::trace!(%peer, error = %err, "connection ended with an error");
             }
             drop(permit);

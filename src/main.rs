@@ -27,6 +27,7 @@ mod replay;
 mod serve;
 mod shard_cmd;
 mod sim;
+mod tls;
 
 use std::path::PathBuf;
 

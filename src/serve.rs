@@ -156,6 +156,17 @@ pub struct ServeArgs {
     /// How long a client may take to send a request's headers (milliseconds).
     #[arg(long, default_value_t = 10_000)]
     pub header_timeout_ms: u64,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key). Nodes then call each
+    /// other over HTTPS too, trusting --tls-ca.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The PEM CA certificate(s) this node trusts when it calls other nodes over HTTPS
+    /// (default: the chain in --tls-cert, which then must hold the CA).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -449,15 +460,26 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     )
     .await
     .context("starting the intake re-partitioner")?;
-    let searcher = Arc::new(
-        Searcher::new(
-            Arc::clone(&host),
-            events.clone(),
-            args.search_threads,
-            control.routing(),
-        )?
-        .with_internal_auth(gate.node_authorization()),
-    );
+    let searcher = Searcher::new(
+        Arc::clone(&host),
+        events.clone(),
+        args.search_threads,
+        control.routing(),
+    )?
+    .with_internal_auth(gate.node_authorization());
+    let searcher = Arc::new(match &args.tls_cert {
+        Some(cert) => {
+            let ca = args.tls_ca.as_deref().unwrap_or(cert);
+            let mut client = reqwest::Client::builder()
+                .connect_timeout(Duration::from_millis(500))
+                .pool_max_idle_per_host(64);
+            for trusted in crate::tls::trusted(ca)? {
+                client = client.add_root_certificate(trusted);
+            }
+            searcher.with_tls_client(client.build()?)
+        }
+        None => searcher,
+    });
     let metrics = Arc::new(Metrics::new());
     let planner = (!args.no_planner && args.has_role("planner")).then(|| {
         hektor_dataflow::planner::Planner::start(
@@ -643,6 +665,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.log.data_dir)
         .with_context(|| format!("creating {}", args.log.data_dir.display()))?;
     let node = build_node(&args).await?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -651,7 +677,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => format!("the embedded log in {}", args.log.data_dir.display()),
     };
     println!(
-        "hektor listening on http://{} ({backend})",
+        "hektor listening on {}://{} ({backend})",
+        if tls.is_some() { "https" } else { "http" },
         listener.local_addr()?
     );
     match (node.gate.has_keys(), args.cluster_secret_file.is_some()) {
@@ -680,6 +707,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
         shutdown_grace: Duration::from_secs(10),
+        tls,
     };
     crate::http_server::serve(listener, node.router, limits, async move {
         shutdown_signal().await;

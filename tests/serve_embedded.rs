@@ -78,3 +78,9 @@ fn ready_and_health_tell_the_truth_per_shard() {
     assert_eq!(body["shards"], 4, "{body}");
     assert_eq!(body["failing"], serde_json::json!([]));
 }
+
+#[test]
+fn the_same_id_of_two_tenants_is_two_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    scenarios::same_id_two_tenants(dir.path(), None, &unique("twotenants"));
+}

@@ -45,6 +45,15 @@ fn kafka_kill_9_during_bulk_load_loses_and_duplicates_nothing() {
 }
 
 #[test]
+fn kafka_the_same_id_of_two_tenants_is_two_vectors() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    scenarios::same_id_two_tenants(dir.path(), Some(&brokers), &unique("k-twotenants"));
+}
+
+#[test]
 fn kafka_poison_records_go_to_the_dead_letter_topic_and_the_indexer_goes_on() {
     let Some(brokers) = kafka_brokers() else {
         return;

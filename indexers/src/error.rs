@@ -30,6 +30,16 @@ pub enum Error {
         wanted: String,
     },
 
+    #[error("the shard at {path} was written by an older hektor (store format 1) that keyed vectors by id alone, and it holds vectors with a tenant, which cannot be re-keyed (format 1 did not store the tenant): rebuild it from the log by removing the directory (a shard host does that by itself)")]
+    OldFormat { path: PathBuf },
+
+    #[error("the shard at {path} has store format {found}, newer than this build reads ({supported}): open it with a newer hektor, or rebuild it from the log")]
+    NewerFormat {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
+
     #[error("invalid shard configuration: {0}")]
     InvalidConfig(String),
 

@@ -445,7 +445,7 @@ impl ShardHost {
         let partition = ring::partition_of(range.start, spec.partitions);
         let dir = self.shard_dir(&spec.name, incarnation, range);
         let config = ShardConfig::new(spec.dimension as usize, spec.distance, self.config.engine);
-        let shard = tokio::task::spawn_blocking(move || Shard::open(&dir, config))
+        let shard = tokio::task::spawn_blocking(move || open_or_rebuild(&dir, config))
             .await
             .map_err(|e| Error::Background(e.to_string()))??;
         let next = shard.next_offset();
@@ -470,6 +470,23 @@ impl ShardHost {
             Arc::clone(&hosted),
         ));
         Ok(hosted)
+    }
+}
+
+/// Open a shard; one written in a store format that cannot be upgraded in place
+/// ([`Error::OldFormat`]: keyed by id alone, with vectors of tenants) is removed and
+/// opened empty, so that its consumer rebuilds it from the log, the source of its data.
+fn open_or_rebuild(dir: &std::path::Path, config: ShardConfig) -> Result<Shard, Error> {
+    match Shard::open(dir, config.clone()) {
+        Err(err @ Error::OldFormat { .. }) => {
+            tracing::warn!(%err, "rebuilding the shard from the log");
+            std::fs::remove_dir_all(dir).map_err(|source| Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            Shard::open(dir, config)
+        }
+        other => other,
     }
 }
 
@@ -604,6 +621,7 @@ pub fn to_op(
             }
             ShardOp::Upsert {
                 id: u.id,
+                tenant: u.tenant,
                 ring: position,
                 vector: u.vector,
                 payload: u.payload,
@@ -612,6 +630,7 @@ pub fn to_op(
         }
         VectorRecord::Delete(d) => ShardOp::Delete {
             id: d.id,
+            tenant: d.tenant,
             hlc: d.hlc,
         },
     })
@@ -775,5 +794,33 @@ mod tests {
         ] {
             assert!(check_dir_name(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    /// A shard keyed by id alone with tenants' vectors in it (store format 1) is rebuilt:
+    /// opened empty from offset 0, so its consumer replays its partition.
+    #[test]
+    fn an_old_format_shard_with_tenants_is_rebuilt_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ShardConfig::new(2, Distance::Cosine, EngineKind::Exact);
+        let shard = Shard::open(dir.path(), config.clone()).unwrap();
+        let put = ShardOp::Upsert {
+            id: "x".into(),
+            tenant: Some("t".into()),
+            ring: ring::position(Some("t"), "x"),
+            vector: vec![1.0, 0.0],
+            payload: None,
+            hlc: hektor_topics::hlc::Hlc(1),
+        };
+        shard.apply(&[(0, put)]).unwrap();
+        shard.into_format_1();
+        assert!(matches!(
+            Shard::open(dir.path(), config.clone()),
+            Err(Error::OldFormat { .. })
+        ));
+        let shard = open_or_rebuild(dir.path(), config.clone()).unwrap();
+        assert_eq!((shard.len(), shard.next_offset()), (0, 0));
+        drop(shard);
+        // Rebuilt in the current format: it opens as it is from now on.
+        assert!(Shard::open(dir.path(), config).is_ok());
     }
 }

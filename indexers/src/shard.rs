@@ -68,7 +68,8 @@ use crate::engine::{self, Changes, EngineKind, IndexEngine, TopK};
 use crate::error::{Error, Result};
 use crate::metric::{self, PreparedQuery, SearchOptions};
 use crate::store::{
-    Record, Store, MAX_ID_BYTES, META_CONFIG, META_HLC_FLOOR, META_NEXT_ITEM, META_NEXT_OFFSET,
+    vector_store_key, Record, Store, MAX_ID_BYTES, META_CONFIG, META_FORMAT, META_HLC_FLOOR,
+    META_NEXT_ITEM, META_NEXT_OFFSET, STORE_FORMAT,
 };
 
 /// Default LMDB map size: the most a shard may grow to (address space only; the file
@@ -124,11 +125,14 @@ struct StoredConfig {
     engine: EngineKind,
 }
 
-/// One change to a shard, as read from the log.
+/// One change to a shard, as read from the log. A vector is identified by its tenant and
+/// id together (`hektor_topics::record::vector_key`): two tenants' vectors with the same
+/// id are two vectors, even in one shard.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ShardOp {
     Upsert {
         id: String,
+        tenant: Option<String>,
         ring: u64,
         vector: Vec<f32>,
         payload: Option<serde_json::Value>,
@@ -136,6 +140,7 @@ pub enum ShardOp {
     },
     Delete {
         id: String,
+        tenant: Option<String>,
         hlc: Hlc,
     },
     /// A record that carries no change for this shard (e.g. a poison record sent to the
@@ -143,9 +148,7 @@ pub enum ShardOp {
     Skip,
     /// A record of this partition for another shard (outside this range): it advances the
     /// applied offset and the partition's clock floor by its `hlc`.
-    Pass {
-        hlc: Hlc,
-    },
+    Pass { hlc: Hlc },
 }
 
 /// The effective hlc of a record with `own` stamp after a partition floor of `floor`.
@@ -167,6 +170,7 @@ pub struct Hit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredVector {
     pub id: String,
+    pub tenant: Option<String>,
     pub vector: Vec<f32>,
     pub payload: Option<serde_json::Value>,
     pub ring: u64,
@@ -274,6 +278,7 @@ impl Shard {
                     store.corrupt(format!("stored configuration does not decode: {e}"))
                 })?;
                 check_config(dir, &stored, &wanted)?;
+                let stamped = check_format(&store, &mut wtxn)?;
                 if stored.engine != config.engine {
                     tracing::info!(
                         path = %dir.display(),
@@ -283,7 +288,11 @@ impl Shard {
                     );
                     config.engine = stored.engine;
                 }
-                wtxn.abort();
+                if stamped {
+                    wtxn.commit().map_err(|e| store.storage(e))?;
+                } else {
+                    wtxn.abort();
+                }
             }
             None => {
                 let bytes =
@@ -291,6 +300,10 @@ impl Shard {
                 store
                     .meta
                     .put(&mut wtxn, META_CONFIG, &bytes)
+                    .map_err(|e| store.storage(e))?;
+                store
+                    .meta
+                    .put(&mut wtxn, META_FORMAT, &STORE_FORMAT.to_be_bytes())
                     .map_err(|e| store.storage(e))?;
                 wtxn.commit().map_err(|e| store.storage(e))?;
             }
@@ -474,6 +487,7 @@ impl Shard {
             match op {
                 ShardOp::Upsert {
                     id,
+                    tenant,
                     ring,
                     vector,
                     payload,
@@ -493,6 +507,7 @@ impl Shard {
                         ring: *ring,
                         hlc,
                         id: id.clone(),
+                        tenant: tenant.clone(),
                         payload: payload.clone(),
                     };
                     if self.upsert(engine, &mut wtxn, &record, vector, &mut next_item)? {
@@ -501,7 +516,7 @@ impl Shard {
                         report.stale += 1;
                     }
                 }
-                ShardOp::Delete { id, hlc } => {
+                ShardOp::Delete { id, tenant, hlc } => {
                     if id.is_empty() || id.len() > MAX_ID_BYTES {
                         report.rejected.push(RejectedOp {
                             offset: *offset,
@@ -512,7 +527,7 @@ impl Shard {
                     }
                     let hlc = effective_hlc(*hlc, floor);
                     floor = hlc.0;
-                    if self.delete(engine, &mut wtxn, id, hlc)? {
+                    if self.delete(engine, &mut wtxn, tenant.as_deref(), id, hlc)? {
                         report.deleted += 1;
                     } else {
                         report.stale += 1;
@@ -568,8 +583,8 @@ impl Shard {
         None
     }
 
-    /// Write one upsert unless a newer write (by hlc) is stored for its id. Returns
-    /// whether it was applied.
+    /// Write one upsert unless a newer write (by hlc) is stored for its (tenant, id).
+    /// Returns whether it was applied.
     fn upsert(
         &self,
         engine: &dyn IndexEngine,
@@ -580,7 +595,8 @@ impl Shard {
     ) -> Result<bool> {
         let s = &self.store;
         let st = |e| s.storage(e);
-        let existing = s.ids.get(wtxn, &record.id).map_err(st)?;
+        let key = vector_store_key(record.tenant.as_deref(), &record.id);
+        let existing = s.ids.get(wtxn, &key).map_err(st)?;
         let item = match existing {
             Some(item) => {
                 let old = s.record(wtxn, item)?.ok_or_else(|| {
@@ -600,17 +616,17 @@ impl Shard {
                 item
             }
             None => {
-                if let Some(t) = s.tombstones.get(wtxn, &record.id).map_err(st)? {
+                if let Some(t) = s.tombstones.get(wtxn, &key).map_err(st)? {
                     if record.hlc.0 < t {
                         return Ok(false);
                     }
-                    s.tombstones.delete(wtxn, &record.id).map_err(st)?;
+                    s.tombstones.delete(wtxn, &key).map_err(st)?;
                 }
                 let item = u32::try_from(*next_item).map_err(|_| Error::ItemIdsExhausted {
                     path: s.path().to_path_buf(),
                 })?;
                 *next_item += 1;
-                s.ids.put(wtxn, &record.id, &item).map_err(st)?;
+                s.ids.put(wtxn, &key, &item).map_err(st)?;
                 item
             }
         };
@@ -627,18 +643,20 @@ impl Shard {
         Ok(true)
     }
 
-    /// Delete `id` unless a newer write is stored; leaves a tombstone. Returns whether it
-    /// was applied.
+    /// Delete the vector (`tenant`, `id`) unless a newer write is stored; leaves a
+    /// tombstone. Returns whether it was applied.
     fn delete(
         &self,
         engine: &dyn IndexEngine,
         wtxn: &mut RwTxn,
+        tenant: Option<&str>,
         id: &str,
         hlc: Hlc,
     ) -> Result<bool> {
         let s = &self.store;
         let st = |e| s.storage(e);
-        match s.ids.get(wtxn, id).map_err(st)? {
+        let key = vector_store_key(tenant, id);
+        match s.ids.get(wtxn, &key).map_err(st)? {
             Some(item) => {
                 let bytes =
                     s.records.get(wtxn, &item).map_err(st)?.ok_or_else(|| {
@@ -652,7 +670,7 @@ impl Shard {
                 let old = s
                     .record(wtxn, item)?
                     .ok_or_else(|| s.corrupt(format!("item {item} vanished")))?;
-                s.ids.delete(wtxn, id).map_err(st)?;
+                s.ids.delete(wtxn, &key).map_err(st)?;
                 s.records.delete(wtxn, &item).map_err(st)?;
                 s.vectors.delete(wtxn, &item).map_err(st)?;
                 s.ring
@@ -664,22 +682,24 @@ impl Shard {
                 }
             }
             None => {
-                if let Some(t) = s.tombstones.get(wtxn, id).map_err(st)? {
+                if let Some(t) = s.tombstones.get(wtxn, &key).map_err(st)? {
                     if hlc.0 < t {
                         return Ok(false);
                     }
                 }
             }
         }
-        s.tombstones.put(wtxn, id, &hlc.0).map_err(st)?;
+        s.tombstones.put(wtxn, &key, &hlc.0).map_err(st)?;
         Ok(true)
     }
 
-    /// The stored vector of `id`, if live.
-    pub fn get(&self, id: &str) -> Result<Option<StoredVector>> {
+    /// The stored vector (`tenant`, `id`), if live: another tenant's vector with the same
+    /// id is another vector.
+    pub fn get(&self, tenant: Option<&str>, id: &str) -> Result<Option<StoredVector>> {
         let s = &self.store;
         let txn = self.read_txn()?;
-        let Some(item) = s.ids.get(&txn, id).map_err(|e| s.storage(e))? else {
+        let key = vector_store_key(tenant, id);
+        let Some(item) = s.ids.get(&txn, &key).map_err(|e| s.storage(e))? else {
             return Ok(None);
         };
         let record = s
@@ -691,6 +711,7 @@ impl Shard {
         }
         Ok(Some(StoredVector {
             id: record.id,
+            tenant: record.tenant,
             vector,
             payload: record.payload,
             ring: record.ring,
@@ -946,6 +967,41 @@ fn make_engine(
     })
 }
 
+/// Check the store format of a shard that exists (see `store`'s documentation): format 2
+/// opens; format 1 (no `format` key) holding no vector with a tenant is stamped 2 in
+/// `wtxn` (returns true: commit it), its keys being the same bytes in both; format 1
+/// holding vectors with a tenant is [`Error::OldFormat`]; a newer format is refused.
+fn check_format(store: &Store, wtxn: &mut RwTxn) -> Result<bool> {
+    match store.meta_u64(wtxn, META_FORMAT)? {
+        STORE_FORMAT => return Ok(false),
+        0 => {}
+        found => {
+            return Err(Error::NewerFormat {
+                path: store.path().to_path_buf(),
+                found,
+                supported: STORE_FORMAT,
+            })
+        }
+    }
+    // Format 1 did not store the tenant: a record placed elsewhere than its id alone
+    // places it (`ring::position(None, id)`) was written with one.
+    for entry in store.records.iter(wtxn).map_err(|e| store.storage(e))? {
+        let (item, bytes) = entry.map_err(|e| store.storage(e))?;
+        let record = Record::decode(bytes)
+            .ok_or_else(|| store.corrupt(format!("record of item {item} does not decode")))?;
+        if record.ring != hektor_topics::ring::position(None, &record.id) {
+            return Err(Error::OldFormat {
+                path: store.path().to_path_buf(),
+            });
+        }
+    }
+    store
+        .meta
+        .put(wtxn, META_FORMAT, &STORE_FORMAT.to_be_bytes())
+        .map_err(|e| store.storage(e))?;
+    Ok(true)
+}
+
 fn check_config(dir: &Path, stored: &StoredConfig, wanted: &StoredConfig) -> Result<()> {
     let mismatch = |field, stored: String, wanted: String| Error::ConfigMismatch {
         path: PathBuf::from(dir),
@@ -971,6 +1027,38 @@ fn check_config(dir: &Path, stored: &StoredConfig, wanted: &StoredConfig) -> Res
 }
 
 #[cfg(test)]
+impl Shard {
+    /// Make a shard look as format 1 wrote it: no `format` key, every key the bare id.
+    pub(crate) fn into_format_1(self) {
+        let s = &self.store;
+        let mut wtxn = s.env.write_txn().unwrap();
+        s.meta.delete(&mut wtxn, META_FORMAT).unwrap();
+        let records: Vec<(u32, Record)> = s
+            .records
+            .iter(&wtxn)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|(item, bytes)| (item, Record::decode(bytes).unwrap()))
+            .collect();
+        for (item, record) in records {
+            s.ids
+                .delete(
+                    &mut wtxn,
+                    &vector_store_key(record.tenant.as_deref(), &record.id),
+                )
+                .unwrap();
+            s.ids.put(&mut wtxn, record.id.as_bytes(), &item).unwrap();
+            let old = Record {
+                tenant: None,
+                ..record
+            };
+            s.records.put(&mut wtxn, &item, &old.encode()).unwrap();
+        }
+        wtxn.commit().unwrap();
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -993,6 +1081,7 @@ mod tests {
                     .collect();
                 let op = ShardOp::Upsert {
                     id: format!("v{i}"),
+                    tenant: None,
                     ring: i << 40,
                     vector,
                     payload: None,
@@ -1023,5 +1112,72 @@ mod tests {
             };
             assert_eq!(stored.engine, kind);
         }
+    }
+
+    fn put(id: &str, tenant: Option<&str>) -> ShardOp {
+        ShardOp::Upsert {
+            id: id.into(),
+            tenant: tenant.map(str::to_owned),
+            ring: hektor_topics::ring::position(tenant, id),
+            vector: vec![1.0, 2.0],
+            payload: None,
+            hlc: Hlc(1),
+        }
+    }
+
+    #[test]
+    fn a_format_1_shard_without_tenants_opens_and_is_stamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ShardConfig::new(2, Distance::Cosine, EngineKind::Exact);
+        let shard = Shard::open(dir.path(), config.clone()).unwrap();
+        shard.apply(&[(0, put("x", None))]).unwrap();
+        shard.into_format_1();
+        let shard = Shard::open(dir.path(), config.clone()).unwrap();
+        assert_eq!(shard.get(None, "x").unwrap().unwrap().vector, [1.0, 2.0]);
+        let txn = shard.read_txn().unwrap();
+        assert_eq!(
+            shard.store.meta_u64(&txn, META_FORMAT).unwrap(),
+            STORE_FORMAT
+        );
+    }
+
+    #[test]
+    fn a_format_1_shard_with_tenants_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ShardConfig::new(2, Distance::Cosine, EngineKind::Exact);
+        let shard = Shard::open(dir.path(), config.clone()).unwrap();
+        shard
+            .apply(&[(0, put("x", None)), (1, put("y", Some("t")))])
+            .unwrap();
+        shard.into_format_1();
+        let err = Shard::open(dir.path(), config.clone()).unwrap_err();
+        assert!(matches!(err, Error::OldFormat { .. }), "{err}");
+        assert!(err.to_string().contains("rebuild it from the log"), "{err}");
+        // Refused, not changed: still format 1.
+        assert!(matches!(
+            Shard::open(dir.path(), config).unwrap_err(),
+            Error::OldFormat { .. }
+        ));
+    }
+
+    #[test]
+    fn a_newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ShardConfig::new(2, Distance::Cosine, EngineKind::Exact);
+        let shard = Shard::open(dir.path(), config.clone()).unwrap();
+        let mut wtxn = shard.store.env.write_txn().unwrap();
+        let newer = STORE_FORMAT + 1;
+        shard
+            .store
+            .meta
+            .put(&mut wtxn, META_FORMAT, &newer.to_be_bytes())
+            .unwrap();
+        wtxn.commit().unwrap();
+        drop(shard);
+        let err = Shard::open(dir.path(), config).unwrap_err();
+        assert!(
+            matches!(err, Error::NewerFormat { found, .. } if found == newer),
+            "{err}"
+        );
     }
 }

@@ -7,12 +7,12 @@
 //!
 //! | name         | key                         | value                                       |
 //! |--------------|-----------------------------|---------------------------------------------|
-//! | `meta`       | a name (`config`, `next_offset`, `next_item`) | JSON or a big-endian `u64` |
-//! | `ids`        | the vector id (string)      | its item id, `u32` big-endian                |
-//! | `records`    | item id                     | ring `u64`, hlc `u64`, id, payload JSON (see [`Record`]) |
+//! | `meta`       | a name (`config`, `format`, `next_offset`, `next_item`, `hlc_floor`) | JSON or a big-endian `u64` |
+//! | `ids`        | the vector's key, [`vector_store_key`] of (tenant, id) | its item id, `u32` big-endian |
+//! | `records`    | item id                     | ring `u64`, hlc `u64`, id, tenant, payload JSON (see [`Record`]) |
 //! | `vectors`    | item id                     | norm `f32` then the vector, `f32` little-endian |
 //! | `ring`       | ring position ++ item id, big-endian | nothing: the tenant-range index    |
-//! | `tombstones` | the vector id               | hlc of its delete, `u64` big-endian          |
+//! | `tombstones` | the vector's key, as in `ids` | hlc of its delete, `u64` big-endian        |
 //! | `pending`    | item id                     | nothing: written since the last index build  |
 //! | `stale`      | item id                     | nothing: in the built index, but deleted or replaced since |
 //! | `index`      | engine-defined              | engine-defined (arroy's trees and vectors, hnsw's build epoch) |
@@ -23,6 +23,13 @@
 //! never active together), so a shard switching engines
 //! ([`crate::shard::Shard::set_engine`]) builds the new index next to the old one and
 //! clears the old one in the same write transaction.
+//!
+//! **Format** (`meta` `format`, [`STORE_FORMAT`]): 2 since vectors are keyed by (tenant,
+//! id); a shard without the key was written as format 1, keyed by id alone. Untenanted keys
+//! are the same bytes in both, so a format-1 shard holding no vector with a tenant is
+//! stamped 2 when opened; one holding such vectors cannot be re-keyed (format 1 did not
+//! store the tenant) and is refused with [`Error::OldFormat`]: rebuild it from the log
+//! (the shard host does that by itself).
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +46,33 @@ pub(crate) const META_NEXT_OFFSET: &str = "next_offset";
 pub(crate) const META_NEXT_ITEM: &str = "next_item";
 /// The partition's clock floor: the effective hlc of the last record applied (or passed).
 pub(crate) const META_HLC_FLOOR: &str = "hlc_floor";
+/// The store's format (absent: 1); see the module's documentation.
+pub(crate) const META_FORMAT: &str = "format";
+/// The format this build writes: `ids` and `tombstones` keyed by [`vector_store_key`].
+pub const STORE_FORMAT: u64 = 2;
+
+/// Longest key of `ids` and `tombstones` stored as is: LMDB keys are at most 511 bytes.
+const MAX_INLINE_KEY: usize = 511;
+/// First byte of a key stored as a hash ([`vector_store_key`]); never a byte of UTF-8.
+const HASHED_KEY: u8 = 0xFE;
+
+/// The key of a vector in `ids` and `tombstones`: its topic key
+/// ([`hektor_topics::record::vector_key`]: the id, or `0xFF tenant 0xFF id`) when it fits
+/// an LMDB key, else `0xFE` and the SHA-256 of it (a tenant and an id of 256 bytes each,
+/// which validation accepts, make 514 bytes). `0xFE` and `0xFF` never start UTF-8, so the
+/// three forms never collide; SHA-256 keeps hashed keys collision-free even for crafted
+/// tenants and ids.
+pub(crate) fn vector_store_key(tenant: Option<&str>, id: &str) -> Vec<u8> {
+    let key = hektor_topics::record::vector_key(tenant, id);
+    if key.len() <= MAX_INLINE_KEY {
+        return key;
+    }
+    use sha2::Digest;
+    let mut out = Vec::with_capacity(33);
+    out.push(HASHED_KEY);
+    out.extend_from_slice(&sha2::Sha256::digest(&key));
+    out
+}
 
 /// Longest vector id accepted: LMDB keys are at most 511 bytes.
 pub const MAX_ID_BYTES: usize = 511;
@@ -50,11 +84,11 @@ pub struct Store {
     pub(crate) path: PathBuf,
     pub(crate) env: Env<WithoutTls>,
     pub(crate) meta: Database<'static, Str, Bytes>,
-    pub(crate) ids: Database<'static, Str, U32<BigEndian>>,
+    pub(crate) ids: Database<'static, Bytes, U32<BigEndian>>,
     pub(crate) records: Database<'static, U32<BigEndian>, Bytes>,
     pub(crate) vectors: Database<'static, U32<BigEndian>, Bytes>,
     pub(crate) ring: Database<'static, Bytes, Unit>,
-    pub(crate) tombstones: Database<'static, Str, U64<BigEndian>>,
+    pub(crate) tombstones: Database<'static, Bytes, U64<BigEndian>>,
     pub(crate) pending: Database<'static, U32<BigEndian>, Unit>,
     pub(crate) stale: Database<'static, U32<BigEndian>, Unit>,
     /// The engine's own database; its key and value types are the engine's business.
@@ -68,11 +102,11 @@ pub struct Store {
 
 type Dbs = (
     Database<'static, Str, Bytes>,
-    Database<'static, Str, U32<BigEndian>>,
+    Database<'static, Bytes, U32<BigEndian>>,
     Database<'static, U32<BigEndian>, Bytes>,
     Database<'static, U32<BigEndian>, Bytes>,
     Database<'static, Bytes, Unit>,
-    Database<'static, Str, U64<BigEndian>>,
+    Database<'static, Bytes, U64<BigEndian>>,
     Database<'static, U32<BigEndian>, Unit>,
     Database<'static, U32<BigEndian>, Unit>,
     Database<'static, Bytes, Bytes>,
@@ -326,17 +360,30 @@ pub(crate) struct Record {
     pub ring: u64,
     pub hlc: Hlc,
     pub id: String,
+    pub tenant: Option<String>,
     pub payload: Option<serde_json::Value>,
 }
 
+/// Bit of a record's id-length field saying a tenant follows the id. Ids are far shorter
+/// than 2^31 bytes, so records written before tenants were stored never have it set.
+const HAS_TENANT: u32 = 1 << 31;
+
 impl Record {
-    /// `ring u64 LE | hlc u64 LE | id length u32 LE | id | payload JSON (absent = empty)`.
+    /// `ring u64 LE | hlc u64 LE | id length u32 LE | id | [tenant length u32 LE | tenant]
+    /// | payload JSON (absent = empty)`; the tenant is there when bit 31 of the id length
+    /// is set ([`HAS_TENANT`]), so records written without it still decode (tenant `None`).
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(20 + self.id.len() + 64);
+        let tenant_len = self.tenant.as_ref().map_or(0, |t| 4 + t.len());
+        let mut out = Vec::with_capacity(20 + self.id.len() + tenant_len + 64);
         out.extend_from_slice(&self.ring.to_le_bytes());
         out.extend_from_slice(&self.hlc.0.to_le_bytes());
-        out.extend_from_slice(&(self.id.len() as u32).to_le_bytes());
+        let flag = if self.tenant.is_some() { HAS_TENANT } else { 0 };
+        out.extend_from_slice(&(self.id.len() as u32 | flag).to_le_bytes());
         out.extend_from_slice(self.id.as_bytes());
+        if let Some(t) = &self.tenant {
+            out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            out.extend_from_slice(t.as_bytes());
+        }
         if let Some(p) = &self.payload {
             // Serialising a `Value` to a Vec cannot fail.
             if let Ok(bytes) = serde_json::to_vec(p) {
@@ -349,11 +396,20 @@ impl Record {
     pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
         let ring = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
         let hlc = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
-        let id_len = u32::from_le_bytes(bytes.get(16..20)?.try_into().ok()?) as usize;
+        let id_field = u32::from_le_bytes(bytes.get(16..20)?.try_into().ok()?);
+        let id_len = (id_field & !HAS_TENANT) as usize;
         let id = std::str::from_utf8(bytes.get(20..20 + id_len)?)
             .ok()?
             .to_owned();
-        let rest = &bytes[20 + id_len..];
+        let mut rest = &bytes[20 + id_len..];
+        let tenant = if id_field & HAS_TENANT != 0 {
+            let len = u32::from_le_bytes(rest.get(0..4)?.try_into().ok()?) as usize;
+            let tenant = std::str::from_utf8(rest.get(4..4 + len)?).ok()?.to_owned();
+            rest = &rest[4 + len..];
+            Some(tenant)
+        } else {
+            None
+        };
         let payload = if rest.is_empty() {
             None
         } else {
@@ -363,6 +419,7 @@ impl Record {
             ring,
             hlc: Hlc(hlc),
             id,
+            tenant,
             payload,
         })
     }
@@ -384,16 +441,55 @@ mod tests {
             Some(serde_json::Value::Null),
             Some(serde_json::json!({"t": "ü", "n": [1, 2]})),
         ] {
-            let r = Record {
-                ring: u64::MAX - 3,
-                hlc: Hlc::new(1_700_000_000_000, 9),
-                id: "pkg-ü".into(),
-                payload,
-            };
-            let bytes = r.encode();
-            assert_eq!(Record::decode(&bytes), Some(r.clone()));
-            assert_eq!(Record::decode_hlc(&bytes), Some(r.hlc));
+            for tenant in [None, Some(String::new()), Some("tenant-ß".to_owned())] {
+                let r = Record {
+                    ring: u64::MAX - 3,
+                    hlc: Hlc::new(1_700_000_000_000, 9),
+                    id: "pkg-ü".into(),
+                    tenant,
+                    payload: payload.clone(),
+                };
+                let bytes = r.encode();
+                assert_eq!(Record::decode(&bytes), Some(r.clone()));
+                assert_eq!(Record::decode_hlc(&bytes), Some(r.hlc));
+            }
         }
         assert_eq!(Record::decode(&[1, 2, 3]), None);
+    }
+
+    /// A record as format 1 wrote it (no tenant field) still decodes, with no tenant.
+    #[test]
+    fn records_written_before_tenants_decode() {
+        let mut old = Vec::new();
+        old.extend_from_slice(&7u64.to_le_bytes());
+        old.extend_from_slice(&9u64.to_le_bytes());
+        old.extend_from_slice(&1u32.to_le_bytes());
+        old.extend_from_slice(b"x");
+        old.extend_from_slice(br#"{"k":1}"#);
+        let r = Record::decode(&old).expect("decodes");
+        assert_eq!((r.ring, r.hlc, r.id.as_str()), (7, Hlc(9), "x"));
+        assert_eq!(r.tenant, None);
+        assert_eq!(r.payload, Some(serde_json::json!({"k": 1})));
+    }
+
+    #[test]
+    fn store_keys_are_distinct_and_fit_lmdb() {
+        let long_tenant = "t".repeat(256);
+        let long_id = "i".repeat(256);
+        let keys = [
+            vector_store_key(None, "x"),
+            vector_store_key(Some("a"), "x"),
+            vector_store_key(Some("b"), "x"),
+            vector_store_key(Some(&long_tenant), &long_id),
+            vector_store_key(Some(&long_tenant), &"j".repeat(256)),
+        ];
+        assert_eq!(keys[0], b"x");
+        for (i, a) in keys.iter().enumerate() {
+            assert!(a.len() <= MAX_INLINE_KEY);
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(keys[3][0], HASHED_KEY);
     }
 }

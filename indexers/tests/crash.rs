@@ -32,11 +32,13 @@ fn op(offset: u64) -> ShardOp {
     if offset % 11 == 5 {
         ShardOp::Delete {
             id,
+            tenant: None,
             hlc: Hlc(offset),
         }
     } else {
         ShardOp::Upsert {
             id,
+            tenant: None,
             ring: offset.wrapping_mul(0x9E37_79B9_7F4A_7C15),
             vector: vector(offset),
             payload: Some(serde_json::json!({ "offset": offset })),
@@ -84,7 +86,7 @@ fn check(shard: &Shard, next: u64) {
     let mut live = 0;
     for id in 0..IDS {
         let last = (0..next).rev().find(|o| o % IDS == id);
-        let got = shard.get(&format!("v{id}")).unwrap();
+        let got = shard.get(None, &format!("v{id}")).unwrap();
         match last.map(op) {
             Some(ShardOp::Upsert { vector, hlc, .. }) => {
                 let got = got.unwrap_or_else(|| panic!("v{id} missing at next_offset {next}"));

@@ -332,6 +332,7 @@ fn warm_searches_stay_exact_while_builds_commit() {
                 offset,
                 ShardOp::Delete {
                     id: ds.ids[row].clone(),
+                    tenant: None,
                     hlc: Hlc(hlc),
                 },
             )
@@ -356,6 +357,7 @@ fn warm_searches_stay_exact_while_builds_commit() {
 fn put(id: &str, vector: &[f32], ring: u64, hlc: u64) -> ShardOp {
     ShardOp::Upsert {
         id: id.to_owned(),
+        tenant: None,
         ring,
         vector: vector.to_vec(),
         payload: None,
@@ -385,6 +387,7 @@ fn upserts_replace_and_deletes_remove(kind: EngineKind) {
             n + 1 + i as u64,
             ShardOp::Delete {
                 id: (*id).clone(),
+                tenant: None,
                 hlc: Hlc(1_000_000),
             },
         ));
@@ -414,7 +417,7 @@ fn upserts_replace_and_deletes_remove(kind: EngineKind) {
             }
         }
         assert_eq!(
-            shard.get(moved).unwrap().unwrap().vector,
+            shard.get(None, moved).unwrap().unwrap().vector,
             ds.base_vector(target)
         );
         // Deleted ids are never returned, not even for their own vectors.
@@ -426,7 +429,7 @@ fn upserts_replace_and_deletes_remove(kind: EngineKind) {
                 "{kind} {when}: deleted {id} returned"
             );
             assert_eq!(hits.len(), K, "{kind} {when}: fewer than k hits");
-            assert!(shard.get(id).unwrap().is_none());
+            assert!(shard.get(None, id).unwrap().is_none());
         }
         // Live rows still find themselves.
         for row in [0usize, 333, 1_234] {
@@ -638,6 +641,7 @@ fn set_engine_switches_tiers_while_serving() {
                 2_400 + i as u64,
                 ShardOp::Delete {
                     id: id.clone(),
+                    tenant: None,
                     hlc: Hlc(1_000_000),
                 },
             )

@@ -259,6 +259,7 @@ fn incremental_builds_never_show_an_item_twice_or_lose_one() {
         let v = ds.base_vector(r + 2_000).to_vec();
         let op = ShardOp::Upsert {
             id: ds.ids[r].clone(),
+            tenant: None,
             ring: common::ring_of(r),
             vector: v,
             payload: None,
@@ -270,6 +271,7 @@ fn incremental_builds_never_show_an_item_twice_or_lose_one() {
     for r in 1_500..1_700 {
         let op = ShardOp::Delete {
             id: ds.ids[r].clone(),
+            tenant: None,
             hlc: Hlc(1_000_000),
         };
         shard.apply(&[(offset, op)]).unwrap();
@@ -381,6 +383,7 @@ fn hnsw_streaming_updates_bench() {
                     offset,
                     ShardOp::Upsert {
                         id: ds.ids[r].clone(),
+                        tenant: None,
                         ring: common::ring_of(r),
                         vector: ds.base_vector((r + 7_919) % n).to_vec(),
                         payload: None,

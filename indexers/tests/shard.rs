@@ -13,6 +13,7 @@ use hektor_indexers::metric;
 use hektor_indexers::{EngineKind, Error, Hit, Shard, ShardConfig, ShardOp};
 use hektor_topics::hlc::Hlc;
 use hektor_topics::record::{Distance, RingRange};
+use hektor_topics::ring;
 
 const ENGINES: [EngineKind; 3] = [EngineKind::Arroy, EngineKind::Exact, EngineKind::Hnsw];
 
@@ -34,6 +35,7 @@ fn ids(hits: &[Hit]) -> Vec<&str> {
 fn probe(vector: &[f32], id: &str, ring: u64, hlc: u64) -> ShardOp {
     ShardOp::Upsert {
         id: id.into(),
+        tenant: None,
         ring,
         vector: vector.to_vec(),
         payload: Some(serde_json::json!({ "probe": id })),
@@ -77,7 +79,7 @@ fn upsert_is_found_before_and_after_build() {
         assert_eq!(shard.pending(), 0);
         let after = shard.search(q, 10, None).unwrap();
         assert_eq!(after[0].id, "probe", "{engine}: lost by the build");
-        let stored = shard.get("probe").unwrap().expect("stored");
+        let stored = shard.get(None, "probe").unwrap().expect("stored");
         // Stamped after the 2,000 records before it in the log (the partition's floor).
         assert_eq!(
             (stored.vector.as_slice(), stored.ring, stored.hlc),
@@ -140,6 +142,7 @@ fn delete_removes_before_and_after_build() {
                     1_501,
                     ShardOp::Delete {
                         id: indexed.clone(),
+                        tenant: None,
                         hlc: Hlc(u64::MAX),
                     },
                 ),
@@ -147,6 +150,7 @@ fn delete_removes_before_and_after_build() {
                     1_502,
                     ShardOp::Delete {
                         id: "pending".into(),
+                        tenant: None,
                         hlc: Hlc(2),
                     },
                 ),
@@ -154,7 +158,10 @@ fn delete_removes_before_and_after_build() {
             .unwrap();
         assert_eq!(r.deleted, 2);
         for phase in ["before build", "after build"] {
-            assert!(shard.get(&indexed).unwrap().is_none(), "{engine} {phase}");
+            assert!(
+                shard.get(None, &indexed).unwrap().is_none(),
+                "{engine} {phase}"
+            );
             let hits = shard.search(&indexed_vec, 10, None).unwrap();
             assert!(
                 !ids(&hits).contains(&indexed.as_str()),
@@ -186,17 +193,18 @@ fn later_writes_in_the_log_win_whatever_the_writers_clock_says() {
             .apply(&[(0, probe(a, "x", 1, 10)), (1, probe(b, "x", 2, 5))])
             .unwrap();
         assert_eq!((r.upserted, r.stale, r.next_offset), (2, 0, 2));
-        let got = shard.get("x").unwrap().unwrap();
+        let got = shard.get(None, "x").unwrap().unwrap();
         assert_eq!((got.vector.as_slice(), got.hlc), (b, Hlc(11)));
 
         // A delete stamped before both still deletes: it came later in the log.
         let delete = |hlc| ShardOp::Delete {
             id: "x".into(),
+            tenant: None,
             hlc: Hlc(hlc),
         };
         let r = shard.apply(&[(2, delete(7))]).unwrap();
         assert_eq!(r.deleted, 1);
-        assert!(shard.get("x").unwrap().is_none());
+        assert!(shard.get(None, "x").unwrap().is_none());
         assert!(shard
             .search(a, 5, None)
             .unwrap()
@@ -208,7 +216,7 @@ fn later_writes_in_the_log_win_whatever_the_writers_clock_says() {
         // the re-insert clears the tombstone.
         let r = shard.apply(&[(3, probe(c, "x", 3, 100))]).unwrap();
         assert_eq!(r.upserted, 1);
-        let got = shard.get("x").unwrap().unwrap();
+        let got = shard.get(None, "x").unwrap().unwrap();
         assert_eq!((got.vector.as_slice(), got.hlc), (c, Hlc(100)));
         assert_eq!(shard.stats().tombstones, 0);
 
@@ -221,23 +229,118 @@ fn later_writes_in_the_log_win_whatever_the_writers_clock_says() {
             ])
             .unwrap();
         assert_eq!((r.upserted, r.next_offset), (1, 6));
-        assert_eq!(shard.get("y").unwrap().unwrap().hlc, Hlc(201));
+        assert_eq!(shard.get(None, "y").unwrap().unwrap().hlc, Hlc(201));
 
         // A replay of applied offsets changes nothing.
         let r = shard
             .apply(&[(0, probe(a, "x", 1, 10)), (1, probe(b, "x", 2, 5))])
             .unwrap();
         assert_eq!((r.replayed, r.upserted), (2, 0));
-        assert_eq!(shard.get("x").unwrap().unwrap().vector, c);
+        assert_eq!(shard.get(None, "x").unwrap().unwrap().vector, c);
     }
     // The floor is durable with the offset: after a reopen the next record still orders
     // after everything applied.
     let shard = open(dir.path(), EngineKind::Arroy);
     shard.apply(&[(6, probe(b, "x", 2, 1))]).unwrap();
-    let got = shard.get("x").unwrap().unwrap();
+    let got = shard.get(None, "x").unwrap().unwrap();
     assert_eq!((got.vector.as_slice(), got.hlc), (b, Hlc(202)));
     shard.build_index().unwrap();
     assert_eq!(shard.search(b, 1, None).unwrap()[0].id, "x");
+}
+
+fn tenant_put(vector: &[f32], tenant: Option<&str>, id: &str, hlc: u64) -> ShardOp {
+    ShardOp::Upsert {
+        id: id.into(),
+        tenant: tenant.map(str::to_owned),
+        ring: ring::position(tenant, id),
+        vector: vector.to_vec(),
+        payload: Some(serde_json::json!({ "tenant": tenant })),
+        hlc: Hlc(hlc),
+    }
+}
+
+/// Tenants share shards: one id written by two tenants (and with no tenant) is three
+/// vectors, each read, searched and deleted on its own, across an index build and a
+/// reopen.
+#[test]
+fn the_same_id_of_two_tenants_is_two_vectors() {
+    let ds = data();
+    let (a, b, none) = (ds.base_vector(0), ds.base_vector(1), ds.base_vector(2));
+    let check = |shard: &Shard, a_live: bool, phase: &str| {
+        let of = |tenant| shard.get(tenant, "x").unwrap().map(|v| v.vector);
+        assert_eq!(of(Some("a")).is_some(), a_live, "{phase}");
+        if a_live {
+            assert_eq!(of(Some("a")).unwrap(), a, "{phase}");
+        }
+        assert_eq!(of(Some("b")).unwrap(), b, "{phase}");
+        assert_eq!(of(None).unwrap(), none, "{phase}");
+        let got = shard.get(Some("b"), "x").unwrap().unwrap();
+        assert_eq!(got.tenant.as_deref(), Some("b"), "{phase}");
+        assert_eq!(
+            got.payload,
+            Some(serde_json::json!({"tenant": "b"})),
+            "{phase}"
+        );
+        assert_eq!(shard.len(), 2 + a_live as u64, "{phase}");
+        // Each tenant's search finds its own `x`, and only while it lives.
+        for (tenant, vector, live) in [("a", a, a_live), ("b", b, true)] {
+            let hits = shard
+                .search(vector, 3, Some(ring::tenant_range(tenant)))
+                .unwrap();
+            if live {
+                assert_eq!(ids(&hits), ["x"], "{phase}: tenant {tenant}");
+                assert!(hits[0].score > 0.999, "{phase}: tenant {tenant}");
+            } else {
+                assert!(hits.is_empty(), "{phase}: tenant {tenant}: {hits:?}");
+            }
+        }
+        // Unfiltered, the three (or two) are distinct hits.
+        let hits = shard.search(a, 10, None).unwrap();
+        assert_eq!(hits.len(), 2 + a_live as usize, "{phase}");
+    };
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let shard = open(dir.path(), engine);
+            let r = shard
+                .apply(&[
+                    (0, tenant_put(a, Some("a"), "x", 1)),
+                    (1, tenant_put(b, Some("b"), "x", 1)),
+                    (2, tenant_put(none, None, "x", 1)),
+                ])
+                .unwrap();
+            assert_eq!((r.upserted, r.stale), (3, 0), "{engine}");
+            check(&shard, true, &format!("{engine} written"));
+            shard.build_index().unwrap();
+            check(&shard, true, &format!("{engine} built"));
+
+            // Deleting tenant a's `x` leaves tenant b's and the untenanted one.
+            let r = shard
+                .apply(&[(
+                    3,
+                    ShardOp::Delete {
+                        id: "x".into(),
+                        tenant: Some("a".into()),
+                        hlc: Hlc(1),
+                    },
+                )])
+                .unwrap();
+            assert_eq!(r.deleted, 1, "{engine}");
+            check(&shard, false, &format!("{engine} deleted"));
+            shard.build_index().unwrap();
+            check(&shard, false, &format!("{engine} deleted, built"));
+            assert_eq!(shard.stats().tombstones, 1);
+
+            // A's tombstone holds for a, not for b: b's rewrite applies.
+            let r = shard
+                .apply(&[(4, tenant_put(b, Some("b"), "x", 2))])
+                .unwrap();
+            assert_eq!((r.upserted, r.stale), (1, 0), "{engine}");
+            assert_eq!(shard.stats().tombstones, 1);
+        }
+        let shard = open(dir.path(), engine);
+        check(&shard, false, &format!("{engine} reopened"));
+    }
 }
 
 #[test]
@@ -287,6 +390,7 @@ fn restart_keeps_offset_contents_and_results() {
                     2_000,
                     ShardOp::Delete {
                         id: ds.ids[5].clone(),
+                        tenant: None,
                         hlc: Hlc(u64::MAX),
                     },
                 )])
@@ -307,7 +411,7 @@ fn restart_keeps_offset_contents_and_results() {
                 "{engine} query {q}"
             );
         }
-        assert!(shard.get(&ds.ids[5]).unwrap().is_none());
+        assert!(shard.get(None, &ds.ids[5]).unwrap().is_none());
     }
 }
 

@@ -45,7 +45,8 @@
 //! the re-forward lands as the latest write of its id. One hole remains until the intake
 //! forwards transactionally: a direct write of the same id acknowledged between the first
 //! forward and the crash is overwritten by the re-forward. (The compacted vectors topic
-//! keeps the latest offset per id, which is now exactly what shards keep.)
+//! keeps the latest offset per (tenant, id) key, `hektor_topics::record::vector_key`, which
+//! is exactly what shards keep.)
 //!
 //! Order between intake records of one id: the order in which they are forwarded into the
 //! vectors topic. Within one intake partition that is the intake order; records of one id

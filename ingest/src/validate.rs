@@ -8,7 +8,10 @@
 //! | tenant | 1 to [`MAX_TENANT_BYTES`] bytes when given | 422 |
 //! | vector | exactly the collection's dimension, every value finite | 422 |
 //! | payload | a JSON object of at most [`MAX_PAYLOAD_BYTES`] bytes serialized | 422 |
-//! | the same id twice in one batch | not allowed | 422 |
+//! | the same vector (tenant and id) twice in one batch | not allowed | 422 |
+//!
+//! A vector is its tenant and id together (`hektor_topics::record::vector_key`): two
+//! tenants may write the same id in one batch.
 
 use std::collections::HashSet;
 
@@ -188,24 +191,24 @@ pub fn validate_batch(spec: &CollectionSpec, batch: &WriteBatch) -> Result<(), I
                 ));
             }
         }
-        if !seen.insert(item.id.as_str()) {
+        if !seen.insert((item.tenant.as_deref(), item.id.as_str())) {
             return Err(invalid(
                 "upserts",
                 index,
                 &item.id,
-                "the same id appears twice in this batch",
+                "the same id of the same tenant appears twice in this batch",
             ));
         }
     }
     for (index, item) in batch.deletes.iter().enumerate() {
         check_id("deletes", index, item.id())?;
         check_tenant("deletes", index, item.id(), item.tenant())?;
-        if !seen.insert(item.id()) {
+        if !seen.insert((item.tenant(), item.id())) {
             return Err(invalid(
                 "deletes",
                 index,
                 item.id(),
-                "the same id appears twice in this batch",
+                "the same id of the same tenant appears twice in this batch",
             ));
         }
     }
@@ -333,5 +336,30 @@ mod tests {
             assert_eq!(got, status, "{message}");
             assert!(message.contains(needle), "{message:?} lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn the_same_id_of_two_tenants_is_two_vectors() {
+        let of = |tenant: Option<&str>| UpsertItem {
+            tenant: tenant.map(str::to_owned),
+            ..upsert("x", vec![1.0; 3])
+        };
+        let batch = WriteBatch {
+            upserts: vec![of(Some("a")), of(Some("b")), of(None)],
+            deletes: vec![DeleteItem::Keyed {
+                id: "x".into(),
+                tenant: Some("c".into()),
+            }],
+        };
+        assert!(validate_batch(&spec(), &batch).is_ok());
+        let twice = WriteBatch {
+            upserts: vec![of(Some("a"))],
+            deletes: vec![DeleteItem::Keyed {
+                id: "x".into(),
+                tenant: Some("a".into()),
+            }],
+        };
+        let err = validate_batch(&spec(), &twice).unwrap_err();
+        assert!(err.to_string().contains("twice"), "{err}");
     }
 }

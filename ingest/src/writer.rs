@@ -119,11 +119,9 @@ impl Writer {
         for record in records {
             let position = ring::position(record.tenant(), record.id());
             let partition = ring::partition_of(position, spec.partitions);
-            let log_record = codec::to_log_record(
-                Some(record.id().as_bytes().to_vec()),
-                record,
-                Encoding::Binary,
-            )?;
+            // Keyed by (tenant, id): compaction keeps the latest record of each vector,
+            // never one tenant's record in place of another's with the same id.
+            let log_record = codec::to_log_record(Some(record.key()), record, Encoding::Binary)?;
             by_partition.entry(partition).or_default().push(log_record);
             written.push(Written {
                 partition,

@@ -244,7 +244,7 @@ async fn intake_records_reach_their_ring_partition_once_across_a_crash() {
                 "{} is in partition {p}, its ring partition is {at}",
                 record.id()
             );
-            assert_eq!(stored.record.key.as_deref(), Some(record.id().as_bytes()));
+            assert_eq!(stored.record.key, Some(record.key()));
             let want = expected
                 .get(record.id())
                 .unwrap_or_else(|| panic!("{} was never a good intake record", record.id()));

@@ -5,7 +5,8 @@
 //!   distance (cosine similarity, negated euclidean distance, dot product); `epoch` is the
 //!   shard map that served it.
 //! - `GET /collections/{c}/vectors/{id}[?tenant=t]` → the stored vector and payload, from
-//!   whichever node holds it.
+//!   whichever node holds it. A vector is its tenant and id together: `?tenant=t` reads
+//!   tenant `t`'s `id`, without it the `id` written with no tenant.
 //! - `GET /collections` and `GET /collections/{c}`: settings, the shard map (ranges,
 //!   replicas, tiers, targets being built) and, for the shards this node holds, size, lag
 //!   and engine; `vectors` sums this node's shards and `complete` says whether it holds
@@ -215,7 +216,7 @@ async fn internal_get(
 ) -> Result<Response, ApiError> {
     let call: ShardGet = internal_body(body)?;
     let shard = held(&state, &collection, call.incarnation, call.range).await?;
-    let stored = shard_get(&shard, &call.id)
+    let stored = shard_get(&shard, call.tenant.as_deref(), &call.id)
         .await?
         .ok_or_else(|| QueryError::NotFound(call.id.clone()))?;
     Ok(Json(WireVector {

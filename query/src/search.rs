@@ -208,6 +208,9 @@ pub struct ShardGet {
     pub incarnation: u64,
     pub range: RingRange,
     pub id: String,
+    /// The vector's tenant: with the id, its identity (absent: no tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// How long a router waits for a collection's first shard map, and a node for a shard
@@ -235,6 +238,8 @@ pub struct Searcher {
     served: AtomicUsize,
     /// The `Authorization` value of calls to other nodes (the cluster secret), if any.
     internal_auth: Option<String>,
+    /// `http` or `https`: how other nodes are called.
+    scheme: &'static str,
 }
 
 impl Searcher {
@@ -267,7 +272,15 @@ impl Searcher {
             health: Mutex::new(HashMap::new()),
             served: AtomicUsize::new(0),
             internal_auth: None,
+            scheme: "http",
         })
+    }
+
+    /// Call other nodes over HTTPS with this client (one that trusts the cluster's CA).
+    pub fn with_tls_client(mut self, client: reqwest::Client) -> Searcher {
+        self.client = client;
+        self.scheme = "https";
+        self
     }
 
     /// Send this `Authorization` value (`Bearer <cluster secret>`) on every call to
@@ -515,7 +528,10 @@ impl Searcher {
             .get(node)
             .map(|n| n.address.clone())
             .ok_or_else(|| QueryError::Unavailable(format!("node {node} has no known address")))?;
-        let url = format!("http://{address}/internal/collections/{collection}/shard-search");
+        let url = format!(
+            "{}://{address}/internal/collections/{collection}/shard-search",
+            self.scheme
+        );
         let body = ShardSearch {
             vector: query.as_ref().clone(),
             ..call.clone()
@@ -559,7 +575,7 @@ impl Searcher {
         Err(QueryError::Unavailable(format!("HTTP {status}: {text}")))
     }
 
-    /// Read one vector by id from the shard holding it.
+    /// Read one vector by tenant and id from the shard holding it.
     pub async fn get(
         &self,
         collection: &str,
@@ -574,6 +590,7 @@ impl Searcher {
             incarnation: map.incarnation(),
             range: shard.range,
             id: id.to_owned(),
+            tenant: tenant.map(str::to_owned),
         };
         let mut last_err = String::from("it has no replicas");
         for node in self.replica_order(&routing, &shard.replicas) {
@@ -583,7 +600,7 @@ impl Searcher {
                     .resolve_shard(collection, shard.range, MAP_WAIT)
                     .await
                 {
-                    Some(hosted) => shard_get(&hosted, id).await.map(|v| {
+                    Some(hosted) => shard_get(&hosted, tenant, id).await.map(|v| {
                         v.map(|v| WireVector {
                             id: v.id,
                             vector: v.vector,
@@ -618,7 +635,10 @@ impl Searcher {
             .get(node)
             .map(|n| n.address.clone())
             .ok_or_else(|| QueryError::Unavailable(format!("node {node} has no known address")))?;
-        let url = format!("http://{address}/internal/collections/{collection}/shard-get");
+        let url = format!(
+            "{}://{address}/internal/collections/{collection}/shard-get",
+            self.scheme
+        );
         let response = self
             .internal_post(url)
             .timeout(Duration::from_secs(10))
@@ -738,14 +758,15 @@ pub async fn shard_search(
         .collect())
 }
 
-/// Read one vector from a shard held here.
+/// Read one vector, (`tenant`, `id`), from a shard held here.
 pub async fn shard_get(
     hosted: &Arc<HostedShard>,
+    tenant: Option<&str>,
     id: &str,
 ) -> Result<Option<hektor_indexers::StoredVector>, QueryError> {
     let shard = Arc::clone(&hosted.shard);
-    let id = id.to_owned();
-    tokio::task::spawn_blocking(move || shard.get(&id))
+    let (tenant, id) = (tenant.map(str::to_owned), id.to_owned());
+    tokio::task::spawn_blocking(move || shard.get(tenant.as_deref(), &id))
         .await
         .map_err(|e| QueryError::Internal(e.to_string()))?
         .map_err(|e| QueryError::Internal(e.to_string()))

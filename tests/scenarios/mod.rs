@@ -270,6 +270,124 @@ pub fn tenant_and_delete(server: &Server, name: &str) {
     assert_eq!(status, 404);
 }
 
+/// One id written by two tenants sharing a shard (one partition) is two vectors: each is
+/// read, searched and deleted on its own, and stays so across a restart and (on the
+/// embedded log) a compaction of the vectors topic with the shards rebuilt from it.
+pub fn same_id_two_tenants(data_dir: &Path, brokers: Option<&str>, name: &str) {
+    let port = free_port();
+    let scope = ["--only-collections", name];
+    let server = start_server_on(data_dir, brokers, port, &scope);
+    let url = server.url.clone();
+    create_collection(&url, name, 4, 1);
+    let vector = |t: &str| match t {
+        "a" => json!([1.0, 0.0, 0.0, 0.0]),
+        _ => json!([0.0, 1.0, 0.0, 0.0]),
+    };
+    let write = |body: Value| {
+        let (status, body) = post(&format!("{url}/collections/{name}/vectors"), &body);
+        assert_eq!(status, 200, "{body}");
+        body["token"].clone()
+    };
+    // An older value of a's `x` first (compaction drops it), then both tenants in one batch.
+    write(json!({"upserts": [{"id": "x", "tenant": "a", "vector": [0.0, 0.0, 1.0, 0.0]}]}));
+    let token = write(json!({"upserts": [
+        {"id": "x", "tenant": "a", "vector": vector("a"), "payload": {"t": "a"}},
+        {"id": "x", "tenant": "b", "vector": vector("b"), "payload": {"t": "b"}},
+    ]}));
+    // Each tenant finds (the search waits for the token) and reads its own `x`.
+    let check = |url: &str, a_live: bool, token: &Value, phase: &str| {
+        for t in ["a", "b"] {
+            let live = t == "b" || a_live;
+            let resp = search(
+                url,
+                name,
+                &json!({"vector": vector(t), "k": 5, "tenant": t,
+                        "consistency": {"after": token}}),
+            );
+            let hits = resp["hits"].as_array().unwrap();
+            if live {
+                assert_eq!(hits.len(), 1, "{phase}: tenant {t}: {resp}");
+                assert_eq!(hits[0]["id"], json!("x"), "{phase}: tenant {t}: {resp}");
+                assert_eq!(
+                    hits[0]["payload"]["t"],
+                    json!(t),
+                    "{phase}: tenant {t}: {resp}"
+                );
+                assert!(
+                    hits[0]["score"].as_f64().unwrap() > 0.999,
+                    "{phase}: {resp}"
+                );
+            } else {
+                assert!(hits.is_empty(), "{phase}: tenant {t}: {resp}");
+            }
+            let (status, got) = get(&format!("{url}/collections/{name}/vectors/x?tenant={t}"));
+            if live {
+                assert_eq!(status, 200, "{phase}: {t}'s x: {got}");
+                assert_eq!(got["vector"], vector(t), "{phase}: {t}'s x: {got}");
+                assert_eq!(got["payload"]["t"], json!(t), "{phase}: {t}'s x: {got}");
+            } else {
+                assert_eq!(status, 404, "{phase}: {t}'s x: {got}");
+            }
+        }
+        // No tenant: no `x` was written without one.
+        let (status, got) = get(&format!("{url}/collections/{name}/vectors/x"));
+        assert_eq!(status, 404, "{phase}: x without a tenant: {got}");
+    };
+    check(&url, true, &token, "written");
+    // Deleting a's `x` leaves b's.
+    let token = write(json!({"deletes": [{"id": "x", "tenant": "a"}]}));
+    check(&url, false, &token, "a's x deleted");
+
+    // Restart on the same data directory: the shards reopen.
+    drop(server);
+    let server = start_server_on(data_dir, brokers, port, &scope);
+    wait_caught_up(&server.url, name, 1);
+    check(&server.url, false, &json!({}), "restarted");
+
+    if brokers.is_none() {
+        // Compact the vectors topic (keyed by tenant and id, it keeps a's delete and b's
+        // upsert) and rebuild the shards from it.
+        drop(server);
+        let log_dir = data_dir.join("log");
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let log = hektor_topics::log::embedded::EmbeddedLog::open(&log_dir).unwrap();
+            let topic =
+                hektor_topics::topic::topic_name(name, hektor_topics::topic::TopicKind::Vectors);
+            let removed = log.compact(&topic).await.unwrap();
+            assert!(removed >= 1, "the older value of a's x is compacted away");
+        });
+        drop(runtime);
+        std::fs::remove_dir_all(data_dir.join("shards")).unwrap();
+        let server = start_server_on(data_dir, brokers, port, &scope);
+        wait_caught_up(&server.url, name, 1);
+        check(&server.url, false, &json!({}), "compacted and rebuilt");
+    }
+}
+
+/// Wait until a collection's shards have applied their whole partitions and hold
+/// `vectors`.
+pub fn wait_caught_up(url: &str, name: &str, vectors: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, info) = get(&format!("{url}/collections/{name}"));
+        let lag: Option<u64> = info["shards"].as_array().and_then(|shards| {
+            shards
+                .iter()
+                .map(|s| s["lag"].as_u64())
+                .sum::<Option<u64>>()
+        });
+        if status == 200 && lag == Some(0) && info["vectors"] == json!(vectors) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} never caught up: {status} {info}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Every validation rule answers with its documented status and names the bad item; a
 /// rejected batch writes nothing.
 pub fn bad_input(server: &Server, name: &str) {

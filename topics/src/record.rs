@@ -6,7 +6,7 @@
 //!
 //! | topic      | value type        | key                 |
 //! |------------|-------------------|---------------------|
-//! | vectors    | [`VectorRecord`]  | the vector id       |
+//! | vectors    | [`VectorRecord`]  | [`vector_key`]: the id, or tenant and id |
 //! | intake     | [`VectorRecord`]  | anything            |
 //! | events     | [`Event`]         | none                |
 //! | plan       | [`PlanChange`]    | the collection      |
@@ -94,6 +94,60 @@ impl VectorRecord {
             VectorRecord::Upsert(u) => u.hlc,
             VectorRecord::Delete(d) => d.hlc,
         }
+    }
+
+    /// The key of this record in the vectors topic: [`vector_key`] of its tenant and id.
+    pub fn key(&self) -> Vec<u8> {
+        vector_key(self.tenant(), self.id())
+    }
+}
+
+/// The byte that marks a key with a tenant and separates the tenant from the id. It never
+/// occurs in UTF-8, so no id or tenant contains it and no id-only key starts with it.
+pub const VECTOR_KEY_TENANT: u8 = 0xFF;
+
+/// The identity of a vector, as bytes: the key of its records in the vectors topic (the
+/// key compaction keeps the latest record of) and of its entry in a shard.
+///
+/// A vector is identified by its tenant and its id, the same pair that places it on the
+/// ring ([`crate::ring::position`]), and exactly as that function reads it: an absent
+/// tenant is "no tenant", while `Some("")` is a tenant (the ring places it by `H("")`;
+/// hektor's write paths refuse an empty tenant, so only a direct producer can write one).
+///
+/// ```text
+/// without a tenant:  UTF-8(id)
+/// with a tenant t:   0xFF ++ UTF-8(t) ++ 0xFF ++ UTF-8(id)
+/// ```
+///
+/// Without a tenant the key is the id, as it always was, so topics written before keep
+/// their keys. 0xFF is never a byte of UTF-8, whatever the characters (control characters
+/// and NUL included, which a tenant may contain), so a key with a tenant never equals an
+/// id-only key (those never start with 0xFF) and splits back at its one other 0xFF:
+/// the map is injective over every (tenant, id) pair ([`split_vector_key`] inverts it).
+pub fn vector_key(tenant: Option<&str>, id: &str) -> Vec<u8> {
+    match tenant {
+        None => id.as_bytes().to_vec(),
+        Some(t) => {
+            let mut key = Vec::with_capacity(t.len() + id.len() + 2);
+            key.push(VECTOR_KEY_TENANT);
+            key.extend_from_slice(t.as_bytes());
+            key.push(VECTOR_KEY_TENANT);
+            key.extend_from_slice(id.as_bytes());
+            key
+        }
+    }
+}
+
+/// The (tenant, id) of a [`vector_key`], or `None` for bytes no `vector_key` returns.
+pub fn split_vector_key(key: &[u8]) -> Option<(Option<&str>, &str)> {
+    match key.split_first() {
+        Some((&VECTOR_KEY_TENANT, rest)) => {
+            let at = rest.iter().position(|b| *b == VECTOR_KEY_TENANT)?;
+            let tenant = std::str::from_utf8(&rest[..at]).ok()?;
+            let id = std::str::from_utf8(&rest[at + 1..]).ok()?;
+            Some((Some(tenant), id))
+        }
+        _ => Some((None, std::str::from_utf8(key).ok()?)),
     }
 }
 

@@ -98,6 +98,7 @@ pub fn synthetic(n: usize, n_queries: usize, dim: usize) -> Dataset {
 pub fn upsert(ds: &Dataset, row: usize, ring: u64, hlc: Hlc) -> ShardOp {
     ShardOp::Upsert {
         id: ds.ids[row].clone(),
+        tenant: None,
         ring,
         vector: ds.base_vector(row).to_vec(),
         payload: Some(serde_json::json!({ "row": row })),
