@@ -37,6 +37,9 @@
 #   HEKTOR_KAFKA_CONTROLLER_PORT  KRaft controller port (default 9093)
 #   HEKTOR_KAFKA_VERSION          Kafka version to resolve (default: the pom's)
 #   HEKTOR_KAFKA_START_TIMEOUT    seconds to wait for the broker (default 90)
+#   HEKTOR_KAFKA_HOME             the broker's home, everything said of .kafka/
+#                                 above (default .kafka in the repo root); with
+#                                 other ports, a second, private broker
 #   JAVA_HOME / JAVA              which java to run (Java 17 or newer)
 #
 # Wipe everything (topics, offsets, keys, password) with:
@@ -47,7 +50,7 @@ set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
-KAFKA_HOME="$REPO_ROOT/.kafka"
+KAFKA_HOME="${HEKTOR_KAFKA_HOME:-$REPO_ROOT/.kafka}"
 LIBS_DIR="$KAFKA_HOME/libs"
 DATA_DIR="$KAFKA_HOME/data"
 LOG_DIR="$KAFKA_HOME/logs"

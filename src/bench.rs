@@ -26,6 +26,9 @@ pub enum BenchCommand {
     /// Skewed tenants on node processes: the kinetic planner's splits against a static
     /// map (node CPU spread, p99, time to relief).
     Kinetic(crate::bench_kinetic::KineticBenchArgs),
+    /// Faults on node processes under load (kill a data node, kill the controller), with
+    /// a history checker: writes lost or duplicated, failed reads, token violations.
+    Faults(crate::bench_faults::FaultsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +63,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Placement(args) => crate::bench_placement::run(args).await,
         BenchCommand::Move(args) => crate::bench_move::run(args).await,
         BenchCommand::Kinetic(args) => crate::bench_kinetic::run(args).await,
+        BenchCommand::Faults(args) => crate::bench_faults::run(args).await,
     }
 }
 

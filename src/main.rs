@@ -11,6 +11,7 @@
 
 mod backend;
 mod bench;
+mod bench_faults;
 mod bench_kinetic;
 mod bench_move;
 mod bench_nodes;

@@ -210,7 +210,7 @@ impl Control {
     }
 
     async fn run(self: Arc<Self>, settings: ControlSettings, facts: Arc<dyn ShardFacts>) {
-        let started = Instant::now();
+        let mut started = Instant::now();
         let mut sized = Instant::now();
         let mut asked: BTreeSet<(String, u64, RingRange)> = BTreeSet::new();
         let mut reported: BTreeSet<(String, RingRange, u64)> = BTreeSet::new();
@@ -223,6 +223,16 @@ impl Control {
                 _ = members_rx.changed() => {}
             }
             self.publish_routing();
+            // This node's view of the cluster is only as fresh as the log it reads: when its
+            // own heartbeats stop coming back (the log is down or this node is cut off),
+            // every other node soon looks dead too. Decide nothing on such a view, and wait
+            // one `dead_after` again once it is fresh, as at start.
+            let heard = self.membership.last_heard(&self.me).unwrap_or(0);
+            let stale_after = (settings.heartbeat_every * 3).as_millis() as u64;
+            if wall_ms().saturating_sub(heard) > stale_after.max(500) {
+                started = Instant::now();
+                continue;
+            }
             if self.membership.controller().as_deref() == Some(self.me.as_str()) {
                 let settled = started.elapsed() >= settings.dead_after;
                 if let Err(err) = self.control_round(&settings, settled).await {

@@ -213,6 +213,12 @@ impl Membership {
             .collect()
     }
 
+    /// The time (wall ms, as its sender stamped it) of the newest heartbeat read from
+    /// `node`, if any is held.
+    pub fn last_heard(&self, node: &str) -> Option<u64> {
+        self.nodes.read().get(node).map(|hb| hb.time_ms)
+    }
+
     /// Alive data nodes that are not draining: where shards may go.
     pub fn placeable(&self) -> Vec<NodeSpec> {
         self.placeable_at(wall_ms())

@@ -664,10 +664,13 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
     let dlq = topic_name(&spec.name, TopicKind::DeadLetter);
     let mut last_hw_poll = std::time::Instant::now() - Duration::from_secs(10);
     let head = ring::partition_range(hosted.partition, spec.partitions).start == hosted.range.start;
+    // Whether `high_watermark` holds a value read from the log (not just the open offset).
+    let mut hw_known = false;
     while !hosted.stop.load(Ordering::Relaxed) {
         if last_hw_poll.elapsed() > Duration::from_millis(500) {
             if let Ok(hw) = log.high_watermark(&topic, hosted.partition).await {
                 hosted.high_watermark.store(hw, Ordering::Relaxed);
+                hw_known = true;
             }
             last_hw_poll = std::time::Instant::now();
         }
@@ -764,6 +767,18 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
         }
         backoff = Duration::from_millis(500);
         hosted.applied.send_replace(hosted.shard.next_offset());
+        // Reached the end of the partition as it was at the last poll: caught up, even if
+        // writes keep coming (a busy partition never gives an empty read), once the index
+        // holds nearly everything.
+        if hw_known
+            && !hosted.caught_up()
+            && hosted.next_offset() >= hosted.high_watermark.load(Ordering::Relaxed)
+        {
+            if hosted.shard.pending() >= BUILD_WHEN_IDLE {
+                build(&hosted.shard).await;
+            }
+            hosted.caught_up.store(true, Ordering::Relaxed);
+        }
         // Still catching up, but the exactly-searched tail is getting long.
         if hosted.shard.pending() >= BUILD_WHEN_PENDING {
             build(&hosted.shard).await;
