@@ -31,7 +31,7 @@ use hektor_cluster::ShardMap;
 use hektor_topics::catalog::Catalog;
 use hektor_topics::codec::{self, Encoding};
 use hektor_topics::log::{Log, LogRecord};
-use hektor_topics::record::{PlanAction, PlanChange, RingRange, Tier};
+use hektor_topics::record::{is_node_id, PlanAction, PlanChange, RingRange, Tier};
 use hektor_topics::topic::{topic_name, TopicKind};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,48 @@ pub struct LeaseRecord {
     pub time_ms: u64,
 }
 
+/// The door for decisions read from the plan topic: node ids that can be node ids,
+/// non-empty ranges, a split point inside its shard, a bounded reason.
+fn check_change(change: &PlanChange) -> Result<()> {
+    let bad = |why: &str| {
+        Err(crate::Error::BadRecord(format!(
+            "decision for `{}` at epoch {}: {why}",
+            change.collection.chars().take(80).collect::<String>(),
+            change.epoch
+        )))
+    };
+    let empty = |r: &RingRange| r.end.is_some_and(|e| e <= r.start);
+    if change.reason.len() > 4096 {
+        return bad("the reason is longer than 4096 bytes");
+    }
+    if change.place.as_deref().is_some_and(|p| !is_node_id(p)) {
+        return bad("`place` is not a node id");
+    }
+    match &change.action {
+        PlanAction::Split { shard, at } => {
+            if empty(shard) || !(shard.contains(*at) && *at > shard.start) {
+                return bad("the split point does not lie inside the shard");
+            }
+        }
+        PlanAction::SetTier { shard, .. } => {
+            if empty(shard) {
+                return bad("the shard range is empty");
+            }
+        }
+        PlanAction::Move { shard, from, to } => {
+            if empty(shard) || !is_node_id(from) || !is_node_id(to) || from == to {
+                return bad("a move needs a range and two different node ids");
+            }
+        }
+        PlanAction::Merge { left, right } => {
+            if empty(left) || empty(right) || left.end != Some(right.start) {
+                return bad("a merge needs two adjacent ranges");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What is known of one collection's plan.
 #[derive(Debug, Clone, Default)]
 pub struct PlanState {
@@ -94,7 +136,7 @@ impl PlanState {
     fn absorb(&mut self, key: &[u8], record: &LogRecord) -> Result<bool> {
         if key.starts_with(LEASE_PREFIX.as_bytes()) {
             let lease: LeaseRecord = serde_json::from_slice(&record.value)?;
-            if lease.node.is_empty() || lease.term == 0 {
+            if !is_node_id(&lease.node) || lease.term == 0 {
                 return Err(crate::Error::BadRecord(format!(
                     "lease record with node {:?} and term {} is not a lease",
                     lease.node, lease.term
@@ -131,6 +173,13 @@ impl PlanState {
         }
         if key.starts_with(READY_PREFIX.as_bytes()) {
             let r: ReadyRecord = serde_json::from_slice(&record.value)?;
+            if !is_node_id(&r.node) || r.range.end.is_some_and(|e| e <= r.range.start) {
+                return Err(crate::Error::BadRecord(format!(
+                    "readiness report of node {:?} for range {:?} is not one",
+                    r.node.chars().take(80).collect::<String>(),
+                    r.range
+                )));
+            }
             self.ready
                 .retain(|x| !(x.node == r.node && x.range == r.range));
             self.ready.push(Ready {
@@ -141,6 +190,7 @@ impl PlanState {
             return Ok(true);
         }
         let change: PlanChange = codec::from_log_record(record)?;
+        check_change(&change)?;
         match &change.action {
             PlanAction::Split { shard, at } => self.splits.push(SplitAsk {
                 shard: *shard,
@@ -490,6 +540,82 @@ mod tests {
             map(0, "b", 2, "b"),
         ];
         assert_eq!(read(&log), Some((0, "b".into(), 2)));
+    }
+
+    #[test]
+    fn forged_reports_and_decisions_are_refused_and_good_ones_kept() {
+        let mut state = PlanState::default();
+        let feed = |state: &mut PlanState, key: &str, value: serde_json::Value| {
+            let record = LogRecord::new(
+                Some(key.as_bytes().to_vec()),
+                value.to_string().into_bytes(),
+            );
+            state.absorb(key.as_bytes(), &record)
+        };
+        let range = serde_json::json!({"start": 0, "end": 100});
+        assert!(feed(
+            &mut state,
+            "ready/n1/0-100",
+            serde_json::json!({"node": "n1", "range": range, "epoch": 1, "time_ms": 1})
+        )
+        .is_ok());
+        assert!(feed(
+            &mut state,
+            "ready/x",
+            serde_json::json!({"node": "", "range": range, "epoch": 1, "time_ms": 1})
+        )
+        .is_err());
+        assert!(feed(
+            &mut state,
+            "ready/x",
+            serde_json::json!({"node": "n 2", "range": range, "epoch": 1, "time_ms": 1})
+        )
+        .is_err());
+        assert!(feed(&mut state, "ready/x", serde_json::json!({"node": "n2", "range": {"start": 9, "end": 9}, "epoch": 1, "time_ms": 1})).is_err());
+        assert_eq!(state.ready.len(), 1);
+        let change = |action: serde_json::Value, place: Option<&str>| serde_json::json!({"collection": "c", "epoch": 1, "action": action, "reason": "r", "time_ms": 1, "place": place});
+        let good = [
+            change(
+                serde_json::json!({"action": "split", "shard": range, "at": 50}),
+                Some("n2"),
+            ),
+            change(
+                serde_json::json!({"action": "move", "shard": range, "from": "n1", "to": "n2"}),
+                None,
+            ),
+        ];
+        for g in good {
+            assert!(feed(&mut state, "c", g.clone()).is_ok(), "{g}");
+        }
+        let bad = [
+            change(
+                serde_json::json!({"action": "split", "shard": range, "at": 0}),
+                None,
+            ),
+            change(
+                serde_json::json!({"action": "split", "shard": range, "at": 500}),
+                None,
+            ),
+            change(
+                serde_json::json!({"action": "split", "shard": range, "at": 50}),
+                Some(""),
+            ),
+            change(
+                serde_json::json!({"action": "move", "shard": range, "from": "n1", "to": "n1"}),
+                None,
+            ),
+            change(
+                serde_json::json!({"action": "merge", "left": range, "right": {"start": 200, "end": null}}),
+                None,
+            ),
+        ];
+        for b in bad {
+            assert!(feed(&mut state, "c", b.clone()).is_err(), "{b}");
+        }
+        assert_eq!(
+            (state.splits.len(), state.moves.len(), state.merges.len()),
+            (1, 1, 0)
+        );
     }
 
     #[test]

@@ -265,6 +265,14 @@ pub struct NodeHeartbeat {
 
 /// The longest node id a heartbeat may carry, in bytes.
 pub const MAX_NODE_ID_LEN: usize = 128;
+
+/// Whether `id` can be a node id: 1 to [`MAX_NODE_ID_LEN`] bytes without spaces or
+/// control characters (the rule for heartbeats, leases, readiness reports and decisions).
+pub fn is_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_NODE_ID_LEN
+        && !id.chars().any(|c| c.is_control() || c.is_whitespace())
+}
 /// The longest region name, in bytes.
 pub const MAX_REGION_LEN: usize = 64;
 /// The most roles a heartbeat may list.
@@ -290,11 +298,7 @@ impl NodeHeartbeat {
             node: self.node.chars().take(80).collect(),
             reason,
         };
-        let node = &self.node;
-        if node.is_empty()
-            || node.len() > MAX_NODE_ID_LEN
-            || node.chars().any(|c| c.is_control() || c.is_whitespace())
-        {
+        if !is_node_id(&self.node) {
             return Err(invalid(format!(
                 "a node id is 1 to {MAX_NODE_ID_LEN} bytes without spaces or control characters"
             )));
