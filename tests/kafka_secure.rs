@@ -27,17 +27,7 @@ fn sasl_broker() -> Option<(String, PathBuf)> {
     let config = std::env::var("HEKTOR_KAFKA_SASL_CONFIG")
         .ok()
         .map(PathBuf::from);
-    let reachable = brokers.as_deref().is_some_and(|b| {
-        b.split(',').any(|addr| {
-            use std::net::ToSocketAddrs;
-            addr.to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .is_some_and(|a| {
-                    std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok()
-                })
-        })
-    });
+    let reachable = brokers.as_deref().is_some_and(reachable);
     let has_config = config.as_deref().is_some_and(Path::is_file);
     if reachable && has_config {
         return Some((brokers.unwrap(), config.unwrap()));

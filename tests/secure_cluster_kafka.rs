@@ -23,28 +23,6 @@ impl Drop for Node {
     }
 }
 
-/// CA, certificate and key for 127.0.0.1 as PEM files in `dir`.
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let node_key = rcgen::KeyPair::generate().unwrap();
-    let node = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&node_key, &ca, &ca_key)
-        .unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("node.pem"),
-        dir.join("node.key"),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, node.pem()).unwrap();
-    std::fs::write(&paths.2, node_key.serialize_pem()).unwrap();
-    paths
-}
-
 #[allow(clippy::too_many_arguments)]
 fn start(
     dir: &Path,
@@ -109,7 +87,7 @@ fn a_router_reaches_the_data_node_over_https_with_the_cluster_secret_only() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let tls = certificates(dir.path());
+    let tls = test_certificates(dir.path());
     let secret = dir.path().join("secret");
     std::fs::write(&secret, "the-cluster-secret-0123456789").unwrap();
     let wrong = dir.path().join("wrong");

@@ -11,34 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-/// A CA and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`:
-/// (ca.pem, node.pem, node.key).
-fn certificates(
-    dir: &std::path::Path,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "hektor test CA");
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let node_params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap();
-    let node_key = rcgen::KeyPair::generate().unwrap();
-    let node = node_params.signed_by(&node_key, &ca, &ca_key).unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("node.pem"),
-        dir.join("node.key"),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, node.pem()).unwrap();
-    std::fs::write(&paths.2, node_key.serialize_pem()).unwrap();
-    (paths.0, paths.1, paths.2)
-}
-
 struct Node(std::process::Child);
 
 impl Drop for Node {
@@ -51,7 +23,7 @@ impl Drop for Node {
 #[test]
 fn a_node_with_a_certificate_serves_https_only_to_clients_that_trust_its_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certificates(dir.path());
+    let (ca, cert, key) = test_certificates(dir.path());
     let port = free_port();
     let name = unique("tls");
     let _node = Node(

@@ -226,14 +226,15 @@ impl Control {
             // This node's view of the cluster is only as fresh as the log it reads: when its
             // own heartbeats stop coming back (the log is down or this node is cut off),
             // every other node soon looks dead too. Decide nothing on such a view, and wait
-            // one `dead_after` again once it is fresh, as at start.
+            // one `dead_after` again once it is fresh, as at start. (Reports and size
+            // checks go on: they describe this node, not the cluster.)
             let heard = self.membership.last_heard(&self.me).unwrap_or(0);
             let stale_after = (settings.heartbeat_every * 3).as_millis() as u64;
-            if wall_ms().saturating_sub(heard) > stale_after.max(500) {
+            let fresh = wall_ms().saturating_sub(heard) <= stale_after.max(500);
+            if !fresh {
                 started = Instant::now();
-                continue;
             }
-            if self.membership.controller().as_deref() == Some(self.me.as_str()) {
+            if fresh && self.membership.controller().as_deref() == Some(self.me.as_str()) {
                 let settled = started.elapsed() >= settings.dead_after;
                 if let Err(err) = self.control_round(&settings, settled).await {
                     tracing::warn!(%err, "controller round failed");
@@ -338,6 +339,11 @@ impl Control {
     }
 
     async fn control_round(&self, settings: &ControlSettings, settled: bool) -> Result<()> {
+        let current = self.catalog.list_incarnations();
+        let known =
+            |key: &(String, u64)| current.iter().any(|(s, i)| s.name == key.0 && *i == key.1);
+        self.claimed.lock().retain(|k, _| known(k));
+        self.written.lock().retain(|k, _| known(k));
         let placeable = self.membership.placeable();
         let alive: Vec<String> = self
             .membership
@@ -345,7 +351,7 @@ impl Control {
             .into_iter()
             .map(|h| h.node)
             .collect();
-        for (spec, incarnation) in self.catalog.list_incarnations() {
+        for (spec, incarnation) in current {
             let Some(state): Option<PlanState> = self.plans.get(&spec.name) else {
                 continue;
             };

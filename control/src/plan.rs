@@ -49,6 +49,14 @@ pub const LEASE_PREFIX: &str = "lease/";
 pub const READY_PREFIX: &str = "ready/";
 /// Decisions kept for `GET /cluster`.
 const KEEP_DECISIONS: usize = 64;
+/// Pending asks (splits, moves, merges, tier changes) and readiness reports kept per
+/// collection; beyond it the oldest go, so a flood of plan records cannot grow a node.
+const MAX_PENDING: usize = 4096;
+
+fn trim_front<T>(list: &mut Vec<T>) {
+    let excess = list.len().saturating_sub(MAX_PENDING);
+    list.drain(..excess);
+}
 
 /// A node's report that it holds `range` caught up (the value of a `ready/…` record).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,16 +195,21 @@ impl PlanState {
                 range: r.range,
                 epoch: r.epoch,
             });
+            trim_front(&mut self.ready);
             return Ok(true);
         }
         let change: PlanChange = codec::from_log_record(record)?;
         check_change(&change)?;
         match &change.action {
-            PlanAction::Split { shard, at } => self.splits.push(SplitAsk {
-                shard: *shard,
-                at: *at,
-                place: change.place.clone(),
-            }),
+            PlanAction::Split { shard, at } => {
+                // One pending split per shard: the latest ask wins.
+                self.splits.retain(|a| a.shard != *shard);
+                self.splits.push(SplitAsk {
+                    shard: *shard,
+                    at: *at,
+                    place: change.place.clone(),
+                });
+            }
             PlanAction::SetTier { shard, tier } => {
                 self.tiers.retain(|(r, _)| r != shard);
                 self.tiers.push((*shard, *tier));
@@ -209,8 +222,16 @@ impl PlanState {
                     to: to.clone(),
                 });
             }
-            PlanAction::Merge { left, right } => self.merges.push((*left, *right)),
+            PlanAction::Merge { left, right } => {
+                self.merges.retain(|m| *m != (*left, *right));
+                self.merges.push((*left, *right));
+            }
         }
+        // Whatever the plan topic holds, pending asks stay bounded (oldest dropped).
+        trim_front(&mut self.splits);
+        trim_front(&mut self.moves);
+        trim_front(&mut self.merges);
+        trim_front(&mut self.tiers);
         self.decisions.push_back(change);
         while self.decisions.len() > KEEP_DECISIONS {
             self.decisions.pop_front();

@@ -135,22 +135,51 @@ pub fn is_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Whether some `host:port` of a comma-separated broker list accepts a TCP connection.
+pub fn reachable(brokers: &str) -> bool {
+    brokers.split(',').any(|addr| {
+        use std::net::ToSocketAddrs;
+        addr.to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .is_some_and(|a| {
+                std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok()
+            })
+    })
+}
+
+/// A test CA and a certificate for 127.0.0.1 and localhost signed by it, as PEM files in
+/// `dir`: (ca.pem, node.pem, node.key).
+pub fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "hektor test CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let node_key = rcgen::KeyPair::generate().unwrap();
+    let node =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap()
+            .signed_by(&node_key, &ca, &ca_key)
+            .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("node.pem"),
+        dir.join("node.key"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, node.pem()).unwrap();
+    std::fs::write(&paths.2, node_key.serialize_pem()).unwrap();
+    paths
+}
+
 /// The Kafka broker for tests. Under CI=true a missing broker fails the test; elsewhere
 /// the test says loudly that it did not run.
 pub fn kafka_brokers() -> Option<String> {
     let brokers = std::env::var("HEKTOR_KAFKA_BROKERS").ok();
-    let reachable = brokers.as_deref().is_some_and(|b| {
-        b.split(',').any(|addr| {
-            use std::net::ToSocketAddrs;
-            addr.to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .is_some_and(|a| {
-                    std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok()
-                })
-        })
-    });
-    if reachable {
+    if brokers.as_deref().is_some_and(reachable) {
         return brokers;
     }
     if is_ci() {
