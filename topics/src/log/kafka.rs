@@ -393,17 +393,28 @@ impl Inner {
     }
 
     /// Blocking: (low, high) watermarks of a partition.
+    ///
+    /// A partition whose leadership is moving (just created, or its broker restarting)
+    /// answers "not leader" for a moment: that is retried, within [`REQUEST_TIMEOUT`].
     fn watermarks(&self, client: &BaseConsumer, topic: &str, partition: u32) -> Result<(u64, u64)> {
-        let (low, high) = client
-            .fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT)
-            .map_err(|e| {
-                if is_unknown_topic(&e) {
-                    Error::UnknownTopic(topic.to_string())
-                } else {
-                    kafka_error(format!("fetching the watermarks of {topic}/{partition}"), e)
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            match client.fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT) {
+                Ok((low, high)) => return Ok((low.max(0) as u64, high.max(0) as u64)),
+                Err(e) if is_unknown_topic(&e) => {
+                    return Err(Error::UnknownTopic(topic.to_string()));
                 }
-            })?;
-        Ok((low.max(0) as u64, high.max(0) as u64))
+                Err(e) if is_leader_moving(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    return Err(kafka_error(
+                        format!("fetching the watermarks of {topic}/{partition}"),
+                        e,
+                    ));
+                }
+            }
+        }
     }
 
     /// Drop what is cached about a topic. Call from async code: the readers are closed on
@@ -664,6 +675,18 @@ fn is_unknown_topic(e: &KafkaError) -> bool {
             RDKafkaErrorCode::UnknownTopicOrPartition
                 | RDKafkaErrorCode::UnknownTopic
                 | RDKafkaErrorCode::UnknownPartition
+        )
+    )
+}
+
+/// Errors that mean a partition's leadership is changing hands, not that anything is wrong.
+fn is_leader_moving(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotCoordinator
         )
     )
 }
