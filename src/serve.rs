@@ -709,11 +709,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: Duration::from_secs(10),
         tls,
     };
+    let host = Arc::clone(&node.host);
     crate::http_server::serve(listener, node.router, limits, async move {
         shutdown_signal().await;
         drain(&control, drain_timeout).await;
     })
     .await?;
+    // The next start loads the hot graphs instead of rebuilding them.
+    host.checkpoint_all().await;
     Ok(())
 }
 

@@ -16,6 +16,9 @@
 //!   a shard being built as ready.
 //! - A range no longer assigned keeps serving for a grace period (routers on the previous
 //!   epoch may still ask), then its consumer stops and its directory is removed.
+//! - Hot shards save their graph when a checkpoint is due (after builds that changed
+//!   enough, when idle, and at [`ShardHost::checkpoint_all`] when the node stops), so a
+//!   restart loads graphs instead of rebuilding them.
 //! - Readers wait on [`HostedShard::wait_applied`] for read-your-writes.
 //!
 //! It does not decide what to hold (the control plane does) and does not serve HTTP or
@@ -300,6 +303,19 @@ impl ShardHost {
         self.collections.read().values().cloned().collect()
     }
 
+    /// Save every hot shard's graph that has unsaved changes, so that the next start
+    /// loads them instead of rebuilding (call when the node stops).
+    pub async fn checkpoint_all(&self) {
+        let shards: Vec<Arc<Shard>> = self
+            .collections()
+            .iter()
+            .flat_map(|c| c.shards.iter().map(|s| Arc::clone(&s.shard)))
+            .collect();
+        for shard in shards {
+            checkpoint(&shard, true, false).await;
+        }
+    }
+
     /// Whether this host holds `range` of that incarnation of `collection` caught up.
     pub fn caught_up(&self, collection: &str, incarnation: u64, range: RingRange) -> bool {
         self.collection(collection)
@@ -351,6 +367,32 @@ impl ShardHost {
             let mut shards: Vec<Arc<HostedShard>> = Vec::new();
             let mut changed = old.is_none();
             let ranges: &[AssignedRange] = assignment.map_or(&[], |a| &a.ranges);
+            // Open the new ranges' shards side by side (loading or rebuilding their
+            // indexes runs on blocking threads).
+            let held =
+                |a: &&AssignedRange| old.as_ref().is_some_and(|c| c.shard(a.range).is_some());
+            let results = futures::future::join_all(
+                ranges
+                    .iter()
+                    .filter(|a| !held(a))
+                    .map(|a| self.open_shard(&spec, incarnation, a.range, a.primary)),
+            )
+            .await;
+            let mut opened: Vec<Arc<HostedShard>> = Vec::with_capacity(results.len());
+            let mut failed = None;
+            for result in results {
+                match result {
+                    Ok(shard) => opened.push(shard),
+                    Err(err) => failed = Some(err),
+                }
+            }
+            if let Some(err) = failed {
+                // The next sync opens them all again: stop the consumers of those opened.
+                for shard in &opened {
+                    shard.stop.store(true, Ordering::Relaxed);
+                }
+                return Err(err);
+            }
             for assigned in ranges {
                 match old.as_ref().and_then(|c| c.shard(assigned.range).cloned()) {
                     Some(existing) => {
@@ -362,11 +404,13 @@ impl ShardHost {
                         shards.push(existing);
                     }
                     None => {
-                        let opened = self
-                            .open_shard(&spec, incarnation, assigned.range, assigned.primary)
-                            .await?;
-                        self.retier(&opened, assigned.tier);
-                        shards.push(opened);
+                        let at = opened
+                            .iter()
+                            .position(|s| s.range == assigned.range)
+                            .expect("every range not held was opened above");
+                        let new = opened.swap_remove(at);
+                        self.retier(&new, assigned.tier);
+                        shards.push(new);
                         changed = true;
                     }
                 }
@@ -699,6 +743,7 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
                 build(&hosted.shard).await;
             } else {
                 hosted.caught_up.store(true, Ordering::Relaxed);
+                checkpoint(&hosted.shard, false, true).await;
             }
             continue;
         }
@@ -786,14 +831,31 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
     }
 }
 
-/// Build a shard's index on a blocking thread (applies wait for it: one LMDB writer).
+/// Build a shard's index on a blocking thread (applies wait for it: one LMDB writer),
+/// then save the hot graph if a checkpoint is due.
 async fn build(shard: &Arc<Shard>) {
-    let shard = Arc::clone(shard);
+    let built = Arc::clone(shard);
     let path = shard.path().display().to_string();
-    match tokio::task::spawn_blocking(move || shard.build_index()).await {
+    match tokio::task::spawn_blocking(move || built.build_index()).await {
         Ok(Ok(report)) => tracing::debug!(%path, indexed = report.indexed, "index built"),
         Ok(Err(err)) => tracing::error!(%err, %path, "index build failed"),
         Err(err) => tracing::error!(%err, %path, "index build panicked"),
+    }
+    checkpoint(shard, false, false).await;
+}
+
+/// Save a shard's hot graph on a blocking thread when due (see [`Shard::checkpoint`]);
+/// a failed save is logged and costs only the next open's time (it replays or rebuilds).
+async fn checkpoint(shard: &Arc<Shard>, force: bool, idle: bool) {
+    let saving = Arc::clone(shard);
+    let path = shard.path().display().to_string();
+    match tokio::task::spawn_blocking(move || saving.checkpoint(force, idle)).await {
+        Ok(Ok(Some(report))) => tracing::debug!(%path, epoch = report.epoch,
+            bytes = report.bytes, items = report.items,
+            secs = report.duration.as_secs_f64(), "hot graph saved"),
+        Ok(Ok(None)) => {}
+        Ok(Err(err)) => tracing::warn!(%err, %path, "saving the hot graph failed"),
+        Err(err) => tracing::warn!(%err, %path, "saving the hot graph panicked"),
     }
 }
 

@@ -33,12 +33,12 @@ pub mod store;
 
 pub use engine::arroy::ArroyParams;
 pub use engine::cold::ColdParams;
-pub use engine::hnsw::HnswParams;
+pub use engine::hnsw::{HnswParams, Opened};
 pub use engine::warm::WarmParams;
 pub use engine::EngineKind;
 pub use error::{Error, Result};
 pub use metric::SearchOptions;
 pub use shard::{
-    ApplyReport, BuildReport, Hit, RejectedOp, Shard, ShardConfig, ShardOp, ShardStats,
+    ApplyReport, BuildReport, CheckpointReport, Hit, RejectedOp, Shard, ShardConfig, ShardOp, ShardStats,
     StoredVector, MAX_SEARCH_K,
 };

@@ -62,7 +62,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::arroy::{ArroyEngine, ArroyParams};
 use crate::engine::cold::{ColdEngine, ColdParams};
 use crate::engine::exact::ExactEngine;
-use crate::engine::hnsw::{HnswEngine, HnswParams};
+use crate::engine::hnsw::{HnswEngine, HnswParams, Opened};
 use crate::engine::warm::{WarmEngine, WarmParams};
 use crate::engine::{self, Changes, EngineKind, IndexEngine, TopK};
 use crate::error::{Error, Result};
@@ -75,6 +75,24 @@ use crate::store::{
 /// Default LMDB map size: the most a shard may grow to (address space only; the file
 /// grows as data is written).
 pub const DEFAULT_MAP_SIZE: usize = 64 << 30;
+
+/// A checkpoint of the hot graph is due once this many items changed since the last
+/// (or an eighth of the shard, if more): a crash replays at most about that many inserts.
+pub const CHECKPOINT_MIN_ITEMS: u64 = 20_000;
+/// An idle shard saves whatever is unsaved once its last checkpoint is this old.
+pub const CHECKPOINT_IDLE_AFTER: Duration = Duration::from_secs(20);
+
+/// What [`Shard::checkpoint`] wrote.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointReport {
+    /// The build epoch the saved index is at.
+    pub epoch: u32,
+    /// Bytes of the file written.
+    pub bytes: u64,
+    /// Changes since the previous save.
+    pub items: u64,
+    pub duration: Duration,
+}
 
 /// The largest k one shard search answers.
 pub const MAX_SEARCH_K: usize = 100_000;
@@ -233,6 +251,10 @@ pub struct ShardStats {
 #[derive(Debug)]
 pub struct Shard {
     store: Store,
+    /// How the hot graph came to memory when the shard opened (`None`: another engine).
+    opened: Option<Opened>,
+    /// When the in-memory index was last saved ([`Shard::checkpoint`]).
+    last_checkpoint: Mutex<Instant>,
     /// The current engine. Swapped by [`Shard::set_engine`] while holding the write lock
     /// below and, for the commit, this lock's write side.
     engine: RwLock<Arc<dyn IndexEngine>>,
@@ -308,9 +330,18 @@ impl Shard {
                 wtxn.commit().map_err(|e| store.storage(e))?;
             }
         }
-        let engine = make_engine(config.engine, &store, &config)?;
+        let (engine, opened) = make_engine(config.engine, &store, &config)?;
+        // A graph rebuilt now has no file yet: the first idle moment saves it.
+        let last_checkpoint = match opened {
+            Some(Opened::Rebuilt { .. }) => Instant::now()
+                .checked_sub(CHECKPOINT_IDLE_AFTER)
+                .unwrap_or_else(Instant::now),
+            _ => Instant::now(),
+        };
         let shard = Shard {
             store,
+            opened,
+            last_checkpoint: Mutex::new(last_checkpoint),
             engine: RwLock::new(engine),
             config,
             write_lock: Mutex::new(()),
@@ -876,6 +907,62 @@ impl Shard {
         })
     }
 
+    /// How the hot graph came to memory when the shard opened: loaded from its file (and
+    /// how many builds were replayed) or rebuilt (and why). `None` for other engines.
+    pub fn opened(&self) -> Option<&Opened> {
+        self.opened.as_ref()
+    }
+
+    /// Items folded into the engine's in-memory index (the hot graph) since it was last
+    /// saved: what a crash would make the next open replay from the journal.
+    pub fn unsaved(&self) -> u64 {
+        self.current_engine().unsaved()
+    }
+
+    /// Save the engine's in-memory index (the hot graph) so that the next open loads it
+    /// instead of rebuilding, when it is due: once the unsaved changes reach
+    /// [`CHECKPOINT_MIN_ITEMS`] or an eighth of the shard, or with `idle` once anything is
+    /// unsaved and the last save is [`CHECKPOINT_IDLE_AFTER`] old. `force`: whenever
+    /// anything is unsaved. Holds the write lock while it writes (applies wait; searches
+    /// do not). Returns what it saved, if anything.
+    pub fn checkpoint(&self, force: bool, idle: bool) -> Result<Option<CheckpointReport>> {
+        let unsaved = self.unsaved();
+        let due = unsaved > 0
+            && (force
+                || unsaved >= CHECKPOINT_MIN_ITEMS.max(self.len() / 8)
+                || (idle
+                    && self
+                        .last_checkpoint
+                        .lock()
+                        .map(|t| t.elapsed() >= CHECKPOINT_IDLE_AFTER)
+                        .unwrap_or(true)));
+        if !due {
+            return Ok(None);
+        }
+        let _guard = self.lock();
+        let started = Instant::now();
+        let engine = self.current_engine();
+        let s = &self.store;
+        let rtxn = self.read_txn()?;
+        let saved = engine.save(&rtxn, s)?;
+        drop(rtxn);
+        if let Ok(mut last) = self.last_checkpoint.lock() {
+            *last = Instant::now();
+        }
+        let Some((epoch, bytes)) = saved else {
+            return Ok(None);
+        };
+        let mut wtxn = s.env.write_txn().map_err(|e| s.storage(e))?;
+        engine.after_save(&mut wtxn, s, epoch)?;
+        wtxn.commit().map_err(|e| s.storage(e))?;
+        Ok(Some(CheckpointReport {
+            epoch,
+            bytes,
+            items: unsaved,
+            duration: started.elapsed(),
+        }))
+    }
+
     /// Move the shard to engine `kind` (a tier change) while it serves. Builds the new
     /// engine's index from every stored vector (indexed and pending), clears the old
     /// engine's data and stores `kind` as the shard's engine, all in one write
@@ -898,7 +985,7 @@ impl Shard {
         let st = |e| s.storage(e);
         // The hnsw engine builds its graph from a read snapshot here: nothing is written
         // meanwhile (the write lock is held), so that snapshot is the transaction's start.
-        let new = make_engine(kind, s, &self.config)?;
+        let (new, _) = make_engine(kind, s, &self.config)?;
         let mut wtxn = s.env.write_txn().map_err(st)?;
         let removed = old.indexed_len(&wtxn, s)?;
         let mut pending = RoaringBitmap::new();
@@ -957,13 +1044,34 @@ fn make_engine(
     kind: EngineKind,
     store: &Store,
     config: &ShardConfig,
-) -> Result<Arc<dyn IndexEngine>> {
+) -> Result<(Arc<dyn IndexEngine>, Option<Opened>)> {
     Ok(match kind {
-        EngineKind::Arroy => Arc::new(ArroyEngine::new(store, config.distance, config.arroy)),
-        EngineKind::Exact => Arc::new(ExactEngine),
-        EngineKind::Hnsw => Arc::new(HnswEngine::open(store, config.distance, config.hnsw)?),
-        EngineKind::Warm => Arc::new(WarmEngine::new(store, config.distance, config.warm)?),
-        EngineKind::Cold => Arc::new(ColdEngine::new(store, config.distance, config.cold)?),
+        EngineKind::Arroy => (
+            Arc::new(ArroyEngine::new(store, config.distance, config.arroy)),
+            None,
+        ),
+        EngineKind::Exact => (Arc::new(ExactEngine), None),
+        EngineKind::Hnsw => {
+            let started = Instant::now();
+            let (engine, opened) = HnswEngine::open(store, config.distance, config.hnsw)?;
+            let secs = started.elapsed().as_secs_f64();
+            let path = store.path().display();
+            match &opened {
+                Opened::Loaded { replayed_builds } => tracing::info!(%path, secs,
+                    replayed_builds, "hot graph loaded from its file"),
+                Opened::Rebuilt { why } => tracing::info!(%path, secs, %why,
+                    "hot graph built from the stored vectors"),
+            }
+            (Arc::new(engine), Some(opened))
+        }
+        EngineKind::Warm => (
+            Arc::new(WarmEngine::new(store, config.distance, config.warm)?),
+            None,
+        ),
+        EngineKind::Cold => (
+            Arc::new(ColdEngine::new(store, config.distance, config.cold)?),
+            None,
+        ),
     })
 }
 

@@ -4,10 +4,11 @@
 //! Owns: the graph (vectors in one contiguous 64-byte-aligned array, one row per graph
 //! node; layer-0 neighbour lists in one flat array of fixed `2·M` slots per node; upper
 //! layers per node), insertion with the paper's "select neighbours by heuristic", deletion
-//! marks, filtered search, and rebuilding the graph from the store on open. Does not own
-//! durability: LMDB (the [`Store`]) stays the durable store, and the graph is rebuilt from
-//! it when the shard opens (no graph file yet, so a 60k shard takes a build's time to
-//! open).
+//! marks, filtered search, and the graph's file. LMDB (the [`Store`]) stays the durable
+//! store of the vectors; the graph's structure is saved next to it ([`persist`]:
+//! checkpoints, a journal of the builds since, checked against LMDB on open), so opening a
+//! shard loads its graph and replays the few builds after the last checkpoint instead of
+//! rebuilding; without a usable file it is rebuilt from the store.
 //!
 //! **Incremental.** [`IndexEngine::build`] folds the shard's pending changes into the
 //! graph: an upsert inserts a new node (a replaced item's old node is marked deleted), a
@@ -50,6 +51,11 @@ use hektor_topics::record::Distance;
 use parking_lot::{RwLock, RwLockUpgradableReadGuard};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
+
+mod persist;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 
 use super::{codes, Changes, EngineKind, IndexEngine};
 use crate::error::{Error, Result};
@@ -104,6 +110,11 @@ impl HnswParams {
 
 /// Key of the committed build epoch in the store's `index` database.
 const EPOCH_KEY: &[u8] = b"hnsw.epoch";
+/// Key of the graph's lineage (a random `u64` set at its first build; see [`persist`]).
+const LINEAGE_KEY: &[u8] = b"hnsw.lineage";
+/// Prefix of the journal's keys in the `index` database: then the build epoch, `u32`
+/// big-endian; the value is that build's [`Changes`] ([`encode_changes`]).
+const JOURNAL_PREFIX: &[u8] = b"hnsw.journal.";
 /// No node / no item.
 const NONE: u32 = u32::MAX;
 /// Deletion epoch of a live node.
@@ -540,12 +551,30 @@ pub struct HnswEngine {
     dimension: usize,
     params: HnswParams,
     ef_search: AtomicUsize,
+    /// The shard's directory, where the graph's file lives.
+    dir: PathBuf,
+    /// Items folded in (inserted or removed) since the graph's file was last written.
+    unsaved: AtomicU64,
+}
+
+/// How an engine came to hold its graph when it opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// Loaded from its file, then the builds after the file's replayed from the journal.
+    Loaded { replayed_builds: u32 },
+    /// Built from the store's vectors (no file, or an unusable one: the reason).
+    Rebuilt { why: String },
 }
 
 impl HnswEngine {
-    /// An engine holding every indexed vector of `store` (all stored vectors not pending),
-    /// rebuilt in memory now.
-    pub(crate) fn open(store: &Store, distance: Distance, params: HnswParams) -> Result<Self> {
+    /// An engine holding every indexed vector of `store` (all stored vectors not pending):
+    /// loaded from the graph's file when there is a usable one, else rebuilt in memory
+    /// now; says which.
+    pub(crate) fn open(
+        store: &Store,
+        distance: Distance,
+        params: HnswParams,
+    ) -> Result<(Self, Opened)> {
         params.validate()?;
         let dimension = store.dimension();
         let dist = match distance {
@@ -569,9 +598,21 @@ impl HnswEngine {
             dimension,
             params,
             ef_search: AtomicUsize::new(params.ef_search),
+            dir: store.path().to_path_buf(),
+            unsaved: AtomicU64::new(0),
         };
         let txn = store.env.read_txn().map_err(|e| store.storage(e))?;
         let epoch = read_epoch(store, &txn)?;
+        let why = match read_lineage(store, &txn)? {
+            None => "no build has been committed yet".to_string(),
+            Some(lineage) => match engine.load(store, &txn, epoch, lineage, codes) {
+                Ok(replayed_builds) => return Ok((engine, Opened::Loaded { replayed_builds })),
+                Err(why) => {
+                    *engine.graph.write() = Graph::new(dimension, params.m, codes);
+                    why
+                }
+            },
+        };
         let mut pending = RoaringBitmap::new();
         for entry in store.pending.iter(&txn).map_err(|e| store.storage(e))? {
             pending.insert(entry.map_err(|e| store.storage(e))?.0);
@@ -589,7 +630,179 @@ impl HnswEngine {
                 engine.insert(item, &engine.pad(&buf, norm), epoch);
             }
         })?;
-        Ok(engine)
+        // Nothing on disk matches this graph: the next checkpoint should write it.
+        engine
+            .unsaved
+            .store(engine.graph.read().live.max(1), Ordering::Relaxed);
+        Ok((engine, Opened::Rebuilt { why }))
+    }
+
+    /// Load the graph's file (see [`persist`]) and replay the journal's builds after it;
+    /// the rows of live nodes come from the store. `Err`: why the file cannot be used.
+    fn load(
+        &self,
+        store: &Store,
+        txn: &RoTxn,
+        epoch: u32,
+        lineage: u64,
+        codes: Option<codes::Kernel>,
+    ) -> std::result::Result<u32, String> {
+        let expect = persist::Expect {
+            dimension: self.dimension,
+            m: self.params.m,
+            distance: self.distance,
+            lineage,
+            epoch,
+        };
+        let empty = Graph::new(self.dimension, self.params.m, codes);
+        let loaded = persist::load(&self.dir, empty, &expect)?
+            .ok_or_else(|| "the shard has no graph file".to_string())?;
+        let saved_at = loaded.epoch;
+        // The builds after the file, all of them, from the journal.
+        let mut journal = Vec::new();
+        for e in saved_at + 1..=epoch {
+            let bytes = store
+                .index
+                .get(txn, &journal_key(e))
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| {
+                    format!("the journal lacks build {e} (the file is at {saved_at})")
+                })?;
+            journal.push((e, decode_changes(bytes)?));
+        }
+        let mut g = loaded.graph;
+        // Live rows from the store; a live node must find its item's vector there, unless
+        // a later build (in the journal) removes or replaces it.
+        let mut filled = RoaringBitmap::new();
+        let mut buf = vec![0.0f32; self.dimension];
+        store.prefetch_file();
+        store
+            .for_each_vector_bytes(txn, |item, bytes, norm| {
+                if let Some(node) = g.node_of(item).filter(|&n| g.deleted[n as usize] == LIVE) {
+                    metric::decode_f32s(bytes, &mut buf);
+                    let row = self.pad(&buf, norm);
+                    let start = node as usize * g.blocks_per_row;
+                    g.vectors[start..start + g.blocks_per_row].copy_from_slice(&row);
+                    filled.insert(node);
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        // Items removed since: by a build in the journal, or after the last build (the
+        // shard's `stale` set: deleted or replaced, not folded in yet).
+        let mut touched: RoaringBitmap = journal
+            .iter()
+            .map(|(_, c)| &c.upserted | &c.stale)
+            .fold(RoaringBitmap::new(), |a, b| a | b);
+        for entry in store.stale.iter(txn).map_err(|e| e.to_string())? {
+            touched.insert(entry.map_err(|e| e.to_string())?.0);
+        }
+        for node in 0..g.len() as u32 {
+            if g.deleted[node as usize] == LIVE
+                && !filled.contains(node)
+                && !touched.contains(g.item[node as usize])
+            {
+                return Err(format!(
+                    "item {} is in the graph but not in the store",
+                    g.item[node as usize]
+                ));
+            }
+        }
+        g.recompute_codes();
+        *self.graph.write() = g;
+        let mut replayed = 0;
+        for (e, changes) in &journal {
+            self.fold(txn, store, changes, *e)
+                .map_err(|e| e.to_string())?;
+            replayed += 1;
+            self.unsaved.fetch_add(
+                changes.upserted.len() + changes.stale.len(),
+                Ordering::Relaxed,
+            );
+        }
+        Ok(replayed)
+    }
+
+    /// Fold `changes` into the graph as build `epoch`, reading vectors in `txn`.
+    fn fold(&self, txn: &RoTxn, store: &Store, changes: &Changes, epoch: u32) -> Result<()> {
+        {
+            let mut g = self.graph.write();
+            for item in changes.stale.iter() {
+                if !changes.upserted.contains(item) {
+                    if let Some(n) = g.node_of(item) {
+                        g.mark_deleted(n, epoch);
+                    }
+                }
+            }
+            g.reserve(changes.upserted.len() as usize);
+        }
+        let mut buf = vec![0.0f32; self.dimension];
+        for item in changes.upserted.iter() {
+            match store.vector_into(txn, item, &mut buf)? {
+                Some(norm) => {
+                    let row = self.pad(&buf, norm);
+                    self.insert(item, &row, epoch);
+                }
+                None => {
+                    // Deleted after it was marked pending: make sure the graph drops it.
+                    let mut g = self.graph.write();
+                    if let Some(n) = g.node_of(item) {
+                        g.mark_deleted(n, epoch);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Items folded in since the graph's file was last written.
+    pub(crate) fn unsaved(&self) -> u64 {
+        self.unsaved.load(Ordering::Relaxed)
+    }
+
+    /// Write the graph's file as of the build committed in `txn`, then (the caller's next
+    /// write transaction) the journal up to it may go: see [`HnswEngine::prune_journal`].
+    /// The caller holds the shard's write lock, so no build runs meanwhile.
+    pub(crate) fn save(&self, txn: &RoTxn, store: &Store) -> Result<Option<(u32, u64)>> {
+        let Some(lineage) = read_lineage(store, txn)? else {
+            return Ok(None);
+        };
+        let epoch = read_epoch(store, txn)?;
+        let before = self.unsaved.load(Ordering::Relaxed);
+        let g = self.graph.read();
+        let saved = persist::save(&g, &self.dir, self.dimension, self.distance, epoch, lineage)
+            .map_err(|source| Error::Io {
+                path: persist::path(&self.dir),
+                source,
+            })?;
+        drop(g);
+        self.unsaved.fetch_sub(before, Ordering::Relaxed);
+        Ok(Some((saved.epoch, saved.bytes)))
+    }
+
+    /// Delete the journal's entries up to build `epoch` (a durable file covers them).
+    pub(crate) fn prune_journal(wtxn: &mut RwTxn, store: &Store, epoch: u32) -> Result<()> {
+        let mut keys = Vec::new();
+        for entry in store
+            .index
+            .prefix_iter(wtxn, JOURNAL_PREFIX)
+            .map_err(|e| store.storage(e))?
+        {
+            let (key, _) = entry.map_err(|e| store.storage(e))?;
+            let e = key[JOURNAL_PREFIX.len()..]
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| store.corrupt("a hnsw journal key is not prefix + 4 bytes"))?;
+            if e <= epoch {
+                keys.push(key.to_vec());
+            }
+        }
+        for key in keys {
+            store
+                .index
+                .delete(wtxn, &key)
+                .map_err(|e| store.storage(e))?;
+        }
+        Ok(())
     }
 
     /// The row stored for a vector: padded to whole blocks, scaled to unit length for
@@ -710,6 +923,28 @@ impl HnswEngine {
 }
 
 impl Graph {
+    /// Recompute every node's int8 codes from its row (after a load filled the rows).
+    fn recompute_codes(&mut self) {
+        let Some((stride, _)) = self.code_walk else {
+            return;
+        };
+        let n = self.len();
+        self.codes = vec![0; n * stride];
+        self.code_scale = vec![0.0; n];
+        for node in 0..n {
+            let row = &self.vectors[node * self.blocks_per_row..(node + 1) * self.blocks_per_row];
+            let floats = row.iter().flat_map(|b| b.0.iter().copied()).take(stride);
+            let scale = codes::i8_scale(floats.clone());
+            for (slot, x) in self.codes[node * stride..(node + 1) * stride]
+                .iter_mut()
+                .zip(floats)
+            {
+                *slot = codes::to_i8(x, scale);
+            }
+            self.code_scale[node] = scale;
+        }
+    }
+
     fn reserve(&mut self, nodes: usize) {
         self.vectors.reserve(nodes * self.blocks_per_row);
         if let Some((stride, _)) = self.code_walk {
@@ -723,6 +958,62 @@ impl Graph {
         self.added.reserve(nodes);
         self.deleted.reserve(nodes);
     }
+}
+
+fn read_lineage(store: &Store, txn: &RoTxn) -> Result<Option<u64>> {
+    match store
+        .index
+        .get(txn, LINEAGE_KEY)
+        .map_err(|e| store.storage(e))?
+    {
+        None => Ok(None),
+        Some(bytes) => {
+            let arr: [u8; 8] = bytes
+                .try_into()
+                .map_err(|_| store.corrupt("hnsw lineage is not 8 bytes"))?;
+            Ok(Some(u64::from_be_bytes(arr)))
+        }
+    }
+}
+
+fn journal_key(epoch: u32) -> Vec<u8> {
+    let mut key = JOURNAL_PREFIX.to_vec();
+    key.extend_from_slice(&epoch.to_be_bytes());
+    key
+}
+
+/// A build's changes as journal bytes: the length of the first bitmap (`u32`
+/// little-endian), then `upserted` and `stale` in roaring's portable format.
+fn encode_changes(changes: &Changes) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        4 + changes.upserted.serialized_size() + changes.stale.serialized_size(),
+    );
+    out.extend_from_slice(&(changes.upserted.serialized_size() as u32).to_le_bytes());
+    changes
+        .upserted
+        .serialize_into(&mut out)
+        .expect("writing to a Vec");
+    changes
+        .stale
+        .serialize_into(&mut out)
+        .expect("writing to a Vec");
+    out
+}
+
+fn decode_changes(bytes: &[u8]) -> std::result::Result<Changes, String> {
+    let bad = |what: &str| format!("a journal entry does not decode: {what}");
+    let (len, rest) = bytes
+        .split_first_chunk::<4>()
+        .ok_or_else(|| bad("too short"))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > rest.len() {
+        return Err(bad("its first bitmap runs past its end"));
+    }
+    let (a, b) = rest.split_at(len);
+    Ok(Changes {
+        upserted: RoaringBitmap::deserialize_from(a).map_err(|e| bad(&e.to_string()))?,
+        stale: RoaringBitmap::deserialize_from(b).map_err(|e| bad(&e.to_string()))?,
+    })
 }
 
 fn read_epoch(store: &Store, txn: &RoTxn) -> Result<u32> {
@@ -761,37 +1052,31 @@ impl IndexEngine for HnswEngine {
             .checked_add(1)
             .filter(|&e| e != LIVE)
             .ok_or_else(|| store.corrupt("hnsw build epochs exhausted; rebuild the shard"))?;
-        {
-            let mut g = self.graph.write();
-            for item in changes.stale.iter() {
-                if !changes.upserted.contains(item) {
-                    if let Some(n) = g.node_of(item) {
-                        g.mark_deleted(n, epoch);
-                    }
-                }
-            }
-            g.reserve(changes.upserted.len() as usize);
-        }
-        let mut buf = vec![0.0f32; self.dimension];
-        for item in changes.upserted.iter() {
-            match store.vector_into(wtxn, item, &mut buf)? {
-                Some(norm) => {
-                    let row = self.pad(&buf, norm);
-                    self.insert(item, &row, epoch);
-                }
-                None => {
-                    // Deleted after it was marked pending: make sure the graph drops it.
-                    let mut g = self.graph.write();
-                    if let Some(n) = g.node_of(item) {
-                        g.mark_deleted(n, epoch);
-                    }
-                }
-            }
-        }
+        self.fold(wtxn, store, changes, epoch)?;
+        let st = |e| store.storage(e);
         store
             .index
             .put(wtxn, EPOCH_KEY, &epoch.to_be_bytes())
-            .map_err(|e| store.storage(e))
+            .map_err(st)?;
+        if read_lineage(store, wtxn)?.is_none() {
+            use std::hash::{BuildHasher, Hasher};
+            let lineage = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            store
+                .index
+                .put(wtxn, LINEAGE_KEY, &lineage.to_be_bytes())
+                .map_err(st)?;
+        }
+        store
+            .index
+            .put(wtxn, &journal_key(epoch), &encode_changes(changes))
+            .map_err(st)?;
+        self.unsaved.fetch_add(
+            changes.upserted.len() + changes.stale.len(),
+            Ordering::Relaxed,
+        );
+        Ok(())
     }
 
     fn search(
@@ -919,4 +1204,24 @@ impl IndexEngine for HnswEngine {
     fn search_effort(&self) -> Option<usize> {
         Some(self.ef_search.load(Ordering::Relaxed))
     }
+
+    fn unsaved(&self) -> u64 {
+        HnswEngine::unsaved(self)
+    }
+
+    fn save(&self, txn: &RoTxn, store: &Store) -> Result<Option<(u32, u64)>> {
+        HnswEngine::save(self, txn, store)
+    }
+
+    fn after_save(&self, wtxn: &mut RwTxn, store: &Store, epoch: u32) -> Result<()> {
+        HnswEngine::prune_journal(wtxn, store, epoch)
+    }
+}
+
+/// Remove the graph's file of the shard in `store` (its engine is being cleared).
+pub(crate) fn remove_file(store: &Store) -> Result<()> {
+    persist::remove(store.path()).map_err(|source| Error::Io {
+        path: persist::path(store.path()),
+        source,
+    })
 }

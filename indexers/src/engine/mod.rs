@@ -110,7 +110,13 @@ pub(crate) fn clear_engine_data(kind: EngineKind, wtxn: &mut RwTxn, store: &Stor
     let db = match kind {
         EngineKind::Exact => return Ok(()),
         // arroy and hnsw (its build epoch) share `index` and are never active together.
-        EngineKind::Arroy | EngineKind::Hnsw => &store.index,
+        EngineKind::Arroy => &store.index,
+        EngineKind::Hnsw => {
+            // Its file goes first: a crash before the commit leaves LMDB naming a graph
+            // whose file is gone, which rebuilds; never a file without its journal.
+            hnsw::remove_file(store)?;
+            &store.index
+        }
         EngineKind::Warm => &store.index_warm,
         EngineKind::Cold => &store.index_cold,
     };
@@ -181,6 +187,25 @@ pub trait IndexEngine: Send + Sync + std::fmt::Debug {
     /// The current per-search effort, when the engine has one.
     fn search_effort(&self) -> Option<usize> {
         None
+    }
+
+    /// Items folded into an in-memory index since it was last saved to disk (0 for the
+    /// engines whose index lives in LMDB: they have nothing to save).
+    fn unsaved(&self) -> u64 {
+        0
+    }
+
+    /// Save the in-memory index as of the build committed in `txn`, durably; returns the
+    /// build epoch saved and the bytes written (`None`: nothing to save). The caller holds
+    /// the shard's write lock, then calls [`IndexEngine::after_save`] in a write
+    /// transaction.
+    fn save(&self, _txn: &RoTxn, _store: &Store) -> Result<Option<(u32, u64)>> {
+        Ok(None)
+    }
+
+    /// Drop what only served to rebuild the index up to build `epoch` (saved durably).
+    fn after_save(&self, _wtxn: &mut RwTxn, _store: &Store, _epoch: u32) -> Result<()> {
+        Ok(())
     }
 }
 
