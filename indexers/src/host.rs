@@ -11,7 +11,10 @@
 //!   replica only; delivery is at least once (a crash, or a shard rebuilt elsewhere, sends
 //!   again): deduplicate by the source header. The consumer goes on.
 //! - The index is built in the background when the shard is caught up (or the tail grows
-//!   large); until then the tail is searched exactly. A shard is *caught up* once it has
+//!   large); until then the tail is searched exactly. A hot shard's builder runs beside
+//!   its consumer (the graph folds outside the write transaction), so a bulk load keeps
+//!   the tail short without stalling applies; other engines' builds stall them, so they
+//!   wait for a long tail. A shard is *caught up* once it has
 //!   read to the end of its partition with its index built: the condition for reporting
 //!   a shard being built as ready.
 //! - A range no longer assigned keeps serving for a grace period (routers on the previous
@@ -52,6 +55,10 @@ const READ_BATCH: usize = 4096;
 const BUILD_WHEN_PENDING: u64 = 250_000;
 /// When caught up, build once at least this many wait.
 const BUILD_WHEN_IDLE: u64 = 512;
+/// For an engine that builds beside the applies (the hot graph): while catching up, keep
+/// a builder folding the tail once this many wait, so the exactly-searched tail stays
+/// short during a bulk load.
+const BUILD_BESIDE_WHEN_PENDING: u64 = 4_096;
 
 /// The ranges a node must hold for one collection, from its shard map.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +107,8 @@ pub struct HostedShard {
     caught_up: AtomicBool,
     /// A tier switch is running.
     retiering: AtomicBool,
+    /// A background builder is running ([`request_build`]).
+    building: AtomicBool,
     stop: AtomicBool,
     /// When it stopped being assigned (it serves until the grace period ends).
     retired: Mutex<Option<Instant>>,
@@ -504,6 +513,7 @@ impl ShardHost {
             primary: AtomicBool::new(primary),
             caught_up: AtomicBool::new(false),
             retiering: AtomicBool::new(false),
+            building: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             retired: Mutex::new(None),
             failure: Mutex::new(None),
@@ -740,7 +750,11 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
         if batch.is_empty() {
             // Caught up: fold the tail into the index.
             if hosted.shard.pending() >= BUILD_WHEN_IDLE {
-                build(&hosted.shard).await;
+                if hosted.shard.builds_beside_applies() {
+                    request_build(&hosted);
+                } else {
+                    build(&hosted.shard).await;
+                }
             } else {
                 hosted.caught_up.store(true, Ordering::Relaxed);
                 checkpoint(&hosted.shard, false, true).await;
@@ -824,8 +838,14 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
             }
             hosted.caught_up.store(true, Ordering::Relaxed);
         }
-        // Still catching up, but the exactly-searched tail is getting long.
-        if hosted.shard.pending() >= BUILD_WHEN_PENDING {
+        // Still catching up, but the exactly-searched tail is getting long: a hot shard
+        // builds beside the applies; another engine's build stalls them, so it waits
+        // for a long tail.
+        if hosted.shard.builds_beside_applies() {
+            if hosted.shard.pending() >= BUILD_BESIDE_WHEN_PENDING {
+                request_build(&hosted);
+            }
+        } else if hosted.shard.pending() >= BUILD_WHEN_PENDING {
             build(&hosted.shard).await;
         }
     }
@@ -842,6 +862,25 @@ async fn build(shard: &Arc<Shard>) {
         Err(err) => tracing::error!(%err, %path, "index build panicked"),
     }
     checkpoint(shard, false, false).await;
+}
+
+/// Start a builder for the shard in the background unless one runs: it builds until
+/// fewer than [`BUILD_WHEN_IDLE`] items wait, while the consumer goes on applying (for
+/// engines that fold beside the applies; see [`Shard::build_index`]).
+fn request_build(hosted: &Arc<HostedShard>) {
+    if hosted.building.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let hosted = Arc::clone(hosted);
+    tokio::spawn(async move {
+        loop {
+            build(&hosted.shard).await;
+            if hosted.stop.load(Ordering::Relaxed) || hosted.shard.pending() < BUILD_WHEN_IDLE {
+                break;
+            }
+        }
+        hosted.building.store(false, Ordering::Release);
+    });
 }
 
 /// Save a shard's hot graph on a blocking thread when due (see [`Shard::checkpoint`]);

@@ -19,10 +19,12 @@
 //! Vectors are searchable as soon as `apply` commits. A search is the engine's search over
 //! the built index (minus items deleted or replaced since the build, which sit in the
 //! `stale` set) merged with an exact scan of the pending tail (items written since the
-//! build). [`Shard::build_index`] folds the tail into the index in one write transaction.
-//! LMDB has one writer at a time: a build that runs for seconds blocks `apply` for that
-//! long (searches are not blocked: readers keep their MVCC snapshot). Acceptable for
-//! now; a later version can build from a snapshot outside the write transaction.
+//! build). [`Shard::build_index`] folds the tail into the index. The hot graph folds from
+//! a read snapshot outside the write transaction (its new nodes carry the next build
+//! epoch, invisible to searches), then a short write transaction publishes the build;
+//! items written again while it folded stay pending and become stale, so an outdated copy
+//! is never returned. Other engines build inside one write transaction (LMDB has one
+//! writer: `apply` waits). Searches never wait: readers keep their MVCC snapshot.
 //!
 //! Item ids: engines need `u32` ids, so each live vector id maps to an item id; ids are
 //! handed out from a counter and never reused (a delete and re-insert takes a new one),
@@ -259,9 +261,11 @@ pub struct Shard {
     /// below and, for the commit, this lock's write side.
     engine: RwLock<Arc<dyn IndexEngine>>,
     config: ShardConfig,
-    /// Serialises `apply` and `build_index` in this process (LMDB would too, but this
-    /// keeps the cached counters below in commit order).
+    /// Serialises the writers in this process (LMDB would too, but this keeps the cached
+    /// counters below in commit order).
     write_lock: Mutex<()>,
+    /// One index build, tier switch or checkpoint at a time. Taken before `write_lock`.
+    build_lock: parking_lot::Mutex<()>,
     next_offset: AtomicU64,
     len: AtomicU64,
     pending: AtomicU64,
@@ -345,6 +349,7 @@ impl Shard {
             engine: RwLock::new(engine),
             config,
             write_lock: Mutex::new(()),
+            build_lock: parking_lot::Mutex::new(()),
             next_offset: AtomicU64::new(0),
             len: AtomicU64::new(0),
             pending: AtomicU64::new(0),
@@ -875,10 +880,89 @@ impl Shard {
     }
 
     /// Fold the pending tail (and the removals since the last build) into the engine's
-    /// index, in one write transaction. Blocks `apply` until done.
+    /// index. For an engine that folds outside the write transaction (the hot graph), the
+    /// fold reads a snapshot while `apply` goes on, and a short write transaction then
+    /// publishes it: an item written again meanwhile stays pending (and stale, so the
+    /// outdated copy just folded is never returned). Other engines build inside one write
+    /// transaction, and `apply` waits for it. Searches never wait.
     pub fn build_index(&self) -> Result<BuildReport> {
-        let _guard = self.lock();
+        let _build = self.build_lock.lock();
         let engine = self.current_engine();
+        if !engine.folds_outside() {
+            return self.build_inside(engine);
+        }
+        let started = Instant::now();
+        let s = &self.store;
+        let st = |e| s.storage(e);
+        let rtxn = self.read_txn()?;
+        let mut changes = Changes::default();
+        for entry in s.pending.iter(&rtxn).map_err(st)? {
+            changes.upserted.insert(entry.map_err(st)?.0);
+        }
+        for entry in s.stale.iter(&rtxn).map_err(st)? {
+            changes.stale.insert(entry.map_err(st)?.0);
+        }
+        if changes.upserted.is_empty() && changes.stale.is_empty() {
+            return Ok(BuildReport {
+                indexed: 0,
+                removed: 0,
+                index_len: engine.indexed_len(&rtxn, s)?,
+                duration: started.elapsed(),
+            });
+        }
+        // What each item was when folded: its record's hlc (none: deleted).
+        let folded = &changes.upserted | &changes.stale;
+        let mut seen = Vec::with_capacity(folded.len() as usize);
+        for item in folded.iter() {
+            seen.push(self.record_hlc(&rtxn, item)?);
+        }
+        // From here until the commit, the engine holds a build LMDB does not know: a
+        // failure or a panic reloads it from LMDB (and its file).
+        let mut reload = ReloadOnFailure {
+            shard: self,
+            armed: true,
+        };
+        let epoch = engine.fold_outside(&rtxn, s, &changes)?;
+        drop(rtxn);
+        let _guard = self.lock();
+        let mut wtxn = s.env.write_txn().map_err(st)?;
+        for (item, then) in folded.iter().zip(seen) {
+            if self.record_hlc(&wtxn, item)? == then {
+                s.pending.delete(&mut wtxn, &item).map_err(st)?;
+                s.stale.delete(&mut wtxn, &item).map_err(st)?;
+            } else {
+                // Written again while folding: the folded copy is outdated.
+                s.stale.put(&mut wtxn, &item, &()).map_err(st)?;
+            }
+        }
+        engine.commit_fold(&mut wtxn, s, &changes, epoch)?;
+        let pending = s.pending.len(&wtxn).map_err(st)?;
+        let index_len = engine.indexed_len(&wtxn, s)?;
+        wtxn.commit().map_err(st)?;
+        reload.armed = false;
+        self.pending.store(pending, Ordering::Release);
+        Ok(BuildReport {
+            indexed: changes.upserted.len(),
+            removed: changes.stale.len(),
+            index_len,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// The hlc of item `item`'s record in `txn` (`None`: no record, it was deleted).
+    fn record_hlc(&self, txn: &RoTxn, item: u32) -> Result<Option<Hlc>> {
+        let s = &self.store;
+        match s.records.get(txn, &item).map_err(|e| s.storage(e))? {
+            None => Ok(None),
+            Some(bytes) => Record::decode_hlc(bytes)
+                .map(Some)
+                .ok_or_else(|| s.corrupt(format!("record of item {item} does not decode"))),
+        }
+    }
+
+    /// [`Shard::build_index`] for engines that build inside the write transaction.
+    fn build_inside(&self, engine: Arc<dyn IndexEngine>) -> Result<BuildReport> {
+        let _guard = self.lock();
         let started = Instant::now();
         let s = &self.store;
         let st = |e| s.storage(e);
@@ -913,6 +997,12 @@ impl Shard {
         self.opened.as_ref()
     }
 
+    /// Whether [`Shard::build_index`] folds beside `apply` (the hot graph) rather than
+    /// stalling it for the whole build.
+    pub fn builds_beside_applies(&self) -> bool {
+        self.current_engine().folds_outside()
+    }
+
     /// Items folded into the engine's in-memory index (the hot graph) since it was last
     /// saved: what a crash would make the next open replay from the journal.
     pub fn unsaved(&self) -> u64 {
@@ -939,7 +1029,9 @@ impl Shard {
         if !due {
             return Ok(None);
         }
-        let _guard = self.lock();
+        // No build runs while the graph is written (it is then exactly the committed
+        // build's); applies go on.
+        let _build = self.build_lock.lock();
         let started = Instant::now();
         let engine = self.current_engine();
         let s = &self.store;
@@ -952,6 +1044,7 @@ impl Shard {
         let Some((epoch, bytes)) = saved else {
             return Ok(None);
         };
+        let _guard = self.lock();
         let mut wtxn = s.env.write_txn().map_err(|e| s.storage(e))?;
         engine.after_save(&mut wtxn, s, epoch)?;
         wtxn.commit().map_err(|e| s.storage(e))?;
@@ -974,12 +1067,13 @@ impl Shard {
     /// the current engine is a plain [`Shard::build_index`]. The new engine starts at its
     /// configured search effort.
     pub fn set_engine(&self, kind: EngineKind) -> Result<BuildReport> {
-        let guard = self.lock();
+        let build = self.build_lock.lock();
         let old = self.current_engine();
         if old.kind() == kind {
-            drop(guard);
+            drop(build);
             return self.build_index();
         }
+        let _guard = self.lock();
         let started = Instant::now();
         let s = &self.store;
         let st = |e| s.storage(e);
@@ -1035,6 +1129,29 @@ impl Shard {
             index_len,
             duration: started.elapsed(),
         })
+    }
+}
+
+/// Armed while an engine holds a build that LMDB has not committed: dropped armed (an
+/// error or a panic on the way), it reloads the engine from LMDB, so that the index never
+/// disagrees with the store.
+struct ReloadOnFailure<'a> {
+    shard: &'a Shard,
+    armed: bool,
+}
+
+impl Drop for ReloadOnFailure<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let shard = self.shard;
+        let kind = shard.current_engine().kind();
+        match make_engine(kind, &shard.store, &shard.config) {
+            Ok((engine, _)) => *shard.engine.write() = engine,
+            Err(err) => tracing::error!(%err, path = %shard.path().display(),
+                "reloading the index after a failed build failed; searches may miss items until the shard reopens"),
+        }
     }
 }
 
@@ -1200,7 +1317,11 @@ mod tests {
             .collect();
         shard.apply(&ops).unwrap();
         shard.build_index().unwrap();
-        assert_eq!(lens(&shard), [1, 0, 0], "hnsw keeps only its epoch");
+        assert_eq!(
+            lens(&shard),
+            [3, 0, 0],
+            "hnsw keeps its epoch, lineage and one journal entry"
+        );
         // (engine, which of `index` / `index_warm` / `index_cold` holds data afterwards)
         for (kind, holds) in [
             (EngineKind::Warm, [false, true, false]),

@@ -269,9 +269,15 @@ fn checkpoints_come_when_due() {
     let ds = common::synthetic(600, 10, DIM);
     let dir = tempfile::tempdir().unwrap();
     let shard = open(dir.path());
-    common::load_rows(&shard, &ds, 0..600, 0);
+    common::load_rows(&shard, &ds, 0..300, 0);
     shard.build_index().unwrap();
-    // 600 unsaved items: below the threshold, and the last save (the open) is recent.
+    // 300 unsaved items: below the threshold, not due while busy...
+    assert!(shard.checkpoint(false, false).unwrap().is_none());
+    // ...but a graph built at open has no file yet: the first idle moment saves it.
+    assert!(shard.checkpoint(false, true).unwrap().is_some());
+    common::load_rows(&shard, &ds, 300..600, 0);
+    shard.build_index().unwrap();
+    // Now the last save is recent: neither busy nor idle is due, forced is.
     assert!(shard.checkpoint(false, false).unwrap().is_none());
     assert!(shard.checkpoint(false, true).unwrap().is_none());
     assert!(shard.checkpoint(true, false).unwrap().is_some());

@@ -1048,11 +1048,35 @@ impl IndexEngine for HnswEngine {
     }
 
     fn build(&self, wtxn: &mut RwTxn, store: &Store, changes: &Changes) -> Result<()> {
-        let epoch = read_epoch(store, wtxn)?
+        let epoch = self.fold_outside(wtxn, store, changes)?;
+        self.commit_fold(wtxn, store, changes, epoch)
+    }
+
+    fn folds_outside(&self) -> bool {
+        true
+    }
+
+    fn fold_outside(&self, txn: &RoTxn, store: &Store, changes: &Changes) -> Result<u32> {
+        let epoch = read_epoch(store, txn)?
             .checked_add(1)
             .filter(|&e| e != LIVE)
             .ok_or_else(|| store.corrupt("hnsw build epochs exhausted; rebuild the shard"))?;
-        self.fold(wtxn, store, changes, epoch)?;
+        self.fold(txn, store, changes, epoch)?;
+        Ok(epoch)
+    }
+
+    fn commit_fold(
+        &self,
+        wtxn: &mut RwTxn,
+        store: &Store,
+        changes: &Changes,
+        epoch: u32,
+    ) -> Result<()> {
+        if read_epoch(store, wtxn)?.checked_add(1) != Some(epoch) {
+            return Err(store.corrupt(format!(
+                "hnsw build {epoch} does not follow the committed build"
+            )));
+        }
         let st = |e| store.storage(e);
         store
             .index

@@ -189,6 +189,31 @@ pub trait IndexEngine: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Whether builds can fold outside the shard's write transaction
+    /// ([`IndexEngine::fold_outside`] then [`IndexEngine::commit_fold`]), so that applies
+    /// go on while an index is built. Engines whose index lives in LMDB cannot.
+    fn folds_outside(&self) -> bool {
+        false
+    }
+
+    /// Fold `changes` into the index from the read snapshot `txn`, as the next build,
+    /// invisible to searches until [`IndexEngine::commit_fold`] commits; returns that
+    /// build's epoch. Only for engines that [`IndexEngine::folds_outside`].
+    fn fold_outside(&self, _txn: &RoTxn, store: &Store, _changes: &Changes) -> Result<u32> {
+        Err(store.corrupt("this engine builds inside the write transaction only"))
+    }
+
+    /// Record build `epoch` (folded by [`IndexEngine::fold_outside`]) in `wtxn`.
+    fn commit_fold(
+        &self,
+        _wtxn: &mut RwTxn,
+        store: &Store,
+        _changes: &Changes,
+        _epoch: u32,
+    ) -> Result<()> {
+        Err(store.corrupt("this engine builds inside the write transaction only"))
+    }
+
     /// Items folded into an in-memory index since it was last saved to disk (0 for the
     /// engines whose index lives in LMDB: they have nothing to save).
     fn unsaved(&self) -> u64 {
