@@ -12,6 +12,9 @@ use hektor_topics::topic;
 use crate::LogArgs;
 
 /// The embedded log under `DATA_DIR/log`, or Kafka when `--brokers` is given.
+/// How often the embedded log's expired records are removed.
+const RETENTION_SWEEP: Duration = Duration::from_secs(60);
+
 pub async fn open_log(args: &LogArgs) -> anyhow::Result<Arc<dyn Log>> {
     match &args.brokers {
         Some(brokers) => {
@@ -43,6 +46,9 @@ pub async fn open_log(args: &LogArgs) -> anyhow::Result<Arc<dyn Log>> {
             let dir = args.data_dir.join("log");
             let log = EmbeddedLog::open(&dir)
                 .with_context(|| format!("opening the embedded log in {}", dir.display()))?;
+            // No broker deletes expired records here: the node does (events, intake,
+            // dead letters).
+            log.enforce_retention(RETENTION_SWEEP);
             Ok(Arc::new(log))
         }
     }

@@ -29,6 +29,9 @@ pub const DLQ_SOURCE_HEADER: &str = "hektor-dlq-source";
 
 /// Retention of time-retained topics: 7 days.
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Retention of the events topics: the planner's longest window (one day) and an hour,
+/// so the events a planner replays at start are bounded by what it uses.
+pub const EVENTS_RETENTION_MS: i64 = 25 * 3600 * 1000;
 
 /// How a topic keeps its records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +136,7 @@ pub fn collection_topic(
         TopicKind::Events => (
             partitions,
             Cleanup::Retain {
-                ms: DEFAULT_RETENTION_MS,
+                ms: EVENTS_RETENTION_MS,
             },
         ),
         TopicKind::Plan => (1, Cleanup::Compact),

@@ -408,3 +408,64 @@ fn kill_9_durability() {
         assert_eq!(more, vec![head], "appends continue after the crash");
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_is_enforced_in_the_background_on_every_retained_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let (a, b, kept, compacted) = (
+        "hektor.ret.a",
+        "hektor.ret.b",
+        "hektor.ret.kept",
+        "hektor.ret.compacted",
+    );
+    for topic in [a, b] {
+        log.ensure_topic(&spec(topic, 2, Cleanup::Retain { ms: 1 }))
+            .await
+            .unwrap();
+    }
+    log.ensure_topic(&retained(kept, 1)).await.unwrap();
+    log.ensure_topic(&spec(compacted, 1, Cleanup::Compact))
+        .await
+        .unwrap();
+    for (topic, partition) in [(a, 0), (a, 1), (b, 1), (kept, 0), (compacted, 0)] {
+        log.append(topic, partition, vec![record(None, "1"), record(None, "2")])
+            .await
+            .unwrap();
+    }
+    let left = |topic: &'static str, partition: u32| {
+        let log = log.clone();
+        async move {
+            log.read(topic, partition, 0, 100, Duration::ZERO)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let task = log.enforce_retention(Duration::from_millis(50));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while left(a, 0).await + left(a, 1).await + left(b, 1).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "expired records were never trimmed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(values(&log, kept).await.len(), 2, "unexpired records stay");
+    assert_eq!(
+        values(&log, compacted).await.len(),
+        2,
+        "compacted topics are not trimmed"
+    );
+    assert_eq!(
+        log.high_watermark(a, 1).await.unwrap(),
+        2,
+        "offsets never move back"
+    );
+    // The task ends with the last handle on the log.
+    drop(log);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the retention task outlived the log")
+        .unwrap();
+}

@@ -209,6 +209,56 @@ impl EmbeddedLog {
             .await
     }
 
+    /// Trim every time-retained topic (see [`EmbeddedLog::trim_expired`]); returns the
+    /// records removed. Topics that vanish meanwhile are skipped.
+    pub async fn trim_all_expired(&self) -> Result<usize> {
+        let topics = self
+            .blocking(|inner| {
+                let rtxn = inner.env.read_txn().ctx(inner)?;
+                let mut names = Vec::new();
+                for item in inner.topics.iter(&rtxn).ctx(inner)? {
+                    let (name, meta) = item.ctx(inner)?;
+                    if matches!(decode_meta(meta)?.cleanup, Cleanup::Retain { .. }) {
+                        names.push(String::from_utf8_lossy(name).into_owned());
+                    }
+                }
+                Ok(names)
+            })
+            .await?;
+        let mut removed = 0;
+        for topic in topics {
+            match self.trim_expired(&topic).await {
+                Ok(n) => removed += n,
+                Err(Error::UnknownTopic(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Enforce the retention of time-retained topics from now on: a task that trims them
+    /// every `every` (Kafka's brokers do this themselves; the embedded log has no broker).
+    /// Stops when the last handle on the log is dropped.
+    pub fn enforce_retention(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                let log = EmbeddedLog { inner };
+                match log.trim_all_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(records = n, "embedded log: expired records removed"),
+                    Err(err) => {
+                        tracing::warn!(%err, "embedded log: trimming expired records failed")
+                    }
+                }
+            }
+        })
+    }
+
     async fn blocking<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
