@@ -97,9 +97,10 @@ pub struct ServeArgs {
     /// planner's load view.
     #[arg(long, default_value_t = 1.0)]
     pub node_capacity: f64,
-    /// The roles of this node, comma-separated: router (ingest + query HTTP API), data
-    /// (holds shards), controller (may be elected to write shard maps), planner (kinetic
-    /// planner).
+    /// The roles of this node, comma-separated: router (the client API: searches, writes,
+    /// collection changes; without it a node answers them 421 and serves only its views
+    /// and the internal routes), data (holds shards; a node without it holds none),
+    /// controller (may be elected to write shard maps), planner (kinetic planner).
     #[arg(
         long,
         value_delimiter = ',',
@@ -522,6 +523,24 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_millis(args.request_timeout_ms.max(1)),
         ));
+    // A node without the router role serves the views and the internal routes only: its
+    // cores are for its shards, and clients are sent to the routers.
+    let router = if args.has_role("router") {
+        router
+    } else {
+        let roles: Arc<str> = args.roles.join(",").into();
+        router.layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let roles = Arc::clone(&roles);
+                async move {
+                    if hektor_access::route::is_client_api(request.method(), request.uri().path()) {
+                        return not_a_router(&roles);
+                    }
+                    next.run(request).await
+                }
+            },
+        ))
+    };
     let router = router
         .layer(limits)
         .layer(tower_http::validate_request::ValidateRequestHeaderLayer::custom(gate.clone()));
@@ -718,6 +737,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The next start loads the hot graphs instead of rebuilding them.
     host.checkpoint_all().await;
     Ok(())
+}
+
+/// The answer of a node without the router role to a client request: 421 Misdirected
+/// Request, saying where to go.
+fn not_a_router(roles: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::MISDIRECTED_REQUEST,
+        axum::Json(serde_json::json!({
+            "error": format!(
+                "this node serves no client API (its roles: {roles}); send searches, \
+                 writes and collection changes to a node with the router role"
+            )
+        })),
+    )
+        .into_response()
 }
 
 /// ctrl-c or SIGTERM.

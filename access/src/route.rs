@@ -63,9 +63,51 @@ pub fn need(method: &Method, path: &str) -> Need {
     }
 }
 
+/// Whether a request is for the client API: searches, vector reads and writes, creating
+/// and dropping collections, plan requests. Only nodes with the `router` role serve it;
+/// the views (`/collections`, `/cluster`, `/metrics`, `/health`, `/ready`) and the
+/// internal routes are on every node.
+pub fn is_client_api(method: &Method, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["collections", _] => method == Method::PUT || method == Method::DELETE,
+        ["collections", _, "search"] | ["collections", _, "vectors"] => true,
+        ["collections", _, "vectors", _] => true,
+        ["cluster", "collections", _, "plan"] => true,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_api_is_told_from_views_and_internal_routes() {
+        for (method, path) in [
+            (Method::POST, "/collections/d/search"),
+            (Method::POST, "/collections/d/vectors"),
+            (Method::GET, "/collections/d/vectors/a"),
+            (Method::PUT, "/collections/d"),
+            (Method::DELETE, "/collections/d?x=1"),
+            (Method::POST, "/cluster/collections/d/plan"),
+        ] {
+            assert!(is_client_api(&method, path), "{method} {path}");
+        }
+        for (method, path) in [
+            (Method::GET, "/collections"),
+            (Method::GET, "/collections/d"),
+            (Method::GET, "/cluster"),
+            (Method::GET, "/health"),
+            (Method::GET, "/ready"),
+            (Method::GET, "/metrics"),
+            (Method::POST, "/internal/collections/d/shard-search"),
+            (Method::POST, "/internal/collections/d/shard-get"),
+        ] {
+            assert!(!is_client_api(&method, path), "{method} {path}");
+        }
+    }
 
     #[test]
     fn every_route_needs_what_the_table_says() {
