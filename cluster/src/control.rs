@@ -192,7 +192,11 @@ pub fn next_map(
         }));
     };
     let alive: BTreeSet<&str> = input.alive.iter().map(String::as_str).collect();
-    let epoch = current.epoch() + 1;
+    // The current map comes from the plan topic: its epoch may be the counter's last.
+    let epoch = current
+        .epoch()
+        .checked_add(1)
+        .ok_or(crate::Error::EpochOverflow(current.epoch()))?;
     let mut reasons = Vec::new();
     let mut shards: Vec<Shard> = current.shards().to_vec();
     let mut targets: Vec<Target> = current.targets().to_vec();
@@ -789,6 +793,47 @@ mod tests {
                 })
             })
             .collect()
+    }
+
+    /// Found with the `plan_catalog` fuzz harness (fuzz/) on a boundary input: a shard
+    /// map read from the plan topic at epoch `u64::MAX` made the next step overflow its
+    /// epoch (a panic with overflow checks, a wrap to epoch 0 without). It is an error now.
+    #[test]
+    fn a_map_at_the_last_epoch_is_an_error_not_an_overflow() {
+        let n = nodes(&["a", "b"]);
+        let ids = alive(&["a", "b"]);
+        let last = first(&n, 2, 1).at_epoch(u64::MAX);
+        let tiers = [(last.shards()[0].range, Tier::Cold)];
+        let result = next_map(
+            "c",
+            &ControlInput {
+                current: Some(&last),
+                placeable: &n,
+                alive: &ids,
+                tiers: &tiers,
+                ..Default::default()
+            },
+            &ControlConfig::default(),
+        );
+        assert!(matches!(result, Err(crate::Error::EpochOverflow(u64::MAX))));
+        // One short of it still steps, to the last epoch.
+        let late = last.at_epoch(u64::MAX - 1);
+        let next = step_with(&late, &n, &ids, &[], &ControlConfig::default());
+        let tiered = next_map(
+            "c",
+            &ControlInput {
+                current: Some(&late),
+                placeable: &n,
+                alive: &ids,
+                tiers: &tiers,
+                ..Default::default()
+            },
+            &ControlConfig::default(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(tiered.map.epoch(), u64::MAX);
+        assert!(next.is_none_or(|m| m.epoch() == u64::MAX));
     }
 
     #[test]

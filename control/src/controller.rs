@@ -191,7 +191,7 @@ impl Control {
             .plans
             .get(collection)
             .and_then(|s| s.map)
-            .map_or(0, |m| m.epoch() + 1);
+            .map_or(0, |m| m.epoch().saturating_add(1));
         self.plans
             .publish_decision(&PlanChange {
                 collection: collection.to_owned(),
@@ -370,8 +370,14 @@ impl Control {
                 if claimed.is_some_and(|t| t > term) {
                     continue; // our claim is not read back yet
                 }
+                // A lease at the last term (a forged record) cannot be outbid: say so.
+                let Some(next_term) = term.checked_add(1) else {
+                    tracing::error!(collection = %spec.name, term,
+                        "the plan topic holds a lease at the last term; no controller can claim this collection");
+                    continue;
+                };
                 let lease = LeaseRecord {
-                    term: term + 1,
+                    term: next_term,
                     node: self.me.clone(),
                     time_ms: wall_ms(),
                 };
@@ -426,13 +432,15 @@ impl Control {
                 Some(decision) => decision,
                 // A new term opens with the accepted map re-written under it.
                 None => match &state.map {
-                    Some(map) if map.lease().term != term => hektor_cluster::control::Decision {
-                        map: map.as_ref().clone().at_epoch(map.epoch() + 1),
-                        reasons: vec![format!(
-                            "controller {} took the lease at term {term}",
-                            self.me
-                        )],
-                    },
+                    Some(map) if map.lease().term != term && map.epoch() < u64::MAX => {
+                        hektor_cluster::control::Decision {
+                            map: map.as_ref().clone().at_epoch(map.epoch() + 1),
+                            reasons: vec![format!(
+                                "controller {} took the lease at term {term}",
+                                self.me
+                            )],
+                        }
+                    }
                     _ => continue,
                 },
             };

@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 
-use hektor_topics::record::CollectionSpec;
+use hektor_topics::record::{CollectionSpec, Distance};
 use serde::{Deserialize, Serialize};
 
 use crate::IngestError;
@@ -170,6 +170,17 @@ pub fn validate_batch(spec: &CollectionSpec, batch: &WriteBatch) -> Result<(), I
                 format!("vector[{pos}] is not a finite number"),
             ));
         }
+        if spec.distance == Distance::Cosine
+            && item.vector.iter().map(|x| x * x).sum::<f32>().sqrt() == 0.0
+        {
+            // The shards would dead-letter it: refuse it here, where the client hears.
+            return Err(invalid(
+                "upserts",
+                index,
+                &item.id,
+                "a zero vector has no direction under cosine distance",
+            ));
+        }
         if let Some(payload) = &item.payload {
             if !payload.is_object() {
                 return Err(invalid(
@@ -260,7 +271,7 @@ mod tests {
         let cases: Vec<(WriteBatch, u16, &str)> = vec![
             (
                 WriteBatch {
-                    upserts: vec![upsert("ok", vec![0.0; 3]), upsert("short", vec![1.0])],
+                    upserts: vec![upsert("ok", vec![1.0; 3]), upsert("short", vec![1.0])],
                     ..Default::default()
                 },
                 422,
@@ -276,7 +287,15 @@ mod tests {
             ),
             (
                 WriteBatch {
-                    upserts: vec![upsert("", vec![0.0; 3])],
+                    upserts: vec![upsert("zero", vec![0.0; 3])],
+                    ..Default::default()
+                },
+                422,
+                "upserts[0] (id \"zero\"): a zero vector has no direction under cosine distance",
+            ),
+            (
+                WriteBatch {
+                    upserts: vec![upsert("", vec![1.0; 3])],
                     ..Default::default()
                 },
                 422,
@@ -284,7 +303,7 @@ mod tests {
             ),
             (
                 WriteBatch {
-                    upserts: vec![upsert(&"x".repeat(300), vec![0.0; 3])],
+                    upserts: vec![upsert(&"x".repeat(300), vec![1.0; 3])],
                     ..Default::default()
                 },
                 422,
@@ -294,7 +313,7 @@ mod tests {
                 WriteBatch {
                     upserts: vec![UpsertItem {
                         payload: Some(serde_json::json!({"t": "x".repeat(70_000)})),
-                        ..upsert("big", vec![0.0; 3])
+                        ..upsert("big", vec![1.0; 3])
                     }],
                     ..Default::default()
                 },
@@ -305,7 +324,7 @@ mod tests {
                 WriteBatch {
                     upserts: vec![UpsertItem {
                         payload: Some(serde_json::json!([1, 2])),
-                        ..upsert("arr", vec![0.0; 3])
+                        ..upsert("arr", vec![1.0; 3])
                     }],
                     ..Default::default()
                 },
@@ -314,7 +333,7 @@ mod tests {
             ),
             (
                 WriteBatch {
-                    upserts: vec![upsert("dup", vec![0.0; 3])],
+                    upserts: vec![upsert("dup", vec![1.0; 3])],
                     deletes: vec![DeleteItem::Id("dup".into())],
                 },
                 422,
@@ -323,7 +342,7 @@ mod tests {
             (
                 WriteBatch {
                     upserts: (0..MAX_BATCH_ITEMS + 1)
-                        .map(|i| upsert(&i.to_string(), vec![0.0; 3]))
+                        .map(|i| upsert(&i.to_string(), vec![1.0; 3]))
                         .collect(),
                     ..Default::default()
                 },
