@@ -1,0 +1,8 @@
+//! The `http_bodies` fuzz target: AFL++ persistent mode over [`hektor_fuzz::http_bodies::run`] (see that
+//! module for what it feeds the bytes to, and docs/fuzzing.md for how to run it).
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| {
+        hektor_fuzz::http_bodies::run(data);
+    });
+}
