@@ -37,6 +37,12 @@
 #   HEKTOR_KAFKA_CONTROLLER_PORT  KRaft controller port (default 9093)
 #   HEKTOR_KAFKA_VERSION          Kafka version to resolve (default: the pom's)
 #   HEKTOR_KAFKA_START_TIMEOUT    seconds to wait for the broker (default 90)
+#   HEKTOR_KAFKA_EXTRA_PORT       a third client listener, EXTRA (PLAINTEXT), on
+#                                 this port (default: none)
+#   HEKTOR_KAFKA_EXTRA_ADVERTISED the HOST:PORT the EXTRA listener advertises
+#                                 (default 127.0.0.1:HEKTOR_KAFKA_EXTRA_PORT): a
+#                                 proxy in front of it, so that clients that
+#                                 bootstrap through the proxy stay behind it
 #   HEKTOR_KAFKA_HOME             the broker's home, everything said of .kafka/
 #                                 above (default .kafka in the repo root); with
 #                                 other ports, a second, private broker
@@ -66,6 +72,20 @@ HOST=127.0.0.1
 PORT="${HEKTOR_KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${HEKTOR_KAFKA_CONTROLLER_PORT:-9093}"
 SASL_PORT="${HEKTOR_KAFKA_SASL_PORT:-9094}"
+EXTRA_PORT="${HEKTOR_KAFKA_EXTRA_PORT:-}"
+EXTRA_ADVERTISED="${HEKTOR_KAFKA_EXTRA_ADVERTISED:-}"
+if [[ -n "$EXTRA_ADVERTISED" && -z "$EXTRA_PORT" ]]; then
+    echo "kafka.sh: error: HEKTOR_KAFKA_EXTRA_ADVERTISED needs HEKTOR_KAFKA_EXTRA_PORT" >&2
+    exit 1
+fi
+EXTRA_LISTENER=""
+EXTRA_ADVERTISED_LISTENER=""
+EXTRA_PROTOCOL=""
+if [[ -n "$EXTRA_PORT" ]]; then
+    EXTRA_LISTENER=",EXTRA://$HOST:$EXTRA_PORT"
+    EXTRA_ADVERTISED_LISTENER=",EXTRA://${EXTRA_ADVERTISED:-$HOST:$EXTRA_PORT}"
+    EXTRA_PROTOCOL=",EXTRA:PLAINTEXT"
+fi
 START_TIMEOUT="${HEKTOR_KAFKA_START_TIMEOUT:-90}"
 STOP_TIMEOUT=30
 BROKERS="$HOST:$PORT"
@@ -271,11 +291,11 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$PORT,SASL_SSL://$HOST:$SASL_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT,SASL_SSL://$HOST:$SASL_PORT
+listeners=PLAINTEXT://$HOST:$PORT,SASL_SSL://$HOST:$SASL_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT$EXTRA_LISTENER
+advertised.listeners=PLAINTEXT://$HOST:$PORT,SASL_SSL://$HOST:$SASL_PORT$EXTRA_ADVERTISED_LISTENER
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL$EXTRA_PROTOCOL
 # SASL_SSL: TLS (no client certificates) and SCRAM-SHA-512; the credentials
 # live in the cluster metadata (StorageTool --add-scram / ConfigCommand).
 sasl.enabled.mechanisms=SCRAM-SHA-512
@@ -434,7 +454,7 @@ cmd_start() {
         return 0
     fi
     rm -f "$PID_FILE"
-    for p in "$PORT" "$SASL_PORT" "$CONTROLLER_PORT"; do
+    for p in "$PORT" "$SASL_PORT" "$CONTROLLER_PORT" $EXTRA_PORT; do
         if port_open "$p"; then
             die "port $p on $HOST is already in use by another process; stop it or choose other ports with HEKTOR_KAFKA_PORT / HEKTOR_KAFKA_SASL_PORT / HEKTOR_KAFKA_CONTROLLER_PORT"
         fi

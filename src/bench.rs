@@ -3,7 +3,8 @@
 //!
 //! - `bench log`: append and read throughput of the log (embedded or Kafka) for
 //!   384-dimension vector records.
-//! - `bench search`, `bench placement`, `bench move`, `bench kinetic`: see their modules.
+//! - `bench search`, `bench placement`, `bench move`, `bench kinetic`, `bench scale`: see
+//!   their modules.
 
 use std::sync::Arc;
 
@@ -29,6 +30,9 @@ pub enum BenchCommand {
     /// Faults on node processes under load (kill a data node, kill the controller), with
     /// a history checker: writes lost or duplicated, failed reads, token violations.
     Faults(crate::bench_faults::FaultsArgs),
+    /// One node at scale on a real `hektor serve` process: load, index, search, restart
+    /// (SIGTERM and kill -9), on a generated set shaped like the real one.
+    Scale(crate::bench_scale::ScaleBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +68,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Move(args) => crate::bench_move::run(args).await,
         BenchCommand::Kinetic(args) => crate::bench_kinetic::run(args).await,
         BenchCommand::Faults(args) => crate::bench_faults::run(args).await,
+        BenchCommand::Scale(args) => crate::bench_scale::run(args).await,
     }
 }
 

@@ -11,14 +11,20 @@
 //!
 //! - **writes**: slot `i` upserts the fresh id `w<i>` (tenant `t<i mod 16>`, a vector
 //!   drawn from a seed) through an alive node, in turn;
-//! - **reads**: slot `i` searches, through an alive node other than the writer's, for the
-//!   vector of the last acknowledged write with `consistency.after` = that write's token:
-//!   read-your-writes says its id must be among the hits.
+//! - **reads**: slot `i` belongs to reader session `i mod --sessions`; it lists, through
+//!   an alive node other than the writer's, the tenant of the last acknowledged write
+//!   (a search for that write's vector with the tenant's filter and k = 1000: under 1000
+//!   vectors a tenant, the exact engine returns them all), with `consistency.after` = the
+//!   session's token: the merge (per partition, the larger offset) of every token the
+//!   session has been handed, this write's included. A client keeps one token per
+//!   session this way, and it is what hektor's consistency promise is stated in.
 //!
 //! Every write (id, seed, tenant, node, token, outcome) and every read (token, node,
-//! hits or error) goes into the [`History`]. The fault comes `before_s` into the load: a
-//! node is killed with SIGKILL and dropped from the clients' list (requests in flight to
-//! it are *cut*: a client connected to a dead router, counted apart from failures).
+//! hits or error) goes into the [`History`]. Both schedules have enough workers that
+//! requests a fault holds up never hold the next ones back. The fault comes `before_s`
+//! into the load. In the kill scenarios a node is killed with SIGKILL and dropped from
+//! the clients' list (requests in flight to it are *cut*: a client connected to a dead
+//! router, counted apart from failures).
 //!
 //! - `kill-data-node`: a node that is not the controller. `recovery_s`: until the maps of
 //!   every alive node no longer list it (its replicas are dropped and re-placed).
@@ -26,15 +32,6 @@
 //!   `map_changes`; else the smallest id, the election rule). `recovery_s`: until another
 //!   node has written a new map epoch (in its own `map_changes`, stamped after the kill)
 //!   and every alive node has accepted it.
-//!
-//! After the load the cluster is left to settle (every alive node ready, one epoch, no
-//! targets, every shard on two alive replicas, no lag), then the final state is read:
-//! every acknowledged id with `GET /collections/{c}/vectors/{id}`, a full scan of the
-//! collection (one search with k = 1000 per tenant: with under 1000 vectors a tenant the
-//! exact engine returns them all), and the vector count of every serving shard from
-//! its holders. [`check`] turns history and final state into the verdict: writes lost,
-//! duplicated, phantom, token violations, failed reads.
-//!
 //! - `kill-broker`: the cluster runs on a private broker of its own (`scripts/kafka.sh`
 //!   with `HEKTOR_KAFKA_HOME` in a temporary directory and free ports, the jars of the
 //!   repo's `.kafka/libs`), killed with SIGKILL, left down `--broker-down-s`, and started
@@ -42,7 +39,57 @@
 //!   land later); reads of what was acknowledged need no broker. `recovery_s`: from the
 //!   broker answering again to the first acknowledged write sent after that.
 //!
-//! Not built: network partitions (Toxiproxy), slow or full disks.
+//! Faults that kill nothing leave every node in the clients' list; what fails, fails
+//! (a failed request is not acknowledged, so a write that fails is not lost, and may
+//! land). The fault lasts `--fault-s`, then is healed; `recovery_s` runs from the heal
+//! until the cluster is whole again — all three nodes ready, one map epoch, every shard
+//! on two of them, no targets — and no request sent from then on fails (null when that
+//! never happened before the load ended and the cluster settled).
+//!
+//! - `partition-node`: every node advertises (`--advertise`) a Toxiproxy proxy of its
+//!   own to its peers, so node↔node calls (a router's shard searches and gets) go
+//!   through proxies. The victim (`n1`, the replica its peers ask first when none is
+//!   busier; `--victim`) has its proxy cut (`--cut`: by default a black hole, where
+//!   connections stay open and carry nothing, as behind a switch that drops packets).
+//!   Its peers cannot reach it; it still reaches them (a node has one advertised
+//!   address, so one proxy: a peer cannot be cut from it alone), and its heartbeats
+//!   travel through Kafka, so the cluster still counts it alive: the data path and the
+//!   failure detector disagree.
+//! - `partition-broker`: the cluster runs on a private broker (as kill-broker) with an
+//!   extra listener that advertises a proxy's address; the victim (`n3`; `--victim`),
+//!   started with that proxy as its bootstrap server, reaches the broker only through
+//!   it (writes, heartbeats, shard consumers, plan and catalog readers), and the proxy
+//!   is cut. The others see its heartbeats stop, drop it from the maps and
+//!   re-replicate; it sees the others stop.
+//! - `full-disk`: the victim's (`n3`; `--victim`) data directory is a tmpfs of its own
+//!   (`mount -t tmpfs`, so the bench must run as root; without the permission the
+//!   scenario fails and says why), shrunk at the fault to what it uses plus
+//!   `--disk-headroom-kib` (0), so that its shards' writes fill it during the load, and
+//!   grown back at the heal. Writes go to Kafka, not to the disk, so writes keep being
+//!   acknowledged; the victim's shards stop applying and the node should say so
+//!   (`/health` 503) rather than drop or corrupt anything, and catch up once there is
+//!   room.
+//!
+//! After the load the cluster is left to settle (every alive node ready, one epoch, no
+//! targets, every shard on two alive replicas, no lag) and every holder to apply every
+//! acknowledged write (its shards' `next_offset` past the merge of their tokens), then
+//! the final state is read:
+//! every acknowledged id with `GET /collections/{c}/vectors/{id}`, a full scan of the
+//! collection (one search with k = 1000 per tenant: with under 1000 vectors a tenant the
+//! exact engine returns them all; with `consistency.after` = the merge of every
+//! acknowledged token, so a replica still applying the last writes is waited for, not
+//! taken for one that lost them), and the vector count of every serving shard from its
+//! holders (read again for up to 10 s until they agree). [`check`] turns history and
+//! final state into the verdict: writes lost, duplicated, phantom, token violations,
+//! monotonic-read violations, failed reads:
+//!
+//! - a **token violation** is a read that answered without a write its token covers:
+//!   its target, or any acknowledged write of its tenant whose offset the token covers
+//!   (read-your-writes);
+//! - a **monotonic violation** is a read that saw an older state than an earlier read
+//!   of its session and tenant had (one that had answered before it was sent): an id
+//!   that earlier read returned is missing (nothing is ever deleted), or an
+//!   acknowledged write that earlier read's token covered is (monotonic reads).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -65,8 +112,6 @@ use crate::open_loop::{self, OpenLoopReport, Schedule};
 const DIM: usize = 16;
 /// Tenants the writes cycle through (the scan searches each with k = 1000).
 const TENANTS: u64 = 16;
-/// Hits asked for by a read-your-writes search.
-const K: usize = 10;
 /// The largest k a search takes: a tenant scan is complete when it returns fewer.
 const SCAN_K: usize = 1000;
 /// Replicas per shard.
@@ -83,10 +128,12 @@ pub struct FaultsArgs {
     /// Kafka bootstrap servers (required: the nodes share a log).
     #[arg(long, env = "HEKTOR_KAFKA_BROKERS")]
     pub brokers: Option<String>,
-    /// Run only this scenario (repeatable): kill-data-node, kill-controller. Default: all.
+    /// Run only this scenario (repeatable): kill-data-node, kill-controller, kill-broker,
+    /// partition-node, partition-broker, full-disk. Default: all.
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
-    /// A short run for tests: 3 s of load before the fault, 12 s after.
+    /// A short run for tests: 3 s of load before the fault, 12 s after (after the heal
+    /// where it heals: a partition lasts 5 s, a full disk 15 s).
     #[arg(long)]
     pub quick: bool,
     /// Print one JSON object per scenario.
@@ -110,13 +157,42 @@ pub struct FaultsArgs {
     /// Seconds of load before the fault (default 10; 3 with --quick).
     #[arg(long)]
     pub before_s: Option<f64>,
-    /// Seconds of load after the fault (default 35; 12 with --quick).
+    /// Seconds of load after the fault, or after its heal where it heals (default 35; 12
+    /// with --quick).
     #[arg(long)]
     pub after_s: Option<f64>,
     /// Seconds the broker stays down in kill-broker (default 10; 5 with --quick).
     #[arg(long)]
     pub broker_down_s: Option<f64>,
-    /// The script that runs the private broker of kill-broker.
+    /// Seconds a partition or a full disk lasts before it is healed (default: a partition
+    /// 10, 5 with --quick; a full disk 30, 15 with --quick).
+    #[arg(long)]
+    pub fault_s: Option<f64>,
+    /// How partition-node and partition-broker cut their link: blackhole (connections
+    /// stay open and carry nothing), reset (reset by peer), refuse (connections refused),
+    /// or slow (not a cut: 1 s ± 0.5 s of latency each way).
+    #[arg(long, default_value = "blackhole")]
+    pub cut: String,
+    /// Reader sessions: read slot `i` belongs to session `i mod N`, which carries the
+    /// merge of the tokens it was handed and must never see an older state.
+    #[arg(long, default_value_t = 4)]
+    pub sessions: u64,
+    /// The node to fault (n1, n2 or n3) in kill-data-node, partition-node,
+    /// partition-broker and full-disk. Default: kill-data-node the largest id that is not
+    /// the controller; partition-node n1 (the replica its peers ask first); the others n3.
+    #[arg(long)]
+    pub victim: Option<String>,
+    /// full-disk: the free space left on the victim's data directory at the fault (KiB).
+    #[arg(long, default_value_t = 0)]
+    pub disk_headroom_kib: u64,
+    /// A Toxiproxy server to use (its API, `http://HOST:PORT`) for the partition
+    /// scenarios. Default: one of the bench's own, from --toxiproxy-script.
+    #[arg(long, env = "HEKTOR_TOXIPROXY")]
+    pub toxiproxy: Option<String>,
+    /// The script that installs Toxiproxy (`install` prints the server binary).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/toxiproxy.sh"))]
+    pub toxiproxy_script: PathBuf,
+    /// The script that runs the private broker of kill-broker and partition-broker.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))]
     pub kafka_script: PathBuf,
     /// A control for the checker: send reads without their write's token. Reads may then
@@ -125,34 +201,59 @@ pub struct FaultsArgs {
     pub without_token: bool,
 }
 
-/// A fault: what is killed with SIGKILL.
+/// A fault: what is killed with SIGKILL, cut off, or filled up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     DataNode,
     Controller,
     Broker,
+    PartitionNode,
+    PartitionBroker,
+    FullDisk,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 3] = [Scenario::DataNode, Scenario::Controller, Scenario::Broker];
+    const ALL: [Scenario; 6] = [
+        Scenario::DataNode,
+        Scenario::Controller,
+        Scenario::Broker,
+        Scenario::PartitionNode,
+        Scenario::PartitionBroker,
+        Scenario::FullDisk,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::DataNode => "kill-data-node",
             Scenario::Controller => "kill-controller",
             Scenario::Broker => "kill-broker",
+            Scenario::PartitionNode => "partition-node",
+            Scenario::PartitionBroker => "partition-broker",
+            Scenario::FullDisk => "full-disk",
         }
     }
 
     pub fn parse(name: &str) -> anyhow::Result<Scenario> {
-        match name {
-            "kill-data-node" => Ok(Scenario::DataNode),
-            "kill-controller" => Ok(Scenario::Controller),
-            "kill-broker" => Ok(Scenario::Broker),
-            other => {
-                anyhow::bail!("unknown scenario `{other}`: use kill-data-node, kill-controller or kill-broker")
-            }
-        }
+        Scenario::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .with_context(|| {
+                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown scenario `{name}`: use {}", names.join(", "))
+            })
+    }
+
+    /// A fault that kills nothing and is healed after `--fault-s`.
+    fn heals(self) -> bool {
+        matches!(
+            self,
+            Scenario::PartitionNode | Scenario::PartitionBroker | Scenario::FullDisk
+        )
+    }
+
+    /// Whether the cluster runs on a private broker of the bench's own.
+    fn private_broker(self) -> bool {
+        matches!(self, Scenario::Broker | Scenario::PartitionBroker)
     }
 
     /// What `recovery_s` measures.
@@ -164,6 +265,14 @@ impl Scenario {
             }
             Scenario::Broker => {
                 "broker answering again until the first write sent after that was acknowledged"
+            }
+            Scenario::PartitionNode | Scenario::PartitionBroker => {
+                "link healed until the cluster was whole (three nodes ready, one epoch, every \
+                 shard on two, no targets) and no read or write sent from then on failed"
+            }
+            Scenario::FullDisk => {
+                "space freed until the cluster was whole (three nodes ready, one epoch, every \
+                 shard on two, no targets) and no read or write sent from then on failed"
             }
         }
     }
@@ -213,10 +322,18 @@ pub struct WriteRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReadRecord {
     pub index: u64,
+    /// The reader session it belongs to.
+    #[serde(default)]
+    pub session: u64,
     /// The node it was sent to.
     pub node: String,
-    /// The id of the acknowledged write whose token it carries, and whose vector it asks.
+    /// The id of the acknowledged write whose vector it asks (its token is in `token`).
     pub target: String,
+    /// The tenant it lists (a search with the tenant's filter and k = [`SCAN_K`]); none
+    /// for a search of the whole collection, whose hits say nothing of what is missing.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The token it carried (`consistency.after`).
     pub token: Token,
     pub sent_s: f64,
     pub done_s: Option<f64>,
@@ -261,8 +378,14 @@ pub struct FinalState {
     pub scan_complete: bool,
     /// The sum of the serving shards' vector counts, from their holders.
     pub stored: Option<u64>,
-    /// Shards whose replicas hold different counts.
+    /// Shards whose replicas hold different counts (after up to 10 s for them to agree).
     pub replica_mismatch: u64,
+    /// Those shards, with each count and its holders.
+    #[serde(default)]
+    pub mismatched: Vec<String>,
+    /// How long the holders' counts took to agree (none: they never did).
+    #[serde(default)]
+    pub counts_agreed_s: Option<f64>,
 }
 
 /// What the history says.
@@ -287,12 +410,19 @@ pub struct Verdict {
     /// Errors and timeouts from alive nodes (and reads with no answer at the end).
     pub reads_failed: u64,
     pub reads_cut: u64,
-    /// Reads that answered 200 without the write their token covers (read-your-writes).
+    /// Reads that answered 200 without a write their token covers: the target, or (for a
+    /// tenant listing) any acknowledged write of the tenant (read-your-writes).
     pub token_violations: u64,
+    /// Reads that answered 200 with an older state than an earlier read of the same
+    /// session and tenant, answered before this one was sent, had seen: an id it
+    /// returned, or an acknowledged write its token covered, is missing (monotonic
+    /// reads).
+    pub monotonic_violations: u64,
     /// A few examples of each kind of trouble, as evidence.
     pub lost: Vec<String>,
     pub duplicated: Vec<String>,
     pub violations: Vec<String>,
+    pub monotonic: Vec<String>,
     pub read_errors: Vec<String>,
 }
 
@@ -367,24 +497,57 @@ pub fn check(history: &History, last: &FinalState, expected: impl Fn(u64) -> Vec
     v.writes_duplicated = repeats.max(excess);
     let written: BTreeSet<&str> = history.writes.iter().map(|w| w.id.as_str()).collect();
     v.writes_phantom = scanned.keys().filter(|id| !written.contains(*id)).count() as u64;
+    // Acknowledged writes by tenant, with their tokens.
+    let mut acked: BTreeMap<&str, Vec<(&str, &Token)>> = BTreeMap::new();
+    for w in history.writes.iter().filter(|w| w.outcome == Outcome::Ok) {
+        if let Some(token) = &w.token {
+            acked
+                .entry(w.tenant.as_str())
+                .or_default()
+                .push((w.id.as_str(), token));
+        }
+    }
+    // The acknowledged writes of `tenant` that `token` covers.
+    let covered = |tenant: &str, token: &Token| -> Vec<&str> {
+        acked
+            .get(tenant)
+            .into_iter()
+            .flatten()
+            .filter(|(_, t)| covers(token, t))
+            .map(|(id, _)| *id)
+            .collect()
+    };
     for r in &history.reads {
         v.reads += 1;
         match r.outcome {
             Outcome::Ok => {
                 v.reads_ok += 1;
+                let mut missed: Vec<&str> = Vec::new();
                 if !r.hits.contains(&r.target) {
+                    missed.push(r.target.as_str());
+                }
+                if let Some(tenant) = r.tenant.as_deref().filter(|_| r.hits.len() < SCAN_K) {
+                    let hits: BTreeSet<&str> = r.hits.iter().map(String::as_str).collect();
+                    missed.extend(
+                        covered(tenant, &r.token)
+                            .into_iter()
+                            .filter(|id| !hits.contains(id) && *id != r.target),
+                    );
+                }
+                if !missed.is_empty() {
                     v.token_violations += 1;
                     example(&mut v.violations, || {
                         format!(
-                            "read {} at {} ({:.2}–{:.2} s, epoch {:?}, token {:?}) missed {}: hits {:?}",
+                            "read {} at {} ({:.2}–{:.2} s, epoch {:?}, token {:?}) missed {}: {} hits {:?}",
                             r.index,
                             r.node,
                             r.sent_s,
                             r.done_s.unwrap_or(f64::NAN),
                             r.epoch,
                             r.token,
-                            r.target,
-                            r.hits
+                            missed.join(", "),
+                            r.hits.len(),
+                            &r.hits[..r.hits.len().min(12)]
                         )
                     });
                 }
@@ -405,7 +568,72 @@ pub fn check(history: &History, last: &FinalState, expected: impl Fn(u64) -> Vec
             Outcome::Cut => v.reads_cut += 1,
         }
     }
+    // Monotonic reads: each session's tenant listings, against the ones of the same
+    // session and tenant that had answered before they were sent.
+    let mut listings: BTreeMap<(u64, &str), Vec<&ReadRecord>> = BTreeMap::new();
+    for r in history.reads.iter().filter(|r| r.outcome == Outcome::Ok) {
+        if let Some(tenant) = r.tenant.as_deref() {
+            listings.entry((r.session, tenant)).or_default().push(r);
+        }
+    }
+    for ((session, tenant), reads) in &listings {
+        for later in reads.iter().filter(|r| r.hits.len() < SCAN_K) {
+            let hits: BTreeSet<&str> = later.hits.iter().map(String::as_str).collect();
+            let earlier: Vec<&&ReadRecord> = reads
+                .iter()
+                .filter(|e| e.done_s.is_some_and(|d| d <= later.sent_s))
+                .collect();
+            let mut seen: BTreeSet<&str> = BTreeSet::new();
+            let mut token = Token::new();
+            for e in &earlier {
+                seen.extend(e.hits.iter().map(String::as_str));
+                merge(&mut token, &e.token);
+            }
+            seen.extend(covered(tenant, &token));
+            let missing: Vec<&str> = seen.into_iter().filter(|id| !hits.contains(id)).collect();
+            if let Some(first) = missing.first() {
+                v.monotonic_violations += 1;
+                // The earlier read that saw the first missing id (else whose token said so).
+                let witness = earlier
+                    .iter()
+                    .rev()
+                    .find(|e| e.hits.iter().any(|h| h == first))
+                    .or(earlier.last())
+                    .map(|e| e.index);
+                example(&mut v.monotonic, || {
+                    format!(
+                        "read {} of session {session} at {} ({:.2}–{:.2} s, tenant {tenant}, token {:?}) \
+                         missed {} seen before it was sent (by read {:?}): {} hits",
+                        later.index,
+                        later.node,
+                        later.sent_s,
+                        later.done_s.unwrap_or(f64::NAN),
+                        later.token,
+                        missing.join(", "),
+                        witness,
+                        later.hits.len()
+                    )
+                });
+            }
+        }
+    }
     v
+}
+
+/// Whether token `t` covers every offset of token `of` (a write's).
+fn covers(t: &Token, of: &Token) -> bool {
+    !of.is_empty()
+        && of
+            .iter()
+            .all(|(p, o)| t.get(p).is_some_and(|have| have >= o))
+}
+
+/// Merge token `more` into `into`: per partition, the larger offset.
+pub fn merge(into: &mut Token, more: &Token) {
+    for (p, o) in more {
+        let have = into.entry(*p).or_insert(*o);
+        *have = (*have).max(*o);
+    }
 }
 
 /// A deterministic unit vector for a seed.
@@ -443,6 +671,8 @@ struct Load {
     latest: Mutex<Option<WriteRecord>>,
     /// Reads leave their token out (`--without-token`).
     without_token: bool,
+    /// Each reader session's token: the merge of the tokens it was handed.
+    sessions: Vec<Mutex<Token>>,
 }
 
 impl Load {
@@ -546,13 +776,20 @@ impl Load {
         let Some((node, url)) = self.pick(index, Some(&target.node)) else {
             return false;
         };
-        let token = target.token.clone().unwrap_or_default();
+        let session = index % self.sessions.len() as u64;
+        let token = {
+            let mut t = self.sessions[session as usize].lock();
+            merge(&mut t, target.token.as_ref().unwrap_or(&Token::new()));
+            t.clone()
+        };
         let at = {
             let mut h = self.history.lock();
             h.reads.push(ReadRecord {
                 index,
+                session,
                 node,
                 target: target.id.clone(),
+                tenant: Some(target.tenant.clone()),
                 token: token.clone(),
                 sent_s: self.now_s(),
                 done_s: None,
@@ -566,7 +803,8 @@ impl Load {
         };
         let mut body = json!({
             "vector": vector_of(target.seed),
-            "k": K,
+            "k": SCAN_K,
+            "tenant": target.tenant,
             "without_payload": true,
             "consistency": {"after": token, "timeout_ms": CONSISTENCY_MS},
         });
@@ -733,12 +971,14 @@ fn writer_of(views: &[(String, Option<MapView>)]) -> Option<String> {
 }
 
 /// Whether every node alive now answers ready, sees one settled map of one epoch, and
-/// its shards have no lag; `all_hold`: every node holds a shard.
+/// its shards have no lag; `all_hold`: every node holds a shard; `lag`: check the lag
+/// (not while writes go on: a shard is behind for a moment after every write).
 async fn settled(
     http: &reqwest::Client,
     nodes: &[(String, String)],
     collection: &str,
     all_hold: bool,
+    lag: bool,
 ) -> bool {
     let alive: Vec<String> = nodes.iter().map(|(id, _)| id.clone()).collect();
     let replicas = REPLICATION.min(alive.len());
@@ -757,6 +997,9 @@ async fn settled(
             return false;
         }
         epochs.insert(view.epoch);
+        if !lag {
+            continue;
+        }
         let info: Option<Value> = match http
             .get(format!("{url}/collections/{collection}"))
             .timeout(Duration::from_secs(3))
@@ -790,12 +1033,55 @@ async fn wait_settled(
 ) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if settled(http, nodes, collection, all_hold).await {
+        if settled(http, nodes, collection, all_hold, true).await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     false
+}
+
+/// Wait (up to `within`) until every shard that a node of `nodes` holds has applied
+/// `frontier` for its partition: how long it took, or none.
+async fn wait_applied(
+    http: &reqwest::Client,
+    nodes: &[(String, String)],
+    collection: &str,
+    frontier: &Token,
+    within: Duration,
+) -> Option<f64> {
+    let began = Instant::now();
+    while began.elapsed() < within {
+        let mut behind = false;
+        for (_, url) in nodes {
+            let info: Option<Value> = match http
+                .get(format!("{url}/collections/{collection}"))
+                .timeout(Duration::from_secs(3))
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+            let Some(info) = info else {
+                behind = true;
+                break;
+            };
+            behind |= info["shards"].as_array().into_iter().flatten().any(|s| {
+                let (Some(p), Some(next)) = (s["shard"].as_u64(), s["next_offset"].as_u64()) else {
+                    return false; // not held here
+                };
+                frontier
+                    .get(&(p as u32))
+                    .is_some_and(|needed| next <= *needed)
+            });
+        }
+        if !behind {
+            return Some(began.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------------------
@@ -887,11 +1173,17 @@ async fn final_state(
             last.gets.insert(id, got);
         }
     }
-    // The scan: each tenant with k = 1000.
+    // The scan: each tenant with k = 1000, after every acknowledged write (the merge of
+    // their tokens), as a client that wants them all asks.
+    let mut frontier = Token::new();
+    for w in &acked {
+        merge(&mut frontier, w.token.as_ref().unwrap_or(&Token::new()));
+    }
     last.scan_complete = true;
     for t in 0..TENANTS {
         let body = json!({"vector": vector_of(u64::MAX - t), "k": SCAN_K,
-            "tenant": format!("t{t}"), "without_payload": true});
+            "tenant": format!("t{t}"), "without_payload": true,
+            "consistency": {"after": frontier, "timeout_ms": CONSISTENCY_MS}});
         let mut hits = None;
         for attempt in 0..3 {
             let url = &nodes[(t as usize + attempt) % nodes.len()].1;
@@ -925,27 +1217,43 @@ async fn final_state(
             None => last.scan_complete = false,
         }
     }
-    // The serving shards' counts, from every holder.
-    let mut counts: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
-    for (_, url) in nodes {
-        let info: Value = http
-            .get(format!("{url}/collections/{collection}"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        for s in info["shards"].as_array().into_iter().flatten() {
-            let seen = counts.entry(s["range"].to_string()).or_default();
-            if let Some(n) = s["vectors"].as_u64() {
-                seen.insert(n);
+    // The serving shards' counts, from every holder: until the holders agree (a replica
+    // may still be applying the last writes: the settle's lag check polls the high
+    // watermark every 500 ms), for up to 10 s.
+    let began = Instant::now();
+    loop {
+        let mut counts: BTreeMap<String, BTreeMap<u64, Vec<&str>>> = BTreeMap::new();
+        for (id, url) in nodes {
+            let info: Value = http
+                .get(format!("{url}/collections/{collection}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            for s in info["shards"].as_array().into_iter().flatten() {
+                let seen = counts.entry(s["range"].to_string()).or_default();
+                if let Some(n) = s["vectors"].as_u64() {
+                    seen.entry(n).or_default().push(id.as_str());
+                }
             }
         }
+        let mismatched: Vec<String> = counts
+            .iter()
+            .filter(|(_, c)| c.len() > 1)
+            .map(|(range, c)| format!("shard {range}: vectors (holders) {c:?}"))
+            .collect();
+        last.replica_mismatch = mismatched.len() as u64;
+        last.mismatched = mismatched;
+        last.stored = counts
+            .values()
+            .map(|c| c.keys().next().copied())
+            .sum::<Option<u64>>();
+        if last.replica_mismatch == 0 || began.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    last.replica_mismatch = counts.values().filter(|c| c.len() > 1).count() as u64;
-    last.stored = counts
-        .values()
-        .map(|c| c.iter().next().copied())
-        .sum::<Option<u64>>();
+    last.counts_agreed_s = (last.replica_mismatch == 0).then(|| began.elapsed().as_secs_f64());
     Ok(last)
 }
 
@@ -964,6 +1272,23 @@ struct Timing {
     after: Duration,
     /// How long the broker stays down (kill-broker).
     down: Duration,
+    /// How long a partition or a full disk lasts (`--fault-s`; else by scenario).
+    fault: Option<Duration>,
+    quick: bool,
+}
+
+impl Timing {
+    /// How long `scenario`'s fault lasts: a partition 10 s (5 with --quick); a full disk
+    /// 30 s (15), as its shards take several seconds to need a new page (LMDB reuses
+    /// the pages it freed first).
+    fn fault(&self, scenario: Scenario) -> Duration {
+        self.fault.unwrap_or(match (scenario, self.quick) {
+            (Scenario::FullDisk, false) => Duration::from_secs(30),
+            (Scenario::FullDisk, true) => Duration::from_secs(15),
+            (_, false) => Duration::from_secs(10),
+            (_, true) => Duration::from_secs(5),
+        })
+    }
 }
 
 /// What kill-broker's load schedule allows for the broker's restart.
@@ -978,13 +1303,26 @@ struct PrivateBroker {
     home: tempfile::TempDir,
     /// PLAINTEXT, SASL_SSL, KRaft controller.
     ports: [u16; 3],
+    /// partition-broker: a third client listener (EXTRA) on this port, advertising that
+    /// address (a proxy's), so that clients bootstrapped through the proxy stay behind it.
+    extra: Option<(u16, String)>,
+}
+
+/// A free port on 127.0.0.1 (free when asked).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl PrivateBroker {
-    async fn start(script: &std::path::Path) -> anyhow::Result<PrivateBroker> {
+    async fn start(
+        script: &std::path::Path,
+        extra_advertised: Option<String>,
+    ) -> anyhow::Result<PrivateBroker> {
         anyhow::ensure!(
             script.exists(),
-            "kill-broker runs a private broker with {} (--kafka-script), which is missing",
+            "kill-broker and partition-broker run a private broker with {} (--kafka-script), which is missing",
             script.display()
         );
         let home = tempfile::Builder::new()
@@ -1007,10 +1345,15 @@ impl PrivateBroker {
             *port = l.local_addr()?.port();
         }
         drop(listeners);
+        let extra = match extra_advertised {
+            Some(advertised) => Some((free_port()?, advertised)),
+            None => None,
+        };
         let broker = PrivateBroker {
             script: script.to_owned(),
             home,
             ports,
+            extra,
         };
         broker.run_start().await?;
         Ok(broker)
@@ -1022,7 +1365,13 @@ impl PrivateBroker {
 
     /// `kafka.sh start` on this home and these ports: returns once the broker answers.
     async fn run_start(&self) -> anyhow::Result<()> {
-        let run = tokio::process::Command::new("bash")
+        let mut command = tokio::process::Command::new("bash");
+        if let Some((port, advertised)) = &self.extra {
+            command
+                .env("HEKTOR_KAFKA_EXTRA_PORT", port.to_string())
+                .env("HEKTOR_KAFKA_EXTRA_ADVERTISED", advertised);
+        }
+        let run = command
             .arg(&self.script)
             .arg("start")
             .env("HEKTOR_KAFKA_HOME", self.home.path())
@@ -1114,6 +1463,179 @@ fn all_views(s: &Snap) -> Option<Vec<&MapView>> {
     s.views.iter().map(|(_, v)| v.as_ref()).collect()
 }
 
+/// (used, size) in bytes of the filesystem holding `dir`, from `df`.
+fn disk_usage(dir: &std::path::Path) -> anyhow::Result<(u64, u64)> {
+    let out = std::process::Command::new("df")
+        .args(["-B1", "--output=used,size"])
+        .arg(dir)
+        .output()
+        .context("running df")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let numbers: Vec<u64> = text
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    match numbers[..] {
+        [used, size] => Ok((used, size)),
+        _ => anyhow::bail!("df {}: {text}", dir.display()),
+    }
+}
+
+/// full-disk's tmpfs on a node's data directory, unmounted when dropped (after the node
+/// process is gone).
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// What the tmpfs holds while nothing fills it (bytes).
+    const ROOMY: u64 = 256 << 20;
+
+    fn mount(dir: &std::path::Path) -> anyhow::Result<Tmpfs> {
+        std::fs::create_dir_all(dir)?;
+        let size = format!("size={}", Self::ROOMY);
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &size, "hektor-full-disk"])
+            .arg(dir)
+            .output()
+            .context("full-disk mounts a tmpfs on the victim's data directory, but `mount` could not be run")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "full-disk needs a size-limited filesystem for the victim's data directory and \
+             makes one with `mount -t tmpfs -o {size} hektor-full-disk {}`, which failed ({}): \
+             {} — run the bench as root (CAP_SYS_ADMIN) where mounting is allowed; the \
+             scenario cannot run without it",
+            dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(Tmpfs {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// (used, size) in bytes.
+    fn usage(&self) -> anyhow::Result<(u64, u64)> {
+        disk_usage(&self.dir)
+    }
+
+    /// Remount with `bytes` of room.
+    fn resize(&self, bytes: u64) -> anyhow::Result<()> {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(&self.dir)
+            .output()
+            .context("running mount -o remount")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "remounting {} with size={bytes}: {}",
+            self.dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(())
+    }
+
+    /// Leave `headroom` bytes free: the size is what is used now plus that (retried, as
+    /// the node may write in between and tmpfs refuses a size under its usage).
+    fn fill(&self, headroom: u64) -> anyhow::Result<(u64, u64)> {
+        let mut last = None;
+        for _ in 0..5 {
+            let (used, _) = self.usage()?;
+            match self.resize(used + headroom) {
+                Ok(()) => return self.usage(),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("could not shrink the tmpfs")))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let umount = |lazy: bool| {
+            let mut c = std::process::Command::new("umount");
+            if lazy {
+                c.arg("-l");
+            }
+            c.arg(&self.dir)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !umount(false) {
+            std::thread::sleep(Duration::from_millis(500));
+            if !umount(false) {
+                umount(true);
+            }
+        }
+    }
+}
+
+/// Whether the cluster is whole: every node of `nodes` ready, one map epoch, every
+/// shard on `REPLICATION` of them, no targets (writes may go on: lag is not checked).
+async fn whole(http: &reqwest::Client, nodes: &[(String, String)], collection: &str) -> bool {
+    settled(http, nodes, collection, false, false).await
+}
+
+/// The victim's `/health` and `/ready` at `t_s` (status codes; 0: no answer), and
+/// (full-disk) its data directory's (used, size).
+#[derive(Debug, Clone, Copy)]
+struct Pulse {
+    t_s: f64,
+    health: u16,
+    ready: u16,
+    disk: Option<(u64, u64)>,
+}
+
+async fn pulse(http: &reqwest::Client, url: &str, t_s: f64) -> Pulse {
+    let code = |r: Result<reqwest::Response, reqwest::Error>| r.map_or(0, |r| r.status().as_u16());
+    let health = http
+        .get(format!("{url}/health"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    let ready = http
+        .get(format!("{url}/ready"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    Pulse {
+        t_s,
+        health: code(health),
+        ready: code(ready),
+        disk: None,
+    }
+}
+
+/// What a scenario holds for its fault: the Toxiproxy server and the proxy to cut, the
+/// tmpfs to fill.
+#[derive(Default)]
+struct Rig {
+    toxiproxy: Option<crate::toxiproxy::Toxiproxy>,
+    /// partition-node: each node's proxy (the address its peers call it at).
+    node_proxies: BTreeMap<String, String>,
+    /// partition-broker: the proxy the victim reaches the broker through.
+    broker_proxy: Option<String>,
+    tmpfs: Option<Tmpfs>,
+}
+
+impl Rig {
+    fn toxiproxy(&self) -> anyhow::Result<&crate::toxiproxy::Toxiproxy> {
+        self.toxiproxy.as_ref().context("no Toxiproxy")
+    }
+
+    /// The proxy cut by the fault on `victim`.
+    fn proxy_for(&self, victim: &str) -> anyhow::Result<String> {
+        self.broker_proxy
+            .clone()
+            .or_else(|| self.node_proxies.get(victim).cloned())
+            .with_context(|| format!("no proxy in front of {victim}"))
+    }
+}
+
 async fn run_scenario(
     args: &FaultsArgs,
     brokers: Option<&str>,
@@ -1122,28 +1644,103 @@ async fn run_scenario(
 ) -> anyhow::Result<Run> {
     let tmp = tempfile::tempdir()?;
     let name = unique_name(&format!("faults-{}", scenario.name()));
-    let flags = vec!["--engine".to_owned(), args.engine.clone()];
+    let cut = crate::toxiproxy::Cut::parse(&args.cut)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(CONSISTENCY_MS + 2_000))
         .connect_timeout(Duration::from_secs(1))
         .build()?;
-    // kill-broker's own broker: stopped when dropped, after the nodes.
-    let broker = match scenario {
-        Scenario::Broker => Some(PrivateBroker::start(&args.kafka_script).await?),
+    let mut rig = Rig::default();
+    if matches!(
+        scenario,
+        Scenario::PartitionNode | Scenario::PartitionBroker
+    ) {
+        rig.toxiproxy = Some(match &args.toxiproxy {
+            Some(api) => crate::toxiproxy::Toxiproxy::connect(api).await?,
+            None => crate::toxiproxy::Toxiproxy::start(&args.toxiproxy_script).await?,
+        });
+    }
+    // The victim of the faults that must be set up before the nodes start (the largest
+    // id: the controller is elected as the smallest, so it is a plain data node).
+    if let Some(v) = &args.victim {
+        anyhow::ensure!(
+            ["n1", "n2", "n3"].contains(&v.as_str()),
+            "--victim must be n1, n2 or n3, not `{v}`"
+        );
+        anyhow::ensure!(
+            !matches!(scenario, Scenario::Controller | Scenario::Broker),
+            "--victim does not apply to {} (its victim is the {})",
+            scenario.name(),
+            if scenario == Scenario::Broker {
+                "broker"
+            } else {
+                "controller"
+            }
+        );
+    }
+    let early_victim = args.victim.as_deref().unwrap_or("n3");
+    // The private broker of kill-broker and partition-broker: stopped when dropped,
+    // after the nodes. partition-broker's has an extra listener behind a proxy.
+    let broker_proxy_port = match scenario {
+        Scenario::PartitionBroker => Some(free_port()?),
         _ => None,
     };
+    let broker = match scenario.private_broker() {
+        true => Some(
+            PrivateBroker::start(
+                &args.kafka_script,
+                broker_proxy_port.map(|p| format!("127.0.0.1:{p}")),
+            )
+            .await?,
+        ),
+        false => None,
+    };
+    if let (Some(b), Some(port)) = (&broker, broker_proxy_port) {
+        let extra = b.extra.as_ref().context("no extra listener")?.0;
+        let proxy = format!("{name}-broker");
+        rig.toxiproxy()?
+            .create(
+                &proxy,
+                &format!("127.0.0.1:{port}"),
+                &format!("127.0.0.1:{extra}"),
+            )
+            .await?;
+        rig.broker_proxy = Some(proxy);
+    }
     let brokers = match &broker {
         Some(b) => b.brokers(),
         None => brokers.context("no broker")?.to_owned(),
     };
-    let brokers = brokers.as_str();
-    // The processes, killed when dropped (on every path out of here).
+    if scenario == Scenario::FullDisk {
+        rig.tmpfs = Some(Tmpfs::mount(&tmp.path().join(early_victim))?);
+    }
+    // The processes, killed when dropped (on every path out of here, before the tmpfs
+    // is unmounted and the proxies go).
     let mut procs: BTreeMap<String, NodeProc> = BTreeMap::new();
     for id in ["n1", "n2", "n3"] {
-        procs.insert(
-            id.to_owned(),
-            start_node(id, ROLES, brokers, &name, tmp.path(), &flags)?,
-        );
+        let mut flags = vec!["--engine".to_owned(), args.engine.clone()];
+        let mut node_brokers = brokers.clone();
+        let mut proxy_port = None;
+        match scenario {
+            Scenario::PartitionNode => {
+                let port = free_port()?;
+                flags.extend(["--advertise".to_owned(), format!("127.0.0.1:{port}")]);
+                proxy_port = Some(port);
+            }
+            Scenario::PartitionBroker if id == early_victim => {
+                node_brokers = format!("127.0.0.1:{}", broker_proxy_port.context("no proxy")?);
+            }
+            _ => {}
+        }
+        let node = start_node(id, ROLES, &node_brokers, &name, tmp.path(), &flags)?;
+        if let Some(port) = proxy_port {
+            let proxy = format!("{name}-{id}");
+            let upstream = node.url.trim_start_matches("http://").to_owned();
+            rig.toxiproxy()?
+                .create(&proxy, &format!("127.0.0.1:{port}"), &upstream)
+                .await?;
+            rig.node_proxies.insert(id.to_owned(), proxy);
+        }
+        procs.insert(id.to_owned(), node);
     }
     let nodes: Vec<(String, String)> = procs
         .iter()
@@ -1182,6 +1779,10 @@ async fn run_scenario(
         .max();
     let victim = match scenario {
         Scenario::Controller => controller.clone(),
+        _ if args.victim.is_some() => early_victim.to_owned(),
+        // The node its peers ask first among a shard's replicas when none is busier
+        // (they order by in-flight calls, then by id): the smallest id.
+        Scenario::PartitionNode => nodes[0].0.clone(),
         Scenario::DataNode => nodes
             .iter()
             .rev()
@@ -1190,6 +1791,7 @@ async fn run_scenario(
             .cloned()
             .context("no node besides the controller")?,
         Scenario::Broker => "broker".to_owned(),
+        Scenario::PartitionBroker | Scenario::FullDisk => early_victim.to_owned(),
     };
     let victim_url = procs.get(&victim).map(|p| p.url.clone());
     let victim_shards = victim_url.as_ref().and_then(|_| {
@@ -1209,14 +1811,22 @@ async fn run_scenario(
         history: Mutex::new(History::default()),
         latest: Mutex::new(None),
         without_token: args.without_token,
+        sessions: (0..args.sessions.max(1))
+            .map(|_| Mutex::new(Token::new()))
+            .collect(),
     });
     let duration = match scenario {
         Scenario::Broker => timing.before + timing.down + RESTART_ALLOWANCE + timing.after,
+        s if s.heals() => timing.before + timing.fault(s) + timing.after,
         _ => timing.before + timing.after,
     };
+    let request_timeout = Duration::from_millis(CONSISTENCY_MS + 5_000);
+    // Enough workers that requests a fault holds up never hold back the schedule (open
+    // loop: each slot is sent at its time whatever is still in flight).
     let schedule = |rate: f64| {
-        Schedule::new(rate, duration, 8)
-            .with_timeout(Duration::from_millis(CONSISTENCY_MS + 5_000))
+        let workers = (rate * request_timeout.as_secs_f64()).ceil() as usize + 8;
+        Schedule::new(rate, duration, workers.min(2_000))
+            .with_timeout(request_timeout)
             .starting_at(began)
     };
     let writes = {
@@ -1233,17 +1843,21 @@ async fn run_scenario(
             async move { load.read(slot.index).await }
         }))
     };
-    // The watcher: every alive node's view every 200 ms, until told to stop (and at most
-    // ten minutes).
+    // The watcher: every alive node's view every 200 ms, and the victim's health, until
+    // told to stop (and at most ten minutes).
     let stop = Arc::new(AtomicBool::new(false));
     let snaps: Arc<Mutex<Vec<Snap>>> = Arc::new(Mutex::new(Vec::new()));
+    let pulses: Arc<Mutex<Vec<Pulse>>> = Arc::new(Mutex::new(Vec::new()));
     let watcher = {
-        let (load, stop, snaps, name) = (
+        let (load, stop, snaps, pulses, name) = (
             Arc::clone(&load),
             Arc::clone(&stop),
             Arc::clone(&snaps),
+            Arc::clone(&pulses),
             name.clone(),
         );
+        let watched = victim_url.clone().filter(|_| scenario.heals());
+        let disk_dir = rig.tmpfs.as_ref().map(|t| t.dir.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) && load.began.elapsed() < Duration::from_secs(600) {
                 let t_s = load.now_s();
@@ -1253,6 +1867,11 @@ async fn run_scenario(
                     views.push((id.clone(), map_view(&load.http, url, &name).await));
                 }
                 snaps.lock().push(Snap { t_s, views });
+                if let Some(url) = &watched {
+                    let mut p = pulse(&load.http, url, load.now_s()).await;
+                    p.disk = disk_dir.as_deref().and_then(|d| disk_usage(d).ok());
+                    pulses.lock().push(p);
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
@@ -1264,8 +1883,11 @@ async fn run_scenario(
     let kill_wall = wall_ms();
     // kill-broker: (restart took, broker back at), in seconds of the load.
     let mut restarted: Option<(f64, f64)> = None;
-    match (&broker, victim_url) {
-        (Some(broker), _) => {
+    // full-disk: (used, size) of the tmpfs at the fault.
+    let mut disk_at_fault: Option<(u64, u64)> = None;
+    match scenario {
+        Scenario::Broker => {
+            let broker = broker.as_ref().context("no private broker")?;
             broker.kill()?;
             tokio::time::sleep(timing.down).await;
             let t = load.now_s();
@@ -1273,12 +1895,61 @@ async fn run_scenario(
             let back = load.now_s();
             restarted = Some((back - t, back));
         }
-        (None, Some(url)) => {
+        Scenario::DataNode | Scenario::Controller => {
+            let url = victim_url.clone().context("no victim")?;
             load.alive.lock().retain(|(id, _)| *id != victim);
             load.killed.lock().insert(url);
             drop(procs.remove(&victim)); // SIGKILL, then reaped
         }
-        (None, None) => anyhow::bail!("no node {victim} to kill"),
+        Scenario::PartitionNode | Scenario::PartitionBroker => {
+            rig.toxiproxy()?
+                .cut(&rig.proxy_for(&victim)?, cut)
+                .await
+                .context("cutting the link")?;
+        }
+        Scenario::FullDisk => {
+            let tmpfs = rig.tmpfs.as_ref().context("no tmpfs")?;
+            disk_at_fault = Some(tmpfs.fill(args.disk_headroom_kib << 10)?);
+        }
+    }
+    // The heal, after --fault-s; then, until told to stop, the first time the whole
+    // cluster is back.
+    let mut heal_s = None;
+    let whole_at: Arc<Mutex<Option<f64>>> = Arc::new(Mutex::new(None));
+    let mut whole_watch = None;
+    if scenario.heals() {
+        tokio::time::sleep_until(began + timing.before + timing.fault(scenario)).await;
+        match scenario {
+            Scenario::FullDisk => rig
+                .tmpfs
+                .as_ref()
+                .context("no tmpfs")?
+                .resize(Tmpfs::ROOMY)
+                .context("freeing space")?,
+            _ => rig
+                .toxiproxy()?
+                .heal(&rig.proxy_for(&victim)?, cut)
+                .await
+                .context("healing the link")?,
+        }
+        heal_s = Some(load.now_s());
+        let (load, stop, whole_at, nodes, name) = (
+            Arc::clone(&load),
+            Arc::clone(&stop),
+            Arc::clone(&whole_at),
+            nodes.clone(),
+            name.clone(),
+        );
+        whole_watch = Some(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let t = load.now_s();
+                if whole(&load.http, &nodes, &name).await {
+                    *whole_at.lock() = Some(t);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }));
     }
     let survivors: Vec<(String, String)> = load.alive.lock().clone();
 
@@ -1294,8 +1965,17 @@ async fn run_scenario(
         Duration::from_secs(settle_for),
     )
     .await;
+    if calm && heal_s.is_some() {
+        let mut w = whole_at.lock();
+        if w.is_none() {
+            *w = Some(load.now_s());
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     let _ = watcher.await;
+    if let Some(w) = whole_watch {
+        let _ = w.await;
+    }
     // One last look, so a cluster that settled after the watcher's last round counts.
     let mut views = Vec::new();
     for (id, url) in &survivors {
@@ -1306,24 +1986,50 @@ async fn run_scenario(
         views,
     });
     let history = load.history.lock().clone();
+    // Every holder past every acknowledged write, so that reads by id (which carry no
+    // token) and the counts see them all: the settle's lag check polls the high
+    // watermark only every 500 ms.
+    let mut frontier = Token::new();
+    for w in history.writes.iter().filter(|w| w.outcome == Outcome::Ok) {
+        merge(&mut frontier, w.token.as_ref().unwrap_or(&Token::new()));
+    }
+    let applied_s =
+        wait_applied(&http, &survivors, &name, &frontier, Duration::from_secs(30)).await;
     let last = final_state(&http, &survivors, &name, &history).await?;
     let verdict = check(&history, &last, vector_of);
+    let disk_at_end = rig.tmpfs.as_ref().and_then(|t| t.usage().ok());
 
     // What the watcher saw.
     let snaps = std::mem::take(&mut *snaps.lock());
-    let node_killed = broker.is_none();
+    let pulses = std::mem::take(&mut *pulses.lock());
+    let node_victim = victim_url.is_some();
+    // No map of another node lists the victim (a partitioned victim's own is stale).
     let unlisted_s = first_after(&snaps, kill_s, |s| {
-        all_views(s).is_some_and(|vs| vs.iter().all(|v| !v.lists(&victim)))
+        s.views
+            .iter()
+            .filter(|(id, _)| *id != victim)
+            .all(|(_, v)| v.as_ref().is_some_and(|v| !v.lists(&victim)))
     })
-    .filter(|_| node_killed);
-    let alive_ids: Vec<String> = survivors.iter().map(|(id, _)| id.clone()).collect();
+    .filter(|_| node_victim);
+    // Every shard on two nodes other than the victim, as the others see it.
+    let others: Vec<String> = nodes
+        .iter()
+        .map(|(id, _)| id.clone())
+        .filter(|id| *id != victim)
+        .collect();
     let rereplicated_s = first_after(&snaps, kill_s, |s| {
-        all_views(s).is_some_and(|vs| {
+        let vs: Option<Vec<&MapView>> = s
+            .views
+            .iter()
+            .filter(|(id, _)| *id != victim)
+            .map(|(_, v)| v.as_ref())
+            .collect();
+        vs.is_some_and(|vs| {
             vs.iter()
-                .all(|v| v.settled(&alive_ids, REPLICATION.min(alive_ids.len())))
+                .all(|v| v.settled(&others, REPLICATION.min(others.len())))
         })
     })
-    .filter(|_| node_killed);
+    .filter(|_| node_victim);
     // A map written after the kill by a node that is not the victim, accepted by all.
     let new_writer = |s: &Snap| -> Option<(String, u64)> {
         let vs = all_views(s)?;
@@ -1380,6 +2086,75 @@ async fn run_scenario(
             .min_by(f64::total_cmp)
             .map(|done| done - back)
     });
+    // Failures around a healed fault: (writes, reads) sent while it lasted, and after;
+    // the last failed request sent after the heal.
+    let failing = |o: Outcome| matches!(o, Outcome::Failed | Outcome::Pending);
+    let failed_sends: Vec<f64> = history
+        .writes
+        .iter()
+        .filter(|w| failing(w.outcome))
+        .map(|w| w.sent_s)
+        .chain(
+            history
+                .reads
+                .iter()
+                .filter(|r| failing(r.outcome))
+                .map(|r| r.sent_s),
+        )
+        .collect();
+    let count_in = |from: f64, to: f64| {
+        let w = history
+            .writes
+            .iter()
+            .filter(|w| failing(w.outcome) && w.sent_s >= from && w.sent_s < to)
+            .count();
+        let r = history
+            .reads
+            .iter()
+            .filter(|r| failing(r.outcome) && r.sent_s >= from && r.sent_s < to)
+            .count();
+        (w, r)
+    };
+    let during = heal_s.map(|h| count_in(kill_s, h));
+    let after_heal = heal_s.map(|h| count_in(h, f64::INFINITY));
+    let failing_after_heal_s = heal_s.map(|h| {
+        failed_sends
+            .iter()
+            .filter(|t| **t >= h)
+            .map(|t| t - h)
+            .fold(0.0, f64::max)
+    });
+    let whole_s = heal_s.and_then(|h| whole_at.lock().map(|w| (w - h).max(0.0)));
+    let load_end_s = duration.as_secs_f64();
+    let still_failing = heal_s.is_some_and(|h| {
+        failed_sends
+            .iter()
+            .any(|t| *t >= h && *t > load_end_s - 2.0)
+    });
+    let healed_s = match (whole_s, failing_after_heal_s) {
+        (Some(w), Some(f)) if !still_failing => Some(w.max(f)),
+        _ => None,
+    };
+    // The victim's health: first answer that was not 200 after the fault, first time
+    // healthy and ready again after the heal.
+    let unhealthy_s = pulses
+        .iter()
+        .find(|p| p.t_s >= kill_s && p.health != 200)
+        .map(|p| p.t_s - kill_s);
+    let unready_s = pulses
+        .iter()
+        .find(|p| p.t_s >= kill_s && p.ready != 200)
+        .map(|p| p.t_s - kill_s);
+    let disk_full_s = pulses
+        .iter()
+        .find(|p| p.t_s >= kill_s && p.disk.is_some_and(|(used, size)| used >= size))
+        .map(|p| p.t_s - kill_s);
+    let healthy_again_s = heal_s.and_then(|h| {
+        pulses
+            .iter()
+            .find(|p| p.t_s >= h && p.health == 200 && p.ready == 200)
+            .map(|p| p.t_s - h)
+    });
     // The maps written since the kill, by whom and why (from the last look).
     let mut maps_since: Vec<(u64, Value)> = snaps
         .last()
@@ -1404,6 +2179,7 @@ async fn run_scenario(
         Scenario::DataNode => unlisted_s,
         Scenario::Controller => new_map_s,
         Scenario::Broker => writes_back_s,
+        Scenario::PartitionNode | Scenario::PartitionBroker | Scenario::FullDisk => healed_s,
     };
     let (wp, rp) = (writes.percentiles(), reads.percentiles());
     let rate = |r: &OpenLoopReport| r.achieved_rate();
@@ -1416,6 +2192,7 @@ async fn run_scenario(
         "reads": verdict.reads,
         "reads_failed": verdict.reads_failed,
         "token_violations": verdict.token_violations,
+        "monotonic_violations": verdict.monotonic_violations,
         "recovery_s": recovery_s,
         "recovery_measure": scenario.recovery_measure(),
         "victim": victim,
@@ -1427,6 +2204,27 @@ async fn run_scenario(
         "unlisted_s": unlisted_s,
         "rereplicated_s": rereplicated_s,
         "new_map_s": new_map_s,
+    });
+    let healed = scenario.heals().then(|| {
+        json!({
+            "fault_s": timing.fault(scenario).as_secs_f64(),
+            "heal_at_s": heal_s,
+            "cut": matches!(scenario, Scenario::PartitionNode | Scenario::PartitionBroker)
+                .then(|| cut.name()),
+            "whole_s": whole_s,
+            "failing_after_heal_s": failing_after_heal_s,
+            "writes_failed_during_fault": during.map(|d| d.0),
+            "reads_failed_during_fault": during.map(|d| d.1),
+            "writes_failed_after_heal": after_heal.map(|d| d.0),
+            "reads_failed_after_heal": after_heal.map(|d| d.1),
+            "victim_unhealthy_s": unhealthy_s,
+            "victim_unready_s": unready_s,
+            "victim_healthy_again_s": healthy_again_s,
+            "disk_full_s": disk_full_s,
+            "disk_used_at_fault": disk_at_fault.map(|d| d.0),
+            "disk_size_at_fault": disk_at_fault.map(|d| d.1),
+            "disk_used_at_end": disk_at_end.map(|d| d.0),
+        })
     });
     let more = json!({
         "settled": calm,
@@ -1443,6 +2241,8 @@ async fn run_scenario(
         "scan_complete": last.scan_complete,
         "vectors_stored": last.stored,
         "replica_mismatch": last.replica_mismatch,
+        "counts_agreed_s": last.counts_agreed_s,
+        "applied_s": applied_s,
         "reads_ok": verdict.reads_ok,
         "reads_cut": verdict.reads_cut,
         "write_qps": rate(&writes),
@@ -1457,6 +2257,7 @@ async fn run_scenario(
         "load_s": load_s,
         "partitions": args.partitions,
         "replication": REPLICATION,
+        "sessions": load.sessions.len(),
         "engine": args.engine,
         "quick": args.quick,
         "without_token": args.without_token,
@@ -1464,13 +2265,20 @@ async fn run_scenario(
             "lost": verdict.lost,
             "duplicated": verdict.duplicated,
             "token_violations": verdict.violations,
+            "monotonic_violations": verdict.monotonic,
             "read_errors": verdict.read_errors,
+            "replica_mismatch": last.mismatched,
         },
     });
-    if let (Some(to), Value::Object(more)) = (report.as_object_mut(), more) {
-        to.extend(more);
+    for extra in [healed, Some(more)].into_iter().flatten() {
+        if let (Some(to), Value::Object(extra)) = (report.as_object_mut(), extra) {
+            to.extend(extra);
+        }
     }
     drop(procs);
+    if let Some(t) = &rig.toxiproxy {
+        t.delete_all().await;
+    }
     Ok(Run {
         report,
         history,
@@ -1521,8 +2329,8 @@ fn print(report: &Value, json: bool) {
             .map_or_else(|| "never".to_owned(), |s| format!("{s:.1} s"))
     };
     println!(
-        "{}: killed {} — {} writes acked, {} lost, {} duplicated; {} reads, {} failed, {} token \
-         violations; recovery {} ({}); read p99 {:.1} ms",
+        "{}: victim {} — {} writes acked, {} lost, {} duplicated; {} reads, {} failed, {} token \
+         violations, {} monotonic violations; recovery {} ({}); read p99 {:.1} ms",
         report["scenario"].as_str().unwrap_or(""),
         report["victim"].as_str().unwrap_or(""),
         report["writes_acked"],
@@ -1531,6 +2339,7 @@ fn print(report: &Value, json: bool) {
         report["reads"],
         report["reads_failed"],
         report["token_violations"],
+        report["monotonic_violations"],
         secs("recovery_s"),
         report["recovery_measure"].as_str().unwrap_or(""),
         report["read_p99_ms"].as_f64().unwrap_or(0.0),
@@ -1548,7 +2357,7 @@ async fn run_all(args: FaultsArgs) -> anyhow::Result<()> {
     };
     let brokers = args.brokers.clone();
     anyhow::ensure!(
-        brokers.is_some() || scenarios.iter().all(|s| *s == Scenario::Broker),
+        brokers.is_some() || scenarios.iter().all(|s| s.private_broker()),
         "bench faults needs Kafka: --brokers HOST:PORT or HEKTOR_KAFKA_BROKERS (start one with \
          `bash scripts/kafka.sh start`)"
     );
@@ -1562,7 +2371,11 @@ async fn run_all(args: FaultsArgs) -> anyhow::Result<()> {
         (10.0, 35.0)
     };
     let down = if args.quick { 5.0 } else { 10.0 };
+    anyhow::ensure!(args.sessions > 0, "--sessions must be at least 1");
+    crate::toxiproxy::Cut::parse(&args.cut)?;
     let timing = Timing {
+        fault: args.fault_s.map(|s| Duration::from_secs_f64(s.max(0.5))),
+        quick: args.quick,
         before: Duration::from_secs_f64(args.before_s.unwrap_or(before).max(0.5)),
         after: Duration::from_secs_f64(args.after_s.unwrap_or(after).max(1.0)),
         down: Duration::from_secs_f64(args.broker_down_s.unwrap_or(down).max(0.0)),
@@ -1614,8 +2427,10 @@ mod tests {
     fn read(index: u64, target: u64, outcome: Outcome, hits: &[&str]) -> ReadRecord {
         ReadRecord {
             index,
+            session: 0,
             node: "n2".into(),
             target: format!("w{target}"),
+            tenant: None,
             token: Token::from([(0, target)]),
             sent_s: index as f64,
             done_s: Some(index as f64 + 0.01),
@@ -1643,6 +2458,8 @@ mod tests {
             scan_complete: true,
             stored: Some(acked.len() as u64),
             replica_mismatch: 0,
+            mismatched: Vec::new(),
+            counts_agreed_s: Some(0.0),
         }
     }
 
@@ -1749,6 +2566,156 @@ mod tests {
         assert_eq!(v.reads_failed, 0);
     }
 
+    /// A tenant listing of session `session`, sent at `sent_s`, answered 0.1 s later.
+    fn listing(
+        index: u64,
+        session: u64,
+        tenant: &str,
+        token: &[(u32, u64)],
+        sent_s: f64,
+        hits: &[&str],
+    ) -> ReadRecord {
+        ReadRecord {
+            index,
+            session,
+            node: "n1".into(),
+            target: hits.first().map_or("w0".into(), |h| h.to_string()),
+            tenant: Some(tenant.into()),
+            token: token.iter().copied().collect(),
+            sent_s,
+            done_s: Some(sent_s + 0.1),
+            outcome: Outcome::Ok,
+            status: Some(200),
+            hits: hits.iter().map(|h| h.to_string()).collect(),
+            epoch: Some(1),
+            error: None,
+        }
+    }
+
+    /// Writes w0..w5 of tenant `t0`, acknowledged at offsets 0..5 of partition 0.
+    fn one_tenant() -> History {
+        History {
+            writes: (0..6)
+                .map(|i| WriteRecord {
+                    tenant: "t0".into(),
+                    ..write(i, Outcome::Ok)
+                })
+                .collect(),
+            reads: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_listing_must_hold_every_write_its_token_covers() {
+        let mut h = one_tenant();
+        // Token {0: 3} covers w0..w3: w2 is missing although the target w3 is there.
+        h.reads
+            .push(listing(0, 0, "t0", &[(0, 3)], 10.0, &["w3", "w0", "w1"]));
+        // Beyond the token, anything may be missing or present.
+        h.reads
+            .push(listing(1, 1, "t0", &[(0, 1)], 10.0, &["w1", "w0", "w5"]));
+        let v = check(&h, &faithful(&h), vector_of);
+        assert_eq!(v.token_violations, 1);
+        assert!(v.violations[0].contains("missed w2"), "{:?}", v.violations);
+        assert_eq!(v.monotonic_violations, 0);
+    }
+
+    #[test]
+    fn monotonic_reads_hold_in_a_faithful_session() {
+        let mut h = one_tenant();
+        let s = 2;
+        h.reads
+            .push(listing(0, s, "t0", &[(0, 1)], 10.0, &["w1", "w0", "w2"]));
+        h.reads.push(listing(
+            1,
+            s,
+            "t0",
+            &[(0, 2)],
+            11.0,
+            &["w2", "w0", "w1", "w4"],
+        ));
+        h.reads.push(listing(
+            2,
+            s,
+            "t0",
+            &[(0, 4)],
+            12.0,
+            &["w4", "w0", "w1", "w2", "w3"],
+        ));
+        let v = check(&h, &faithful(&h), vector_of);
+        assert_eq!((v.token_violations, v.monotonic_violations), (0, 0));
+    }
+
+    #[test]
+    fn a_session_that_sees_an_older_state_breaks_monotonic_reads() {
+        let mut h = one_tenant();
+        // Read 0 sees w4 (beyond its token: fine); read 1, sent after read 0 answered,
+        // misses it: within its own token, but an older state than the session saw.
+        h.reads
+            .push(listing(0, 0, "t0", &[(0, 1)], 10.0, &["w1", "w0", "w4"]));
+        h.reads
+            .push(listing(1, 0, "t0", &[(0, 2)], 11.0, &["w2", "w0", "w1"]));
+        // The same regression in another session's read is no violation of this one's;
+        // nor is a read of the session sent before read 0 answered (concurrent).
+        h.reads
+            .push(listing(2, 1, "t0", &[(0, 2)], 11.0, &["w2", "w0", "w1"]));
+        h.reads
+            .push(listing(3, 0, "t0", &[(0, 2)], 10.05, &["w2", "w0", "w1"]));
+        // A later read whose own token is smaller than an earlier read's: it must still
+        // hold what that earlier token covered (w0..w3 by read 4's token {0: 3}).
+        h.reads.push(listing(
+            4,
+            3,
+            "t0",
+            &[(0, 3)],
+            20.0,
+            &["w3", "w0", "w1", "w2"],
+        ));
+        h.reads
+            .push(listing(5, 3, "t0", &[(0, 1)], 21.0, &["w1", "w0"]));
+        let v = check(&h, &faithful(&h), vector_of);
+        assert_eq!(v.token_violations, 0, "{:?}", v.violations);
+        assert_eq!(v.monotonic_violations, 2, "{:?}", v.monotonic);
+        assert!(
+            v.monotonic[0].contains("read 1 of session 0") && v.monotonic[0].contains("missed w4"),
+            "{:?}",
+            v.monotonic
+        );
+        assert!(
+            v.monotonic[0].contains("(by read Some(0))"),
+            "{:?}",
+            v.monotonic
+        );
+        assert!(
+            v.monotonic[1].contains("read 5 of session 3") && v.monotonic[1].contains("w2, w3"),
+            "{:?}",
+            v.monotonic
+        );
+        // Whole-collection searches (no tenant) and failed reads prove nothing either way.
+        let mut h2 = one_tenant();
+        h2.reads
+            .push(listing(0, 0, "t0", &[(0, 1)], 10.0, &["w1", "w0", "w4"]));
+        let mut blind = listing(1, 0, "t0", &[(0, 1)], 11.0, &["w1"]);
+        blind.tenant = None;
+        h2.reads.push(blind);
+        let mut failed = listing(2, 0, "t0", &[(0, 1)], 12.0, &[]);
+        failed.outcome = Outcome::Failed;
+        h2.reads.push(failed);
+        let v = check(&h2, &faithful(&h2), vector_of);
+        assert_eq!(v.monotonic_violations, 0, "{:?}", v.monotonic);
+    }
+
+    #[test]
+    fn tokens_merge_per_partition_and_cover_offsets() {
+        let mut t = Token::from([(0, 5), (1, 2)]);
+        merge(&mut t, &Token::from([(1, 7), (2, 1), (0, 3)]));
+        assert_eq!(t, Token::from([(0, 5), (1, 7), (2, 1)]));
+        assert!(covers(&t, &Token::from([(1, 7)])));
+        assert!(!covers(&t, &Token::from([(1, 8)])));
+        assert!(!covers(&t, &Token::from([(3, 0)])));
+        assert!(!covers(&t, &Token::new()));
+    }
+
     #[test]
     fn errors_fail_reads_but_cut_connections_do_not() {
         let mut h = clean_history();
@@ -1787,7 +2754,13 @@ mod tests {
             Scenario::Controller
         );
         assert_eq!(Scenario::parse("kill-broker").unwrap(), Scenario::Broker);
-        assert!(Scenario::parse("nope").is_err());
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::parse(s.name()).unwrap(), s);
+        }
+        assert!(Scenario::parse("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("partition-broker"));
     }
 
     #[test]

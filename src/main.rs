@@ -6,6 +6,7 @@
 //! - `hektor produce`: load fvecs or JSONL files into a collection.
 //! - `hektor replay`: rebuild shards from the log from offset 0.
 //! - `hektor bench log`: log append/read throughput.
+//! - `hektor dataset generate`: a data set of any size shaped like a real one.
 //!
 //! This file only parses arguments and dispatches; each command lives in its own module.
 
@@ -16,9 +17,11 @@ mod bench_kinetic;
 mod bench_move;
 mod bench_nodes;
 mod bench_placement;
+mod bench_scale;
 mod bench_search;
 mod client;
 mod cluster_cmd;
+mod datagen;
 mod demo;
 mod http_server;
 mod node;
@@ -29,6 +32,7 @@ mod serve;
 mod shard_cmd;
 mod sim;
 mod tls;
+mod toxiproxy;
 
 use std::path::PathBuf;
 
@@ -93,6 +97,11 @@ enum Command {
     },
     /// Show a node's shards with hotness, its load and the planner's decisions.
     Cluster(cluster_cmd::ClusterArgs),
+    /// Data sets: generate one of any size shaped like a real one.
+    Dataset {
+        #[command(subcommand)]
+        command: datagen::DatasetCommand,
+    },
     /// Simulators (print JSON lines with --json).
     Sim {
         #[command(subcommand)]
@@ -150,6 +159,7 @@ fn main() -> anyhow::Result<()> {
             Command::Replay(args) => replay::run(args).await,
             Command::Bench { command } => bench::run(command).await,
             Command::Cluster(args) => cluster_cmd::run(args).await,
+            Command::Dataset { command } => datagen::run(command).await,
             Command::Sim { command } => {
                 tokio::task::spawn_blocking(move || sim::run(command)).await?
             }

@@ -360,22 +360,36 @@ impl Searcher {
         Arc::clone(self.health.lock().entry(node.to_owned()).or_default())
     }
 
-    /// The replicas of a shard in the order to try them: this node first, then alive
-    /// nodes not marked down by their requests in flight, then the rest.
-    fn replica_order(&self, routing: &Routing, replicas: &[String]) -> Vec<String> {
+    /// The replicas of shard `range` of `collection` in the order to try them: this node
+    /// first, then alive nodes not marked down by their requests in flight, then the
+    /// rest. This node's own copy goes behind the alive others while its consumer is
+    /// failing (a full disk, say): it would only wait out the consistency timeout.
+    fn replica_order(
+        &self,
+        routing: &Routing,
+        collection: &str,
+        range: RingRange,
+        replicas: &[String],
+    ) -> Vec<String> {
         let now = Instant::now();
+        let local_failing = self
+            .host
+            .collection(collection)
+            .is_some_and(|c| c.shard(range).is_some_and(|s| s.failure().is_some()));
         let mut scored: Vec<(u8, usize, String)> = replicas
             .iter()
             .map(|n| {
                 let h = self.health_of(n);
                 let down = h.down_until.lock().is_some_and(|t| t > now);
                 let alive = n == &routing.me || routing.nodes.get(n).is_some_and(|i| i.alive);
-                let class = if n == &routing.me {
+                let class = if n == &routing.me && !local_failing {
                     0
+                } else if n == &routing.me {
+                    2
                 } else if alive && !down {
                     1
                 } else {
-                    2
+                    3
                 };
                 (class, h.inflight.load(Ordering::Relaxed), n.clone())
             })
@@ -440,7 +454,7 @@ impl Searcher {
                 effort: request.effort,
                 rescore: request.rescore,
             };
-            let order = self.replica_order(&routing, &s.replicas);
+            let order = self.replica_order(&routing, collection, s.range, &s.replicas);
             let query = Arc::clone(&query);
             let routing = &routing;
             let epoch = map.epoch();
@@ -593,7 +607,7 @@ impl Searcher {
             tenant: tenant.map(str::to_owned),
         };
         let mut last_err = String::from("it has no replicas");
-        for node in self.replica_order(&routing, &shard.replicas) {
+        for node in self.replica_order(&routing, collection, shard.range, &shard.replicas) {
             let result = if node == routing.me {
                 match self
                     .host
