@@ -121,7 +121,11 @@ fn applies_commit_while_the_hot_graph_builds_and_none_is_answered_stale() {
     shard.build_index().unwrap();
     assert_eq!(shard.pending(), 0);
     check(&shard, "after the next build");
-    assert_eq!(Arc::strong_count(&shard), 1, "the writer let go of the shard");
+    assert_eq!(
+        Arc::strong_count(&shard),
+        1,
+        "the writer let go of the shard"
+    );
     drop(shard);
     let shard = open(dir.path());
     check(&shard, "after a reopen");
