@@ -141,14 +141,25 @@ fn a_stopped_node_reloads_its_graphs_and_a_node_without_router_refuses_clients()
         let message = answer["error"].as_str().unwrap_or_default();
         assert!(message.contains("router"), "{method} {path}: {answer}");
     }
-    let (status, view) = get(&format!("{url}/collections/{name}"));
-    assert_eq!(status, 200, "views stay open: {view}");
-    let total: u64 = view["shards"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["vectors"].as_u64().unwrap())
-        .sum();
+    // Its shards open in the background: the view lists them at once, their counts once
+    // they are open.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let total = loop {
+        let (status, view) = get(&format!("{url}/collections/{name}"));
+        assert_eq!(status, 200, "views stay open: {view}");
+        let counts: Vec<Option<u64>> = view["shards"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s["vectors"].as_u64())
+            .collect();
+        if !counts.is_empty() && counts.iter().all(Option::is_some) {
+            break counts.into_iter().flatten().sum::<u64>();
+        }
+        assert!(Instant::now() < deadline, "the shards never opened: {view}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(total, ROWS as u64, "the data-only node holds the shards");
     assert_eq!(get(&format!("{url}/health")).0, 200);
     stop(data_only);
