@@ -55,6 +55,9 @@ const READ_BATCH: usize = 4096;
 const BUILD_WHEN_PENDING: u64 = 250_000;
 /// When caught up, build once at least this many wait.
 const BUILD_WHEN_IDLE: u64 = 512;
+/// A hot shard folds a tail shorter than [`BUILD_WHEN_IDLE`] once its partition has been
+/// quiet this long (its builds do not stall applies).
+const BUILD_SHORT_TAIL_AFTER: Duration = Duration::from_secs(1);
 /// For an engine that builds beside the applies (the hot graph): while catching up, keep
 /// a builder folding the tail once this many wait, so the exactly-searched tail stays
 /// short during a bulk load.
@@ -720,6 +723,8 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
     let head = ring::partition_range(hosted.partition, spec.partitions).start == hosted.range.start;
     // Whether `high_watermark` holds a value read from the log (not just the open offset).
     let mut hw_known = false;
+    // Since when reads have come back empty.
+    let mut idle_since: Option<Instant> = None;
     while !hosted.stop.load(Ordering::Relaxed) {
         if last_hw_poll.elapsed() > Duration::from_millis(500) {
             if let Ok(hw) = log.high_watermark(&topic, hosted.partition).await {
@@ -748,8 +753,15 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
             }
         };
         if batch.is_empty() {
-            // Caught up: fold the tail into the index.
-            if hosted.shard.pending() >= BUILD_WHEN_IDLE {
+            // Caught up: fold the tail into the index; a short one too, once the
+            // partition has been quiet for a while (it would be scanned exactly forever).
+            let quiet = *idle_since.get_or_insert_with(Instant::now);
+            let pending = hosted.shard.pending();
+            if pending >= BUILD_WHEN_IDLE
+                || (pending > 0
+                    && quiet.elapsed() >= BUILD_SHORT_TAIL_AFTER
+                    && hosted.shard.builds_beside_applies())
+            {
                 if hosted.shard.builds_beside_applies() {
                     request_build(&hosted);
                 } else {
@@ -761,6 +773,7 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
             }
             continue;
         }
+        idle_since = None;
         let mut ops = Vec::with_capacity(batch.len());
         let mut poison = Vec::new();
         for stored in &batch {
