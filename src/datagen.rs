@@ -197,8 +197,9 @@ pub fn existing(dir: &Path, vectors: usize, recipe: &Recipe) -> Option<Generated
     .then_some(g)
 }
 
-/// SplitMix64: a small, fast, well-mixed generator; one stream per vector.
-struct Rng(u64);
+/// SplitMix64: a small, fast, well-mixed generator (the binary carries no `rand`); one
+/// stream per vector here, and the kinetic bench's load generator.
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn for_item(seed: u64, i: u64) -> Rng {
@@ -207,7 +208,7 @@ impl Rng {
         Rng(s)
     }
 
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -216,7 +217,7 @@ impl Rng {
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
