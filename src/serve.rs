@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// Do not run the kinetic planner (`GET /cluster` then shows no hotness).
     #[arg(long)]
     pub no_planner: bool,
+    /// Build every shard new to this node by replaying its partition from the log, even
+    /// when another node could send it as a snapshot (its files: no rebuild).
+    #[arg(long)]
+    pub no_snapshot_moves: bool,
     /// Hotness (qps over the last minute × p99 ms / 10) above which a shard is hot and a
     /// split is proposed.
     #[arg(long, default_value_t = 100.0)]
@@ -433,11 +437,38 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     let control = Control::start(Arc::clone(&catalog), settings, facts.clone())
         .await
         .context("starting the control plane")?;
+    // One client for calls between nodes (shard searches, snapshots): https with the
+    // cluster's CA when the node serves TLS.
+    let internal_client = match &args.tls_cert {
+        Some(cert) => {
+            let ca = args.tls_ca.as_deref().unwrap_or(cert);
+            let mut client = reqwest::Client::builder()
+                .connect_timeout(Duration::from_millis(500))
+                .pool_max_idle_per_host(64);
+            for trusted in crate::tls::trusted(ca)? {
+                client = client.add_root_certificate(trusted);
+            }
+            Some(client.build()?)
+        }
+        None => None,
+    };
+    // A shard new to this node is fetched from a holder as a snapshot (files, not a
+    // replay and a rebuild), unless --no-snapshot-moves.
+    let snapshots: Option<Arc<dyn hektor_indexers::snapshot::SnapshotSource>> =
+        (!args.no_snapshot_moves).then(|| {
+            Arc::new(hektor_transfer::HttpSnapshots::new(
+                control.routing(),
+                internal_client.clone().unwrap_or_default(),
+                internal_client.is_some(),
+                gate.node_authorization(),
+            )) as Arc<dyn hektor_indexers::snapshot::SnapshotSource>
+        });
     let host = ShardHost::start(
         HostConfig {
             data_dir: args.log.data_dir.clone(),
             engine,
             grace: Duration::from_millis(args.grace_ms),
+            snapshots,
         },
         Arc::clone(&catalog),
         follow_assignments(&control),
@@ -468,17 +499,8 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         control.routing(),
     )?
     .with_internal_auth(gate.node_authorization());
-    let searcher = Arc::new(match &args.tls_cert {
-        Some(cert) => {
-            let ca = args.tls_ca.as_deref().unwrap_or(cert);
-            let mut client = reqwest::Client::builder()
-                .connect_timeout(Duration::from_millis(500))
-                .pool_max_idle_per_host(64);
-            for trusted in crate::tls::trusted(ca)? {
-                client = client.add_root_certificate(trusted);
-            }
-            searcher.with_tls_client(client.build()?)
-        }
+    let searcher = Arc::new(match internal_client {
+        Some(client) => searcher.with_tls_client(client),
         None => searcher,
     });
     let metrics = Arc::new(Metrics::new());
@@ -509,7 +531,17 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         events_dropped: Arc::new(move || dropped_events.dropped()),
         cluster,
     }));
-    let router = router.merge(control_routes(Arc::clone(&control)));
+    let router = router
+        .merge(control_routes(Arc::clone(&control)))
+        .merge(
+            hektor_transfer::routes(
+                Arc::clone(&host),
+                args.node_id.clone(),
+                args.log.data_dir.join("snapshots"),
+            )
+            .await
+            .context("preparing the snapshot route")?,
+        );
     // From the outside in: metrics see every answer; the gate refuses before anything
     // else runs or a body is read; then at most --max-concurrent-requests run (one more
     // is a 429), each for at most --request-timeout-ms.

@@ -1,6 +1,7 @@
 //! Range shards split by size on their own: with a small `--split-vectors`, a shard that
-//! grows past it is split at the median ring position of its data, the halves are built
-//! beside it from the log and take over, and nothing written is lost or searched twice.
+//! grows past it is split at the median ring position of its data, the halves start as
+//! snapshots of it (trimmed to their ranges), catch up from the log and take over, and
+//! nothing written is lost or searched twice.
 
 mod common;
 
@@ -60,6 +61,12 @@ fn oversized_shards_split_at_their_median_until_small_enough() {
     // Splits cut at data medians: no shard is tiny.
     for s in shards {
         assert!(s["vectors"].as_u64().unwrap() >= 100, "{info}");
+    }
+    // Each half started as a copy of the shard it split from (a local snapshot, trimmed
+    // to its range), not as a replay of the partition.
+    for s in shards {
+        assert_eq!(s["origin"]["kind"], "snapshot", "{info}");
+        assert!(s["origin"]["trimmed"].as_u64().unwrap() > 0, "{info}");
     }
     assert!(info["epoch"].as_u64().unwrap() >= 2, "{info}");
     for i in [0, 499, 999] {
@@ -152,4 +159,101 @@ fn split_halves_merge_back_into_one_shard() {
         let (status, v) = get(&format!("{url}/collections/m/vectors/v{i}"));
         assert_eq!(status, 200, "v{i}: {v}");
     }
+}
+
+/// A hot (HNSW) shard split by an operator: each half starts from the parent's saved
+/// graph and store (a local snapshot), drops the other half's vectors, and catches up
+/// with writes made during the split; every vector is then found as its own nearest
+/// neighbour through the search API, in the half that holds it.
+#[test]
+fn hot_split_halves_start_from_the_parents_graph() {
+    const DIM: usize = 16;
+    const N: usize = 3000;
+    let vector = |i: usize| -> Vec<f32> {
+        let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (0..DIM)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), None, &["--engine", "hnsw", "--no-planner"]);
+    let url = &server.url;
+    create_collection(url, "h", DIM, 1);
+    for chunk in (0..N).collect::<Vec<_>>().chunks(500) {
+        let upserts: Vec<_> = chunk
+            .iter()
+            .map(|&i| json!({"id": format!("v{i}"), "vector": vector(i)}))
+            .collect();
+        let (status, body) = post(
+            &format!("{url}/collections/h/vectors"),
+            &json!({ "upserts": upserts }),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let info_of = || get(&format!("{url}/collections/h")).1;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let info = loop {
+        let info = info_of();
+        if info["vectors"] == json!(N) && info["shards"][0]["pending"] == json!(0) {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "never indexed: {info}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let whole = info["shards"][0]["range"].clone();
+    let at = 1u64 << 63;
+    let (status, body) = post(
+        &format!("{url}/cluster/collections/h/plan"),
+        &json!({"action": "split", "shard": whole, "at": at}),
+    );
+    assert_eq!(status, 202, "{body}");
+    // Writes while the halves are made: they arrive from the log after the snapshot.
+    let extra: Vec<_> = (N..N + 100)
+        .map(|i| json!({"id": format!("v{i}"), "vector": vector(i)}))
+        .collect();
+    let (status, body) = post(
+        &format!("{url}/collections/h/vectors"),
+        &json!({ "upserts": extra }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let total = N + 100;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let info = loop {
+        let info = info_of();
+        if info["shards"].as_array().unwrap().len() == 2
+            && info["targets"].as_array().unwrap().is_empty()
+            && info["complete"] == json!(true)
+            && info["vectors"] == json!(total)
+        {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "never split: {info}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for s in info["shards"].as_array().unwrap() {
+        assert_eq!(s["origin"]["kind"], "snapshot", "{info}");
+        let trimmed = s["origin"]["trimmed"].as_u64().unwrap();
+        let kept = s["vectors"].as_u64().unwrap();
+        assert!(trimmed > 0 && kept > 0 && kept < total as u64, "{info}");
+    }
+    let mut missed = Vec::new();
+    for i in (0..total).step_by(7) {
+        let (status, body) = post(
+            &format!("{url}/collections/h/search"),
+            &json!({"vector": vector(i), "k": 1}),
+        );
+        assert_eq!(status, 200, "{body}");
+        if body["hits"][0]["id"] != json!(format!("v{i}")) {
+            missed.push(i);
+        }
+    }
+    assert!(
+        missed.len() <= 2,
+        "not their own nearest neighbour: {missed:?}"
+    );
 }

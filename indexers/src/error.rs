@@ -68,6 +68,8 @@ pub enum Error {
     #[error("bad data set file {path}: {reason}")]
     Dataset { path: PathBuf, reason: String },
 
+    #[error("shard snapshot: {0}")]
+    Snapshot(String),
     #[error("GPU batch search: {0}")]
     Gpu(String),
 }

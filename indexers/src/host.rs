@@ -42,7 +42,9 @@ use hektor_topics::topic::{topic_name, validate_collection_name, TopicKind};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
+use crate::snapshot::{Fetched, SnapshotRequest, SnapshotSource};
 use crate::{EngineKind, Error, Shard, ShardConfig, ShardOp};
+use serde::Serialize;
 
 pub use hektor_topics::topic::{DLQ_REASON_HEADER, DLQ_SOURCE_HEADER};
 
@@ -86,7 +88,7 @@ pub struct AssignedRange {
 pub type Assignments = BTreeMap<String, Assignment>;
 
 /// Tuning of a host.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HostConfig {
     pub data_dir: PathBuf,
     /// The engine of hot shards (warm shards use [`EngineKind::Warm`], cold ones
@@ -94,6 +96,40 @@ pub struct HostConfig {
     pub engine: EngineKind,
     /// How long a range no longer assigned keeps serving before it is dropped.
     pub grace: Duration,
+    /// Where a range this node has no directory for is fetched from as a snapshot of a
+    /// current holder (a move; see [`crate::snapshot`]); `None`, or no holder able to
+    /// give one: the shard is built by replaying its partition from the log.
+    pub snapshots: Option<Arc<dyn SnapshotSource>>,
+}
+
+impl std::fmt::Debug for HostConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostConfig")
+            .field("data_dir", &self.data_dir)
+            .field("engine", &self.engine)
+            .field("grace", &self.grace)
+            .field("snapshots", &self.snapshots.is_some())
+            .finish()
+    }
+}
+
+/// How a hosted shard came to this node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ShardOrigin {
+    /// Opened from its directory on this node (a restart, or a shard held all along).
+    Local,
+    /// New here, built by replaying its partition from the log.
+    Log,
+    /// New here, received as a snapshot from another node, then caught up from the log.
+    Snapshot {
+        from: String,
+        bytes: u64,
+        /// From asking to serving-ready (received, opened, trimmed to its range).
+        millis: u64,
+        /// Vectors of the sender's wider range dropped (one half of a split).
+        trimmed: u64,
+    },
 }
 
 /// One shard served by this node, and its consumer's progress.
@@ -117,6 +153,8 @@ pub struct HostedShard {
     retired: Mutex<Option<Instant>>,
     /// Why its consumer is failing (applies fail or panic; it retries), if it is.
     failure: Mutex<Option<String>>,
+    /// How it came to this node.
+    pub origin: ShardOrigin,
 }
 
 impl HostedShard {
@@ -501,9 +539,75 @@ impl ShardHost {
         let partition = ring::partition_of(range.start, spec.partitions);
         let dir = self.shard_dir(&spec.name, incarnation, range);
         let config = ShardConfig::new(spec.dimension as usize, spec.distance, self.config.engine);
-        let shard = tokio::task::spawn_blocking(move || open_or_rebuild(&dir, config))
-            .await
-            .map_err(|e| Error::Background(e.to_string()))??;
+        let started = Instant::now();
+        let request = SnapshotRequest {
+            collection: spec.name.clone(),
+            incarnation,
+            range,
+            dimension: spec.dimension as usize,
+            distance: spec.distance,
+        };
+        // A range new to this node starts from a snapshot when it can: of a shard this
+        // node holds that covers it (a split here: no transfer), else of another holder's.
+        let fetched = match (&self.config.snapshots, dir.exists()) {
+            (Some(source), false) => {
+                let local = self
+                    .collection(&spec.name)
+                    .filter(|c| c.incarnation == incarnation)
+                    .and_then(|c| {
+                        c.shards
+                            .iter()
+                            .find(|s| crate::snapshot::covers(s.range, range))
+                            .cloned()
+                    });
+                let copied = match local {
+                    Some(held) => {
+                        let node = "local".to_string();
+                        let source = LocalSnapshot { held, node };
+                        receive_snapshot(&source, request.clone(), &dir).await
+                    }
+                    None => None,
+                };
+                match copied {
+                    Some(fetched) => Some(fetched),
+                    None => receive_snapshot(source.as_ref(), request, &dir).await,
+                }
+            }
+            _ => None,
+        };
+        let existed = dir.exists();
+        let received = fetched.is_some();
+        let (shard, trimmed) = tokio::task::spawn_blocking(move || {
+            let shard = open_or_rebuild(&dir, config)?;
+            let trimmed = if received {
+                let trimmed = shard.retain_range(range)?;
+                if trimmed > 0 {
+                    // Drop the other half's nodes from the graph before serving.
+                    shard.build_index()?;
+                }
+                trimmed
+            } else {
+                0
+            };
+            Ok::<_, Error>((shard, trimmed))
+        })
+        .await
+        .map_err(|e| Error::Background(e.to_string()))??;
+        let origin = match fetched {
+            Some(fetched) => {
+                let origin = ShardOrigin::Snapshot {
+                    from: fetched.manifest.from,
+                    bytes: fetched.bytes,
+                    millis: started.elapsed().as_millis() as u64,
+                    trimmed,
+                };
+                tracing::info!(collection = %spec.name, ?range, ?origin, next_offset = shard.next_offset(),
+                    vectors = shard.len(), "shard received as a snapshot; catching up from the log");
+                origin
+            }
+            None if existed => ShardOrigin::Local,
+            None => ShardOrigin::Log,
+        };
         let next = shard.next_offset();
         let hosted = Arc::new(HostedShard {
             collection: spec.name.clone(),
@@ -520,6 +624,7 @@ impl ShardHost {
             stop: AtomicBool::new(false),
             retired: Mutex::new(None),
             failure: Mutex::new(None),
+            origin,
         });
         tokio::spawn(supervise(
             Arc::clone(self.catalog.log()),
@@ -527,6 +632,97 @@ impl ShardHost {
             Arc::clone(&hosted),
         ));
         Ok(hosted)
+    }
+}
+
+/// A snapshot of a shard held by this node, copied straight into place.
+struct LocalSnapshot {
+    held: Arc<HostedShard>,
+    node: String,
+}
+
+impl SnapshotSource for LocalSnapshot {
+    fn fetch(
+        &self,
+        request: SnapshotRequest,
+        into: PathBuf,
+    ) -> futures::future::BoxFuture<'static, Result<Option<Fetched>, String>> {
+        let held = Arc::clone(&self.held);
+        let node = self.node.clone();
+        Box::pin(async move {
+            let copy = tokio::task::spawn_blocking(move || {
+                let names = held.shard.snapshot_into(&into).map_err(|e| e.to_string())?;
+                let mut files = Vec::new();
+                for name in names {
+                    let len = std::fs::metadata(into.join(&name))
+                        .map_err(|e| e.to_string())?
+                        .len();
+                    files.push((name, len));
+                }
+                let manifest = crate::snapshot::Manifest {
+                    format: crate::snapshot::SNAPSHOT_FORMAT,
+                    collection: request.collection.clone(),
+                    incarnation: request.incarnation,
+                    range: held.range,
+                    dimension: request.dimension,
+                    distance: request.distance,
+                    engine: held.shard.engine(),
+                    from: node,
+                    files,
+                };
+                manifest.check(&request)?;
+                let bytes = manifest.files.iter().map(|(_, n)| n).sum();
+                Ok::<_, String>(Some(Fetched { manifest, bytes }))
+            });
+            copy.await.map_err(|e| e.to_string())?
+        })
+    }
+}
+
+/// Fetch a snapshot for a shard this node has no directory for into a scratch directory
+/// beside `dir`, then move it into place. `None` (and nothing left behind) when no holder
+/// gives one or it fails: the caller replays the log instead.
+async fn receive_snapshot(
+    source: &dyn SnapshotSource,
+    request: SnapshotRequest,
+    dir: &std::path::Path,
+) -> Option<Fetched> {
+    let name = dir.file_name()?.to_string_lossy().into_owned();
+    let scratch = dir.with_file_name(format!(".{name}.receiving"));
+    let parent = dir.parent()?.to_path_buf();
+    let cleared = scratch.clone();
+    let ready = tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&cleared);
+        std::fs::create_dir_all(&parent)
+    })
+    .await;
+    if !matches!(ready, Ok(Ok(()))) {
+        return None;
+    }
+    let range = request.range;
+    match source.fetch(request, scratch.clone()).await {
+        Ok(Some(fetched)) => {
+            let to = dir.to_path_buf();
+            let from = scratch.clone();
+            match tokio::task::spawn_blocking(move || std::fs::rename(&from, &to)).await {
+                Ok(Ok(())) => Some(fetched),
+                _ => {
+                    tracing::warn!(
+                        ?range,
+                        "could not move a received snapshot into place; replaying the log"
+                    );
+                    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&scratch))
+                        .await;
+                    None
+                }
+            }
+        }
+        Ok(None) => None,
+        Err(why) => {
+            tracing::warn!(?range, %why, "no snapshot received; replaying the log");
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&scratch)).await;
+            None
+        }
     }
 }
 

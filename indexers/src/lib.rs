@@ -29,6 +29,7 @@ pub mod error;
 pub mod host;
 pub mod metric;
 pub mod shard;
+pub mod snapshot;
 pub mod store;
 
 pub use engine::arroy::ArroyParams;

@@ -84,6 +84,9 @@ pub const CHECKPOINT_MIN_ITEMS: u64 = 20_000;
 /// An idle shard saves whatever is unsaved once its last checkpoint is this old.
 pub const CHECKPOINT_IDLE_AFTER: Duration = Duration::from_secs(20);
 
+/// The LMDB environment's file in a shard directory and in a snapshot.
+pub const SNAPSHOT_DATA_FILE: &str = "data.mdb";
+
 /// What [`Shard::checkpoint`] wrote.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckpointReport {
@@ -1054,6 +1057,106 @@ impl Shard {
             items: unsaved,
             duration: started.elapsed(),
         }))
+    }
+
+    /// Write a consistent copy of this shard's files into the new directory `out`, for
+    /// another node to open instead of replaying its partition (a move by snapshot; see
+    /// [`crate::snapshot`]): the hot graph is saved first, then, with builds, tier switches
+    /// and checkpoints held off, the graph file is linked (or copied) and the LMDB
+    /// environment copied, compacted, at one read transaction. The copy is at least as new
+    /// as the graph, and the graph's journal in the copy covers every build since the
+    /// save, so opening the copy loads the graph and replays what it lacks, exactly as a
+    /// restart does. Applies and searches go on meanwhile (a copy does not block them).
+    /// Blocking: run it on a blocking thread.
+    pub fn snapshot_into(&self, out: &Path) -> Result<Vec<String>> {
+        self.checkpoint(true, false)?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        std::fs::create_dir_all(out).map_err(io(out))?;
+        let _build = self.build_lock.lock();
+        let mut files = Vec::new();
+        let graph = crate::engine::hnsw::graph_path(self.path());
+        if graph.exists() {
+            let to = out.join(crate::engine::hnsw::GRAPH_FILE);
+            // A save replaces the file by rename, so a hard link keeps this version.
+            if std::fs::hard_link(&graph, &to).is_err() {
+                std::fs::copy(&graph, &to).map_err(io(&to))?;
+            }
+            files.push(crate::engine::hnsw::GRAPH_FILE.to_string());
+        }
+        let data = out.join(SNAPSHOT_DATA_FILE);
+        let mut file = std::fs::File::create(&data).map_err(io(&data))?;
+        self.store
+            .env
+            .copy_to_file(&mut file, heed::CompactionOption::Enabled)
+            .map_err(|e| self.store.storage(e))?;
+        file.sync_all().map_err(io(&data))?;
+        files.push(SNAPSHOT_DATA_FILE.to_string());
+        Ok(files)
+    }
+
+    /// Remove every vector whose ring position lies outside `range` (a shard opened from
+    /// a snapshot of a wider one: one half of a split), with its id and pending mark; in
+    /// the built index the removed items become stale, and the next build drops them.
+    /// Tombstones of ids outside the range go too, except hashed ones (their position
+    /// cannot be recomputed; they only keep an old write from reviving an id this range
+    /// never receives). Returns how many vectors were removed. The applied offset stays:
+    /// the records outside the range are ones this shard's consumer skips anyway.
+    pub fn retain_range(&self, range: RingRange) -> Result<u64> {
+        let _build = self.build_lock.lock();
+        let _guard = self.lock();
+        let engine = self.current_engine();
+        let s = &self.store;
+        let st = |e| s.storage(e);
+        let mut wtxn = s.env.write_txn().map_err(st)?;
+        let mut outside = Vec::new();
+        for entry in s.ring.iter(&wtxn).map_err(st)? {
+            let (key, ()) = entry.map_err(st)?;
+            if key.len() != 12 {
+                return Err(s.corrupt("ring index key is not 12 bytes"));
+            }
+            let position = u64::from_be_bytes(key[..8].try_into().expect("12-byte key"));
+            if !range.contains(position) {
+                outside.push((
+                    key.to_vec(),
+                    u32::from_be_bytes([key[8], key[9], key[10], key[11]]),
+                ));
+            }
+        }
+        for (ring_key, item) in &outside {
+            let record = s
+                .record(&wtxn, *item)?
+                .ok_or_else(|| s.corrupt(format!("ring index names missing item {item}")))?;
+            let key = vector_store_key(record.tenant.as_deref(), &record.id);
+            s.ids.delete(&mut wtxn, &key).map_err(st)?;
+            s.records.delete(&mut wtxn, item).map_err(st)?;
+            s.vectors.delete(&mut wtxn, item).map_err(st)?;
+            s.ring.delete(&mut wtxn, ring_key).map_err(st)?;
+            s.pending.delete(&mut wtxn, item).map_err(st)?;
+            if engine.needs_build() && engine.is_indexed(&wtxn, *item)? {
+                s.stale.put(&mut wtxn, item, &()).map_err(st)?;
+            }
+        }
+        let mut dead_tombstones = Vec::new();
+        for entry in s.tombstones.iter(&wtxn).map_err(st)? {
+            let (key, _) = entry.map_err(st)?;
+            if let Some((tenant, id)) = hektor_topics::record::split_vector_key(key) {
+                if key.first() != Some(&crate::store::HASHED_KEY)
+                    && !range.contains(hektor_topics::ring::position(tenant, id))
+                {
+                    dead_tombstones.push(key.to_vec());
+                }
+            }
+        }
+        for key in &dead_tombstones {
+            s.tombstones.delete(&mut wtxn, key).map_err(st)?;
+        }
+        wtxn.commit().map_err(st)?;
+        let rtxn = self.read_txn()?;
+        self.refresh_counters(&rtxn)?;
+        Ok(outside.len() as u64)
     }
 
     /// Move the shard to engine `kind` (a tier change) while it serves. Builds the new

@@ -54,7 +54,7 @@ pub const STORE_FORMAT: u64 = 2;
 /// Longest key of `ids` and `tombstones` stored as is: LMDB keys are at most 511 bytes.
 const MAX_INLINE_KEY: usize = 511;
 /// First byte of a key stored as a hash ([`vector_store_key`]); never a byte of UTF-8.
-const HASHED_KEY: u8 = 0xFE;
+pub(crate) const HASHED_KEY: u8 = 0xFE;
 
 /// The key of a vector in `ids` and `tombstones`: its topic key
 /// ([`hektor_topics::record::vector_key`]: the id, or `0xFF tenant 0xFF id`) when it fits

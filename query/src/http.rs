@@ -271,6 +271,8 @@ fn describe(hosted: Option<&HostedCollection>, map: Option<&ShardMap>) -> serde_
                 entry["next_offset"] = json!(h.next_offset());
                 entry["lag"] = json!(h.lag());
                 entry["dead_lettered"] = json!(h.dead_lettered());
+                // How the shard came to this node: local, log (replayed) or snapshot.
+                entry["origin"] = json!(h.origin);
             }
             entry
         })

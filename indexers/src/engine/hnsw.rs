@@ -53,6 +53,7 @@ use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
 mod persist;
+pub(crate) use persist::{path as graph_path, FILE as GRAPH_FILE};
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;

@@ -1,0 +1,68 @@
+"""A Python client of hektor's HTTP API.
+
+>>> from hektor_client import Client
+>>> hk = Client("http://127.0.0.1:7070", api_key=None)
+>>> hk.create_collection("docs", dimension=384, distance="cosine", partitions=8)
+>>> written = hk.upsert_many("docs", ids, vectors)   # a numpy 2-D array, or lists
+>>> for hit in hk.search("docs", query, k=10, consistency=written):
+...     print(hit.id, hit.score, hit.payload)
+
+``Client`` blocks; ``AsyncClient`` has the same methods for asyncio. Every refusal of the
+server is a :class:`HektorError` with its HTTP ``status`` and the server's ``message``.
+numpy is optional: vectors may be lists of numbers or numpy arrays.
+"""
+
+from ._calls import MAX_BATCH_ITEMS, MAX_BODY_BYTES
+from ._client import AsyncClient, Client
+from ._errors import HektorConnectionError, HektorError
+from ._types import (
+    ClusterCollection,
+    ClusterShard,
+    ClusterView,
+    CollectionInfo,
+    CollectionSpec,
+    Consistency,
+    CreateResult,
+    Delete,
+    Health,
+    Hit,
+    Member,
+    Ready,
+    RingRange,
+    SearchResult,
+    ShardInfo,
+    StoredVector,
+    Token,
+    Upsert,
+    WriteResult,
+)
+from ._version import __version__
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "ClusterCollection",
+    "ClusterShard",
+    "ClusterView",
+    "CollectionInfo",
+    "CollectionSpec",
+    "Consistency",
+    "CreateResult",
+    "Delete",
+    "HektorConnectionError",
+    "HektorError",
+    "Health",
+    "Hit",
+    "MAX_BATCH_ITEMS",
+    "MAX_BODY_BYTES",
+    "Member",
+    "Ready",
+    "RingRange",
+    "SearchResult",
+    "ShardInfo",
+    "StoredVector",
+    "Token",
+    "Upsert",
+    "WriteResult",
+    "__version__",
+]

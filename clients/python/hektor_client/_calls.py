@@ -1,0 +1,556 @@
+"""What each API call sends and how its answer is read, shared by the sync and the async
+client (they differ only in how they send). Nothing here does I/O."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generic,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
+from urllib.parse import quote
+
+from ._errors import HektorError
+from ._types import (
+    ClusterCollection,
+    ClusterShard,
+    ClusterView,
+    CollectionInfo,
+    CollectionSpec,
+    ConsistencyLike,
+    CreateResult,
+    Delete,
+    Health,
+    Hit,
+    JsonObject,
+    Member,
+    Ready,
+    RingRange,
+    SearchResult,
+    ShardInfo,
+    StoredVector,
+    Token,
+    Upsert,
+    WriteResult,
+    as_consistency,
+)
+
+T = TypeVar("T")
+
+#: The most upserts and deletes the server takes in one write (ingest/src/validate.rs).
+MAX_BATCH_ITEMS = 10_000
+#: The largest request body the server takes (ingest/src/validate.rs: 64 MiB).
+MAX_BODY_BYTES = 64 * 1024 * 1024
+#: Default size of one bulk write: at most this many items ...
+DEFAULT_BATCH_SIZE = 1_000
+#: ... and at most this many bytes of JSON, well under the server's limit.
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+#: The longest consistency wait the server allows (query/src/search.rs).
+MAX_CONSISTENCY_WAIT_S = 300.0
+#: The server's consistency wait when a search does not set one.
+DEFAULT_CONSISTENCY_WAIT_S = 10.0
+
+VectorLike = Any  # a sequence of numbers or a 1-D numpy array
+MatrixLike = Any  # a sequence of VectorLike or a 2-D numpy array
+IdLike = Union[str, int]
+TenantArg = Union[None, str, Sequence[Optional[str]]]
+
+
+@dataclass
+class Call(Generic[T]):
+    """One HTTP request and how to read its answer.
+
+    ``parse(status, body)`` gets the decoded JSON (or the text when ``text``) of a 2xx
+    answer, or of one of the ``also_ok`` statuses; any other status is a HektorError.
+    ``read_only`` calls are retried on 503 as well as 429 (a 429 is refused before any
+    work, so every call may retry it).
+    """
+
+    method: str
+    path: str
+    parse: Callable[[int, Any], T]
+    body: Optional[bytes] = None
+    params: Optional[Dict[str, str]] = None
+    also_ok: Tuple[int, ...] = ()
+    read_only: bool = False
+    timeout: Optional[float] = None
+    text: bool = False
+
+
+def segment(value: str) -> str:
+    """One path segment, percent-encoded ('/' included, so an id may hold one). The ids
+    "." and ".." are sent as %2E and %2E%2E: plain, HTTP clients and proxies fold them
+    away as dot segments of the path."""
+    if value in (".", ".."):
+        return value.replace(".", "%2E")
+    return quote(str(value), safe="")
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and arrays inside payloads.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False, default=_json_default).encode()
+
+
+def as_vector(vector: VectorLike, what: str = "vector") -> List[float]:
+    """A list of floats from a sequence of numbers or a 1-D numpy array."""
+    if isinstance(vector, (str, bytes)):
+        raise TypeError(f"{what} must be a sequence of numbers, got {type(vector).__name__}")
+    ndim = getattr(vector, "ndim", None)
+    if ndim is not None and ndim != 1:
+        raise ValueError(f"{what} must be 1-dimensional, got an array of shape {getattr(vector, 'shape', '?')}")
+    values = vector.tolist() if hasattr(vector, "tolist") else list(vector)
+    out = [float(x) for x in values]
+    for i, x in enumerate(out):
+        if not math.isfinite(x):
+            raise ValueError(f"{what}[{i}] is not a finite number ({x})")
+    return out
+
+
+def as_id(value: Any, what: str = "id") -> str:
+    """An id as the server takes it: a str (ints and numpy integers become their decimal
+    text)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or isinstance(value, (bytes, float)):
+        raise TypeError(f"{what} must be a str or an int, got {type(value).__name__}: {value!r}")
+    if hasattr(value, "item"):  # numpy scalar
+        value = value.item()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"{what} must be a str or an int, got {type(value).__name__}: {value!r}")
+
+
+def error_from(status: int, content: bytes, headers: Mapping[str, str], method: str, url: str) -> HektorError:
+    """The HektorError of a non-2xx answer, with the server's ``{"error": message}``."""
+    text = content.decode("utf-8", "replace")
+    body: Any = text
+    message = text.strip()
+    try:
+        body = json.loads(text) if text else None
+    except ValueError:
+        pass
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        message = body["error"]
+    if not message:
+        message = {503: "service unavailable", 429: "too many requests"}.get(status, f"HTTP {status}")
+    retry_after: Optional[float] = None
+    raw = headers.get("retry-after")
+    if raw is not None:
+        try:
+            retry_after = float(raw)
+        except ValueError:
+            retry_after = None
+    return HektorError(status, message, method=method, url=url, body=body, retry_after=retry_after)
+
+
+def decode(content: bytes, text: bool) -> Any:
+    if text:
+        return content.decode("utf-8", "replace")
+    if not content:
+        return None
+    return json.loads(content)
+
+
+# ----- health, views -----
+
+
+def health() -> Call[Health]:
+    def parse(status: int, body: Any) -> Health:
+        body = body or {}
+        return Health(ok=status == 200, status=str(body.get("status", "")), failing=list(body.get("shards") or []))
+
+    return Call("GET", "/health", parse, also_ok=(503,), read_only=True)
+
+
+def ready() -> Call[Ready]:
+    def parse(status: int, body: Any) -> Ready:
+        body = body or {}
+        return Ready(
+            ready=status == 200 and bool(body.get("ready", True)),
+            shards=int(body.get("shards") or 0),
+            waiting=list(body.get("waiting") or []),
+            failing=list(body.get("failing") or []),
+        )
+
+    return Call("GET", "/ready", parse, also_ok=(503,), read_only=True)
+
+
+def metrics() -> Call[str]:
+    return Call("GET", "/metrics", lambda _s, body: str(body), read_only=True, text=True)
+
+
+def cluster() -> Call[ClusterView]:
+    def parse(_status: int, body: Any) -> ClusterView:
+        collections = [
+            ClusterCollection(
+                name=str(c.get("name")),
+                partitions=int(c.get("partitions") or 0),
+                replication=int(c.get("replication") or 1),
+                epoch=c.get("epoch"),
+                shards=[ClusterShard.from_json(s) for s in c.get("shards") or []],
+                targets=list(c.get("targets") or []),
+            )
+            for c in body.get("collections") or []
+        ]
+        members = {
+            str(node): Member(
+                address=str(m.get("address", "")), alive=bool(m.get("alive")), leaving=bool(m.get("leaving"))
+            )
+            for node, m in (body.get("members") or {}).items()
+        }
+        return ClusterView(
+            node=str(body.get("node", "")),
+            collections=collections,
+            members=members,
+            planner=body.get("planner"),
+            nodes=list(body.get("nodes") or []),
+            decisions=list(body.get("decisions") or []),
+            map_changes=list(body.get("map_changes") or []),
+            raw=body,
+        )
+
+    return Call("GET", "/cluster", parse, read_only=True)
+
+
+# ----- collections -----
+
+
+def list_collections() -> Call[List[CollectionSpec]]:
+    def parse(_status: int, body: Any) -> List[CollectionSpec]:
+        specs = [CollectionSpec.from_json(c) for c in body.get("collections") or []]
+        return sorted(specs, key=lambda s: s.name)
+
+    return Call("GET", "/collections", parse, read_only=True)
+
+
+def get_collection(name: str) -> Call[CollectionInfo]:
+    def parse(_status: int, body: Any) -> CollectionInfo:
+        settings = body.get("settings")
+        return CollectionInfo(
+            name=name,
+            settings=CollectionSpec.from_json(settings) if settings else None,
+            epoch=body.get("epoch"),
+            incarnation=body.get("incarnation"),
+            vectors=int(body.get("vectors") or 0),
+            complete=bool(body.get("complete")),
+            shards=[ShardInfo.from_json(s) for s in body.get("shards") or []],
+            targets=list(body.get("targets") or []),
+            raw=body,
+        )
+
+    return Call("GET", f"/collections/{segment(name)}", parse, read_only=True)
+
+
+def create_collection(
+    name: str,
+    dimension: int,
+    distance: Optional[str],
+    partitions: Optional[int],
+    replication: Optional[int],
+    placement: Optional[Mapping[str, Any]],
+) -> Call[CreateResult]:
+    spec: JsonObject = {"dimension": int(dimension)}
+    if distance is not None:
+        spec["distance"] = distance
+    if partitions is not None:
+        spec["partitions"] = int(partitions)
+    if replication is not None:
+        spec["replication"] = int(replication)
+    if placement is not None:
+        spec["placement"] = dict(placement)
+
+    def parse(status: int, body: Any) -> CreateResult:
+        return CreateResult(spec=CollectionSpec.from_json(body), created=status == 201)
+
+    return Call("PUT", f"/collections/{segment(name)}", parse, body=dumps(spec))
+
+
+def drop_collection(name: str, missing_ok: bool) -> Call[bool]:
+    def parse(status: int, _body: Any) -> bool:
+        return status != 404
+
+    return Call("DELETE", f"/collections/{segment(name)}", parse, also_ok=(404,) if missing_ok else ())
+
+
+def request_plan(collection: str, action: Mapping[str, Any]) -> Call[JsonObject]:
+    return Call(
+        "POST",
+        f"/cluster/collections/{segment(collection)}/plan",
+        lambda _s, body: dict(body or {}),
+        body=dumps(dict(action)),
+    )
+
+
+# ----- writes -----
+
+
+def _write_result(_status: int, body: Any) -> WriteResult:
+    body = body or {}
+    return WriteResult(token=Token(body.get("token") or {}), written=int(body.get("written") or 0))
+
+
+def write_items(collection: str, items: Sequence[bytes], deletes: Sequence[bytes] = ()) -> Call[WriteResult]:
+    """One write of already encoded upserts and deletes."""
+    body = b'{"upserts":[' + b",".join(items) + b'],"deletes":[' + b",".join(deletes) + b"]}"
+    return Call("POST", f"/collections/{segment(collection)}/vectors", _write_result, body=body)
+
+
+def encode_upsert(
+    id: Any,
+    vector: VectorLike,
+    tenant: Optional[str] = None,
+    payload: Optional[Mapping[str, Any]] = None,
+    what: str = "upsert",
+) -> bytes:
+    item: JsonObject = {"id": as_id(id, f"{what} id"), "vector": as_vector(vector, f"{what} vector")}
+    if tenant is not None:
+        item["tenant"] = tenant
+    if payload is not None:
+        if not isinstance(payload, Mapping):
+            raise TypeError(f"{what} payload must be a mapping (a JSON object), got {type(payload).__name__}")
+        item["payload"] = dict(payload)
+    return dumps(item)
+
+
+def encode_delete(id: Any, tenant: Optional[str] = None) -> bytes:
+    if tenant is None:
+        return dumps(as_id(id, "delete id"))
+    return dumps({"id": as_id(id, "delete id"), "tenant": tenant})
+
+
+def encode_upsert_item(item: Union[Upsert, Mapping[str, Any]], index: int) -> bytes:
+    if isinstance(item, Upsert):
+        return encode_upsert(item.id, item.vector, item.tenant, item.payload, f"upserts[{index}]")
+    if isinstance(item, Mapping):
+        unknown = set(item) - {"id", "vector", "tenant", "payload"}
+        if unknown:
+            raise ValueError(f"upserts[{index}] has unknown fields {sorted(unknown)}")
+        return encode_upsert(item["id"], item["vector"], item.get("tenant"), item.get("payload"), f"upserts[{index}]")
+    raise TypeError(f"upserts[{index}] must be an Upsert or a mapping, got {type(item).__name__}")
+
+
+def encode_delete_item(item: Union[str, int, Delete, Mapping[str, Any]]) -> bytes:
+    if isinstance(item, Delete):
+        return encode_delete(item.id, item.tenant)
+    if isinstance(item, Mapping):
+        return encode_delete(item["id"], item.get("tenant"))
+    return encode_delete(item)
+
+
+def _check_batching(batch_size: int, max_body_bytes: int) -> None:
+    if not 1 <= batch_size <= MAX_BATCH_ITEMS:
+        raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_ITEMS} (the server's limit), got {batch_size}")
+    if not 1024 <= max_body_bytes <= MAX_BODY_BYTES:
+        raise ValueError(f"max_body_bytes must be between 1024 and {MAX_BODY_BYTES}, got {max_body_bytes}")
+
+
+def _chunks(
+    collection: str, encoded: Iterable[bytes], batch_size: int, max_body_bytes: int, deletes: bool
+) -> Iterator[Call[WriteResult]]:
+    """Calls of at most ``batch_size`` items and ``max_body_bytes`` bytes each."""
+    overhead = len(b'{"upserts":[],"deletes":[]}')
+    items: List[bytes] = []
+    size = overhead
+    for item in encoded:
+        if items and (len(items) >= batch_size or size + len(item) + 1 > max_body_bytes):
+            yield write_items(collection, [], items) if deletes else write_items(collection, items)
+            items, size = [], overhead
+        items.append(item)
+        size += len(item) + 1
+    if items:
+        yield write_items(collection, [], items) if deletes else write_items(collection, items)
+
+
+def _rows(vectors: MatrixLike) -> Tuple[int, Callable[[int, int], List[Any]]]:
+    """The number of rows of a 2-D array or a sequence of vectors, and a function giving
+    rows [a, b) as lists (numpy converts a block at a time, which is much faster)."""
+    ndim = getattr(vectors, "ndim", None)
+    if ndim is not None:
+        if ndim != 2:
+            raise ValueError(f"vectors must be a 2-D array (rows are vectors), got shape {getattr(vectors, 'shape', '?')}")
+        return int(vectors.shape[0]), lambda a, b: vectors[a:b].tolist()
+    if isinstance(vectors, (str, bytes)) or not hasattr(vectors, "__len__"):
+        raise TypeError(f"vectors must be a 2-D array or a sequence of vectors, got {type(vectors).__name__}")
+    return len(vectors), lambda a, b: list(vectors[a:b])
+
+
+def upsert_batches(
+    collection: str,
+    ids: Iterable[Any],
+    vectors: MatrixLike,
+    tenant: TenantArg,
+    payloads: Optional[Sequence[Optional[Mapping[str, Any]]]],
+    batch_size: int,
+    max_body_bytes: int,
+) -> Iterator[Call[WriteResult]]:
+    """The writes of a bulk upsert, each within the server's limits. Everything is
+    checked before the first call is made (a bad row fails before anything is sent)."""
+    _check_batching(batch_size, max_body_bytes)
+    if hasattr(vectors, "to_numpy") and not hasattr(vectors, "tolist"):  # a pandas frame
+        vectors = vectors.to_numpy()
+    n, block = _rows(vectors)
+    ids = list(ids)
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} ids for {n} vectors")
+    if payloads is not None and len(payloads) != n:
+        raise ValueError(f"{len(payloads)} payloads for {n} vectors")
+    if tenant is None or isinstance(tenant, str):
+        tenants: Sequence[Optional[str]] = [tenant] * n
+    else:
+        tenants = list(tenant)
+        if len(tenants) != n:
+            raise ValueError(f"{len(tenants)} tenants for {n} vectors")
+    seen = set()
+    for i, id_ in enumerate(ids):
+        key = (tenants[i], as_id(id_, f"ids[{i}]"))
+        if key in seen:
+            raise ValueError(f"ids[{i}] ({key[1]!r}) appears twice for the same tenant")
+        seen.add(key)
+
+    _check_finite(vectors, n, block)
+
+    def encoded() -> Iterator[bytes]:
+        step = max(batch_size, 256)
+        for start in range(0, n, step):
+            rows = block(start, min(start + step, n))
+            for offset, row in enumerate(rows):
+                i = start + offset
+                yield encode_upsert(
+                    ids[i], row, tenants[i], None if payloads is None else payloads[i], f"row {i}"
+                )
+
+    # Rows are encoded as the batches go out, so a large array is never held as JSON
+    # whole; the checks above make a bad row fail before the first write.
+    return _chunks(collection, encoded(), batch_size, max_body_bytes, deletes=False)
+
+
+def _check_finite(vectors: MatrixLike, n: int, block: Callable[[int, int], List[Any]]) -> None:
+    """Every row has the same length and only finite values, checked before any write."""
+    if type(vectors).__module__.split(".")[0] == "numpy":
+        import numpy  # only when the caller already uses it
+
+        if vectors.size and not numpy.isfinite(vectors).all():
+            row = int(numpy.argwhere(~numpy.isfinite(vectors))[0][0])
+            raise ValueError(f"row {row} of vectors holds a value that is not finite")
+        return
+    width: Optional[int] = None
+    for i, row in enumerate(block(0, n)):
+        values = as_vector(row, f"row {i}")
+        if width is None:
+            width = len(values)
+        elif len(values) != width:
+            raise ValueError(f"row {i} has {len(values)} values, row 0 has {width}")
+
+
+def delete_batches(
+    collection: str, ids: Union[IdLike, Iterable[Any]], tenant: Optional[str], batch_size: int
+) -> Iterator[Call[WriteResult]]:
+    _check_batching(batch_size, MAX_BODY_BYTES)
+    if isinstance(ids, (str, int)) or (hasattr(ids, "item") and getattr(ids, "ndim", 1) == 0):
+        ids = [ids]
+    items = [encode_delete(i, tenant) for i in ids]
+    return _chunks(collection, items, batch_size, DEFAULT_MAX_BODY_BYTES, deletes=True)
+
+
+# ----- reads -----
+
+
+def get_vector(collection: str, id: Any, tenant: Optional[str]) -> Call[StoredVector]:
+    id = as_id(id)
+
+    def parse(_status: int, body: Any) -> StoredVector:
+        return StoredVector(
+            id=str(body.get("id", id)),
+            vector=[float(x) for x in body.get("vector") or []],
+            payload=body.get("payload"),
+            tenant=tenant,
+            shard=body.get("shard"),
+            range=RingRange.from_json(body.get("range")),
+            epoch=int(body.get("epoch") or 0),
+        )
+
+    params = {"tenant": tenant} if tenant is not None else None
+    return Call(
+        "GET", f"/collections/{segment(collection)}/vectors/{segment(id)}", parse, params=params, read_only=True
+    )
+
+
+def search(
+    collection: str,
+    vector: VectorLike,
+    k: int,
+    tenant: Optional[str],
+    consistency: Optional[ConsistencyLike],
+    with_payload: bool,
+    effort: Optional[int],
+    rescore: Optional[bool],
+    timeout: Optional[float],
+    client_timeout: Optional[float],
+) -> Call[SearchResult]:
+    request: JsonObject = {"vector": as_vector(vector, "query vector"), "k": int(k)}
+    if tenant is not None:
+        request["tenant"] = tenant
+    wanted = as_consistency(consistency)
+    if wanted is not None:
+        request["consistency"] = wanted.to_json()
+    if not with_payload:
+        request["without_payload"] = True
+    if effort is not None:
+        request["effort"] = int(effort)
+    if rescore is not None:
+        request["rescore"] = bool(rescore)
+    if timeout is None and wanted is not None and wanted.after:
+        # The server may wait this long for the token: don't give up before it answers.
+        wait = wanted.timeout if wanted.timeout is not None else DEFAULT_CONSISTENCY_WAIT_S
+        if client_timeout is not None and client_timeout < wait + 5.0:
+            timeout = wait + 5.0
+
+    def parse(_status: int, body: Any) -> SearchResult:
+        hits = [
+            Hit(
+                id=str(h["id"]),
+                score=float(h["score"]),
+                payload=h.get("payload"),
+                tenant=h.get("tenant", tenant),
+            )
+            for h in body.get("hits") or []
+        ]
+        return SearchResult(
+            hits=hits,
+            shards=int(body.get("shards") or 0),
+            epoch=int(body.get("epoch") or 0),
+            took_us=int(body.get("took_us") or 0),
+            raw=body,
+        )
+
+    return Call(
+        "POST",
+        f"/collections/{segment(collection)}/search",
+        parse,
+        body=dumps(request),
+        read_only=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,71 @@
+"""The one exception type of the client."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+
+class HektorError(Exception):
+    """A request hektor refused or could not answer.
+
+    ``status`` is the HTTP status of the server's answer (400, 401, 403, 404, 409, 413,
+    422, 429, 503, 504, ...) and ``message`` the server's own words (the ``"error"``
+    field of its JSON body). A request that got no HTTP answer at all (connection
+    refused, reset, timed out) is a :class:`HektorConnectionError`, whose ``status`` is 0.
+    """
+
+    status: int
+    message: str
+    method: str
+    url: str
+    body: Any
+    retry_after: Optional[float]
+    #: For a write sent as several batches (``upsert_many``, ``delete`` of many ids): the
+    #: ``WriteResult`` of the batches written before this one failed (they stay written).
+    partial: Any
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        method: str = "",
+        url: str = "",
+        body: Any = None,
+        retry_after: Optional[float] = None,
+    ) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+        self.method = method
+        self.url = url
+        self.body = body
+        self.retry_after = retry_after
+        self.partial = None
+
+    def __str__(self) -> str:
+        where = f" ({self.method} {self.url})" if self.method else ""
+        if self.status:
+            return f"HTTP {self.status}: {self.message}{where}"
+        return f"{self.message}{where}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status!r}, message={self.message!r})"
+
+    @property
+    def is_client_error(self) -> bool:
+        """A 4xx: the request itself was wrong (or not allowed); retrying won't help."""
+        return 400 <= self.status < 500
+
+    @property
+    def is_retryable(self) -> bool:
+        """Worth trying again later: overload (429), unavailable (503), a consistency
+        wait that timed out (504), or no answer at all."""
+        return self.status in (0, 429, 503, 504)
+
+
+class HektorConnectionError(HektorError):
+    """No HTTP answer: the connection failed, was reset, or timed out (``status`` 0)."""
+
+    def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
+        super().__init__(0, message, method=method, url=url)
