@@ -21,6 +21,7 @@ mod bench_scale;
 mod bench_search;
 mod client;
 mod cluster_cmd;
+mod console;
 mod datagen;
 mod demo;
 mod http_server;

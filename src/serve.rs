@@ -541,7 +541,8 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
             )
             .await
             .context("preparing the snapshot route")?,
-        );
+        )
+        .merge(crate::console::router());
     // From the outside in: metrics see every answer; the gate refuses before anything
     // else runs or a body is read; then at most --max-concurrent-requests run (one more
     // is a 429), each for at most --request-timeout-ms.

@@ -4,6 +4,7 @@
 //! | route | needs |
 //! |---|---|
 //! | `GET /health` | nothing |
+//! | `GET /ui`, `GET /ui/{file}` (the web console's static files: no data) | nothing |
 //! | `/internal/...` | the cluster secret |
 //! | `POST /collections/{c}/search`, `GET /collections/{c}`, `GET /collections/{c}/vectors/{id}` | `read` on `c` |
 //! | `POST /collections/{c}/vectors` | `write` on `c` |
@@ -51,6 +52,7 @@ pub fn need(method: &Method, path: &str) -> Need {
     );
     match segments.as_slice() {
         ["health"] if get => Need::Open,
+        ["ui"] | ["ui", _] if get => Need::Open,
         ["internal", ..] => Need::Node,
         ["metrics"] | ["cluster"] | ["collections"] | ["ready"] if get => key(Scope::Read, None),
         ["collections", c] if get => key(Scope::Read, Some(c)),
