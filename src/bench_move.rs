@@ -1,14 +1,16 @@
 //! `hektor bench move`: how long moving a shard of N vectors takes, and what it does to
 //! query latency, on real node processes sharing a Kafka cluster.
 //!
-//! Three processes of this binary: `r` (router and controller, holds nothing), `a` (data)
-//! and, later, `b` (data). A one-partition collection of N vectors from the data set lives
-//! on `a`; clients search through `r` without pause. Then `b` starts and `a` drains
-//! (SIGTERM): the controller creates a target on `b`, `b` replays the partition from the
-//! log and builds its index while `a` serves, reports ready, and the map switches. The
-//! bench prints one JSON object: the move's duration (drain start → switch), the query p50
-//! / p99 before and during it, the queries that failed (must be 0), and the throughput of
-//! each phase.
+//! Processes of this binary: `r` (router and controller, holds nothing), `a` (data), and
+//! later `b` and `c`. A one-partition collection of N vectors from the data set lives on
+//! `a`; searches go through `r` on an open-loop schedule (`--rate`, timed from their
+//! intended send, HDR histograms) the whole time. Move 1: `b` joins and `a` drains
+//! (SIGTERM); `b` receives the shard as a snapshot of `a`'s files and catches up from the
+//! log. Move 2, the baseline in the same run: `c` joins with `--no-snapshot-moves` and `b`
+//! drains; `c` replays the partition from the log and builds its index. The bench prints
+//! one JSON object per move (its duration from drain start to the map's switch, the
+//! receiving shard's origin, open-loop p50/p99 before and during it, failed queries) and a
+//! summary with the speed-up.
 //!
 //! This module only orchestrates and measures; moving is the control plane's job.
 
@@ -19,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hektor_indexers::dataset;
-use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use crate::bench_nodes::{percentile, start_node, timed_search, unique_name, wait_healthy, Sample};
+use crate::bench_nodes::{search, start_node, unique_name, wait_healthy};
+use crate::open_loop::{self, Percentiles, Schedule};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct MoveBenchArgs {
@@ -38,12 +40,15 @@ pub struct MoveBenchArgs {
     /// Index engine of the shard.
     #[arg(long, default_value = "hnsw")]
     pub engine: String,
-    /// Concurrent search clients.
-    #[arg(long, default_value_t = 2)]
-    pub clients: usize,
+    /// Searches per second through the router (open loop: timed from their intended send).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
     /// Seconds of load before the move starts.
     #[arg(long, default_value_t = 5)]
     pub before_s: u64,
+    /// Skip move 2 (the log-replay baseline); no summary line then.
+    #[arg(long)]
+    pub no_baseline: bool,
     /// Print one JSON object per line.
     #[arg(long)]
     pub json: bool,
@@ -118,115 +123,199 @@ pub async fn run(args: MoveBenchArgs) -> anyhow::Result<()> {
     }
     let load_s = loaded.elapsed().as_secs_f64();
 
-    // Search without pause through the router.
-    let began = Instant::now();
-    let samples: Arc<Mutex<Vec<Sample>>> = Arc::new(Mutex::new(Vec::new()));
+    // Searches through the router on an open-loop schedule (timed from their intended
+    // send), from now until the last move is over.
+    let began = tokio::time::Instant::now();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let queries = Arc::new(queries);
-    let mut clients = Vec::new();
-    for c in 0..args.clients.max(1) {
-        let (http, samples, stop, queries) = (
-            http.clone(),
-            Arc::clone(&samples),
-            Arc::clone(&stop),
-            Arc::clone(&queries),
-        );
-        let url = format!("{router}/collections/{name}/search");
-        clients.push(tokio::spawn(async move {
-            let nq = queries.len() / dim;
-            let mut i = c;
-            // Bounded: at most 10 minutes whatever happens.
-            while !stop.load(std::sync::atomic::Ordering::Relaxed)
-                && began.elapsed() < Duration::from_secs(600)
-            {
-                let q = &queries[(i % nq) * dim..(i % nq + 1) * dim];
-                let body = json!({"vector": q, "k": 10, "without_payload": true});
-                let sample = timed_search(&http, &url, &body, began).await;
-                samples.lock().push(sample);
-                i += args.clients.max(1);
-            }
-        }));
-    }
+    let load = tokio::spawn(search_load(
+        http.clone(),
+        format!("{router}/collections/{name}/search"),
+        Arc::new(queries),
+        dim,
+        args.rate,
+        began,
+        Arc::clone(&stop),
+    ));
+    let since = |t: tokio::time::Instant| t.saturating_duration_since(began).as_secs_f64();
     tokio::time::sleep(Duration::from_secs(args.before_s)).await;
-    // The move: b joins, a drains.
-    let b = start("b", "data")?;
-    wait_healthy(&http, &b.url).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let drain_at = began.elapsed().as_secs_f64();
-    let status = Command::new("kill")
-        .args(["-TERM", &a.pid().to_string()])
-        .status()?;
-    anyhow::ensure!(status.success(), "could not signal node a");
-    let switched_at = loop {
-        let view: Value = http
-            .get(format!("{router}/cluster"))
+    // Move 1, by snapshot: b joins, a drains. Move 2, by log replay: c joins with
+    // --no-snapshot-moves, b drains. Same shard, same load, same run.
+    let mut moves = Vec::new();
+    let mut holder = a;
+    let mut quiet_from = 0.0;
+    let plan: &[(&str, &str)] = if args.no_baseline {
+        &[("b", "snapshot")]
+    } else {
+        &[("b", "snapshot"), ("c", "log")]
+    };
+    for &(next, transfer) in plan {
+        let node = if transfer == "log" {
+            let mut replay = flags.clone();
+            replay.push("--no-snapshot-moves".into());
+            start_node(next, "router,data", &brokers, &name, tmp.path(), &replay)?
+        } else {
+            start_node(next, "router,data", &brokers, &name, tmp.path(), &flags)?
+        };
+        wait_healthy(&http, &node.url).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let drain_at = since(tokio::time::Instant::now());
+        let status = Command::new("kill")
+            .args(["-TERM", &holder.pid().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "could not signal the holder");
+        let switched_at = loop {
+            let view: Value = http
+                .get(format!("{router}/cluster"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let c = view["collections"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["name"] == name.as_str()))
+                .cloned()
+                .unwrap_or(Value::Null);
+            if c["shards"][0]["replicas"] == json!([next]) {
+                break since(tokio::time::Instant::now());
+            }
+            anyhow::ensure!(
+                since(tokio::time::Instant::now()) - drain_at < 600.0,
+                "the shard never moved to {next}: {c}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let info: Value = http
+            .get(format!("{}/collections/{name}", node.url))
             .send()
             .await?
             .json()
             .await?;
-        let c = view["collections"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["name"] == name.as_str()))
-            .cloned()
-            .unwrap_or(Value::Null);
-        if c["shards"][0]["replicas"] == json!(["b"]) {
-            break began.elapsed().as_secs_f64();
-        }
-        anyhow::ensure!(
-            began.elapsed().as_secs_f64() - drain_at < 600.0,
-            "the shard never moved: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for c in clients {
-        let _ = c.await;
+        moves.push((
+            transfer,
+            quiet_from,
+            drain_at,
+            switched_at,
+            info["shards"][0]["origin"].clone(),
+        ));
+        // The old holder finishes its drain and exits; the next phase starts settled.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        quiet_from = since(tokio::time::Instant::now());
+        holder = node;
+        tokio::time::sleep(Duration::from_secs(args.before_s)).await;
     }
-    let samples = samples.lock().clone();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let outcomes = load.await??;
     let phase = |from: f64, to: f64| {
-        let mut ms: Vec<f64> = samples
+        let window: Vec<&(f64, u64, bool)> = outcomes
             .iter()
-            .filter(|s| s.at >= from && s.at < to && s.ok)
-            .map(|s| s.ms)
+            .filter(|(at, _, _)| *at >= from && *at < to)
             .collect();
-        let qps = ms.len() as f64 / (to - from).max(1e-9);
-        (percentile(&mut ms, 0.5), percentile(&mut ms, 0.99), qps)
+        let p = Percentiles::of_latencies(window.iter().filter(|o| o.2).map(|o| o.1));
+        let failed = window.iter().filter(|o| !o.2).count();
+        (p, failed, window.len())
     };
-    let (p50_before, p99_before, qps_before) = phase(0.0, drain_at);
-    let (p50_during, p99_during, qps_during) = phase(drain_at, switched_at);
-    let failed = samples.iter().filter(|s| !s.ok).count();
-    let report = json!({
+    let mut reports = Vec::new();
+    for (transfer, quiet_from, drain_at, switched_at, origin) in &moves {
+        let (before, failed_before, _) = phase(*quiet_from, *drain_at);
+        let (during, failed_during, sent) = phase(*drain_at, *switched_at);
+        let report = json!({
+            "bench": "move",
+            "transfer": transfer,
+            "engine": args.engine,
+            "vectors": n,
+            "dimension": dim,
+            "load_s": load_s,
+            "rate": args.rate,
+            "move_s": switched_at - drain_at,
+            "origin": origin,
+            "p50_before_ms": before.p50_ms,
+            "p99_before_ms": before.p99_ms,
+            "p50_during_ms": during.p50_ms,
+            "p99_during_ms": during.p99_ms,
+            "p99_ratio": if before.p99_ms > 0.0 { during.p99_ms / before.p99_ms } else { 0.0 },
+            "queries_during": sent,
+            "queries_failed": failed_before + failed_during,
+        });
+        if args.json {
+            println!("{report}");
+        } else {
+            println!(
+                "moved a shard of {n} vectors ({}) by {transfer} in {:.1} s; open-loop p99 {:.2} ms \
+                 before, {:.2} ms during ({:.2}x); {} queries failed",
+                args.engine,
+                switched_at - drain_at,
+                before.p99_ms,
+                during.p99_ms,
+                report["p99_ratio"].as_f64().unwrap_or(0.0),
+                failed_before + failed_during,
+            );
+        }
+        reports.push(report);
+    }
+    if reports.len() < 2 {
+        drop(holder);
+        return Ok(());
+    }
+    let secs = |i: usize| reports[i]["move_s"].as_f64().unwrap_or(0.0);
+    let summary = json!({
         "bench": "move",
-        "engine": args.engine,
+        "summary": true,
         "vectors": n,
-        "dimension": dim,
-        "load_s": load_s,
-        "move_s": switched_at - drain_at,
-        "p50_before_ms": p50_before,
-        "p99_before_ms": p99_before,
-        "qps_before": qps_before,
-        "p50_during_ms": p50_during,
-        "p99_during_ms": p99_during,
-        "qps_during": qps_during,
-        "p99_ratio": if p99_before > 0.0 { p99_during / p99_before } else { 0.0 },
-        "queries": samples.len(),
-        "queries_failed": failed,
+        "snapshot_move_s": secs(0),
+        "log_move_s": secs(1),
+        "speedup": if secs(0) > 0.0 { secs(1) / secs(0) } else { 0.0 },
     });
     if args.json {
-        println!("{report}");
+        println!("{summary}");
     } else {
         println!(
-            "moved a shard of {n} vectors ({}) in {:.1} s; p99 {:.2} ms before, {:.2} ms during \
-             ({:.2}x); {} of {} queries failed",
-            args.engine,
-            switched_at - drain_at,
-            p99_before,
-            p99_during,
-            report["p99_ratio"].as_f64().unwrap_or(0.0),
-            failed,
-            samples.len()
+            "a move by snapshot took {:.1} s, by log replay {:.1} s ({:.1}x)",
+            secs(0),
+            secs(1),
+            summary["speedup"].as_f64().unwrap_or(0.0)
         );
     }
+    drop(holder);
     Ok(())
+}
+
+/// Searches on back-to-back open-loop schedules of one second each until `stop`
+/// (bounded: 20 minutes at most). Returns per request: its intended send (seconds since
+/// `began`), its latency in µs from that intended send, and whether it succeeded.
+async fn search_load(
+    http: reqwest::Client,
+    url: String,
+    queries: Arc<Vec<f32>>,
+    dim: usize,
+    rate: f64,
+    began: tokio::time::Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<Vec<(f64, u64, bool)>> {
+    let mut out = Vec::new();
+    let mut at = began;
+    let nq = queries.len() / dim;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+        && at.saturating_duration_since(began) < Duration::from_secs(1200)
+    {
+        let schedule = Schedule::new(rate, Duration::from_secs(1), 32)
+            .with_timeout(Duration::from_secs(10))
+            .starting_at(at);
+        let offset = at.saturating_duration_since(began).as_secs_f64();
+        let (http, url, queries) = (http.clone(), url.clone(), Arc::clone(&queries));
+        let report = open_loop::run(schedule, move |slot| {
+            let (http, url) = (http.clone(), url.clone());
+            let q = (slot.index as usize + (offset * rate) as usize) % nq.max(1);
+            let body = json!({"vector": &queries[q * dim..(q + 1) * dim], "k": 10, "without_payload": true});
+            async move { search(&http, &url, &body).await }
+        })
+        .await?;
+        out.extend(
+            report
+                .outcomes
+                .iter()
+                .map(|o| (offset + o.index as f64 / rate, o.latency_us, o.ok)),
+        );
+        at += Duration::from_secs(1);
+    }
+    Ok(out)
 }

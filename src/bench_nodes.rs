@@ -2,9 +2,7 @@
 //! this same binary as `hektor serve` on a free 127.0.0.1 port, in its own data directory,
 //! in a cluster of its own name, with the short heartbeat and grace settings a bench
 //! wants, waited for until it answers, killed when dropped — one search through a router
-//! ([`search`], the request of an open-loop schedule, timed by `crate::open_loop`), one
-//! search timed from its own send ([`timed_search`], for closed loops only: it cannot see
-//! the requests a stall kept from being sent), and a plain percentile.
+//! ([`search`], the request of an open-loop schedule, timed by `crate::open_loop`).
 //!
 //! What the nodes do and what is measured is the benches' business.
 
@@ -87,15 +85,6 @@ pub async fn wait_healthy(http: &reqwest::Client, url: &str) -> anyhow::Result<(
     anyhow::bail!("node {url} did not come up")
 }
 
-/// One search: when it finished (seconds since the workload began), how long, whether it
-/// failed.
-#[derive(Clone, Copy)]
-pub struct Sample {
-    pub at: f64,
-    pub ms: f64,
-    pub ok: bool,
-}
-
 /// POST one search `body` to `url`: whether it succeeded (any error or non-2xx status is
 /// a failure). Untimed: an open-loop runner times it from its intended send.
 pub async fn search(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> bool {
@@ -103,30 +92,4 @@ pub async fn search(http: &reqwest::Client, url: &str, body: &serde_json::Value)
         Ok(r) => r.status().is_success(),
         Err(_) => false,
     }
-}
-
-/// POST one search `body` to `url` and time it from its actual send — right for a closed
-/// loop (send, wait, send the next), which is what it measures; a bench that claims a
-/// request rate uses `crate::open_loop` with [`search`] instead.
-pub async fn timed_search(
-    http: &reqwest::Client,
-    url: &str,
-    body: &serde_json::Value,
-    began: std::time::Instant,
-) -> Sample {
-    let t = std::time::Instant::now();
-    let ok = search(http, url, body).await;
-    Sample {
-        at: began.elapsed().as_secs_f64(),
-        ms: t.elapsed().as_secs_f64() * 1e3,
-        ok,
-    }
-}
-
-/// The `p` quantile (0..=1) of latencies `ms` (sorted in place); 0 when empty.
-pub fn percentile(ms: &mut [f64], p: f64) -> f64 {
-    ms.sort_by(f64::total_cmp);
-    ms.get(((ms.len() as f64 * p).ceil() as usize).saturating_sub(1))
-        .copied()
-        .unwrap_or(0.0)
 }

@@ -577,7 +577,7 @@ impl ShardHost {
         };
         let existed = dir.exists();
         let received = fetched.is_some();
-        let (shard, trimmed) = tokio::task::spawn_blocking(move || {
+        let open = move || {
             let shard = open_or_rebuild(&dir, config)?;
             let trimmed = if received {
                 let trimmed = shard.retain_range(range)?;
@@ -590,9 +590,18 @@ impl ShardHost {
                 0
             };
             Ok::<_, Error>((shard, trimmed))
-        })
-        .await
-        .map_err(|e| Error::Background(e.to_string()))??;
+        };
+        // A shard that arrived from another holder opens at a lower priority than the
+        // searches this node serves; a restart's opens go at full speed.
+        let (shard, trimmed) = if received {
+            crate::background::spawn("shard-open", open)
+                .await
+                .map_err(|e| Error::Background(e.to_string()))??
+        } else {
+            tokio::task::spawn_blocking(open)
+                .await
+                .map_err(|e| Error::Background(e.to_string()))??
+        };
         let origin = match fetched {
             Some(fetched) => {
                 let origin = ShardOrigin::Snapshot {
@@ -650,7 +659,7 @@ impl SnapshotSource for LocalSnapshot {
         let held = Arc::clone(&self.held);
         let node = self.node.clone();
         Box::pin(async move {
-            let copy = tokio::task::spawn_blocking(move || {
+            let copy = crate::background::spawn("snapshot-copy", move || {
                 let names = held.shard.snapshot_into(&into).map_err(|e| e.to_string())?;
                 let mut files = Vec::new();
                 for name in names {

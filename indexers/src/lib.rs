@@ -22,6 +22,7 @@
 //! arroy at the defaults (20 trees, leaves of 32, search_k = 20,000): recall@10 0.959,
 //! 83 QPS, build 24 s; exact: recall 1.0, 25–45 QPS (memory-bandwidth bound).
 
+pub mod background;
 pub mod batch;
 pub mod dataset;
 pub mod engine;

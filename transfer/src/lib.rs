@@ -181,7 +181,8 @@ async fn send(
                 return;
             }
         };
-        let _ = tokio::task::spawn_blocking(move || {
+        // At a lower priority than the searches this node serves meanwhile.
+        let _ = hektor_indexers::background::spawn("snapshot-send", move || {
             let _permit = permit;
             let started = std::time::Instant::now();
             let out = ChannelWriter {
@@ -373,7 +374,9 @@ async fn receive(
     };
     let wanted = request.clone();
     let dir = into.to_path_buf();
-    let unpacking = tokio::task::spawn_blocking(move || snapshot::unpack(reader, &dir, &wanted));
+    let unpacking = hektor_indexers::background::spawn("snapshot-receive", move || {
+        snapshot::unpack(reader, &dir, &wanted)
+    });
     let mut transport = None;
     loop {
         match tokio::time::timeout(IDLE_TIMEOUT, response.chunk()).await {
