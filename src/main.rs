@@ -43,6 +43,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "hektor", version, about)]
 struct Cli {
+    /// How log lines are written to stderr: `text` (colour on a terminal only, never
+    /// under NO_COLOR) or `json` (one object per line, for log collectors).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"], env = "HEKTOR_LOG_FORMAT")]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -125,20 +129,23 @@ enum TopicsCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HEKTOR_LOG")
-                .unwrap_or_else(|_| "info,heed=warn,rdkafka=warn".into()),
-        )
-        .with_writer(std::io::stderr)
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HEKTOR_LOG")
+        .unwrap_or_else(|_| "info,heed=warn,rdkafka=warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().with_current_span(false).init();
+    } else {
         // Colour only where a person reads the log: not in files, pipes or journald,
         // and never under NO_COLOR (https://no-color.org).
-        .with_ansi(
+        logs.with_ansi(
             std::io::IsTerminal::is_terminal(&std::io::stderr())
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
         .init();
-    let cli = Cli::parse();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("hektor-io")
