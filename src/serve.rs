@@ -706,6 +706,8 @@ fn planner_config(args: &ServeArgs) -> hektor_dataflow::planner::PlannerConfig {
     config.decide.lookahead_s = args.planner_lookahead_s;
     config.decide.balance_ratio = args.balance_ratio;
     config.decide.balance_min_load = args.balance_min_load;
+    // Moves and splits ship files (snapshots) unless turned off: no rebuild to pay for.
+    config.decide.indexes_ship = !args.no_snapshot_moves;
     if let Some(cores) = args.cores_per_capacity.filter(|c| *c > 0.0) {
         config.cores_per_capacity = cores;
     }

@@ -23,6 +23,10 @@
 //!    `merge_hotness`) and small (< `merge_vectors` each), when the merged shard stays far
 //!    from the split threshold.
 //!
+//! With `indexes_ship` (moves by snapshot; the live planner's setting unless
+//! `--no-snapshot-moves`) the cost of a split or a move is the bytes sent, with no rebuild
+//! on the new holder; a merge still rebuilds.
+//!
 //! **Load** is measured in one of two units ([`LoadBasis`]): operations per second (the
 //! simulator, where every operation costs the same), or busy time — the milliseconds of
 //! service per second a shard's queries took over the last minute (the live planner,
@@ -96,6 +100,10 @@ pub struct DecideConfig {
     /// 0 (loads known at once, as in the simulator) a round may move several shards off one
     /// node.
     pub node_settle_s: u64,
+    /// Moves and splits ship the shard's files, index included (snapshots): the new
+    /// holder does not rebuild, so their cost is the bytes sent ([`DecideConfig::ship_cost`]).
+    /// Merges still rebuild (no one holder has the merged range).
+    pub indexes_ship: bool,
 }
 
 /// The unit of load (see the module doc).
@@ -136,6 +144,7 @@ impl Default for DecideConfig {
             partitions: 0,
             move_min_gain: 0.1,
             node_settle_s: 20,
+            indexes_ship: false,
         }
     }
 }
@@ -156,6 +165,20 @@ impl DecideConfig {
             .size_bytes
             .map_or(vectors * self.bytes_per_vector, |b| b as f64 * fraction);
         bytes / self.network_bytes_per_s + vectors / self.index_build_vectors_per_s
+    }
+
+    /// Seconds of work to give a new holder the part of shard `s` it takes (`fraction`
+    /// of it): with [`DecideConfig::indexes_ship`], the whole shard's bytes cross the
+    /// network (a snapshot is of the whole shard; a split's half trims the rest) and
+    /// nothing is rebuilt; otherwise [`DecideConfig::shard_move_cost`].
+    pub fn ship_cost(&self, s: &ShardMetrics, fraction: f64) -> f64 {
+        if !self.indexes_ship {
+            return self.shard_move_cost(s, fraction);
+        }
+        let bytes = s
+            .size_bytes
+            .map_or(s.size_vectors as f64 * self.bytes_per_vector, |b| b as f64);
+        bytes / self.network_bytes_per_s
     }
 
     /// A shard's load in this config's [`LoadBasis`].
@@ -425,7 +448,7 @@ pub fn decide(
             * qps
             * config.payback_horizon_s
             * config.value_per_ms_saved;
-        let cost = config.shard_move_cost(s, 1.0 - point.left_share);
+        let cost = config.ship_cost(s, 1.0 - point.left_share);
         let why = if too_large && !hot_now && !hot_soon {
             format!("size {} > {} vectors", s.size_vectors, config.split_vectors)
         } else if hot_soon {
@@ -577,7 +600,7 @@ pub fn decide(
                     * node_qps(&node)
                     * config.payback_horizon_s
                     * config.value_per_ms_saved;
-                let cost = config.shard_move_cost(s, 1.0);
+                let cost = config.ship_cost(s, 1.0);
                 if benefit <= cost {
                     continue;
                 }
@@ -588,7 +611,7 @@ pub fn decide(
             let Some((s, _, from_after, target_after, _)) = best else {
                 break;
             };
-            let cost = config.shard_move_cost(s, 1.0);
+            let cost = config.ship_cost(s, 1.0);
             let why = if over {
                 format!("load {load:.2} > {}", config.migrate_load)
             } else {

@@ -446,3 +446,25 @@ fn move_cost_uses_the_measured_bytes_when_the_holders_report_them() {
     );
     assert!(measured > estimated);
 }
+
+#[test]
+fn shipped_indexes_make_a_large_hot_split_worth_it() {
+    // The shard of `nothing_happens_when_the_cost_exceeds_the_benefit`: 40M vectors with
+    // benefit 330. Rebuilding half on the new holder costs ≈ 451 > 330; shipping the
+    // files (128 GB at 1.25 GB/s ≈ 102 s, no rebuild) is worth it.
+    let snap = snapshot(
+        vec![shard(0, range(0, Some(Q)), "a", 11.0, 100.0, 40_000_000)],
+        &[("a", 0.2)],
+    );
+    let rebuild = DecideConfig::default();
+    assert!(run(&snap, &rebuild).is_empty());
+    let shipped = DecideConfig {
+        indexes_ship: true,
+        ..DecideConfig::default()
+    };
+    let s = &snap.shards[&0];
+    assert!((shipped.ship_cost(s, 0.5) - 40e6 * 3200.0 / 1.25e9).abs() < 1e-6);
+    let changes = run(&snap, &shipped);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(matches!(changes[0].action, PlanAction::Split { .. }));
+}
