@@ -257,3 +257,63 @@ fn hot_split_halves_start_from_the_parents_graph() {
         "not their own nearest neighbour: {missed:?}"
     );
 }
+
+/// An operator's split stands: with the kinetic planner on, the two quiet halves an
+/// operator just made are not merged back as cold shards (ranges a map creates are left
+/// alone for the planner's minimum interval, as its own actions are).
+#[test]
+fn an_operators_split_is_not_merged_back_by_the_planner() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(
+        dir.path(),
+        None,
+        &["--engine", "exact", "--planner-interval-ms", "300"],
+    );
+    let url = &server.url;
+    create_collection(url, "o", 4, 1);
+    let upserts: Vec<_> = (0..200)
+        .map(|i| {
+            let x = i as f32;
+            json!({"id": format!("v{i}"), "vector": [1.0, x.sin(), x.cos(), x / 200.0]})
+        })
+        .collect();
+    let (status, body) = post(
+        &format!("{url}/collections/o/vectors"),
+        &json!({ "upserts": upserts }),
+    );
+    assert_eq!(status, 200, "{body}");
+    // Let the planner see the first map before the split.
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, info) = get(&format!("{url}/collections/o"));
+    let whole = info["shards"][0]["range"].clone();
+    let (status, body) = post(
+        &format!("{url}/cluster/collections/o/plan"),
+        &json!({"action": "split", "shard": whole, "at": 1u64 << 63}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let epoch = loop {
+        let (_, info) = get(&format!("{url}/collections/o"));
+        if info["shards"].as_array().unwrap().len() == 2
+            && info["targets"].as_array().unwrap().is_empty()
+        {
+            break info["epoch"].clone();
+        }
+        assert!(Instant::now() < deadline, "never split: {info}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // A few searches, so the planner counts both halves (and finds them cold); many
+    // planner rounds later, the halves are still there.
+    for i in 0..20 {
+        let x = i as f32 * 10.0;
+        let (status, body) = post(
+            &format!("{url}/collections/o/search"),
+            &json!({"vector": [1.0, x.sin(), x.cos(), x / 200.0], "k": 3}),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    std::thread::sleep(Duration::from_secs(8));
+    let (_, info) = get(&format!("{url}/collections/o"));
+    assert_eq!(info["shards"].as_array().unwrap().len(), 2, "{info}");
+    assert_eq!(info["epoch"], epoch, "{info}");
+}

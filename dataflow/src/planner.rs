@@ -623,7 +623,20 @@ async fn round(
     let cluster = feed.and_then(|f| Some((f.shards(&t.spec.name)?, f.nodes())));
     if let Some((map, nodes)) = &cluster {
         if t.layout.epoch != Some(map.epoch) {
+            let known = t.layout.epoch.is_some();
+            let before: Vec<RingRange> = t.layout.ids.keys().copied().collect();
             let setup = t.layout.follow(map, nodes);
+            if known {
+                // Ranges this map created (an operator's split or merge, the size rule's,
+                // or our own) are left alone for `min_interval_s`, as our own actions are:
+                // a split just made is not merged back because its halves are quiet yet.
+                let now = wall_ms() / 1000;
+                for range in setup.ranges.values() {
+                    if !before.contains(range) {
+                        t.history.recent.push((*range, now));
+                    }
+                }
+            }
             t.points.retain(|id, _| setup.ranges.contains_key(id));
             t.driver
                 .as_mut()
