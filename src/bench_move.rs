@@ -66,9 +66,18 @@ pub async fn run(args: MoveBenchArgs) -> anyhow::Result<()> {
     let n = base.len() / dim;
     let tmp = tempfile::tempdir()?;
     let name = unique_name("benchmove");
-    let flags: Vec<String> = ["--engine", &args.engine, "--no-planner"]
-        .map(String::from)
-        .to_vec();
+    // A drain waits as long as a move by log replay may take (the default 2 minutes is
+    // shorter than replaying and rebuilding 250k vectors here): the baseline measures the
+    // move, not a holder that gave up.
+    let flags: Vec<String> = [
+        "--engine",
+        &args.engine,
+        "--no-planner",
+        "--drain-timeout-ms",
+        "900000",
+    ]
+    .map(String::from)
+    .to_vec();
     let start = |id: &str, roles: &str| start_node(id, roles, &brokers, &name, tmp.path(), &flags);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
