@@ -11,12 +11,17 @@
 //!    time on `--threads` threads, best of `--passes` passes (fewer when a point's
 //!    `--point-budget-s` is spent). `rss_mb` is the growth of
 //!    VmRSS while the shard is open.
-//! 2. **http**: starts a node in this process (embedded log in a temp dir), loads the base
-//!    through `POST /vectors` in the binary bulk form, measures the ingest rate until a
-//!    search carrying the merged write token answers, waits for the index build, then
-//!    runs the queries through `POST /search` with each `--clients` count, each client
-//!    on its own keep-alive connection, at the server's default effort and at each
-//!    `--http-efforts` (the request's `effort`), best of `--passes` passes.
+//! 2. **http**: starts a node as a child process (`hektor serve`, this binary or
+//!    `--server-exe`, embedded log in a temp dir), loads the base through `POST /vectors`
+//!    in the binary bulk form (with `--payloads`, each vector with its description as
+//!    payload), measures the ingest rate until a search carrying the merged write token
+//!    answers, waits for the index build, then runs the queries through `POST /search`
+//!    with each `--clients` count, each client on its own keep-alive connection, at the
+//!    server's default effort and at each `--http-efforts` (the request's `effort`), best
+//!    of `--passes` passes. The server's CPU per query (`server_cpu_us_per_query`) is the
+//!    server process's utime + stime (`/proc/<pid>/stat`) over every timed pass of a point
+//!    divided by the queries of those passes; `client_cpu_us_per_query` is the same for
+//!    this process (the load generator), and `rss_mb` is the server's resident memory.
 //! 3. **peers** (`--peers`): runs `scripts/peers.py --json --pick` and forwards its lines.
 //! 4. Ratios against the peers and the issue's goals, as summary lines.
 //!
@@ -32,13 +37,12 @@ use anyhow::Context;
 use hektor_indexers::dataset::{data_dir, recall_at_k, Dataset};
 use hektor_indexers::{ArroyParams, EngineKind, Shard, ShardConfig, ShardOp};
 use hektor_ingest::http::{encode_bulk, BULK_CONTENT_TYPE};
+use hektor_query::search::MAX_CONSISTENCY_TIMEOUT;
 use hektor_topics::hlc::Hlc;
 use hektor_topics::record::{Distance, VectorRecord, VectorUpsert};
 use hektor_topics::ring;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-
-use crate::serve::{build_node, ServeArgs};
 
 /// Neighbours asked for and scored.
 const K: usize = 10;
@@ -59,6 +63,8 @@ const GOAL_HTTP_P99_MS: f64 = 1.0;
 const GOAL_HTTP_QPS: f64 = 10_000.0;
 const GOAL_HTTP_CLIENTS: usize = 8;
 const GOAL_INGEST_PER_S: f64 = 10_000.0;
+/// The server's CPU per search through REST at recall ≥ 0.95, in µs (issue #16).
+const GOAL_SERVER_CPU_US: f64 = 180.0;
 
 #[derive(Debug, clap::Args)]
 pub struct SearchBenchArgs {
@@ -119,6 +125,17 @@ pub struct SearchBenchArgs {
     /// Skip the in-process phase.
     #[arg(long)]
     pub no_in_process: bool,
+    /// Through HTTP, load every base vector with a payload (`{"package": id, "text": its
+    /// line of base.txt}`) and ask searches for the payloads of their hits.
+    #[arg(long)]
+    pub payloads: bool,
+    /// The binary the HTTP phase runs as its server (`EXE serve ...`); default this one.
+    /// A bench of this version can so measure another version's server.
+    #[arg(long)]
+    pub server_exe: Option<PathBuf>,
+    /// Extra flags for the HTTP phase's server (repeat; e.g. `--server-arg=--search-threads=1`).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
     /// Peer engines to run (passed to peers.py --engines).
     #[arg(long, default_value = "hnswlib,faiss,usearch,numpy")]
     pub peer_engines: String,
@@ -149,6 +166,13 @@ struct Point {
     /// the rest being `build_index`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     apply_s: Option<f64>,
+    /// HTTP only: CPU time (user + system) of the server process per query, in µs, over
+    /// every timed pass of the point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    server_cpu_us_per_query: Option<f64>,
+    /// HTTP only: the same for the bench process (the clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_cpu_us_per_query: Option<f64>,
 }
 
 /// The ingest measurement of the HTTP phase.
@@ -192,7 +216,7 @@ impl Report {
         } else {
             if !self.table_header_printed {
                 println!(
-                    "{:<11} {:<12} {:>4} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8}  params",
+                    "{:<11} {:<12} {:>4} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  params",
                     "via",
                     "engine",
                     "thr",
@@ -201,7 +225,9 @@ impl Report {
                     "p50_ms",
                     "p99_ms",
                     "build_s",
-                    "rss_mb"
+                    "rss_mb",
+                    "srv_us/q",
+                    "cli_us/q"
                 );
                 self.table_header_printed = true;
             }
@@ -219,7 +245,7 @@ impl Report {
                 params = format!("{params} [pick {p}]");
             }
             println!(
-                "{:<11} {:<12} {:>4} {:>7.4} {:>9.1} {:>8} {:>8} {:>8} {:>8}  {}",
+                "{:<11} {:<12} {:>4} {:>7.4} {:>9.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
                 via,
                 point.engine,
                 point.threads,
@@ -229,6 +255,8 @@ impl Report {
                 opt(point.p99_ms, 3),
                 opt(point.build_s, 1),
                 opt(point.rss_mb, 0),
+                opt(point.server_cpu_us_per_query, 1),
+                opt(point.client_cpu_us_per_query, 1),
                 params
             );
         }
@@ -345,10 +373,68 @@ fn sweep(kind: EngineKind, shard: &Shard, args: &SearchBenchArgs) -> Vec<SweepPo
 
 /// Resident memory of this process, in MiB (None where /proc is unavailable).
 fn rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    rss_mib_of("self")
+}
+
+/// Resident memory of process `pid` ("self" or a number), in MiB.
+fn rss_mib_of(pid: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// CPU time (utime + stime, in clock ticks) process `pid` ("self" or a number) has used,
+/// from `/proc/<pid>/stat`; None where /proc is unavailable.
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command (field 2) may hold spaces and parentheses: count from its last ')'.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let mut fields = rest.split_whitespace();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based).
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`, else 100).
+fn clock_ticks_per_s() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// CPU used by the server and by this process over some passes.
+#[derive(Default)]
+struct CpuTally {
+    server_ticks: u64,
+    client_ticks: u64,
+    queries: usize,
+    /// Whether every reading worked (else nothing is reported).
+    complete: bool,
+}
+
+impl CpuTally {
+    fn new() -> CpuTally {
+        CpuTally {
+            complete: true,
+            ..CpuTally::default()
+        }
+    }
+
+    /// Per query, in µs: (server, client).
+    fn per_query_us(&self, ticks_per_s: f64) -> (Option<f64>, Option<f64>) {
+        if !self.complete || self.queries == 0 {
+            return (None, None);
+        }
+        let us = |ticks: u64| ticks as f64 / ticks_per_s * 1e6 / self.queries as f64;
+        (Some(us(self.server_ticks)), Some(us(self.client_ticks)))
+    }
 }
 
 /// Latency percentile (nearest rank) of sorted values, in ms.
@@ -551,6 +637,8 @@ fn in_process(
                 params,
                 pick: None,
                 apply_s: Some(apply_s),
+                server_cpu_us_per_query: None,
+                client_cpu_us_per_query: None,
             });
         }
     }
@@ -692,7 +780,69 @@ async fn http_pass(
     Ok(Pass::from_results(&bench.ds, results, wall))
 }
 
-/// Phase 2 for one engine: a node in this process, ingest through HTTP, then search.
+/// The HTTP phase's server: `hektor serve` as a child process, killed when dropped.
+struct ServerProc {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    url: String,
+    addr: std::net::SocketAddr,
+}
+
+impl ServerProc {
+    /// Start `exe serve` for engine `name` with its data in `dir`, on a free port.
+    fn start(exe: &Path, name: &str, dir: &Path, extra: &[String]) -> anyhow::Result<ServerProc> {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let child = std::process::Command::new(exe)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(["--node-id", "bench", "--engine", name, "--no-planner"])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {} serve", exe.display()))?;
+        Ok(ServerProc {
+            child,
+            url: format!("http://{addr}"),
+            addr,
+        })
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Vectors waiting for the index over every shard of the collection at `url`, once every
+/// one of its `partitions` shards is open on the server (`GET /collections/{c}`).
+async fn pending_over_http(
+    client: &reqwest::Client,
+    url: &str,
+    partitions: u32,
+) -> anyhow::Result<Option<u64>> {
+    let view: Value = client.get(url).send().await?.json().await?;
+    let shards = view["shards"].as_array().cloned().unwrap_or_default();
+    let open: Vec<u64> = shards
+        .iter()
+        .filter_map(|s| s.get("pending").and_then(Value::as_u64))
+        .collect();
+    if open.len() < partitions.max(1) as usize {
+        return Ok(None);
+    }
+    Ok(Some(open.iter().sum()))
+}
+
+/// Phase 2 for one engine: a node in a child process, ingest through HTTP, then search.
 async fn http_phase(
     bench: &Arc<Bench>,
     name: &str,
@@ -700,34 +850,23 @@ async fn http_phase(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temp dir for the node")?;
-    let data_dir = dir.path().to_string_lossy().into_owned();
-    let serve_args = ServeArgs::from_flags([
-        "--data-dir",
-        data_dir.as_str(),
-        "--listen",
-        "127.0.0.1:0",
-        "--node-id",
-        "bench",
-        "--engine",
-        name,
-        "--no-planner",
-    ])?;
-    let rss_before = rss_mib();
-    let node = build_node(&serve_args).await?;
-    let host = Arc::clone(&node.host);
-    let listener = tokio::net::TcpListener::bind(serve_args.listen).await?;
-    let addr = listener.local_addr()?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, node.router)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
-    let result = http_measure(bench, name, args, report, &host, addr, rss_before).await;
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    let exe = match &args.server_exe {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe().context("finding this binary")?,
+    };
+    let server = ServerProc::start(&exe, name, dir.path(), &args.server_args)?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    crate::bench_nodes::wait_healthy(&client, &server.url).await?;
+    eprintln!(
+        "{name} http: server {} (pid {}) at {}",
+        exe.display(),
+        server.pid(),
+        server.url
+    );
+    let result = http_measure(bench, name, args, report, &client, &server).await;
+    drop(server);
     result
 }
 
@@ -736,14 +875,11 @@ async fn http_measure(
     name: &str,
     args: &SearchBenchArgs,
     report: &mut Report,
-    host: &Arc<hektor_indexers::host::ShardHost>,
-    addr: std::net::SocketAddr,
-    rss_before: Option<f64>,
+    client: &reqwest::Client,
+    server: &ServerProc,
 ) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()?;
-    let base = format!("http://{addr}/collections/{COLLECTION}");
+    let addr = server.addr;
+    let base = format!("{}/collections/{COLLECTION}", server.url);
     let create =
         json!({ "dimension": bench.ds.dim, "distance": "cosine", "partitions": args.partitions });
     let response = client.put(&base).json(&create).send().await?;
@@ -754,6 +890,16 @@ async fn http_measure(
             response.text().await.unwrap_or_default()
         );
     }
+    let texts: Vec<String> = if args.payloads {
+        let dir = args.data.clone().unwrap_or_else(data_dir);
+        std::fs::read_to_string(dir.join("base.txt"))
+            .with_context(|| format!("--payloads reads {}", dir.join("base.txt").display()))?
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     // Encode every batch before the clock starts: the rate is the server's, not the encoder's.
     let ds = &bench.ds;
@@ -767,7 +913,12 @@ async fn http_measure(
                     id: ds.ids[row].clone(),
                     tenant: None,
                     vector: ds.base_vector(row).to_vec(),
-                    payload: None,
+                    payload: args.payloads.then(|| {
+                        json!({
+                            "package": ds.ids[row],
+                            "text": texts.get(row).map_or("", String::as_str),
+                        })
+                    }),
                     hlc: Hlc::default(),
                     origin: String::new(),
                 })
@@ -780,7 +931,7 @@ async fn http_measure(
     let mut token: BTreeMap<u32, u64> = BTreeMap::new();
     let started = Instant::now();
     for body in bodies {
-        let bytes = post(&client, &vectors_url, BULK_CONTENT_TYPE, body).await?;
+        let bytes = post(client, &vectors_url, BULK_CONTENT_TYPE, body).await?;
         let answer: Value = serde_json::from_slice(&bytes)?;
         let part: BTreeMap<String, u64> =
             serde_json::from_value(answer["token"].clone()).context("reading the write token")?;
@@ -794,17 +945,19 @@ async fn http_measure(
     // Searchable: a search carrying the merged token answers (it waits for every shard).
     let probe = serde_json::to_vec(&json!({
         "vector": ds.query(0), "k": K, "without_payload": true,
-        "consistency": { "after": token, "timeout_ms": HTTP_WAIT.as_millis() as u64 },
+        "consistency": {
+            "after": token,
+            "timeout_ms": HTTP_WAIT.min(MAX_CONSISTENCY_TIMEOUT).as_millis() as u64,
+        },
     }))?;
-    post(&client, &search_url, "application/json", probe).await?;
+    post(client, &search_url, "application/json", probe).await?;
     let searchable_s = started.elapsed().as_secs_f64();
     eprintln!("{name} http: acked in {acked_s:.1}s, searchable after {searchable_s:.1}s; waiting for the index build");
     // Then wait for the background index build, so the searches below hit the index.
     let deadline = Instant::now() + HTTP_WAIT;
     loop {
-        let waiting: u64 = host
-            .collection(COLLECTION)
-            .map(|c| c.shards.iter().map(|s| s.shard.pending()).sum())
+        let waiting = pending_over_http(client, &base, args.partitions)
+            .await?
             .unwrap_or(u64::MAX);
         if waiting == 0 {
             break;
@@ -831,6 +984,8 @@ async fn http_measure(
 
     let search_path: Arc<str> = Arc::from(format!("/collections/{COLLECTION}/search"));
     let pool_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ticks_per_s = clock_ticks_per_s();
+    let server_pid = server.pid();
     // The server's default effort, then each asked-for one.
     let efforts: Vec<Option<usize>> = std::iter::once(None)
         .chain(args.http_efforts.iter().map(|&e| Some(e)))
@@ -842,7 +997,7 @@ async fn http_measure(
                     serde_json::to_vec(&QueryBody {
                         vector: ds.query(q),
                         k: K,
-                        without_payload: true,
+                        without_payload: !args.payloads,
                         effort,
                     })
                     .map(bytes::Bytes::from)
@@ -853,27 +1008,37 @@ async fn http_measure(
             Arc::new(queries.iter().take(HTTP_WARMUP).cloned().collect());
         http_pass(bench, addr, &search_path, &warm, 1).await?;
         for &clients in &args.clients {
-            // The fastest of `--passes` passes, like the in-process sweep.
+            // The fastest of `--passes` passes, like the in-process sweep; CPU over all.
             let mut best: Option<Pass> = None;
+            let mut cpu = CpuTally::new();
             let budget = Instant::now();
             for pass_no in 0..args.passes.max(1) {
                 if pass_no > 0 && budget.elapsed().as_secs_f64() > args.point_budget_s {
                     break;
                 }
+                let before = (cpu_ticks(&server_pid), cpu_ticks("self"));
                 let pass = http_pass(bench, addr, &search_path, &queries, clients).await?;
+                match (before, (cpu_ticks(&server_pid), cpu_ticks("self"))) {
+                    ((Some(s0), Some(c0)), (Some(s1), Some(c1))) => {
+                        cpu.server_ticks += s1.saturating_sub(s0);
+                        cpu.client_ticks += c1.saturating_sub(c0);
+                        cpu.queries += queries.len();
+                    }
+                    _ => cpu.complete = false,
+                }
                 if best.as_ref().is_none_or(|b| pass.qps > b.qps) {
                     best = Some(pass);
                 }
             }
             let Some(pass) = best else { continue };
-            let rss_mb = match (rss_before, rss_mib()) {
-                (Some(a), Some(b)) => Some((b - a).max(0.0)),
-                _ => None,
-            };
-            let params = match effort {
+            let (server_cpu, client_cpu) = cpu.per_query_us(ticks_per_s);
+            let mut params = match effort {
                 Some(e) => json!({ "partitions": args.partitions, "effort": e }),
                 None => json!({ "partitions": args.partitions, "defaults": true }),
             };
+            if args.payloads {
+                params["payloads"] = json!(true);
+            }
             report.point(
                 Point {
                     engine: name.to_owned(),
@@ -883,12 +1048,14 @@ async fn http_measure(
                     p50_ms: pass.p50_ms,
                     p99_ms: pass.p99_ms,
                     build_s: None,
-                    rss_mb,
+                    rss_mb: rss_mib_of(&server_pid),
                     via: "http".into(),
                     clients: Some(clients),
                     params,
                     pick: None,
                     apply_s: None,
+                    server_cpu_us_per_query: server_cpu,
+                    client_cpu_us_per_query: client_cpu,
                 },
                 false,
             );
@@ -1089,6 +1256,35 @@ fn summarise(report: &mut Report, engines: &[String]) {
             });
             report.summary(goal);
         }
+        // Per client count: the point at recall >= 0.95 whose server spent least per search.
+        let mut client_counts: Vec<usize> = report
+            .ours
+            .iter()
+            .filter(|p| &p.engine == engine && p.via == "http")
+            .filter_map(|p| p.clients)
+            .collect();
+        client_counts.sort_unstable();
+        client_counts.dedup();
+        for clients in client_counts {
+            let cheapest = http(clients)
+                .filter(|p| p.recall_at_10 >= 0.95)
+                .filter(|p| p.server_cpu_us_per_query.is_some())
+                .min_by(|a, b| {
+                    let cpu = |p: &Point| p.server_cpu_us_per_query.unwrap_or(f64::MAX);
+                    cpu(a).total_cmp(&cpu(b))
+                });
+            if let Some(p) = cheapest {
+                report.summary(json!({
+                    "goal": format!(
+                        "http server cpu us per search at recall >= 0.95, {clients} client(s) <= {GOAL_SERVER_CPU_US}"
+                    ),
+                    "engine": engine, "value": p.server_cpu_us_per_query,
+                    "target": GOAL_SERVER_CPU_US,
+                    "met": p.server_cpu_us_per_query.is_some_and(|v| v <= GOAL_SERVER_CPU_US),
+                    "params": p.params, "recall_at_10": p.recall_at_10, "qps": p.qps,
+                }));
+            }
+        }
         if let Some(i) = report.ingest.iter().find(|i| &i.engine == engine) {
             report.summary(json!({
                 "goal": "ingest vectors/s until searchable >= 10000", "engine": engine,
@@ -1207,6 +1403,8 @@ mod tests {
             params: Value::Null,
             pick: None,
             apply_s: None,
+            server_cpu_us_per_query: None,
+            client_cpu_us_per_query: None,
         };
         let points = [
             p(0.90, 500.0),

@@ -42,8 +42,8 @@ use serde_json::json;
 
 use crate::metrics::Metrics;
 use crate::search::{
-    shard_get, shard_search, SearchRequest, Searcher, ShardAnswer, ShardGet, ShardSearch,
-    WireVector,
+    shard_get, shard_search, SearchRequest, SearchResponse, Searcher, ShardAnswer, ShardGet,
+    ShardSearch, WireVector,
 };
 use crate::QueryError;
 use hektor_cluster::ShardMap;
@@ -140,10 +140,59 @@ async fn search(
     {
         return Err(QueryError::UnknownCollection(collection).into());
     }
-    let request: SearchRequest = serde_json::from_slice(&body)
+    let request = SearchRequest::from_json(&body)
         .map_err(|err| ApiError(400, format!("invalid JSON body: {err}")))?;
     let response = state.searcher.search(&collection, request).await?;
-    Ok(Json(response).into_response())
+    Ok(search_response(&response))
+}
+
+/// A search's answer as `application/json`, the same bytes and headers `Json` writes,
+/// rendered into one buffer sized for it up front (no regrowing per hit and payload).
+fn search_response(response: &SearchResponse) -> Response {
+    let payload_bytes: usize = response
+        .hits
+        .iter()
+        .map(|h| h.payload.as_ref().map_or(0, approximate_json_len))
+        .sum();
+    let hits_bytes: usize = response.hits.iter().map(|h| h.id.len() + 48).sum();
+    let mut buf = Vec::with_capacity(96 + hits_bytes + payload_bytes);
+    match serde_json::to_writer(&mut buf, response) {
+        Ok(()) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            buf,
+        )
+            .into_response(),
+        // What `Json` answers when a value does not serialize.
+        Err(err) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+            )],
+            err.to_string(),
+        )
+            .into_response(),
+    }
+}
+
+/// About how long `value` is as JSON (a buffer size; strings counted without escapes).
+fn approximate_json_len(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 24,
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(|v| approximate_json_len(v) + 1).sum::<usize>(),
+        Value::Object(o) => {
+            2 + o
+                .iter()
+                .map(|(k, v)| k.len() + 4 + approximate_json_len(v))
+                .sum::<usize>()
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,9 +1,11 @@
 //! hektor's read path.
 //!
 //! - [`search`]: a search fans out to the shards that can hold the answer (only the
-//!   tenant's ring range when a tenant is given), runs them in parallel on a bounded pool,
-//!   merges the top k, and waits first, if asked, until the shards have applied a write
-//!   token (read-your-writes).
+//!   tenant's ring range when a tenant is given), searches this node's shards on the
+//!   request's own thread when that is cheap (hot engine, at most two local shards or other
+//!   searches already running; no pool hop) and on a bounded pool otherwise, merges the
+//!   top k, and waits first, if asked, until the shards have applied a write token
+//!   (read-your-writes).
 //! - [`http`]: the read side of the HTTP API (search, get a vector, list and show
 //!   collections, health, Prometheus metrics).
 //! - [`metrics`]: the Prometheus registry.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use hektor_cluster::ShardMap;
 use hektor_control::Routing;
 use hektor_indexers::host::{HostedShard, ShardHost};
-use hektor_indexers::SearchOptions;
+use hektor_indexers::{EngineKind, SearchOptions};
 use hektor_topics::events::EventSink;
 use hektor_topics::record::{EventKind, RingRange};
 use hektor_topics::ring;
@@ -119,6 +119,313 @@ pub struct SearchRequest {
 
 fn default_k() -> usize {
     10
+}
+
+impl SearchRequest {
+    /// The request in a JSON body, exactly as `serde_json::from_slice` reads it (same
+    /// values, same errors), in one pass for the usual body: an object of `vector` (a
+    /// flat array of numbers), `k`, `effort`, `without_payload`, `rescore` and `tenant`
+    /// (a string without escapes), each at most once, is read by `LeanReader`; any
+    /// other body (`consistency`, an escape, an unknown or repeated field, a number the
+    /// lean reader leaves alone, any error) is read by serde_json, whose answer is then
+    /// the answer.
+    pub fn from_json(body: &[u8]) -> Result<SearchRequest, serde_json::Error> {
+        if let Some(request) = LeanReader::new(body).and_then(LeanReader::request) {
+            return Ok(request);
+        }
+        serde_json::from_slice(body)
+    }
+}
+
+/// The one-pass reader of [`SearchRequest::from_json`]: every method answers `None`
+/// for anything it does not read exactly as serde_json would.
+struct LeanReader<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> LeanReader<'a> {
+    fn new(body: &'a [u8]) -> Option<LeanReader<'a>> {
+        Some(LeanReader {
+            text: std::str::from_utf8(body).ok()?,
+            at: 0,
+        })
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        self.ws();
+        (self.peek() == Some(byte)).then(|| self.at += 1)
+    }
+
+    fn literal(&mut self, word: &str) -> bool {
+        let found = self.text.as_bytes()[self.at..].starts_with(word.as_bytes());
+        if found {
+            self.at += word.len();
+        }
+        found
+    }
+
+    /// A string without escapes or control characters.
+    fn plain_string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let from = self.at;
+        loop {
+            match self.peek()? {
+                b'"' => break,
+                b'\\' | 0..=0x1F => return None,
+                _ => self.at += 1,
+            }
+        }
+        self.at += 1;
+        self.text.get(from..self.at - 1)
+    }
+
+    /// A `usize` written as a plain integer (serde_json refuses any other number).
+    fn unsigned(&mut self) -> Option<usize> {
+        self.ws();
+        let bytes = self.text.as_bytes();
+        let from = self.at;
+        while bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
+            self.at += 1;
+        }
+        let digits = &bytes[from..self.at];
+        if digits.is_empty()
+            || digits.len() > 19
+            || (digits[0] == b'0' && digits.len() > 1)
+            || matches!(self.peek(), Some(b'.' | b'e' | b'E'))
+        {
+            return None;
+        }
+        let value = digits
+            .iter()
+            .fold(0u64, |v, d| v * 10 + u64::from(d - b'0'));
+        usize::try_from(value).ok()
+    }
+
+    fn boolean(&mut self) -> Option<bool> {
+        self.ws();
+        if self.literal("true") {
+            Some(true)
+        } else if self.literal("false") {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// `null` as `None`, else what `read` reads.
+    fn nullable<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        self.ws();
+        if self.literal("null") {
+            return Some(None);
+        }
+        read(self).map(Some)
+    }
+
+    /// A flat array of numbers (see [`parse_number`]).
+    fn vector(&mut self) -> Option<Vec<f32>> {
+        self.eat(b'[')?;
+        self.ws();
+        let mut out = Vec::with_capacity((self.text.len() - self.at) / 8 + 1);
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            return Some(out);
+        }
+        loop {
+            self.ws();
+            let (x, end) = parse_number(self.text, self.at)?;
+            out.push(x);
+            self.at = end;
+            self.ws();
+            match self.peek()? {
+                b',' => self.at += 1,
+                b']' => {
+                    self.at += 1;
+                    return Some(out);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn request(mut self) -> Option<SearchRequest> {
+        let mut request = SearchRequest {
+            vector: Vec::new(),
+            k: default_k(),
+            tenant: None,
+            consistency: None,
+            without_payload: false,
+            effort: None,
+            rescore: None,
+        };
+        let mut seen = [false; 6];
+        let mut once = |field: usize| !std::mem::replace(&mut seen[field], true);
+        self.eat(b'{')?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            return None; // no vector: serde_json's "missing field" error
+        }
+        loop {
+            let key = self.plain_string()?;
+            self.eat(b':')?;
+            match key {
+                "vector" if once(0) => request.vector = self.vector()?,
+                "k" if once(1) => request.k = self.unsigned()?,
+                "effort" if once(2) => request.effort = self.nullable(Self::unsigned)?,
+                "without_payload" if once(3) => request.without_payload = self.boolean()?,
+                "rescore" if once(4) => request.rescore = self.nullable(Self::boolean)?,
+                "tenant" if once(5) => {
+                    request.tenant = self.nullable(|r| r.plain_string().map(str::to_owned))?
+                }
+                _ => return None,
+            }
+            self.ws();
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+        self.ws();
+        (seen[0] && self.at == self.text.len()).then_some(request)
+    }
+}
+
+/// A JSON array of numbers as `f32`s, each exactly as serde_json (with
+/// `float_roundtrip`, as this workspace builds it) reads an `f32`: the decimal value
+/// correctly rounded to the nearest `f32`, an integer token included. `None` when the
+/// text is anything but `[`, numbers separated by commas, `]` with JSON whitespace, or
+/// when a number is one serde_json reads by another path or refuses: more than 19
+/// significant digits, an exponent of more than 4 digits, or a value beyond `f32`
+/// (serde_json's "number out of range").
+pub fn parse_vector(text: &str) -> Option<Vec<f32>> {
+    let mut reader = LeanReader { text, at: 0 };
+    let vector = reader.vector()?;
+    reader.ws();
+    (reader.at == text.len()).then_some(vector)
+}
+
+/// Powers of ten exact in an `f64`.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// The JSON number (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`) at byte `i` of
+/// `text` as the nearest `f32`, and where it ends; `None` when there is none or it is
+/// one [`parse_vector`] leaves to serde_json (see there).
+///
+/// Most numbers take the fast path: significant digits `d` < 10^19 (exact in a `u64`)
+/// and a power `p` of ten with |p| ≤ 22 (exact in an `f64`) give `d · 10^p` in `f64`
+/// within 3 units in the last place (two roundings: `d` to `f64`, then the product or
+/// quotient). Rounding that to `f32` rounds the decimal value itself unless an `f32`
+/// midpoint (where rounding to `f32` turns) lies within that error, which shows in the
+/// low 29 bits of the `f64` being within 8 of the midpoint pattern; those, and every
+/// other number, are read by `str::parse::<f32>`, which rounds correctly.
+fn parse_number(text: &str, start: usize) -> Option<(f32, usize)> {
+    let bytes = text.as_bytes();
+    let mut i = start;
+    let negative = bytes.get(i) == Some(&b'-');
+    if negative {
+        i += 1;
+    }
+    let mut significand: u64 = 0;
+    // Digits from the first non-zero one on.
+    let mut significant = 0usize;
+    let mut push = |c: u8| {
+        if significand != 0 || c != b'0' {
+            significand = significand
+                .wrapping_mul(10)
+                .wrapping_add(u64::from(c - b'0'));
+            significant += 1;
+        }
+    };
+    match bytes.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            while let Some(&c @ b'0'..=b'9') = bytes.get(i) {
+                push(c);
+                i += 1;
+            }
+        }
+        _ => return None,
+    }
+    let mut power: i32 = 0;
+    if bytes.get(i) == Some(&b'.') {
+        i += 1;
+        let from = i;
+        while let Some(&c @ b'0'..=b'9') = bytes.get(i) {
+            push(c);
+            i += 1;
+        }
+        if i == from {
+            return None;
+        }
+        power = -((i - from) as i32);
+    }
+    if matches!(bytes.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        let minus = match bytes.get(i) {
+            Some(b'-') => {
+                i += 1;
+                true
+            }
+            Some(b'+') => {
+                i += 1;
+                false
+            }
+            _ => false,
+        };
+        let from = i;
+        let mut exponent: i32 = 0;
+        while let Some(&c @ b'0'..=b'9') = bytes.get(i) {
+            exponent = exponent * 10 + i32::from(c - b'0');
+            i += 1;
+            if i - from > 4 {
+                return None;
+            }
+        }
+        if i == from {
+            return None;
+        }
+        power += if minus { -exponent } else { exponent };
+    }
+    // Up to 19 significant digits, `significand` is exact.
+    if significant > 19 {
+        return None;
+    }
+    if power.unsigned_abs() <= 22 {
+        let scale = POW10[power.unsigned_abs() as usize];
+        let near = if power < 0 {
+            significand as f64 / scale
+        } else {
+            significand as f64 * scale
+        };
+        let low = near.to_bits() & 0x1FFF_FFFF;
+        if low.abs_diff(0x1000_0000) > 8 {
+            let x = near as f32;
+            if x.is_finite() {
+                return Some((if negative { -x } else { x }, i));
+            }
+            return None;
+        }
+    }
+    // A JSON number is ASCII, so the slice is on character boundaries.
+    let x: f32 = text.get(start..i)?.parse().ok()?;
+    x.is_finite().then_some((x, i))
 }
 
 /// One hit of a search: score is higher-is-closer for every distance.
@@ -236,6 +543,9 @@ pub struct Searcher {
     client: reqwest::Client,
     health: Mutex<HashMap<String, Arc<NodeHealth>>>,
     served: AtomicUsize,
+    /// Searches this router is running now (see [`Searcher::search`]: with others
+    /// running, every core is busy and a query's local shards are searched inline).
+    active: AtomicUsize,
     /// The `Authorization` value of calls to other nodes (the cluster secret), if any.
     internal_auth: Option<String>,
     /// `http` or `https`: how other nodes are called.
@@ -271,6 +581,7 @@ impl Searcher {
             client,
             health: Mutex::new(HashMap::new()),
             served: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
             internal_auth: None,
             scheme: "http",
         })
@@ -357,7 +668,11 @@ impl Searcher {
     }
 
     fn health_of(&self, node: &str) -> Arc<NodeHealth> {
-        Arc::clone(self.health.lock().entry(node.to_owned()).or_default())
+        let mut health = self.health.lock();
+        if let Some(h) = health.get(node) {
+            return Arc::clone(h);
+        }
+        Arc::clone(health.entry(node.to_owned()).or_default())
     }
 
     /// The replicas of shard `range` of `collection` in the order to try them: this node
@@ -399,11 +714,21 @@ impl Searcher {
     }
 
     /// Validate, wait for consistency, fan out, merge.
+    ///
+    /// A shard held here is searched on the calling thread ("inline", no pool hop) when
+    /// that is cheap — the hot (in-memory) engine, no tenant filter, a bounded k and
+    /// effort, a short unindexed tail, its token already applied — and when a hop gains
+    /// little: the query has at most `INLINE_ALL_UP_TO` (2) such shards, or other searches
+    /// are running (the cores have work). Otherwise its search goes to the pool, as do
+    /// calls to other replicas; a query with more local shards and no other search
+    /// running sends all but its last one to the pool and searches that one meanwhile.
+    /// Replica order, retries, errors and events are the same either way.
     pub async fn search(
         &self,
         collection: &str,
         request: SearchRequest,
     ) -> Result<SearchResponse, QueryError> {
+        let _active = Active::enter(&self.active);
         let started = Instant::now();
         let spec = self
             .host
@@ -437,56 +762,102 @@ impl Searcher {
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_CONSISTENCY_TIMEOUT);
         let token = request.consistency.as_ref().and_then(|c| c.after.as_ref());
+        let epoch = map.epoch();
+        // Per shard: the call, the replicas in the order to try them, and this node's
+        // copy when it is first in that order and cheap to search inline.
+        let hosted = self.host.collection(collection);
+        let plan: Vec<(ShardSearch, Vec<String>, Option<Arc<HostedShard>>)> = shards
+            .iter()
+            .map(|s| {
+                let partition = ring::partition_of(s.range.start, spec.partitions);
+                let call = ShardSearch {
+                    incarnation: map.incarnation(),
+                    range: s.range,
+                    partition,
+                    vector: Vec::new(), // filled per remote call; local calls share `query`
+                    k: request.k,
+                    filter,
+                    after: token.and_then(|t| t.get(&partition).copied()),
+                    timeout_ms: Some(timeout.as_millis() as u64),
+                    effort: request.effort,
+                    rescore: request.rescore,
+                };
+                let order = self.replica_order(&routing, collection, s.range, &s.replicas);
+                let inline = order
+                    .first()
+                    .filter(|n| **n == routing.me)
+                    .and(hosted.as_ref())
+                    .and_then(|h| h.shard(s.range))
+                    .filter(|h| inline_is_cheap(h, &call))
+                    .cloned();
+                (call, order, inline)
+            })
+            .collect();
         let query = Arc::new(request.vector);
-        let map_ref = &map;
-        let calls = shards.iter().map(|s| {
-            let map = map_ref;
-            let partition = ring::partition_of(s.range.start, spec.partitions);
-            let call = ShardSearch {
-                incarnation: map.incarnation(),
-                range: s.range,
-                partition,
-                vector: Vec::new(), // filled per remote call; local calls share `query`
-                k: request.k,
-                filter,
-                after: token.and_then(|t| t.get(&partition).copied()),
-                timeout_ms: Some(timeout.as_millis() as u64),
-                effort: request.effort,
-                rescore: request.rescore,
-            };
-            let order = self.replica_order(&routing, collection, s.range, &s.replicas);
-            let query = Arc::clone(&query);
-            let routing = &routing;
-            let epoch = map.epoch();
-            async move {
-                let mut last_err = None;
-                for node in order {
-                    let result = if node == routing.me {
-                        self.local_search(collection, &call, query.as_slice()).await
-                    } else {
-                        self.remote_search(routing, &node, collection, &call, &query)
-                            .await
-                    };
-                    match result {
-                        Ok(hits) => return Ok(hits),
-                        // A consistency timeout is the answer, not a replica's failure.
-                        Err(e @ QueryError::ConsistencyTimeout { .. }) => return Err(e),
-                        Err(e) => last_err = Some(format!("{node}: {e}")),
-                    }
+        // Searched here: every inline-able shard when they are few or the cores are busy
+        // with other searches, else only the last one (the others' calls run meanwhile).
+        let mut local = (0..plan.len()).filter(|&i| plan[i].2.is_some());
+        let inline_all =
+            local.clone().count() <= INLINE_ALL_UP_TO || self.active.load(Ordering::Relaxed) > 1;
+        let inline: Vec<usize> = if inline_all {
+            local.collect()
+        } else {
+            local.next_back().into_iter().collect()
+        };
+        let mut answered: Vec<Option<Result<Vec<WireHit>, QueryError>>> =
+            (0..plan.len()).map(|_| None).collect();
+        let calls: Vec<_> = (0..plan.len())
+            .filter(|i| !inline.contains(i))
+            .map(|i| {
+                let (call, order, _) = &plan[i];
+                let query = Arc::clone(&query);
+                let routing = &routing;
+                async move {
+                    let answer = self
+                        .search_replicas(routing, collection, call, order, None, &query, epoch)
+                        .await;
+                    (i, answer)
                 }
-                Err(QueryError::Unavailable(format!(
-                    "no replica of shard [{:#x}, {}) answered at epoch {}: {}",
-                    call.range.start,
-                    call.range.end.map_or("2^64".into(), |e| format!("{e:#x}")),
-                    epoch,
-                    last_err.unwrap_or_else(|| "it has no replicas".into())
-                )))
-            }
-        });
-        let results = futures::future::join_all(calls).await;
+            })
+            .collect();
+        // The other calls start (to the pool, to other nodes) before this thread searches.
+        let mut running = (!calls.is_empty()).then(|| futures::future::join_all(calls));
+        let mut ready = running.as_mut().and_then(futures::FutureExt::now_or_never);
+        for i in inline {
+            let (call, order, hosted) = &plan[i];
+            let Some(hosted) = hosted else { continue };
+            let first = self.search_inline(hosted, call, query.as_slice());
+            let answer = match first {
+                Ok(hits) => Ok(hits),
+                first => {
+                    self.search_replicas(
+                        &routing,
+                        collection,
+                        call,
+                        order,
+                        Some(first),
+                        &query,
+                        epoch,
+                    )
+                    .await
+                }
+            };
+            answered[i] = Some(answer);
+        }
+        if let (None, Some(running)) = (&ready, running) {
+            ready = Some(running.await);
+        }
+        for (i, answer) in ready.into_iter().flatten() {
+            answered[i] = Some(answer);
+        }
         let mut all: Vec<WireHit> = Vec::with_capacity(request.k * shards.len());
-        for result in results {
-            all.extend(result?);
+        for answer in answered {
+            let answer = answer.unwrap_or_else(|| {
+                Err(QueryError::Internal(
+                    "a shard of the query was not searched".into(),
+                ))
+            });
+            all.extend(answer?);
         }
         all.sort_by(|a, b| b.score.total_cmp(&a.score));
         all.truncate(request.k);
@@ -506,9 +877,73 @@ impl Searcher {
         Ok(SearchResponse {
             hits,
             shards: shards.len(),
-            epoch: map.epoch(),
+            epoch,
             took_us: took.as_micros() as u64,
         })
+    }
+
+    /// Ask the replicas of one shard in `order` until one answers; `first` is the answer
+    /// of the first replica (this node, searched inline) when it was already asked. A
+    /// consistency timeout is the answer, not a replica's failure.
+    #[allow(clippy::too_many_arguments)]
+    async fn search_replicas(
+        &self,
+        routing: &Routing,
+        collection: &str,
+        call: &ShardSearch,
+        order: &[String],
+        first: Option<Result<Vec<WireHit>, QueryError>>,
+        query: &Arc<Vec<f32>>,
+        epoch: u64,
+    ) -> Result<Vec<WireHit>, QueryError> {
+        let mut last_err = None;
+        let mut rest = order.iter();
+        if let Some(first) = first {
+            let node = rest.next().map_or("", String::as_str);
+            match first {
+                Ok(hits) => return Ok(hits),
+                Err(e @ QueryError::ConsistencyTimeout { .. }) => return Err(e),
+                Err(e) => last_err = Some(format!("{node}: {e}")),
+            }
+        }
+        for node in rest {
+            let result = if *node == routing.me {
+                self.local_search(collection, call, query.as_slice()).await
+            } else {
+                self.remote_search(routing, node, collection, call, query)
+                    .await
+            };
+            match result {
+                Ok(hits) => return Ok(hits),
+                Err(e @ QueryError::ConsistencyTimeout { .. }) => return Err(e),
+                Err(e) => last_err = Some(format!("{node}: {e}")),
+            }
+        }
+        Err(QueryError::Unavailable(format!(
+            "no replica of shard [{:#x}, {}) answered at epoch {}: {}",
+            call.range.start,
+            call.range.end.map_or("2^64".into(), |e| format!("{e:#x}")),
+            epoch,
+            last_err.unwrap_or_else(|| "it has no replicas".into())
+        )))
+    }
+
+    /// Search a shard held here on this thread (see [`Searcher::search`]).
+    fn search_inline(
+        &self,
+        hosted: &Arc<HostedShard>,
+        call: &ShardSearch,
+        query: &[f32],
+    ) -> Result<Vec<WireHit>, QueryError> {
+        self.note_shard_search();
+        let started = Instant::now();
+        let options = search_options(call);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            hosted
+                .shard
+                .search_with(query, call.k, call.filter, options)
+        }));
+        finish_shard_search(&self.events, hosted, call, started, outcome)
     }
 
     /// Search a shard this node holds.
@@ -722,10 +1157,7 @@ pub async fn shard_search(
     let (tx, rx) = tokio::sync::oneshot::channel();
     let shard = Arc::clone(&hosted.shard);
     let (k, filter) = (call.k, call.filter);
-    let options = SearchOptions {
-        effort: call.effort.map(|e| e.min(MAX_EFFORT)),
-        rescore: call.rescore.unwrap_or(true),
-    };
+    let options = search_options(call);
     pool.spawn(move || {
         // A panic in an engine costs this search (a 500), never the pool or the process.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -733,10 +1165,30 @@ pub async fn shard_search(
         }));
         let _ = tx.send(outcome);
     });
-    let hits = match rx
+    let outcome = rx
         .await
-        .map_err(|_| QueryError::Internal("the search pool dropped a query".into()))?
-    {
+        .map_err(|_| QueryError::Internal("the search pool dropped a query".into()))?;
+    finish_shard_search(events, hosted, call, started, outcome)
+}
+
+/// What a shard search's own effort and rescoring are.
+fn search_options(call: &ShardSearch) -> SearchOptions {
+    SearchOptions {
+        effort: call.effort.map(|e| e.min(MAX_EFFORT)),
+        rescore: call.rescore.unwrap_or(true),
+    }
+}
+
+/// The outcome of one shard's search (a panic caught) as its hits or error; a served
+/// search is recorded as an event, timed from `started`.
+fn finish_shard_search(
+    events: &EventSink,
+    hosted: &HostedShard,
+    call: &ShardSearch,
+    started: Instant,
+    outcome: std::thread::Result<hektor_indexers::Result<Vec<hektor_indexers::Hit>>>,
+) -> Result<Vec<WireHit>, QueryError> {
+    let hits = match outcome {
         Ok(result) => result.map_err(|e| match e {
             hektor_indexers::Error::InvalidQuery(m) => QueryError::Invalid(m),
             other => QueryError::Internal(other.to_string()),
@@ -758,7 +1210,8 @@ pub async fn shard_search(
     events.record(
         &hosted.collection,
         hosted.partition,
-        filter.map_or(hosted.range.start, |r| r.start.max(hosted.range.start)),
+        call.filter
+            .map_or(hosted.range.start, |r| r.start.max(hosted.range.start)),
         EventKind::Query,
         latency_us,
     );
@@ -770,6 +1223,52 @@ pub async fn shard_search(
             payload: h.payload,
         })
         .collect())
+}
+
+/// A query searches up to this many of its shards inline, one after another, even with
+/// idle cores: a hop to the pool and back costs about as much CPU as a hot shard's
+/// search (wake-ups, context switches, the pool's spinning before it sleeps; measured
+/// in `docs/benchmarks.md`, "Where a query's CPU goes"), and saves at most one shard's
+/// time in latency. With more shards and no other search running, they go to the pool.
+const INLINE_ALL_UP_TO: usize = 2;
+
+/// Largest k and effort a shard is searched inline with; beyond, the search may take
+/// long enough to hold up the requests sharing the calling thread.
+const INLINE_MAX_EFFORT: usize = 512;
+/// Longest unindexed tail (searched by exact scan) of a shard searched inline.
+const INLINE_MAX_PENDING: u64 = 4096;
+
+/// Whether a search of `hosted` is cheap enough to run on a request's own thread: the
+/// hot engine (memory only, no disk read to wait for), no tenant filter (whose item set
+/// is read from the store), k and effort bounded, a short tail, the token applied.
+fn inline_is_cheap(hosted: &HostedShard, call: &ShardSearch) -> bool {
+    let shard = &hosted.shard;
+    call.filter.is_none()
+        && call.k <= INLINE_MAX_EFFORT
+        && call.effort.unwrap_or(0) <= INLINE_MAX_EFFORT
+        && call
+            .after
+            .is_none_or(|needed| hosted.next_offset() > needed)
+        && hosted.failure().is_none()
+        && shard.pending() <= INLINE_MAX_PENDING
+        && shard.engine() == EngineKind::Hnsw
+        && shard.search_effort().is_none_or(|e| e <= INLINE_MAX_EFFORT)
+}
+
+/// Counts a running search for as long as it lives.
+struct Active<'a>(&'a AtomicUsize);
+
+impl<'a> Active<'a> {
+    fn enter(count: &'a AtomicUsize) -> Active<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Active(count)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Read one vector, (`tenant`, `id`), from a shard held here.
@@ -794,5 +1293,299 @@ impl Searcher {
 
     pub fn events(&self) -> &EventSink {
         &self.events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SplitMix64: a fixed sequence of test inputs.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// What serde_json reads from `text` as a `Vec<f32>`, bit for bit.
+    fn serde_bits(text: &str) -> Result<Vec<u32>, String> {
+        serde_json::from_str::<Vec<f32>>(text)
+            .map(|v| v.iter().map(|x| x.to_bits()).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Whenever the lean reader answers, serde_json answers the same, bit for bit.
+    fn agrees(text: &str) -> bool {
+        match parse_vector(text) {
+            Some(v) => {
+                let lean: Vec<u32> = v.iter().map(|x| x.to_bits()).collect();
+                assert_eq!(Ok(lean), serde_bits(text), "on {text}");
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn random_decimal(rng: &mut Rng) -> String {
+        let mut t = String::new();
+        if rng.below(2) == 0 {
+            t.push('-');
+        }
+        let n = 1 + rng.below(19) as usize;
+        let point = rng.below(n as u64 + 1) as usize;
+        for d in 0..n {
+            if d == point && d > 0 {
+                t.push('.');
+            }
+            let digit = if d == 0 {
+                1 + rng.below(9)
+            } else {
+                rng.below(10)
+            };
+            t.push(char::from(b'0' + digit as u8));
+        }
+        if rng.below(2) == 0 {
+            t.push(['e', 'E'][rng.below(2) as usize]);
+            match rng.below(3) {
+                0 => t.push('-'),
+                1 => t.push('+'),
+                _ => {}
+            }
+            t.push_str(&rng.below(60).to_string());
+        }
+        t
+    }
+
+    #[test]
+    fn the_lean_reader_reads_floats_as_serde_json_does() {
+        let mut rng = Rng(7);
+        let mut read = 0usize;
+        for _ in 0..200_000 {
+            let bits = rng.next() as u32;
+            let x = f32::from_bits(bits);
+            if !x.is_finite() {
+                continue;
+            }
+            // Every form a client writes: shortest f32, its exponent form, serde_json's
+            // (ryu), the f64 of the f32 (17 digits), and a midpoint between neighbours.
+            let next = f32::from_bits(bits.wrapping_add(1));
+            let mid = (f64::from(x) + f64::from(next)) / 2.0;
+            let forms = [
+                format!("{x}"),
+                format!("{x:e}"),
+                serde_json::to_string(&x).unwrap_or_default(),
+                format!("{}", f64::from(x)),
+                format!("{mid:e}"),
+                format!("{mid:.18e}"),
+                format!("{mid:.15e}"),
+                random_decimal(&mut rng),
+            ];
+            for form in forms {
+                read += usize::from(agrees(&format!("[{form}]")));
+            }
+        }
+        assert!(read > 800_000, "the lean reader took only {read} numbers");
+        // Integers, zeros and signs take serde_json's integer path.
+        for t in [
+            "0",
+            "-0",
+            "7",
+            "-7",
+            "16777217",
+            "-16777217",
+            "9999999999999999999",
+            "-9223372036854775808",
+            "0.0",
+            "-0.0",
+            "1e0",
+            "0e-5",
+            "-0E+3",
+            "1.5E-45",
+            "7e-46",
+            "3.4028235e38",
+            "3.40282356e38",
+            // Exactly halfway between two f32s (ties to even), and just beside.
+            "8388608.5",
+            "8388609.5",
+            "-8388610.5",
+            "16777219",
+            "33554434",
+            "8388608.500000001",
+            "8388608.499999999",
+        ] {
+            assert!(agrees(&format!("[{t}]")), "{t} left to serde_json");
+        }
+    }
+
+    #[test]
+    fn the_lean_reader_leaves_everything_else_to_serde_json() {
+        for t in [
+            "",
+            "[",
+            "]",
+            "[1,]",
+            "[,1]",
+            "[1 2]",
+            "[01]",
+            "[1.]",
+            "[.5]",
+            "[+1]",
+            "[1e]",
+            "[1e+]",
+            "[--1]",
+            "[-]",
+            "[NaN]",
+            "[Infinity]",
+            "[\"1\"]",
+            "[null]",
+            "[[1]]",
+            "{}",
+            "1",
+            "[1]x",
+            "[1e39]",
+            "[-3.5e38]",
+            "[1e99999]",
+            "[12345678901234567890]",
+            "[0.12345678901234567890]",
+            "[1\u{a0}]",
+            "[1,2,]",
+        ] {
+            assert_eq!(parse_vector(t), None, "{t:?}");
+        }
+        assert_eq!(parse_vector(" [ ] "), Some(vec![]));
+        assert_eq!(
+            parse_vector("[ 1 ,\n\t-2.5e1\r, 0.25 ]"),
+            Some(vec![1.0, -25.0, 0.25])
+        );
+    }
+
+    /// What a search body costs to read, both ways (a timing, not a check):
+    /// `cargo test --release -p hektor-query --lib body_read_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn body_read_cost() {
+        let mut rng = Rng(11);
+        // Unit-length-ish 384-d vectors, as the data set's are, written as a Rust client
+        // writes `f32`s (shortest form) and as a Python client writes them (as `f64`s).
+        #[derive(Serialize)]
+        struct Body<'a, T> {
+            vector: &'a [T],
+            k: usize,
+            effort: usize,
+        }
+        let vectors: Vec<Vec<f32>> = (0..2000)
+            .map(|_| {
+                (0..384)
+                    .map(|_| ((rng.below(2_000_001) as f32 / 1e6) - 1.0) * 0.1)
+                    .collect()
+            })
+            .collect();
+        let body = |v: &Vec<f32>, wide: bool| {
+            let wide_v: Vec<f64> = v.iter().map(|&x| f64::from(x)).collect();
+            if wide {
+                serde_json::to_vec(&Body {
+                    vector: &wide_v,
+                    k: 10,
+                    effort: 24,
+                })
+            } else {
+                serde_json::to_vec(&Body {
+                    vector: v,
+                    k: 10,
+                    effort: 24,
+                })
+            }
+            .expect("a body")
+        };
+        for wide in [false, true] {
+            let bodies: Vec<Vec<u8>> = vectors.iter().map(|v| body(v, wide)).collect();
+            println!("f32s written as {}:", if wide { "f64s" } else { "f32s" });
+            body_read_rounds(&bodies);
+        }
+    }
+
+    fn body_read_rounds(bodies: &[Vec<u8>]) {
+        let lean = |b: &[u8]| LeanReader::new(b).and_then(LeanReader::request).is_some();
+        assert!(
+            bodies.iter().all(|b| lean(b)),
+            "a body leaves the lean path"
+        );
+        for round in 0..3 {
+            let t = Instant::now();
+            for b in bodies {
+                std::hint::black_box(serde_json::from_slice::<SearchRequest>(b).expect("body"));
+            }
+            let serde_us = t.elapsed().as_secs_f64() * 1e6 / bodies.len() as f64;
+            let t = Instant::now();
+            for b in bodies {
+                std::hint::black_box(SearchRequest::from_json(b).expect("body"));
+            }
+            let lean_us = t.elapsed().as_secs_f64() * 1e6 / bodies.len() as f64;
+            println!("round {round}: serde_json {serde_us:.2} µs, lean {lean_us:.2} µs per body");
+        }
+    }
+
+    /// The request read through the lean path is the request serde_json reads, and a body
+    /// serde_json refuses is refused with serde_json's own error.
+    #[test]
+    fn search_requests_read_as_serde_json_reads_them() {
+        let bodies = [
+            r#"{"vector": [0.1, -0.2, 3e-3], "k": 5}"#,
+            r#"{"vector": [1, 2, 3], "k": 5, "tenant": "t", "effort": 40, "rescore": false,
+                "without_payload": true, "consistency": {"after": {"3": 41}, "timeout_ms": 5}}"#,
+            r#"{"k": 3, "vector": []}"#,
+            r#"{"vector": [1.0, 2.0]}"#,
+            r#"{"vector": [1e39]}"#,
+            r#"{"vector": [1, "2"]}"#,
+            r#"{"vector": [1, 2], "vector": [3]}"#,
+            r#"{"vector": [1, 2], "unknown": 1}"#,
+            r#"{"k": 3}"#,
+            r#"{"vector": [1, 2], "k": -1}"#,
+            r#"{"vector": [1, 2], "consistency": {"after": {"x": 1}}}"#,
+            r#"{"vector": [1, 2]"#,
+            r#"{"vector": [1, 2]} trailing"#,
+            r#"[1, 2]"#,
+            "",
+            r#"{"vector": null}"#,
+            r#"{"vector": [12345678901234567890123, 0.5]}"#,
+            r#" {"vector":[0.5,-1e-3],"k":7,"effort":null,"rescore":null,"tenant":null} "#,
+            r#"{"tenant": "", "vector": [2], "without_payload": false, "rescore": true}"#,
+            r#"{"tenant": "a"b", "vector": [2]}"#,
+            r#"{"tenant": "é☃", "vector": [2]}"#,
+            r#"{"vector": [2]}"#,
+            r#"{"vector": [2], "k": 1.0}"#,
+            r#"{"vector": [2], "k": 01}"#,
+            r#"{"vector": [2], "k": 1e2}"#,
+            r#"{"vector": [2], "k": 18446744073709551615}"#,
+            r#"{"vector": [2], "k": 99999999999999999999}"#,
+            r#"{"vector": [2], "k": 3, "k": 4}"#,
+            r#"{"vector": [2], "k": null}"#,
+            r#"{"vector": [2], "without_payload": null}"#,
+            r#"{"vector": [2], "effort": -1}"#,
+            r#"{"vector": [2],}"#,
+            r#"{"vector": [2] "k": 3}"#,
+            r#"{"vector": [2], "rescore": truex}"#,
+            r#"{"vector": [ 1 , 2 ] , "k" : 3 }"#,
+            "{\"vector\":\t[1,\r\n2]}",
+            r#"{}"#,
+            r#"{"vector": [2]}{}"#,
+            "\u{feff}{\"vector\": [2]}",
+        ];
+        for body in bodies {
+            let lean = SearchRequest::from_json(body.as_bytes()).map_err(|e| e.to_string());
+            let full =
+                serde_json::from_slice::<SearchRequest>(body.as_bytes()).map_err(|e| e.to_string());
+            assert_eq!(format!("{lean:?}"), format!("{full:?}"), "{body}");
+        }
     }
 }
