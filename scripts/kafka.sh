@@ -43,6 +43,11 @@
 #                                 (default 127.0.0.1:HEKTOR_KAFKA_EXTRA_PORT): a
 #                                 proxy in front of it, so that clients that
 #                                 bootstrap through the proxy stay behind it
+#   HEKTOR_KAFKA_EXTRA_LISTENERS  more PLAINTEXT client listeners, space-separated
+#                                 NAME=PORT=HOST:PORT entries (the listener's name,
+#                                 its port, the address it advertises), e.g.
+#                                 "TO_EAST=19103=127.0.0.1:19143": one per proxy
+#                                 in front of the broker (scripts/regions.sh)
 #   HEKTOR_KAFKA_HOME             the broker's home, everything said of .kafka/
 #                                 above (default .kafka in the repo root); with
 #                                 other ports, a second, private broker
@@ -86,6 +91,19 @@ if [[ -n "$EXTRA_PORT" ]]; then
     EXTRA_ADVERTISED_LISTENER=",EXTRA://${EXTRA_ADVERTISED:-$HOST:$EXTRA_PORT}"
     EXTRA_PROTOCOL=",EXTRA:PLAINTEXT"
 fi
+EXTRA_PORTS="$EXTRA_PORT"
+for spec in ${HEKTOR_KAFKA_EXTRA_LISTENERS:-}; do
+    IFS='=' read -r name port advertised <<<"$spec"
+    if [[ ! "$name" =~ ^[A-Z][A-Z0-9_]*$ || "$name" =~ ^(PLAINTEXT|SASL_SSL|CONTROLLER|EXTRA)$ ||
+        ! "$port" =~ ^[0-9]+$ || ! "$advertised" =~ ^[^:=]+:[0-9]+$ ]]; then
+        echo "kafka.sh: error: bad HEKTOR_KAFKA_EXTRA_LISTENERS entry '$spec' (NAME=PORT=HOST:PORT)" >&2
+        exit 1
+    fi
+    EXTRA_LISTENER+=",$name://$HOST:$port"
+    EXTRA_ADVERTISED_LISTENER+=",$name://$advertised"
+    EXTRA_PROTOCOL+=",$name:PLAINTEXT"
+    EXTRA_PORTS+=" $port"
+done
 START_TIMEOUT="${HEKTOR_KAFKA_START_TIMEOUT:-90}"
 STOP_TIMEOUT=30
 BROKERS="$HOST:$PORT"
@@ -454,7 +472,7 @@ cmd_start() {
         return 0
     fi
     rm -f "$PID_FILE"
-    for p in "$PORT" "$SASL_PORT" "$CONTROLLER_PORT" $EXTRA_PORT; do
+    for p in "$PORT" "$SASL_PORT" "$CONTROLLER_PORT" $EXTRA_PORTS; do
         if port_open "$p"; then
             die "port $p on $HOST is already in use by another process; stop it or choose other ports with HEKTOR_KAFKA_PORT / HEKTOR_KAFKA_SASL_PORT / HEKTOR_KAFKA_CONTROLLER_PORT"
         fi

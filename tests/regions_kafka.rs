@@ -1,0 +1,1045 @@
+//! Regions on real parts: `scripts/regions.sh` (two single-broker KRaft clusters, `west`
+//! and `east`, MirrorMaker 2 in each, Toxiproxy between them). The test starts the setup
+//! itself (or uses one already running, which it then leaves running) and proves:
+//!
+//! 1. a `hektor.<unique>.vectors` topic with several partitions, filled in one region with
+//!    keyed records with headers, appears in the other region under the default
+//!    replication policy's name (`west.hektor.<unique>.vectors`) with every record's key,
+//!    value, headers (order included), partition and CreateTime timestamp kept; both ways.
+//!    Duplicates are allowed (MM2 is at least once) and counted;
+//! 2. the cross-region bytes go through Toxiproxy: 300 ms of latency on the `west_to_east`
+//!    proxy raises the west → east mirroring delay by at least 300 ms; with the proxy
+//!    disabled (a partition) nothing written in west reaches east while east → west keeps
+//!    mirroring, and after healing everything written meanwhile arrives.
+//!
+//! Under `CI=true` a setup that does not start fails the test; elsewhere the test says
+//! that it did not run. `HEKTOR_REGIONS_KEEP=1` leaves a setup the test started running.
+//! Two ignored tests measure (`cargo test --release --test regions_kafka -- --ignored
+//! --nocapture`): the delay of single records and the records/s mirrored over a 70 ms
+//! round trip (1.6 KB records), and what MM2 redelivers after a black-hole partition and
+//! after its own SIGKILL (at least once: duplicates, and offsets that then differ).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hektor_topics::log::kafka::{KafkaConfig, KafkaLog};
+use hektor_topics::log::{Log, LogRecord, StoredRecord};
+use hektor_topics::topic::{Cleanup, TopicSpec};
+use serde_json::{json, Value};
+
+/// One test at a time: they share the setup and its proxies.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const PARTITIONS: u32 = 4;
+/// The injected one-way latency of the proof that bytes go through the proxy.
+const LATENCY_MS: u64 = 300;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Run `scripts/regions.sh ARGS`, killed past `limit`; (success, stdout).
+fn regions_sh(args: &[&str], limit: Duration) -> (bool, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new("bash")
+        .arg(root.join("scripts/regions.sh"))
+        .args(args)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run bash scripts/regions.sh");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let began = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for regions.sh") {
+            break Some(status);
+        }
+        if began.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = reader.join().unwrap_or_default();
+    match status {
+        Some(s) => (s.success(), out),
+        None => {
+            eprintln!("scripts/regions.sh {args:?} ran past {limit:?}");
+            (false, out)
+        }
+    }
+}
+
+/// The running setup: what `scripts/regions.sh env` exports.
+struct Setup {
+    env: HashMap<String, String>,
+    regions: Vec<String>,
+    started_here: bool,
+    toxiproxy: String,
+}
+
+impl Setup {
+    /// Start the setup (or find it running). `None` when it cannot start outside CI.
+    fn start() -> Option<Setup> {
+        let (was_up, _) = regions_sh(&["status"], Duration::from_secs(30));
+        let began = Instant::now();
+        let (ok, out) = regions_sh(&["start"], Duration::from_secs(420));
+        if !ok {
+            if common::is_ci() {
+                panic!("CI=true but scripts/regions.sh start failed (see its messages above)");
+            }
+            eprintln!(
+                "WARNING: multi-region test NOT RUN: `bash scripts/regions.sh start` failed (it needs Java 17+, Maven and Go; see above)"
+            );
+            return None;
+        }
+        eprintln!(
+            "regions.sh start took {:.1} s (setup {} running before)",
+            began.elapsed().as_secs_f64(),
+            if was_up { "was" } else { "was not" }
+        );
+        let env: HashMap<String, String> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.replace("\\ ", " ")))
+            .collect();
+        let regions: Vec<String> = env
+            .get("HEKTOR_REGIONS")
+            .expect("HEKTOR_REGIONS in regions.sh env")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        assert!(regions.len() >= 2, "two regions at least: {regions:?}");
+        let toxiproxy = env
+            .get("HEKTOR_TOXIPROXY")
+            .expect("HEKTOR_TOXIPROXY")
+            .clone();
+        Some(Setup {
+            env,
+            regions,
+            started_here: !was_up,
+            toxiproxy,
+        })
+    }
+
+    fn brokers(&self, region: &str) -> String {
+        let var = format!("HEKTOR_REGION_{}_BROKERS", region.to_uppercase());
+        self.env
+            .get(&var)
+            .unwrap_or_else(|| panic!("{var} in regions.sh env"))
+            .clone()
+    }
+
+    /// The proxy that carries what region `to` reads from region `from`.
+    fn proxy(&self, from: &str, to: &str) -> String {
+        let var = format!(
+            "HEKTOR_PROXY_{}_TO_{}",
+            from.to_uppercase(),
+            to.to_uppercase()
+        );
+        self.env
+            .get(&var)
+            .unwrap_or_else(|| panic!("{var} in regions.sh env"))
+            .clone()
+    }
+
+    /// Toxiproxy's API: method, path, JSON body; panics unless 2xx.
+    fn toxiproxy(&self, method: reqwest::Method, path: &str, body: Option<Value>) {
+        let c = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client");
+        let mut req = c.request(method.clone(), format!("{}{path}", self.toxiproxy));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req
+            .send()
+            .unwrap_or_else(|e| panic!("toxiproxy {method} {path}: {e}"));
+        let status = resp.status();
+        let text = resp.text().unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "toxiproxy {method} {path}: {status} {text}"
+        );
+    }
+
+    /// Every toxic removed, every proxy enabled.
+    fn reset(&self) {
+        self.toxiproxy(reqwest::Method::POST, "/reset", None);
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        // Never leave a toxic or a disabled proxy behind, even when a check failed.
+        let _ = reqwest::blocking::Client::new()
+            .post(format!("{}/reset", self.toxiproxy))
+            .timeout(Duration::from_secs(5))
+            .send();
+        let keep = std::env::var("HEKTOR_REGIONS_KEEP").is_ok_and(|v| v == "1");
+        if self.started_here && !keep {
+            let (ok, _) = regions_sh(&["stop"], Duration::from_secs(150));
+            if !ok {
+                eprintln!("scripts/regions.sh stop failed");
+            }
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn block<F: Future>(rt: &tokio::runtime::Runtime, f: F) -> F::Output {
+    rt.block_on(f)
+}
+
+fn connect(brokers: &str) -> KafkaLog {
+    KafkaLog::connect(brokers, KafkaConfig::default()).expect("Kafka clients")
+}
+
+/// A test record: `seq` identifies it (a header and part of the key); headers include a
+/// repeated name (order must be kept) and an empty value.
+fn test_record(run: &str, seq: u32, value_len: usize) -> LogRecord {
+    // A tenant-style binary key for odd records (0xFF never occurs in UTF-8).
+    let key = if seq % 2 == 1 {
+        let mut k = vec![0xFF];
+        k.extend_from_slice(b"tenant-a");
+        k.push(0xFF);
+        k.extend_from_slice(format!("{run}/id-{seq}").as_bytes());
+        k
+    } else {
+        format!("{run}/id-{seq}").into_bytes()
+    };
+    // Incompressible, like f32 vectors: xorshift bytes after the run and seq.
+    let mut value = format!("{run}/{seq}:").into_bytes();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(seq);
+    while value.len() < value_len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        value.push(x as u8);
+    }
+    LogRecord::new(Some(key), value)
+        .with_header("hektor-encoding", "json.v1")
+        .with_header("run", run)
+        .with_header("seq", seq.to_string())
+        .with_header("dup", "first")
+        .with_header("dup", "second")
+        .with_header("empty", Vec::new())
+}
+
+fn seq_of(r: &LogRecord) -> Option<u32> {
+    std::str::from_utf8(r.header("seq")?).ok()?.parse().ok()
+}
+
+fn run_of(r: &LogRecord) -> Option<&[u8]> {
+    r.header("run")
+}
+
+/// Create `topic` in `log` and append `n` records of run `run`, record `i` to partition
+/// `i % PARTITIONS`.
+fn fill(rt: &tokio::runtime::Runtime, log: &KafkaLog, topic: &str, run: &str, n: u32) {
+    block(
+        rt,
+        log.ensure_topic(&TopicSpec {
+            name: topic.to_string(),
+            partitions: PARTITIONS,
+            cleanup: Cleanup::Compact,
+            replication: 1,
+        }),
+    )
+    .unwrap_or_else(|e| panic!("create {topic}: {e}"));
+    let mut by_partition: BTreeMap<u32, Vec<LogRecord>> = BTreeMap::new();
+    for seq in 0..n {
+        by_partition
+            .entry(seq % PARTITIONS)
+            .or_default()
+            .push(test_record(run, seq, 200));
+    }
+    for (p, records) in by_partition {
+        block(rt, log.append(topic, p, records))
+            .unwrap_or_else(|e| panic!("append to {topic}/{p}: {e}"));
+    }
+}
+
+/// Wait until `topic` exists in `log` with `PARTITIONS` partitions.
+fn wait_topic(rt: &tokio::runtime::Runtime, log: &KafkaLog, topic: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        match block(rt, log.partitions(topic)) {
+            Ok(n) => {
+                assert_eq!(n, PARTITIONS, "{topic}: partition count not kept");
+                return;
+            }
+            Err(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => panic!("{topic} did not appear within {within:?}: {e}"),
+        }
+    }
+}
+
+/// Every record of partition `p` of `topic` from `from` on, reading until `done` says
+/// so or `deadline` passes.
+fn read_partition(
+    rt: &tokio::runtime::Runtime,
+    log: &KafkaLog,
+    topic: &str,
+    p: u32,
+    from: u64,
+    deadline: Instant,
+    done: &dyn Fn(&[StoredRecord]) -> bool,
+) -> Vec<StoredRecord> {
+    let mut out: Vec<StoredRecord> = Vec::new();
+    let mut next = from;
+    while !done(&out) && Instant::now() < deadline {
+        let batch = block(
+            rt,
+            log.read(topic, p, next, 1000, Duration::from_millis(200)),
+        )
+        .unwrap_or_else(|e| panic!("read {topic}/{p} from {next}: {e}"));
+        if let Some(last) = batch.last() {
+            next = last.offset + 1;
+        }
+        out.extend(batch);
+    }
+    out
+}
+
+/// The records of run `run` in every partition of `topic`, by partition, read until each
+/// partition holds `per_partition` distinct seqs of the run (or `within` passes).
+fn read_run(
+    rt: &tokio::runtime::Runtime,
+    log: &KafkaLog,
+    topic: &str,
+    run: &str,
+    per_partition: &BTreeMap<u32, usize>,
+    from: &BTreeMap<u32, u64>,
+    within: Duration,
+) -> BTreeMap<u32, Vec<StoredRecord>> {
+    let deadline = Instant::now() + within;
+    let mut out = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let want = per_partition.get(&p).copied().unwrap_or(0);
+        let done = |rs: &[StoredRecord]| {
+            let mut seqs: Vec<u32> = rs
+                .iter()
+                .filter(|r| run_of(&r.record) == Some(run.as_bytes()))
+                .filter_map(|r| seq_of(&r.record))
+                .collect();
+            seqs.sort_unstable();
+            seqs.dedup();
+            seqs.len() >= want
+        };
+        let records = read_partition(
+            rt,
+            log,
+            topic,
+            p,
+            from.get(&p).copied().unwrap_or(0),
+            deadline,
+            &done,
+        );
+        out.insert(
+            p,
+            records
+                .into_iter()
+                .filter(|r| run_of(&r.record) == Some(run.as_bytes()))
+                .collect(),
+        );
+    }
+    out
+}
+
+/// How many records of run `run` partition-wise after `from` are in `topic` now.
+fn count_run(
+    rt: &tokio::runtime::Runtime,
+    log: &KafkaLog,
+    topic: &str,
+    run: &str,
+    from: &BTreeMap<u32, u64>,
+) -> usize {
+    let mut count = 0;
+    for p in 0..PARTITIONS {
+        let end = block(rt, log.high_watermark(topic, p)).expect("high watermark");
+        let start = from.get(&p).copied().unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let records = read_partition(
+            rt,
+            log,
+            topic,
+            p,
+            start,
+            deadline,
+            &|rs: &[StoredRecord]| end <= start || rs.last().is_some_and(|r| r.offset + 1 >= end),
+        );
+        count += records
+            .iter()
+            .filter(|r| run_of(&r.record) == Some(run.as_bytes()))
+            .count();
+    }
+    count
+}
+
+/// What part 1 found for one direction.
+struct Compared {
+    distinct: usize,
+    duplicates: usize,
+    same_offsets: bool,
+}
+
+/// Check that the mirror of `origin` in `mirror` holds every record of run `run` with the
+/// same key, value, headers, partition and timestamp.
+fn compare(
+    origin: &BTreeMap<u32, Vec<StoredRecord>>,
+    mirror: &BTreeMap<u32, Vec<StoredRecord>>,
+    what: &str,
+) -> Compared {
+    let mut distinct = 0;
+    let mut duplicates = 0;
+    let mut same_offsets = true;
+    for (p, records) in origin {
+        let mirrored = mirror.get(p).map(Vec::as_slice).unwrap_or(&[]);
+        let mut by_seq: HashMap<u32, Vec<&StoredRecord>> = HashMap::new();
+        for m in mirrored {
+            let seq = seq_of(&m.record).unwrap_or_else(|| panic!("{what}: a record without seq"));
+            by_seq.entry(seq).or_default().push(m);
+        }
+        for o in records {
+            let seq = seq_of(&o.record).expect("seq");
+            let copies = by_seq.get(&seq).unwrap_or_else(|| {
+                panic!(
+                    "{what}: record {seq} of partition {p} never arrived (or in another partition)"
+                )
+            });
+            for m in copies {
+                assert_eq!(m.record.key, o.record.key, "{what}: key of {seq}");
+                assert_eq!(m.record.value, o.record.value, "{what}: value of {seq}");
+                assert_eq!(
+                    m.record.headers, o.record.headers,
+                    "{what}: headers (and their order) of {seq}"
+                );
+                assert_eq!(
+                    m.timestamp_ms, o.timestamp_ms,
+                    "{what}: CreateTime timestamp of {seq}"
+                );
+            }
+            if copies[0].offset != o.offset {
+                same_offsets = false;
+            }
+            distinct += 1;
+            duplicates += copies.len() - 1;
+        }
+        // Nothing of this run in a partition it was not written to.
+        let extra = by_seq
+            .keys()
+            .filter(|s| !records.iter().any(|o| seq_of(&o.record) == Some(**s)))
+            .count();
+        assert_eq!(
+            extra, 0,
+            "{what}: records in partition {p} that were not written there"
+        );
+    }
+    Compared {
+        distinct,
+        duplicates,
+        same_offsets,
+    }
+}
+
+/// Part 1 for one direction: fill a topic in `from`, find it mirrored in `to`, compare.
+fn mirror_one_way(rt: &tokio::runtime::Runtime, setup: &Setup, from: &str, to: &str, n: u32) {
+    let source = connect(&setup.brokers(from));
+    let target = connect(&setup.brokers(to));
+    let run = common::unique("rg");
+    let topic = format!("hektor.{run}.vectors");
+    let remote = format!("{from}.{topic}");
+    let began = Instant::now();
+    fill(rt, &source, &topic, &run, n);
+    let mut per_partition = BTreeMap::new();
+    for seq in 0..n {
+        *per_partition.entry(seq % PARTITIONS).or_insert(0usize) += 1;
+    }
+    let zero: BTreeMap<u32, u64> = BTreeMap::new();
+    let origin = read_run(
+        rt,
+        &source,
+        &topic,
+        &run,
+        &per_partition,
+        &zero,
+        Duration::from_secs(20),
+    );
+    // New topics are found within refresh.topics.interval.seconds (5 s).
+    wait_topic(rt, &target, &remote, Duration::from_secs(60));
+    let mirrored = read_run(
+        rt,
+        &target,
+        &remote,
+        &run,
+        &per_partition,
+        &zero,
+        Duration::from_secs(60),
+    );
+    let c = compare(&origin, &mirrored, &format!("{from} -> {to}"));
+    assert_eq!(c.distinct, n as usize, "{from} -> {to}: records missing");
+    eprintln!(
+        "{from} -> {to}: {topic} mirrored as {remote} in {:.1} s: {} records, {} duplicates, keys/values/headers/partitions/timestamps kept, offsets {}",
+        began.elapsed().as_secs_f64(),
+        c.distinct,
+        c.duplicates,
+        if c.same_offsets { "equal" } else { "differ" }
+    );
+}
+
+/// Mirroring delays (ms) of `n` single records written to `topic`/0 in `source` every
+/// `gap`, seen in `remote`/0 in `target`: wall clock from just before the append to the
+/// moment the read returns it.
+#[allow(clippy::too_many_arguments)]
+fn delays(
+    rt: &tokio::runtime::Runtime,
+    source: &KafkaLog,
+    target: &KafkaLog,
+    topic: &str,
+    remote: &str,
+    run: &str,
+    n: u32,
+    gap: Duration,
+) -> Vec<u64> {
+    let from = block(rt, target.high_watermark(remote, 0)).expect("high watermark");
+    let reader = {
+        let target = target.clone();
+        let remote = remote.to_string();
+        let run = run.to_string();
+        rt.spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut next = from;
+            let mut seen: BTreeMap<u32, u64> = BTreeMap::new();
+            while seen.len() < n as usize && Instant::now() < deadline {
+                let batch = target
+                    .read(&remote, 0, next, 1000, Duration::from_millis(100))
+                    .await
+                    .expect("read the mirror");
+                let at = now_ms();
+                for r in &batch {
+                    next = r.offset + 1;
+                    if run_of(&r.record) != Some(run.as_bytes()) {
+                        continue;
+                    }
+                    let sent: u64 = std::str::from_utf8(r.record.header("sent-ms").unwrap_or(b"0"))
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    if let Some(seq) = seq_of(&r.record) {
+                        seen.entry(seq).or_insert(at.saturating_sub(sent));
+                    }
+                }
+            }
+            seen.into_values().collect::<Vec<u64>>()
+        })
+    };
+    for seq in 0..n {
+        let record = test_record(run, seq, 200).with_header("sent-ms", now_ms().to_string());
+        block(rt, source.append(topic, 0, vec![record])).expect("append a probe");
+        std::thread::sleep(gap);
+    }
+    let mut out = block(rt, reader).expect("the reader");
+    assert_eq!(
+        out.len(),
+        n as usize,
+        "probes that never arrived in {remote}"
+    );
+    out.sort_unstable();
+    out
+}
+
+fn median(v: &[u64]) -> u64 {
+    v[v.len() / 2]
+}
+
+#[test]
+fn regions_mirror_both_ways_through_the_wan() {
+    let _one = serial();
+    let Some(setup) = Setup::start() else {
+        return;
+    };
+    setup.reset();
+    let rt = runtime();
+    let (west, east) = (setup.regions[0].clone(), setup.regions[1].clone());
+
+    // 1. Both ways: everything kept but the offsets.
+    mirror_one_way(&rt, &setup, &west, &east, 200);
+    mirror_one_way(&rt, &setup, &east, &west, 200);
+
+    // 2a. Latency on the west -> east proxy raises the west -> east delay.
+    let wlog = connect(&setup.brokers(&west));
+    let elog = connect(&setup.brokers(&east));
+    let run = common::unique("lag");
+    let topic = format!("hektor.{run}.vectors");
+    let remote = format!("{west}.{topic}");
+    fill(&rt, &wlog, &topic, &run, PARTITIONS);
+    wait_topic(&rt, &elog, &remote, Duration::from_secs(60));
+    let warmup = format!("{run}-warmup");
+    delays(
+        &rt,
+        &wlog,
+        &elog,
+        &topic,
+        &remote,
+        &warmup,
+        3,
+        Duration::from_millis(100),
+    );
+    let base = delays(
+        &rt,
+        &wlog,
+        &elog,
+        &topic,
+        &remote,
+        &format!("{run}-base"),
+        15,
+        Duration::from_millis(150),
+    );
+    let proxy = setup.proxy(&west, &east);
+    setup.toxiproxy(
+        reqwest::Method::POST,
+        &format!("/proxies/{proxy}/toxics"),
+        Some(
+            json!({"name": "wan-latency", "type": "latency", "stream": "downstream",
+                    "toxicity": 1.0, "attributes": {"latency": LATENCY_MS, "jitter": 0}}),
+        ),
+    );
+    let slow = delays(
+        &rt,
+        &wlog,
+        &elog,
+        &topic,
+        &remote,
+        &format!("{run}-slow"),
+        15,
+        Duration::from_millis(150),
+    );
+    setup.toxiproxy(
+        reqwest::Method::DELETE,
+        &format!("/proxies/{proxy}/toxics/wan-latency"),
+        None,
+    );
+    eprintln!(
+        "{west} -> {east} mirroring delay: median {} ms (min {}, max {}) without a toxic; median {} ms (min {}, max {}) with {LATENCY_MS} ms on {proxy}",
+        median(&base),
+        base[0],
+        base[base.len() - 1],
+        median(&slow),
+        slow[0],
+        slow[slow.len() - 1]
+    );
+    assert!(
+        slow[0] >= LATENCY_MS,
+        "a record crossed faster than the injected latency: {slow:?} (bytes around the proxy?)"
+    );
+    assert!(
+        median(&slow) >= median(&base) + LATENCY_MS,
+        "the delay rose by less than {LATENCY_MS} ms: {base:?} -> {slow:?}"
+    );
+
+    // 2b. A partition: west -> east stops (east -> west goes on), then heals.
+    let hwm = |log: &KafkaLog, t: &str| -> BTreeMap<u32, u64> {
+        (0..PARTITIONS)
+            .map(|p| {
+                (
+                    p,
+                    block(&rt, log.high_watermark(t, p)).expect("high watermark"),
+                )
+            })
+            .collect()
+    };
+    let back_run = common::unique("back");
+    let back_topic = format!("hektor.{back_run}.vectors");
+    let back_remote = format!("{east}.{back_topic}");
+    fill(&rt, &elog, &back_topic, &back_run, PARTITIONS);
+    wait_topic(&rt, &wlog, &back_remote, Duration::from_secs(60));
+    let west_before = hwm(&wlog, &back_remote);
+    let east_before = hwm(&elog, &remote);
+    setup.toxiproxy(
+        reqwest::Method::POST,
+        &format!("/proxies/{proxy}"),
+        Some(json!({"enabled": false})),
+    );
+    let cut_at = Instant::now();
+    let part_run = format!("{run}-partition");
+    let back_part_run = format!("{back_run}-partition");
+    let n = 100u32;
+    let mut per_partition = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let seqs: Vec<u32> = (0..n).filter(|s| s % PARTITIONS == p).collect();
+        per_partition.insert(p, seqs.len());
+        let records = seqs
+            .iter()
+            .map(|&s| test_record(&part_run, s, 200))
+            .collect();
+        block(&rt, wlog.append(&topic, p, records)).expect("append in west during the partition");
+        let back = seqs
+            .iter()
+            .map(|&s| test_record(&back_part_run, s, 200))
+            .collect();
+        block(&rt, elog.append(&back_topic, p, back)).expect("append in east during the partition");
+    }
+    // East -> west keeps mirroring through its own proxy.
+    let back_seen: usize = read_run(
+        &rt,
+        &wlog,
+        &back_remote,
+        &back_part_run,
+        &per_partition,
+        &west_before,
+        Duration::from_secs(30),
+    )
+    .values()
+    .map(Vec::len)
+    .sum();
+    assert!(
+        back_seen >= n as usize,
+        "{east} -> {west} stopped while only {west} -> {east} was cut: {back_seen} of {n}"
+    );
+    // Keep the cut at least 5 s, then check that nothing of west's crossed it.
+    let hold = Duration::from_secs(5);
+    if cut_at.elapsed() < hold {
+        std::thread::sleep(hold - cut_at.elapsed());
+    }
+    let leaked = count_run(&rt, &elog, &remote, &part_run, &east_before);
+    assert_eq!(
+        leaked, 0,
+        "records crossed {west} -> {east} while {proxy} was disabled"
+    );
+    let partitioned = cut_at.elapsed();
+    setup.toxiproxy(
+        reqwest::Method::POST,
+        &format!("/proxies/{proxy}"),
+        Some(json!({"enabled": true})),
+    );
+    let healed_at = Instant::now();
+    let after = read_run(
+        &rt,
+        &elog,
+        &remote,
+        &part_run,
+        &per_partition,
+        &east_before,
+        Duration::from_secs(90),
+    );
+    let origin = read_run(
+        &rt,
+        &wlog,
+        &topic,
+        &part_run,
+        &per_partition,
+        &BTreeMap::new(),
+        Duration::from_secs(20),
+    );
+    let c = compare(&origin, &after, &format!("{west} -> {east} after healing"));
+    assert_eq!(
+        c.distinct, n as usize,
+        "records written during the partition lost"
+    );
+    eprintln!(
+        "partition of {proxy} for {:.1} s: nothing crossed; after healing all {} records arrived in {:.1} s ({} duplicates); {east} -> {west} kept mirroring meanwhile",
+        partitioned.as_secs_f64(),
+        c.distinct,
+        healed_at.elapsed().as_secs_f64(),
+        c.duplicates
+    );
+    setup.reset();
+}
+
+/// Records/s MM2 mirrors west -> east over a 70 ms round trip (35 ms each way on the
+/// proxy) for 1.6 KB records, against the same without latency. Ignored: a measurement.
+#[test]
+#[ignore]
+fn regions_mirror_throughput_over_70ms_rtt() {
+    let _one = serial();
+    let Some(setup) = Setup::start() else {
+        return;
+    };
+    setup.reset();
+    let rt = runtime();
+    let (west, east) = (setup.regions[0].clone(), setup.regions[1].clone());
+    let wlog = connect(&setup.brokers(&west));
+    let elog = connect(&setup.brokers(&east));
+    let proxy = setup.proxy(&west, &east);
+    let records: u32 = std::env::var("HEKTOR_REGIONS_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40_000);
+    for rtt in [0u64, 70] {
+        let run = common::unique("tput");
+        let topic = format!("hektor.{run}.vectors");
+        let remote = format!("{west}.{topic}");
+        fill(&rt, &wlog, &topic, &run, PARTITIONS);
+        wait_topic(&rt, &elog, &remote, Duration::from_secs(60));
+        if rtt > 0 {
+            for stream in ["upstream", "downstream"] {
+                setup.toxiproxy(
+                    reqwest::Method::POST,
+                    &format!("/proxies/{proxy}/toxics"),
+                    Some(
+                        json!({"name": format!("rtt-{stream}"), "type": "latency", "stream": stream,
+                                "toxicity": 1.0, "attributes": {"latency": rtt / 2, "jitter": 0}}),
+                    ),
+                );
+            }
+        }
+        // The delay of single records first (one every 100 ms), then the bulk rate. The
+        // warm-up waits out the restart of MM2's task that a new topic causes.
+        delays(
+            &rt,
+            &wlog,
+            &elog,
+            &topic,
+            &remote,
+            &format!("{run}-warmup"),
+            3,
+            Duration::from_millis(100),
+        );
+        let d = delays(
+            &rt,
+            &wlog,
+            &elog,
+            &topic,
+            &remote,
+            &format!("{run}-probe"),
+            20,
+            Duration::from_millis(100),
+        );
+        eprintln!(
+            "RTT {rtt} ms: mirroring delay of single records: median {} ms, max {} ms",
+            median(&d),
+            d[d.len() - 1]
+        );
+        let base: u64 = (0..PARTITIONS)
+            .map(|p| block(&rt, elog.high_watermark(&remote, p)).expect("hwm"))
+            .sum();
+        let began = Instant::now();
+        // Produce as fast as the local broker takes it, in batches of 500 per partition.
+        let batch = 500u32;
+        let mut produced = 0u32;
+        let producers: Vec<_> = (0..PARTITIONS)
+            .map(|p| {
+                let wlog = wlog.clone();
+                let topic = topic.clone();
+                let run = run.clone();
+                let per = records / PARTITIONS;
+                rt.spawn(async move {
+                    let mut seq = 0u32;
+                    while seq < per {
+                        let n = batch.min(per - seq);
+                        let rs: Vec<LogRecord> = (seq..seq + n)
+                            .map(|s| test_record(&run, s * PARTITIONS + p, 1600))
+                            .collect();
+                        wlog.append(&topic, p, rs).await.expect("append");
+                        seq += n;
+                    }
+                    per
+                })
+            })
+            .collect();
+        for h in producers {
+            produced += block(&rt, h).expect("producer");
+        }
+        let produce_s = began.elapsed().as_secs_f64();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let target = base + u64::from(produced);
+        let mut have = base;
+        while have < target && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            have = (0..PARTITIONS)
+                .map(|p| block(&rt, elog.high_watermark(&remote, p)).expect("hwm"))
+                .sum();
+        }
+        let total_s = began.elapsed().as_secs_f64();
+        setup.reset();
+        let mirrored = have - base;
+        eprintln!(
+            "RTT {rtt} ms: {produced} records of 1.6 KB produced in west in {produce_s:.1} s ({:.0}/s); {mirrored} in east after {total_s:.1} s: {:.0} records/s mirrored ({:.1} MB/s)",
+            f64::from(produced) / produce_s,
+            mirrored as f64 / total_s,
+            mirrored as f64 * 1600.0 / total_s / 1e6
+        );
+        assert!(
+            mirrored >= u64::from(produced),
+            "only {mirrored} of {produced} records mirrored within 180 s at RTT {rtt} ms"
+        );
+    }
+}
+
+/// Write `rate` records/s to `topic` (all partitions) in `log` for `secs`; returns how
+/// many were written. Run on its own thread.
+fn steady_load(
+    log: KafkaLog,
+    topic: String,
+    run: String,
+    rate: u32,
+    secs: u64,
+) -> std::thread::JoinHandle<u32> {
+    std::thread::spawn(move || {
+        let rt = runtime();
+        let began = Instant::now();
+        let mut seq = 0u32;
+        while began.elapsed() < Duration::from_secs(secs) {
+            // Batches of rate/10 every 100 ms, spread over the partitions.
+            let until =
+                ((began.elapsed().as_millis() as u64 + 100) * u64::from(rate) / 1000) as u32;
+            for p in 0..PARTITIONS {
+                let records: Vec<LogRecord> = (seq..until)
+                    .filter(|s| s % PARTITIONS == p)
+                    .map(|s| test_record(&run, s, 1600))
+                    .collect();
+                if !records.is_empty() {
+                    block(&rt, log.append(&topic, p, records)).expect("append under load");
+                }
+            }
+            seq = until.max(seq);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        seq
+    })
+}
+
+/// At least once, measured: under a steady load, (a) a black-hole partition (Toxiproxy's
+/// `timeout` toxic: bytes dropped, connections kept) of the west -> east proxy, and (b)
+/// east's MM2 killed with SIGKILL and started again. Counts what arrives twice and whether
+/// offsets still match. Ignored: a measurement (about 2 minutes).
+#[test]
+#[ignore]
+fn regions_mirror_redelivery_after_faults() {
+    let _one = serial();
+    let Some(setup) = Setup::start() else {
+        return;
+    };
+    setup.reset();
+    let rt = runtime();
+    let (west, east) = (setup.regions[0].clone(), setup.regions[1].clone());
+    let wlog = connect(&setup.brokers(&west));
+    let elog = connect(&setup.brokers(&east));
+    let proxy = setup.proxy(&west, &east);
+    let secs = std::env::var("HEKTOR_REGIONS_FAULT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20u64);
+    for fault in ["black-hole", "kill-mm2"] {
+        let run = common::unique("redeliver");
+        let topic = format!("hektor.{run}.vectors");
+        let remote = format!("{west}.{topic}");
+        fill(&rt, &wlog, &topic, &run, PARTITIONS);
+        wait_topic(&rt, &elog, &remote, Duration::from_secs(60));
+        delays(
+            &rt,
+            &wlog,
+            &elog,
+            &topic,
+            &remote,
+            &format!("{run}-w"),
+            3,
+            Duration::from_millis(100),
+        );
+        let load_run = format!("{run}-load");
+        let load = steady_load(
+            wlog.clone(),
+            topic.clone(),
+            load_run.clone(),
+            500,
+            secs + 10,
+        );
+        std::thread::sleep(Duration::from_secs(5));
+        match fault {
+            "black-hole" => {
+                setup.toxiproxy(
+                    reqwest::Method::POST,
+                    &format!("/proxies/{proxy}/toxics"),
+                    Some(
+                        json!({"name": "black-hole", "type": "timeout", "stream": "downstream",
+                                "toxicity": 1.0, "attributes": {"timeout": 0}}),
+                    ),
+                );
+                std::thread::sleep(Duration::from_secs(secs));
+                setup.toxiproxy(
+                    reqwest::Method::DELETE,
+                    &format!("/proxies/{proxy}/toxics/black-hole"),
+                    None,
+                );
+            }
+            _ => {
+                let pid_file = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join(format!(".regions/{east}/mm2/mm2.pid"));
+                let pid = std::fs::read_to_string(&pid_file).expect("MM2 pid file");
+                let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+                std::thread::sleep(Duration::from_secs(2));
+                let (ok, _) = regions_sh(&["start"], Duration::from_secs(300));
+                assert!(ok, "regions.sh start after killing MM2");
+            }
+        }
+        let healed = Instant::now();
+        let written = load.join().expect("load");
+        let mut per_partition = BTreeMap::new();
+        for s in 0..written {
+            *per_partition.entry(s % PARTITIONS).or_insert(0usize) += 1;
+        }
+        let zero = BTreeMap::new();
+        let origin = read_run(
+            &rt,
+            &wlog,
+            &topic,
+            &load_run,
+            &per_partition,
+            &zero,
+            Duration::from_secs(30),
+        );
+        let mirrored = read_run(
+            &rt,
+            &elog,
+            &remote,
+            &load_run,
+            &per_partition,
+            &zero,
+            Duration::from_secs(120),
+        );
+        let c = compare(&origin, &mirrored, fault);
+        eprintln!(
+            "{fault} ({secs} s) under 500 records/s: {} of {written} arrived, {} duplicates, offsets {}, all in {:.1} s after the fault ended",
+            c.distinct,
+            c.duplicates,
+            if c.same_offsets { "equal" } else { "differ" },
+            healed.elapsed().as_secs_f64()
+        );
+        assert_eq!(c.distinct, written as usize, "{fault}: records lost");
+    }
+    setup.reset();
+}
