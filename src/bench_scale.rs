@@ -54,6 +54,7 @@ use hektor_topics::record::{VectorRecord, VectorUpsert};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
+use crate::bench_search::SearchConn;
 use crate::datagen::{self, Generated, Recipe};
 
 const COLLECTION: &str = "scale";
@@ -523,46 +524,6 @@ fn disk_usage(dir: &Path) -> (f64, BTreeMap<String, f64>, f64) {
     (r3(total as f64 / MIB), by, r3(graphs as f64 / MIB))
 }
 
-/// One keep-alive HTTP/1.1 connection (hyper's bare client: nothing between the bench
-/// and the socket).
-struct Conn {
-    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
-    host: String,
-}
-
-impl Conn {
-    async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(Conn {
-            sender,
-            host: addr.to_string(),
-        })
-    }
-
-    async fn post(
-        &mut self,
-        path: &str,
-        body: bytes::Bytes,
-    ) -> anyhow::Result<(u16, bytes::Bytes)> {
-        use http_body_util::BodyExt;
-        self.sender.ready().await?;
-        let request = hyper::Request::post(path)
-            .header(hyper::header::HOST, self.host.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(http_body_util::Full::new(body))?;
-        let response = self.sender.send_request(request).await?;
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        Ok((status, bytes))
-    }
-}
-
 fn search_path() -> String {
     format!("/collections/{COLLECTION}/search")
 }
@@ -608,16 +569,16 @@ async fn http_pass(data: &Data, addr: SocketAddr) -> anyhow::Result<Pass> {
     let bodies: Vec<bytes::Bytes> = (0..data.n_queries)
         .map(|q| search_body(data, q))
         .collect::<anyhow::Result<_>>()?;
-    let mut conn = Conn::open(addr).await?;
+    let mut conn = SearchConn::open(addr).await?;
     for body in bodies.iter().take(WARMUP) {
-        conn.post(&path, body.clone()).await?;
+        conn.post_status(&path, body.clone()).await?;
     }
     let mut latencies = Vec::with_capacity(bodies.len());
     let mut answers = Vec::with_capacity(bodies.len());
     let started = Instant::now();
     for body in &bodies {
         let t0 = Instant::now();
-        let (status, bytes) = conn.post(&path, body.clone()).await?;
+        let (status, bytes) = conn.post_status(&path, body.clone()).await?;
         latencies.push(t0.elapsed());
         anyhow::ensure!(
             status == 200,
@@ -853,11 +814,13 @@ async fn probe_answers(
     addr: SocketAddr,
     probes: &[usize],
 ) -> anyhow::Result<(Vec<Vec<String>>, f64)> {
-    let mut conn = Conn::open(addr).await?;
+    let mut conn = SearchConn::open(addr).await?;
     let mut answers = Vec::new();
     let mut recall = 0.0;
     for &q in probes {
-        let (status, bytes) = conn.post(&search_path(), search_body(data, q)?).await?;
+        let (status, bytes) = conn
+            .post_status(&search_path(), search_body(data, q)?)
+            .await?;
         anyhow::ensure!(status == 200, "probe answered {status}");
         let ids = hit_ids(&bytes)?;
         recall += data.recall(q, &ids)?;
@@ -895,7 +858,7 @@ async fn wait_restarted(
         .map(|&q| search_body(data, q))
         .collect::<anyhow::Result<_>>()?;
     let path = search_path();
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<SearchConn> = None;
     loop {
         server.check_alive()?;
         let since = server.spawned.elapsed();
@@ -907,7 +870,7 @@ async fn wait_restarted(
             w.empty_answers
         );
         if conn.is_none() {
-            match Conn::open(server.addr).await {
+            match SearchConn::open(server.addr).await {
                 Ok(c) => {
                     w.listening_s.get_or_insert(since.as_secs_f64());
                     conn = Some(c);
@@ -925,7 +888,7 @@ async fn wait_restarted(
         let mut identical = true;
         let mut recall = 0.0;
         for (i, body) in bodies.iter().enumerate() {
-            let (status, bytes) = match c.post(&path, body.clone()).await {
+            let (status, bytes) = match c.post_status(&path, body.clone()).await {
                 Ok(answer) => answer,
                 Err(_) => {
                     conn = None;

@@ -694,13 +694,13 @@ struct QueryBody<'a> {
 /// One search client's connection: HTTP/1.1 keep-alive over hyper's bare client
 /// connection. The clients share the node's cores, so the load generator is kept lean
 /// (no connection pool, no URL parsing per request).
-struct SearchConn {
+pub(crate) struct SearchConn {
     sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
     host: String,
 }
 
 impl SearchConn {
-    async fn open(addr: std::net::SocketAddr) -> anyhow::Result<SearchConn> {
+    pub(crate) async fn open(addr: std::net::SocketAddr) -> anyhow::Result<SearchConn> {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
@@ -718,6 +718,22 @@ impl SearchConn {
 
     /// POST `body` to `path`; the answer's body, or an error naming the status.
     async fn post(&mut self, path: &str, body: bytes::Bytes) -> anyhow::Result<bytes::Bytes> {
+        let (status, bytes) = self.post_status(path, body).await?;
+        if !(200..300).contains(&status) {
+            anyhow::bail!(
+                "{path} answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        Ok(bytes)
+    }
+
+    /// POST `body` to `path`; the answer's status and body, whatever the status.
+    pub(crate) async fn post_status(
+        &mut self,
+        path: &str,
+        body: bytes::Bytes,
+    ) -> anyhow::Result<(u16, bytes::Bytes)> {
         use http_body_util::BodyExt;
         self.sender.ready().await?;
         let request = hyper::Request::post(path)
@@ -725,15 +741,9 @@ impl SearchConn {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(http_body_util::Full::new(body))?;
         let response = self.sender.send_request(request).await?;
-        let status = response.status();
+        let status = response.status().as_u16();
         let bytes = response.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            anyhow::bail!(
-                "{path} answered {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            );
-        }
-        Ok(bytes)
+        Ok((status, bytes))
     }
 }
 
