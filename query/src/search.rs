@@ -1299,23 +1299,8 @@ impl Searcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// SplitMix64: a fixed sequence of test inputs.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
 
     /// What serde_json reads from `text` as a `Vec<f32>`, bit for bit.
     fn serde_bits(text: &str) -> Result<Vec<u32>, String> {
@@ -1336,42 +1321,42 @@ mod tests {
         }
     }
 
-    fn random_decimal(rng: &mut Rng) -> String {
+    fn random_decimal(rng: &mut StdRng) -> String {
         let mut t = String::new();
-        if rng.below(2) == 0 {
+        if rng.random_range(0..2u64) == 0 {
             t.push('-');
         }
-        let n = 1 + rng.below(19) as usize;
-        let point = rng.below(n as u64 + 1) as usize;
+        let n = 1 + rng.random_range(0..19u64) as usize;
+        let point = rng.random_range(0..=n as u64) as usize;
         for d in 0..n {
             if d == point && d > 0 {
                 t.push('.');
             }
             let digit = if d == 0 {
-                1 + rng.below(9)
+                1 + rng.random_range(0..9u64)
             } else {
-                rng.below(10)
+                rng.random_range(0..10u64)
             };
             t.push(char::from(b'0' + digit as u8));
         }
-        if rng.below(2) == 0 {
-            t.push(['e', 'E'][rng.below(2) as usize]);
-            match rng.below(3) {
+        if rng.random_range(0..2u64) == 0 {
+            t.push(['e', 'E'][rng.random_range(0..2u64) as usize]);
+            match rng.random_range(0..3u64) {
                 0 => t.push('-'),
                 1 => t.push('+'),
                 _ => {}
             }
-            t.push_str(&rng.below(60).to_string());
+            t.push_str(&rng.random_range(0..60u64).to_string());
         }
         t
     }
 
     #[test]
     fn the_lean_reader_reads_floats_as_serde_json_does() {
-        let mut rng = Rng(7);
+        let mut rng = StdRng::seed_from_u64(7);
         let mut read = 0usize;
         for _ in 0..200_000 {
-            let bits = rng.next() as u32;
+            let bits: u32 = rng.random();
             let x = f32::from_bits(bits);
             if !x.is_finite() {
                 continue;
@@ -1474,7 +1459,7 @@ mod tests {
     #[test]
     #[ignore]
     fn body_read_cost() {
-        let mut rng = Rng(11);
+        let mut rng = StdRng::seed_from_u64(11);
         // Unit-length-ish 384-d vectors, as the data set's are, written as a Rust client
         // writes `f32`s (shortest form) and as a Python client writes them (as `f64`s).
         #[derive(Serialize)]
@@ -1486,7 +1471,7 @@ mod tests {
         let vectors: Vec<Vec<f32>> = (0..2000)
             .map(|_| {
                 (0..384)
-                    .map(|_| ((rng.below(2_000_001) as f32 / 1e6) - 1.0) * 0.1)
+                    .map(|_| ((rng.random_range(0..2_000_001u64) as f32 / 1e6) - 1.0) * 0.1)
                     .collect()
             })
             .collect();
