@@ -37,7 +37,7 @@ use anyhow::Context;
 use hektor_indexers::dataset::{data_dir, recall_at_k, Dataset};
 use hektor_indexers::{ArroyParams, EngineKind, Shard, ShardConfig, ShardOp};
 use hektor_ingest::http::{encode_bulk, BULK_CONTENT_TYPE};
-use hektor_query::search::MAX_CONSISTENCY_TIMEOUT;
+use hektor_query::router::MAX_CONSISTENCY_TIMEOUT;
 use hektor_topics::hlc::Hlc;
 use hektor_topics::record::{Distance, VectorRecord, VectorUpsert};
 use hektor_topics::ring;

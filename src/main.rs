@@ -31,7 +31,7 @@ mod produce;
 mod replay;
 mod serve;
 mod shard_cmd;
-mod sim;
+mod sim_cmd;
 mod tls;
 mod toxiproxy;
 
@@ -110,7 +110,7 @@ enum Command {
     /// Simulators (print JSON lines with --json).
     Sim {
         #[command(subcommand)]
-        command: sim::SimCommand,
+        command: sim_cmd::SimCommand,
     },
 }
 
@@ -169,7 +169,7 @@ fn main() -> anyhow::Result<()> {
             Command::Cluster(args) => cluster_cmd::run(args).await,
             Command::Dataset { command } => datagen::run(command).await,
             Command::Sim { command } => {
-                tokio::task::spawn_blocking(move || sim::run(command)).await?
+                tokio::task::spawn_blocking(move || sim_cmd::run(command)).await?
             }
         }
     })

@@ -21,7 +21,7 @@ use hektor_ingest::http::{router as ingest_router, IngestState};
 use hektor_ingest::Writer;
 use hektor_query::http::{instrument, router as query_router, QueryState};
 use hektor_query::metrics::Metrics;
-use hektor_query::search::Searcher;
+use hektor_query::router::Searcher;
 use hektor_topics::catalog::Catalog;
 use hektor_topics::events::EventSink;
 use hektor_topics::hlc::HlcClock;

@@ -13,10 +13,10 @@
 //! It does not read or write the log, watch heartbeats or move data: the plan topic's
 //! writer and the shard hosts do that with these types.
 
-pub mod control;
 pub mod error;
 pub mod node;
 pub mod placement;
+pub mod rules;
 pub mod shard_map;
 
 pub use error::{Error, Result};

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hektor_cluster::control::{next_map, ControlConfig, ControlInput};
+use hektor_cluster::rules::{next_map, ControlConfig, ControlInput};
 use hektor_cluster::{Lease, Strategy};
 use hektor_topics::catalog::Catalog;
 use hektor_topics::record::{NodeHeartbeat, PlacementSpec, PlanAction, PlanChange, RingRange};
@@ -433,7 +433,7 @@ impl Control {
                 // A new term opens with the accepted map re-written under it.
                 None => match &state.map {
                     Some(map) if map.lease().term != term && map.epoch() < u64::MAX => {
-                        hektor_cluster::control::Decision {
+                        hektor_cluster::rules::Decision {
                             map: map.as_ref().clone().at_epoch(map.epoch() + 1),
                             reasons: vec![format!(
                                 "controller {} took the lease at term {term}",
@@ -444,7 +444,7 @@ impl Control {
                     _ => continue,
                 },
             };
-            let decision = hektor_cluster::control::Decision {
+            let decision = hektor_cluster::rules::Decision {
                 map: decision.map.with_lease(lease),
                 reasons: decision.reasons,
             };

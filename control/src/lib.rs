@@ -13,7 +13,7 @@
 //!   is higher than the one held (fencing: see [`plan`]).
 //! - [`controller`]: on the controller node (the alive node with the `controller` role
 //!   and the smallest id, holding each collection's lease) a loop turns membership, readiness and decisions into the next
-//!   map with [`hektor_cluster::control::next_map`]; on every node a loop reports the
+//!   map with [`hektor_cluster::rules::next_map`]; on every node a loop reports the
 //!   targets it has caught up with.
 //! - [`Routing`]: what routers and hosts follow: the accepted maps and the nodes'
 //!   addresses, republished on every change.

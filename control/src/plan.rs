@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hektor_cluster::control::{MoveAsk, Ready, SplitAsk};
+use hektor_cluster::rules::{MoveAsk, Ready, SplitAsk};
 use hektor_cluster::ShardMap;
 use hektor_topics::catalog::Catalog;
 use hektor_topics::codec::{self, Encoding};

@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 use hektor_cluster::{Shard, ShardMap};
 use hektor_ingest::validate::WriteBatch;
 use hektor_ingest::{Token, Writer};
-use hektor_query::search::{SearchRequest, ShardGet, ShardSearch};
+use hektor_query::router::{SearchRequest, ShardGet, ShardSearch};
 use hektor_topics::catalog::{validate_spec, Catalog};
 use hektor_topics::codec::{self, Encoding};
 use hektor_topics::hlc::HlcClock;

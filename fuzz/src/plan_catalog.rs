@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hektor_cluster::control::{next_map, ControlConfig, ControlInput};
+use hektor_cluster::rules::{next_map, ControlConfig, ControlInput};
 use hektor_cluster::{NodeSpec, ShardMap, Strategy};
 use hektor_control::membership::{check_heartbeat, ROLE_DATA};
 use hektor_control::plan::Plans;

@@ -41,7 +41,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::metrics::Metrics;
-use crate::search::{
+use crate::router::{
     shard_get, shard_search, SearchRequest, SearchResponse, Searcher, ShardAnswer, ShardGet,
     ShardSearch, WireVector,
 };

@@ -1,6 +1,6 @@
 //! hektor's read path.
 //!
-//! - [`search`]: a search fans out to the shards that can hold the answer (only the
+//! - [`router`]: a search fans out to the shards that can hold the answer (only the
 //!   tenant's ring range when a tenant is given), searches this node's shards on the
 //!   request's own thread when that is cheap (hot engine, at most two local shards or other
 //!   searches already running; no pool hop) and on a bounded pool otherwise, merges the
@@ -15,6 +15,6 @@
 pub mod error;
 pub mod http;
 pub mod metrics;
-pub mod search;
+pub mod router;
 
 pub use error::QueryError;

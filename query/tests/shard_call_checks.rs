@@ -1,7 +1,7 @@
 //! The per-shard call (`POST /internal/.../shard-search`) is a door: what it accepts is
 //! checked as strictly as a public search, before any shard is touched.
 
-use hektor_query::search::{ShardSearch, MAX_CONSISTENCY_TIMEOUT, MAX_EFFORT, MAX_K};
+use hektor_query::router::{ShardSearch, MAX_CONSISTENCY_TIMEOUT, MAX_EFFORT, MAX_K};
 use hektor_query::QueryError;
 use hektor_topics::record::RingRange;
 
