@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Peer baselines for `hektor bench search`: hnswlib, faiss-cpu (HNSW), usearch
+"""Peer baselines for `hektor-bench search`: hnswlib, faiss-cpu (HNSW), usearch
 and exact numpy, measured on the same data set and in the same run as hektor.
 
 Owns: building each peer index, sweeping its search-time beam width (ef_search)
@@ -508,7 +508,7 @@ def picks(points: list[Point]) -> list[tuple[float, Point | None, str]]:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        description="Peer ANN baselines (hnswlib, faiss, usearch, numpy) for hektor bench search."
+        description="Peer ANN baselines (hnswlib, faiss, usearch, numpy) for hektor-bench search."
     )
     parser.add_argument("--data", required=True, type=Path,
                         help="directory with base.fvecs, query.fvecs, groundtruth.ivecs, "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Draw `hektor bench kinetic` output: max/mean node CPU and query p99 over time, per leg.
+"""Draw `hektor-bench kinetic` output: max/mean node CPU and query p99 over time, per leg.
 
 Usage: python3 scripts/plot_kinetic.py RUN.jsonl OUT.png
 
@@ -70,7 +70,7 @@ def main() -> int:
     for ax in (load_ax, p99_ax, cpu_ax):
         ax.legend(loc="upper right", fontsize="small")
         ax.grid(alpha=0.3)
-    title = "hektor bench kinetic"
+    title = "hektor-bench kinetic"
     if "kinetic" in summaries:
         k = summaries["kinetic"]
         title += f" — relief {k.get('relief_s')} s, {k.get('splits')} splits, " \

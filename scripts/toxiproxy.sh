@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/toxiproxy.sh — install and run Toxiproxy (Shopify's TCP proxy for
-# injecting network faults) for `hektor bench faults` and its tests.
+# injecting network faults) for `hektor-bench faults` and its tests.
 #
 # Owns: everything under .toxiproxy/ in the repo root (the binaries in
 # .toxiproxy/bin, a Go build cache, one pid file and log per API port).
@@ -10,7 +10,7 @@
 # Usage: scripts/toxiproxy.sh install|install-cli|start|stop|status|env [PORT]
 #   install  `go install` toxiproxy-server into .toxiproxy/bin unless it is
 #            there already; prints the path of the server binary (the last
-#            line of stdout: `hektor bench faults` runs it on a port of its own).
+#            line of stdout: `hektor-bench faults` runs it on a port of its own).
 #   install-cli  the same for toxiproxy-cli (handy by hand; nothing needs it).
 #   start    install if needed, then start a server with its HTTP API on
 #            127.0.0.1:PORT (default 8474) in the background, and wait until

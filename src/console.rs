@@ -8,14 +8,16 @@
 //! `/ui/style.css`) with their content types and a strict Content-Security-Policy. The
 //! files hold no data, so the gate lets `/ui` through without a key
 //! (`hektor_access::route::need`); the views they read keep their own keys, which the page
-//! asks for when the node answers 401/403 and sends as `Authorization: Bearer`.
+//! asks for when the node answers 401/403 and sends as `Authorization: Bearer`. The
+//! routes are registered through `utoipa-axum`'s `OpenApiRouter`, so `GET /openapi.json`
+//! lists them (tag `console`).
 //! Does not own: the views themselves (`hektor-query`'s `http.rs`).
 
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const INDEX_HTML: &str = include_str!("../console/index.html");
 const APP_JS: &str = include_str!("../console/app.js");
@@ -28,11 +30,11 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                    form-action 'none'; frame-ancestors 'none'";
 
 /// The console's routes, to merge into the node's router.
-pub fn router() -> Router {
-    Router::new()
-        .route("/ui", get(index))
-        .route("/ui/", get(index))
-        .route("/ui/{file}", get(file))
+pub fn router() -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(index))
+        .routes(routes!(index_slash))
+        .routes(routes!(file))
 }
 
 /// A file of the console with its content type and headers.
@@ -57,10 +59,43 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     response
 }
 
+/// The console's page.
+#[utoipa::path(
+    get,
+    path = "/ui",
+    tag = "console",
+    responses((status = 200, description = "The page", body = String, content_type = "text/html; charset=utf-8")),
+)]
 async fn index() -> Response {
     asset("text/html; charset=utf-8", INDEX_HTML)
 }
 
+/// The console's page.
+#[utoipa::path(
+    get,
+    path = "/ui/",
+    tag = "console",
+    responses((status = 200, description = "The page", body = String, content_type = "text/html; charset=utf-8")),
+)]
+async fn index_slash() -> Response {
+    index().await
+}
+
+/// A file of the console: `index.html`, `app.js` or `style.css`.
+#[utoipa::path(
+    get,
+    path = "/ui/{file}",
+    tag = "console",
+    params(("file" = String, Path, description = "`index.html`, `app.js` or `style.css`")),
+    responses(
+        (status = 200, description = "The file", content(
+            (String = "text/html; charset=utf-8"),
+            (String = "text/javascript; charset=utf-8"),
+            (String = "text/css; charset=utf-8"),
+        )),
+        (status = 404, description = "The console has no such file", body = hektor_query::schema::ErrorBody),
+    ),
+)]
 async fn file(Path(name): Path<String>) -> Response {
     match name.as_str() {
         "index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
@@ -68,9 +103,9 @@ async fn file(Path(name): Path<String>) -> Response {
         "style.css" => asset("text/css; charset=utf-8", STYLE_CSS),
         _ => (
             StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({
-                "error": "the console has index.html, app.js and style.css under /ui/"
-            })),
+            axum::Json(hektor_query::schema::ErrorBody {
+                error: "the console has index.html, app.js and style.css under /ui/".into(),
+            }),
         )
             .into_response(),
     }

@@ -5,35 +5,27 @@
 //! - `hektor topics create`: create the cluster's and a collection's topics on a broker.
 //! - `hektor produce`: load fvecs or JSONL files into a collection.
 //! - `hektor replay`: rebuild shards from the log from offset 0.
-//! - `hektor bench log`: log append/read throughput.
-//! - `hektor dataset generate`: a data set of any size shaped like a real one.
+//! - `hektor bench ...`, `hektor dataset generate`: run the `hektor-bench` executable
+//!   beside this one (the benchmarks and the data-set generator, `bench/`, which this
+//!   binary does not link).
 //!
 //! This file only parses arguments and dispatches; each command lives in its own module.
 
 mod backend;
-mod bench;
-mod bench_faults;
-mod bench_kinetic;
-mod bench_move;
-mod bench_nodes;
-mod bench_placement;
-mod bench_scale;
-mod bench_search;
+mod bench_cmd;
 mod client;
 mod cluster_cmd;
 mod console;
-mod datagen;
 mod demo;
 mod http_server;
 mod node;
-mod open_loop;
+mod openapi;
 mod produce;
 mod replay;
 mod serve;
 mod shard_cmd;
 mod sim_cmd;
 mod tls;
-mod toxiproxy;
 
 use std::path::PathBuf;
 
@@ -95,17 +87,20 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Rebuild shards from the log, from offset 0 (run it while `serve` is stopped).
     Replay(replay::ReplayArgs),
-    /// Benchmarks (print JSON lines with --json).
+    /// Benchmarks: runs `hektor-bench ARGS...` (the executable beside this one).
+    #[command(disable_help_flag = true)]
     Bench {
-        #[command(subcommand)]
-        command: bench::BenchCommand,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
     /// Show a node's shards with hotness, its load and the planner's decisions.
     Cluster(cluster_cmd::ClusterArgs),
-    /// Data sets: generate one of any size shaped like a real one.
+    /// Data sets: runs `hektor-bench dataset ARGS...` (generate one of any size shaped
+    /// like a real one).
+    #[command(disable_help_flag = true)]
     Dataset {
-        #[command(subcommand)]
-        command: datagen::DatasetCommand,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
     /// Simulators (print JSON lines with --json).
     Sim {
@@ -130,6 +125,15 @@ enum TopicsCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The benches are another executable: hand over before logging or a runtime starts.
+    match cli.command {
+        Command::Bench { args } => return bench_cmd::exec(args),
+        Command::Dataset { mut args } => {
+            args.insert(0, "dataset".into());
+            return bench_cmd::exec(args);
+        }
+        _ => {}
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("HEKTOR_LOG")
         .unwrap_or_else(|_| "info,heed=warn,rdkafka=warn".into());
     let logs = tracing_subscriber::fmt()
@@ -165,12 +169,11 @@ fn main() -> anyhow::Result<()> {
             } => backend::create_topics(&log, collection.as_deref(), partitions).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Replay(args) => replay::run(args).await,
-            Command::Bench { command } => bench::run(command).await,
             Command::Cluster(args) => cluster_cmd::run(args).await,
-            Command::Dataset { command } => datagen::run(command).await,
             Command::Sim { command } => {
                 tokio::task::spawn_blocking(move || sim_cmd::run(command)).await?
             }
+            Command::Bench { .. } | Command::Dataset { .. } => unreachable!("handed over above"),
         }
     })
 }

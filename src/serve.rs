@@ -543,6 +543,9 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
             .context("preparing the snapshot route")?,
         )
         .merge(crate::console::router());
+    // Every route above is registered through utoipa-axum's OpenApiRouter: the document
+    // at GET /openapi.json lists exactly them; unknown paths and methods get JSON 404/405.
+    let router = crate::openapi::router(router).context("building the OpenAPI document")?;
     // From the outside in: metrics see every answer; the gate refuses before anything
     // else runs or a body is read; then at most --max-concurrent-requests run (one more
     // is a 429), each for at most --request-timeout-ms.
@@ -590,13 +593,39 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
 /// `POST /cluster/collections/{c}/plan`: ask the controller for a split, a merge, a tier
 /// change, or (for a collection placed by load) a move (a [`PlanAction`] as JSON). The shard must be in the current map; the change happens
 /// when the controller carries it out (watch `GET /cluster`).
-fn control_routes(control: Arc<Control>) -> axum::Router {
+fn control_routes(control: Arc<Control>) -> utoipa_axum::router::OpenApiRouter {
     use axum::extract::{Path, State};
     use axum::http::StatusCode;
-    use axum::routing::post;
     use axum::Json;
+    use hektor_query::schema::ErrorBody;
     use serde_json::json;
 
+    /// The answer of an accepted plan request (202).
+    #[derive(serde::Serialize, utoipa::ToSchema)]
+    #[allow(dead_code)] // The handler writes the same fields with `json!`.
+    struct PlanRequested {
+        /// The change asked for.
+        requested: PlanAction,
+        /// The epoch of the map it was checked against.
+        epoch: u64,
+    }
+
+    /// Ask the controller for a split, a merge, a tier change or a move of one shard of
+    /// the current map; the change happens when the controller carries it out.
+    #[utoipa::path(
+        post,
+        path = "/cluster/collections/{collection}/plan",
+        tag = "cluster",
+        params(("collection" = String, Path, description = "The collection's name")),
+        request_body = PlanAction,
+        responses(
+            (status = 202, description = "Asked for; watch GET /cluster", body = PlanRequested),
+            (status = 400, description = "The body is not a plan action", body = ErrorBody),
+            (status = 404, description = "No shard map for the collection, or no such shard in it", body = ErrorBody),
+            (status = 422, description = "The action does not fit the map or the collection's placement", body = ErrorBody),
+            (status = 503, description = "The request could not be written to the plan topic", body = ErrorBody),
+        ),
+    )]
     async fn plan(
         State(control): State<Arc<Control>>,
         Path(collection): Path<String>,
@@ -687,8 +716,8 @@ fn control_routes(control: Arc<Control>) -> axum::Router {
         }
     }
 
-    axum::Router::new()
-        .route("/cluster/collections/{collection}/plan", post(plan))
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(plan))
         .with_state(control)
 }
 

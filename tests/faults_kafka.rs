@@ -1,4 +1,4 @@
-//! Faults on the real broker: `hektor bench faults --json --quick` (the real binary, which
+//! Faults on the real broker: `hektor-bench faults --json --quick` (the real executable, which
 //! starts three node processes per scenario, injects a fault under steady writes and
 //! read-your-writes searches in reader sessions, and checks the history):
 //!
@@ -29,11 +29,12 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Run `hektor bench faults --json --quick` for `scenarios` (killed past `limit`), and
+/// Run `hektor-bench faults --json --quick` for `scenarios` (killed past `limit`), and
 /// return its reports, one per scenario.
 fn bench(brokers: &str, scenarios: &[&str], limit: Duration) -> Vec<Value> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hektor"));
-    child.args(["bench", "faults", "--json", "--quick"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hektor-bench"));
+    child.args(["faults", "--json", "--quick"]);
+    child.arg("--hektor").arg(env!("CARGO_BIN_EXE_hektor"));
     for s in scenarios {
         child.args(["--scenario", s]);
     }
@@ -44,7 +45,7 @@ fn bench(brokers: &str, scenarios: &[&str], limit: Duration) -> Vec<Value> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start hektor bench faults");
+        .expect("start hektor-bench faults");
     let began = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for the bench") {

@@ -1,4 +1,4 @@
-//! `hektor bench scale` through the real binary, small: a set generated from the sample
+//! `hektor-bench scale` through the real executables, small: a set generated from the sample
 //! shipped in the repo, one `hektor serve` child on the embedded log, and what users of
 //! the bench rely on — every phase reported, recall over HTTP, restarts that come back
 //! with the same answers and never answer an empty 200 meanwhile. No timing assertions.
@@ -25,8 +25,10 @@ fn scale_bench_reports_every_phase_with_recall_and_clean_restarts() {
     let tmp = tempfile::tempdir().unwrap();
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/debian-minilm-384-sample");
     let n = vectors().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hektor"))
-        .args(["bench", "scale", "--json", "--vectors", &n])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hektor-bench"))
+        .args(["scale", "--json", "--vectors", &n])
+        .arg("--hektor")
+        .arg(env!("CARGO_BIN_EXE_hektor"))
         .arg("--source")
         .arg(&sample)
         .arg("--cache-dir")
@@ -37,7 +39,7 @@ fn scale_bench_reports_every_phase_with_recall_and_clean_restarts() {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("run hektor bench scale");
+        .expect("run hektor-bench scale");
     let mut stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut text = String::new();

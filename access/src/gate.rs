@@ -1,7 +1,8 @@
 //! The gate: every HTTP request passes [`Gate::check`] before routing reads its body.
 //!
 //! - Without keys (no `--api-keys`) the public routes are open; with them, a missing or
-//!   unknown key is a 401 on every route but `GET /health`, and a key without the scope or
+//!   unknown key is a 401 on every route but the open ones (`GET /health`, the console's
+//!   `/ui` files, `GET /openapi.json`: [`crate::route`]), and a key without the scope or
 //!   the collection a 403. Keys come as `Authorization: Bearer <key>`.
 //! - `/internal/...` needs the cluster secret whenever one is set (always when keys are
 //!   set); a client key is refused there with a 403, whatever its scopes.

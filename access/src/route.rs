@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET /health` | nothing |
 //! | `GET /ui`, `GET /ui/{file}` (the web console's static files: no data) | nothing |
+//! | `GET /openapi.json` (the API's description: no data) | nothing |
 //! | `/internal/...` | the cluster secret |
 //! | `POST /collections/{c}/search`, `GET /collections/{c}`, `GET /collections/{c}/vectors/{id}` | `read` on `c` |
 //! | `POST /collections/{c}/vectors` | `write` on `c` |
@@ -53,6 +54,7 @@ pub fn need(method: &Method, path: &str) -> Need {
     match segments.as_slice() {
         ["health"] if get => Need::Open,
         ["ui"] | ["ui", _] if get => Need::Open,
+        ["openapi.json"] if get => Need::Open,
         ["internal", ..] => Need::Node,
         ["metrics"] | ["cluster"] | ["collections"] | ["ready"] if get => key(Scope::Read, None),
         ["collections", c] if get => key(Scope::Read, Some(c)),
@@ -116,6 +118,8 @@ mod tests {
         let cases = [
             (Method::GET, "/health", Need::Open),
             (Method::POST, "/health", Need::AnyKey),
+            (Method::GET, "/openapi.json", Need::Open),
+            (Method::POST, "/openapi.json", Need::AnyKey),
             (
                 Method::POST,
                 "/internal/collections/d/shard-search",

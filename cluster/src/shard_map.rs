@@ -76,7 +76,7 @@ pub struct ShardSize {
 /// A shard being built for a coming epoch: the nodes in `replicas` replay the log into
 /// it while the serving shards keep answering. When every new holder has reported it
 /// ready, the controller switches traffic to it (see [`crate::rules`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Target {
     pub range: RingRange,
     pub replicas: Vec<String>,

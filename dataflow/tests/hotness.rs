@@ -1,6 +1,8 @@
 //! The hotness dataflow: windows, the latency histogram, incrementality, and that several
 //! workers and several processes compute the same snapshot as one worker.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -23,27 +25,15 @@ fn event(shard: u32, ring: u64, kind: EventKind, latency_us: u32, second: u64) -
     }
 }
 
-/// A deterministic pseudo-random generator (splitmix64).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 /// A mixed workload over 8 equal shards and 200 seconds: skewed shards, tenant queries,
 /// fan-out queries, upserts and deletes.
 fn workload(n: usize) -> Vec<Event> {
-    let mut rng = Rng(7);
+    let mut rng = StdRng::seed_from_u64(7);
     let mut events: Vec<Event> = (0..n)
         .map(|i| {
             let second = (i as u64 * 200) / n as u64;
-            let r = rng.next();
-            let ring = rng.next();
+            let r = rng.random::<u64>();
+            let ring = rng.random::<u64>();
             let shard_skew = (r % 100) as u32;
             let kind = match r % 7 {
                 0 => EventKind::Upsert,
@@ -64,7 +54,7 @@ fn workload(n: usize) -> Vec<Event> {
                 shard,
                 ring,
                 kind,
-                100 + (rng.next() % 20_000) as u32,
+                100 + (rng.random::<u64>() % 20_000) as u32,
                 second,
             )
         })
@@ -125,15 +115,15 @@ fn counts_leave_the_one_minute_window_after_sixty_seconds() {
 
 #[test]
 fn p99_from_the_histogram_is_within_a_bucket_of_the_exact_p99() {
-    let mut rng = Rng(3);
+    let mut rng = StdRng::seed_from_u64(3);
     let latencies: Vec<u32> = (0..5_000)
         .map(|_| {
             // Long-tailed: mostly 1-5 ms, a tail up to 200 ms.
-            let r = rng.next();
+            let r = rng.random::<u64>();
             if r.is_multiple_of(50) {
-                5_000 + (rng.next() % 195_000) as u32
+                5_000 + (rng.random::<u64>() % 195_000) as u32
             } else {
-                1_000 + (rng.next() % 4_000) as u32
+                1_000 + (rng.random::<u64>() % 4_000) as u32
             }
         })
         .collect();

@@ -3,6 +3,8 @@
 //! per-event `hotness` dataflow: on seeded random event streams the four output
 //! collections are identical at every second, on one and on two workers.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -14,18 +16,6 @@ use hektor_topics::record::{Event, EventKind};
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 
-/// A deterministic pseudo-random generator (splitmix64).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 const SHARDS: u32 = 8;
 
 /// Events over `seconds` seconds on shards 0..10 (8 and 9 are not in the setup): queries
@@ -33,13 +23,15 @@ const SHARDS: u32 = 8;
 /// unpositioned ring; upserts and deletes in and outside their shard's range; latencies
 /// from 0 to 100 ms; one event in 20 is up to 5 s late.
 fn random_events(seed: u64, n: usize, seconds: u64) -> Vec<Event> {
-    let mut rng = Rng(seed);
-    let busy: Vec<u64> = (0..4).map(|_| rng.next() & 0xFFFF_FFFF_0000_0000).collect();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let busy: Vec<u64> = (0..4)
+        .map(|_| rng.random::<u64>() & 0xFFFF_FFFF_0000_0000)
+        .collect();
     let mut events: Vec<Event> = (0..n)
         .map(|i| {
             let second = i as u64 * seconds / n as u64;
-            let r = rng.next();
-            let shard = (rng.next() % 10) as u32;
+            let r = rng.random::<u64>();
+            let shard = (rng.random::<u64>() % 10) as u32;
             let kind = match r % 8 {
                 0 => EventKind::Upsert,
                 1 => EventKind::Delete,
@@ -48,16 +40,16 @@ fn random_events(seed: u64, n: usize, seconds: u64) -> Vec<Event> {
             let range = hektor_topics::ring::partition_range(shard.min(SHARDS - 1), SHARDS);
             let ring = match (kind, (r >> 8) % 4) {
                 (EventKind::Query, 0) => 0,
-                (EventKind::Query, 1) => busy[(rng.next() % 4) as usize],
-                (EventKind::Query, 2) => rng.next() & 0xFFFF_FFFF_0000_0000,
-                (EventKind::Query, _) => rng.next() | 1,
-                (_, 0) => rng.next(),
-                _ => range.start + rng.next() % (1 << 60),
+                (EventKind::Query, 1) => busy[(rng.random::<u64>() % 4) as usize],
+                (EventKind::Query, 2) => rng.random::<u64>() & 0xFFFF_FFFF_0000_0000,
+                (EventKind::Query, _) => rng.random::<u64>() | 1,
+                (_, 0) => rng.random::<u64>(),
+                _ => range.start + rng.random::<u64>() % (1 << 60),
             };
             let latency_us = if r % 50 == 3 {
                 0
             } else {
-                50 + (rng.next() % 100_000) as u32
+                50 + (rng.random::<u64>() % 100_000) as u32
             };
             Event {
                 collection: "c".into(),
@@ -65,15 +57,15 @@ fn random_events(seed: u64, n: usize, seconds: u64) -> Vec<Event> {
                 ring,
                 kind,
                 latency_us,
-                time_ms: second * 1000 + rng.next() % 1000,
+                time_ms: second * 1000 + rng.random::<u64>() % 1000,
                 node: String::new(),
             }
         })
         .collect();
     events.sort_by_key(|e| e.time_ms);
     for e in events.iter_mut() {
-        if rng.next().is_multiple_of(20) {
-            e.time_ms = e.time_ms.saturating_sub(rng.next() % 5_000);
+        if rng.random::<u64>().is_multiple_of(20) {
+            e.time_ms = e.time_ms.saturating_sub(rng.random::<u64>() % 5_000);
         }
     }
     events
@@ -199,7 +191,7 @@ fn run_both(
                 opt_in.capacities.insert((node.clone(), milli));
             }
         }
-        let mut rng = Rng(seed ^ index as u64);
+        let mut rng = StdRng::seed_from_u64(seed ^ index as u64);
         let mut pending = TallyBuffer::default();
         let mut next = 0;
         for &checkpoint in &checkpoints {
@@ -210,7 +202,7 @@ fn run_both(
                     let obs = setup.observe(&events[next]);
                     ref_in.0.update_at(obs, at, 1);
                     pending.add(at, &obs);
-                    if rng.next().is_multiple_of(500) {
+                    if rng.random::<u64>().is_multiple_of(500) {
                         pending.drain_into(&mut opt_in.tallies);
                     }
                 }

@@ -9,7 +9,10 @@
 //!   `u32` little-endian length + `bin.v1` vector record (see `hektor_topics::codec`).
 //!   Answers `{"token": {partition: offset}}` once durable in the log.
 //!
-//! Errors are `{"error": "message"}` with 400, 404, 409, 413, 422 or 503.
+//! Errors are `{"error": "message"}` ([`ErrorBody`]) with 400, 404, 409, 413, 422, 503 or
+//! 504. Every route is registered through `utoipa-axum`'s `OpenApiRouter` with its
+//! `#[utoipa::path]`, so the node's `GET /openapi.json` lists exactly these routes with
+//! their bodies, answers and statuses.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,14 +22,15 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
-use axum::{Json, Router};
+use axum::Json;
 use hektor_topics::catalog::CreateOutcome;
 use hektor_topics::codec::{self, Encoding};
 use hektor_topics::events::EventSink;
 use hektor_topics::record::{CollectionSpec, Distance, EventKind, VectorRecord};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::validate::{DeleteItem, UpsertItem, WriteBatch, MAX_BATCH_ITEMS, MAX_BODY_BYTES};
 use crate::{IngestError, Writer};
@@ -41,26 +45,58 @@ pub struct IngestState {
     pub events: EventSink,
 }
 
-/// The write routes, ready to merge into the node's router.
-pub fn router(state: IngestState) -> Router {
-    Router::new()
-        .route(
-            "/collections/{collection}",
-            put(create_collection).delete(drop_collection),
-        )
-        .route("/collections/{collection}/vectors", post(write_vectors))
+/// The write routes with their OpenAPI description, ready to merge into the node's
+/// router (one `routes!` per path: utoipa-axum routes every handler of a call on every
+/// path of it).
+pub fn router(state: IngestState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(create_collection, drop_collection))
+        .routes(routes!(write_vectors))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
-/// An error answered as `{"error": message}`.
+/// An error answered as `{"error": message}` ([`ErrorBody`]).
 pub struct ApiError(pub u16, pub String);
+
+/// Every error of the write routes: `{"error": "what went wrong, for people"}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Why the request failed.
+    pub error: String,
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(json!({ "error": self.1 }))).into_response()
+        (status, Json(ErrorBody { error: self.1 })).into_response()
     }
+}
+
+/// The answer of `POST /collections/{c}/vectors`, once the batch is durable in the log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WriteAnswer {
+    /// The write token: partition → offset of the batch's last record there. Pass it as
+    /// a search's `consistency.after` to read this write. The keys are partition numbers
+    /// (JSON object keys are strings).
+    #[schema(value_type = BTreeMap<String, u64>)]
+    pub token: std::collections::BTreeMap<u32, u64>,
+    /// Upserts and deletes written.
+    pub written: usize,
+}
+
+/// The binary bulk body of `POST /collections/{c}/vectors` (for the document only): a
+/// sequence of `u32` little-endian length + `bin.v1` vector record.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+struct BulkBody(Vec<u8>);
+
+/// The answer of `DELETE /collections/{c}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Dropped {
+    /// The collection dropped.
+    pub dropped: String,
 }
 
 impl From<IngestError> for ApiError {
@@ -81,16 +117,23 @@ impl From<BytesRejection> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `PUT /collections/{c}`: the new collection's settings.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateCollection)]
 struct CreateBody {
+    /// Length of every vector.
     dimension: u32,
+    /// Default `cosine`.
     #[serde(default = "default_distance")]
     distance: Distance,
+    /// Vectors-topic partitions (equal ranges of the ring); default 8.
     #[serde(default = "default_partitions")]
     partitions: u32,
+    /// Copies of each shard on distinct nodes; default 1.
     #[serde(default = "default_replication")]
     replication: u32,
+    /// Default `{"strategy": "balanced"}`.
     #[serde(default)]
     placement: hektor_topics::record::PlacementSpec,
 }
@@ -110,6 +153,23 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     serde_json::from_slice(body).map_err(|err| ApiError(400, format!("invalid JSON body: {err}")))
 }
 
+/// Create a collection and its topics.
+#[utoipa::path(
+    put,
+    path = "/collections/{collection}",
+    tag = "collections",
+    params(("collection" = String, Path, description = "The collection's name")),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created", body = CollectionSpec),
+        (status = 200, description = "It already exists with these settings", body = CollectionSpec),
+        (status = 400, description = "The body is not valid settings, or the name or a setting is refused", body = ErrorBody),
+        (status = 409, description = "It already exists with other settings", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 MiB", body = ErrorBody),
+        (status = 503, description = "The log is not available", body = ErrorBody),
+        (status = 504, description = "The log did not answer in time", body = ErrorBody),
+    ),
+)]
 async fn create_collection(
     State(state): State<IngestState>,
     Path(collection): Path<String>,
@@ -137,6 +197,19 @@ async fn create_collection(
     Ok((status, Json(spec)).into_response())
 }
 
+/// Drop a collection and its topics.
+#[utoipa::path(
+    delete,
+    path = "/collections/{collection}",
+    tag = "collections",
+    params(("collection" = String, Path, description = "The collection's name")),
+    responses(
+        (status = 200, description = "Dropped", body = Dropped),
+        (status = 404, description = "No such collection", body = ErrorBody),
+        (status = 503, description = "The log is not available", body = ErrorBody),
+        (status = 504, description = "The log did not answer in time", body = ErrorBody),
+    ),
+)]
 async fn drop_collection(
     State(state): State<IngestState>,
     Path(collection): Path<String>,
@@ -150,9 +223,38 @@ async fn drop_collection(
     if !existed {
         return Err(IngestError::UnknownCollection(collection).into());
     }
-    Ok(Json(json!({ "dropped": collection })).into_response())
+    Ok(Json(Dropped {
+        dropped: collection,
+    })
+    .into_response())
 }
 
+/// Upsert and delete vectors: a batch as JSON, or with `content-type:
+/// application/x-hektor-bulk` as `u32` little-endian length + `bin.v1` record frames.
+/// Answers once the batch is durable in the log.
+#[utoipa::path(
+    post,
+    path = "/collections/{collection}/vectors",
+    tag = "vectors",
+    params(("collection" = String, Path, description = "The collection's name")),
+    request_body(
+        description = "A batch of upserts and deletes",
+        content(
+            (WriteBatch = "application/json"),
+            (BulkBody = "application/x-hektor-bulk"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Durable in the log", body = WriteAnswer),
+        (status = 400, description = "The body is not a batch", body = ErrorBody),
+        (status = 404, description = "No such collection", body = ErrorBody),
+        (status = 409, description = "The collection changed under the write", body = ErrorBody),
+        (status = 413, description = "The body is larger than 64 MiB or the batch holds too many items", body = ErrorBody),
+        (status = 422, description = "An item breaks a rule (dimension, values, id, tenant, payload)", body = ErrorBody),
+        (status = 503, description = "The log is not available", body = ErrorBody),
+        (status = 504, description = "The log did not answer in time", body = ErrorBody),
+    ),
+)]
 async fn write_vectors(
     State(state): State<IngestState>,
     Path(collection): Path<String>,
@@ -185,7 +287,11 @@ async fn write_vectors(
             .events
             .record(&collection, w.partition, w.ring, kind, latency_us);
     }
-    Ok(Json(json!({ "token": token, "written": written.len() })).into_response())
+    Ok(Json(WriteAnswer {
+        token: token.offsets,
+        written: written.len(),
+    })
+    .into_response())
 }
 
 /// Decode the binary bulk form into a batch (validated later like a JSON one).

@@ -28,7 +28,7 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// One vector to insert or replace.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpsertItem {
     pub id: String,
@@ -41,7 +41,7 @@ pub struct UpsertItem {
 
 /// One vector to delete: its id, or `{"id", "tenant"}` when it was written with a tenant
 /// (the tenant is part of its ring position).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum DeleteItem {
     Id(String),
@@ -68,7 +68,7 @@ impl DeleteItem {
 }
 
 /// The body of `POST /collections/{c}/vectors`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WriteBatch {
     #[serde(default)]

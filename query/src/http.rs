@@ -22,7 +22,11 @@
 //! - `POST /internal/collections/{c}/shard-search` and `.../shard-get`: one shard's search
 //!   or read for another node's router (404 when this node does not hold the shard).
 //!
-//! Errors are `{"error": "message"}` with 400, 404, 422, 503 or 504.
+//! Errors are `{"error": "message"}` ([`ErrorBody`]) with 400, 404, 413, 422, 500, 503 or
+//! 504. Every route is registered through `utoipa-axum`'s `OpenApiRouter` with its
+//! `#[utoipa::path]` (method, path, body, answers and their statuses), so the node's
+//! `GET /openapi.json` lists exactly these routes; the JSON shapes the handlers build
+//! field by field are in [`crate::schema`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,17 +37,21 @@ use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use hektor_indexers::host::HostedCollection;
 use hektor_topics::ring;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, NodeSource};
 use crate::router::{
     shard_get, shard_search, SearchRequest, SearchResponse, Searcher, ShardAnswer, ShardGet,
     ShardSearch, WireVector,
+};
+use crate::schema::{
+    ClusterOverview, CollectionList, CollectionView, ErrorBody, Health, Ready, VectorView,
 };
 use crate::QueryError;
 use hektor_cluster::ShardMap;
@@ -67,7 +75,7 @@ struct ApiError(u16, String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(json!({ "error": self.1 }))).into_response()
+        (status, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -77,25 +85,20 @@ impl From<QueryError> for ApiError {
     }
 }
 
-/// The read routes, ready to merge into the node's router.
-pub fn router(state: QueryState) -> Router {
-    Router::new()
-        .route("/collections", get(list_collections))
-        .route("/collections/{collection}", get(show_collection))
-        .route("/collections/{collection}/search", post(search))
-        .route("/collections/{collection}/vectors/{id}", get(get_vector))
-        .route(
-            "/internal/collections/{collection}/shard-search",
-            post(internal_search),
-        )
-        .route(
-            "/internal/collections/{collection}/shard-get",
-            post(internal_get),
-        )
-        .route("/cluster", get(cluster))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+/// The read routes with their OpenAPI description, ready to merge into the node's router
+/// (one `routes!` per path: utoipa-axum routes every handler of a call on every path of it).
+pub fn router(state: QueryState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list_collections))
+        .routes(routes!(show_collection))
+        .routes(routes!(search))
+        .routes(routes!(get_vector))
+        .routes(routes!(internal_search))
+        .routes(routes!(internal_get))
+        .routes(routes!(cluster))
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
         .with_state(state)
 }
 
@@ -124,6 +127,25 @@ pub fn instrument(router: Router, metrics: Arc<Metrics>) -> Router {
     }))
 }
 
+/// Search a collection: the `k` nearest vectors to `vector`, in one tenant's range when
+/// `tenant` is given, after a write token when `consistency.after` is given.
+#[utoipa::path(
+    post,
+    path = "/collections/{collection}/search",
+    tag = "search",
+    params(("collection" = String, Path, description = "The collection's name")),
+    request_body = SearchRequest,
+    responses(
+        (status = 200, description = "The hits, best first", body = SearchResponse),
+        (status = 400, description = "The body is not a search request", body = ErrorBody),
+        (status = 404, description = "No such collection", body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MiB", body = ErrorBody),
+        (status = 422, description = "A value is out of range: dimension, k, effort, timeout", body = ErrorBody),
+        (status = 500, description = "An engine failed on this search", body = ErrorBody),
+        (status = 503, description = "A shard has no replica that answers, or is not open yet", body = ErrorBody),
+        (status = 504, description = "The consistency wait ran out", body = ErrorBody),
+    ),
+)]
 async fn search(
     State(state): State<QueryState>,
     Path(collection): Path<String>,
@@ -195,11 +217,30 @@ fn approximate_json_len(value: &serde_json::Value) -> usize {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct GetParams {
+    /// The vector's tenant; absent: the vector written without one.
     tenant: Option<String>,
 }
 
+/// Read one stored vector and its payload, from whichever node holds it.
+#[utoipa::path(
+    get,
+    path = "/collections/{collection}/vectors/{id}",
+    tag = "vectors",
+    params(
+        ("collection" = String, Path, description = "The collection's name"),
+        ("id" = String, Path, description = "The vector's id"),
+        GetParams,
+    ),
+    responses(
+        (status = 200, description = "The vector", body = VectorView),
+        (status = 404, description = "No such collection or vector", body = ErrorBody),
+        (status = 500, description = "Reading the shard failed", body = ErrorBody),
+        (status = 503, description = "The shard is not open yet, or no replica answers", body = ErrorBody),
+    ),
+)]
 async fn get_vector(
     State(state): State<QueryState>,
     Path((collection, id)): Path<(String, String)>,
@@ -230,6 +271,22 @@ fn internal_body<T: serde::de::DeserializeOwned>(
 }
 
 /// A per-shard search from another node's router, checked like a public search.
+#[utoipa::path(
+    post,
+    path = "/internal/collections/{collection}/shard-search",
+    tag = "internal",
+    params(("collection" = String, Path, description = "The collection's name")),
+    request_body = ShardSearch,
+    responses(
+        (status = 200, description = "The shard's hits", body = ShardAnswer),
+        (status = 400, description = "The body is not a per-shard search", body = ErrorBody),
+        (status = 404, description = "No such collection, or the shard is not held here", body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MiB", body = ErrorBody),
+        (status = 422, description = "A value is out of range", body = ErrorBody),
+        (status = 500, description = "The engine failed", body = ErrorBody),
+        (status = 504, description = "The shard did not reach `after` in time", body = ErrorBody),
+    ),
+)]
 async fn internal_search(
     State(state): State<QueryState>,
     Path(collection): Path<String>,
@@ -258,6 +315,20 @@ async fn internal_search(
 }
 
 /// A per-shard read of one vector from another node's router.
+#[utoipa::path(
+    post,
+    path = "/internal/collections/{collection}/shard-get",
+    tag = "internal",
+    params(("collection" = String, Path, description = "The collection's name")),
+    request_body = ShardGet,
+    responses(
+        (status = 200, description = "The stored vector", body = WireVector),
+        (status = 400, description = "The body is not a per-shard read", body = ErrorBody),
+        (status = 404, description = "The shard is not held here, or holds no such vector", body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MiB", body = ErrorBody),
+        (status = 500, description = "Reading the shard failed", body = ErrorBody),
+    ),
+)]
 async fn internal_get(
     State(state): State<QueryState>,
     Path(collection): Path<String>,
@@ -348,6 +419,13 @@ fn describe(hosted: Option<&HostedCollection>, map: Option<&ShardMap>) -> serde_
     })
 }
 
+/// Every collection of the catalog with its settings.
+#[utoipa::path(
+    get,
+    path = "/collections",
+    tag = "collections",
+    responses((status = 200, description = "The collections", body = CollectionList)),
+)]
 async fn list_collections(State(state): State<QueryState>) -> Response {
     // The catalog is the source of truth (shards of a just-created collection may still
     // be opening).
@@ -355,6 +433,19 @@ async fn list_collections(State(state): State<QueryState>) -> Response {
     Json(json!({ "collections": specs })).into_response()
 }
 
+/// A collection's settings, shard map and, for the shards this node holds, size, lag and
+/// engine.
+#[utoipa::path(
+    get,
+    path = "/collections/{collection}",
+    tag = "collections",
+    params(("collection" = String, Path, description = "The collection's name")),
+    responses(
+        (status = 200, description = "The collection", body = CollectionView),
+        (status = 404, description = "No such collection", body = ErrorBody),
+        (status = 503, description = "No shard map yet (the controller has not placed it)", body = ErrorBody),
+    ),
+)]
 async fn show_collection(
     State(state): State<QueryState>,
     Path(collection): Path<String>,
@@ -371,6 +462,12 @@ async fn show_collection(
 /// The shard maps with hotness: per collection the map's shards (range, replicas, tier,
 /// local facts when this node holds them, the planner's hotness of that shard), the
 /// targets being built, the nodes, and the recent decisions and map changes.
+#[utoipa::path(
+    get,
+    path = "/cluster",
+    tag = "cluster",
+    responses((status = 200, description = "The cluster", body = ClusterOverview)),
+)]
 async fn cluster(State(state): State<QueryState>) -> Response {
     let planner = state.cluster.as_ref().map(|view| view());
     let routing = state.searcher.routing();
@@ -476,6 +573,15 @@ fn failing_shards(state: &QueryState) -> Vec<serde_json::Value> {
 /// Liveness: 200 `{"status": "ok"}`, or 503 `{"status": "failing", "shards": [...]}` when
 /// a shard this node holds has stopped following its partition (its consumer fails and
 /// retries; the error says why).
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every shard held here follows its partition", body = Health),
+        (status = 503, description = "Some shards have stopped following their partition", body = Health),
+    ),
+)]
 async fn health(State(state): State<QueryState>) -> Response {
     let failing = failing_shards(&state);
     if failing.is_empty() {
@@ -492,6 +598,15 @@ async fn health(State(state): State<QueryState>) -> Response {
 /// Readiness: 200 when every shard the current maps give this node is open, has read its
 /// partition to the end once (index built) and is not failing; else 503 with the shards
 /// still opening or catching up and the failing ones.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready: every shard is open and caught up", body = Ready),
+        (status = 503, description = "Not ready: what it waits for", body = Ready),
+    ),
+)]
 async fn ready(State(state): State<QueryState>) -> Response {
     let routing = state.searcher.routing();
     let host = state.searcher.host();
@@ -527,31 +642,22 @@ async fn ready(State(state): State<QueryState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Prometheus metrics of this node, in the text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "The metrics", body = String, content_type = "text/plain; version=0.0.4")),
+)]
 async fn metrics(State(state): State<QueryState>) -> Response {
     let m = &state.metrics;
-    for hosted in state.searcher.host().collections() {
-        for s in hosted.serving() {
-            let label = if ring::partition_range(s.partition, hosted.spec.partitions) == s.range {
-                s.partition.to_string()
-            } else {
-                format!("{}@{:016x}", s.partition, s.range.start)
-            };
-            let labels = [hosted.spec.name.as_str(), label.as_str()];
-            m.shard_vectors
-                .with_label_values(&labels)
-                .set(s.shard.len() as i64);
-            m.shard_pending
-                .with_label_values(&labels)
-                .set(s.shard.pending() as i64);
-            m.shard_lag.with_label_values(&labels).set(s.lag() as i64);
-            m.shard_dead_lettered
-                .with_label_values(&labels)
-                .set(s.dead_lettered() as i64);
+    m.observe(|| {
+        let searcher = Arc::clone(&state.searcher);
+        NodeSource {
+            host: Arc::clone(state.searcher.host()),
+            shard_searches: Arc::new(move || searcher.shard_searches()),
+            events_dropped: Arc::clone(&state.events_dropped),
         }
-    }
-    m.shard_searches.set(state.searcher.shard_searches() as i64);
-    m.events_dropped
-        .with_label_values(&["self"])
-        .set((state.events_dropped)() as i64);
+    });
     ([("content-type", "text/plain; version=0.0.4")], m.render()).into_response()
 }

@@ -9,6 +9,8 @@
 //! - [`http`]: the read side of the HTTP API (search, get a vector, list and show
 //!   collections, health, Prometheus metrics).
 //! - [`metrics`]: the Prometheus registry.
+//! - [`schema`]: the shapes of the read routes' JSON answers and of the error body, for
+//!   the OpenAPI document (`GET /openapi.json`).
 //!
 //! Writes are not here: they are `hektor-ingest` (read/write separation, seed §2.4).
 
@@ -16,5 +18,6 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod router;
+pub mod schema;
 
 pub use error::QueryError;

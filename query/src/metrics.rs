@@ -1,7 +1,22 @@
-//! The Prometheus metrics of a node: request counts and latency, per-shard size and lag.
+//! The Prometheus metrics of a node (prefix `hektor_`): request counts and latency, kept
+//! here, and the node's shards and counts kept by their owners (the shard host, the
+//! router, the event sink), read at every scrape by [`NodeCollector`].
+//!
+//! Conventions: a count that only grows is a counter named `..._total`; sizes and lags are
+//! gauges. Per-shard series exist only for the shards this node serves at the scrape: a
+//! shard that moved away, was split or merged away, or whose collection was dropped has
+//! no series any more.
 
+use std::sync::{Arc, OnceLock};
+
+use hektor_indexers::host::ShardHost;
+use hektor_topics::record::RingRange;
+use hektor_topics::ring;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// All metrics of one node, registered in its own registry.
@@ -9,13 +24,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
     pub latency: HistogramVec,
-    pub shard_vectors: IntGaugeVec,
-    pub shard_pending: IntGaugeVec,
-    pub shard_lag: IntGaugeVec,
-    pub shard_dead_lettered: IntGaugeVec,
-    pub events_dropped: IntGaugeVec,
-    /// Shard searches this node has served (for its own router and for others').
-    pub shard_searches: prometheus::IntGauge,
+    /// Set once the node's collector is registered ([`Metrics::observe`]).
+    observed: OnceLock<()>,
 }
 
 impl Metrics {
@@ -38,54 +48,28 @@ impl Metrics {
             &["route"],
         )
         .expect("valid metric");
-        let gauge = |name: &str, help: &str| {
-            IntGaugeVec::new(Opts::new(name, help), &["collection", "shard"]).expect("valid metric")
-        };
-        let shard_vectors = gauge("shard_vectors", "vectors stored in a shard");
-        let shard_pending = gauge("shard_pending", "vectors in a shard's not-yet-indexed tail");
-        let shard_lag = gauge("shard_lag", "log records not yet applied by a shard");
-        let shard_dead_lettered = gauge(
-            "shard_dead_lettered",
-            "poison records sent to the dead-letter topic",
-        );
-        let events_dropped = IntGaugeVec::new(
-            Opts::new(
-                "events_dropped",
-                "hotness events dropped because the buffer was full",
-            ),
-            &["node"],
-        )
-        .expect("valid metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()) as Box<dyn Collector>,
             Box::new(latency.clone()),
-            Box::new(shard_vectors.clone()),
-            Box::new(shard_pending.clone()),
-            Box::new(shard_lag.clone()),
-            Box::new(shard_dead_lettered.clone()),
-            Box::new(events_dropped.clone()),
         ] {
             registry.register(c).expect("metrics are registered once");
         }
-        let shard_searches = prometheus::IntGauge::new(
-            "shard_searches",
-            "Shard searches served by this node since it started (a counter)",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(shard_searches.clone()))
-            .expect("unique metric");
         Metrics {
-            shard_searches,
             registry,
             requests,
             latency,
-            shard_vectors,
-            shard_pending,
-            shard_lag,
-            shard_dead_lettered,
-            events_dropped,
+            observed: OnceLock::new(),
         }
+    }
+
+    /// Expose the node's shards and counts from `source` (registered once: later calls
+    /// are no-ops).
+    pub fn observe(&self, source: impl FnOnce() -> NodeSource) {
+        self.observed.get_or_init(|| {
+            self.registry
+                .register(Box::new(NodeCollector::new(source())))
+                .expect("the node collector's metrics are unique");
+        });
     }
 
     /// The text exposition format.
@@ -99,5 +83,182 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// A count kept elsewhere, read at each scrape.
+pub type Count = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Where the node's collector reads its values.
+pub struct NodeSource {
+    /// The shards this node serves (sizes, lag, dead-lettered records).
+    pub host: Arc<ShardHost>,
+    /// Shard searches this node has served since it started.
+    pub shard_searches: Count,
+    /// Hotness events dropped since the node started because the buffer was full.
+    pub events_dropped: Count,
+}
+
+/// The node's metrics whose values are kept by their owners: built afresh from the
+/// [`NodeSource`] at every scrape, so they are never stale and a shard no longer served
+/// has no series.
+///
+/// Counters here mirror counts that start at 0 when their owner starts (the process, or
+/// a shard opened on this node): a restart or a shard coming back is a counter reset,
+/// which `rate()` and `increase()` handle.
+pub struct NodeCollector {
+    source: NodeSource,
+    descs: Vec<Desc>,
+}
+
+/// The node collector's metrics, filled for one scrape.
+struct NodeFamilies {
+    shard_vectors: IntGaugeVec,
+    shard_pending: IntGaugeVec,
+    shard_lag: IntGaugeVec,
+    shard_dead_lettered: IntCounterVec,
+    shard_searches: IntCounter,
+    events_dropped: IntCounter,
+}
+
+impl NodeFamilies {
+    fn new() -> NodeFamilies {
+        let labels = ["collection", "shard"];
+        let gauge = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), &labels).expect("valid metric")
+        };
+        NodeFamilies {
+            shard_vectors: gauge("shard_vectors", "Vectors stored in a shard"),
+            shard_pending: gauge(
+                "shard_pending",
+                "Vectors in a shard's not-yet-indexed tail",
+            ),
+            shard_lag: gauge("shard_lag", "Log records not yet applied by a shard"),
+            shard_dead_lettered: IntCounterVec::new(
+                Opts::new(
+                    "shard_dead_lettered_total",
+                    "Poison records a shard sent to the dead-letter topic since it opened on this node",
+                ),
+                &labels,
+            )
+            .expect("valid metric"),
+            shard_searches: IntCounter::new(
+                "shard_searches_total",
+                "Shard searches served by this node (for its own router and for others')",
+            )
+            .expect("valid metric"),
+            events_dropped: IntCounter::new(
+                "events_dropped_total",
+                "Hotness events dropped because the event buffer was full",
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    fn collectors(&self) -> [&dyn Collector; 6] {
+        [
+            &self.shard_vectors,
+            &self.shard_pending,
+            &self.shard_lag,
+            &self.shard_dead_lettered,
+            &self.shard_searches,
+            &self.events_dropped,
+        ]
+    }
+}
+
+impl NodeCollector {
+    pub fn new(source: NodeSource) -> NodeCollector {
+        let descs = NodeFamilies::new()
+            .collectors()
+            .iter()
+            .flat_map(|c| c.desc().into_iter().cloned())
+            .collect();
+        NodeCollector { source, descs }
+    }
+}
+
+/// The `shard` label: the partition for a shard holding its whole partition, else
+/// `partition@start` (hex) for a part of one (after splits).
+pub fn shard_label(partition: u32, partitions: u32, range: RingRange) -> String {
+    if ring::partition_range(partition, partitions) == range {
+        partition.to_string()
+    } else {
+        format!("{partition}@{:016x}", range.start)
+    }
+}
+
+impl Collector for NodeCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let f = NodeFamilies::new();
+        for hosted in self.source.host.collections() {
+            for s in hosted.serving() {
+                let label = shard_label(s.partition, hosted.spec.partitions, s.range);
+                let labels = [hosted.spec.name.as_str(), label.as_str()];
+                f.shard_vectors
+                    .with_label_values(&labels)
+                    .set(clamp(s.shard.len()));
+                f.shard_pending
+                    .with_label_values(&labels)
+                    .set(clamp(s.shard.pending()));
+                f.shard_lag.with_label_values(&labels).set(clamp(s.lag()));
+                f.shard_dead_lettered
+                    .with_label_values(&labels)
+                    .inc_by(s.dead_lettered());
+            }
+        }
+        f.shard_searches.inc_by((self.source.shard_searches)());
+        f.events_dropped.inc_by((self.source.events_dropped)());
+        f.collectors().iter().flat_map(|c| c.collect()).collect()
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_is_labelled_by_its_partition_or_the_part_of_it() {
+        let whole = ring::partition_range(1, 4);
+        assert_eq!(shard_label(1, 4, whole), "1");
+        let upper = RingRange {
+            start: 3 << 62,
+            end: whole.end,
+        };
+        assert_eq!(shard_label(1, 4, upper), "1@c000000000000000");
+        assert_eq!(shard_label(0, 1, RingRange::FULL), "0");
+    }
+
+    #[test]
+    fn the_nodes_own_counters_end_in_total() {
+        let m = Metrics::new();
+        m.requests.with_label_values(&["GET /health", "200"]).inc();
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE hektor_requests_total counter"),
+            "{text}"
+        );
+        for family in NodeFamilies::new().collectors() {
+            for desc in family.desc() {
+                let counter = family
+                    .collect()
+                    .iter()
+                    .any(|mf| mf.get_field_type() == prometheus::proto::MetricType::COUNTER);
+                assert_eq!(
+                    counter,
+                    desc.fq_name.ends_with("_total"),
+                    "{}",
+                    desc.fq_name
+                );
+            }
+        }
     }
 }

@@ -81,11 +81,12 @@ fn check_search(
 }
 
 /// How fresh a search must be.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Consistency {
     /// A write token (`{partition: offset}`) whose writes the search must see.
     #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, u64>>)]
     pub after: Option<BTreeMap<u32, u64>>,
     /// How long to wait for it, in milliseconds (default 10,000).
     #[serde(default)]
@@ -93,7 +94,7 @@ pub struct Consistency {
 }
 
 /// The body of `POST /collections/{c}/search`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     pub vector: Vec<f32>,
@@ -429,7 +430,7 @@ fn parse_number(text: &str, start: usize) -> Option<(f32, usize)> {
 }
 
 /// One hit of a search: score is higher-is-closer for every distance.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SearchHit {
     pub id: String,
     pub score: f32,
@@ -438,7 +439,7 @@ pub struct SearchHit {
 }
 
 /// The answer of a search.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
     pub hits: Vec<SearchHit>,
     /// Shards searched.
@@ -449,7 +450,7 @@ pub struct SearchResponse {
 }
 
 /// The body of a per-shard search (`POST /internal/collections/{c}/shard-search`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShardSearch {
     pub incarnation: u64,
     pub range: RingRange,
@@ -495,7 +496,7 @@ impl ShardSearch {
 }
 
 /// One hit as it crosses between nodes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WireHit {
     pub id: String,
     pub score: f32,
@@ -504,13 +505,13 @@ pub struct WireHit {
 }
 
 /// The answer of a per-shard search.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShardAnswer {
     pub hits: Vec<WireHit>,
 }
 
 /// The body of a per-shard read of one vector.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShardGet {
     pub incarnation: u64,
     pub range: RingRange,
@@ -1123,7 +1124,7 @@ impl Searcher {
 }
 
 /// A stored vector as it crosses between nodes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WireVector {
     pub id: String,
     pub vector: Vec<f32>,

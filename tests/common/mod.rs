@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: start the real `hektor` binary, talk to it
-//! over HTTP, find the data set, and find the Kafka broker.
+//! over HTTP, find the data set, and find the Kafka broker (or start one: `kafka.rs`).
 #![allow(dead_code)]
+
+pub mod kafka;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -175,20 +177,31 @@ pub fn test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     paths
 }
 
-/// The Kafka broker for tests. Under CI=true a missing broker fails the test; elsewhere
-/// the test says loudly that it did not run.
+/// The Kafka broker for tests: `HEKTOR_KAFKA_BROKERS`; where that is unset and a Docker
+/// engine answers, a broker container shared by the tests of this binary ([`kafka`]).
+/// Under CI=true no broker fails the test; elsewhere the test says loudly that it did not
+/// run.
 pub fn kafka_brokers() -> Option<String> {
-    let brokers = std::env::var("HEKTOR_KAFKA_BROKERS").ok();
+    let brokers = std::env::var("HEKTOR_KAFKA_BROKERS")
+        .ok()
+        .filter(|b| !b.trim().is_empty());
     if brokers.as_deref().is_some_and(reachable) {
         return brokers;
     }
+    let why = match &brokers {
+        None => match kafka::container_brokers() {
+            Ok(container) => return Some(container),
+            Err(why) => why,
+        },
+        Some(_) => "HEKTOR_KAFKA_BROKERS is set: no container is started".to_string(),
+    };
     if is_ci() {
         panic!(
-            "CI=true but no Kafka broker is reachable at HEKTOR_KAFKA_BROKERS={brokers:?}; start one with scripts/kafka.sh start"
+            "CI=true but no Kafka broker is reachable at HEKTOR_KAFKA_BROKERS={brokers:?} ({why}); start one with scripts/kafka.sh start"
         );
     }
     eprintln!(
-        "WARNING: Kafka test NOT RUN: no broker at HEKTOR_KAFKA_BROKERS={brokers:?} (start one with `bash scripts/kafka.sh start` and export HEKTOR_KAFKA_BROKERS=127.0.0.1:9092)"
+        "WARNING: Kafka test NOT RUN: no broker at HEKTOR_KAFKA_BROKERS={brokers:?} ({why}); start one with `bash scripts/kafka.sh start` and export HEKTOR_KAFKA_BROKERS=127.0.0.1:9092, or unset it where Docker runs"
     );
     None
 }

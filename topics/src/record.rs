@@ -179,7 +179,19 @@ pub struct Event {
 }
 
 /// A half-open range `[start, end)` of ring positions; `end == None` means up to 2^64.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct RingRange {
     pub start: u64,
     pub end: Option<u64>,
@@ -197,7 +209,19 @@ impl RingRange {
 }
 
 /// The storage tier a shard is served from (ordered hottest first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     Hot,
@@ -206,7 +230,7 @@ pub enum Tier {
 }
 
 /// One change to a collection's shard map.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum PlanAction {
     /// Split `shard` at ring position `at` into `[start, at)` and `[at, end)`.
@@ -390,7 +414,7 @@ pub struct HeldShard {
 }
 
 /// How vectors of a collection are compared. Scores are always "higher is closer".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Distance {
     /// score = cosine similarity in [-1, 1].
@@ -402,7 +426,7 @@ pub enum Distance {
 }
 
 /// The settings of one collection, as stored in the catalog topic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CollectionSpec {
     pub name: String,
     pub dimension: u32,
@@ -419,7 +443,7 @@ pub struct CollectionSpec {
 
 /// A collection's placement strategy, as the controller applies it to its shards (the
 /// strategies themselves are `hektor_cluster::placement`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "strategy", rename_all = "snake_case")]
 pub enum PlacementSpec {
     /// Sticky and balanced by capacity weight: moves only what membership changes require.

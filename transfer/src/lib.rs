@@ -13,6 +13,9 @@
 //!   knows them (alive nodes other than this one), one after another, and unpacks the
 //!   first answer on a blocking thread as it arrives.
 //!
+//! The route is registered through `utoipa-axum`'s `OpenApiRouter` with its
+//! `#[utoipa::path]`, so the node's `GET /openapi.json` lists it (tag `internal`).
+//!
 //! It owns no decision about what moves where (the controller's) or what a snapshot
 //! holds (the shard's).
 
@@ -26,7 +29,6 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -36,8 +38,10 @@ use hektor_indexers::snapshot::{
     self, covers, Fetched, Manifest, SnapshotRequest, SnapshotSource, SNAPSHOT_FORMAT,
 };
 use hektor_topics::record::RingRange;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Semaphore};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::Error;
 
@@ -69,7 +73,7 @@ pub async fn routes(
     host: Arc<ShardHost>,
     node: String,
     scratch: PathBuf,
-) -> Result<axum::Router, Error> {
+) -> Result<OpenApiRouter, Error> {
     match tokio::fs::remove_dir_all(&scratch).await {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -93,24 +97,60 @@ pub async fn routes(
         sending: Arc::new(Semaphore::new(MAX_SENDING)),
         next_scratch: Arc::new(AtomicU64::new(0)),
     };
-    Ok(axum::Router::new()
-        .route("/internal/collections/{collection}/snapshot", get(send))
-        .with_state(state))
+    Ok(OpenApiRouter::new().routes(routes!(send)).with_state(state))
 }
 
 /// The query of a snapshot request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Wanted {
+    /// The collection's incarnation (the catalog offset that created it).
     incarnation: u64,
+    /// The wanted range's first ring position.
     start: u64,
+    /// The wanted range's end (exclusive); absent: up to 2^64.
     end: Option<u64>,
 }
 
-fn refuse(status: StatusCode, message: String) -> Response {
-    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+/// A refusal of the snapshot route: `{"error": "why"}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Why the request failed.
+    pub error: String,
 }
 
+/// The answer of the snapshot route (for the document only): a tar stream of the shard's
+/// files ([`hektor_indexers::snapshot`]'s format).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+struct SnapshotStream(Vec<u8>);
+
+fn refuse(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(ErrorBody { error: message })).into_response()
+}
+
+/// A snapshot of the held shard covering `[start, end)`: a tar stream of its files,
+/// written while it is sent (a later error ends the stream early).
+#[utoipa::path(
+    get,
+    path = "/internal/collections/{collection}/snapshot",
+    tag = "internal",
+    params(
+        ("collection" = String, Path, description = "The collection's name"),
+        Wanted,
+    ),
+    responses(
+        (status = 200, description = "The snapshot, streamed", content_type = "application/x-tar", body = SnapshotStream),
+        (status = 400, description = "The range is empty (JSON), or the query lacks or mistypes a field (text)",
+            content(
+                (ErrorBody = "application/json"),
+                (String = "text/plain"),
+            )),
+        (status = 404, description = "This node holds no shard of that incarnation covering the range", body = ErrorBody),
+    ),
+)]
 async fn send(
     State(state): State<Sender>,
     Path(collection): Path<String>,

@@ -35,6 +35,12 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant, valid HDR bounds")
 }
 
+/// An empty histogram of nanoseconds: 1 ns to one hour, 3 significant digits (for
+/// in-process calls, which can take less than a microsecond).
+fn nanos_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US * 1000, 3).expect("constant, valid HDR bounds")
+}
+
 /// The request rate, how long, by how many workers.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
@@ -113,6 +119,7 @@ pub struct Outcome {
 }
 
 /// Latency percentiles of a histogram of µs, in milliseconds; zeros when it is empty.
+/// Also what every closed-loop pass of the benches reports ([`Percentiles::of_durations`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Percentiles {
     pub count: u64,
@@ -125,7 +132,12 @@ pub struct Percentiles {
 
 impl Percentiles {
     pub fn of(h: &Histogram<u64>) -> Percentiles {
-        let ms = |us: u64| us as f64 / 1e3;
+        Percentiles::in_units(h, 1e3)
+    }
+
+    /// Of a histogram whose values are `per_ms` units to the millisecond.
+    fn in_units(h: &Histogram<u64>, per_ms: f64) -> Percentiles {
+        let ms = |v: u64| v as f64 / per_ms;
         Percentiles {
             count: h.len(),
             p50_ms: ms(h.value_at_quantile(0.5)),
@@ -143,6 +155,16 @@ impl Percentiles {
             h.saturating_record(v);
         }
         Percentiles::of(&h)
+    }
+
+    /// Of durations measured closed loop (each call timed from its own send: one client,
+    /// or in-process searches), at nanosecond resolution.
+    pub fn of_durations(durations: impl IntoIterator<Item = Duration>) -> Percentiles {
+        let mut h = nanos_histogram();
+        for d in durations {
+            h.saturating_record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        }
+        Percentiles::in_units(&h, 1e6)
     }
 }
 
@@ -361,5 +383,18 @@ mod tests {
         assert!((p.p99_ms - 990.0).abs() / 990.0 < 1e-3, "{p:?}");
         assert!((p.max_ms - 1000.0).abs() / 1000.0 < 1e-3, "{p:?}");
         assert_eq!(Percentiles::of_latencies([]).p99_ms, 0.0);
+    }
+
+    #[test]
+    fn durations_keep_three_significant_digits_below_a_microsecond_too() {
+        let p = Percentiles::of_durations((1..=100).map(Duration::from_millis));
+        assert_eq!(p.count, 100);
+        for (got, want) in [(p.p50_ms, 50.0), (p.p99_ms, 99.0), (p.max_ms, 100.0)] {
+            assert!((got - want).abs() / want < 1e-3, "{p:?}");
+        }
+        let p = Percentiles::of_durations([Duration::from_nanos(250)]);
+        assert!((p.p99_ms - 0.000_25).abs() / 0.000_25 < 1e-3, "{p:?}");
+        let p = Percentiles::of_durations([]);
+        assert_eq!((p.count, p.p99_ms), (0, 0.0));
     }
 }

@@ -1,7 +1,7 @@
-//! `hektor bench move`: how long moving a shard of N vectors takes, and what it does to
+//! `hektor-bench move`: how long moving a shard of N vectors takes, and what it does to
 //! query latency, on real node processes sharing a Kafka cluster.
 //!
-//! Processes of this binary: `r` (router and controller, holds nothing), `a` (data), and
+//! `hektor` processes: `r` (router and controller, holds nothing), `a` (data), and
 //! later `b` and `c`. A one-partition collection of N vectors from the data set lives on
 //! `a`; searches go through `r` on an open-loop schedule (`--rate`, timed from their
 //! intended send, HDR histograms) the whole time. Move 1: `b` joins and `a` drains
@@ -23,7 +23,7 @@ use anyhow::Context;
 use hektor_indexers::dataset;
 use serde_json::{json, Value};
 
-use crate::bench_nodes::{search, start_node, unique_name, wait_healthy};
+use crate::nodes::{search, start_node, unique_name, wait_healthy};
 use crate::open_loop::{self, Percentiles, Schedule};
 
 #[derive(Debug, Clone, clap::Args)]

@@ -1,16 +1,60 @@
-//! What the multi-node benches (`bench move`, `bench kinetic`) share: node processes —
-//! this same binary as `hektor serve` on a free 127.0.0.1 port, in its own data directory,
+//! What the multi-node benches (`bench move`, `bench kinetic`) share: the `hektor`
+//! executable they run ([`hektor_exe`]: `--hektor PATH` / `HEKTOR_BIN`, else the one beside
+//! `hektor-bench`), and node processes — `hektor serve` on a free 127.0.0.1 port, in its own data directory,
 //! in a cluster of its own name, with the short heartbeat and grace settings a bench
 //! wants, waited for until it answers, killed when dropped — one search through a router
 //! ([`search`], the request of an open-loop schedule, timed by `crate::open_loop`).
 //!
 //! What the nodes do and what is measured is the benches' business.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
+
+/// The `hektor` executable given with `--hektor` (or `HEKTOR_BIN`), if any.
+static HEKTOR_EXE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Run node children from `path` instead of the `hektor` beside this executable (once,
+/// at start-up; later calls are ignored).
+pub fn set_hektor_exe(path: PathBuf) {
+    let _ = HEKTOR_EXE.set(path);
+}
+
+/// The `hektor` executable that node children run: the one set with [`set_hektor_exe`],
+/// else `hektor` in the directory of this executable (`cargo build` puts both in
+/// `target/<profile>/`). An error that says what to do when it is not there.
+pub fn hektor_exe() -> anyhow::Result<PathBuf> {
+    if let Some(path) = HEKTOR_EXE.get() {
+        anyhow::ensure!(
+            path.is_file(),
+            "the hektor executable {} (--hektor or HEKTOR_BIN) does not exist",
+            path.display()
+        );
+        return Ok(path.clone());
+    }
+    let me = std::env::current_exe().context("finding this executable")?;
+    let beside = me.with_file_name(format!("hektor{}", std::env::consts::EXE_SUFFIX));
+    anyhow::ensure!(
+        beside.is_file(),
+        "the benches start `hektor serve` children, and no hektor executable is beside {}: \
+         build it (`cargo build --release` builds hektor and hektor-bench together) or \
+         name one with --hektor PATH (or HEKTOR_BIN)",
+        me.display()
+    );
+    Ok(beside)
+}
+
+/// A file of the source tree this crate was built from (scripts, samples, `target/`):
+/// `path` relative to the workspace root.
+pub fn in_source_tree(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(path)
+}
 
 /// A running node process, killed when dropped.
 pub struct NodeProc {
@@ -52,7 +96,7 @@ pub fn start_node(
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = Command::new(std::env::current_exe()?)
+    let child = Command::new(hektor_exe()?)
         .args(["serve", "--node-id", id, "--roles", roles])
         .args(["--brokers", brokers])
         .args(["--cluster", name, "--only-collections", name])

@@ -1,9 +1,9 @@
-//! `hektor bench faults`: faults injected into real node processes under a steady load,
+//! `hektor-bench faults`: faults injected into real node processes under a steady load,
 //! and a history checker that says what the clients would have seen.
 //!
 //! Each scenario starts its own cluster on the broker in `HEKTOR_KAFKA_BROKERS`: three
-//! processes of this binary with every role (`n1`, `n2`, `n3`; heartbeats every 250 ms,
-//! dead after 3 s, see `crate::bench_nodes`), in a cluster and a collection scope of its
+//! `hektor` processes with every role (`n1`, `n2`, `n3`; heartbeats every 250 ms,
+//! dead after 3 s, see `crate::nodes`), in a cluster and a collection scope of its
 //! own, and a collection of dimension 16 with `"replication": 2` over a few partitions,
 //! on the `exact` engine (a written vector is always its own nearest hit, so a miss is
 //! the cluster's, never an index's recall). Then, open loop (`crate::open_loop`: fixed
@@ -100,12 +100,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use parking_lot::Mutex;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::bench_nodes::{start_node, unique_name, wait_healthy, NodeProc};
+use crate::nodes::{start_node, unique_name, wait_healthy, NodeProc};
 use crate::open_loop::{self, OpenLoopReport, Schedule};
 
 /// Vector dimension of the collection.
@@ -190,10 +191,10 @@ pub struct FaultsArgs {
     #[arg(long, env = "HEKTOR_TOXIPROXY")]
     pub toxiproxy: Option<String>,
     /// The script that installs Toxiproxy (`install` prints the server binary).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/toxiproxy.sh"))]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/toxiproxy.sh"))]
     pub toxiproxy_script: PathBuf,
     /// The script that runs the private broker of kill-broker and partition-broker.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))]
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/kafka.sh"))]
     pub kafka_script: PathBuf,
     /// A control for the checker: send reads without their write's token. Reads may then
     /// miss the write just acknowledged, and the checker should count token violations.
@@ -636,17 +637,10 @@ pub fn merge(into: &mut Token, more: &Token) {
     }
 }
 
-/// A deterministic unit vector for a seed.
+/// A deterministic unit vector for a seed (a direction drawn uniformly from the cube).
 pub fn vector_of(seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v: Vec<f32> = (0..DIM)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 20_000) as f32 / 10_000.0 - 1.0
-        })
-        .collect();
+    let mut rng = crate::seeded::stream(seed, crate::seeded::Purpose::FaultsVector, 0);
+    let mut v: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0..1.0)).collect();
     let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-6);
     v.iter_mut().for_each(|a| *a /= norm);
     v
@@ -2395,7 +2389,7 @@ async fn run_all(args: FaultsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `hektor bench faults`. Interrupted (SIGINT, SIGTERM), it stops its nodes first.
+/// `hektor-bench faults`. Interrupted (SIGINT, SIGTERM), it stops its nodes first.
 pub async fn run(args: FaultsArgs) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

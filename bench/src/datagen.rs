@@ -1,13 +1,13 @@
-//! `hektor dataset generate`: a deterministic data set of any size shaped like a real one
-//! (by default the shared MiniLM set, `hektor_indexers::dataset::data_dir()`, else the
-//! sample shipped in the repo), written in the TEXMEX layout that
-//! `hektor_indexers::dataset::Dataset::load`, `hektor bench search --data` and
+//! `hektor-bench dataset generate` (also `hektor dataset generate`, which runs it): a
+//! deterministic data set of any size shaped like a real one (by default the shared MiniLM
+//! set, `hektor_indexers::dataset::data_dir()`, else the sample shipped in the repo), written in the TEXMEX layout that
+//! `hektor_indexers::dataset::Dataset::load`, `hektor-bench search --data` and
 //! `scripts/peers.py` read, with exact ground truth computed by hektor's own batch search.
 //!
 //! Owns the recipe, its random numbers and the files it writes; it indexes nothing and
-//! serves nothing (`hektor bench scale` uses it).
+//! serves nothing (`hektor-bench scale` uses it).
 //!
-//! **Recipe (v1).** Let `R` be the real base (rows unit-length; the real set's rows were
+//! **Recipe (v2).** Let `R` be the real base (rows unit-length; the real set's rows were
 //! shuffled before its split, so its first rows are a random sample of it).
 //! 1. *Anchors*: the first `min(|R|, N)` real rows.
 //! 2. *Neighbours*: for each anchor `a`, its `--neighbours` (8) nearest real rows by cosine,
@@ -16,11 +16,12 @@
 //!    [`BatchSearcher::cpu`] (the real base against itself). An anchor with fewer
 //!    distinct neighbours takes near-copies to fill up. This is the slowest step (62k ×
 //!    62k × 384 for the shared set: minutes on 2 busy cores), so `--neighbour-cache FILE`
-//!    keeps the lists (`hektor bench scale` keeps them beside its generated sets).
-//! 3. *Vector i*: from its own RNG stream (SplitMix64 seeded with `seed` and `i`, so the
-//!    set does not depend on threads or chunking): a uniform anchor `a`, a uniform one `b`
-//!    of `a`'s neighbours, `t ~ U[0, --t-max)` (0.5), and
-//!    `v = normalize(a + t·(b − a) + σ·g)` with `g` standard Gaussian per dimension and
+//!    keeps the lists (`hektor-bench scale` keeps them beside its generated sets).
+//! 3. *Vector i*: from its own random stream (rand's `StdRng` keyed by `seed` and `i`,
+//!    [`crate::seeded`], so the set does not depend on threads or chunking): a uniform
+//!    anchor `a`, a uniform one `b` of `a`'s neighbours, `t ~ U[0, --t-max)` (0.5), and
+//!    `v = normalize(a + t·(b − a) + σ·g)` with `g` standard Gaussian per dimension
+//!    (rand_distr's `StandardNormal`) and
 //!    `σ = --noise · ‖b − a‖ / √d` (noise 0.25, so the noise vector's length is about a
 //!    quarter of the distance to that neighbour), at least `0.01 / √d`.
 //!
@@ -31,7 +32,7 @@
 //!    intrinsic dimension (harder for a graph index), so it is kept small relative to the
 //!    gap. The cost of synthesis is honesty about difficulty: `generate.json` records the
 //!    mean true top-1/10/100 cosines of the generated set next to the source's, and
-//!    `hektor bench scale --peers` runs hnswlib on both.
+//!    `hektor-bench scale --peers` runs hnswlib on both.
 //! 4. *Queries*: the real query set's first `--queries` (1000) vectors, as they are: real
 //!    queries against a synthetic-but-realistic base.
 //! 5. *Ground truth*: exact top-100 by cosine, with [`BatchSearcher::cpu`] over each chunk
@@ -52,10 +53,18 @@ use anyhow::Context;
 use hektor_indexers::batch::BatchSearcher;
 use hektor_indexers::dataset::{self, read_fvecs};
 use hektor_topics::record::Distance;
+use rand::Rng;
+use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-/// Version of the recipe, recorded in `generate.json`; bump it when the output changes.
-pub const RECIPE_VERSION: u32 = 1;
+use crate::seeded::{self, Purpose};
+
+/// Version of the recipe, recorded in `generate.json` and part of `bench scale`'s cache
+/// names; bump it when the output changes. v2: rand's streams instead of SplitMix64.
+pub const RECIPE_VERSION: u32 = 2;
+/// Version of the neighbour lists' cache; bump it when the lists change (v2 of the recipe
+/// left them as v1 made them).
+const NEIGHBOURS_VERSION: u32 = 1;
 /// Ground-truth neighbours per query.
 const DEPTH: usize = dataset::GROUND_TRUTH_DEPTH;
 /// Base rows generated (and searched for the ground truth) at a time.
@@ -88,7 +97,7 @@ pub struct GenerateArgs {
     pub neighbour_cache: Option<PathBuf>,
 }
 
-/// The parameters of the recipe (also flags of `hektor bench scale`).
+/// The parameters of the recipe (also flags of `hektor-bench scale`).
 #[derive(Debug, Clone, clap::Args, Serialize, Deserialize, PartialEq)]
 pub struct Recipe {
     /// The real set to imitate (base.fvecs, query.fvecs); default $HEKTOR_DATA or
@@ -166,7 +175,14 @@ pub fn default_source() -> anyhow::Result<PathBuf> {
     if shared.join("base.fvecs").exists() {
         return Ok(shared);
     }
-    crate::demo::sample_dir(None)
+    let sample = "samples/debian-minilm-384-sample";
+    [
+        PathBuf::from(sample),
+        crate::nodes::in_source_tree(sample),
+    ]
+    .into_iter()
+    .find(|p| p.join("base.fvecs").exists())
+    .context("no source set: pass --source DIR, or set HEKTOR_DATA (the sample shipped in the repo was not found either)")
 }
 
 /// The source the recipe names, made absolute.
@@ -195,45 +211,6 @@ pub fn existing(dir: &Path, vectors: usize, recipe: &Recipe) -> Option<Generated
                 .queries
                 .min(dataset::fvecs_shape(&source.join("query.fvecs")).ok()?.0))
     .then_some(g)
-}
-
-/// SplitMix64: a small, fast, well-mixed generator (the binary carries no `rand`); one
-/// stream per vector here, and the kinetic bench's load generator.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    fn for_item(seed: u64, i: u64) -> Rng {
-        let mut r = Rng(seed ^ 0x005E_ED0F_4E4B_7052);
-        let s = r.next() ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        Rng(s)
-    }
-
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub(crate) fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform in 0..n (n > 0).
-    fn below(&mut self, n: usize) -> usize {
-        ((self.next() as u128 * n as u128) >> 64) as usize
-    }
-
-    /// Two standard Gaussians (Box–Muller).
-    fn gauss2(&mut self) -> (f32, f32) {
-        let u1 = 1.0 - self.unit(); // (0, 1]
-        let u2 = self.unit();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let a = std::f64::consts::TAU * u2;
-        ((r * a.cos()) as f32, (r * a.sin()) as f32)
-    }
 }
 
 fn normalize(v: &mut [f32]) {
@@ -298,6 +275,7 @@ fn neighbours_of(
 /// `--neighbours`, and cost the most of a generation (the real base against itself).
 #[derive(Serialize, Deserialize)]
 struct NeighbourCache {
+    /// [`NEIGHBOURS_VERSION`] (named so since the lists were the recipe's v1).
     recipe_version: u32,
     source: PathBuf,
     source_rows: usize,
@@ -321,7 +299,7 @@ fn neighbours_cached(
             .ok()
             .and_then(|b| serde_json::from_slice::<NeighbourCache>(&b).ok())
             .filter(|c| {
-                c.recipe_version == RECIPE_VERSION
+                c.recipe_version == NEIGHBOURS_VERSION
                     && c.source == source
                     && c.source_rows == rows
                     && c.neighbours == recipe.neighbours
@@ -336,7 +314,7 @@ fn neighbours_cached(
     let lists = neighbours_of(real, dim, anchors, recipe.neighbours)?;
     if let Some(path) = cache {
         let c = NeighbourCache {
-            recipe_version: RECIPE_VERSION,
+            recipe_version: NEIGHBOURS_VERSION,
             source: source.to_path_buf(),
             source_rows: rows,
             neighbours: recipe.neighbours,
@@ -365,11 +343,11 @@ fn make_rows(
     let floor = 0.01 / (dim as f32).sqrt();
     let mut diff = vec![0.0f32; dim];
     for (i, v) in range.zip(out.chunks_exact_mut(dim)) {
-        let mut rng = Rng::for_item(recipe.seed, i as u64);
-        let a = rng.below(neighbours.len());
+        let mut rng = seeded::stream(recipe.seed, Purpose::Vector, i as u64);
+        let a = rng.random_range(0..neighbours.len());
         let nb = &neighbours[a];
-        let b = nb[rng.below(nb.len())] as usize;
-        let t = (rng.unit() * f64::from(recipe.t_max)) as f32;
+        let b = nb[rng.random_range(0..nb.len())] as usize;
+        let t = (rng.random::<f64>() * f64::from(recipe.t_max)) as f32;
         let ra = &real[a * dim..(a + 1) * dim];
         let rb = &real[b * dim..(b + 1) * dim];
         for ((d, x), y) in diff.iter_mut().zip(ra).zip(rb) {
@@ -377,14 +355,13 @@ fn make_rows(
         }
         let gap = hektor_indexers::metric::norm(&diff);
         let sigma = (recipe.noise * gap / (dim as f32).sqrt()).max(floor);
-        let mut j = 0;
-        while j < dim {
-            let (g1, g2) = rng.gauss2();
-            v[j] = ra[j] + t * diff[j] + sigma * g1;
-            if j + 1 < dim {
-                v[j + 1] = ra[j + 1] + t * diff[j + 1] + sigma * g2;
-            }
-            j += 2;
+        for (((x, a), d), g) in v
+            .iter_mut()
+            .zip(ra)
+            .zip(&diff)
+            .zip((&mut rng).sample_iter::<f32, _>(StandardNormal))
+        {
+            *x = a + t * d + sigma * g;
         }
         normalize(v);
     }
@@ -613,13 +590,13 @@ pub fn generate(
 
 fn readme(g: &Generated) -> String {
     format!(
-        "# Generated by `hektor dataset generate` (recipe v{v})\n\n\
+        "# Generated by `hektor-bench dataset generate` (recipe v{v})\n\n\
          {n} base vectors of {d} dimensions shaped like `{src}` ({sv} vectors): for vector i, \
          an RNG stream seeded with {seed} and i picks a real anchor a (of the first {anchors}), \
          one of a's {nb} nearest real neighbours b (near-copies left out), t ~ U[0, {t}) and \
          writes normalize(a + t·(b − a) + σ·g), g standard Gaussian, σ = {noise}·‖b − a‖/√d. \
          Queries: the source's first {q}. Ground truth: exact top-{depth} by cosine (hektor's \
-         CPU batch search). See src/datagen.rs and generate.json.\n",
+         CPU batch search). See bench/src/datagen.rs and generate.json.\n",
         v = g.recipe_version,
         n = g.vectors,
         d = g.dim,
@@ -646,20 +623,33 @@ mod tests {
         assert_eq!(top, vec![(3, 0.9), (7, 0.9), (2, 0.8), (0, 0.5)]);
     }
 
+    /// Row i is the same whichever range it is made in (each row has its own stream),
+    /// the same on every run, and a unit vector; another seed makes other rows.
     #[test]
-    fn streams_are_per_item_and_deterministic() {
-        let a: Vec<u64> = (0..3).map(|_| Rng::for_item(1, 5).next()).collect();
-        assert!(a.iter().all(|&x| x == a[0]));
-        assert_ne!(Rng::for_item(1, 5).next(), Rng::for_item(1, 6).next());
-        assert_ne!(Rng::for_item(1, 5).next(), Rng::for_item(2, 5).next());
-        let mut r = Rng(7);
-        let (mut sum, mut sq) = (0.0f64, 0.0f64);
-        for _ in 0..20_000 {
-            let (g1, g2) = r.gauss2();
-            sum += f64::from(g1 + g2);
-            sq += f64::from(g1 * g1 + g2 * g2);
+    fn rows_are_per_item_and_deterministic() {
+        let dim = 6;
+        let real: Vec<f32> = (0..4 * dim).map(|x| ((x * 7 % 11) as f32) - 5.0).collect();
+        let neighbours = vec![vec![1, 2], vec![0, 3], vec![3], vec![0]];
+        let recipe = |seed| Recipe {
+            source: None,
+            queries: 1,
+            seed,
+            neighbours: 2,
+            t_max: 0.5,
+            noise: 0.25,
+        };
+        let rows = |seed, range: std::ops::Range<usize>| {
+            let mut out = vec![0.0f32; range.len() * dim];
+            make_rows(&real, dim, &neighbours, &recipe(seed), range, &mut out);
+            out
+        };
+        let all = rows(42, 0..10);
+        assert_eq!(all, rows(42, 0..10));
+        assert_eq!(&all[3 * dim..7 * dim], &rows(42, 3..7)[..]);
+        assert_ne!(all, rows(43, 0..10));
+        for v in all.chunks_exact(dim) {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "{v:?}");
         }
-        assert!((sum / 40_000.0).abs() < 0.05);
-        assert!((sq / 40_000.0 - 1.0).abs() < 0.05);
     }
 }

@@ -1,5 +1,5 @@
 //! A client of Toxiproxy's HTTP API (<https://github.com/Shopify/toxiproxy>), and a
-//! `toxiproxy-server` process of a bench's own: what `hektor bench faults` cuts links
+//! `toxiproxy-server` process of a bench's own: what `hektor-bench faults` cuts links
 //! with. A proxy listens on a 127.0.0.1 port and forwards to an upstream; toxics on it
 //! stall, reset or refuse the traffic ([`Cut`]) until they are removed.
 //!

@@ -1,8 +1,8 @@
-//! `hektor bench kinetic`: does the kinetic planner relieve a hot spot on real node
+//! `hektor-bench kinetic`: does the kinetic planner relieve a hot spot on real node
 //! processes sharing a Kafka cluster, and what does that do to query latency and the spread
 //! of load between nodes?
 //!
-//! Two legs, same workload and seed, each on its own fresh node processes of this binary
+//! Two legs, same workload and seed, each on its own fresh `hektor` node processes
 //! (`a`, `b`, `c`: router, data; `p`: controller and planner, no data): a **static**
 //! leg (`--no-planner`, the shard map never changes but for placement) and a **kinetic**
 //! leg (the planner reads the events topic and asks for splits, the controller carries them
@@ -40,10 +40,13 @@ use anyhow::Context;
 use hektor_indexers::dataset;
 use hektor_topics::record::RingRange;
 use hektor_topics::ring;
+use rand::seq::SliceRandom;
+use rand::Rng;
 use serde_json::{json, Value};
 
-use crate::bench_nodes::{search, start_node, unique_name, wait_healthy};
+use crate::nodes::{search, start_node, unique_name, wait_healthy};
 use crate::open_loop::{self, Percentiles, Schedule};
+use crate::seeded::{self, Purpose};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct KineticBenchArgs {
@@ -114,33 +117,18 @@ pub struct KineticBenchArgs {
     pub plot: Option<PathBuf>,
 }
 
-use crate::datagen::Rng;
-
-/// Tenants drawn by Zipf rank: `order[rank]` is the tenant of that rank.
-struct Zipf {
-    cumulative: Vec<f64>,
-}
+/// Tenants drawn by Zipf rank (0 the hottest): rand_distr's Zipf over ranks `1..=n`.
+struct Zipf(rand_distr::Zipf<f64>);
 
 impl Zipf {
-    fn new(n: usize, s: f64) -> Zipf {
-        let mut acc = 0.0;
-        let mut cumulative: Vec<f64> = (1..=n)
-            .map(|r| {
-                acc += 1.0 / (r as f64).powf(s);
-                acc
-            })
-            .collect();
-        for c in &mut cumulative {
-            *c /= acc;
-        }
-        Zipf { cumulative }
+    fn new(n: usize, s: f64) -> anyhow::Result<Zipf> {
+        rand_distr::Zipf::new(n as f64, s)
+            .map(Zipf)
+            .map_err(|e| anyhow::anyhow!("--tenants {n} and --zipf {s}: {e}"))
     }
 
-    fn rank(&self, rng: &mut Rng) -> usize {
-        let u = rng.unit();
-        self.cumulative
-            .partition_point(|c| *c < u)
-            .min(self.cumulative.len() - 1)
+    fn rank(&self, rng: &mut impl Rng) -> usize {
+        (rng.sample(self.0) as usize).saturating_sub(1)
     }
 }
 
@@ -157,12 +145,8 @@ fn partition_of_tenant(i: usize, partitions: u32) -> u32 {
 fn rankings(args: &KineticBenchArgs) -> (Vec<usize>, Vec<usize>) {
     let n = args.tenants;
     let first: Vec<usize> = (0..n).collect();
-    let mut rng = Rng(args.seed ^ 0x5EED);
     let mut second = first.clone();
-    for i in (1..n).rev() {
-        let j = (rng.next() % (i as u64 + 1)) as usize;
-        second.swap(i, j);
-    }
+    second.shuffle(&mut seeded::stream(args.seed, Purpose::KineticRanking, 0));
     let hot = partition_of_tenant(first[0], args.partitions);
     if partition_of_tenant(second[0], args.partitions) == hot {
         if let Some(k) = second
@@ -260,8 +244,7 @@ pub async fn run(args: KineticBenchArgs) -> anyhow::Result<()> {
             std::env::temp_dir().join(format!("hektor-kinetic-{}.jsonl", std::process::id()));
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
         std::fs::write(&jsonl, text).with_context(|| format!("writing {}", jsonl.display()))?;
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/plot_kinetic.py");
+        let script = crate::nodes::in_source_tree("scripts/plot_kinetic.py");
         let status = Command::new("python3")
             .arg(&script)
             .arg(&jsonl)
@@ -403,7 +386,7 @@ async fn run_leg(
     // The workload.
     let (first, second) = rankings(args);
     let move_at = args.duration_s as f64 / 2.0;
-    let zipf = Arc::new(Zipf::new(args.tenants, args.zipf));
+    let zipf = Arc::new(Zipf::new(args.tenants, args.zipf)?);
     let rankings = Arc::new([first.clone(), second.clone()]);
     let began = tokio::time::Instant::now();
     let duration = Duration::from_secs(args.duration_s);
@@ -428,10 +411,10 @@ async fn run_leg(
         let seed = args.seed;
         tokio::spawn(open_loop::run(schedule, move |slot| {
             let nq = queries.len() / dim;
-            let mut rng = Rng(seed.wrapping_mul(1_000_003).wrapping_add(slot.index));
+            let mut rng = seeded::stream(seed, Purpose::KineticSearch, slot.index);
             let phase = usize::from(slot.intended_s >= move_at);
             let tenant = rankings[phase][zipf.rank(&mut rng)];
-            let qi = (rng.next() % nq as u64) as usize;
+            let qi = rng.random_range(0..nq);
             let body = json!({"vector": &queries[qi * dim..(qi + 1) * dim], "k": 10,
                 "tenant": tenant_name(tenant), "without_payload": true});
             let url = search_urls[(slot.index % search_urls.len() as u64) as usize].clone();
@@ -451,7 +434,7 @@ async fn run_leg(
         );
         let url = format!("{}/collections/{name}/vectors", urls[1 % urls.len()]);
         let writes = args.writes_per_s;
-        let mut rng = Rng(args.seed ^ 0xAB);
+        let mut rng = seeded::stream(args.seed, Purpose::KineticWrites, 0);
         tasks.push(tokio::spawn(async move {
             let spare = base.len() / dim - loaded_n;
             let mut written = 0usize;
@@ -712,8 +695,8 @@ mod tests {
 
     #[test]
     fn zipf_ranks_follow_their_weights() {
-        let z = Zipf::new(16, 1.2);
-        let mut rng = Rng(1);
+        let z = Zipf::new(16, 1.2).unwrap();
+        let mut rng = seeded::stream(1, Purpose::KineticSearch, 0);
         let mut counts = [0usize; 16];
         for _ in 0..100_000 {
             counts[z.rank(&mut rng)] += 1;

@@ -1,4 +1,4 @@
-//! `hektor bench search`: recall, throughput and latency of hektor's search, measured in
+//! `hektor-bench search`: recall, throughput and latency of hektor's search, measured in
 //! one run on one data set (TEXMEX layout, see `hektor_indexers::dataset`), next to peer
 //! libraries measured in the same run, and summarised as ratios against those peers.
 //!
@@ -11,8 +11,8 @@
 //!    time on `--threads` threads, best of `--passes` passes (fewer when a point's
 //!    `--point-budget-s` is spent). `rss_mb` is the growth of
 //!    VmRSS while the shard is open.
-//! 2. **http**: starts a node as a child process (`hektor serve`, this binary or
-//!    `--server-exe`, embedded log in a temp dir), loads the base through `POST /vectors`
+//! 2. **http**: starts a node as a child process (`hektor serve`, the `hektor` beside this
+//!    executable or `--server-exe`, embedded log in a temp dir), loads the base through `POST /vectors`
 //!    in the binary bulk form (with `--payloads`, each vector with its description as
 //!    payload), measures the ingest rate until a search carrying the merged write token
 //!    answers, waits for the index build, then runs the queries through `POST /search`
@@ -43,6 +43,8 @@ use hektor_topics::record::{Distance, VectorRecord, VectorUpsert};
 use hektor_topics::ring;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+use crate::open_loop::Percentiles;
 
 /// Neighbours asked for and scored.
 const K: usize = 10;
@@ -129,8 +131,9 @@ pub struct SearchBenchArgs {
     /// line of base.txt}`) and ask searches for the payloads of their hits.
     #[arg(long)]
     pub payloads: bool,
-    /// The binary the HTTP phase runs as its server (`EXE serve ...`); default this one.
-    /// A bench of this version can so measure another version's server.
+    /// The binary the HTTP phase runs as its server (`EXE serve ...`); default the
+    /// `hektor` beside `hektor-bench` (or --hektor). A bench of this version can so
+    /// measure another version's server.
     #[arg(long)]
     pub server_exe: Option<PathBuf>,
     /// Extra flags for the HTTP phase's server (repeat; e.g. `--server-arg=--search-threads=1`).
@@ -437,16 +440,6 @@ impl CpuTally {
     }
 }
 
-/// Latency percentile (nearest rank) of sorted values, in ms.
-fn percentile_ms(sorted: &[Duration], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    let idx = rank.clamp(1, sorted.len()) - 1;
-    Some(sorted[idx].as_secs_f64() * 1e3)
-}
-
 /// One query's outcome: its number, its latency and the base rows it returned.
 type QueryResult = (usize, Duration, Vec<u32>);
 
@@ -462,8 +455,8 @@ impl Pass {
     /// From per-query (latency, returned base rows) and the wall time of the pass.
     fn from_results(ds: &Dataset, results: Vec<QueryResult>, wall: Duration) -> Pass {
         let n = results.len();
-        let mut latencies: Vec<Duration> = results.iter().map(|r| r.1).collect();
-        latencies.sort_unstable();
+        let latency = Percentiles::of_durations(results.iter().map(|r| r.1));
+        let some = |ms: f64| (latency.count > 0).then_some(ms);
         let recall = if n == 0 {
             0.0
         } else {
@@ -475,8 +468,8 @@ impl Pass {
         };
         Pass {
             qps: n as f64 / wall.as_secs_f64().max(1e-9),
-            p50_ms: percentile_ms(&latencies, 50.0),
-            p99_ms: percentile_ms(&latencies, 99.0),
+            p50_ms: some(latency.p50_ms),
+            p99_ms: some(latency.p99_ms),
             recall,
         }
     }
@@ -661,7 +654,7 @@ async fn post(
     url: &str,
     content_type: &str,
     body: Vec<u8>,
-) -> anyhow::Result<axum::body::Bytes> {
+) -> anyhow::Result<bytes::Bytes> {
     let response = client
         .post(url)
         .header("content-type", content_type)
@@ -862,13 +855,13 @@ async fn http_phase(
     let dir = tempfile::tempdir().context("creating a temp dir for the node")?;
     let exe = match &args.server_exe {
         Some(exe) => exe.clone(),
-        None => std::env::current_exe().context("finding this binary")?,
+        None => crate::nodes::hektor_exe()?,
     };
     let server = ServerProc::start(&exe, name, dir.path(), &args.server_args)?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
-    crate::bench_nodes::wait_healthy(&client, &server.url).await?;
+    crate::nodes::wait_healthy(&client, &server.url).await?;
     eprintln!(
         "{name} http: server {} (pid {}) at {}",
         exe.display(),
@@ -1081,7 +1074,7 @@ fn peers_script(args: &SearchBenchArgs) -> PathBuf {
     if let Some(p) = &args.peers_script {
         return p.clone();
     }
-    let in_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/peers.py");
+    let in_tree = crate::nodes::in_source_tree("scripts/peers.py");
     if in_tree.exists() {
         in_tree
     } else {
@@ -1380,15 +1373,6 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentile_is_nearest_rank() {
-        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile_ms(&v, 50.0), Some(50.0));
-        assert_eq!(percentile_ms(&v, 99.0), Some(99.0));
-        assert_eq!(percentile_ms(&v[..1], 99.0), Some(1.0));
-        assert_eq!(percentile_ms(&[], 50.0), None);
-    }
 
     #[test]
     fn engines_parse_by_name_and_unknown_is_an_error() {

@@ -1,4 +1,4 @@
-//! `hektor bench placement`: runs the placement strategies of `hektor-cluster` on random
+//! `hektor-bench placement`: runs the placement strategies of `hektor-cluster` on random
 //! keys (ids → `hektor_topics::ring::position`) through 10 → 11 → 10 nodes and a reweight
 //! of one node from 1 to 2, and reports, per strategy and virtual-node count, the fraction
 //! of keys each event moved against the ideal, whether they all moved to (or from) the
@@ -14,6 +14,7 @@ use std::time::Instant;
 use hektor_cluster::placement::{ConsistentHash, Placement, Strategy};
 use hektor_cluster::NodeSpec;
 use hektor_topics::ring;
+use rand::Rng;
 use serde::Serialize;
 
 #[derive(Debug, clap::Args)]
@@ -65,17 +66,11 @@ fn node(i: usize) -> NodeSpec {
     NodeSpec::new(format!("node-{i:02}"))
 }
 
-/// SplitMix64 ids `key-<hex>` → ring positions.
+/// Random ids `key-<hex>` (a seeded stream) → ring positions.
 fn positions(n: usize, seed: u64) -> Vec<u64> {
-    let mut s = seed;
+    let mut rng = crate::seeded::stream(seed, crate::seeded::Purpose::PlacementKeys, 0);
     (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ring::position(None, &format!("key-{:x}", z ^ (z >> 31)))
-        })
+        .map(|_| ring::position(None, &format!("key-{:x}", rng.random::<u64>())))
         .collect()
 }
 
