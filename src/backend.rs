@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hektor_topics::log::embedded::EmbeddedLog;
-use hektor_topics::log::kafka::{parse_properties, parse_property, KafkaConfig, KafkaLog};
-use hektor_topics::log::Log;
+use hektor_log::embedded::EmbeddedLog;
+use hektor_log::kafka::{parse_properties, parse_property, KafkaConfig, KafkaLog};
+use hektor_log::Log;
 use hektor_topics::topic;
 
 use crate::LogArgs;

@@ -48,6 +48,15 @@ pub struct ServeArgs {
     /// This node's region (stamped on every write).
     #[arg(long, default_value = "local")]
     pub region: String,
+    /// The other regions whose vectors topics MirrorMaker 2 copies into this region's
+    /// log (`<region>.hektor.C.vectors`, comma-separated): every shard follows and merges
+    /// them too, last writer (by hlc, then region) winning. Empty: one region.
+    #[arg(long, value_delimiter = ',')]
+    pub mirror_regions: Vec<String>,
+    /// Fault tests only: this node's clock reads this many ms off the machine's wall
+    /// clock (negative: behind), as a node with a wrong clock would.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true, hide = true)]
+    pub clock_skew_ms: i64,
     /// This node's id (stamped on every event).
     #[arg(long, default_value = "node-1")]
     pub node_id: String,
@@ -463,12 +472,24 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
                 gate.node_authorization(),
             )) as Arc<dyn hektor_indexers::snapshot::SnapshotSource>
         });
+    // One clock for the writes this node accepts and the mirrored writes it applies.
+    let clock = Arc::new(HlcClock::skewed(args.clock_skew_ms));
+    for region in &args.mirror_regions {
+        hektor_merge::stamp::validate_region(region)
+            .map_err(|e| anyhow::anyhow!("--mirror-regions: {e}"))?;
+        anyhow::ensure!(
+            region != &args.region,
+            "--mirror-regions names this node's own region `{region}`"
+        );
+    }
     let host = ShardHost::start(
         HostConfig {
             data_dir: args.log.data_dir.clone(),
             engine,
             grace: Duration::from_millis(args.grace_ms),
             snapshots,
+            mirrors: args.mirror_regions.clone(),
+            clock: Some(Arc::clone(&clock)),
         },
         Arc::clone(&catalog),
         follow_assignments(&control),
@@ -479,7 +500,7 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     let events = EventSink::spawn(Arc::clone(&log), args.node_id.clone());
     let writer = Arc::new(Writer::new(
         Arc::clone(&catalog),
-        Arc::new(HlcClock::new()),
+        clock,
         args.region.clone(),
     ));
     // Move what any Kafka client writes to the intake topics to their ring partitions.

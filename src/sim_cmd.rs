@@ -32,7 +32,8 @@ pub struct KineticArgs {
     /// Vectors in the collection.
     #[arg(long, default_value_t = 1_000_000_000)]
     vectors: u64,
-    /// Seed of the workload's hot spots.
+    /// Seed of the simulator's random draws: the workload's hot spots and the hash
+    /// strategies' placements.
     #[arg(long, default_value_t = 42)]
     seed: u64,
 }

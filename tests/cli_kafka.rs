@@ -6,8 +6,8 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use hektor_topics::log::kafka::{KafkaConfig, KafkaLog};
-use hektor_topics::log::Log;
+use hektor_log::kafka::{KafkaConfig, KafkaLog};
+use hektor_log::Log;
 use hektor_topics::topic::{topic_name, TopicKind};
 
 #[test]

@@ -9,22 +9,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 const DIM: usize = 8;
 const PARTITIONS: u32 = 4;
 
-/// A deterministic pseudo-random vector.
+/// A deterministic pseudo-random vector (a `StdRng` seeded by `seed`).
 fn vector(seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..DIM)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 1000) as f32 / 1000.0 - 0.5
-        })
-        .collect()
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..DIM).map(|_| rng.random_range(-0.5f32..0.5)).collect()
 }
 
 /// The queries per second over the last minute of every shard of a partition.

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 const DIM: usize = 16;
@@ -74,17 +76,10 @@ grace_ms = 1500
     }
 }
 
-/// A deterministic pseudo-random unit vector for an id.
+/// A deterministic pseudo-random unit vector for an id (a `StdRng` seeded by `seed`).
 fn vector_of(seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v: Vec<f32> = (0..DIM)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 20_000) as f32 / 10_000.0 - 1.0
-        })
-        .collect();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut v: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
     let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-6);
     v.iter_mut().for_each(|a| *a /= norm);
     v

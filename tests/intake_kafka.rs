@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use hektor_topics::log::kafka::{KafkaConfig, KafkaLog};
-use hektor_topics::log::Log;
+use hektor_log::kafka::{KafkaConfig, KafkaLog};
+use hektor_log::Log;
 use hektor_topics::ring;
 use hektor_topics::topic::{topic_name, TopicKind, DLQ_REASON_HEADER, DLQ_SOURCE_HEADER};
 use serde_json::{json, Value};

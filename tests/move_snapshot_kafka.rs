@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 const DIM: usize = 32;
@@ -74,16 +76,10 @@ grace_ms = 1500
     Node { url, child }
 }
 
+/// Row `i`'s vector: a `StdRng` seeded by the row.
 fn vector(i: usize) -> Vec<f32> {
-    let mut x = (i as u64 + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..DIM)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % 2000) as f32 / 1000.0 - 1.0
-        })
-        .collect()
+    let mut rng = StdRng::seed_from_u64(i as u64);
+    (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
 fn write(url: &str, name: &str, rows: std::ops::Range<usize>) {

@@ -10,20 +10,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 const DIM: usize = 16;
 const ROWS: usize = 3_000;
 
 fn rows() -> (Vec<f32>, Vec<String>) {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut rng = StdRng::seed_from_u64(0x2545_F491_4F6C_DD1D);
     let base: Vec<f32> = (0..ROWS * DIM)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
+        .map(|_| rng.random_range(-0.5f32..0.5))
         .collect();
     let ids = (0..ROWS).map(|i| format!("r{i}")).collect();
     (base, ids)

@@ -8,8 +8,8 @@ mod scenarios;
 use std::time::Duration;
 
 use common::*;
-use hektor_topics::log::kafka::{KafkaConfig, KafkaLog};
-use hektor_topics::log::{Log, LogRecord};
+use hektor_log::kafka::{KafkaConfig, KafkaLog};
+use hektor_log::{Log, LogRecord};
 use hektor_topics::topic::{topic_name, TopicKind};
 use serde_json::json;
 

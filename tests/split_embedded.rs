@@ -8,6 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 #[test]
@@ -170,15 +172,8 @@ fn hot_split_halves_start_from_the_parents_graph() {
     const DIM: usize = 16;
     const N: usize = 3000;
     let vector = |i: usize| -> Vec<f32> {
-        let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (0..DIM)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % 2000) as f32 / 1000.0 - 1.0
-            })
-            .collect()
+        let mut rng = StdRng::seed_from_u64(i as u64);
+        (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect()
     };
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(dir.path(), None, &["--engine", "hnsw", "--no-planner"]);

@@ -6,7 +6,7 @@
 //! `HEKTOR_BIN`: [`nodes::hektor_exe`]).
 //!
 //! - `log`: append and read throughput of the log (embedded or Kafka) for 384-dimension
-//!   vector records (`hektor_topics::log::bench`).
+//!   vector records ([`log`]).
 //! - `search` ([`search`]), `placement` ([`placement`]), `move` ([`shard_move`]),
 //!   `kinetic` ([`kinetic`]), `faults` ([`faults`]), `scale` ([`scale`]): see their modules.
 //! - `dataset generate` ([`datagen`]): a data set of any size shaped like a real one.
@@ -17,6 +17,7 @@
 pub mod datagen;
 pub mod faults;
 pub mod kinetic;
+pub mod log;
 pub mod nodes;
 pub mod open_loop;
 pub mod placement;
@@ -29,10 +30,11 @@ pub mod toxiproxy;
 use std::sync::Arc;
 
 use anyhow::Context;
-use hektor_topics::log::bench::bench_log;
-use hektor_topics::log::embedded::EmbeddedLog;
-use hektor_topics::log::kafka::{KafkaConfig, KafkaLog};
-use hektor_topics::log::Log;
+use hektor_log::embedded::EmbeddedLog;
+use hektor_log::kafka::{KafkaConfig, KafkaLog};
+use hektor_log::Log;
+
+use crate::log::bench_log;
 
 /// hektor's benchmarks (JSON lines with --json) and data-set generator.
 #[derive(Debug, clap::Parser)]

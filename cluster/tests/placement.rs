@@ -9,20 +9,16 @@ use hektor_cluster::NodeSpec;
 use hektor_topics::ring;
 use proptest::prelude::*;
 use proptest::strategy::Strategy as _;
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng};
 
 const KEYS: usize = 1_000_000;
 
-/// Ring positions of `n` random ids (SplitMix64 from a seed, as `key-<hex>`).
+/// Ring positions of `n` random ids (a seeded `StdRng`, as `key-<hex>`).
 fn positions(n: usize, seed: u64) -> Vec<u64> {
-    let mut s = seed;
+    let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ring::position(None, &format!("key-{:x}", z ^ (z >> 31)))
-        })
+        .map(|_| ring::position(None, &format!("key-{:x}", rng.random::<u64>())))
         .collect()
 }
 

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use crate::membership::{nodes_topic, wall_ms, Heartbeater, Membership};
 use crate::plan::{LeaseRecord, PlanState, Plans, ReadyRecord};
 use crate::{Result, Routing};
-use hektor_topics::topic::{Cleanup, TopicSpec};
+use hektor_log::{Cleanup, TopicSpec};
 
 /// What the control plane asks this node's shard host.
 pub trait ShardFacts: Send + Sync {

@@ -26,3 +26,10 @@ pub enum Error {
     #[error("invalid node settings: {0}")]
     Config(String),
 }
+
+/// The log's own errors are [`Error::Log`] too, wrapped as the topics crate wraps them.
+impl From<hektor_log::LogError> for Error {
+    fn from(err: hektor_log::LogError) -> Self {
+        Error::Log(err.into())
+    }
+}

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hektor_cluster::NodeSpec;
+use hektor_log::Log;
 use hektor_topics::codec::{self, Encoding};
 use hektor_topics::error::Refusals;
-use hektor_topics::log::Log;
 use hektor_topics::record::{HeldShard, NodeHeartbeat, MAX_HELD_SHARDS};
 use hektor_topics::topic::NODES_TOPIC;
 use parking_lot::RwLock;
@@ -351,9 +351,9 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hektor_topics::log::embedded::EmbeddedLog;
+    use hektor_log::embedded::EmbeddedLog;
+    use hektor_log::{Cleanup, TopicSpec};
     use hektor_topics::record::MAX_CAPACITY;
-    use hektor_topics::topic::{Cleanup, TopicSpec};
 
     const DEAD_AFTER: Duration = Duration::from_secs(10);
     const YEAR_MS: u64 = 365 * 24 * 3600 * 1000;
@@ -517,7 +517,7 @@ mod tests {
                 })
             })
             .collect();
-        records.push(hektor_topics::log::LogRecord::new(
+        records.push(hektor_log::LogRecord::new(
             Some(b"junk".to_vec()),
             b"{not json".to_vec(),
         ));

@@ -28,9 +28,9 @@ use std::time::Duration;
 
 use hektor_cluster::rules::{MoveAsk, Ready, SplitAsk};
 use hektor_cluster::ShardMap;
+use hektor_log::{Log, LogRecord};
 use hektor_topics::catalog::Catalog;
 use hektor_topics::codec::{self, Encoding};
-use hektor_topics::log::{Log, LogRecord};
 use hektor_topics::record::{is_node_id, PlanAction, PlanChange, RingRange, Tier};
 use hektor_topics::topic::{topic_name, TopicKind};
 use parking_lot::RwLock;
@@ -335,7 +335,7 @@ impl Plans {
                     .await
                 {
                     Ok(b) => b,
-                    Err(hektor_topics::Error::UnknownTopic(_)) => break,
+                    Err(hektor_log::LogError::UnknownTopic(_)) => break,
                     Err(e) => return Err(e.into()),
                 };
                 if batch.is_empty() {

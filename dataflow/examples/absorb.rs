@@ -9,9 +9,12 @@
 //! Feeding is back to back, so the lag is measured while the dataflow absorbs at full
 //! rate. Run more than 60 simulated seconds to include the one-minute window's
 //! retractions (steady state).
+use hdrhistogram::Histogram;
 use hektor_dataflow::driver::{HotnessDriver, Setup};
 use hektor_dataflow::hotness::HotnessParams;
 use hektor_topics::record::{Event, EventKind};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -24,13 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let setup = Setup::equal(shards, &node_refs);
     let mut driver = HotnessDriver::spawn(workers, HotnessParams::default(), setup)?;
     let per_second = total / seconds as usize;
-    let mut x: u64 = 1;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut next = || rng.random::<u64>();
     // Pre-build the batches so generation is not measured.
     let mut batches: Vec<Vec<Vec<Event>>> = Vec::new();
     for s in 0..seconds {
@@ -67,7 +65,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fed: usize = batches.iter().flatten().map(Vec::len).sum();
     let start = std::time::Instant::now();
     let mut slowest = std::time::Duration::ZERO;
-    let mut lags = Vec::with_capacity(batches.len());
+    // Per simulated second, µs: 1 µs to one hour, 3 significant digits.
+    let mut lags = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut last = None;
     for (s, second) in batches.into_iter().enumerate() {
         let first_fed = std::time::Instant::now();
@@ -77,12 +76,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = std::time::Instant::now();
         last = Some(driver.advance_to(1_700_000_000 + s as u64)?);
         slowest = slowest.max(t.elapsed());
-        lags.push(first_fed.elapsed());
+        lags.saturating_record(
+            first_fed
+                .elapsed()
+                .as_micros()
+                .try_into()
+                .unwrap_or(u64::MAX),
+        );
     }
     let elapsed = start.elapsed();
-    lags.sort_unstable();
-    let lag_p50 = lags.get(lags.len() / 2).copied().unwrap_or_default();
-    let lag_max = lags.last().copied().unwrap_or_default();
+    let lag_p50 = std::time::Duration::from_micros(lags.value_at_quantile(0.5));
+    let lag_max = std::time::Duration::from_micros(lags.max());
     let snap = last.ok_or("no snapshot")?;
     let queries: u64 = snap
         .shards

@@ -47,4 +47,11 @@ pub enum DataflowError {
     Log(#[from] hektor_topics::Error),
 }
 
+/// The log's own errors are [`DataflowError::Log`] too, wrapped as the topics crate wraps them.
+impl From<hektor_log::LogError> for DataflowError {
+    fn from(err: hektor_log::LogError) -> Self {
+        DataflowError::Log(err.into())
+    }
+}
+
 pub type Result<T, E = DataflowError> = std::result::Result<T, E>;

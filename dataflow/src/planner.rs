@@ -41,10 +41,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hektor_log::Log;
 use hektor_topics::catalog::Catalog;
 use hektor_topics::codec::{self, Encoding};
 use hektor_topics::hlc::wall_ms;
-use hektor_topics::log::Log;
 use hektor_topics::record::{
     CollectionSpec, Event, PlacementSpec, PlanAction, PlanChange, RingRange,
 };

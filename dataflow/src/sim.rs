@@ -9,8 +9,14 @@
 //! dataflow produces; the dataflow is not run on 8.6 billion synthetic events).
 //!
 //! This module owns the workload model, the latency model and the node-count search; the
-//! command line is the binary's (`src/sim.rs`). The model is documented in
+//! command line is the binary's (`src/sim_cmd.rs`). The model is documented in
 //! `docs/bench/kinetic.md`, with where each constant comes from.
+//!
+//! # Random draws
+//! Where the hot spots land, static hash's unit placement and consistent hashing's ring
+//! are drawn from rand's `StdRng`, one stream per purpose (and per hot spot and life, or
+//! per node), keyed by the scenario's seed (`--seed`): a seed gives the same day on every
+//! run and thread count.
 //!
 //! # Latency model
 //! A query is routed by its key to the one shard holding it. A query on a shard of `n`
@@ -27,6 +33,8 @@
 use std::collections::BTreeMap;
 
 use hektor_topics::record::{PlanAction, PlanChange, RingRange};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::decide::{decide, DecideConfig, Forecasts, History};
 use crate::driver::{HotnessSnapshot, NodeLoad, ShardMetrics};
@@ -144,36 +152,46 @@ const DAY: u64 = 86_400;
 /// Points of per-shard history the predictive strategy keeps.
 const HISTORY_POINTS: usize = 60;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
+/// What a stream of random draws is for; part of its key, so no two uses share a stream.
+#[derive(Debug, Clone, Copy)]
+#[repr(u64)]
+enum Purpose {
+    /// Where a hot spot starts in one of its lives; index = (spot, generation).
+    HotSpot = 1,
+    /// Static hash: the node of each unit, in unit order.
+    StaticHash = 2,
+    /// Consistent hash: the ring positions of one node's virtual nodes; index = the node.
+    VirtualNodes = 3,
+    /// Consistent hash: the ring position of each unit, in unit order.
+    UnitPositions = 4,
 }
 
-fn mix(x: u64) -> u64 {
-    Rng(x).next()
+/// The stream for `purpose` and index `(a, b)` under the scenario's seed: rand's
+/// [`StdRng`] keyed by the four numbers (the pattern of `hektor-bench`'s `seeded.rs`), so
+/// a draw depends only on what it is for, never on how many draws came before it.
+fn stream(seed: u64, purpose: Purpose, a: u64, b: u64) -> StdRng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&(purpose as u64).to_le_bytes());
+    key[16..24].copy_from_slice(&a.to_le_bytes());
+    key[24..].copy_from_slice(&b.to_le_bytes());
+    StdRng::from_seed(key)
 }
 
 /// The workload: per-unit query rates over time.
 struct Workload {
     config: SimConfig,
-    /// (first unit, phase offset in seconds, generation seed) per hot spot.
-    spots: Vec<u64>,
+    /// Hot spots.
+    spots: usize,
 }
 
 impl Workload {
     fn new(config: &SimConfig) -> Workload {
         let hot_units = (config.units as f64 * config.hot_unit_share).round() as u32;
         let n = (hot_units / config.hotspot_units.max(1)).max(1);
-        let mut rng = Rng(config.seed);
         Workload {
             config: config.clone(),
-            spots: (0..n).map(|_| rng.next()).collect(),
+            spots: n as usize,
         }
     }
 
@@ -188,13 +206,15 @@ impl Workload {
         let u = c.units as usize;
         let life = c.hotspot_life_s.max(1);
         let mut heat = vec![0.0f64; u];
-        for (i, seed) in self.spots.iter().enumerate() {
+        for i in 0..self.spots {
             // Staggered lives: spot i starts its first life at offset i/n of a life.
-            let offset = life * i as u64 / self.spots.len() as u64;
+            let offset = life * i as u64 / self.spots as u64;
             let age_total = t + life - offset;
             let generation = age_total / life;
             let age = age_total % life;
-            let first = (mix(seed ^ generation) % c.units as u64) as usize;
+            // Each life starts at a uniformly drawn unit.
+            let first = stream(c.seed, Purpose::HotSpot, i as u64, generation)
+                .random_range(0..c.units) as usize;
             let ramp = c.hotspot_ramp_s.max(1) as f64;
             let intensity = (age as f64 / ramp)
                 .min((life - age) as f64 / ramp)
@@ -205,7 +225,7 @@ impl Workload {
         }
         let total_heat: f64 = heat.iter().sum();
         let qps = c.peak_qps * self.diurnal(t);
-        let hot_units = self.spots.len() as f64 * c.hotspot_units as f64;
+        let hot_units = self.spots as f64 * c.hotspot_units as f64;
         // Hot units share hot_query_share in proportion to their heat; the rest is even.
         let hot_qps = qps * c.hot_query_share * (total_heat / hot_units).min(1.0);
         let cold_each = (qps - hot_qps) / u as f64;
@@ -369,13 +389,15 @@ pub fn run_day(config: &SimConfig, strategy: Strategy, nodes: usize) -> DayOutco
     let units = config.units;
     // Static placements: unit -> node.
     let mut unit_node: Vec<usize> = match strategy {
-        Strategy::StaticHash => (0..units)
-            .map(|u| (mix(u as u64 ^ 0xABCD) % nodes as u64) as usize)
-            .collect(),
+        // A uniform hash of each unit modulo the node count: a uniformly drawn node per unit.
+        Strategy::StaticHash => {
+            let mut rng = stream(config.seed, Purpose::StaticHash, 0, 0);
+            (0..units).map(|_| rng.random_range(0..nodes)).collect()
+        }
         Strategy::StaticRange => (0..units)
             .map(|u| (u as usize * nodes) / units as usize)
             .collect(),
-        Strategy::ConsistentHash => consistent_hash(units, nodes, 64),
+        Strategy::ConsistentHash => consistent_hash(config.seed, units, nodes, 64),
         _ => Vec::new(),
     };
     let kinetic = matches!(
@@ -403,8 +425,9 @@ pub fn run_day(config: &SimConfig, strategy: Strategy, nodes: usize) -> DayOutco
         target_load: config.target_utilisation * 0.85,
         // The simulator knows each node's load at once (no measurement lag to wait out),
         // and its nodes are sized by the absolute rule above: balancing towards the mean
-        // as well (the live default) measured 173-181 nodes instead of 137-145 here, as
-        // it moves shards through the diurnal trough that the peak then has to undo.
+        // as well (the live default) measured 173-181 nodes instead of 137-145 here (with
+        // the former SplitMix64 streams), as it moves shards through the diurnal trough
+        // that the peak then has to undo.
         node_settle_s: 0,
         balance_ratio: f64::INFINITY,
         move_min_gain: 0.0,
@@ -531,14 +554,21 @@ pub fn run_day(config: &SimConfig, strategy: Strategy, nodes: usize) -> DayOutco
     }
 }
 
-fn consistent_hash(units: u32, nodes: usize, vnodes: u64) -> Vec<usize> {
+/// Unit -> node on a ring of `vnodes` uniformly drawn positions per node (a node's
+/// positions are its own stream's, so they do not depend on how many nodes there are) and
+/// a uniformly drawn position per unit.
+fn consistent_hash(seed: u64, units: u32, nodes: usize, vnodes: u64) -> Vec<usize> {
     let mut ring: Vec<(u64, usize)> = (0..nodes)
-        .flat_map(|n| (0..vnodes).map(move |v| (mix(((n as u64) << 20) ^ v ^ 0x5EED), n)))
+        .flat_map(|n| {
+            let mut rng = stream(seed, Purpose::VirtualNodes, n as u64, 0);
+            (0..vnodes).map(move |_| (rng.random::<u64>(), n))
+        })
         .collect();
     ring.sort_unstable();
+    let mut positions = stream(seed, Purpose::UnitPositions, 0, 0);
     (0..units)
-        .map(|u| {
-            let h = mix(u as u64 ^ 0xC0FFEE);
+        .map(|_| {
+            let h: u64 = positions.random();
             let i = ring.partition_point(|(p, _)| *p < h) % ring.len();
             ring[i].1
         })
@@ -818,4 +848,42 @@ pub fn predictor_errors(config: &SimConfig, lookahead_steps: usize) -> (f64, f64
         holt += crate::predict::backtest(Predictor::HOLT, s, lookahead_steps, 30);
     }
     (lin, holt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_fixes_the_hot_spots() {
+        let rates = |seed| {
+            Workload::new(&SimConfig {
+                seed,
+                ..SimConfig::default()
+            })
+            .rates(3 * 3600)
+        };
+        assert_eq!(rates(42), rates(42));
+        assert_ne!(rates(42), rates(7));
+    }
+
+    #[test]
+    fn a_new_node_takes_only_its_share_of_the_consistent_hash_ring() {
+        let units = 16_384;
+        let before = consistent_hash(42, units, 10, 64);
+        let after = consistent_hash(42, units, 11, 64);
+        let moved: Vec<usize> = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b != a)
+            .map(|(_, a)| *a)
+            .collect();
+        assert!(
+            moved.iter().all(|n| *n == 10),
+            "units moved between old nodes"
+        );
+        // About 1/11 of the units.
+        let share = moved.len() as f64 / units as f64;
+        assert!((0.04..0.2).contains(&share), "share {share}");
+    }
 }

@@ -161,7 +161,7 @@ fn busy_time_balance_moves_the_shard_that_evens_the_nodes_out() {
     let busy = |id, start: u64, node: &str, qps: f64, avg_ms: f64| {
         let mut s = shard(
             id,
-            range(start * Q / 4, Some((start + 1) * Q / 4)),
+            range(start * (Q / 4), Some((start + 1) * (Q / 4))),
             node,
             qps,
             avg_ms * 2.0,

@@ -10,9 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hektor_topics::log::{Log, LogRecord, StoredRecord};
-use hektor_topics::topic::TopicSpec;
-use hektor_topics::{Error, Result};
+use hektor_log::{Log, LogError, LogRecord, Result, StoredRecord, TopicSpec};
 use parking_lot_shim::Mutex;
 
 /// One partition: the records kept and the offset of the first of them.
@@ -109,7 +107,7 @@ impl Log for MemLog {
     async fn partitions(&self, topic: &str) -> Result<u32> {
         match self.topics.lock().get(topic) {
             Some(parts) => Ok(parts.len() as u32),
-            None => Err(Error::UnknownTopic(topic.to_owned())),
+            None => Err(LogError::UnknownTopic(topic.to_owned())),
         }
     }
 
@@ -135,7 +133,7 @@ impl Log for MemLog {
     ) -> Result<Vec<StoredRecord>> {
         let topics = self.topics.lock();
         let Some(parts) = topics.get(topic) else {
-            return Err(Error::UnknownTopic(topic.to_owned()));
+            return Err(LogError::UnknownTopic(topic.to_owned()));
         };
         let Some(part) = parts.get(partition as usize) else {
             return Ok(Vec::new());

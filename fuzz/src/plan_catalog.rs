@@ -25,9 +25,9 @@ use hektor_cluster::rules::{next_map, ControlConfig, ControlInput};
 use hektor_cluster::{NodeSpec, ShardMap, Strategy};
 use hektor_control::membership::{check_heartbeat, ROLE_DATA};
 use hektor_control::plan::Plans;
+use hektor_log::LogRecord;
 use hektor_topics::catalog::{validate_spec, Catalog};
 use hektor_topics::codec::{self, Encoding, ENCODING_HEADER};
-use hektor_topics::log::LogRecord;
 use hektor_topics::record::{CatalogEntry, NodeHeartbeat, PlacementSpec};
 use hektor_topics::topic::{topic_name, TopicKind, CATALOG_TOPIC};
 

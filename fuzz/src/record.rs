@@ -14,9 +14,9 @@
 
 use std::fmt::Debug;
 
+use hektor_log::{LogRecord, StoredRecord};
 use hektor_topics::catalog::validate_spec;
 use hektor_topics::codec::{self, Encoding, Record, ENCODING_HEADER};
-use hektor_topics::log::{LogRecord, StoredRecord};
 use hektor_topics::record::{
     CatalogEntry, CollectionSpec, Distance, Event, NodeHeartbeat, PlacementSpec, PlanChange,
     RingRange, VectorRecord,

@@ -33,15 +33,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hektor_log::{Log, LogRecord, StoredRecord};
 use hektor_topics::catalog::Catalog;
 use hektor_topics::codec;
-use hektor_topics::log::{Log, LogRecord, StoredRecord};
+use hektor_topics::hlc::{Hlc, HlcClock};
 use hektor_topics::record::{CollectionSpec, Distance, RingRange, Tier, VectorRecord};
 use hektor_topics::ring;
 use hektor_topics::topic::{topic_name, validate_collection_name, TopicKind};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
+use crate::shard::{Provenance, Source};
 use crate::snapshot::{Fetched, SnapshotRequest, SnapshotSource};
 use crate::{EngineKind, Error, Shard, ShardConfig, ShardOp};
 use serde::Serialize;
@@ -100,6 +102,14 @@ pub struct HostConfig {
     /// current holder (a move; see [`crate::snapshot`]); `None`, or no holder able to
     /// give one: the shard is built by replaying its partition from the log.
     pub snapshots: Option<Arc<dyn SnapshotSource>>,
+    /// The other regions whose vectors topics MirrorMaker 2 copies into this region's log
+    /// (`<region>.hektor.C.vectors`): every shard follows and merges their partitions too
+    /// ([`Source::Mirror`]). Empty: one region.
+    pub mirrors: Vec<String>,
+    /// This node's clock: it observes the stamps of the mirrored writes applied, so a
+    /// write accepted here afterwards orders after them even when this node's wall clock
+    /// is behind the other region's.
+    pub clock: Option<Arc<HlcClock>>,
 }
 
 impl std::fmt::Debug for HostConfig {
@@ -109,6 +119,7 @@ impl std::fmt::Debug for HostConfig {
             .field("engine", &self.engine)
             .field("grace", &self.grace)
             .field("snapshots", &self.snapshots.is_some())
+            .field("mirrors", &self.mirrors)
             .finish()
     }
 }
@@ -155,6 +166,22 @@ pub struct HostedShard {
     failure: Mutex<Option<String>>,
     /// How it came to this node.
     pub origin: ShardOrigin,
+    /// Per mirrored region: (next offset applied, the mirrored partition's high
+    /// watermark as last read, redelivered copies skipped).
+    mirrored: Mutex<std::collections::BTreeMap<String, MirrorProgress>>,
+}
+
+/// How far a shard has merged one mirrored region's partition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MirrorProgress {
+    /// The next offset of the mirrored partition to apply.
+    pub next_offset: u64,
+    /// The mirrored partition's end as last read.
+    pub high_watermark: u64,
+    /// MirrorMaker's redelivered copies recognised and skipped.
+    pub duplicates: u64,
+    /// The source's clock floor: the effective hlc of its newest write applied.
+    pub floor: u64,
 }
 
 impl HostedShard {
@@ -192,6 +219,11 @@ impl HostedShard {
 
     fn fail(&self, why: String) {
         *self.failure.lock() = Some(why);
+    }
+
+    /// Per mirrored region, how far this shard has merged its partition.
+    pub fn mirrored(&self) -> std::collections::BTreeMap<String, MirrorProgress> {
+        self.mirrored.lock().clone()
     }
 
     /// No longer assigned: serving out its grace period.
@@ -634,12 +666,22 @@ impl ShardHost {
             retired: Mutex::new(None),
             failure: Mutex::new(None),
             origin,
+            mirrored: Mutex::new(std::collections::BTreeMap::new()),
         });
         tokio::spawn(supervise(
             Arc::clone(self.catalog.log()),
             spec.clone(),
             Arc::clone(&hosted),
         ));
+        for region in &self.config.mirrors {
+            tokio::spawn(supervise_mirror(
+                Arc::clone(self.catalog.log()),
+                spec.clone(),
+                Arc::clone(&hosted),
+                region.clone(),
+                self.config.clock.clone(),
+            ));
+        }
         Ok(hosted)
     }
 }
@@ -822,20 +864,37 @@ pub fn to_range_op(
     range: RingRange,
     stored: &StoredRecord,
 ) -> Result<ShardOp, Poison> {
+    to_range_op_from(spec, partition, range, stored).map(|(op, _)| op)
+}
+
+/// [`to_range_op`], with the region that accepted the record (its `origin`).
+pub fn to_range_op_from(
+    spec: &CollectionSpec,
+    partition: u32,
+    range: RingRange,
+    stored: &StoredRecord,
+) -> Result<(ShardOp, String), Poison> {
     let record: VectorRecord =
         codec::from_log_record(&stored.record).map_err(|e| partition_poison(e.to_string()))?;
     let position = ring::position(record.tenant(), record.id());
+    let origin = match &record {
+        VectorRecord::Upsert(u) => u.origin.clone(),
+        VectorRecord::Delete(d) => d.origin.clone(),
+    };
     if record.collection() == spec.name
         && ring::partition_of(position, spec.partitions) == partition
         && !range.contains(position)
     {
-        return Ok(ShardOp::Pass { hlc: record.hlc() });
+        return Ok((ShardOp::Pass { hlc: record.hlc() }, origin));
     }
-    to_op(spec, partition, stored).map_err(|reason| Poison {
-        partition_level: record.collection() != spec.name
-            || ring::partition_of(position, spec.partitions) != partition,
-        reason,
-    })
+    let partition_level = record.collection() != spec.name
+        || ring::partition_of(position, spec.partitions) != partition;
+    op_of(spec, partition, record)
+        .map(|op| (op, origin))
+        .map_err(|reason| Poison {
+            partition_level,
+            reason,
+        })
 }
 
 fn partition_poison(reason: String) -> Poison {
@@ -852,6 +911,11 @@ pub fn to_op(
     stored: &StoredRecord,
 ) -> Result<ShardOp, String> {
     let record: VectorRecord = codec::from_log_record(&stored.record).map_err(|e| e.to_string())?;
+    op_of(spec, partition, record)
+}
+
+/// A decoded record as a shard op, or the reason it is poison.
+fn op_of(spec: &CollectionSpec, partition: u32, record: VectorRecord) -> Result<ShardOp, String> {
     if record.collection() != spec.name {
         return Err(format!(
             "record is for collection `{}`, not `{}`",
@@ -950,7 +1014,7 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
             .await
         {
             Ok(batch) => batch,
-            Err(hektor_topics::Error::UnknownTopic(_)) => return,
+            Err(hektor_log::LogError::UnknownTopic(_)) => return,
             Err(err) => {
                 tracing::warn!(%err, %topic, partition = hosted.partition, "read failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -980,15 +1044,20 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
         }
         idle_since = None;
         let mut ops = Vec::with_capacity(batch.len());
+        let mut provenance = Vec::with_capacity(batch.len());
         let mut poison = Vec::new();
         for stored in &batch {
-            match to_range_op(&spec, hosted.partition, hosted.range, stored) {
-                Ok(op) => ops.push((stored.offset, op)),
+            match to_range_op_from(&spec, hosted.partition, hosted.range, stored) {
+                Ok((op, origin)) => {
+                    ops.push((stored.offset, op));
+                    provenance.push(Provenance { origin, digest: 0 });
+                }
                 Err(Poison {
                     reason,
                     partition_level,
                 }) => {
                     ops.push((stored.offset, ShardOp::Skip));
+                    provenance.push(Provenance::default());
                     if !hosted.primary.load(Ordering::Relaxed) || (partition_level && !head) {
                         continue;
                     }
@@ -1026,7 +1095,11 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
             hosted.dead_lettered.fetch_add(n, Ordering::Relaxed);
         }
         let shard = Arc::clone(&hosted.shard);
-        let failed = match tokio::task::spawn_blocking(move || shard.apply(&ops)).await {
+        let failed = match tokio::task::spawn_blocking(move || {
+            shard.apply_from(Source::Local, &ops, &provenance)
+        })
+        .await
+        {
             Ok(Ok(_)) => None,
             Ok(Err(err)) => Some(format!("applying offsets from {from} failed: {err}")),
             // The apply is one LMDB transaction: a panic aborts it, nothing is half-written.
@@ -1065,6 +1138,184 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
             }
         } else if hosted.shard.pending() >= BUILD_WHEN_PENDING {
             build(&hosted.shard).await;
+        }
+    }
+}
+
+/// Run a shard's consumer of one mirrored region until the shard stops; restarted after
+/// a backoff if it panics.
+async fn supervise_mirror(
+    log: Arc<dyn Log>,
+    spec: CollectionSpec,
+    hosted: Arc<HostedShard>,
+    region: String,
+    clock: Option<Arc<HlcClock>>,
+) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let run = tokio::spawn(follow_mirror(
+            Arc::clone(&log),
+            spec.clone(),
+            Arc::clone(&hosted),
+            region.clone(),
+            clock.clone(),
+        ));
+        match run.await {
+            Ok(()) => return,
+            Err(err) => {
+                let why = format!(
+                    "the consumer of region `{region}`'s mirror panicked: {err}; restarting it"
+                );
+                tracing::error!(collection = %hosted.collection, partition = hosted.partition, %why);
+                hosted.fail(why);
+            }
+        }
+        if hosted.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Follow region `region`'s partition as MirrorMaker 2 copied it into this region's log
+/// (`<region>.hektor.C.vectors`, same partition numbers) and merge it into the shard
+/// ([`Source::Mirror`]): records outside the shard's range only advance the source's
+/// clock; poison records are skipped (the origin region dead-letters them); copies
+/// MirrorMaker redelivers are recognised by digest. Until MirrorMaker has created the
+/// topic, it waits.
+async fn follow_mirror(
+    log: Arc<dyn Log>,
+    spec: CollectionSpec,
+    hosted: Arc<HostedShard>,
+    region: String,
+    clock: Option<Arc<HlcClock>>,
+) {
+    let topic = format!("{region}.{}", topic_name(&spec.name, TopicKind::Vectors));
+    let mut backoff = Duration::from_millis(500);
+    let mut from: Option<u64> = None;
+    let mut last_hw_poll = Instant::now() - Duration::from_secs(10);
+    while !hosted.stop.load(Ordering::Relaxed) {
+        let start = match from {
+            Some(from) => from,
+            None => {
+                let shard = Arc::clone(&hosted.shard);
+                let r = region.clone();
+                match tokio::task::spawn_blocking(move || shard.source_next_offset(&r)).await {
+                    Ok(Ok(next)) => *from.insert(next),
+                    Ok(Err(err)) => {
+                        tracing::warn!(%err, %topic, "reading a mirrored source's offset failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, %topic, "reading a mirrored source's offset panicked; retrying");
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        if last_hw_poll.elapsed() > Duration::from_millis(500) {
+            if let Ok(hw) = log.high_watermark(&topic, hosted.partition).await {
+                hosted
+                    .mirrored
+                    .lock()
+                    .entry(region.clone())
+                    .or_default()
+                    .high_watermark = hw;
+            }
+            last_hw_poll = Instant::now();
+        }
+        let batch = match log
+            .read(
+                &topic,
+                hosted.partition,
+                start,
+                READ_BATCH,
+                Duration::from_millis(200),
+            )
+            .await
+        {
+            Ok(batch) => batch,
+            Err(err) => {
+                // Most often: MirrorMaker has not created the topic yet.
+                tracing::debug!(%err, %topic, partition = hosted.partition, "mirror read failed; retrying");
+                tokio::time::sleep(Duration::from_millis(1000)).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let mut ops = Vec::with_capacity(batch.len());
+        let mut provenance = Vec::with_capacity(batch.len());
+        let mut newest = Hlc(0);
+        for stored in &batch {
+            let (op, origin) = to_range_op_from(&spec, hosted.partition, hosted.range, stored)
+                .unwrap_or((ShardOp::Skip, String::new()));
+            if let ShardOp::Upsert { hlc, .. }
+            | ShardOp::Delete { hlc, .. }
+            | ShardOp::Pass { hlc } = &op
+            {
+                newest = newest.max(*hlc);
+            }
+            ops.push((stored.offset, op));
+            provenance.push(Provenance {
+                origin,
+                digest: hektor_merge::digest(&stored.record.value),
+            });
+        }
+        let shard = Arc::clone(&hosted.shard);
+        let r = region.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            let report = shard.apply_from(Source::Mirror { region: &r }, &ops, &provenance)?;
+            let floor = shard.source_floor(&r)?;
+            Ok::<_, crate::error::Error>((report, floor))
+        })
+        .await;
+        match applied {
+            Ok(Ok((report, floor))) => {
+                from = Some(report.next_offset);
+                backoff = Duration::from_millis(500);
+                let mut failure = hosted.failure.lock();
+                if failure
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with(&format!("merging region `{region}`")))
+                {
+                    *failure = None;
+                }
+                drop(failure);
+                if let Some(clock) = &clock {
+                    clock.observe(newest);
+                }
+                let mut mirrored = hosted.mirrored.lock();
+                let progress = mirrored.entry(region.clone()).or_default();
+                progress.next_offset = report.next_offset;
+                progress.duplicates += report.duplicates as u64;
+                progress.floor = floor.0;
+                progress.high_watermark = progress.high_watermark.max(report.next_offset);
+            }
+            Ok(Err(err)) => {
+                let why = format!(
+                    "merging region `{region}`'s records from offset {start} failed: {err}"
+                );
+                tracing::error!(%topic, partition = hosted.partition, %why, "retrying");
+                hosted.fail(why);
+                from = None;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(err) => {
+                let why = format!(
+                    "merging region `{region}`'s records from offset {start} panicked: {err}"
+                );
+                tracing::error!(%topic, partition = hosted.partition, %why, "retrying");
+                hosted.fail(why);
+                from = None;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
         }
     }
 }

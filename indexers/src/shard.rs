@@ -10,11 +10,18 @@
 //! floor is a function of the partition's log alone (records outside this shard's range
 //! advance it too, as [`ShardOp::Pass`]) and is stored with the applied offset, so every
 //! replica and every shard of a partition stamps a record alike, and stamps stay close to
-//! real time. An upsert or delete whose effective hlc is older than what is stored for its
-//! id (a live record's hlc, or a delete's tombstone hlc) is ignored but still advances
-//! the offset; within one log that happens only to exact replays. Tombstones are kept per
-//! deleted id, forever for now, so a record merged from another region's log with an older
-//! hlc cannot resurrect it.
+//! real time. A write's **stamp** is (effective hlc, origin region); an upsert or delete
+//! whose stamp is older than what is stored for its id (a live record's, or a delete's
+//! tombstone's) is ignored but still advances the offset; within one log that happens
+//! only to exact replays. Tombstones are kept per deleted id, forever for now, so a
+//! record merged from another region's log with an older stamp cannot resurrect it.
+//!
+//! **Regions.** Besides its own partition a shard applies other regions' partitions as
+//! MirrorMaker 2 copied them ([`Source::Mirror`], [`Shard::apply_from`]), each with its own
+//! applied offset and clock floor (`meta` `source/<region>/...`) and the floor's
+//! remembered records (`sources`), so a redelivered copy keeps its original stamp
+//! ([`hektor_merge::SourceFloor`]). Stamps are then the same in every region, and the
+//! greatest wins everywhere: the regions converge (`tests/regions.rs`).
 //!
 //! Vectors are searchable as soon as `apply` commits. A search is the engine's search over
 //! the built index (minus items deleted or replaced since the build, which sit in the
@@ -70,9 +77,10 @@ use crate::engine::{self, Changes, EngineKind, IndexEngine, TopK};
 use crate::error::{Error, Result};
 use crate::metric::{self, PreparedQuery, SearchOptions};
 use crate::store::{
-    vector_store_key, Record, Store, MAX_ID_BYTES, META_CONFIG, META_FORMAT, META_HLC_FLOOR,
-    META_NEXT_ITEM, META_NEXT_OFFSET, STORE_FORMAT,
+    decode_tombstone, encode_tombstone, vector_store_key, Record, Store, MAX_ID_BYTES, META_CONFIG,
+    META_FORMAT, META_HLC_FLOOR, META_NEXT_ITEM, META_NEXT_OFFSET, STORE_FORMAT,
 };
+use hektor_merge::{Admit, SourceFloor};
 
 /// Default LMDB map size: the most a shard may grow to (address space only; the file
 /// grows as data is written).
@@ -179,6 +187,39 @@ pub fn effective_hlc(own: Hlc, floor: u64) -> Hlc {
     Hlc(own.0.max(floor.saturating_add(1)))
 }
 
+/// The clock of the partition a batch comes from, while [`Shard::apply_from`] runs.
+enum PartitionClock<'m> {
+    /// This region's partition: the floor rule alone.
+    Local { floor: u64 },
+    /// A mirrored partition: the floor rule over its records minus redelivered copies,
+    /// and the records stamped in this batch (to remember them in the store).
+    Mirror {
+        floor: &'m mut SourceFloor,
+        stamped: Vec<(Hlc, u128)>,
+    },
+}
+
+impl PartitionClock<'_> {
+    /// The effective hlc of the next record (own stamp `own`, value digest `digest`), or
+    /// `None` for a redelivered copy.
+    fn stamp(&mut self, own: Hlc, digest: u128) -> Option<Hlc> {
+        match self {
+            PartitionClock::Local { floor } => {
+                let hlc = effective_hlc(own, *floor);
+                *floor = hlc.0;
+                Some(hlc)
+            }
+            PartitionClock::Mirror { floor, stamped } => match floor.admit(digest, own) {
+                Admit::New(hlc) => {
+                    stamped.push((hlc, digest));
+                    Some(hlc)
+                }
+                Admit::Duplicate(_) => None,
+            },
+        }
+    }
+}
+
 /// A search result. `score` is higher when closer: the cosine similarity for
 /// [`Distance::Cosine`], minus the euclidean distance for [`Distance::Euclidean`], the
 /// dot product for [`Distance::Dot`].
@@ -198,6 +239,49 @@ pub struct StoredVector {
     pub payload: Option<serde_json::Value>,
     pub ring: u64,
     pub hlc: Hlc,
+    /// The region whose log the winning write came from (empty: stored before origins).
+    pub origin: String,
+}
+
+/// Where a batch of ops comes from: this region's own log, or another region's log as
+/// MirrorMaker 2 copied it (`<region>.hektor.C.vectors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// This region's partition: the shard's applied offset and clock floor.
+    Local,
+    /// Another region's partition, mirrored: its own applied offset and its own clock
+    /// floor ([`SourceFloor`], which recognises MirrorMaker's redelivered copies by the
+    /// digest of their bytes).
+    Mirror { region: &'a str },
+}
+
+/// What a shard needs to know of an op's record beyond the op: the region that accepted
+/// the write (the record's `origin`, the same bytes in every region, so the stamp
+/// (effective hlc, origin) is the same everywhere) and the digest of the record's value
+/// bytes ([`hektor_merge::digest`]; used for mirrored sources).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Provenance {
+    pub origin: String,
+    pub digest: u128,
+}
+
+/// The meta key of a mirrored source's next offset.
+fn source_offset_key(region: &str) -> String {
+    format!("source/{region}/next_offset")
+}
+
+/// The meta key of a mirrored source's clock floor.
+fn source_floor_key(region: &str) -> String {
+    format!("source/{region}/floor")
+}
+
+/// The key of a remembered record of a mirrored source in the `sources` database.
+fn source_record_key(region: &str, hlc: Hlc) -> Vec<u8> {
+    let mut key = Vec::with_capacity(region.len() + 9);
+    key.extend_from_slice(region.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&hlc.0.to_be_bytes());
+    key
 }
 
 /// An op of a batch that was refused for bad input (it still advances the offset; the
@@ -218,8 +302,11 @@ pub struct ApplyReport {
     pub deleted: usize,
     /// Ops skipped because their offset was already applied (replays).
     pub replayed: usize,
-    /// Ops ignored because a newer write (by hlc) for their id is stored.
+    /// Ops ignored because a newer write (by stamp: hlc, then origin) for their id is
+    /// stored.
     pub stale: usize,
+    /// Ops of a mirrored source recognised as redelivered copies and skipped.
+    pub duplicates: usize,
     /// Ops refused for bad input.
     pub rejected: Vec<RejectedOp>,
     /// `next_offset` after the batch.
@@ -273,6 +360,9 @@ pub struct Shard {
     len: AtomicU64,
     pending: AtomicU64,
     tombstones: AtomicU64,
+    /// The clock floors of the mirrored sources applied so far, loaded on first use
+    /// (dropped when an apply fails, so they are reloaded from what was committed).
+    mirrors: Mutex<std::collections::HashMap<String, SourceFloor>>,
 }
 
 impl Shard {
@@ -357,6 +447,7 @@ impl Shard {
             len: AtomicU64::new(0),
             pending: AtomicU64::new(0),
             tombstones: AtomicU64::new(0),
+            mirrors: Mutex::new(std::collections::HashMap::new()),
         };
         let rtxn = shard.read_txn()?;
         shard.refresh_counters(&rtxn)?;
@@ -499,30 +590,151 @@ impl Shard {
     /// the batch) are replays and skipped; afterwards `next_offset` is one past the last
     /// offset. Bad ops (wrong dimension, non-finite values, empty or oversized id, a zero
     /// vector under cosine) are reported in [`ApplyReport::rejected`], not applied.
+    /// The writes are stamped with an empty origin; see [`Shard::apply_from`].
     pub fn apply(&self, ops: &[(u64, ShardOp)]) -> Result<ApplyReport> {
+        self.apply_from(Source::Local, ops, &[])
+    }
+
+    /// [`Shard::apply`] for a batch from `source`, with each op's [`Provenance`] (empty:
+    /// every origin empty; allowed for this region's log only). Each write is stamped
+    /// (effective hlc, origin). From this region's log the shard's offset and floor
+    /// advance; from a mirrored source, the source's own offset and floor do, and the
+    /// digests let its floor recognise redelivered copies, which are counted in
+    /// [`ApplyReport::duplicates`] and skipped. Either way a write replaces what is stored
+    /// for its id only when its stamp is greater, so every region ends with the same
+    /// winner whatever the order in which the sources arrive.
+    pub fn apply_from(
+        &self,
+        source: Source<'_>,
+        ops: &[(u64, ShardOp)],
+        provenance: &[Provenance],
+    ) -> Result<ApplyReport> {
+        let needed = matches!(source, Source::Mirror { .. }) || !provenance.is_empty();
+        if needed && provenance.len() != ops.len() {
+            return Err(Error::InvalidConfig(format!(
+                "a batch with provenance needs one per op: {} ops, {} given",
+                ops.len(),
+                provenance.len()
+            )));
+        }
+        let result = self.apply_inner(source, ops, provenance);
+        if let (Err(_), Source::Mirror { region }) = (&result, source) {
+            // The floor in memory may be ahead of what was committed: reload it.
+            self.mirror_floors().remove(region);
+        }
+        result
+    }
+
+    fn mirror_floors(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SourceFloor>> {
+        self.mirrors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A mirrored source's floor as committed: its floor and remembered records.
+    fn load_mirror_floor(&self, txn: &RoTxn, region: &str) -> Result<SourceFloor> {
+        let s = &self.store;
+        let floor = Hlc(s.meta_u64(txn, &source_floor_key(region))?);
+        let lo = source_record_key(region, Hlc(0));
+        let mut hi = region.as_bytes().to_vec();
+        hi.push(1);
+        let range = (
+            Bound::Included(lo.as_slice()),
+            Bound::Excluded(hi.as_slice()),
+        );
+        let mut recent = Vec::new();
+        for entry in s.sources.range(txn, &range).map_err(|e| s.storage(e))? {
+            let (key, value) = entry.map_err(|e| s.storage(e))?;
+            let hlc = key
+                .len()
+                .checked_sub(8)
+                .and_then(|at| key[at..].try_into().ok())
+                .map(|b: [u8; 8]| Hlc(u64::from_be_bytes(b)));
+            let digest = <[u8; 16]>::try_from(value).ok().map(u128::from_le_bytes);
+            match (hlc, digest) {
+                (Some(h), Some(d)) => recent.push((h, d)),
+                _ => {
+                    return Err(s.corrupt(format!(
+                        "a remembered record of source `{region}` does not decode"
+                    )))
+                }
+            }
+        }
+        SourceFloor::restore(
+            floor,
+            recent,
+            hektor_merge::source::DEFAULT_HORIZON_MS,
+            hektor_merge::source::DEFAULT_MAX_RECENT,
+        )
+        .map_err(|e| s.corrupt(format!("source `{region}`: {e}")))
+    }
+
+    /// The next offset of a mirrored source to apply (0 before its first batch).
+    pub fn source_next_offset(&self, region: &str) -> Result<u64> {
+        let txn = self.read_txn()?;
+        self.store.meta_u64(&txn, &source_offset_key(region))
+    }
+
+    /// The clock floor of a mirrored source: the effective hlc of its newest record
+    /// applied (zero before its first).
+    pub fn source_floor(&self, region: &str) -> Result<Hlc> {
+        let txn = self.read_txn()?;
+        Ok(Hlc(self.store.meta_u64(&txn, &source_floor_key(region))?))
+    }
+
+    fn apply_inner(
+        &self,
+        source: Source<'_>,
+        ops: &[(u64, ShardOp)],
+        provenance: &[Provenance],
+    ) -> Result<ApplyReport> {
         let _guard = self.lock();
         // Fixed while the write lock is held (`set_engine` takes it too).
         let engine = self.current_engine();
         let engine = engine.as_ref();
         let s = &self.store;
+        let st = |e| s.storage(e);
+        let (offset_key, floor_key) = match source {
+            Source::Local => (META_NEXT_OFFSET.to_owned(), META_HLC_FLOOR.to_owned()),
+            Source::Mirror { region } => (source_offset_key(region), source_floor_key(region)),
+        };
+        let mut wtxn = s.env.write_txn().map_err(st)?;
+        let mut next = s.meta_u64(&wtxn, &offset_key)?;
         let mut report = ApplyReport {
-            next_offset: self.next_offset(),
+            next_offset: next,
             ..ApplyReport::default()
         };
         if ops.is_empty() {
+            wtxn.abort();
             return Ok(report);
         }
-        let mut wtxn = s.env.write_txn().map_err(|e| s.storage(e))?;
-        let mut next = s.meta_u64(&wtxn, META_NEXT_OFFSET)?;
+        let mut floors = self.mirror_floors();
+        let mut clock = match source {
+            Source::Local => PartitionClock::Local {
+                floor: s.meta_u64(&wtxn, &floor_key)?,
+            },
+            Source::Mirror { region } => {
+                if !floors.contains_key(region) {
+                    let loaded = self.load_mirror_floor(&wtxn, region)?;
+                    floors.insert(region.to_owned(), loaded);
+                }
+                PartitionClock::Mirror {
+                    floor: floors.get_mut(region).expect("inserted above"),
+                    stamped: Vec::new(),
+                }
+            }
+        };
         let mut next_item = s.meta_u64(&wtxn, META_NEXT_ITEM)?;
-        let mut floor = s.meta_u64(&wtxn, META_HLC_FLOOR)?;
         let start = next;
-        for (offset, op) in ops {
+        for (i, (offset, op)) in ops.iter().enumerate() {
             if *offset < next {
                 report.replayed += 1;
                 continue;
             }
             next = offset.saturating_add(1);
+            let (origin, digest) = provenance
+                .get(i)
+                .map_or(("", 0), |p| (p.origin.as_str(), p.digest));
             match op {
                 ShardOp::Upsert {
                     id,
@@ -540,13 +752,16 @@ impl Shard {
                         });
                         continue;
                     }
-                    let hlc = effective_hlc(*hlc, floor);
-                    floor = hlc.0;
+                    let Some(hlc) = clock.stamp(*hlc, digest) else {
+                        report.duplicates += 1;
+                        continue;
+                    };
                     let record = Record {
                         ring: *ring,
                         hlc,
                         id: id.clone(),
                         tenant: tenant.clone(),
+                        origin: origin.to_owned(),
                         payload: payload.clone(),
                     };
                     if self.upsert(engine, &mut wtxn, &record, vector, &mut next_item)? {
@@ -564,29 +779,69 @@ impl Shard {
                         });
                         continue;
                     }
-                    let hlc = effective_hlc(*hlc, floor);
-                    floor = hlc.0;
-                    if self.delete(engine, &mut wtxn, tenant.as_deref(), id, hlc)? {
+                    let Some(hlc) = clock.stamp(*hlc, digest) else {
+                        report.duplicates += 1;
+                        continue;
+                    };
+                    if self.delete(engine, &mut wtxn, tenant.as_deref(), id, hlc, origin)? {
                         report.deleted += 1;
                     } else {
                         report.stale += 1;
                     }
                 }
                 ShardOp::Skip => {}
-                ShardOp::Pass { hlc } => floor = effective_hlc(*hlc, floor).0,
+                ShardOp::Pass { hlc } => {
+                    if clock.stamp(*hlc, digest).is_none() {
+                        report.duplicates += 1;
+                    }
+                }
             }
         }
         if next != start {
-            let st = |e| s.storage(e);
             s.meta
-                .put(&mut wtxn, META_NEXT_OFFSET, &next.to_be_bytes())
+                .put(&mut wtxn, &offset_key, &next.to_be_bytes())
                 .map_err(st)?;
             s.meta
                 .put(&mut wtxn, META_NEXT_ITEM, &next_item.to_be_bytes())
                 .map_err(st)?;
-            s.meta
-                .put(&mut wtxn, META_HLC_FLOOR, &floor.to_be_bytes())
-                .map_err(st)?;
+            match &clock {
+                PartitionClock::Local { floor } => s
+                    .meta
+                    .put(&mut wtxn, &floor_key, &floor.to_be_bytes())
+                    .map_err(st)?,
+                PartitionClock::Mirror { floor, stamped } => {
+                    let Source::Mirror { region } = source else {
+                        unreachable!("a mirror clock belongs to a mirrored source")
+                    };
+                    s.meta
+                        .put(&mut wtxn, &floor_key, &floor.floor().0.to_be_bytes())
+                        .map_err(st)?;
+                    for (hlc, digest) in stamped {
+                        s.sources
+                            .put(
+                                &mut wtxn,
+                                &source_record_key(region, *hlc),
+                                &digest.to_le_bytes(),
+                            )
+                            .map_err(st)?;
+                    }
+                    // Forget what the floor forgot: everything older than its oldest.
+                    let lo = source_record_key(region, Hlc(0));
+                    let hi = match floor.recent().next() {
+                        Some((oldest, _)) => source_record_key(region, oldest),
+                        None => {
+                            let mut hi = region.as_bytes().to_vec();
+                            hi.push(1);
+                            hi
+                        }
+                    };
+                    let range = (
+                        Bound::Included(lo.as_slice()),
+                        Bound::Excluded(hi.as_slice()),
+                    );
+                    s.sources.delete_range(&mut wtxn, &range).map_err(st)?;
+                }
+            }
             let len = s.records.len(&wtxn).map_err(st)?;
             let pending = s.pending.len(&wtxn).map_err(st)?;
             let tombstones = s.tombstones.len(&wtxn).map_err(st)?;
@@ -594,7 +849,9 @@ impl Shard {
             self.len.store(len, Ordering::Release);
             self.pending.store(pending, Ordering::Release);
             self.tombstones.store(tombstones, Ordering::Release);
-            self.next_offset.store(next, Ordering::Release);
+            if source == Source::Local {
+                self.next_offset.store(next, Ordering::Release);
+            }
         } else {
             wtxn.abort();
         }
@@ -641,7 +898,7 @@ impl Shard {
                 let old = s.record(wtxn, item)?.ok_or_else(|| {
                     s.corrupt(format!("id `{}` maps to missing item {item}", record.id))
                 })?;
-                if record.hlc < old.hlc {
+                if (record.hlc, record.origin.as_str()) < (old.hlc, old.origin.as_str()) {
                     return Ok(false);
                 }
                 if old.ring != record.ring {
@@ -656,7 +913,10 @@ impl Shard {
             }
             None => {
                 if let Some(t) = s.tombstones.get(wtxn, &key).map_err(st)? {
-                    if record.hlc.0 < t {
+                    let (hlc, origin) = decode_tombstone(t).ok_or_else(|| {
+                        s.corrupt(format!("tombstone of `{}` does not decode", record.id))
+                    })?;
+                    if (record.hlc, record.origin.as_str()) < (hlc, origin) {
                         return Ok(false);
                     }
                     s.tombstones.delete(wtxn, &key).map_err(st)?;
@@ -691,6 +951,7 @@ impl Shard {
         tenant: Option<&str>,
         id: &str,
         hlc: Hlc,
+        origin: &str,
     ) -> Result<bool> {
         let s = &self.store;
         let st = |e| s.storage(e);
@@ -701,9 +962,9 @@ impl Shard {
                     s.records.get(wtxn, &item).map_err(st)?.ok_or_else(|| {
                         s.corrupt(format!("id `{id}` maps to missing item {item}"))
                     })?;
-                let old_hlc = Record::decode_hlc(bytes)
+                let (old_hlc, old_origin) = Record::decode_stamp(bytes)
                     .ok_or_else(|| s.corrupt(format!("record of item {item} does not decode")))?;
-                if hlc < old_hlc {
+                if (hlc, origin) < (old_hlc, old_origin) {
                     return Ok(false);
                 }
                 let old = s
@@ -722,13 +983,17 @@ impl Shard {
             }
             None => {
                 if let Some(t) = s.tombstones.get(wtxn, &key).map_err(st)? {
-                    if hlc.0 < t {
+                    let (old_hlc, old_origin) = decode_tombstone(t)
+                        .ok_or_else(|| s.corrupt(format!("tombstone of `{id}` does not decode")))?;
+                    if (hlc, origin) < (old_hlc, old_origin) {
                         return Ok(false);
                     }
                 }
             }
         }
-        s.tombstones.put(wtxn, &key, &hlc.0).map_err(st)?;
+        s.tombstones
+            .put(wtxn, &key, &encode_tombstone(hlc, origin))
+            .map_err(st)?;
         Ok(true)
     }
 
@@ -755,6 +1020,7 @@ impl Shard {
             payload: record.payload,
             ring: record.ring,
             hlc: record.hlc,
+            origin: record.origin,
         }))
     }
 

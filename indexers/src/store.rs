@@ -7,12 +7,13 @@
 //!
 //! | name         | key                         | value                                       |
 //! |--------------|-----------------------------|---------------------------------------------|
-//! | `meta`       | a name (`config`, `format`, `next_offset`, `next_item`, `hlc_floor`) | JSON or a big-endian `u64` |
+//! | `meta`       | a name (`config`, `format`, `next_offset`, `next_item`, `hlc_floor`, and per mirrored source `source/<region>/next_offset`, `source/<region>/floor`) | JSON or a big-endian `u64` |
 //! | `ids`        | the vector's key, [`vector_store_key`] of (tenant, id) | its item id, `u32` big-endian |
-//! | `records`    | item id                     | ring `u64`, hlc `u64`, id, tenant, payload JSON (see [`Record`]) |
+//! | `records`    | item id                     | ring `u64`, hlc `u64`, id, tenant, origin region, payload JSON (see [`Record`]) |
 //! | `vectors`    | item id                     | norm `f32` then the vector, `f32` little-endian |
 //! | `ring`       | ring position ++ item id, big-endian | nothing: the tenant-range index    |
-//! | `tombstones` | the vector's key, as in `ids` | hlc of its delete, `u64` big-endian        |
+//! | `tombstones` | the vector's key, as in `ids` | hlc of its delete, `u64` big-endian, then its origin region (absent: none) |
+//! | `sources`    | a mirrored source's name, `0x00`, effective hlc big-endian | the xxh3-128 digest of the record stamped so (see [`hektor_merge::SourceFloor`]) |
 //! | `pending`    | item id                     | nothing: written since the last index build  |
 //! | `stale`      | item id                     | nothing: in the built index, but deleted or replaced since |
 //! | `index`      | engine-defined              | engine-defined (arroy's trees and vectors, hnsw's build epoch) |
@@ -34,7 +35,7 @@
 use std::path::{Path, PathBuf};
 
 use heed::byteorder::BigEndian;
-use heed::types::{Bytes, Str, Unit, U32, U64};
+use heed::types::{Bytes, Str, Unit, U32};
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, WithoutTls};
 use hektor_topics::hlc::Hlc;
 
@@ -88,7 +89,9 @@ pub struct Store {
     pub(crate) records: Database<'static, U32<BigEndian>, Bytes>,
     pub(crate) vectors: Database<'static, U32<BigEndian>, Bytes>,
     pub(crate) ring: Database<'static, Bytes, Unit>,
-    pub(crate) tombstones: Database<'static, Bytes, U64<BigEndian>>,
+    pub(crate) tombstones: Database<'static, Bytes, Bytes>,
+    /// Per mirrored source, the records its floor remembers (see the module doc).
+    pub(crate) sources: Database<'static, Bytes, Bytes>,
     pub(crate) pending: Database<'static, U32<BigEndian>, Unit>,
     pub(crate) stale: Database<'static, U32<BigEndian>, Unit>,
     /// The engine's own database; its key and value types are the engine's business.
@@ -106,9 +109,10 @@ type Dbs = (
     Database<'static, U32<BigEndian>, Bytes>,
     Database<'static, U32<BigEndian>, Bytes>,
     Database<'static, Bytes, Unit>,
-    Database<'static, Bytes, U64<BigEndian>>,
+    Database<'static, Bytes, Bytes>,
     Database<'static, U32<BigEndian>, Unit>,
     Database<'static, U32<BigEndian>, Unit>,
+    Database<'static, Bytes, Bytes>,
     Database<'static, Bytes, Bytes>,
     Database<'static, Bytes, Bytes>,
     Database<'static, Bytes, Bytes>,
@@ -156,6 +160,7 @@ impl Store {
                     dbo.create_database(wtxn, Some("index"))?,
                     dbo.create_database(wtxn, Some("index_warm"))?,
                     dbo.create_database(wtxn, Some("index_cold"))?,
+                    dbo.create_database(wtxn, Some("sources"))?,
                 )))
             })
             .map_err(storage)?
@@ -172,6 +177,7 @@ impl Store {
             index,
             index_warm,
             index_cold,
+            sources,
         ) = dbs;
         Ok(Store {
             path: dir.to_path_buf(),
@@ -187,6 +193,7 @@ impl Store {
             index,
             index_warm,
             index_cold,
+            sources,
             dimension,
         })
     }
@@ -361,28 +368,58 @@ pub(crate) struct Record {
     pub hlc: Hlc,
     pub id: String,
     pub tenant: Option<String>,
+    /// The region that accepted the write (empty: unknown, as in records stored before
+    /// origins were); with `hlc`, the write's [`hektor_merge::Stamp`].
+    pub origin: String,
     pub payload: Option<serde_json::Value>,
 }
 
 /// Bit of a record's id-length field saying a tenant follows the id. Ids are far shorter
 /// than 2^31 bytes, so records written before tenants were stored never have it set.
 const HAS_TENANT: u32 = 1 << 31;
+/// Bit of a record's id-length field saying an origin region follows the tenant (records
+/// stored before origins were never have it set, and decode with an empty origin).
+const HAS_ORIGIN: u32 = 1 << 30;
+
+/// The value of a tombstone: the delete's hlc (big-endian, as it always was), then its
+/// origin region's bytes (absent in tombstones stored before origins were).
+pub(crate) fn encode_tombstone(hlc: Hlc, origin: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + origin.len());
+    out.extend_from_slice(&hlc.0.to_be_bytes());
+    out.extend_from_slice(origin.as_bytes());
+    out
+}
+
+/// A tombstone's (hlc, origin), or `None` when the bytes are not one.
+pub(crate) fn decode_tombstone(bytes: &[u8]) -> Option<(Hlc, &str)> {
+    let hlc = u64::from_be_bytes(bytes.get(0..8)?.try_into().ok()?);
+    Some((Hlc(hlc), std::str::from_utf8(&bytes[8..]).ok()?))
+}
 
 impl Record {
     /// `ring u64 LE | hlc u64 LE | id length u32 LE | id | [tenant length u32 LE | tenant]
-    /// | payload JSON (absent = empty)`; the tenant is there when bit 31 of the id length
-    /// is set ([`HAS_TENANT`]), so records written without it still decode (tenant `None`).
+    /// | [origin length u32 LE | origin] | payload JSON (absent = empty)`; the tenant is
+    /// there when bit 31 of the id length is set ([`HAS_TENANT`]), the origin when bit 30
+    /// is ([`HAS_ORIGIN`], only for a non-empty origin), so records written without them
+    /// still decode (tenant `None`, origin empty).
     pub(crate) fn encode(&self) -> Vec<u8> {
         let tenant_len = self.tenant.as_ref().map_or(0, |t| 4 + t.len());
-        let mut out = Vec::with_capacity(20 + self.id.len() + tenant_len + 64);
+        let mut out = Vec::with_capacity(24 + self.id.len() + tenant_len + self.origin.len() + 64);
         out.extend_from_slice(&self.ring.to_le_bytes());
         out.extend_from_slice(&self.hlc.0.to_le_bytes());
-        let flag = if self.tenant.is_some() { HAS_TENANT } else { 0 };
+        let mut flag = if self.tenant.is_some() { HAS_TENANT } else { 0 };
+        if !self.origin.is_empty() {
+            flag |= HAS_ORIGIN;
+        }
         out.extend_from_slice(&(self.id.len() as u32 | flag).to_le_bytes());
         out.extend_from_slice(self.id.as_bytes());
         if let Some(t) = &self.tenant {
             out.extend_from_slice(&(t.len() as u32).to_le_bytes());
             out.extend_from_slice(t.as_bytes());
+        }
+        if !self.origin.is_empty() {
+            out.extend_from_slice(&(self.origin.len() as u32).to_le_bytes());
+            out.extend_from_slice(self.origin.as_bytes());
         }
         if let Some(p) = &self.payload {
             // Serialising a `Value` to a Vec cannot fail.
@@ -397,7 +434,7 @@ impl Record {
         let ring = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
         let hlc = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
         let id_field = u32::from_le_bytes(bytes.get(16..20)?.try_into().ok()?);
-        let id_len = (id_field & !HAS_TENANT) as usize;
+        let id_len = (id_field & !(HAS_TENANT | HAS_ORIGIN)) as usize;
         let id = std::str::from_utf8(bytes.get(20..20 + id_len)?)
             .ok()?
             .to_owned();
@@ -410,6 +447,14 @@ impl Record {
         } else {
             None
         };
+        let origin = if id_field & HAS_ORIGIN != 0 {
+            let len = u32::from_le_bytes(rest.get(0..4)?.try_into().ok()?) as usize;
+            let origin = std::str::from_utf8(rest.get(4..4 + len)?).ok()?.to_owned();
+            rest = &rest[4 + len..];
+            origin
+        } else {
+            String::new()
+        };
         let payload = if rest.is_empty() {
             None
         } else {
@@ -420,6 +465,7 @@ impl Record {
             hlc: Hlc(hlc),
             id,
             tenant,
+            origin,
             payload,
         })
     }
@@ -427,6 +473,23 @@ impl Record {
     /// Only the hlc, without decoding the rest.
     pub(crate) fn decode_hlc(bytes: &[u8]) -> Option<Hlc> {
         Some(Hlc(u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?)))
+    }
+
+    /// Only the stamp (hlc and origin), without decoding the id or the payload.
+    pub(crate) fn decode_stamp(bytes: &[u8]) -> Option<(Hlc, &str)> {
+        let hlc = Self::decode_hlc(bytes)?;
+        let id_field = u32::from_le_bytes(bytes.get(16..20)?.try_into().ok()?);
+        if id_field & HAS_ORIGIN == 0 {
+            return Some((hlc, ""));
+        }
+        let mut at = 20 + (id_field & !(HAS_TENANT | HAS_ORIGIN)) as usize;
+        if id_field & HAS_TENANT != 0 {
+            let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+            at += 4 + len;
+        }
+        let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+        let origin = std::str::from_utf8(bytes.get(at + 4..at + 4 + len)?).ok()?;
+        Some((hlc, origin))
     }
 }
 
@@ -442,16 +505,20 @@ mod tests {
             Some(serde_json::json!({"t": "ü", "n": [1, 2]})),
         ] {
             for tenant in [None, Some(String::new()), Some("tenant-ß".to_owned())] {
-                let r = Record {
-                    ring: u64::MAX - 3,
-                    hlc: Hlc::new(1_700_000_000_000, 9),
-                    id: "pkg-ü".into(),
-                    tenant,
-                    payload: payload.clone(),
-                };
-                let bytes = r.encode();
-                assert_eq!(Record::decode(&bytes), Some(r.clone()));
-                assert_eq!(Record::decode_hlc(&bytes), Some(r.hlc));
+                for origin in ["", "west", "ü-1"] {
+                    let r = Record {
+                        ring: u64::MAX - 3,
+                        hlc: Hlc::new(1_700_000_000_000, 9),
+                        id: "pkg-ü".into(),
+                        tenant: tenant.clone(),
+                        origin: origin.into(),
+                        payload: payload.clone(),
+                    };
+                    let bytes = r.encode();
+                    assert_eq!(Record::decode(&bytes), Some(r.clone()));
+                    assert_eq!(Record::decode_hlc(&bytes), Some(r.hlc));
+                    assert_eq!(Record::decode_stamp(&bytes), Some((r.hlc, origin)));
+                }
             }
         }
         assert_eq!(Record::decode(&[1, 2, 3]), None);
@@ -469,7 +536,17 @@ mod tests {
         let r = Record::decode(&old).expect("decodes");
         assert_eq!((r.ring, r.hlc, r.id.as_str()), (7, Hlc(9), "x"));
         assert_eq!(r.tenant, None);
+        assert_eq!(r.origin, "");
         assert_eq!(r.payload, Some(serde_json::json!({"k": 1})));
+    }
+
+    /// Tombstones stored before origins (8 bytes) decode with an empty origin.
+    #[test]
+    fn tombstones_round_trip_and_old_ones_decode() {
+        let t = encode_tombstone(Hlc(42), "east");
+        assert_eq!(decode_tombstone(&t), Some((Hlc(42), "east")));
+        assert_eq!(decode_tombstone(&42u64.to_be_bytes()), Some((Hlc(42), "")));
+        assert_eq!(decode_tombstone(&[1, 2]), None);
     }
 
     #[test]

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use hektor_indexers::{EngineKind, Shard, ShardConfig, ShardOp};
 use hektor_topics::hlc::Hlc;
 use hektor_topics::record::Distance;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const DIM: usize = 32;
 const IDS: u64 = 700;
@@ -153,7 +155,7 @@ fn crash_kill_9_during_hot_graph_saves_never_leaves_a_graph_that_disagrees() {
 fn kill_9_rounds(engine: EngineKind) {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut rng = StdRng::seed_from_u64(0x2545_F491_4F6C_DD1D);
     for round in 0..4 {
         let mut child = Command::new(&exe)
             .args([
@@ -171,10 +173,7 @@ fn kill_9_rounds(engine: EngineKind) {
             .expect("re-exec the test binary");
         let stdout = child.stdout.take().unwrap();
         // Let it commit a random number of batches (and maybe be mid-build), then kill.
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let wait_batches = 3 + seed % 25;
+        let wait_batches = rng.random_range(3..28u64);
         let mut last_committed = 0;
         let mut seen = 0;
         let mut lines = BufReader::new(stdout).lines();
@@ -192,7 +191,7 @@ fn kill_9_rounds(engine: EngineKind) {
                 "child too slow"
             );
         }
-        std::thread::sleep(Duration::from_millis(seed % 7));
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..7u64)));
         child.kill().expect("SIGKILL the child");
         child.wait().unwrap();
 

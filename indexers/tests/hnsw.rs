@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use hektor_indexers::dataset::Dataset;
 use hektor_indexers::{EngineKind, HnswParams, Shard, ShardConfig, ShardOp};
 use hektor_topics::hlc::Hlc;
@@ -26,6 +27,16 @@ const K: usize = 10;
 
 fn config(dim: usize) -> ShardConfig {
     ShardConfig::new(dim, Distance::Cosine, EngineKind::Hnsw)
+}
+
+/// An empty histogram of query latencies in ns: 1 ns to one minute, 3 significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant, valid HDR bounds")
+}
+
+/// Record one latency.
+fn record(h: &mut Histogram<u64>, latency: Duration) {
+    h.saturating_record(latency.as_nanos().try_into().unwrap_or(u64::MAX));
 }
 
 struct Sweep {
@@ -46,13 +57,13 @@ fn sweep(
     for q in 0..n.min(100) {
         shard.search(ds.query(q), K, range).unwrap();
     }
-    let mut lat = Vec::with_capacity(n);
+    let mut lat = latency_histogram();
     let mut results = Vec::with_capacity(n);
     let started = Instant::now();
     for q in 0..n {
         let t = Instant::now();
         let hits = shard.search(ds.query(q), K, range).unwrap();
-        lat.push(t.elapsed());
+        record(&mut lat, t.elapsed());
         results.push(hits);
     }
     let elapsed = started.elapsed();
@@ -61,12 +72,11 @@ fn sweep(
         let returned: Vec<u32> = hits.iter().map(|h| rows[&h.id]).collect();
         total += ds.recall(q, &returned, K);
     }
-    lat.sort();
     Sweep {
         recall: total / n as f64,
         qps: n as f64 / elapsed.as_secs_f64(),
-        p50: lat[n / 2],
-        p99: lat[(n * 99 / 100).min(n - 1)],
+        p50: Duration::from_nanos(lat.value_at_quantile(0.5)),
+        p99: Duration::from_nanos(lat.value_at_quantile(0.99)),
     }
 }
 
@@ -352,12 +362,12 @@ fn hnsw_streaming_updates_bench() {
     let searcher = {
         let (shard, done, ds) = (shard.clone(), done.clone(), ds.clone());
         std::thread::spawn(move || {
-            let mut lat = Vec::new();
+            let mut lat = latency_histogram();
             let mut q = 0;
             while !done.load(Ordering::Acquire) {
                 let t = Instant::now();
                 shard.search(ds.query(q % ds.n_queries()), K, None).unwrap();
-                lat.push(t.elapsed());
+                record(&mut lat, t.elapsed());
                 q += 1;
             }
             lat
@@ -404,10 +414,9 @@ fn hnsw_streaming_updates_bench() {
         batches += 1;
     }
     done.store(true, Ordering::Release);
-    let mut busy = searcher.join().unwrap();
-    busy.sort();
-    let pct =
-        |v: &[Duration], p: usize| v[(v.len() * p / 100).min(v.len() - 1)].as_secs_f64() * 1e6;
+    let busy = searcher.join().unwrap();
+    // µs at quantile `q`.
+    let pct = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
     eprintln!(
         "hnsw bench: per 1k upserts: apply {:.1} ms + graph insert (build) {:.1} ms, over {batches} batches of 1,000",
         apply_total.as_secs_f64() * 1e3 / f64::from(batches),
@@ -415,23 +424,21 @@ fn hnsw_streaming_updates_bench() {
     );
     eprintln!(
         "hnsw bench: query latency quiet p50 {:.1} µs p99 {:.1} µs; while updating ({} queries) p50 {:.1} µs p99 {:.1} µs",
-        pct(&quiet, 50),
-        pct(&quiet, 99),
+        pct(&quiet, 0.5),
+        pct(&quiet, 0.99),
         busy.len(),
-        pct(&busy, 50),
-        pct(&busy, 99),
+        pct(&busy, 0.5),
+        pct(&busy, 0.99),
     );
     assert_eq!(shard.len(), n as u64);
 }
 
-fn latencies(shard: &Shard, ds: &Dataset, n: usize) -> Vec<Duration> {
-    let mut lat: Vec<Duration> = (0..n)
-        .map(|q| {
-            let t = Instant::now();
-            shard.search(ds.query(q % ds.n_queries()), K, None).unwrap();
-            t.elapsed()
-        })
-        .collect();
-    lat.sort();
+fn latencies(shard: &Shard, ds: &Dataset, n: usize) -> Histogram<u64> {
+    let mut lat = latency_histogram();
+    for q in 0..n {
+        let t = Instant::now();
+        shard.search(ds.query(q % ds.n_queries()), K, None).unwrap();
+        record(&mut lat, t.elapsed());
+    }
     lat
 }

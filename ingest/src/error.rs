@@ -1,6 +1,7 @@
 //! The one error type of the write path, with the HTTP status each maps to.
 
-use hektor_topics::Error as LogError;
+use hektor_log::LogError;
+use hektor_topics::Error as TopicsError;
 
 /// Why a write was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,10 +20,18 @@ pub enum IngestError {
     TooLarge(String),
 
     #[error(transparent)]
-    Conflict(LogError),
+    Conflict(TopicsError),
 
+    /// The log, or the catalog on it, failed; the log's own errors are wrapped as the
+    /// topics crate wraps them (`TopicsError::Log`).
     #[error("the log is not available: {0}")]
-    Log(#[from] LogError),
+    Log(#[from] TopicsError),
+}
+
+impl From<LogError> for IngestError {
+    fn from(err: LogError) -> Self {
+        IngestError::Log(TopicsError::Log(err))
+    }
 }
 
 impl IngestError {
@@ -34,9 +43,13 @@ impl IngestError {
             IngestError::Invalid { .. } => 422,
             IngestError::TooLarge(_) => 413,
             IngestError::Conflict(_) => 409,
-            IngestError::Log(LogError::InvalidName { .. } | LogError::InvalidSpec { .. }) => 400,
-            IngestError::Log(LogError::CollectionExists(_)) => 409,
-            IngestError::Log(LogError::Timeout(_)) => 504,
+            IngestError::Log(
+                TopicsError::InvalidName { .. }
+                | TopicsError::InvalidSpec { .. }
+                | TopicsError::Log(LogError::InvalidName { .. }),
+            ) => 400,
+            IngestError::Log(TopicsError::CollectionExists(_)) => 409,
+            IngestError::Log(TopicsError::Log(LogError::Timeout(_))) => 504,
             IngestError::Log(_) => 503,
         }
     }

@@ -66,13 +66,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use hektor_log::{Cleanup, Log, LogRecord, StoredRecord, TopicSpec};
 use hektor_topics::codec;
 use hektor_topics::hlc::{wall_ms, Hlc};
-use hektor_topics::log::{Log, LogRecord, StoredRecord};
 use hektor_topics::record::{CollectionSpec, VectorDelete, VectorRecord, VectorUpsert};
-use hektor_topics::topic::{
-    topic_name, Cleanup, TopicKind, TopicSpec, DLQ_REASON_HEADER, DLQ_SOURCE_HEADER,
-};
+use hektor_topics::topic::{topic_name, TopicKind, DLQ_REASON_HEADER, DLQ_SOURCE_HEADER};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
@@ -309,7 +307,7 @@ impl Intake {
                 .await
             {
                 Ok(batch) => batch,
-                Err(hektor_topics::Error::UnknownTopic(_)) => {
+                Err(hektor_log::LogError::UnknownTopic(_)) => {
                     tracing::debug!(%intake, "intake: topic is gone; stop following it");
                     return;
                 }
@@ -508,7 +506,9 @@ where
     loop {
         match op().await.map_err(Into::into) {
             Ok(value) => return Some(value),
-            Err(IngestError::Log(hektor_topics::Error::UnknownTopic(topic))) => {
+            Err(IngestError::Log(hektor_topics::Error::Log(
+                hektor_log::LogError::UnknownTopic(topic),
+            ))) => {
                 tracing::debug!(%topic, "intake: {what}: topic is gone");
                 return None;
             }

@@ -12,10 +12,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use hektor_log::LogRecord;
 use hektor_topics::catalog::Catalog;
 use hektor_topics::codec::{self, Encoding};
 use hektor_topics::hlc::HlcClock;
-use hektor_topics::log::LogRecord;
 use hektor_topics::record::{CollectionSpec, VectorDelete, VectorRecord, VectorUpsert};
 use hektor_topics::ring;
 use hektor_topics::topic::{topic_name, TopicKind};

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use hektor_ingest::intake::{intake_hlc, Intake, IntakeConfig};
 use hektor_ingest::Writer;
+use hektor_log::embedded::EmbeddedLog;
+use hektor_log::{Log, LogRecord, StoredRecord};
 use hektor_topics::catalog::Catalog;
 use hektor_topics::codec;
 use hektor_topics::hlc::{wall_ms, Hlc, HlcClock};
-use hektor_topics::log::embedded::EmbeddedLog;
-use hektor_topics::log::{Log, LogRecord, StoredRecord};
 use hektor_topics::record::{CollectionSpec, Distance, VectorRecord};
 use hektor_topics::ring;
 use hektor_topics::topic::{topic_name, TopicKind, DLQ_REASON_HEADER, DLQ_SOURCE_HEADER};

@@ -255,6 +255,8 @@ async fn get_vector(
         "id": stored.id,
         "vector": stored.vector,
         "payload": stored.payload,
+        // The winning write: its effective hlc (a decimal string) and accepting region.
+        "written": {"hlc": stored.hlc, "origin": stored.origin},
         "shard": spec.map(|s| ring::partition_of(range.start, s.partitions)),
         "range": range,
         "epoch": epoch,
@@ -343,6 +345,8 @@ async fn internal_get(
         id: stored.id,
         vector: stored.vector,
         payload: stored.payload,
+        hlc: stored.hlc.0.to_string(),
+        origin: stored.origin,
     })
     .into_response())
 }
@@ -393,6 +397,11 @@ fn describe(hosted: Option<&HostedCollection>, map: Option<&ShardMap>) -> serde_
                 entry["dead_lettered"] = json!(h.dead_lettered());
                 // How the shard came to this node: local, log (replayed) or snapshot.
                 entry["origin"] = json!(h.origin);
+                // Per other region: how far its mirrored partition is merged.
+                let mirrored = h.mirrored();
+                if !mirrored.is_empty() {
+                    entry["mirrored"] = json!(mirrored);
+                }
             }
             entry
         })

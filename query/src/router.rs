@@ -1055,6 +1055,8 @@ impl Searcher {
                             id: v.id,
                             vector: v.vector,
                             payload: v.payload,
+                            hlc: v.hlc.0.to_string(),
+                            origin: v.origin,
                         })
                     }),
                     None => Err(QueryError::NotReady(collection.into())),
@@ -1130,6 +1132,13 @@ pub struct WireVector {
     pub vector: Vec<f32>,
     #[serde(default)]
     pub payload: Option<serde_json::Value>,
+    /// The winning write's effective hybrid logical clock, as a decimal string (it does
+    /// not fit a JSON number exactly); absent from nodes that predate it.
+    #[serde(default)]
+    pub hlc: String,
+    /// The region that accepted the winning write (empty: unknown).
+    #[serde(default)]
+    pub origin: String,
 }
 
 /// Search one shard held here: wait for the token, search on the pool, record the event.

@@ -79,6 +79,10 @@ pub struct ShardView {
     /// `{"kind": "snapshot", "from", "bytes", "millis"}`.
     #[schema(required = false, value_type = Option<Object>)]
     pub origin: Option<serde_json::Value>,
+    /// Per other region whose vectors are mirrored here: `{"next_offset",
+    /// "high_watermark", "duplicates", "floor"}` (present only with `--mirror-regions`).
+    #[schema(required = false, value_type = Option<Object>)]
+    pub mirrored: Option<serde_json::Value>,
 }
 
 /// `GET /collections/{collection}/vectors/{id}`: a stored vector.
@@ -94,6 +98,16 @@ pub struct VectorView {
     pub range: RingRange,
     /// The shard map's epoch that served it.
     pub epoch: u64,
+    pub written: Written,
+}
+
+/// The write that holds a vector's current value.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Written {
+    /// Its effective hybrid logical clock (wall ms << 16 | counter), as a decimal string.
+    pub hlc: String,
+    /// The region that accepted it (empty: unknown).
+    pub origin: String,
 }
 
 /// `GET /cluster`: the shard maps with hotness, the members, the planner's decisions and

@@ -10,6 +10,8 @@ use std::time::Duration;
 use hektor_indexers::dataset::read_fvecs;
 use hektor_ingest::http::{encode_bulk, BULK_CONTENT_TYPE};
 use hektor_topics::record::{VectorRecord, VectorUpsert};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -181,13 +183,8 @@ pub fn read_your_writes(server: &Server, name: &str) {
     let name = name.to_owned();
     let dim = 16;
     create_collection(&server.url, &name, dim, 4);
-    let mut seed = 7u64;
-    let mut next = || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-    };
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut next = || rng.random_range(-0.5f32..0.5);
     for i in 0..50 {
         let vector: Vec<f32> = (0..dim).map(|_| next()).collect();
         let id = format!("w{i}");
@@ -351,7 +348,7 @@ pub fn same_id_two_tenants(data_dir: &Path, brokers: Option<&str>, name: &str) {
         let log_dir = data_dir.join("log");
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
-            let log = hektor_topics::log::embedded::EmbeddedLog::open(&log_dir).unwrap();
+            let log = hektor_log::embedded::EmbeddedLog::open(&log_dir).unwrap();
             let topic =
                 hektor_topics::topic::topic_name(name, hektor_topics::topic::TopicKind::Vectors);
             let removed = log.compact(&topic).await.unwrap();

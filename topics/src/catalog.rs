@@ -20,10 +20,10 @@ use tokio::sync::{watch, Mutex};
 
 use crate::codec::{self, Encoding};
 use crate::error::Refusals;
-use crate::log::Log;
 use crate::record::{CatalogEntry, CollectionSpec, PlacementSpec};
 use crate::topic::{self, CATALOG_TOPIC};
 use crate::{Error, Result};
+use hektor_log::Log;
 
 /// Partition counts a collection may have.
 pub const MAX_PARTITIONS: u32 = 1024;
@@ -314,9 +314,9 @@ pub fn validate_spec(spec: &CollectionSpec) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::embedded::EmbeddedLog;
-    use crate::log::LogRecord;
     use crate::record::Distance;
+    use hektor_log::embedded::EmbeddedLog;
+    use hektor_log::LogRecord;
 
     fn spec(name: &str, dimension: u32) -> CollectionSpec {
         CollectionSpec {

@@ -61,11 +61,11 @@ use std::str::FromStr;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::log::LogRecord;
 use crate::record::{
     CatalogEntry, Event, NodeHeartbeat, PlanChange, VectorDelete, VectorRecord, VectorUpsert,
 };
 use crate::{Error, Result};
+use hektor_log::LogRecord;
 
 /// The Kafka header naming a record's encoding.
 pub const ENCODING_HEADER: &str = "hektor-encoding";

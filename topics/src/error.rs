@@ -1,4 +1,5 @@
-//! The one error type of the topics crate. Every message says what went wrong and, where
+//! The one error type of the topics crate (the log's own errors are `hektor_log::LogError`,
+//! wrapped in [`Error::Log`]). Every message says what went wrong and, where
 //! it can, what to do about it.
 //!
 //! [`Refusals`] is how a reader of the log reports records it refuses to apply (a forged
@@ -10,36 +11,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-/// Errors from records, the ring and the log.
+/// Errors from records, the ring, topic names and the catalog; what the log itself reports
+/// is wrapped in [`Error::Log`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("topic `{0}` does not exist (create it with `hektor topics create` or by creating the collection)")]
-    UnknownTopic(String),
-
-    #[error("topic `{topic}` exists with {existing} partitions, but {wanted} were asked for")]
-    TopicMismatch {
-        topic: String,
-        existing: u32,
-        wanted: u32,
-    },
-
-    #[error("partition {partition} is out of range for topic `{topic}`, which has {partitions} partitions")]
-    PartitionOutOfRange {
-        topic: String,
-        partition: u32,
-        partitions: u32,
-    },
-
-    #[error(
-        "offset {offset} is past the end of {topic}/{partition} (high watermark {high_watermark})"
-    )]
-    OffsetOutOfRange {
-        topic: String,
-        partition: u32,
-        offset: u64,
-        high_watermark: u64,
-    },
-
     #[error("malformed {kind} record: {reason}")]
     Malformed { kind: &'static str, reason: String },
 
@@ -59,29 +34,6 @@ pub enum Error {
     #[error("{partitions} partitions is out of range: a topic has 1 to {max} partitions")]
     InvalidPartitions { partitions: u32, max: u32 },
 
-    #[error("the embedded log at {path} failed: {source}")]
-    Storage {
-        path: String,
-        #[source]
-        source: heed::Error,
-    },
-
-    #[error("i/o error on {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-
-    #[error("Kafka error: {0} (check that the brokers in HEKTOR_KAFKA_BROKERS / --brokers are reachable)")]
-    Kafka(String),
-
-    #[error("invalid Kafka client property {what}: {reason} (write KEY=VALUE, a librdkafka property name such as security.protocol=SASL_SSL)")]
-    KafkaProperty { what: String, reason: String },
-
-    #[error("timed out after {0:?} waiting for the log")]
-    Timeout(Duration),
-
     #[error("collection `{0}` already exists with other settings (delete it first, or use another name)")]
     CollectionExists(String),
 
@@ -91,8 +43,10 @@ pub enum Error {
     #[error("invalid heartbeat of node `{node}`: {reason} (check that node's --node-id, --advertise, --region, --roles and --node-capacity)")]
     InvalidHeartbeat { node: String, reason: String },
 
-    #[error("the log is shut down")]
-    Closed,
+    /// Appending to or reading the log failed (the catalog and the event sink pass the
+    /// log's errors on as they are).
+    #[error(transparent)]
+    Log(#[from] hektor_log::LogError),
 }
 
 /// Records a log reader refused (read, found invalid, not applied): counted, with a

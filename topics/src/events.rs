@@ -20,9 +20,9 @@ use tokio::sync::Notify;
 
 use crate::codec::{self, Encoding};
 use crate::hlc::wall_ms;
-use crate::log::{Log, LogRecord};
 use crate::record::{Event, EventKind};
 use crate::topic::{topic_name, TopicKind};
+use hektor_log::{Log, LogRecord};
 
 /// How often buffered events are appended.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -258,8 +258,8 @@ async fn flush(log: &dyn Log, names: &[Arc<str>], node: &str, events: &[Pending]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::embedded::EmbeddedLog;
     use crate::topic::collection_topic;
+    use hektor_log::embedded::EmbeddedLog;
 
     /// Every recorded event reaches its collection's events topic, in order per partition,
     /// with every field as recorded and the sink's node; the last events are appended

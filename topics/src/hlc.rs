@@ -33,6 +33,8 @@ impl Hlc {
 #[derive(Debug, Default)]
 pub struct HlcClock {
     last: AtomicU64,
+    /// Added to the wall clock (fault tests: a node whose clock is behind or ahead).
+    skew_ms: i64,
 }
 
 impl HlcClock {
@@ -40,9 +42,18 @@ impl HlcClock {
         HlcClock::default()
     }
 
+    /// A clock whose wall clock reads `skew_ms` off the machine's (negative: behind), as
+    /// a node with a wrong clock would; for fault tests.
+    pub fn skewed(skew_ms: i64) -> HlcClock {
+        HlcClock {
+            last: AtomicU64::new(0),
+            skew_ms,
+        }
+    }
+
     /// A timestamp later than every one this clock has issued or observed.
     pub fn now(&self) -> Hlc {
-        let wall = Hlc::new(wall_ms(), 0).0;
+        let wall = Hlc::new(wall_ms().saturating_add_signed(self.skew_ms), 0).0;
         let mut prev = self.last.load(Ordering::Relaxed);
         loop {
             let next = if wall > prev { wall } else { prev + 1 };
@@ -91,6 +102,16 @@ mod tests {
         let far = Hlc::new(wall_ms() + 60_000, 7);
         clock.observe(far);
         assert!(clock.now() > far);
+    }
+
+    #[test]
+    fn a_clock_behind_still_orders_after_what_it_observed() {
+        let behind = HlcClock::skewed(-60_000);
+        let t = behind.now();
+        assert!(t.physical_ms() + 59_000 < wall_ms(), "the skew applies");
+        let remote = Hlc::new(wall_ms(), 3);
+        behind.observe(remote);
+        assert!(behind.now() > remote);
     }
 
     #[test]

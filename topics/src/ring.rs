@@ -37,8 +37,8 @@ use xxhash_rust::xxh3::xxh3_64;
 use crate::record::RingRange;
 use crate::{Error, Result};
 
-/// The most partitions a topic of a collection may have.
-pub const MAX_PARTITIONS: u32 = 1024;
+/// The most partitions a topic of a collection may have: the log's limit.
+pub const MAX_PARTITIONS: u32 = hektor_log::topic::MAX_PARTITIONS;
 
 const HIGH: u64 = 0xFFFF_FFFF_0000_0000;
 const LOW: u64 = 0x0000_0000_FFFF_FFFF;
@@ -135,21 +135,12 @@ pub fn tenant_partitions(tenant: &str, partitions: u32) -> std::ops::RangeInclus
 mod tests {
     use super::*;
 
-    /// SplitMix64: a small deterministic generator for test ids.
-    struct Rng(u64);
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
 
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        fn id(&mut self) -> String {
-            format!("doc-{:x}", self.next())
-        }
+    /// A random test id from a seeded generator.
+    fn random_id(rng: &mut StdRng) -> String {
+        format!("doc-{:x}", rng.random::<u64>())
     }
 
     /// Golden values of the hash. Cross-checked independently with the Python binding of
@@ -186,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_tenants_vectors_are_contiguous() {
-        let mut rng = Rng(7);
+        let mut rng = StdRng::seed_from_u64(7);
         for tenant in ["acme", "globex", "initech", ""] {
             let range = tenant_range(tenant);
             for p in [1, 3, 16, 1024] {
@@ -196,7 +187,7 @@ mod tests {
                 assert_eq!(tenant_partitions(tenant, p), parts);
             }
             for _ in 0..1000 {
-                let pos = position(Some(tenant), &rng.id());
+                let pos = position(Some(tenant), &random_id(&mut rng));
                 assert!(range.contains(pos), "{tenant}: {pos:#x} not in {range:?}");
                 for p in [1, 3, 16, 1024] {
                     let part = partition_of(pos, p);
@@ -244,12 +235,12 @@ mod tests {
 
     #[test]
     fn partitions_are_balanced() {
-        let mut rng = Rng(42);
+        let mut rng = StdRng::seed_from_u64(42);
         let p = 16u32;
         let n = 100_000usize;
         let mut counts = vec![0usize; p as usize];
         for _ in 0..n {
-            counts[partition_of(position(None, &rng.id()), p) as usize] += 1;
+            counts[partition_of(position(None, &random_id(&mut rng)), p) as usize] += 1;
         }
         let mean = n as f64 / p as f64;
         for (i, &c) in counts.iter().enumerate() {

@@ -1,5 +1,6 @@
 //! Topic names, partition counts and configs: the one place that says which topics a
-//! collection has and how each is kept.
+//! collection has and how each is kept (as a `hektor_log::TopicSpec`, the log's own
+//! description of one topic).
 //!
 //! Per collection `C` (names are `hektor.C.<kind>`):
 //! - `vectors`: [`crate::record::VectorRecord`], compacted by key (the vector id),
@@ -12,6 +13,8 @@
 //!
 //! Cluster-wide: `hektor.nodes` (heartbeats, compacted by node id, one partition) and
 //! `hektor.catalog` (collection specs, compacted by name, one partition).
+
+use hektor_log::{Cleanup, TopicSpec};
 
 use crate::{Error, Result};
 
@@ -32,41 +35,6 @@ pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Retention of the events topics: the planner's longest window (one day) and an hour,
 /// so the events a planner replays at start are bounded by what it uses.
 pub const EVENTS_RETENTION_MS: i64 = 25 * 3600 * 1000;
-
-/// How a topic keeps its records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cleanup {
-    /// Keep the latest record per key (Kafka `cleanup.policy=compact`).
-    Compact,
-    /// Delete records older than the retention (Kafka `cleanup.policy=delete`).
-    Retain { ms: i64 },
-}
-
-/// Everything needed to create one topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicSpec {
-    pub name: String,
-    pub partitions: u32,
-    pub cleanup: Cleanup,
-    /// Kafka replication factor (ignored by the embedded log).
-    pub replication: u16,
-}
-
-impl TopicSpec {
-    /// Kafka topic configs for this spec.
-    pub fn kafka_configs(&self) -> Vec<(&'static str, String)> {
-        match self.cleanup {
-            Cleanup::Compact => vec![
-                ("cleanup.policy", "compact".into()),
-                ("min.compaction.lag.ms", "0".into()),
-            ],
-            Cleanup::Retain { ms } => vec![
-                ("cleanup.policy", "delete".into()),
-                ("retention.ms", ms.to_string()),
-            ],
-        }
-    }
-}
 
 /// The kinds of topic a collection has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use hektor_indexers::dataset::{data_dir, Dataset};
 use hektor_indexers::{Shard, ShardOp};
 use hektor_topics::hlc::Hlc;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// Rows used when the data set is absent or a test only needs a slice.
 pub const SUBSET: usize = 5_000;
@@ -61,15 +63,11 @@ pub fn recall_dataset() -> (Dataset, &'static str) {
     }
 }
 
-/// Deterministic clustered unit vectors (xorshift), with brute-force ground truth.
+/// Deterministic clustered unit vectors (a seeded `StdRng`), with brute-force ground
+/// truth.
 pub fn synthetic(n: usize, n_queries: usize, dim: usize) -> Dataset {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
+    let mut rng = StdRng::seed_from_u64(0x9E37_79B9_7F4A_7C15);
+    let mut next = move || rng.random_range(-0.5f32..0.5);
     let centers: Vec<Vec<f32>> = (0..32)
         .map(|_| (0..dim).map(|_| next()).collect())
         .collect();

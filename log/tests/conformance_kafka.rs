@@ -8,7 +8,7 @@
 //! `scripts/kafka.sh start`). Without a reachable broker the tests fail under `CI=true`
 //! and are skipped, loudly, elsewhere.
 //!
-//! Run: `HEKTOR_KAFKA_BROKERS=127.0.0.1:9092 cargo test --release -p hektor-topics --test conformance_kafka`
+//! Run: `HEKTOR_KAFKA_BROKERS=127.0.0.1:9092 cargo test --release -p hektor-log --test conformance_kafka`
 
 mod conformance;
 
@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use conformance::{read_exactly, record, retained, unique_topic, Backend, PRESENT_WAIT};
-use hektor_topics::log::kafka::{Compression, KafkaConfig, KafkaLog};
-use hektor_topics::log::{Log, LogRecord};
+use hektor_log::kafka::{Compression, KafkaConfig, KafkaLog};
+use hektor_log::{Log, LogRecord};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -247,56 +247,19 @@ async fn a_reader_waiting_on_a_deleted_topic_gets_an_error() {
         .expect("the reader kept waiting on a deleted topic")
         .unwrap();
     assert!(
-        matches!(&result, Err(hektor_topics::Error::UnknownTopic(t)) if *t == topic),
+        matches!(&result, Err(hektor_log::LogError::UnknownTopic(t)) if *t == topic),
         "{result:?}"
     );
     assert!(matches!(
         log.high_watermark(&topic, 0).await,
-        Err(hektor_topics::Error::UnknownTopic(_))
+        Err(hektor_log::LogError::UnknownTopic(_))
     ));
-}
-
-/// The measurement: `HEKTOR_KAFKA_BROKERS=127.0.0.1:9092 HEKTOR_BENCH_RECORDS=200000
-/// cargo test --release -p hektor-topics --test conformance_kafka kafka_log_throughput --
-/// --ignored --nocapture` (`HEKTOR_BENCH_BATCH`, default 1000, is the records per append
-/// and per read; vectors have 384 dimensions, ~1.5 KB per record).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, not a test"]
-async fn kafka_log_throughput() {
-    let Some(backend) = kafka().await else { return };
-    let env = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let records = env("HEKTOR_BENCH_RECORDS", 200_000);
-    let batch = env("HEKTOR_BENCH_BATCH", 1_000);
-    // Tuning knobs: HEKTOR_BENCH_COMPRESSION (none|lz4|zstd|snappy|gzip) and
-    // HEKTOR_BENCH_KAFKA_EXTRA (`key=value,key=value` librdkafka properties).
-    let mut config = KafkaConfig::default();
-    if let Ok(c) = std::env::var("HEKTOR_BENCH_COMPRESSION") {
-        config.compression = c.parse().unwrap();
-    }
-    if let Ok(extra) = std::env::var("HEKTOR_BENCH_KAFKA_EXTRA") {
-        for pair in extra.split(',').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').expect("key=value");
-            config.extra.push((k.to_string(), v.to_string()));
-        }
-    }
-    eprintln!("records {records}, batch {batch}, {config:?}");
-    let log = KafkaLog::connect(&backend.brokers, config).unwrap();
-    let report = hektor_topics::log::bench::bench_log(Arc::new(log), records, 384, batch)
-        .await
-        .unwrap();
-    eprintln!("{report:?}");
-    assert_eq!(report.records, records);
 }
 
 /// Aggregate append throughput with one appender per partition, each awaiting its
 /// batches of 1,000 records (384 dimensions, ~1.5 KB) in turn, as ingest does:
 /// `HEKTOR_KAFKA_BROKERS=127.0.0.1:9092 HEKTOR_BENCH_PARTITIONS=4 cargo test --release
-/// -p hektor-topics --test conformance_kafka kafka_parallel_append_throughput -- --ignored
+/// -p hektor-log --test conformance_kafka kafka_parallel_append_throughput -- --ignored
 /// --nocapture` (`HEKTOR_BENCH_RECORDS`, default 200,000; `HEKTOR_BENCH_COMPRESSION`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a test"]

@@ -1,10 +1,10 @@
 //! The embedded log: a durable, partitioned, append-only log on LMDB (heed) for a single
-//! machine, with the same semantics as the Kafka backend (see [`crate::log`]).
+//! machine, with the same semantics as the Kafka backend (see [`crate`]).
 //!
 //! This module owns the on-disk layout of the embedded log, appends, reads with waiting,
 //! compaction of `Cleanup::Compact` topics and trimming of `Cleanup::Retain` topics. It
-//! does not know what the records mean (that is [`crate::codec`]) nor which topics exist
-//! (that is [`crate::topic`]).
+//! does not know what the records mean (that is `hektor-topics`' codec) nor which topics
+//! exist (that is `hektor-topics`' topic layout).
 //!
 //! # Layout
 //! One LMDB environment per directory, with these databases (all keys big-endian so that
@@ -56,9 +56,8 @@ use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, PutFlags, RoTxn, Withou
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::log::{Log, LogRecord, StoredRecord};
 use crate::topic::{Cleanup, TopicSpec};
-use crate::{Error, Result};
+use crate::{Log, LogError, LogRecord, Result, StoredRecord};
 
 /// Virtual size of the memory map (the file only grows as data is written).
 const MAP_SIZE: usize = 1 << 40;
@@ -155,7 +154,7 @@ impl EmbeddedLog {
     /// `dir` open, returns a handle on it. May block briefly while a previous instance of
     /// the same directory finishes closing.
     pub fn open(dir: &Path) -> Result<EmbeddedLog> {
-        let io_err = |source| Error::Io {
+        let io_err = |source| LogError::Io {
             path: dir.display().to_string(),
             source,
         };
@@ -229,7 +228,7 @@ impl EmbeddedLog {
         for topic in topics {
             match self.trim_expired(&topic).await {
                 Ok(n) => removed += n,
-                Err(Error::UnknownTopic(_)) => {}
+                Err(LogError::UnknownTopic(_)) => {}
                 Err(err) => return Err(err),
             }
         }
@@ -268,7 +267,7 @@ impl EmbeddedLog {
         match tokio::task::spawn_blocking(move || f(&inner)).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(Error::Closed),
+            Err(_) => Err(LogError::Closed),
         }
     }
 
@@ -406,7 +405,7 @@ impl Log for EmbeddedLog {
 
 impl Inner {
     fn open(path: PathBuf) -> Result<Inner> {
-        let storage = |source| Error::Storage {
+        let storage = |source| LogError::Storage {
             path: path.display().to_string(),
             source,
         };
@@ -461,8 +460,8 @@ impl Inner {
         })
     }
 
-    fn storage(&self, source: heed::Error) -> Error {
-        Error::Storage {
+    fn storage(&self, source: heed::Error) -> LogError {
+        LogError::Storage {
             path: self.path.display().to_string(),
             source,
         }
@@ -487,7 +486,7 @@ impl Inner {
     fn meta_of(&self, txn: &RoTxn, topic: &str) -> Result<TopicMeta> {
         match self.topics.get(txn, topic.as_bytes()).ctx(self)? {
             Some(bytes) => decode_meta(bytes),
-            None => Err(Error::UnknownTopic(topic.to_string())),
+            None => Err(LogError::UnknownTopic(topic.to_string())),
         }
     }
 
@@ -504,12 +503,12 @@ impl Inner {
 
     fn ensure_topic(&self, spec: &TopicSpec) -> Result<()> {
         validate_topic_name(&spec.name)?;
-        crate::ring::validate_partitions(spec.partitions)?;
+        crate::topic::validate_partitions(spec.partitions)?;
         let mut wtxn = self.env.write_txn().ctx(self)?;
         if let Some(existing) = self.topics.get(&wtxn, spec.name.as_bytes()).ctx(self)? {
             let existing = decode_meta(existing)?;
             if existing.partitions != spec.partitions {
-                return Err(Error::TopicMismatch {
+                return Err(LogError::TopicMismatch {
                     topic: spec.name.clone(),
                     existing: existing.partitions,
                     wanted: spec.partitions,
@@ -518,13 +517,15 @@ impl Inner {
             return Ok(());
         }
         let id = match self.meta.get(&wtxn, NEXT_TOPIC_ID).ctx(self)? {
-            Some(bytes) => u32::from_be_bytes(bytes.try_into().map_err(|_| Error::Malformed {
-                kind: "embedded log meta",
-                reason: format!("next topic id has {} bytes instead of 4", bytes.len()),
-            })?),
+            Some(bytes) => {
+                u32::from_be_bytes(bytes.try_into().map_err(|_| LogError::Malformed {
+                    kind: "embedded log meta",
+                    reason: format!("next topic id has {} bytes instead of 4", bytes.len()),
+                })?)
+            }
             None => 1,
         };
-        let next = id.checked_add(1).ok_or_else(|| Error::Malformed {
+        let next = id.checked_add(1).ok_or_else(|| LogError::Malformed {
             kind: "embedded log meta",
             reason: "all 2^32 topic ids are used up".into(),
         })?;
@@ -548,7 +549,7 @@ impl Inner {
         let mut wtxn = self.env.write_txn().ctx(self)?;
         let meta = match self.meta_of(&wtxn, topic) {
             Ok(meta) => meta,
-            Err(Error::UnknownTopic(_)) => return Ok(None),
+            Err(LogError::UnknownTopic(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
         self.topics.delete(&mut wtxn, topic.as_bytes()).ctx(self)?;
@@ -669,7 +670,7 @@ impl Inner {
                     )
                     .ctx(self)?;
                 if existing.is_some() {
-                    return Err(Error::Malformed {
+                    return Err(LogError::Malformed {
                         kind: "embedded log",
                         reason: format!("record offset {offset} is already stored"),
                     });
@@ -823,7 +824,7 @@ fn collect_keys(db: &Db, txn: &RoTxn, prefix: &[u8], limit: usize) -> heed::Resu
 
 fn validate_topic_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_TOPIC_NAME {
-        return Err(Error::InvalidName {
+        return Err(LogError::InvalidName {
             name: name.chars().take(80).collect(),
             reason: format!("a topic name is 1 to {MAX_TOPIC_NAME} bytes long"),
         });
@@ -833,7 +834,7 @@ fn validate_topic_name(name: &str) -> Result<()> {
 
 fn check_partition(topic: &str, meta: &TopicMeta, partition: u32) -> Result<()> {
     if partition >= meta.partitions {
-        return Err(Error::PartitionOutOfRange {
+        return Err(LogError::PartitionOutOfRange {
             topic: topic.to_string(),
             partition,
             partitions: meta.partitions,
@@ -843,7 +844,7 @@ fn check_partition(topic: &str, meta: &TopicMeta, partition: u32) -> Result<()> 
 }
 
 fn check_lengths(record: &LogRecord) -> Result<()> {
-    let too_long = |what: &str, len: usize| Error::Malformed {
+    let too_long = |what: &str, len: usize| LogError::Malformed {
         kind: "log record",
         reason: format!("{what} is {len} bytes long; the embedded log takes at most 4 GiB"),
     };
@@ -903,7 +904,7 @@ fn latest_key(out: &mut Vec<u8>, topic_id: u32, partition: u32, key: &[u8]) {
 }
 
 fn be_u64(bytes: &[u8], what: &str) -> Result<u64> {
-    let array: [u8; 8] = bytes.try_into().map_err(|_| Error::Malformed {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| LogError::Malformed {
         kind: "embedded log index",
         reason: format!("{what} has {} bytes instead of 8", bytes.len()),
     })?;
@@ -926,12 +927,12 @@ fn encode_meta(meta: &TopicMeta) -> [u8; 18] {
 }
 
 fn decode_meta(bytes: &[u8]) -> Result<TopicMeta> {
-    let malformed = |reason: String| Error::Malformed {
+    let malformed = |reason: String| LogError::Malformed {
         kind: "embedded log topic",
         reason,
     };
     if bytes.first() != Some(&META_VERSION) {
-        return Err(Error::UnknownVersion {
+        return Err(LogError::UnknownVersion {
             kind: "embedded log topic",
             found: bytes.first().copied().unwrap_or(0),
             supported: META_VERSION,
@@ -1015,7 +1016,7 @@ struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.bytes.len() < n {
-            return Err(Error::Malformed {
+            return Err(LogError::Malformed {
                 kind: "embedded log record",
                 reason: format!("truncated: {n} bytes wanted, {} left", self.bytes.len()),
             });
@@ -1045,7 +1046,7 @@ fn decode_record(key: &[u8], value: &[u8]) -> Result<StoredRecord> {
     let mut cursor = Cursor { bytes: value };
     let head = cursor.take(2)?;
     if head[0] != RECORD_VERSION {
-        return Err(Error::UnknownVersion {
+        return Err(LogError::UnknownVersion {
             kind: "embedded log record",
             found: head[0],
             supported: RECORD_VERSION,
@@ -1061,7 +1062,7 @@ fn decode_record(key: &[u8], value: &[u8]) -> Result<StoredRecord> {
     for _ in 0..header_count {
         let name_len = cursor.u32()?;
         let name = cursor.take(name_len)?;
-        let name = String::from_utf8(name.to_vec()).map_err(|_| Error::Malformed {
+        let name = String::from_utf8(name.to_vec()).map_err(|_| LogError::Malformed {
             kind: "embedded log record",
             reason: "a header name is not UTF-8".into(),
         })?;

@@ -1,11 +1,11 @@
-//! The Apache Kafka backend of [`crate::log::Log`], through rdkafka (librdkafka).
+//! The Apache Kafka backend of [`crate::Log`], through rdkafka (librdkafka).
 //!
 //! This module owns how hektor talks to Kafka: one idempotent producer (`acks=all`, at
 //! most 5 requests in flight, so a partition never reorders or duplicates), an admin client
 //! for topics, a metadata client, and a pool of plain consumers, each assigned to one
 //! partition at an explicit offset (no consumer groups, nothing committed). It does not
-//! decide topic names, partition counts or record encodings; that is [`crate::topic`] and
-//! [`crate::codec`].
+//! decide topic names, partition counts or record encodings; that is `hektor-topics`
+//! (its topic layout and codec).
 //!
 //! Every blocking librdkafka call (metadata, watermarks, consumer polls) runs in
 //! [`tokio::task::spawn_blocking`]; producing and admin calls are asynchronous already.
@@ -36,9 +36,8 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::log::{Log, LogRecord, StoredRecord};
 use crate::topic::TopicSpec;
-use crate::{Error, Result};
+use crate::{Log, LogError, LogRecord, Result, StoredRecord};
 
 /// How long a metadata or watermark request may take before it fails.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -164,7 +163,7 @@ impl Default for KafkaConfig {
 /// trimmed, the value kept as written). `what` names where it came from, for the error,
 /// which never repeats the value.
 pub fn parse_property(text: &str, what: &str) -> Result<(String, String)> {
-    let bad = |reason: &str| Error::KafkaProperty {
+    let bad = |reason: &str| LogError::KafkaProperty {
         what: what.to_owned(),
         reason: reason.to_owned(),
     };
@@ -226,12 +225,12 @@ struct Reader {
     last_used: Instant,
 }
 
-fn kafka_error(context: impl fmt::Display, error: impl fmt::Display) -> Error {
-    Error::Kafka(format!("{context}: {error}"))
+fn kafka_error(context: impl fmt::Display, error: impl fmt::Display) -> LogError {
+    LogError::Kafka(format!("{context}: {error}"))
 }
 
-fn join_error(context: impl fmt::Display, error: tokio::task::JoinError) -> Error {
-    Error::Kafka(format!("{context}: the blocking task failed: {error}"))
+fn join_error(context: impl fmt::Display, error: tokio::task::JoinError) -> LogError {
+    LogError::Kafka(format!("{context}: the blocking task failed: {error}"))
 }
 
 impl KafkaLog {
@@ -241,7 +240,7 @@ impl KafkaLog {
     pub fn connect(brokers: &str, config: KafkaConfig) -> Result<KafkaLog> {
         let brokers = brokers.trim();
         if brokers.is_empty() {
-            return Err(Error::Kafka("no brokers given".into()));
+            return Err(LogError::Kafka("no brokers given".into()));
         }
         let base = |client_id: &str| {
             let mut c = ClientConfig::new();
@@ -402,7 +401,7 @@ impl Inner {
             match client.fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT) {
                 Ok((low, high)) => return Ok((low.max(0) as u64, high.max(0) as u64)),
                 Err(e) if is_unknown_topic(&e) => {
-                    return Err(Error::UnknownTopic(topic.to_string()));
+                    return Err(LogError::UnknownTopic(topic.to_string()));
                 }
                 Err(e) if is_leader_moving(&e) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50));
@@ -605,7 +604,7 @@ impl Inner {
                 Some(Err(e)) if is_unknown_topic(&e) => {
                     // Deleted under us, or too new for this broker's metadata: ask.
                     if let TopicState::Missing = self.topic_state(topic)? {
-                        return Err(Error::UnknownTopic(topic.to_string()));
+                        return Err(LogError::UnknownTopic(topic.to_string()));
                     }
                     last_error = Some(e);
                     if Instant::now() >= deadline {
@@ -625,7 +624,7 @@ impl Inner {
                     // A slice of the wait ran out: a deleted topic gives no consumer
                     // error, so ask.
                     if let TopicState::Missing = self.topic_state(topic)? {
-                        return Err(Error::UnknownTopic(topic.to_string()));
+                        return Err(LogError::UnknownTopic(topic.to_string()));
                     }
                 }
                 None => {
@@ -724,16 +723,16 @@ fn delivered(
 ) -> Result<u64> {
     match result {
         Ok(Ok(delivery)) if delivery.offset >= 0 => Ok(delivery.offset as u64),
-        Ok(Ok(delivery)) => Err(Error::Kafka(format!(
+        Ok(Ok(delivery)) => Err(LogError::Kafka(format!(
             "appending to {topic}/{partition}: the broker returned no offset ({})",
             delivery.offset
         ))),
         Ok(Err((e, _))) => Err(if is_unknown_topic(&e) {
-            Error::UnknownTopic(topic.to_string())
+            LogError::UnknownTopic(topic.to_string())
         } else {
             kafka_error(format!("appending to {topic}/{partition}"), e)
         }),
-        Err(_) => Err(Error::Closed),
+        Err(_) => Err(LogError::Closed),
     }
 }
 
@@ -749,7 +748,7 @@ impl KafkaLog {
             .await
             .map_err(|e| join_error(format!("looking up topic `{topic}`"), e))??;
         match state {
-            TopicState::Missing => Err(Error::UnknownTopic(topic.to_string())),
+            TopicState::Missing => Err(LogError::UnknownTopic(topic.to_string())),
             TopicState::Present { partitions, .. } => {
                 self.inner
                     .partitions
@@ -762,7 +761,7 @@ impl KafkaLog {
 
     /// A topic found missing is forgotten, so the next call asks the cluster again.
     fn forget_if_gone<T>(&self, result: Result<T>) -> Result<T> {
-        if let Err(Error::UnknownTopic(topic)) = &result {
+        if let Err(LogError::UnknownTopic(topic)) = &result {
             self.inner.forget_topic(topic);
         }
         result
@@ -775,7 +774,7 @@ impl KafkaLog {
             partitions = Log::partitions(self, topic).await?;
         }
         if partition >= partitions {
-            return Err(Error::PartitionOutOfRange {
+            return Err(LogError::PartitionOutOfRange {
                 topic: topic.to_string(),
                 partition,
                 partitions,
@@ -801,7 +800,7 @@ impl KafkaLog {
                     ready: true,
                 } if partitions >= spec.partitions => return Ok(partitions),
                 _ if Instant::now() >= deadline => {
-                    return Err(Error::Timeout(TOPIC_CHANGE_TIMEOUT));
+                    return Err(LogError::Timeout(TOPIC_CHANGE_TIMEOUT));
                 }
                 _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
@@ -817,7 +816,7 @@ impl Log for KafkaLog {
 
     async fn ensure_topic(&self, spec: &TopicSpec) -> Result<()> {
         if spec.partitions == 0 {
-            return Err(Error::Kafka(format!(
+            return Err(LogError::Kafka(format!(
                 "topic `{}` needs at least one partition",
                 spec.name
             )));
@@ -846,7 +845,7 @@ impl Log for KafkaLog {
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {
                     match self.topic_state(&spec.name).await? {
                         TopicState::Present { partitions, .. } if partitions != spec.partitions => {
-                            return Err(Error::TopicMismatch {
+                            return Err(LogError::TopicMismatch {
                                 topic: spec.name.clone(),
                                 existing: partitions,
                                 wanted: spec.partitions,
@@ -857,11 +856,11 @@ impl Log for KafkaLog {
                         TopicState::Missing if Instant::now() < deadline => {
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
-                        TopicState::Missing => return Err(Error::Timeout(TOPIC_CHANGE_TIMEOUT)),
+                        TopicState::Missing => return Err(LogError::Timeout(TOPIC_CHANGE_TIMEOUT)),
                     }
                 }
                 Err((_, code)) => {
-                    return Err(Error::Kafka(format!(
+                    return Err(LogError::Kafka(format!(
                         "creating topic `{}` ({} partitions, replication {}): {code}",
                         spec.name, spec.partitions, spec.replication
                     )));
@@ -870,7 +869,7 @@ impl Log for KafkaLog {
         }
         let partitions = self.wait_ready(spec, deadline).await?;
         if partitions != spec.partitions {
-            return Err(Error::TopicMismatch {
+            return Err(LogError::TopicMismatch {
                 topic: spec.name.clone(),
                 existing: partitions,
                 wanted: spec.partitions,
@@ -896,7 +895,7 @@ impl Log for KafkaLog {
             None | Some(Ok(_)) => {}
             Some(Err((_, RDKafkaErrorCode::UnknownTopicOrPartition))) => return Ok(()),
             Some(Err((_, code))) => {
-                return Err(Error::Kafka(format!("deleting topic `{topic}`: {code}")));
+                return Err(LogError::Kafka(format!("deleting topic `{topic}`: {code}")));
             }
         }
         let deadline = Instant::now() + TOPIC_CHANGE_TIMEOUT;
@@ -905,7 +904,7 @@ impl Log for KafkaLog {
                 break;
             }
             if Instant::now() >= deadline {
-                return Err(Error::Timeout(TOPIC_CHANGE_TIMEOUT));
+                return Err(LogError::Timeout(TOPIC_CHANGE_TIMEOUT));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -918,7 +917,7 @@ impl Log for KafkaLog {
         match self.topic_state(topic).await? {
             TopicState::Missing => {
                 self.inner.forget_topic(topic);
-                Err(Error::UnknownTopic(topic.to_string()))
+                Err(LogError::UnknownTopic(topic.to_string()))
             }
             TopicState::Present { partitions, .. } => {
                 self.inner
@@ -1087,7 +1086,7 @@ mod tests {
         };
         assert!(matches!(
             KafkaLog::connect("127.0.0.1:1", config),
-            Err(Error::Kafka(_))
+            Err(LogError::Kafka(_))
         ));
         assert!(KafkaLog::connect("127.0.0.1:1", KafkaConfig::default()).is_ok());
     }

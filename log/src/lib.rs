@@ -1,8 +1,13 @@
-//! The log: partitioned, append-only topics with dense per-partition offsets.
+//! hektor's log: partitioned, append-only topics with dense per-partition offsets.
+//!
+//! This crate owns the [`Log`] interface, its two backends, the configuration of one topic
+//! ([`TopicSpec`], [`Cleanup`]) and the log's errors ([`LogError`]). It does not know what
+//! the records mean (record types and their encodings are `hektor-topics`) nor which
+//! topics a collection has (`hektor-topics`' topic layout).
 //!
 //! [`Log`] is the one interface every producer and consumer in hektor uses. It has two
 //! backends with the same semantics, checked by one conformance suite
-//! (`topics/tests/conformance`):
+//! (`log/tests/conformance`):
 //! - [`kafka::KafkaLog`]: Apache Kafka through rdkafka (idempotent producer, `acks=all`,
 //!   consumers assigned to explicit offsets), for clusters.
 //! - [`embedded::EmbeddedLog`]: a durable log on LMDB (heed) for a single machine.
@@ -19,12 +24,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::topic::TopicSpec;
-use crate::Result;
-
-pub mod bench;
 pub mod embedded;
+pub mod error;
 pub mod kafka;
+pub mod topic;
+
+pub use error::{LogError, Result};
+pub use topic::{Cleanup, TopicSpec};
 
 /// One record to append: an optional key, a value, and headers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,7 +79,7 @@ pub trait Log: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 
     /// Create a topic if it does not exist. Idempotent; fails with
-    /// [`crate::Error::TopicMismatch`] if it exists with another partition count.
+    /// [`LogError::TopicMismatch`] if it exists with another partition count.
     async fn ensure_topic(&self, spec: &TopicSpec) -> Result<()>;
 
     /// Delete a topic and its records. Deleting a missing topic is not an error.

@@ -1,8 +1,8 @@
 //! A throughput benchmark of any [`Log`] backend: appends real vector upsert records and
 //! reads them back, and reports records/s and MB/s for each direction.
 //!
-//! This module owns the measurement only; the command line (`hektor bench log`) and the
-//! choice of backend belong to the binary.
+//! This module owns the measurement only; the command line (`hektor-bench log`) and the
+//! choice of backend are in this crate's `lib.rs`.
 //!
 //! What it does: it creates a fresh topic `hektor.bench.<unique>` with **one partition**
 //! and `Cleanup::Compact` (like a collection's vectors topic, so the embedded log maintains
@@ -20,11 +20,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::codec::{to_log_record, Encoding};
-use crate::log::{Log, LogRecord};
-use crate::record::{VectorRecord, VectorUpsert};
-use crate::topic::{Cleanup, TopicSpec};
-use crate::{Error, Result};
+use hektor_log::{Cleanup, Log, LogError, LogRecord, TopicSpec};
+use hektor_topics::codec::{to_log_record, Encoding};
+use hektor_topics::record::{VectorRecord, VectorUpsert};
+use hektor_topics::{Error, Result};
 
 /// How long one read of the benchmark may wait for records that are already appended.
 const READ_WAIT: Duration = Duration::from_secs(10);
@@ -146,7 +145,7 @@ async fn run(
         match done {
             Ok(result) => result?,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => return Err(Error::Closed),
+            Err(_) => return Err(LogError::Closed.into()),
         }
     }
     append.elapsed = started.elapsed();
@@ -163,7 +162,7 @@ async fn run(
         while got < expected {
             let page = log.read(topic, partition, from, batch, READ_WAIT).await?;
             let Some(last) = page.last() else {
-                return Err(Error::Timeout(READ_WAIT));
+                return Err(LogError::Timeout(READ_WAIT).into());
             };
             from = last.offset + 1;
             got += page.len();
@@ -215,7 +214,8 @@ impl XorShift {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::embedded::EmbeddedLog;
+    use hektor_log::embedded::EmbeddedLog;
+    use hektor_log::kafka::{KafkaConfig, KafkaLog};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_benchmark_reads_back_what_it_wrote_and_cleans_up() {
@@ -262,7 +262,7 @@ mod tests {
         );
     }
 
-    /// The measurement: `HEKTOR_BENCH_RECORDS=200000 HEKTOR_BENCH_PARTITIONS=1 cargo test --release -p hektor-topics
+    /// The measurement: `HEKTOR_BENCH_RECORDS=200000 HEKTOR_BENCH_PARTITIONS=1 cargo test --release -p hektor-bench
     /// --lib embedded_log_throughput -- --ignored --nocapture` (the log lives in
     /// `HEKTOR_BENCH_DIR`, default a temporary directory).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,5 +285,44 @@ mod tests {
             .await
             .unwrap();
         println!("{}", serde_json::to_string(&report).unwrap());
+    }
+
+    /// The measurement on Kafka: `HEKTOR_KAFKA_BROKERS=127.0.0.1:9092
+    /// HEKTOR_BENCH_RECORDS=200000 cargo test --release -p hektor-bench --lib
+    /// kafka_log_throughput -- --ignored --nocapture` (`HEKTOR_BENCH_BATCH`, default 1000, is
+    /// the records per append and per read; vectors have 384 dimensions, ~1.5 KB per record;
+    /// without `HEKTOR_KAFKA_BROKERS` it says so and measures nothing).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement, not a test"]
+    async fn kafka_log_throughput() {
+        let Ok(brokers) = std::env::var("HEKTOR_KAFKA_BROKERS") else {
+            eprintln!("HEKTOR_KAFKA_BROKERS is not set: no Kafka broker to measure");
+            return;
+        };
+        let env = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let records = env("HEKTOR_BENCH_RECORDS", 200_000);
+        let batch = env("HEKTOR_BENCH_BATCH", 1_000);
+        // Tuning knobs: HEKTOR_BENCH_COMPRESSION (none|lz4|zstd|snappy|gzip) and
+        // HEKTOR_BENCH_KAFKA_EXTRA (`key=value,key=value` librdkafka properties).
+        let mut config = KafkaConfig::default();
+        if let Ok(c) = std::env::var("HEKTOR_BENCH_COMPRESSION") {
+            config.compression = c.parse().unwrap();
+        }
+        if let Ok(extra) = std::env::var("HEKTOR_BENCH_KAFKA_EXTRA") {
+            for pair in extra.split(',').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').expect("key=value");
+                config.extra.push((k.to_string(), v.to_string()));
+            }
+        }
+        eprintln!("records {records}, batch {batch}, {config:?}");
+        let log = KafkaLog::connect(&brokers, config).unwrap();
+        let report = bench_log(Arc::new(log), records, 384, batch).await.unwrap();
+        eprintln!("{report:?}");
+        assert_eq!(report.records, records);
     }
 }

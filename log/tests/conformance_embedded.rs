@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use conformance::{read_exactly, record, retained, spec, Backend};
-use hektor_topics::log::embedded::EmbeddedLog;
-use hektor_topics::log::{Log, LogRecord};
-use hektor_topics::topic::Cleanup;
+use hektor_log::embedded::EmbeddedLog;
+use hektor_log::Cleanup;
+use hektor_log::{Log, LogRecord};
 
 const PREFIX: &str = "hektor-test";
 
@@ -264,7 +264,7 @@ async fn a_reader_waiting_on_a_deleted_topic_gets_an_error() {
         .expect("the reader kept waiting on a deleted topic")
         .unwrap();
     assert!(
-        matches!(result, Err(hektor_topics::Error::UnknownTopic(_))),
+        matches!(result, Err(hektor_log::LogError::UnknownTopic(_))),
         "{result:?}"
     );
 }

@@ -24,9 +24,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use hektor_topics::log::{Log, LogRecord, StoredRecord};
-use hektor_topics::topic::{Cleanup, TopicSpec};
-use hektor_topics::Error;
+use hektor_log::LogError;
+use hektor_log::{Cleanup, TopicSpec};
+use hektor_log::{Log, LogRecord, StoredRecord};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// How a test gets log handles.
 #[async_trait]
@@ -161,7 +163,7 @@ pub async fn topic_lifecycle(backend: &dyn Backend, prefix: &str) {
     assert_eq!(log.partitions(&topic).await.unwrap(), 3);
 
     match log.ensure_topic(&retained(&topic, 4)).await {
-        Err(Error::TopicMismatch {
+        Err(LogError::TopicMismatch {
             topic: t,
             existing,
             wanted,
@@ -177,14 +179,16 @@ pub async fn topic_lifecycle(backend: &dyn Backend, prefix: &str) {
     );
 
     let missing = unique_topic(prefix, "missing");
-    assert!(matches!(log.partitions(&missing).await, Err(Error::UnknownTopic(t)) if t == missing));
+    assert!(
+        matches!(log.partitions(&missing).await, Err(LogError::UnknownTopic(t)) if t == missing)
+    );
     assert!(matches!(
         log.high_watermark(&missing, 0).await,
-        Err(Error::UnknownTopic(t)) if t == missing
+        Err(LogError::UnknownTopic(t)) if t == missing
     ));
     assert!(matches!(
         log.append(&missing, 0, vec![record(None, "x")]).await,
-        Err(Error::UnknownTopic(t)) if t == missing
+        Err(LogError::UnknownTopic(t)) if t == missing
     ));
 
     delete(&*log, &topic).await;
@@ -194,7 +198,7 @@ pub async fn topic_lifecycle(backend: &dyn Backend, prefix: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match log.partitions(&topic).await {
-            Err(Error::UnknownTopic(_)) => break,
+            Err(LogError::UnknownTopic(_)) => break,
             other if Instant::now() >= deadline => {
                 panic!("{topic} still there after delete: {other:?}")
             }
@@ -442,15 +446,12 @@ pub async fn concurrent_producers(backend: &dyn Backend, prefix: &str) {
     delete(&*log, &topic).await;
 }
 
-/// A ~1.5 KB value: `dimension` f32s derived from `seed`.
+/// A ~1.5 KB value: `dimension` f32s drawn from a `StdRng` seeded by `seed`.
 pub fn vector_bytes(seed: u64, dimension: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut out = Vec::with_capacity(dimension * 4);
     for _ in 0..dimension {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let x = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+        let x: f32 = rng.random_range(-0.5..0.5);
         out.extend_from_slice(&x.to_le_bytes());
     }
     out
@@ -525,7 +526,7 @@ pub async fn bad_inputs(backend: &dyn Backend, prefix: &str) {
     log.ensure_topic(&retained(&topic, 2)).await.unwrap();
 
     match log.append(&topic, 2, vec![record(None, "x")]).await {
-        Err(Error::PartitionOutOfRange {
+        Err(LogError::PartitionOutOfRange {
             topic: t,
             partition,
             partitions,
@@ -534,11 +535,11 @@ pub async fn bad_inputs(backend: &dyn Backend, prefix: &str) {
     }
     assert!(matches!(
         log.read(&topic, 7, 0, 10, Duration::ZERO).await,
-        Err(Error::PartitionOutOfRange { partition: 7, .. })
+        Err(LogError::PartitionOutOfRange { partition: 7, .. })
     ));
     assert!(matches!(
         log.high_watermark(&topic, 2).await,
-        Err(Error::PartitionOutOfRange { partition: 2, .. })
+        Err(LogError::PartitionOutOfRange { partition: 2, .. })
     ));
 
     assert_eq!(
@@ -567,11 +568,11 @@ pub async fn bad_inputs(backend: &dyn Backend, prefix: &str) {
     let missing = unique_topic(prefix, "missing");
     assert!(matches!(
         log.read(&missing, 0, 0, 10, Duration::ZERO).await,
-        Err(Error::UnknownTopic(t)) if t == missing
+        Err(LogError::UnknownTopic(t)) if t == missing
     ));
     assert!(matches!(
         log.append(&missing, 0, vec![record(None, "x")]).await,
-        Err(Error::UnknownTopic(t)) if t == missing
+        Err(LogError::UnknownTopic(t)) if t == missing
     ));
     delete(&*log, &topic).await;
 }
