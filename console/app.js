@@ -2,7 +2,7 @@
 //
 // Every 2 s it reads the node's JSON views -- GET /cluster (shard maps with hotness, members,
 // planner nodes, decisions, map changes), GET /collections (settings) and GET
-// /collections/{c} (this node's engines, pending and lag per shard) -- and redraws the page.
+// /collections/{c} (this node's engines, pending and lag per shard, and how far each other region is merged) -- and redraws the page.
 // The heat map's history lives only here, in the browser, built from successive polls.
 //
 // Rules: every string from the API reaches the DOM as text (textContent, text nodes,
@@ -324,9 +324,17 @@
   // The shard table's columns: [heading, numeric].
   const SHARD_COLUMNS = [
     ['part', true], ['start', false], ['end', false], ['share', true], ['replicas', false], ['tier', false],
-    ['engine', false], ['vectors', true], ['lag', true], ['pending', true], ['hotness', true], ['qps 1m', true],
+    ['engine', false], ['vectors', true], ['lag', true], ['mirrors behind', false], ['pending', true], ['hotness', true], ['qps 1m', true],
     ['p99 ms', true], ['writes 1m', true], ['state', false],
   ];
+
+  // Per other region merged into a shard (GET /collections/{c}'s `mirrored`): how many
+  // of its mirrored records the shard has not applied yet, e.g. "west 0".
+  function mirrorsText(mirrored) {
+    const parts = Object.entries(mirrored || {}).map(([region, p]) =>
+      region + ' ' + Math.max(0, Number((p && p.high_watermark) || 0) - Number((p && p.next_offset) || 0)));
+    return parts.length ? parts.join(', ') : '–';
+  }
 
   function renderCollections(cluster, list, details, scale) {
     const specs = new Map(((list && list.collections) || []).map((s) => [s.name, s]));
@@ -357,6 +365,7 @@
           el('td', {}, text(l.engine)),
           el('td', { class: 'num' }, text(s.vectors ?? l.vectors)),
           el('td', { class: 'num' }, text(s.lag ?? l.lag)),
+          el('td', { class: 'mono' }, mirrorsText(l.mirrored)),
           el('td', { class: 'num' }, text(l.pending)),
           el('td', { class: 'num' }, num(s.hotness, 2)),
           el('td', { class: 'num' }, num(s.qps_1m, 2)),

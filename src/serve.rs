@@ -498,11 +498,11 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     .context("opening shards")?;
     let _ = facts.0.set(Arc::clone(&host));
     let events = EventSink::spawn(Arc::clone(&log), args.node_id.clone());
-    let writer = Arc::new(Writer::new(
-        Arc::clone(&catalog),
-        clock,
-        args.region.clone(),
-    ));
+    let mut writer = Writer::new(Arc::clone(&catalog), clock, args.region.clone());
+    if !args.mirror_regions.is_empty() {
+        writer = writer.with_seen(Arc::new(MergedSoFar(Arc::clone(&host))));
+    }
+    let writer = Arc::new(writer);
     // Move what any Kafka client writes to the intake topics to their ring partitions.
     hektor_ingest::intake::Intake::start(
         Arc::clone(&writer),
@@ -882,6 +882,25 @@ async fn drain(control: &Arc<Control>, timeout: Duration) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("hektor: drain timed out; stopping anyway");
+}
+
+/// What this node's shards have merged of the other regions, per partition: the `seen`
+/// vector a write accepted here carries (`None` where this node holds no shard of the
+/// partition: it cannot tell, and the write's conflicts are not counted).
+struct MergedSoFar(Arc<ShardHost>);
+
+impl hektor_ingest::writer::SeenSource for MergedSoFar {
+    fn seen(&self, collection: &str, partition: u32) -> Option<hektor_merge::VersionVector> {
+        let hosted = self.0.collection(collection)?;
+        let shard = hosted.shards.iter().find(|s| s.partition == partition)?;
+        Some(
+            shard
+                .mirrored()
+                .into_iter()
+                .map(|(region, p)| (region, hektor_topics::hlc::Hlc(p.floor)))
+                .collect(),
+        )
+    }
 }
 
 #[cfg(test)]

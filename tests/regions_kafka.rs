@@ -1210,6 +1210,55 @@ fn hektor_regions_merge_conflicting_writes_and_converge_after_a_partition() {
         }
     }
 
+    // Each shard shows how far it has merged the other region: all of it, soon.
+    for (node, other) in [(&wnode, &east), (&enode, &west)] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, view) = common::get(&format!("{}/collections/{collection}", node.url));
+            assert_eq!(status, 200, "{view}");
+            let shards = view["shards"].as_array().cloned().unwrap_or_default();
+            let incomplete = shards.iter().find(|shard| {
+                let m = &shard["mirrored"][other.as_str()];
+                let (next, hw) = (m["next_offset"].as_u64(), m["high_watermark"].as_u64());
+                !(next.is_some_and(|n| n > 0) && next == hw && m["duplicates"].is_u64())
+            });
+            match incomplete {
+                None if !shards.is_empty() => break,
+                _ if Instant::now() > deadline => panic!(
+                    "{}: a shard shows no complete merge of {other}: {view}",
+                    node.url
+                ),
+                _ => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    }
+
+    // The conflicts were seen as such: counted per shard in both regions, and flagged on
+    // ids whose winning write met a write of the other region it had not seen.
+    for node in [&wnode, &enode] {
+        let (_, view) = common::get(&format!("{}/collections/{collection}", node.url));
+        let conflicts: u64 = view["shards"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|s| s["conflicts"].as_u64()).sum())
+            .unwrap_or(0);
+        assert!(conflicts > 0, "{}: no conflict counted: {view}", node.url);
+        let flagged = ids
+            .iter()
+            .filter(|id| {
+                let (_, body) = common::get(&format!(
+                    "{}/collections/{collection}/vectors/{id}",
+                    node.url
+                ));
+                body["written"]["concurrent"] == json!(true)
+            })
+            .count();
+        assert!(
+            flagged > 0,
+            "{}: no id says its write met a concurrent one",
+            node.url
+        );
+    }
+
     // Clock skew: east's node restarts with its wall clock a minute behind. A write it
     // accepts after it has merged west's write of the same id must still win everywhere
     // (its clock observed west's stamp), not be dropped as older.
@@ -1247,4 +1296,17 @@ fn hektor_regions_merge_conflicting_writes_and_converge_after_a_partition() {
     assert_eq!(status, 200, "{body}");
     wait_origin(&enode, &east);
     wait_origin(&wnode, &east);
+    // East wrote it knowing west's write: causally later, not a conflict, in both regions.
+    for node in [&wnode, &enode] {
+        let (_, body) = common::get(&format!(
+            "{}/collections/{collection}/vectors/{id}",
+            node.url
+        ));
+        assert_eq!(
+            body["written"]["concurrent"],
+            json!(false),
+            "{}: {body}",
+            node.url
+        );
+    }
 }

@@ -169,6 +169,8 @@ pub struct HostedShard {
     /// Per mirrored region: (next offset applied, the mirrored partition's high
     /// watermark as last read, redelivered copies skipped).
     mirrored: Mutex<std::collections::BTreeMap<String, MirrorProgress>>,
+    /// Concurrent writes of different regions met since this node opened the shard.
+    conflicts: AtomicU64,
 }
 
 /// How far a shard has merged one mirrored region's partition.
@@ -219,6 +221,12 @@ impl HostedShard {
 
     fn fail(&self, why: String) {
         *self.failure.lock() = Some(why);
+    }
+
+    /// Concurrent writes of different regions this shard met since this node opened it
+    /// (each write that arrived not knowing the other region's write stored for its id).
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
     }
 
     /// Per mirrored region, how far this shard has merged its partition.
@@ -667,6 +675,7 @@ impl ShardHost {
             failure: Mutex::new(None),
             origin,
             mirrored: Mutex::new(std::collections::BTreeMap::new()),
+            conflicts: AtomicU64::new(0),
         });
         tokio::spawn(supervise(
             Arc::clone(self.catalog.log()),
@@ -1050,7 +1059,11 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
             match to_range_op_from(&spec, hosted.partition, hosted.range, stored) {
                 Ok((op, origin)) => {
                     ops.push((stored.offset, op));
-                    provenance.push(Provenance { origin, digest: 0 });
+                    provenance.push(Provenance {
+                        origin,
+                        digest: 0,
+                        seen: seen_of(stored),
+                    });
                 }
                 Err(Poison {
                     reason,
@@ -1100,7 +1113,12 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
         })
         .await
         {
-            Ok(Ok(_)) => None,
+            Ok(Ok(report)) => {
+                hosted
+                    .conflicts
+                    .fetch_add(report.conflicts as u64, Ordering::Relaxed);
+                None
+            }
             Ok(Err(err)) => Some(format!("applying offsets from {from} failed: {err}")),
             // The apply is one LMDB transaction: a panic aborts it, nothing is half-written.
             Err(err) => Some(format!("applying offsets from {from} panicked: {err}")),
@@ -1140,6 +1158,17 @@ async fn consume(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShar
             build(&hosted.shard).await;
         }
     }
+}
+
+/// The `seen` vector a record carries ([`hektor_merge::stamp::SEEN_HEADER`]), if it
+/// carries a valid one (a bad one only loses the conflict count of that write).
+fn seen_of(stored: &StoredRecord) -> Option<hektor_merge::VersionVector> {
+    let (_, value) = stored
+        .record
+        .headers
+        .iter()
+        .find(|(k, _)| k == hektor_merge::stamp::SEEN_HEADER)?;
+    hektor_merge::VersionVector::from_header(value).ok()
 }
 
 /// Run a shard's consumer of one mirrored region until the shard stops; restarted after
@@ -1264,6 +1293,7 @@ async fn follow_mirror(
             provenance.push(Provenance {
                 origin,
                 digest: hektor_merge::digest(&stored.record.value),
+                seen: seen_of(stored),
             });
         }
         let shard = Arc::clone(&hosted.shard);
@@ -1276,6 +1306,9 @@ async fn follow_mirror(
         .await;
         match applied {
             Ok(Ok((report, floor))) => {
+                hosted
+                    .conflicts
+                    .fetch_add(report.conflicts as u64, Ordering::Relaxed);
                 from = Some(report.next_offset);
                 backoff = Duration::from_millis(500);
                 let mut failure = hosted.failure.lock();

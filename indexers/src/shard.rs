@@ -80,7 +80,7 @@ use crate::store::{
     decode_tombstone, encode_tombstone, vector_store_key, Record, Store, MAX_ID_BYTES, META_CONFIG,
     META_FORMAT, META_HLC_FLOOR, META_NEXT_ITEM, META_NEXT_OFFSET, STORE_FORMAT,
 };
-use hektor_merge::{Admit, SourceFloor};
+use hektor_merge::{Admit, SourceFloor, VersionVector};
 
 /// Default LMDB map size: the most a shard may grow to (address space only; the file
 /// grows as data is written).
@@ -241,6 +241,9 @@ pub struct StoredVector {
     pub hlc: Hlc,
     /// The region whose log the winning write came from (empty: stored before origins).
     pub origin: String,
+    /// The winning write met a concurrent write of another region (see
+    /// [`ApplyReport::conflicts`]).
+    pub concurrent: bool,
 }
 
 /// Where a batch of ops comes from: this region's own log, or another region's log as
@@ -263,6 +266,28 @@ pub enum Source<'a> {
 pub struct Provenance {
     pub origin: String,
     pub digest: u128,
+    /// What the writer's region had applied of the others ([`hektor_merge::SEEN_HEADER`]);
+    /// `None`: unknown, and no conflict is counted for the write.
+    pub seen: Option<VersionVector>,
+}
+
+/// Whether a write from `origin` that had seen `seen` is concurrent with the stored write
+/// (`stored_hlc`, `stored_origin`) of another region: it did not know it.
+fn concurrent_with(
+    origin: &str,
+    seen: Option<&VersionVector>,
+    stored_hlc: Hlc,
+    stored_origin: &str,
+) -> bool {
+    match seen {
+        Some(seen) => {
+            !origin.is_empty()
+                && !stored_origin.is_empty()
+                && origin != stored_origin
+                && seen.get(stored_origin) < stored_hlc
+        }
+        None => false,
+    }
 }
 
 /// The meta key of a mirrored source's next offset.
@@ -307,6 +332,9 @@ pub struct ApplyReport {
     pub stale: usize,
     /// Ops of a mirrored source recognised as redelivered copies and skipped.
     pub duplicates: usize,
+    /// Writes that met a write of another region they had not seen (concurrent writes,
+    /// resolved by the stamps); counted where the writer said what it had seen.
+    pub conflicts: usize,
     /// Ops refused for bad input.
     pub rejected: Vec<RejectedOp>,
     /// `next_offset` after the batch.
@@ -732,9 +760,9 @@ impl Shard {
                 continue;
             }
             next = offset.saturating_add(1);
-            let (origin, digest) = provenance
-                .get(i)
-                .map_or(("", 0), |p| (p.origin.as_str(), p.digest));
+            let (origin, digest, seen) = provenance.get(i).map_or(("", 0, None), |p| {
+                (p.origin.as_str(), p.digest, p.seen.as_ref())
+            });
             match op {
                 ShardOp::Upsert {
                     id,
@@ -756,15 +784,25 @@ impl Shard {
                         report.duplicates += 1;
                         continue;
                     };
-                    let record = Record {
+                    let mut record = Record {
                         ring: *ring,
                         hlc,
                         id: id.clone(),
                         tenant: tenant.clone(),
                         origin: origin.to_owned(),
+                        concurrent: false,
                         payload: payload.clone(),
                     };
-                    if self.upsert(engine, &mut wtxn, &record, vector, &mut next_item)? {
+                    let applied = self.upsert(
+                        engine,
+                        &mut wtxn,
+                        &mut record,
+                        vector,
+                        seen,
+                        &mut next_item,
+                        &mut report.conflicts,
+                    )?;
+                    if applied {
                         report.upserted += 1;
                     } else {
                         report.stale += 1;
@@ -783,7 +821,15 @@ impl Shard {
                         report.duplicates += 1;
                         continue;
                     };
-                    if self.delete(engine, &mut wtxn, tenant.as_deref(), id, hlc, origin)? {
+                    let applied = self.delete(
+                        engine,
+                        &mut wtxn,
+                        (tenant.as_deref(), id),
+                        (hlc, origin),
+                        seen,
+                        &mut report.conflicts,
+                    )?;
+                    if applied {
                         report.deleted += 1;
                     } else {
                         report.stale += 1;
@@ -881,13 +927,16 @@ impl Shard {
 
     /// Write one upsert unless a newer write (by hlc) is stored for its (tenant, id).
     /// Returns whether it was applied.
+    #[allow(clippy::too_many_arguments)]
     fn upsert(
         &self,
         engine: &dyn IndexEngine,
         wtxn: &mut RwTxn,
-        record: &Record,
+        record: &mut Record,
         vector: &[f32],
+        seen: Option<&VersionVector>,
         next_item: &mut u64,
+        conflicts: &mut usize,
     ) -> Result<bool> {
         let s = &self.store;
         let st = |e| s.storage(e);
@@ -898,9 +947,18 @@ impl Shard {
                 let old = s.record(wtxn, item)?.ok_or_else(|| {
                     s.corrupt(format!("id `{}` maps to missing item {item}", record.id))
                 })?;
+                let concurrent = concurrent_with(&record.origin, seen, old.hlc, &old.origin);
+                *conflicts += usize::from(concurrent);
                 if (record.hlc, record.origin.as_str()) < (old.hlc, old.origin.as_str()) {
+                    if concurrent && !old.concurrent {
+                        // The stored write won a conflict: say so on it.
+                        let mut old = old;
+                        old.concurrent = true;
+                        s.records.put(wtxn, &item, &old.encode()).map_err(st)?;
+                    }
                     return Ok(false);
                 }
+                record.concurrent = concurrent;
                 if old.ring != record.ring {
                     s.ring
                         .delete(wtxn, &Store::ring_key(old.ring, item))
@@ -916,9 +974,12 @@ impl Shard {
                     let (hlc, origin) = decode_tombstone(t).ok_or_else(|| {
                         s.corrupt(format!("tombstone of `{}` does not decode", record.id))
                     })?;
+                    let concurrent = concurrent_with(&record.origin, seen, hlc, origin);
+                    *conflicts += usize::from(concurrent);
                     if (record.hlc, record.origin.as_str()) < (hlc, origin) {
                         return Ok(false);
                     }
+                    record.concurrent = concurrent;
                     s.tombstones.delete(wtxn, &key).map_err(st)?;
                 }
                 let item = u32::try_from(*next_item).map_err(|_| Error::ItemIdsExhausted {
@@ -948,10 +1009,10 @@ impl Shard {
         &self,
         engine: &dyn IndexEngine,
         wtxn: &mut RwTxn,
-        tenant: Option<&str>,
-        id: &str,
-        hlc: Hlc,
-        origin: &str,
+        (tenant, id): (Option<&str>, &str),
+        (hlc, origin): (Hlc, &str),
+        seen: Option<&VersionVector>,
+        conflicts: &mut usize,
     ) -> Result<bool> {
         let s = &self.store;
         let st = |e| s.storage(e);
@@ -964,12 +1025,20 @@ impl Shard {
                     })?;
                 let (old_hlc, old_origin) = Record::decode_stamp(bytes)
                     .ok_or_else(|| s.corrupt(format!("record of item {item} does not decode")))?;
-                if (hlc, origin) < (old_hlc, old_origin) {
-                    return Ok(false);
-                }
+                let concurrent = concurrent_with(origin, seen, old_hlc, old_origin);
+                *conflicts += usize::from(concurrent);
                 let old = s
                     .record(wtxn, item)?
                     .ok_or_else(|| s.corrupt(format!("item {item} vanished")))?;
+                if (hlc, origin) < (old_hlc, old_origin) {
+                    if concurrent && !old.concurrent {
+                        // The stored write won a conflict: say so on it.
+                        let mut old = old;
+                        old.concurrent = true;
+                        s.records.put(wtxn, &item, &old.encode()).map_err(st)?;
+                    }
+                    return Ok(false);
+                }
                 s.ids.delete(wtxn, &key).map_err(st)?;
                 s.records.delete(wtxn, &item).map_err(st)?;
                 s.vectors.delete(wtxn, &item).map_err(st)?;
@@ -985,6 +1054,7 @@ impl Shard {
                 if let Some(t) = s.tombstones.get(wtxn, &key).map_err(st)? {
                     let (old_hlc, old_origin) = decode_tombstone(t)
                         .ok_or_else(|| s.corrupt(format!("tombstone of `{id}` does not decode")))?;
+                    *conflicts += usize::from(concurrent_with(origin, seen, old_hlc, old_origin));
                     if (hlc, origin) < (old_hlc, old_origin) {
                         return Ok(false);
                     }
@@ -1021,6 +1091,7 @@ impl Shard {
             ring: record.ring,
             hlc: record.hlc,
             origin: record.origin,
+            concurrent: record.concurrent,
         }))
     }
 

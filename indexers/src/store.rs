@@ -371,6 +371,9 @@ pub(crate) struct Record {
     /// The region that accepted the write (empty: unknown, as in records stored before
     /// origins were); with `hlc`, the write's [`hektor_merge::Stamp`].
     pub origin: String,
+    /// This write met a write of another region it had not seen (it replaced one, or one
+    /// arrived after it and lost): a conflict, resolved by the stamps.
+    pub concurrent: bool,
     pub payload: Option<serde_json::Value>,
 }
 
@@ -380,6 +383,11 @@ const HAS_TENANT: u32 = 1 << 31;
 /// Bit of a record's id-length field saying an origin region follows the tenant (records
 /// stored before origins were never have it set, and decode with an empty origin).
 const HAS_ORIGIN: u32 = 1 << 30;
+/// Bit of a record's id-length field saying the write met a concurrent one
+/// ([`Record::concurrent`]).
+const CONCURRENT: u32 = 1 << 29;
+/// Every flag bit of the id-length field.
+const ID_FLAGS: u32 = HAS_TENANT | HAS_ORIGIN | CONCURRENT;
 
 /// The value of a tombstone: the delete's hlc (big-endian, as it always was), then its
 /// origin region's bytes (absent in tombstones stored before origins were).
@@ -411,6 +419,9 @@ impl Record {
         if !self.origin.is_empty() {
             flag |= HAS_ORIGIN;
         }
+        if self.concurrent {
+            flag |= CONCURRENT;
+        }
         out.extend_from_slice(&(self.id.len() as u32 | flag).to_le_bytes());
         out.extend_from_slice(self.id.as_bytes());
         if let Some(t) = &self.tenant {
@@ -434,7 +445,7 @@ impl Record {
         let ring = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
         let hlc = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
         let id_field = u32::from_le_bytes(bytes.get(16..20)?.try_into().ok()?);
-        let id_len = (id_field & !(HAS_TENANT | HAS_ORIGIN)) as usize;
+        let id_len = (id_field & !ID_FLAGS) as usize;
         let id = std::str::from_utf8(bytes.get(20..20 + id_len)?)
             .ok()?
             .to_owned();
@@ -466,6 +477,7 @@ impl Record {
             id,
             tenant,
             origin,
+            concurrent: id_field & CONCURRENT != 0,
             payload,
         })
     }
@@ -482,7 +494,7 @@ impl Record {
         if id_field & HAS_ORIGIN == 0 {
             return Some((hlc, ""));
         }
-        let mut at = 20 + (id_field & !(HAS_TENANT | HAS_ORIGIN)) as usize;
+        let mut at = 20 + (id_field & !ID_FLAGS) as usize;
         if id_field & HAS_TENANT != 0 {
             let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
             at += 4 + len;
@@ -505,13 +517,14 @@ mod tests {
             Some(serde_json::json!({"t": "ü", "n": [1, 2]})),
         ] {
             for tenant in [None, Some(String::new()), Some("tenant-ß".to_owned())] {
-                for origin in ["", "west", "ü-1"] {
+                for (origin, concurrent) in [("", false), ("west", true), ("ü-1", false)] {
                     let r = Record {
                         ring: u64::MAX - 3,
                         hlc: Hlc::new(1_700_000_000_000, 9),
                         id: "pkg-ü".into(),
                         tenant: tenant.clone(),
                         origin: origin.into(),
+                        concurrent,
                         payload: payload.clone(),
                     };
                     let bytes = r.encode();

@@ -56,6 +56,7 @@ fn region_log(region: &str, skew_ms: u64, seed: u64, n: usize) -> Vec<Entry> {
                 provenance: Provenance {
                     origin: region.to_owned(),
                     digest: hektor_merge::digest(bytes.as_bytes()),
+                    seen: None,
                 },
             }
         })
@@ -202,4 +203,77 @@ fn two_regions_merge_to_the_same_state_whatever_the_order_and_redeliveries() {
         2,
         "both regions' writes win somewhere: the test has real conflicts"
     );
+}
+
+/// A write made knowing another region's write of the same id (its `seen` covers that
+/// write's stamp) is not a conflict; one made without is, in both regions, and the id
+/// says so whichever write won.
+#[test]
+fn concurrent_writes_are_counted_and_causally_later_ones_are_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shard = open(tmp.path());
+    let upsert = |id: &str, ms: u64| ShardOp::Upsert {
+        id: id.into(),
+        tenant: None,
+        ring: hektor_topics::ring::position(None, id),
+        vector: vec![1.0, 2.0, 3.0, ms as f32],
+        payload: None,
+        hlc: Hlc::new(ms, 0),
+    };
+    let from = |origin: &str, seen: &[(&str, u64)]| Provenance {
+        origin: origin.into(),
+        digest: hektor_merge::digest(format!("{origin}{seen:?}").as_bytes()),
+        seen: Some(
+            seen.iter()
+                .map(|(r, ms)| (r.to_string(), Hlc::new(*ms, 0)))
+                .collect(),
+        ),
+    };
+    // East writes a and b at 1000 ms.
+    let r = shard
+        .apply_from(
+            Source::Local,
+            &[(0, upsert("a", 1000)), (1, upsert("b", 1000))],
+            &[from("east", &[]), from("east", &[])],
+        )
+        .unwrap();
+    assert_eq!(r.conflicts, 0);
+    // West wrote a having seen east only up to 900 ms: concurrent (and it wins, 2000 ms);
+    // west wrote b after merging east's write (seen past its stamp): causally later.
+    let r = shard
+        .apply_from(
+            Source::Mirror { region: "west" },
+            &[(0, upsert("a", 2000)), (1, upsert("b", 2000))],
+            &[
+                from("west", &[("east", 900)]),
+                from("west", &[("east", 1001)]),
+            ],
+        )
+        .unwrap();
+    assert_eq!(r.conflicts, 1);
+    let (a, b) = (
+        shard.get(None, "a").unwrap().unwrap(),
+        shard.get(None, "b").unwrap().unwrap(),
+    );
+    assert_eq!((a.origin.as_str(), a.concurrent), ("west", true));
+    assert_eq!((b.origin.as_str(), b.concurrent), ("west", false));
+    // A concurrent write that loses marks the winner too: east writes c at 3000 ms, west
+    // wrote c at 2500 ms without having seen it.
+    shard
+        .apply_from(
+            Source::Local,
+            &[(2, upsert("c", 3000))],
+            &[from("east", &[])],
+        )
+        .unwrap();
+    let r = shard
+        .apply_from(
+            Source::Mirror { region: "west" },
+            &[(2, upsert("c", 2500))],
+            &[from("west", &[("east", 2000)])],
+        )
+        .unwrap();
+    assert_eq!((r.conflicts, r.stale), (1, 1));
+    let c = shard.get(None, "c").unwrap().unwrap();
+    assert_eq!((c.origin.as_str(), c.concurrent), ("east", true));
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hektor_log::LogRecord;
+use hektor_merge::{stamp::SEEN_HEADER, VersionVector};
 use hektor_topics::catalog::Catalog;
 use hektor_topics::codec::{self, Encoding};
 use hektor_topics::hlc::HlcClock;
@@ -28,6 +29,16 @@ pub struct Writer {
     catalog: Arc<Catalog>,
     clock: Arc<HlcClock>,
     region: String,
+    seen: Option<Arc<dyn SeenSource>>,
+}
+
+/// What this node's region has applied of the other regions, per partition: the `seen`
+/// version vector a write carries ([`hektor_merge::SEEN_HEADER`]) so that shards can tell
+/// a write made knowing another region's write from a concurrent one.
+pub trait SeenSource: Send + Sync {
+    /// For `collection`'s `partition`, each other region's clock floor as merged here, or
+    /// `None` when this node cannot tell (it holds no shard of that partition).
+    fn seen(&self, collection: &str, partition: u32) -> Option<VersionVector>;
 }
 
 /// What one accepted write did, for metrics and hotness events.
@@ -44,7 +55,14 @@ impl Writer {
             catalog,
             clock,
             region: region.into(),
+            seen: None,
         }
+    }
+
+    /// Stamp every write with what this node's region has applied of the other regions.
+    pub fn with_seen(mut self, seen: Arc<dyn SeenSource>) -> Writer {
+        self.seen = Some(seen);
+        self
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -128,6 +146,18 @@ impl Writer {
                 ring: position,
                 delete: matches!(record, VectorRecord::Delete(_)),
             });
+        }
+        if let Some(source) = &self.seen {
+            for (partition, batch) in by_partition.iter_mut() {
+                if let Some(seen) = source.seen(&spec.name, *partition) {
+                    let header = seen.to_header();
+                    for record in batch.iter_mut() {
+                        record
+                            .headers
+                            .push((SEEN_HEADER.to_owned(), header.clone().into_bytes()));
+                    }
+                }
+            }
         }
         let log = self.catalog.log();
         let appends = by_partition.into_iter().map(|(partition, batch)| {

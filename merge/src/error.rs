@@ -13,6 +13,9 @@ pub enum MergeError {
     /// A version vector with more regions than any cluster has.
     #[error("a version vector names {count} regions; at most {max} are allowed")]
     TooManyRegions { count: usize, max: usize },
+    /// A `hektor-seen` header that does not parse.
+    #[error("the hektor-seen header is not valid: {reason}")]
+    InvalidSeenHeader { reason: String },
     /// A stored source floor whose recent-digest list disagrees with its floor.
     #[error("a stored source floor is inconsistent: {reason}")]
     InconsistentFloor { reason: String },

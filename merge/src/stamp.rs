@@ -22,6 +22,14 @@ use crate::{MergeError, Result};
 /// The most regions a version vector may name (a cluster has a handful).
 pub const MAX_REGIONS: usize = 64;
 
+/// The Kafka header carrying a write's `seen` vector on the log (MirrorMaker 2 copies
+/// headers byte for byte): `region=hlc` pairs, comma-separated, hlc in decimal; absent
+/// when the writer could not tell (it holds no shard of the partition).
+pub const SEEN_HEADER: &str = "hektor-seen";
+
+/// The longest [`SEEN_HEADER`] value accepted.
+pub const MAX_SEEN_HEADER_BYTES: usize = 8 * 1024;
+
 /// Where a write stands in the order every region agrees on.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Stamp {
@@ -130,6 +138,50 @@ impl VersionVector {
         self.0.is_empty()
     }
 
+    /// The [`SEEN_HEADER`] value of this vector.
+    pub fn to_header(&self) -> String {
+        let mut out = String::with_capacity(self.0.len() * 24);
+        for (i, (region, hlc)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(region);
+            out.push('=');
+            out.push_str(&hlc.0.to_string());
+        }
+        out
+    }
+
+    /// A vector from its [`SEEN_HEADER`] value, checked (size, region names, numbers).
+    pub fn from_header(value: &[u8]) -> Result<VersionVector> {
+        let bad = |reason: String| MergeError::InvalidSeenHeader { reason };
+        if value.len() > MAX_SEEN_HEADER_BYTES {
+            return Err(bad(format!(
+                "{} bytes, at most {MAX_SEEN_HEADER_BYTES}",
+                value.len()
+            )));
+        }
+        let text = std::str::from_utf8(value).map_err(|_| bad("not UTF-8".into()))?;
+        let mut vv = VersionVector::new();
+        for pair in text.split(',').filter(|p| !p.is_empty()) {
+            let (region, hlc) = pair
+                .rsplit_once('=')
+                .ok_or_else(|| bad(format!("`{pair}` is not region=hlc")))?;
+            let hlc: u64 = hlc
+                .parse()
+                .map_err(|_| bad(format!("`{hlc}` is not a decimal hlc")))?;
+            validate_region(region)?;
+            if region.is_empty() || region.contains([',', '=']) {
+                return Err(bad(format!(
+                    "region `{region}` is empty or contains `,` or `=`"
+                )));
+            }
+            vv.observe(region, Hlc(hlc));
+        }
+        vv.validate()?;
+        Ok(vv)
+    }
+
     /// Checks a vector read from a record or a stored state.
     pub fn validate(&self) -> Result<()> {
         if self.0.len() > MAX_REGIONS {
@@ -185,6 +237,23 @@ mod tests {
         assert!(j.includes(&Stamp::new(Hlc(4), "east")));
         assert!(!j.includes(&Stamp::new(Hlc(5), "east")));
         assert!(!j.includes(&Stamp::new(Hlc(1), "north")));
+    }
+
+    #[test]
+    fn the_seen_header_round_trips_and_refuses_garbage() {
+        let v = vv(&[("east", 3), ("west", u64::MAX)]);
+        assert_eq!(VersionVector::from_header(v.to_header().as_bytes()), Ok(v));
+        assert_eq!(VersionVector::from_header(b""), Ok(VersionVector::new()));
+        for bad in [
+            &b"east"[..],
+            b"east=x",
+            b"=5",
+            b"a\nb=1",
+            &[0xff, b'=', b'1'],
+        ] {
+            assert!(VersionVector::from_header(bad).is_err(), "{bad:?}");
+        }
+        assert!(VersionVector::from_header(&vec![b'a'; MAX_SEEN_HEADER_BYTES + 1]).is_err());
     }
 
     #[test]

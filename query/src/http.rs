@@ -256,7 +256,7 @@ async fn get_vector(
         "vector": stored.vector,
         "payload": stored.payload,
         // The winning write: its effective hlc (a decimal string) and accepting region.
-        "written": {"hlc": stored.hlc, "origin": stored.origin},
+        "written": {"hlc": stored.hlc, "origin": stored.origin, "concurrent": stored.concurrent},
         "shard": spec.map(|s| ring::partition_of(range.start, s.partitions)),
         "range": range,
         "epoch": epoch,
@@ -347,6 +347,7 @@ async fn internal_get(
         payload: stored.payload,
         hlc: stored.hlc.0.to_string(),
         origin: stored.origin,
+        concurrent: stored.concurrent,
     })
     .into_response())
 }
@@ -401,6 +402,8 @@ fn describe(hosted: Option<&HostedCollection>, map: Option<&ShardMap>) -> serde_
                 let mirrored = h.mirrored();
                 if !mirrored.is_empty() {
                     entry["mirrored"] = json!(mirrored);
+                    // Concurrent writes of different regions met since it opened here.
+                    entry["conflicts"] = json!(h.conflicts());
                 }
             }
             entry

@@ -119,6 +119,8 @@ struct NodeFamilies {
     shard_dead_lettered: IntCounterVec,
     shard_searches: IntCounter,
     events_dropped: IntCounter,
+    shard_conflicts: IntCounterVec,
+    shard_mirror_lag: IntGaugeVec,
 }
 
 impl NodeFamilies {
@@ -152,11 +154,29 @@ impl NodeFamilies {
                 "Hotness events dropped because the event buffer was full",
             )
             .expect("valid metric"),
+            shard_conflicts: IntCounterVec::new(
+                Opts::new(
+                    "shard_conflicts_total",
+                    "Concurrent writes of different regions a shard met since it opened on this node",
+                ),
+                &labels,
+            )
+            .expect("valid metric"),
+            shard_mirror_lag: IntGaugeVec::new(
+                Opts::new(
+                    "shard_mirror_lag",
+                    "Records of another region's mirrored partition a shard has not merged yet",
+                ),
+                &["collection", "shard", "region"],
+            )
+            .expect("valid metric"),
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 6] {
+    fn collectors(&self) -> [&dyn Collector; 8] {
         [
+            &self.shard_conflicts,
+            &self.shard_mirror_lag,
             &self.shard_vectors,
             &self.shard_pending,
             &self.shard_lag,
@@ -209,6 +229,14 @@ impl Collector for NodeCollector {
                 f.shard_dead_lettered
                     .with_label_values(&labels)
                     .inc_by(s.dead_lettered());
+                f.shard_conflicts
+                    .with_label_values(&labels)
+                    .inc_by(s.conflicts());
+                for (region, p) in s.mirrored() {
+                    f.shard_mirror_lag
+                        .with_label_values(&[labels[0], labels[1], region.as_str()])
+                        .set(clamp(p.high_watermark.saturating_sub(p.next_offset)));
+                }
             }
         }
         f.shard_searches.inc_by((self.source.shard_searches)());

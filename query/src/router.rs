@@ -1057,6 +1057,7 @@ impl Searcher {
                             payload: v.payload,
                             hlc: v.hlc.0.to_string(),
                             origin: v.origin,
+                            concurrent: v.concurrent,
                         })
                     }),
                     None => Err(QueryError::NotReady(collection.into())),
@@ -1139,6 +1140,9 @@ pub struct WireVector {
     /// The region that accepted the winning write (empty: unknown).
     #[serde(default)]
     pub origin: String,
+    /// The winning write met a concurrent write of another region.
+    #[serde(default)]
+    pub concurrent: bool,
 }
 
 /// Search one shard held here: wait for the token, search on the pool, record the event.

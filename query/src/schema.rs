@@ -83,6 +83,10 @@ pub struct ShardView {
     /// "high_watermark", "duplicates", "floor"}` (present only with `--mirror-regions`).
     #[schema(required = false, value_type = Option<Object>)]
     pub mirrored: Option<serde_json::Value>,
+    /// Concurrent writes of different regions the shard met since it opened on this node
+    /// (present only with `--mirror-regions`).
+    #[schema(required = false)]
+    pub conflicts: Option<u64>,
 }
 
 /// `GET /collections/{collection}/vectors/{id}`: a stored vector.
@@ -108,6 +112,9 @@ pub struct Written {
     pub hlc: String,
     /// The region that accepted it (empty: unknown).
     pub origin: String,
+    /// It met a concurrent write of another region (one it had not seen), resolved by
+    /// the stamps (greatest hlc, then region name).
+    pub concurrent: bool,
 }
 
 /// `GET /cluster`: the shard maps with hotness, the members, the planner's decisions and
