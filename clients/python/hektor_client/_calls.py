@@ -482,6 +482,7 @@ def get_vector(collection: str, id: Any, tenant: Optional[str]) -> Call[StoredVe
     id = as_id(id)
 
     def parse(_status: int, body: Any) -> StoredVector:
+        written = body.get("written") or {}
         return StoredVector(
             id=str(body.get("id", id)),
             vector=[float(x) for x in body.get("vector") or []],
@@ -490,6 +491,9 @@ def get_vector(collection: str, id: Any, tenant: Optional[str]) -> Call[StoredVe
             shard=body.get("shard"),
             range=RingRange.from_json(body.get("range")),
             epoch=int(body.get("epoch") or 0),
+            hlc=int(written["hlc"]) if str(written.get("hlc", "")).isdigit() else None,
+            origin=written.get("origin"),
+            concurrent=bool(written.get("concurrent", False)),
         )
 
     params = {"tenant": tenant} if tenant is not None else None

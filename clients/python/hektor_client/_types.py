@@ -183,6 +183,11 @@ class StoredVector:
     shard: Optional[int]
     range: RingRange
     epoch: int
+    #: The winning write: its hybrid logical clock, the region that accepted it, and
+    #: whether it met a concurrent write of another region (multi-region).
+    hlc: Optional[int] = None
+    origin: Optional[str] = None
+    concurrent: bool = False
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,9 @@ def test_bulk_numpy_upsert_then_search_finds_each_exact_vector_first(
     assert np.array_equal(np.array(stored.vector, dtype=np.float32), rows[1234])
     assert stored.payload == {"row": 1234, "even": True}
     assert stored.shard is not None and 0 <= stored.shard < 4
+    # The winning write: a clock in this millennium (ms << 16), this node's region, alone.
+    assert stored.hlc is not None and (stored.hlc >> 16) > 1_600_000_000_000
+    assert stored.origin and not stored.concurrent
 
     # Payloads left out on request.
     bare = client.search(name, rows[3], k=2, with_payload=False, consistency=written)
