@@ -430,6 +430,20 @@
     }));
   }
 
+  // GET /cluster's `regions`: the other regions this node's shards merge.
+  function renderRegions(cluster) {
+    const regions = cluster.regions || [];
+    if (!regions.length) return;
+    const ago = (ms) => (typeof ms === 'number' && ms > 0 ? num(Math.max(0, Date.now() - ms) / 1000, 1) : '–');
+    $('regions').tBodies[0].replaceChildren(...regions.map((r) =>
+      el('tr', { class: 'region-row', 'data-region': text(r.region) },
+        el('td', {}, text(r.region)),
+        el('td', { class: 'num' }, text(r.shards)),
+        el('td', { class: 'num' }, text(r.behind)),
+        el('td', { class: 'num' }, ago(r.newest_merged_ms)),
+        el('td', { class: 'num' }, ago(r.oldest_merged_ms)))));
+  }
+
   function actionText(a) {
     if (!a || typeof a !== 'object') return text(a);
     switch (a.action) {
@@ -513,6 +527,7 @@
       renderHeader(cluster);
       renderCollections(cluster, list, details, scale);
       renderNodes(cluster);
+      renderRegions(cluster);
       renderDecisions(cluster);
       drawHeat(cluster.planner && cluster.planner.thresholds ? cluster.planner.thresholds.split_hotness : undefined);
       document.body.setAttribute('data-polls', String(Number(document.body.getAttribute('data-polls') || 0) + 1));

@@ -1233,6 +1233,21 @@ fn hektor_regions_merge_conflicting_writes_and_converge_after_a_partition() {
         }
     }
 
+    // GET /cluster names the other region, with nothing left to merge.
+    for (node, other) in [(&wnode, &east), (&enode, &west)] {
+        let (_, cluster) = common::get(&format!("{}/cluster", node.url));
+        let entry = cluster["regions"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["region"] == json!(other)))
+            .unwrap_or_else(|| panic!("{}: /cluster has no region {other}: {cluster}", node.url));
+        assert!(entry["shards"].as_u64() > Some(0), "{entry}");
+        assert_eq!(entry["behind"], json!(0), "{entry}");
+        assert!(
+            entry["oldest_merged_ms"].as_u64() > Some(1_600_000_000_000),
+            "{entry}"
+        );
+    }
+
     // The conflicts were seen as such: counted per shard in both regions, and flagged on
     // ids whose winning write met a write of the other region it had not seen.
     for node in [&wnode, &enode] {

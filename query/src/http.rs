@@ -558,12 +558,49 @@ async fn cluster(State(state): State<QueryState>) -> Response {
         "node": routing.me,
         "planner": planner.as_ref().and_then(|p| p.get("planner")).cloned(),
         "collections": collections,
+        "regions": regions(&state),
         "members": members,
         "nodes": part("nodes"),
         "decisions": part("decisions"),
         "map_changes": part("map_changes"),
     }))
     .into_response()
+}
+
+/// The other regions this node's shards merge, from their mirror progress: per region the
+/// shards following it, the mirrored records not merged yet, and the wall-clock time of
+/// the newest write merged and of the least advanced shard's newest (over shards that
+/// merged anything; 0 when none has), so `now - oldest_merged_ms` is how far behind that
+/// shard may be while that region keeps writing.
+fn regions(state: &QueryState) -> Vec<serde_json::Value> {
+    let mut by_region: std::collections::BTreeMap<String, (u64, u64, u64, u64)> =
+        std::collections::BTreeMap::new();
+    for hosted in state.searcher.host().collections() {
+        for s in hosted.serving() {
+            for (region, p) in s.mirrored() {
+                let at = hektor_topics::hlc::Hlc(p.floor).physical_ms();
+                let e = by_region.entry(region).or_insert((0, 0, 0, u64::MAX));
+                e.0 += 1;
+                e.1 += p.high_watermark.saturating_sub(p.next_offset);
+                e.2 = e.2.max(at);
+                if p.floor > 0 {
+                    e.3 = e.3.min(at);
+                }
+            }
+        }
+    }
+    by_region
+        .into_iter()
+        .map(|(region, (shards, behind, newest, oldest))| {
+            json!({
+                "region": region,
+                "shards": shards,
+                "behind": behind,
+                "newest_merged_ms": newest,
+                "oldest_merged_ms": if oldest == u64::MAX { 0 } else { oldest },
+            })
+        })
+        .collect()
 }
 
 /// The shards this node holds whose consumer is failing, as JSON.

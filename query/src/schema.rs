@@ -127,6 +127,8 @@ pub struct ClusterOverview {
     #[schema(value_type = Option<Object>)]
     pub planner: Option<serde_json::Value>,
     pub collections: Vec<ClusterCollection>,
+    /// The other regions this node's shards merge (empty in one region).
+    pub regions: Vec<RegionView>,
     /// Every node known from the heartbeats, by id.
     pub members: BTreeMap<String, Member>,
     /// The planner's load per node (`{"node", "capacity", "ops_per_s", "load"}`).
@@ -135,6 +137,21 @@ pub struct ClusterOverview {
     pub decisions: Vec<serde_json::Value>,
     /// The controller's recent map changes.
     pub map_changes: Vec<serde_json::Value>,
+}
+
+/// Another region as this node's shards merge it, in `GET /cluster`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegionView {
+    pub region: String,
+    /// Shards on this node following its mirrored partitions.
+    pub shards: u64,
+    /// Its mirrored records those shards have not merged yet.
+    pub behind: u64,
+    /// Wall-clock ms (its clock) of the newest write merged, over those shards.
+    pub newest_merged_ms: u64,
+    /// Wall-clock ms of the newest write merged by the least advanced shard (over shards
+    /// that merged anything; 0 when none has).
+    pub oldest_merged_ms: u64,
 }
 
 /// One collection in `GET /cluster`.

@@ -230,6 +230,7 @@ def cluster() -> Call[ClusterView]:
             decisions=list(body.get("decisions") or []),
             map_changes=list(body.get("map_changes") or []),
             raw=body,
+            regions=list(body.get("regions") or []),
         )
 
     return Call("GET", "/cluster", parse, read_only=True)

@@ -345,6 +345,9 @@ class ClusterView:
     decisions: List[JsonObject]
     map_changes: List[JsonObject]
     raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
+    #: The other regions this node's shards merge (``region``, ``shards``, ``behind``,
+    #: ``newest_merged_ms``, ``oldest_merged_ms``); empty in one region.
+    regions: List[JsonObject] = field(default_factory=list)
 
     def collection(self, name: str) -> Optional[ClusterCollection]:
         return next((c for c in self.collections if c.name == name), None)
