@@ -1325,3 +1325,209 @@ fn hektor_regions_merge_conflicting_writes_and_converge_after_a_partition() {
         );
     }
 }
+
+/// Per partition, the next offset a node's shard has applied: of its own partition
+/// (`local`) and of `region`'s mirrored one.
+fn applied_offsets(
+    http: &reqwest::blocking::Client,
+    url: &str,
+    collection: &str,
+    region: &str,
+) -> (BTreeMap<u64, u64>, BTreeMap<u64, u64>) {
+    let view: Value = http
+        .get(format!("{url}/collections/{collection}"))
+        .send()
+        .and_then(|r| r.json())
+        .unwrap_or(Value::Null);
+    let (mut local, mut mirror) = (BTreeMap::new(), BTreeMap::new());
+    for s in view["shards"].as_array().into_iter().flatten() {
+        if let Some(p) = s["shard"].as_u64() {
+            if let Some(n) = s["next_offset"].as_u64() {
+                local.insert(p, n);
+            }
+            if let Some(n) = s["mirrored"][region]["next_offset"].as_u64() {
+                mirror.insert(p, n);
+            }
+        }
+    }
+    (local, mirror)
+}
+
+/// One poll of both nodes: when, west's own applied offsets, east's merged ones of west.
+type Sample = (Instant, BTreeMap<u64, u64>, BTreeMap<u64, u64>);
+
+/// hektor's merge lag between regions over an injected 70 ms round trip: writes in west
+/// on an open-loop schedule (one upsert per request), and for each the time from its
+/// acknowledgement until east's shard has merged it (`mirror_lag`), against the time until
+/// west's own shard has applied it (`local_lag`, the control). Positions are read from
+/// `GET /collections/{c}` every 5 ms (`mirrored.west.next_offset`: the mirror's offsets
+/// equal the origin's while MM2 redelivers nothing, which the run checks). One JSON line
+/// per rate. Ignored: a measurement (`cargo test --release --test regions_kafka --
+/// --ignored hektor_regions_merge_lag --nocapture`).
+#[test]
+#[ignore]
+fn hektor_regions_merge_lag_over_70ms_rtt() {
+    let _one = serial();
+    let Some(setup) = Setup::start() else {
+        return;
+    };
+    let (west, east) = (setup.regions[0].clone(), setup.regions[1].clone());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let wnode = start_region_node(&setup, &west, &tmp.path().join("west"), &[]);
+    let enode = start_region_node(&setup, &east, &tmp.path().join("east"), &[]);
+    let collection = common::unique("lag");
+    const DIM: usize = 384;
+    common::create_collection(&wnode.url, &collection, DIM, 2);
+    common::create_collection(&enode.url, &collection, DIM, 2);
+    let rtt_ms = 70u64;
+    let proxy = setup.proxy(&west, &east);
+    for stream in ["upstream", "downstream"] {
+        setup.toxiproxy(
+            reqwest::Method::POST,
+            &format!("/proxies/{proxy}/toxics"),
+            Some(
+                json!({"name": format!("rtt-{stream}"), "type": "latency", "stream": stream,
+                        "toxicity": 1.0, "attributes": {"latency": rtt_ms / 2, "jitter": 0}}),
+            ),
+        );
+    }
+    let url = format!("{}/collections/{collection}/vectors", wnode.url);
+    // A client per writer thread and one for the polls (a client per call costs a thread).
+    let poller_http = common::client();
+    let write = |writer: &reqwest::blocking::Client, i: u64| -> (Instant, Value) {
+        let mut rng = StdRng::seed_from_u64(i);
+        let v: Vec<f32> = (0..DIM).map(|_| rng.random_range(0.1f32..1.0)).collect();
+        let resp = writer
+            .post(&url)
+            .json(&json!({"upserts": [{"id": format!("w-{i}"), "vector": v}]}))
+            .send()
+            .expect("write sent");
+        assert_eq!(resp.status().as_u16(), 200);
+        let body: Value = resp.json().expect("a JSON answer");
+        (Instant::now(), body["token"].clone())
+    };
+    // Warm-up: MM2 finds the new topic (up to its refresh interval) and east merges it.
+    let (_, token) = write(&common::client(), 0);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, mirror) = applied_offsets(&poller_http, &enode.url, &collection, &west);
+        let done = token.as_object().into_iter().flatten().all(|(p, o)| {
+            let p: u64 = p.parse().unwrap_or(u64::MAX);
+            mirror.get(&p).copied().unwrap_or(0) > o.as_u64().unwrap_or(u64::MAX)
+        });
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "east never merged west's first write"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut next_id = 1u64;
+    for rate in [20u64, 100, 400] {
+        let seconds = 15u64;
+        let n = rate * seconds;
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (acks, timeline) = std::thread::scope(|s| {
+            let poller = s.spawn(|| {
+                let mut timeline = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (local, _) = applied_offsets(&poller_http, &wnode.url, &collection, &west);
+                    let (_, mirror) = applied_offsets(&poller_http, &enode.url, &collection, &west);
+                    timeline.push((Instant::now(), local, mirror));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                timeline
+            });
+            // Open loop: write i is due at start + i/rate; WRITERS threads take every
+            // WRITERS-th write, each on its own connection, timed from when it was due.
+            const WRITERS: u64 = 8;
+            let start = Instant::now() + Duration::from_millis(100);
+            let first_id = next_id;
+            let workers: Vec<_> = (0..WRITERS)
+                .map(|k| {
+                    let write = &write;
+                    s.spawn(move || {
+                        let writer = common::client();
+                        let mut acks = Vec::new();
+                        for i in (k..n).step_by(WRITERS as usize) {
+                            let intended = start + Duration::from_micros(i * 1_000_000 / rate);
+                            if let Some(wait) = intended.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait);
+                            }
+                            let (acked, token) = write(&writer, first_id + i);
+                            let (p, o) = token
+                                .as_object()
+                                .and_then(|t| t.iter().next())
+                                .map(|(p, o)| {
+                                    (p.parse::<u64>().unwrap_or(0), o.as_u64().unwrap_or(0))
+                                })
+                                .expect("a write's token names its partition");
+                            acks.push((intended, acked, p, o));
+                        }
+                        acks
+                    })
+                })
+                .collect();
+            let acks: Vec<_> = workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("writer"))
+                .collect();
+            next_id += n;
+            // Let the last writes cross, then stop polling.
+            std::thread::sleep(Duration::from_secs(3));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            (acks, poller.join().expect("poller"))
+        });
+        let histogram = || hdrhistogram::Histogram::<u64>::new(3).expect("valid precision");
+        let (mut write_h, mut mirror_h, mut local_h) = (histogram(), histogram(), histogram());
+        let mut unmerged = 0;
+        for (intended, acked, p, o) in &acks {
+            write_h
+                .record(acked.duration_since(*intended).as_micros() as u64)
+                .expect("an auto-resizing histogram takes any value");
+            let first = |pick: &dyn Fn(&Sample) -> Option<u64>| {
+                timeline
+                    .iter()
+                    .find(|entry| pick(entry).is_some_and(|next| next > *o))
+                    .map(|(at, _, _)| at.saturating_duration_since(*acked).as_micros() as u64)
+            };
+            match first(&|(_, _, m)| m.get(p).copied()) {
+                Some(us) => mirror_h
+                    .record(us)
+                    .expect("an auto-resizing histogram takes any value"),
+                None => unmerged += 1,
+            }
+            if let Some(us) = first(&|(_, l, _)| l.get(p).copied()) {
+                local_h
+                    .record(us)
+                    .expect("an auto-resizing histogram takes any value");
+            }
+        }
+        let (_, view) = common::get(&format!("{}/collections/{collection}", enode.url));
+        let duplicates: u64 = view["shards"]
+            .as_array()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|s| s["mirrored"][west.as_str()]["duplicates"].as_u64())
+                    .sum()
+            })
+            .unwrap_or(0);
+        let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{}",
+            json!({
+                "mode": "async", "rtt_ms": rtt_ms, "rate": rate, "writes": acks.len(),
+                "write_p50_ms": ms(&write_h, 0.5), "write_p99_ms": ms(&write_h, 0.99),
+                "mirror_lag_p50_ms": ms(&mirror_h, 0.5), "mirror_lag_p99_ms": ms(&mirror_h, 0.99),
+                "local_lag_p50_ms": ms(&local_h, 0.5), "local_lag_p99_ms": ms(&local_h, 0.99),
+                "unmerged": unmerged, "duplicates": duplicates, "poll_ms": 5,
+            })
+        );
+        assert_eq!(
+            duplicates, 0,
+            "MM2 redelivered: mirror offsets no longer match the origin's"
+        );
+    }
+}
