@@ -283,7 +283,7 @@ def test_ids_with_path_and_query_characters(client: Client, new_collection: NewC
         got = client.get(name, id_)
         assert (got.id, got.vector) == (id_, [1.0, float(i)])
     # Both deletes' tokens: the two ids may lie in different partitions.
-    gone = client.delete(name, "a/b") | client.delete(name, "hash#frag")
+    gone = client.delete(name, "a/b").token | client.delete(name, "hash#frag").token
     res = client.search(name, [1.0, 0.0], k=10, consistency=gone)
     assert sorted(res.ids) == sorted(set(odd) - {"a/b", "hash#frag"})
 
