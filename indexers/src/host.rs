@@ -677,18 +677,28 @@ impl ShardHost {
             mirrored: Mutex::new(std::collections::BTreeMap::new()),
             conflicts: AtomicU64::new(0),
         });
+        let log = Arc::clone(self.catalog.log());
+        let (l, sp, h) = (Arc::clone(&log), spec.clone(), Arc::clone(&hosted));
         tokio::spawn(supervise(
-            Arc::clone(self.catalog.log()),
-            spec.clone(),
             Arc::clone(&hosted),
+            "the shard's consumer".into(),
+            move || consume(Arc::clone(&l), sp.clone(), Arc::clone(&h)),
         ));
         for region in &self.config.mirrors {
-            tokio::spawn(supervise_mirror(
-                Arc::clone(self.catalog.log()),
-                spec.clone(),
+            let (l, sp, h) = (Arc::clone(&log), spec.clone(), Arc::clone(&hosted));
+            let (r, clock) = (region.clone(), self.config.clock.clone());
+            tokio::spawn(supervise(
                 Arc::clone(&hosted),
-                region.clone(),
-                self.config.clock.clone(),
+                format!("the consumer of region `{region}`'s mirror"),
+                move || {
+                    follow_mirror(
+                        Arc::clone(&l),
+                        sp.clone(),
+                        Arc::clone(&h),
+                        r.clone(),
+                        clock.clone(),
+                    )
+                },
             ));
         }
         Ok(hosted)
@@ -971,16 +981,20 @@ fn op_of(spec: &CollectionSpec, partition: u32, record: VectorRecord) -> Result<
     })
 }
 
-/// Run a shard's consumer until the shard stops; a consumer that panics is reported (the
-/// shard's [`HostedShard::failure`]) and restarted after a backoff, never left dead.
-async fn supervise(log: Arc<dyn Log>, spec: CollectionSpec, hosted: Arc<HostedShard>) {
+/// Run one of a shard's consumers (`what`, for the report) until the shard stops; a
+/// consumer that panics is reported (the shard's [`HostedShard::failure`]) and restarted
+/// after a backoff, never left dead.
+async fn supervise<F, Fut>(hosted: Arc<HostedShard>, what: String, run: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut backoff = Duration::from_millis(500);
     loop {
-        let run = tokio::spawn(consume(Arc::clone(&log), spec.clone(), Arc::clone(&hosted)));
-        match run.await {
+        match tokio::spawn(run()).await {
             Ok(()) => return,
             Err(err) => {
-                let why = format!("the shard's consumer panicked: {err}; restarting it");
+                let why = format!("{what} panicked: {err}; restarting it");
                 tracing::error!(collection = %hosted.collection, partition = hosted.partition, %why);
                 hosted.fail(why);
             }
@@ -1169,42 +1183,6 @@ fn seen_of(stored: &StoredRecord) -> Option<hektor_merge::VersionVector> {
         .iter()
         .find(|(k, _)| k == hektor_merge::stamp::SEEN_HEADER)?;
     hektor_merge::VersionVector::from_header(value).ok()
-}
-
-/// Run a shard's consumer of one mirrored region until the shard stops; restarted after
-/// a backoff if it panics.
-async fn supervise_mirror(
-    log: Arc<dyn Log>,
-    spec: CollectionSpec,
-    hosted: Arc<HostedShard>,
-    region: String,
-    clock: Option<Arc<HlcClock>>,
-) {
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let run = tokio::spawn(follow_mirror(
-            Arc::clone(&log),
-            spec.clone(),
-            Arc::clone(&hosted),
-            region.clone(),
-            clock.clone(),
-        ));
-        match run.await {
-            Ok(()) => return,
-            Err(err) => {
-                let why = format!(
-                    "the consumer of region `{region}`'s mirror panicked: {err}; restarting it"
-                );
-                tracing::error!(collection = %hosted.collection, partition = hosted.partition, %why);
-                hosted.fail(why);
-            }
-        }
-        if hosted.stop.load(Ordering::Relaxed) {
-            return;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
 }
 
 /// Follow region `region`'s partition as MirrorMaker 2 copied it into this region's log
