@@ -891,15 +891,7 @@ struct MergedSoFar(Arc<ShardHost>);
 
 impl hektor_ingest::writer::SeenSource for MergedSoFar {
     fn seen(&self, collection: &str, partition: u32) -> Option<hektor_merge::VersionVector> {
-        let hosted = self.0.collection(collection)?;
-        let shard = hosted.shards.iter().find(|s| s.partition == partition)?;
-        Some(
-            shard
-                .mirrored()
-                .into_iter()
-                .map(|(region, p)| (region, hektor_topics::hlc::Hlc(p.floor)))
-                .collect(),
-        )
+        self.0.merged(collection, partition)
     }
 }
 

@@ -389,6 +389,21 @@ impl ShardHost {
         waited.await.ok().flatten()
     }
 
+    /// What this node has merged of the other regions for `collection`'s `partition`: each
+    /// mirrored region's clock floor as committed in the shard, so a write stamped with it
+    /// covers every other region's write a read here can already see (the in-memory
+    /// [`HostedShard::mirrored`] lags the commit by a wake-up). `None` where this node holds
+    /// no shard of the partition or the floors cannot be read.
+    pub fn merged(&self, collection: &str, partition: u32) -> Option<hektor_merge::VersionVector> {
+        let hosted = self.collection(collection)?;
+        let shard = hosted.shards.iter().find(|s| s.partition == partition)?;
+        self.config
+            .mirrors
+            .iter()
+            .map(|region| Some((region.clone(), shard.shard.source_floor(region).ok()?)))
+            .collect()
+    }
+
     pub fn collections(&self) -> Vec<Arc<HostedCollection>> {
         self.collections.read().values().cloned().collect()
     }
