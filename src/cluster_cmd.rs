@@ -127,6 +127,38 @@ pub fn render(view: &Value) -> String {
             ));
         }
     }
+    let tiering = &view["planner"]["tiering"];
+    let hot = tiering["nodes"].as_array().unwrap_or(&empty);
+    if !hot.is_empty() {
+        let mib = |v: &Value, k: &str| u64_of(v, k) as f64 / (1u64 << 20) as f64;
+        out.push_str(&format!(
+            "\nhot tier (tiers by hotness {})\n",
+            if tiering["enabled"] == Value::Bool(true) {
+                "on"
+            } else {
+                "off"
+            }
+        ));
+        for n in hot {
+            out.push_str(&format!(
+                "  {}: {:.1} MiB of {:.1} MiB budget, {} hot shards\n",
+                n["node"].as_str().unwrap_or("?"),
+                mib(n, "hot_bytes"),
+                mib(n, "budget_bytes"),
+                u64_of(n, "hot_shards"),
+            ));
+        }
+        for w in tiering["waiting"].as_array().unwrap_or(&empty) {
+            out.push_str(&format!(
+                "  {} [{}, {}) wants {}: {}\n",
+                w["collection"].as_str().unwrap_or("?"),
+                position(w["range"].get("start")),
+                position(w["range"].get("end")),
+                w["wants"].as_str().unwrap_or("?"),
+                w["why"].as_str().unwrap_or("?"),
+            ));
+        }
+    }
     let members = view["members"].as_object();
     if let Some(members) = members.filter(|m| !m.is_empty()) {
         out.push_str("\nmembers\n");

@@ -14,6 +14,8 @@
 //! - [`planner`]: the live loop inside `hektor serve` — follows the events topics, decides
 //!   every interval and publishes (does not apply) plan changes.
 //! - [`sim`]: the kinetic-sharding simulator behind `hektor sim kinetic`.
+//! - [`tiering`]: tiers by hotness (seed §2.2) — which shards are hot, warm or cold, as
+//!   a pure function of their query rates, the shard map and a per-node hot budget.
 //! - [`tally`]: per-worker pre-aggregation of events into weighted tallies, so the
 //!   dataflow sees one update per distinct key and second instead of one per event.
 //!
@@ -29,6 +31,7 @@ pub mod planner;
 pub mod predict;
 pub mod sim;
 pub mod tally;
+pub mod tiering;
 
 /// Errors of the dataflow crate.
 #[derive(Debug, thiserror::Error)]

@@ -21,6 +21,15 @@
 //! new shards' windows fill) — over its capacity (`capacity × cores_per_capacity` cores). Without a feed (tests), shards are the
 //! partitions, all on this node.
 //!
+//! **Tiers by hotness.** With a feed, after every round of decisions the leading planner
+//! runs [`crate::tiering::plan_tiers`] once over all followed collections (the hot budget
+//! is per node): each shard's query rate over the last minute, its tier and replicas from
+//! the map, its size from the heartbeats. Its decisions are appended to the plan topics as
+//! [`PlanAction::SetTier`] changes (reasons start `tier: `), which the controller carries
+//! out like an operator's; ranges a split, merge or move of the same round touches are
+//! left alone. The view's `planner.tiering` shows the settings, each node's hot bytes
+//! against its budget, the shards waiting (dwell, or room) and the recent tier decisions.
+//!
 //! This module owns the follow-the-log loop, the per-collection drivers, the decision
 //! history, Holt forecasts per shard, and an in-memory view (latest snapshot per
 //! collection, last [`KEEP_DECISIONS`] decisions) for the HTTP `GET /cluster` route. It does
@@ -46,7 +55,7 @@ use hektor_topics::catalog::Catalog;
 use hektor_topics::codec::{self, Encoding};
 use hektor_topics::hlc::wall_ms;
 use hektor_topics::record::{
-    CollectionSpec, Event, PlacementSpec, PlanAction, PlanChange, RingRange,
+    CollectionSpec, Event, PlacementSpec, PlanAction, PlanChange, RingRange, Tier,
 };
 use hektor_topics::topic::{topic_name, TopicKind};
 use serde_json::{json, Value};
@@ -55,6 +64,7 @@ use crate::decide::{decide, DecideConfig, Forecasts, History, LoadBasis};
 use crate::driver::{HotnessDriver, HotnessSnapshot, NodeLoad, Setup};
 use crate::hotness::{HotnessParams, WINDOWS};
 use crate::predict::Predictor;
+use crate::tiering::{plan_tiers, TierPlan, TierShard, TieringConfig, TieringState};
 use crate::{DataflowError, Result};
 
 /// Decisions kept in memory for the view.
@@ -81,6 +91,9 @@ pub struct PlannerConfig {
     pub forecast: bool,
     /// With a [`ClusterFeed`]: the cores of a node of capacity 1.0 (busy-time load).
     pub cores_per_capacity: f64,
+    /// Tiers by hotness ([`crate::tiering`]); decided only with a [`ClusterFeed`], whose
+    /// maps say each shard's tier.
+    pub tiering: TieringConfig,
 }
 
 /// What the planner reads of the cluster: the shard maps and the data nodes. The binary
@@ -114,6 +127,8 @@ pub struct FeedShard {
     pub vectors: Option<u64>,
     /// Bytes on disk of one copy.
     pub bytes: Option<u64>,
+    /// The tier the map serves it from.
+    pub tier: Tier,
 }
 
 impl Default for PlannerConfig {
@@ -128,6 +143,7 @@ impl Default for PlannerConfig {
             forecast: true,
             cores_per_capacity: std::thread::available_parallelism()
                 .map_or(1.0, |n| n.get() as f64),
+            tiering: TieringConfig::default(),
         }
     }
 }
@@ -161,6 +177,10 @@ struct View {
     decisions: VecDeque<Decision>,
     rounds: u64,
     last_error: Option<String>,
+    /// The tiering policy's last round (per node hot bytes, shards waiting) and its
+    /// recent decisions.
+    tiering: Option<TierPlan>,
+    tier_decisions: VecDeque<Decision>,
 }
 
 /// A handle on the running planner: its view, for the HTTP route.
@@ -182,6 +202,9 @@ struct Layout {
     /// Sizes reported for the current shards.
     vectors: BTreeMap<u32, u64>,
     bytes: BTreeMap<u32, u64>,
+    /// Tier and replicas of the current shards, as the map says.
+    tiers: BTreeMap<u32, Tier>,
+    replicas: BTreeMap<u32, Vec<String>>,
 }
 
 impl Layout {
@@ -194,6 +217,8 @@ impl Layout {
             next_id: partitions,
             vectors: BTreeMap::new(),
             bytes: BTreeMap::new(),
+            tiers: BTreeMap::new(),
+            replicas: BTreeMap::new(),
         }
     }
 
@@ -244,8 +269,18 @@ impl Layout {
         setup
     }
 
-    /// Take the sizes `map` reports for its shards.
+    /// Take the sizes, tiers and replicas `map` reports for its shards.
     fn sizes(&mut self, map: &FeedMap) {
+        self.tiers = map
+            .shards
+            .iter()
+            .filter_map(|s| Some((*self.ids.get(&s.range)?, s.tier)))
+            .collect();
+        self.replicas = map
+            .shards
+            .iter()
+            .filter_map(|s| Some((*self.ids.get(&s.range)?, s.replicas.clone())))
+            .collect();
         self.vectors = map
             .shards
             .iter()
@@ -343,6 +378,10 @@ struct Tracked {
     points: BTreeMap<u32, VecDeque<f64>>,
     layout: Layout,
     busy: NodeBusy,
+    /// Ranges this round's decisions touch (the tiering policy leaves them alone).
+    acted: Vec<RingRange>,
+    /// Whether this round's planner leads (decides).
+    leads: bool,
 }
 
 impl Planner {
@@ -442,7 +481,7 @@ impl Planner {
                 "rounds": v.rounds,
                 "running": !self.task.is_finished(),
                 "last_error": v.last_error,
-                "carries_out": "splits, merges and tier changes (and moves when placed by load), by the controller",
+                "carries_out": "splits, merges and tier changes (its own, by hotness, and operators'; and moves when placed by load), by the controller",
                 "thresholds": {
                     "split_hotness": self.config.decide.split_hotness,
                     "split_vectors": self.config.decide.split_vectors,
@@ -450,6 +489,7 @@ impl Planner {
                     "merge_hotness": self.config.decide.merge_hotness,
                     "migrate_load": self.config.decide.migrate_load,
                 },
+                "tiering": tiering_view(&self.config.tiering, &v),
             },
             "collections": collections,
             "nodes": nodes.into_values().collect::<Vec<_>>(),
@@ -467,6 +507,7 @@ async fn run(
     let log = Arc::clone(catalog.log());
     let mut changes = catalog.subscribe();
     let mut tracked: BTreeMap<String, Tracked> = BTreeMap::new();
+    let mut tiering = TieringState::default();
     let mut tick = tokio::time::interval(config.interval.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -491,6 +532,12 @@ async fn run(
                 if matches!(err, DataflowError::Stopped | DataflowError::Timely(_)) {
                     dead.push(name.clone());
                 }
+            }
+        }
+        if feed.is_some() {
+            if let Err(err) = tier_round(&log, &config, &mut tracked, &mut tiering, &view).await {
+                tracing::warn!(%err, "tiering round failed");
+                error = Some(format!("tiering: {err}"));
             }
         }
         // A dataflow whose workers died is started again (from the events topic) by the
@@ -592,6 +639,8 @@ async fn track(
         points: BTreeMap::new(),
         layout: Layout::partitions(spec.partitions),
         busy: NodeBusy::default(),
+        acted: Vec::new(),
+        leads: false,
         spec,
     })
 }
@@ -735,6 +784,7 @@ async fn round(
 
     t.history.expire(now, &decide_config);
     let leads = feed.is_none_or(|f| f.leads());
+    t.leads = leads;
     let changes = if !leads {
         Vec::new()
     } else {
@@ -747,6 +797,15 @@ async fn round(
             now,
         )
     };
+    t.acted = changes
+        .iter()
+        .flat_map(|c| match &c.action {
+            PlanAction::Split { shard, .. }
+            | PlanAction::Move { shard, .. }
+            | PlanAction::SetTier { shard, .. } => vec![*shard],
+            PlanAction::Merge { left, right } => vec![*left, *right],
+        })
+        .collect();
     if !changes.is_empty() {
         let records = changes
             .iter()
@@ -787,6 +846,146 @@ async fn round(
     Ok(())
 }
 
+/// One round of the tiering policy over every followed collection (the hot budget is
+/// per node, across collections): its decisions go to each collection's plan topic as
+/// [`PlanAction::SetTier`] changes (reason prefixed `tier: `), which the controller
+/// carries out like an operator's `hektor shard tier`.
+async fn tier_round(
+    log: &Arc<dyn Log>,
+    config: &PlannerConfig,
+    tracked: &mut BTreeMap<String, Tracked>,
+    state: &mut TieringState,
+    view: &Mutex<View>,
+) -> Result<()> {
+    // Only the leading planner decides; it follows maps (tiers) only with a feed.
+    if !tracked
+        .values()
+        .any(|t| t.leads && t.layout.epoch.is_some())
+    {
+        return Ok(());
+    }
+    let snapshots = view
+        .lock()
+        .map(|v| v.snapshots.clone())
+        .map_err(|_| DataflowError::Input("the planner view is poisoned".into()))?;
+    let mut shards = Vec::new();
+    for (name, t) in tracked.iter() {
+        if !t.leads || t.layout.epoch.is_none() {
+            continue;
+        }
+        let snap = snapshots.get(name);
+        for (range, id) in &t.layout.ids {
+            let metrics = snap.and_then(|s| s.shards.get(id));
+            shards.push(TierShard {
+                collection: name.clone(),
+                range: *range,
+                tier: t.layout.tiers.get(id).copied().unwrap_or(Tier::Hot),
+                replicas: t.layout.replicas.get(id).cloned().unwrap_or_default(),
+                vectors: t
+                    .layout
+                    .vectors
+                    .get(id)
+                    .copied()
+                    .or(metrics.map(|m| m.size_vectors))
+                    .unwrap_or(0),
+                dimension: t.spec.dimension,
+                qps: metrics.map_or(0.0, |m| m.qps_1m()),
+                busy: t.acted.iter().any(|a| a == range),
+            });
+        }
+    }
+    let now_ms = wall_ms();
+    let plan = plan_tiers(&shards, &config.tiering, state, now_ms);
+    let mut by_collection: BTreeMap<String, Vec<PlanChange>> = BTreeMap::new();
+    for d in &plan.decisions {
+        let Some(t) = tracked.get_mut(&d.collection) else {
+            continue;
+        };
+        t.history.epoch += 1;
+        by_collection
+            .entry(t.spec.name.clone())
+            .or_default()
+            .push(PlanChange {
+                collection: d.collection.clone(),
+                epoch: t.history.epoch,
+                action: PlanAction::SetTier {
+                    shard: d.range,
+                    tier: d.to,
+                },
+                reason: format!("tier: {}", d.reason),
+                time_ms: now_ms,
+                place: None,
+            });
+    }
+    let mut published = Vec::new();
+    for (name, changes) in by_collection {
+        let records = changes
+            .iter()
+            .map(|c| {
+                codec::to_log_record(Some(c.collection.as_bytes().to_vec()), c, Encoding::Json)
+            })
+            .collect::<hektor_topics::Result<Vec<_>>>()?;
+        log.append(&topic_name(&name, TopicKind::Plan), 0, records)
+            .await?;
+        for c in &changes {
+            tracing::info!(collection = %c.collection, epoch = c.epoch, reason = %c.reason,
+                "tier change decided");
+        }
+        published.extend(changes);
+    }
+    if let Ok(mut v) = view.lock() {
+        for c in published {
+            v.epochs.insert(c.collection.clone(), c.epoch);
+            let d = Decision {
+                change: c,
+                carried_out_by: Some("controller"),
+            };
+            v.decisions.push_back(d.clone());
+            v.tier_decisions.push_back(d);
+        }
+        while v.decisions.len() > KEEP_DECISIONS {
+            v.decisions.pop_front();
+        }
+        while v.tier_decisions.len() > KEEP_DECISIONS {
+            v.tier_decisions.pop_front();
+        }
+        v.tiering = Some(plan);
+    }
+    Ok(())
+}
+
+/// The tiering part of the view: settings, each node's hot tier against its budget,
+/// shards waiting for their dwell or for room, recent decisions.
+fn tiering_view(config: &TieringConfig, v: &View) -> Value {
+    let plan = v.tiering.as_ref();
+    json!({
+        "enabled": config.enabled,
+        "promote_qps": config.promote_qps,
+        "demote_qps": config.demote_qps,
+        "cold_qps": config.cold_qps,
+        "promote_dwell_ms": config.promote_dwell_ms,
+        "demote_dwell_ms": config.demote_dwell_ms,
+        "cold_dwell_ms": config.cold_dwell_ms,
+        "hot_budget_bytes": config.hot_budget_bytes,
+        "moves_per_min": config.moves_per_min,
+        "moves_per_round": config.moves_per_round,
+        "hot_bytes_per_vector": "5 x dimension + 144",
+        "nodes": plan.map_or_else(Vec::new, |p| p.nodes.iter().map(|(n, h)| json!({
+            "node": n,
+            "hot_bytes": h.hot_bytes,
+            "budget_bytes": h.budget_bytes,
+            "hot_shards": h.hot_shards,
+        })).collect()),
+        "waiting": plan.map_or_else(Vec::new, |p| p.waiting.iter().map(|(c, r, want, why)| json!({
+            "collection": c,
+            "range": r,
+            "wants": want,
+            "why": why,
+        })).collect()),
+        "decisions": v.tier_decisions.iter().map(Decision::to_json).collect::<Vec<_>>(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -800,6 +999,7 @@ mod tests {
                 replicas: vec![format!("n{}", i % 2)],
                 vectors: Some(100 * (i as u64 + 1)),
                 bytes: None,
+                tier: Tier::Hot,
             });
             start = cut.unwrap_or(0);
         }

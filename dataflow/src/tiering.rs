@@ -1,0 +1,1031 @@
+//! Tiers by hotness (seed §2.2): which storage tier each shard should be served from, as a
+//! pure function of the query rate the hotness dataflow measures, the shard map's tiers
+//! and replicas, and a per-node memory budget for the hot tier.
+//!
+//! This module owns the policy and its memory between rounds ([`TieringState`]); it does
+//! not measure hotness ([`crate::hotness`]), publish decisions ([`crate::planner`] appends
+//! them to the plan topic as [`hektor_topics::record::PlanAction::SetTier`]) nor switch
+//! engines (the controller writes the tier into the shard map; the holders rebuild).
+//!
+//! **Bands.** A shard's rate is its queries over the last minute / 60 (`qps`). With
+//! `promote_qps` P > `demote_qps` D > `cold_qps` C:
+//!
+//! | tier now | qps ≥ P | D ≤ qps < P | C ≤ qps < D | qps < C |
+//! |---|---|---|---|---|
+//! | hot  | stay | stay | → warm | → warm |
+//! | warm | → hot | stay | stay | → cold |
+//! | cold | → hot | → warm | stay | stay |
+//!
+//! The gaps between P and D and between D and C are the hysteresis: a shard promoted at
+//! P is demoted only below D, a warm shard demoted to cold below C comes back to warm only
+//! at D. On top of that, **dwell**: the rate must point at the same other tier at every
+//! round for a dwell time before the change is decided: `promote_dwell_ms` for a move to
+//! a hotter tier, `demote_dwell_ms` for hot → warm, `cold_dwell_ms` for warm → cold. A
+//! hot shard goes to cold in two steps.
+//!
+//! **Hot budget.** A hot shard's engine keeps its graph and rows in memory; its size is
+//! estimated by [`hot_bytes`] (`vectors × (5 × dim + 144)` bytes: the `f32` row, the int8
+//! codes the hot walk uses, 2 × M = 32 layer-0 links of 4 bytes, and 16 bytes for upper
+//! layers and bookkeeping). Each node's hot bytes are the sum over the hot shards it holds
+//! a replica of (all collections together), counting a shard promoted but not yet switched
+//! by the controller as hot already. A promotion is decided only when it fits on every
+//! replica's node; when it does not, hot shards of those nodes whose rate is below
+//! `evict_ratio` × the candidate's (and not themselves about to change) are demoted to warm
+//! first, coldest first, and the promotion waits until the map shows them warm; a cold
+//! shard that finds no room goes to warm meanwhile. A node
+//! above its budget (its shards grew) has its coldest hot shards demoted at once, without
+//! dwell.
+//!
+//! **Move budget.** At most `moves_per_round` decisions per round and `moves_per_min` in
+//! any 60 s; budget demotions go first, then promotions (hottest first), then demotions
+//! (coldest first). A shard with a decision not yet in the map is left alone until the
+//! map shows it or `pending_timeout_ms` passes.
+//!
+//! **Defaults and the seed.** The seed promotes a single vector after 1,000 accesses in
+//! 30 days and demotes it after 7 (hot → warm) and 30 (warm → cold) days without access.
+//! Those are per-vector ages; a shard's tier change costs an engine rebuild, and the
+//! planner's longest window is one day, so the defaults keep the seed's shape in shard
+//! terms: hot from 20 queries/s sustained for 30 s, back to warm below 5 queries/s for an
+//! hour, to cold below 0.1 queries/s (fewer than 6 a minute) for a day; at most 4 changes
+//! a minute. Every setting is a `hektor serve` flag, so a test shows the policy in seconds.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use hektor_topics::record::{RingRange, Tier};
+
+use crate::{DataflowError, Result};
+
+/// Bytes per vector besides its dimension's (see the module doc): 32 layer-0 links of
+/// 4 bytes and 16 bytes of upper layers and bookkeeping.
+pub const HOT_OVERHEAD_BYTES_PER_VECTOR: u64 = 144;
+
+/// Estimated memory of a hot shard: `vectors × (4 × dim + dim + 144)` bytes (the `f32`
+/// rows, their int8 codes, the graph).
+pub fn hot_bytes(vectors: u64, dimension: u32) -> u64 {
+    vectors.saturating_mul(5 * u64::from(dimension) + HOT_OVERHEAD_BYTES_PER_VECTOR)
+}
+
+/// The policy's settings (see the module doc for what each does and why the defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TieringConfig {
+    /// Decide tier changes at all.
+    pub enabled: bool,
+    /// A warm or cold shard at or above this rate wants the hot tier.
+    pub promote_qps: f64,
+    /// A hot shard below this rate wants the warm tier; a cold one at or above it, too.
+    pub demote_qps: f64,
+    /// A warm shard below this rate wants the cold tier.
+    pub cold_qps: f64,
+    /// Dwell before a move to a hotter tier (ms).
+    pub promote_dwell_ms: u64,
+    /// Dwell before hot → warm (ms).
+    pub demote_dwell_ms: u64,
+    /// Dwell before warm → cold (ms).
+    pub cold_dwell_ms: u64,
+    /// Memory for hot shards per node, in bytes ([`hot_bytes`]).
+    pub hot_budget_bytes: u64,
+    /// Tier changes decided in any 60 s.
+    pub moves_per_min: usize,
+    /// Tier changes decided in one round.
+    pub moves_per_round: usize,
+    /// A hot shard may be demoted to make room for one whose rate is at least
+    /// 1 / `evict_ratio` times its own.
+    pub evict_ratio: f64,
+    /// A decision the map does not show after this long is forgotten (ms).
+    pub pending_timeout_ms: u64,
+}
+
+impl Default for TieringConfig {
+    fn default() -> Self {
+        TieringConfig {
+            enabled: true,
+            promote_qps: 20.0,
+            demote_qps: 5.0,
+            cold_qps: 0.1,
+            promote_dwell_ms: 30_000,
+            demote_dwell_ms: 3_600_000,
+            cold_dwell_ms: 86_400_000,
+            hot_budget_bytes: 8 << 30,
+            moves_per_min: 4,
+            moves_per_round: 2,
+            evict_ratio: 0.5,
+            pending_timeout_ms: 300_000,
+        }
+    }
+}
+
+impl TieringConfig {
+    /// The door for settings: finite rates with `promote > demote > cold ≥ 0`, a budget,
+    /// at least one move a minute and a round, an eviction ratio in (0, 1].
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: String| Err(DataflowError::Input(why));
+        for (name, v) in [
+            ("promote qps", self.promote_qps),
+            ("demote qps", self.demote_qps),
+            ("cold qps", self.cold_qps),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return bad(format!(
+                    "the tier {name} must be a finite rate ≥ 0, not {v}"
+                ));
+            }
+        }
+        if self.demote_qps >= self.promote_qps {
+            return bad(format!(
+                "the tier demote qps ({}) must be below the promote qps ({}): the gap is the hysteresis",
+                self.demote_qps, self.promote_qps
+            ));
+        }
+        if self.cold_qps >= self.demote_qps {
+            return bad(format!(
+                "the tier cold qps ({}) must be below the demote qps ({})",
+                self.cold_qps, self.demote_qps
+            ));
+        }
+        if self.hot_budget_bytes == 0 {
+            return bad("the hot budget must be more than 0 bytes".into());
+        }
+        if self.moves_per_min == 0 || self.moves_per_round == 0 {
+            return bad("tier moves per minute and per round must be at least 1".into());
+        }
+        if !(self.evict_ratio > 0.0 && self.evict_ratio <= 1.0) {
+            return bad(format!(
+                "the eviction ratio must lie in (0, 1], not {}",
+                self.evict_ratio
+            ));
+        }
+        Ok(())
+    }
+
+    fn dwell_ms(&self, from: Tier, to: Tier) -> u64 {
+        if to < from {
+            self.promote_dwell_ms
+        } else if to == Tier::Cold {
+            self.cold_dwell_ms
+        } else {
+            self.demote_dwell_ms
+        }
+    }
+
+    /// The tier a shard on `tier` at `qps` points at (the table in the module doc).
+    pub fn wanted(&self, tier: Tier, qps: f64) -> Tier {
+        match tier {
+            Tier::Hot if qps < self.demote_qps => Tier::Warm,
+            Tier::Hot => Tier::Hot,
+            Tier::Warm if qps >= self.promote_qps => Tier::Hot,
+            Tier::Warm if qps < self.cold_qps => Tier::Cold,
+            Tier::Warm => Tier::Warm,
+            Tier::Cold if qps >= self.promote_qps => Tier::Hot,
+            Tier::Cold if qps >= self.demote_qps => Tier::Warm,
+            Tier::Cold => Tier::Cold,
+        }
+    }
+}
+
+/// A shard as the policy sees it: which collection, where, on what tier, how big and how
+/// hot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierShard {
+    pub collection: String,
+    pub range: RingRange,
+    /// The tier in the current shard map.
+    pub tier: Tier,
+    /// The nodes holding it.
+    pub replicas: Vec<String>,
+    pub vectors: u64,
+    pub dimension: u32,
+    /// Queries per second over the last minute.
+    pub qps: f64,
+    /// Another decision of this round touches it (a split, a merge, a move): leave it.
+    pub busy: bool,
+}
+
+impl TierShard {
+    fn key(&self) -> ShardKey {
+        (self.collection.clone(), self.range)
+    }
+
+    fn bytes(&self) -> u64 {
+        hot_bytes(self.vectors, self.dimension)
+    }
+}
+
+type ShardKey = (String, RingRange);
+
+/// One decided tier change, with the numbers behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierDecision {
+    pub collection: String,
+    pub range: RingRange,
+    pub from: Tier,
+    pub to: Tier,
+    pub qps: f64,
+    pub reason: String,
+}
+
+/// A node's hot tier after a round: estimated bytes (decided promotions included) and
+/// its budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeHot {
+    pub hot_bytes: u64,
+    pub budget_bytes: u64,
+    pub hot_shards: usize,
+}
+
+/// What one round decided, and the state of every node's hot tier.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TierPlan {
+    pub decisions: Vec<TierDecision>,
+    pub nodes: BTreeMap<String, NodeHot>,
+    /// Shards whose rate points at another tier, waiting: `(collection, range, wanted,
+    /// why they wait)`.
+    pub waiting: Vec<(String, RingRange, Tier, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Watch {
+    want: Tier,
+    since_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Pending {
+    to: Tier,
+    since_ms: u64,
+}
+
+/// What the policy remembers between rounds: since when each shard's rate has pointed
+/// at another tier, decisions not yet in the map, and when recent decisions were taken.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TieringState {
+    watch: BTreeMap<ShardKey, Watch>,
+    pending: BTreeMap<ShardKey, Pending>,
+    moves: VecDeque<u64>,
+}
+
+impl TieringState {
+    /// Decisions still waiting for the map to show them.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+fn fmt_ms(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+fn lower(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Hot => "hot",
+        Tier::Warm => "warm",
+        Tier::Cold => "cold",
+    }
+}
+
+/// Remember a decision: pending until the map shows it, counted against the move budget.
+fn record(
+    plan: &mut TierPlan,
+    state: &mut TieringState,
+    s: &TierShard,
+    to: Tier,
+    reason: String,
+    now_ms: u64,
+) {
+    state.pending.insert(
+        s.key(),
+        Pending {
+            to,
+            since_ms: now_ms,
+        },
+    );
+    state.watch.remove(&s.key());
+    state.moves.push_back(now_ms);
+    plan.decisions.push(TierDecision {
+        collection: s.collection.clone(),
+        range: s.range,
+        from: s.tier,
+        to,
+        qps: s.qps,
+        reason,
+    });
+}
+
+/// Hot shards of `node` free to be demoted now (no decision pending, not busy), coldest
+/// first, the larger first among equals.
+fn demotable<'a>(shards: &'a [TierShard], node: &str, state: &TieringState) -> Vec<&'a TierShard> {
+    let mut v: Vec<&TierShard> = shards
+        .iter()
+        .filter(|s| {
+            s.tier == Tier::Hot
+                && !s.busy
+                && s.replicas.iter().any(|r| r == node)
+                && !state.pending.contains_key(&s.key())
+        })
+        .collect();
+    v.sort_by(|a, b| a.qps.total_cmp(&b.qps).then(b.bytes().cmp(&a.bytes())));
+    v
+}
+
+/// One round of the policy at `now_ms` over every shard of every collection (the budget
+/// is per node, across collections). Updates `state`; see the module doc for the rules.
+pub fn plan_tiers(
+    shards: &[TierShard],
+    config: &TieringConfig,
+    state: &mut TieringState,
+    now_ms: u64,
+) -> TierPlan {
+    let mut plan = TierPlan::default();
+    let by_key: BTreeMap<ShardKey, &TierShard> = shards.iter().map(|s| (s.key(), s)).collect();
+
+    // Forget what the map shows, what is gone and what is too old.
+    state.pending.retain(|key, p| {
+        by_key.get(key).is_some_and(|s| s.tier != p.to)
+            && now_ms < p.since_ms.saturating_add(config.pending_timeout_ms)
+    });
+    state.watch.retain(|key, _| by_key.contains_key(key));
+    while state
+        .moves
+        .front()
+        .is_some_and(|t| now_ms >= t.saturating_add(60_000))
+    {
+        state.moves.pop_front();
+    }
+
+    // Hot bytes per node, conservatively: hot in the map, or promoted and not shown yet.
+    // `leaving`: hot in the map with a demotion decided (counted above until shown).
+    let mut nodes: BTreeMap<String, NodeHot> = BTreeMap::new();
+    let mut leaving: BTreeMap<String, u64> = BTreeMap::new();
+    for s in shards {
+        let pending = state.pending.get(&s.key()).map(|p| p.to);
+        let hot = s.tier == Tier::Hot || pending == Some(Tier::Hot);
+        for n in &s.replicas {
+            let e = nodes.entry(n.clone()).or_insert(NodeHot {
+                hot_bytes: 0,
+                budget_bytes: config.hot_budget_bytes,
+                hot_shards: 0,
+            });
+            if hot {
+                e.hot_bytes = e.hot_bytes.saturating_add(s.bytes());
+                e.hot_shards += 1;
+            }
+            if s.tier == Tier::Hot && pending.is_some_and(|p| p != Tier::Hot) {
+                *leaving.entry(n.clone()).or_default() += s.bytes();
+            }
+        }
+    }
+    let staying = |nodes: &BTreeMap<String, NodeHot>, leaving: &BTreeMap<String, u64>, n: &str| {
+        nodes
+            .get(n)
+            .map_or(0, |h| h.hot_bytes)
+            .saturating_sub(leaving.get(n).copied().unwrap_or(0))
+    };
+
+    // Where each shard's rate points, and since when.
+    let mut ready: Vec<(&TierShard, Tier, u64)> = Vec::new();
+    for s in shards {
+        let key = s.key();
+        let want = config.wanted(s.tier, s.qps);
+        if want == s.tier {
+            state.watch.remove(&key);
+            continue;
+        }
+        let w = state.watch.entry(key.clone()).or_insert(Watch {
+            want,
+            since_ms: now_ms,
+        });
+        if w.want != want {
+            *w = Watch {
+                want,
+                since_ms: now_ms,
+            };
+        }
+        let held = now_ms.saturating_sub(w.since_ms);
+        if state.pending.contains_key(&key) || s.busy {
+            continue;
+        }
+        let dwell = config.dwell_ms(s.tier, want);
+        if held >= dwell {
+            ready.push((s, want, held));
+        } else {
+            plan.waiting.push((
+                s.collection.clone(),
+                s.range,
+                want,
+                format!(
+                    "qps {:.1} for {} of the {} dwell",
+                    s.qps,
+                    fmt_ms(held),
+                    fmt_ms(dwell)
+                ),
+            ));
+        }
+    }
+    if !config.enabled {
+        plan.nodes = nodes;
+        return plan;
+    }
+    let mut allowed = config
+        .moves_per_round
+        .min(config.moves_per_min.saturating_sub(state.moves.len()));
+
+    // 1. Nodes over budget (their hot shards grew, or a replica arrived): their coldest
+    // hot shards go to warm, without dwell.
+    let over: Vec<String> = nodes
+        .keys()
+        .filter(|n| staying(&nodes, &leaving, n) > config.hot_budget_bytes)
+        .cloned()
+        .collect();
+    for node in over {
+        for s in demotable(shards, &node, state) {
+            let used = staying(&nodes, &leaving, &node);
+            if used <= config.hot_budget_bytes || allowed == 0 {
+                break;
+            }
+            let reason = format!(
+                "hot → warm: hot tier of {node} at {} > budget {}; its coldest hot shard (qps {:.1}, {}) leaves",
+                mib(used),
+                mib(config.hot_budget_bytes),
+                s.qps,
+                mib(s.bytes())
+            );
+            record(&mut plan, state, s, Tier::Warm, reason, now_ms);
+            allowed -= 1;
+            for n in &s.replicas {
+                *leaving.entry(n.clone()).or_default() += s.bytes();
+            }
+        }
+    }
+
+    // 2. Moves to a hotter tier, hottest first; 3. demotions, coldest first.
+    let (mut up, mut down): (Vec<_>, Vec<_>) = ready
+        .into_iter()
+        .filter(|(s, ..)| !state.pending.contains_key(&s.key()))
+        .partition(|(s, want, _)| *want < s.tier);
+    up.sort_by(|a, b| b.0.qps.total_cmp(&a.0.qps));
+    down.sort_by(|a, b| a.0.qps.total_cmp(&b.0.qps));
+    for (s, want, held) in up {
+        if allowed == 0 {
+            break;
+        }
+        if want != Tier::Hot {
+            let reason = format!(
+                "{} → {}: qps {:.1} ≥ demote {} for {}",
+                lower(s.tier),
+                lower(want),
+                s.qps,
+                config.demote_qps,
+                fmt_ms(held)
+            );
+            record(&mut plan, state, s, want, reason, now_ms);
+            allowed -= 1;
+            continue;
+        }
+        let why = format!(
+            "qps {:.1} ≥ promote {} for {}",
+            s.qps,
+            config.promote_qps,
+            fmt_ms(held)
+        );
+        let bytes = s.bytes();
+        let waiting = |plan: &mut TierPlan, why: String| {
+            plan.waiting
+                .push((s.collection.clone(), s.range, Tier::Hot, why));
+        };
+        if bytes > config.hot_budget_bytes {
+            waiting(
+                &mut plan,
+                format!("{why}, but its {} exceed the whole hot budget", mib(bytes)),
+            );
+            continue;
+        }
+        // Room on a node counts only what the map shows (conservative `hot_bytes`).
+        let need = |n: &String| {
+            nodes
+                .get(n)
+                .map_or(0, |h| h.hot_bytes.saturating_add(bytes))
+                .saturating_sub(config.hot_budget_bytes)
+        };
+        let full: Vec<&String> = s.replicas.iter().filter(|n| need(n) > 0).collect();
+        if full.is_empty() {
+            let reason = format!(
+                "{} → hot: {why}; fits the hot budget ({} more of {} on {})",
+                lower(s.tier),
+                mib(bytes),
+                mib(config.hot_budget_bytes),
+                s.replicas.join(", ")
+            );
+            record(&mut plan, state, s, Tier::Hot, reason, now_ms);
+            allowed -= 1;
+            for n in &s.replicas {
+                if let Some(h) = nodes.get_mut(n) {
+                    h.hot_bytes = h.hot_bytes.saturating_add(bytes);
+                    h.hot_shards += 1;
+                }
+            }
+            continue;
+        }
+        // Make room: hot shards clearly colder than this one, coldest first, on every
+        // full node (what already leaves counts); the promotion waits for the map.
+        let mut evict: Vec<&TierShard> = Vec::new();
+        let mut possible = true;
+        for node in &full {
+            let mut short = need(node).saturating_sub(leaving.get(*node).copied().unwrap_or(0));
+            for e in &evict {
+                if e.replicas.contains(node) {
+                    short = short.saturating_sub(e.bytes());
+                }
+            }
+            for c in demotable(shards, node, state) {
+                if short == 0 || c.qps >= s.qps * config.evict_ratio {
+                    break;
+                }
+                if !evict.iter().any(|e| e.key() == c.key()) {
+                    short = short.saturating_sub(c.bytes());
+                    evict.push(c);
+                }
+            }
+            possible &= short == 0;
+        }
+        if !possible || evict.len() > allowed {
+            let names: Vec<&str> = full.iter().map(|n| n.as_str()).collect();
+            let full_why = format!("{why}, but the hot tier of {} is full", names.join(", "));
+            if s.tier == Tier::Cold {
+                // No room in memory: the disk graph serves it much better than cold.
+                let reason = format!("cold → warm: {full_why}");
+                record(&mut plan, state, s, Tier::Warm, reason, now_ms);
+                allowed -= 1;
+            } else {
+                waiting(&mut plan, full_why);
+            }
+            continue;
+        }
+        for e in &evict {
+            let reason = format!(
+                "hot → warm: making room in the hot budget ({}) for {} [{:#x}, …) at qps {:.1} ≥ promote {}; this shard's qps {:.1} < {} × that",
+                mib(config.hot_budget_bytes),
+                s.collection,
+                s.range.start,
+                s.qps,
+                config.promote_qps,
+                e.qps,
+                config.evict_ratio
+            );
+            record(&mut plan, state, e, Tier::Warm, reason, now_ms);
+            allowed -= 1;
+            for n in &e.replicas {
+                *leaving.entry(n.clone()).or_default() += e.bytes();
+            }
+        }
+        waiting(
+            &mut plan,
+            format!("{why}; waiting for colder hot shards to leave the hot tier"),
+        );
+    }
+    for (s, want, held) in down {
+        if allowed == 0 {
+            break;
+        }
+        if state.pending.contains_key(&s.key()) {
+            continue;
+        }
+        let (threshold, name) = if want == Tier::Cold {
+            (config.cold_qps, "cold")
+        } else {
+            (config.demote_qps, "demote")
+        };
+        let reason = format!(
+            "{} → {}: qps {:.1} < {name} {threshold} for {}",
+            lower(s.tier),
+            lower(want),
+            s.qps,
+            fmt_ms(held)
+        );
+        record(&mut plan, state, s, want, reason, now_ms);
+        allowed -= 1;
+    }
+    plan.nodes = nodes;
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn range(i: u64) -> RingRange {
+        RingRange {
+            start: i << 60,
+            end: Some((i + 1) << 60),
+        }
+    }
+
+    /// A shard of `vectors` 384-dim vectors on `nodes`.
+    fn shard(i: u64, tier: Tier, qps: f64, vectors: u64, nodes: &[&str]) -> TierShard {
+        TierShard {
+            collection: "c".into(),
+            range: range(i),
+            tier,
+            replicas: nodes.iter().map(|n| n.to_string()).collect(),
+            vectors,
+            dimension: 384,
+            qps,
+            busy: false,
+        }
+    }
+
+    fn config() -> TieringConfig {
+        TieringConfig {
+            promote_dwell_ms: 30_000,
+            demote_dwell_ms: 60_000,
+            cold_dwell_ms: 120_000,
+            hot_budget_bytes: 10 * MIB,
+            moves_per_min: 10,
+            moves_per_round: 4,
+            ..TieringConfig::default()
+        }
+    }
+
+    /// Apply decisions as the controller would.
+    fn apply(shards: &mut [TierShard], plan: &TierPlan) {
+        for d in &plan.decisions {
+            for s in shards.iter_mut() {
+                if s.range == d.range {
+                    s.tier = d.to;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_bands_have_gaps() {
+        let c = TieringConfig::default();
+        assert_eq!(c.wanted(Tier::Hot, 10.0), Tier::Hot);
+        assert_eq!(c.wanted(Tier::Hot, 4.9), Tier::Warm);
+        assert_eq!(c.wanted(Tier::Hot, 0.0), Tier::Warm);
+        assert_eq!(c.wanted(Tier::Warm, 19.9), Tier::Warm);
+        assert_eq!(c.wanted(Tier::Warm, 20.0), Tier::Hot);
+        assert_eq!(c.wanted(Tier::Warm, 0.05), Tier::Cold);
+        assert_eq!(c.wanted(Tier::Cold, 1.0), Tier::Cold);
+        assert_eq!(c.wanted(Tier::Cold, 5.0), Tier::Warm);
+        assert_eq!(c.wanted(Tier::Cold, 25.0), Tier::Hot);
+        assert_eq!(hot_bytes(1_000, 384), 1_000 * (5 * 384 + 144));
+    }
+
+    #[test]
+    fn a_promotion_waits_for_its_dwell_and_says_why() {
+        let c = config();
+        let mut state = TieringState::default();
+        let shards = vec![shard(0, Tier::Warm, 41.2, 1_000, &["a"])];
+        let t0 = 1_000_000;
+        for dt in [0, 10_000, 29_999] {
+            let plan = plan_tiers(&shards, &c, &mut state, t0 + dt);
+            assert!(plan.decisions.is_empty(), "{plan:?}");
+            assert_eq!(plan.waiting.len(), 1);
+        }
+        let plan = plan_tiers(&shards, &c, &mut state, t0 + 30_000);
+        assert_eq!(plan.decisions.len(), 1);
+        let d = &plan.decisions[0];
+        assert_eq!((d.from, d.to), (Tier::Warm, Tier::Hot));
+        assert!(
+            d.reason.contains("qps 41.2 ≥ promote 20 for 30 s"),
+            "{}",
+            d.reason
+        );
+        // Pending until the map shows it: not decided again.
+        let plan = plan_tiers(&shards, &c, &mut state, t0 + 35_000);
+        assert!(plan.decisions.is_empty());
+        assert_eq!(state.pending(), 1);
+    }
+
+    #[test]
+    fn a_dip_restarts_the_dwell() {
+        let c = config();
+        let mut state = TieringState::default();
+        let mut shards = vec![shard(0, Tier::Hot, 1.0, 1_000, &["a"])];
+        let plan = plan_tiers(&shards, &c, &mut state, 0);
+        assert!(plan.decisions.is_empty());
+        // Back in the band at 50 s: the hot shard stays; the clock restarts.
+        shards[0].qps = 6.0;
+        assert!(plan_tiers(&shards, &c, &mut state, 50_000)
+            .decisions
+            .is_empty());
+        shards[0].qps = 1.0;
+        assert!(plan_tiers(&shards, &c, &mut state, 70_000)
+            .decisions
+            .is_empty());
+        let plan = plan_tiers(&shards, &c, &mut state, 130_000);
+        assert_eq!(plan.decisions.len(), 1, "{plan:?}");
+        assert!(plan.decisions[0]
+            .reason
+            .starts_with("hot → warm: qps 1.0 < demote 5 for 60 s"));
+    }
+
+    #[test]
+    fn between_the_thresholds_nothing_moves() {
+        let c = config();
+        let mut state = TieringState::default();
+        let shards = vec![
+            shard(0, Tier::Hot, 10.0, 1_000, &["a"]),
+            shard(1, Tier::Warm, 10.0, 1_000, &["a"]),
+            shard(2, Tier::Warm, 1.0, 1_000, &["a"]),
+            shard(3, Tier::Cold, 1.0, 1_000, &["a"]),
+        ];
+        for t in 0..100 {
+            let plan = plan_tiers(&shards, &c, &mut state, t * 10_000);
+            assert!(plan.decisions.is_empty(), "{plan:?}");
+        }
+    }
+
+    #[test]
+    fn a_cold_shard_goes_to_cold_after_its_dwell_in_two_steps() {
+        let c = config();
+        let mut state = TieringState::default();
+        let mut shards = vec![shard(0, Tier::Hot, 0.0, 1_000, &["a"])];
+        let mut changes = Vec::new();
+        for t in 0..40 {
+            let plan = plan_tiers(&shards, &c, &mut state, t * 10_000);
+            apply(&mut shards, &plan);
+            changes.extend(plan.decisions.iter().map(|d| (t * 10, d.to)));
+        }
+        // Hot → warm after 60 s; warm → cold 120 s after the first round that saw it
+        // warm (70 s).
+        assert_eq!(changes, vec![(60, Tier::Warm), (190, Tier::Cold)]);
+    }
+
+    #[test]
+    fn promotions_stay_within_the_hot_budget_hottest_first() {
+        let c = config();
+        let mut state = TieringState::default();
+        // 4,000 vectors of 384 dims: 7.9 MiB each; the budget holds one.
+        let mut shards = vec![
+            shard(0, Tier::Warm, 30.0, 4_000, &["a"]),
+            shard(1, Tier::Warm, 50.0, 4_000, &["a"]),
+        ];
+        plan_tiers(&shards, &c, &mut state, 0);
+        let plan = plan_tiers(&shards, &c, &mut state, 30_000);
+        assert_eq!(plan.decisions.len(), 1);
+        assert_eq!(plan.decisions[0].range, range(1));
+        assert!(plan.waiting.iter().any(|w| w.3.contains("is full")));
+        apply(&mut shards, &plan);
+        for t in 4..20 {
+            let plan = plan_tiers(&shards, &c, &mut state, t * 10_000);
+            assert!(plan.decisions.is_empty(), "{plan:?}");
+            assert!(plan.nodes["a"].hot_bytes <= c.hot_budget_bytes);
+        }
+    }
+
+    #[test]
+    fn a_hot_worthy_cold_shard_without_room_goes_warm() {
+        let c = config();
+        let mut state = TieringState::default();
+        let shards = vec![
+            shard(0, Tier::Hot, 30.0, 4_000, &["a"]),
+            shard(1, Tier::Cold, 25.0, 4_000, &["a"]),
+        ];
+        plan_tiers(&shards, &c, &mut state, 0);
+        let plan = plan_tiers(&shards, &c, &mut state, 30_000);
+        assert_eq!(plan.decisions.len(), 1, "{plan:?}");
+        let d = &plan.decisions[0];
+        assert_eq!((d.range, d.to), (range(1), Tier::Warm));
+        assert!(
+            d.reason.starts_with(
+                "cold → warm: qps 25.0 ≥ promote 20 for 30 s, but the hot tier of a is full"
+            ),
+            "{}",
+            d.reason
+        );
+    }
+
+    #[test]
+    fn a_much_hotter_shard_makes_room_then_moves_in() {
+        let c = config();
+        let mut state = TieringState::default();
+        let mut shards = vec![
+            shard(0, Tier::Hot, 6.0, 4_000, &["a", "b"]),
+            shard(1, Tier::Warm, 50.0, 4_000, &["a"]),
+        ];
+        plan_tiers(&shards, &c, &mut state, 0);
+        let plan = plan_tiers(&shards, &c, &mut state, 30_000);
+        assert_eq!(plan.decisions.len(), 1, "{plan:?}");
+        let d = &plan.decisions[0];
+        assert_eq!((d.range, d.to), (range(0), Tier::Warm));
+        assert!(d.reason.contains("making room"), "{}", d.reason);
+        // Not yet in the map: nothing more (no second eviction, no promotion).
+        assert!(plan_tiers(&shards, &c, &mut state, 35_000)
+            .decisions
+            .is_empty());
+        apply(&mut shards, &plan);
+        let plan = plan_tiers(&shards, &c, &mut state, 40_000);
+        assert_eq!(plan.decisions.len(), 1, "{plan:?}");
+        assert_eq!(
+            (plan.decisions[0].range, plan.decisions[0].to),
+            (range(1), Tier::Hot)
+        );
+    }
+
+    #[test]
+    fn a_node_over_budget_sheds_its_coldest_hot_shards_at_once() {
+        let c = config();
+        let mut state = TieringState::default();
+        let shards = vec![
+            shard(0, Tier::Hot, 9.0, 3_000, &["a"]),
+            shard(1, Tier::Hot, 7.0, 3_000, &["a"]),
+            shard(2, Tier::Hot, 8.0, 3_000, &["a"]),
+        ];
+        // 3 × 5.9 MiB > 10 MiB: two must go, the two coldest.
+        let plan = plan_tiers(&shards, &c, &mut state, 0);
+        let out: Vec<_> = plan.decisions.iter().map(|d| d.range).collect();
+        assert_eq!(out, vec![range(1), range(2)], "{plan:?}");
+        assert!(plan.decisions[0].reason.contains("> budget"));
+        // Pending demotions count as leaving: nothing more next round.
+        assert!(plan_tiers(&shards, &c, &mut state, 5_000)
+            .decisions
+            .is_empty());
+    }
+
+    #[test]
+    fn the_move_budget_caps_rounds_and_minutes() {
+        let c = TieringConfig {
+            moves_per_round: 2,
+            moves_per_min: 3,
+            hot_budget_bytes: 1 << 40,
+            ..config()
+        };
+        let mut state = TieringState::default();
+        let mut shards: Vec<TierShard> = (0..8)
+            .map(|i| shard(i, Tier::Warm, 100.0, 10, &["a"]))
+            .collect();
+        plan_tiers(&shards, &c, &mut state, 0);
+        let mut per_time = Vec::new();
+        for t in 3..20u64 {
+            let plan = plan_tiers(&shards, &c, &mut state, t * 10_000);
+            apply(&mut shards, &plan);
+            per_time.push((t * 10, plan.decisions.len()));
+        }
+        let counts: Vec<usize> = per_time.iter().map(|p| p.1).collect();
+        // 2 at 30 s, 1 at 40 s (3 a minute), none until 90 s, then 2, 1 ...
+        assert_eq!(
+            &counts[..10],
+            &[2, 1, 0, 0, 0, 0, 2, 1, 0, 0],
+            "{per_time:?}"
+        );
+    }
+
+    #[test]
+    fn busy_and_disabled_shards_are_left_alone() {
+        let mut c = config();
+        let mut state = TieringState::default();
+        let mut shards = vec![shard(0, Tier::Warm, 100.0, 10, &["a"])];
+        shards[0].busy = true;
+        plan_tiers(&shards, &c, &mut state, 0);
+        assert!(plan_tiers(&shards, &c, &mut state, 60_000)
+            .decisions
+            .is_empty());
+        shards[0].busy = false;
+        c.enabled = false;
+        assert!(plan_tiers(&shards, &c, &mut state, 70_000)
+            .decisions
+            .is_empty());
+        c.enabled = true;
+        assert_eq!(
+            plan_tiers(&shards, &c, &mut state, 80_000).decisions.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let ok = TieringConfig::default();
+        assert!(ok.validate().is_ok());
+        for bad in [
+            TieringConfig {
+                demote_qps: 20.0,
+                ..ok.clone()
+            },
+            TieringConfig {
+                cold_qps: 6.0,
+                ..ok.clone()
+            },
+            TieringConfig {
+                promote_qps: f64::NAN,
+                ..ok.clone()
+            },
+            TieringConfig {
+                cold_qps: -1.0,
+                ..ok.clone()
+            },
+            TieringConfig {
+                hot_budget_bytes: 0,
+                ..ok.clone()
+            },
+            TieringConfig {
+                moves_per_min: 0,
+                ..ok.clone()
+            },
+            TieringConfig {
+                evict_ratio: 1.5,
+                ..ok.clone()
+            },
+        ] {
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.starts_with("invalid input: "), "{err}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the rates (changing every few rounds) and however late the controller
+        /// carries decisions out: every node's hot tier in the map stays within its budget
+        /// (it started within), rounds and minutes keep their move budgets, and under
+        /// steady rates a shard settles (no flapping).
+        #[test]
+        fn the_budget_and_move_caps_hold(
+            sizes in prop::collection::vec(100u64..3_000, 2..8),
+            placement in prop::collection::vec(0usize..3, 8),
+            rates in prop::collection::vec(prop::collection::vec(0.0f64..80.0, 8), 1..4),
+            delays in prop::collection::vec(0u64..3, 64),
+            budget_mib in 3u64..12,
+        ) {
+            let nodes = ["a", "b", "c"];
+            let c = TieringConfig {
+                promote_dwell_ms: 3_000,
+                demote_dwell_ms: 5_000,
+                cold_dwell_ms: 8_000,
+                hot_budget_bytes: budget_mib * MIB,
+                moves_per_min: 5,
+                moves_per_round: 2,
+                ..TieringConfig::default()
+            };
+            let mut shards: Vec<TierShard> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let p = placement[i];
+                    let replicas = if p == 2 { vec![nodes[i % 3], nodes[(i + 1) % 3]] } else { vec![nodes[(i + p) % 3]] };
+                    shard(i as u64, Tier::Warm, 0.0, *v, &replicas)
+                })
+                .collect();
+            let map_hot = |shards: &[TierShard], node: &str| -> u64 {
+                shards
+                    .iter()
+                    .filter(|s| s.tier == Tier::Hot && s.replicas.iter().any(|r| r == node))
+                    .map(TierShard::bytes)
+                    .sum()
+            };
+            let mut state = TieringState::default();
+            // Decisions waiting for the "controller": (apply at round, range, tier).
+            let mut queue: Vec<(usize, RingRange, Tier)> = Vec::new();
+            let mut times: Vec<u64> = Vec::new();
+            let mut changes = vec![0usize; shards.len()];
+            let rounds = 120usize;
+            let steady_from = rounds / 2;
+            for round in 0..rounds {
+                let now = round as u64 * 1_000;
+                let phase = (round * rates.len() / steady_from).min(rates.len() - 1);
+                for (i, s) in shards.iter_mut().enumerate() {
+                    s.qps = rates[phase][i];
+                }
+                for (at, r, t) in &queue {
+                    if *at <= round {
+                        if let Some(s) = shards.iter_mut().find(|s| s.range == *r) {
+                            s.tier = *t;
+                            if round >= steady_from {
+                                let i = (s.range.start >> 60) as usize;
+                                changes[i] += 1;
+                            }
+                        }
+                    }
+                }
+                queue.retain(|(at, ..)| *at > round);
+                let plan = plan_tiers(&shards, &c, &mut state, now);
+                prop_assert!(plan.decisions.len() <= c.moves_per_round);
+                for (k, d) in plan.decisions.iter().enumerate() {
+                    times.push(now);
+                    queue.push((round + 1 + delays[(round + k) % delays.len()] as usize, d.range, d.to));
+                }
+                for n in nodes {
+                    prop_assert!(map_hot(&shards, n) <= c.hot_budget_bytes,
+                        "node {} holds {} hot bytes > {}", n, map_hot(&shards, n), c.hot_budget_bytes);
+                }
+            }
+            for (i, t) in times.iter().enumerate() {
+                let in_minute = times[i..].iter().filter(|u| **u < t + 60_000).count();
+                prop_assert!(in_minute <= c.moves_per_min, "{} moves in the minute from {} ms", in_minute, t);
+            }
+            for (i, n) in changes.iter().enumerate() {
+                prop_assert!(*n <= 4, "shard {} changed tier {} times under steady rates", i, n);
+            }
+        }
+    }
+}
