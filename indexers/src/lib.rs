@@ -41,6 +41,6 @@ pub use engine::EngineKind;
 pub use error::{Error, Result};
 pub use metric::SearchOptions;
 pub use shard::{
-    ApplyReport, BuildReport, CheckpointReport, Hit, Provenance, RejectedOp, Shard, ShardConfig,
-    ShardOp, ShardStats, Source, StoredVector, MAX_SEARCH_K,
+    ApplyReport, BuildReport, CheckpointReport, Found, Hit, Provenance, RawHit, RejectedOp, Shard,
+    ShardConfig, ShardOp, ShardStats, Source, StoredVector, MAX_SEARCH_K,
 };

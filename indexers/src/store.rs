@@ -351,6 +351,11 @@ impl Store {
         key
     }
 
+    /// The raw bytes of `item`'s record (see [`Record`]), borrowed from the snapshot.
+    pub(crate) fn record_bytes<'t>(&self, txn: &'t RoTxn, item: u32) -> Result<Option<&'t [u8]>> {
+        self.records.get(txn, &item).map_err(|e| self.storage(e))
+    }
+
     pub(crate) fn record(&self, txn: &RoTxn, item: u32) -> Result<Option<Record>> {
         match self.records.get(txn, &item).map_err(|e| self.storage(e))? {
             None => Ok(None),
@@ -482,6 +487,23 @@ impl Record {
         })
     }
 
+    /// Only the id and the payload's JSON bytes (empty: no payload), borrowed from
+    /// `bytes`, without copying them or parsing the payload (a search's hits).
+    pub(crate) fn decode_id_payload(bytes: &[u8]) -> Option<(&str, &[u8])> {
+        let id_field = u32::from_le_bytes(bytes.get(16..20)?.try_into().ok()?);
+        let id_len = (id_field & !ID_FLAGS) as usize;
+        let id = std::str::from_utf8(bytes.get(20..20 + id_len)?).ok()?;
+        let mut at = 20 + id_len;
+        for flag in [HAS_TENANT, HAS_ORIGIN] {
+            if id_field & flag != 0 {
+                let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+                at = at.checked_add(4 + len)?;
+                bytes.get(..at)?;
+            }
+        }
+        Some((id, bytes.get(at..)?))
+    }
+
     /// Only the hlc, without decoding the rest.
     pub(crate) fn decode_hlc(bytes: &[u8]) -> Option<Hlc> {
         Some(Hlc(u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?)))
@@ -531,10 +553,22 @@ mod tests {
                     assert_eq!(Record::decode(&bytes), Some(r.clone()));
                     assert_eq!(Record::decode_hlc(&bytes), Some(r.hlc));
                     assert_eq!(Record::decode_stamp(&bytes), Some((r.hlc, origin)));
+                    let (id, raw) = Record::decode_id_payload(&bytes).unwrap();
+                    assert_eq!(id, r.id);
+                    let expected = payload.as_ref().map(|p| serde_json::to_vec(p).unwrap());
+                    assert_eq!((!raw.is_empty()).then(|| raw.to_vec()), expected);
+                    for cut in 0..bytes.len() {
+                        // A cut record never reads past its end: at most a shorter payload.
+                        if let Some((cut_id, cut_raw)) = Record::decode_id_payload(&bytes[..cut]) {
+                            assert_eq!(cut_id, r.id);
+                            assert!(raw.starts_with(cut_raw));
+                        }
+                    }
                 }
             }
         }
         assert_eq!(Record::decode(&[1, 2, 3]), None);
+        assert_eq!(Record::decode_id_payload(&[1, 2, 3]), None);
     }
 
     /// A record as format 1 wrote it (no tenant field) still decodes, with no tenant.

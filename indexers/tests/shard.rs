@@ -648,3 +648,59 @@ fn searches_run_while_one_thread_applies_and_another_builds() {
     let v = ds.base_vector(2_999);
     assert_eq!(shard.search(v, 1, None).unwrap()[0].id, ds.ids[2_999]);
 }
+
+/// A search's records are read from the snapshot it searched ([`Shard::search_found`]): a
+/// hit replaced or deleted after the search, before its record is read (a router reads
+/// only the records of the hits its merge keeps), still answers with the id and payload
+/// of the vector that was scored; the next search sees the writes. Payloads come as the
+/// stored JSON text, byte for byte what serde_json writes of the parsed payload.
+#[test]
+fn found_hits_read_their_records_from_the_searched_snapshot() {
+    let ds = data();
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = open(dir.path(), engine);
+        common::load_rows(&shard, ds, 0..500, 0);
+        shard.build_index().unwrap();
+        let q = ds.query(0);
+        shard.apply(&[(5_000, probe(q, "probe", 7, 1))]).unwrap();
+        let eager = shard.search(q, 10, None).unwrap();
+        let found = shard
+            .search_found(q, 10, None, hektor_indexers::SearchOptions::default())
+            .unwrap();
+        assert_eq!(found.len(), eager.len(), "{engine}");
+        assert_eq!(eager[0].id, "probe", "{engine}");
+        let gone = eager[1].id.clone();
+        let mut replaced = probe(q, "probe", 7, 2);
+        if let ShardOp::Upsert { payload, .. } = &mut replaced {
+            *payload = Some(serde_json::json!({ "probe": "replaced" }));
+        }
+        let delete = ShardOp::Delete {
+            id: gone.clone(),
+            tenant: None,
+            hlc: Hlc(3),
+        };
+        let r = shard.apply(&[(5_001, replaced), (5_002, delete)]).unwrap();
+        assert_eq!((r.upserted, r.deleted), (1, 1), "{engine}");
+        for (i, hit) in eager.iter().enumerate() {
+            let raw = found.raw_hit(i, true).unwrap();
+            assert_eq!((raw.id.as_str(), raw.score), (hit.id.as_str(), hit.score));
+            assert_eq!(found.score(i), hit.score);
+            let text = raw.payload.as_ref().map(|p| p.get().to_owned());
+            let expected = hit
+                .payload
+                .as_ref()
+                .map(|p| serde_json::to_string(p).unwrap());
+            assert_eq!(text, expected, "{engine}: hit {i}");
+            assert!(found.raw_hit(i, false).unwrap().payload.is_none());
+        }
+        drop(found);
+        let now = shard.search(q, 10, None).unwrap();
+        assert_eq!(
+            now[0].payload,
+            Some(serde_json::json!({ "probe": "replaced" })),
+            "{engine}"
+        );
+        assert!(!ids(&now).contains(&gone.as_str()), "{engine}");
+    }
+}
