@@ -67,7 +67,8 @@ const CLUSTER_SECRET: &str = "clusterSecret";
         (name = "console", description = "The web console's static files (no data)"),
         (name = "meta", description = "This document"),
     ),
-    components(schemas(ErrorBody)),
+    // WriteLevel is named by the writes' query parameters, which do not register schemas.
+    components(schemas(ErrorBody, hektor_ingest::replication::WriteLevel)),
 )]
 struct Document;
 

@@ -18,6 +18,7 @@ use hektor_control::{Control, ControlSettings, Routing, ShardFacts};
 use hektor_indexers::host::{AssignedRange, Assignment, Assignments, HostConfig, ShardHost};
 use hektor_indexers::EngineKind;
 use hektor_ingest::http::{router as ingest_router, IngestState};
+use hektor_ingest::replication::{Replicated, Replication};
 use hektor_ingest::Writer;
 use hektor_query::http::{instrument, router as query_router, QueryState};
 use hektor_query::metrics::Metrics;
@@ -53,6 +54,17 @@ pub struct ServeArgs {
     /// them too, last writer (by hlc, then region) winning. Empty: one region.
     #[arg(long, value_delimiter = ',')]
     pub mirror_regions: Vec<String>,
+    /// With --mirror-regions: how often (ms) this node closes the current time on each
+    /// partition it holds (a tick record), so that other regions know how fresh their
+    /// copy of this region is even while nobody writes. Bounded-staleness and strong
+    /// reads wait on it.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub tick_ms: u64,
+    /// The largest difference between two nodes' clocks that strong and bounded reads
+    /// allow for (ms): a strong read waits until every region's copy is closed at least
+    /// this far past the read's start.
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub max_clock_offset_ms: u64,
     /// Fault tests only: this node's clock reads this many ms off the machine's wall
     /// clock (negative: behind), as a node with a wrong clock would.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true, hide = true)]
@@ -103,6 +115,41 @@ pub struct ServeArgs {
     /// ...when that node's load is at least this fraction of its capacity.
     #[arg(long, default_value_t = 0.05)]
     pub balance_min_load: f64,
+    /// Do not move shards between the hot, warm and cold tiers by their query rate
+    /// (`hektor shard tier` still does).
+    #[arg(long)]
+    pub no_tiering: bool,
+    /// Memory per node for hot shards, in MiB, estimated as vectors × (5 × dimension +
+    /// 144) bytes; the planner promotes only what fits and demotes the coldest hot shards
+    /// of a node above it.
+    #[arg(long, default_value_t = 8192)]
+    pub hot_budget_mb: u64,
+    /// A warm or cold shard at or above this many queries per second (over the last
+    /// minute) for --tier-dwell-ms is promoted to hot.
+    #[arg(long, default_value_t = 20.0)]
+    pub tier_promote_qps: f64,
+    /// A hot shard below this rate for --tier-demote-dwell-ms is demoted to warm; a cold
+    /// shard at or above it for --tier-dwell-ms goes back to warm.
+    #[arg(long, default_value_t = 5.0)]
+    pub tier_demote_qps: f64,
+    /// A warm shard below this rate for --tier-cold-dwell-ms is demoted to cold.
+    #[arg(long, default_value_t = 0.1)]
+    pub tier_cold_qps: f64,
+    /// How long a shard's rate must stay at a promotion's threshold before it is
+    /// promoted (milliseconds).
+    #[arg(long, default_value_t = 30_000)]
+    pub tier_dwell_ms: u64,
+    /// How long a hot shard's rate must stay below --tier-demote-qps before it is
+    /// demoted to warm (milliseconds).
+    #[arg(long, default_value_t = 3_600_000)]
+    pub tier_demote_dwell_ms: u64,
+    /// How long a warm shard's rate must stay below --tier-cold-qps before it is demoted
+    /// to cold (milliseconds).
+    #[arg(long, default_value_t = 86_400_000)]
+    pub tier_cold_dwell_ms: u64,
+    /// At most this many tier changes a minute (the planner decides at most 2 a round).
+    #[arg(long, default_value_t = 4)]
+    pub tier_moves_per_min: usize,
     /// Cores of a node of capacity 1.0, for the planner's load (default: this machine's).
     #[arg(long)]
     pub cores_per_capacity: Option<f64>,
@@ -333,6 +380,7 @@ impl hektor_dataflow::planner::ClusterFeed for ControlFeed {
                     replicas: s.replicas.clone(),
                     vectors: sizes.get(&s.range).map(|v| v.0),
                     bytes: sizes.get(&s.range).map(|v| v.1).filter(|b| *b > 0),
+                    tier: s.tier,
                 })
                 .collect(),
         })
@@ -404,6 +452,7 @@ fn assignments_of(routing: &Routing) -> Assignments {
 /// Wire the roles together over one log.
 pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     let engine = parse_engine(&args.engine)?;
+    let planner_settings = planner_config(args)?;
     let gate = gate_of(args)?;
     let log = open_log(&args.log).await?;
     let catalog = Catalog::open_scoped(
@@ -490,6 +539,7 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
             snapshots,
             mirrors: args.mirror_regions.clone(),
             clock: Some(Arc::clone(&clock)),
+            region: args.region.clone(),
         },
         Arc::clone(&catalog),
         follow_assignments(&control),
@@ -503,6 +553,13 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         writer = writer.with_seen(Arc::new(MergedSoFar(Arc::clone(&host))));
     }
     let writer = Arc::new(writer);
+    if !args.mirror_regions.is_empty() {
+        tokio::spawn(close_time(
+            Arc::clone(&host),
+            Arc::clone(&writer),
+            Duration::from_millis(args.tick_ms),
+        ));
+    }
     // Move what any Kafka client writes to the intake topics to their ring partitions.
     hektor_ingest::intake::Intake::start(
         Arc::clone(&writer),
@@ -519,7 +576,8 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         args.search_threads,
         control.routing(),
     )?
-    .with_internal_auth(gate.node_authorization());
+    .with_internal_auth(gate.node_authorization())
+    .with_max_clock_offset(Duration::from_millis(args.max_clock_offset_ms));
     let searcher = Arc::new(match internal_client {
         Some(client) => searcher.with_tls_client(client),
         None => searcher,
@@ -528,7 +586,7 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     let planner = (!args.no_planner && args.has_role("planner")).then(|| {
         hektor_dataflow::planner::Planner::start(
             Arc::clone(&catalog),
-            planner_config(args),
+            planner_settings,
             Some(Arc::new(ControlFeed(Arc::clone(&control)))),
         )
     });
@@ -545,6 +603,12 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     let router = ingest_router(IngestState {
         writer: Arc::clone(&writer),
         events,
+        replication: (!args.mirror_regions.is_empty()).then(|| {
+            Arc::new(RegionReplication {
+                host: Arc::clone(&host),
+                others: args.mirror_regions.clone(),
+            }) as Arc<dyn Replication>
+        }),
     })
     .merge(query_router(QueryState {
         searcher,
@@ -742,8 +806,9 @@ fn control_routes(control: Arc<Control>) -> utoipa_axum::router::OpenApiRouter {
         .with_state(control)
 }
 
-/// The kinetic planner's settings from the command line.
-fn planner_config(args: &ServeArgs) -> hektor_dataflow::planner::PlannerConfig {
+/// The kinetic planner's settings from the command line; the tiering flags are checked
+/// here (before the node opens anything).
+fn planner_config(args: &ServeArgs) -> anyhow::Result<hektor_dataflow::planner::PlannerConfig> {
     let mut config = hektor_dataflow::planner::PlannerConfig {
         node: args.node_id.clone(),
         capacity: args.node_capacity,
@@ -762,7 +827,32 @@ fn planner_config(args: &ServeArgs) -> hektor_dataflow::planner::PlannerConfig {
         config.cores_per_capacity = cores;
     }
     config.params.hot_hotness = args.split_hotness;
-    config
+    config.tiering = hektor_dataflow::tiering::TieringConfig {
+        enabled: !args.no_tiering,
+        promote_qps: args.tier_promote_qps,
+        demote_qps: args.tier_demote_qps,
+        cold_qps: args.tier_cold_qps,
+        promote_dwell_ms: args.tier_dwell_ms,
+        demote_dwell_ms: args.tier_demote_dwell_ms,
+        cold_dwell_ms: args.tier_cold_dwell_ms,
+        hot_budget_bytes: args
+            .hot_budget_mb
+            .checked_mul(1 << 20)
+            .filter(|b| *b > 0)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--hot-budget-mb must be at least 1 and fit in 64 bits of bytes, not {}",
+                    args.hot_budget_mb
+                )
+            })?,
+        moves_per_min: args.tier_moves_per_min,
+        moves_per_round: args.tier_moves_per_min.min(2),
+        ..Default::default()
+    };
+    config.tiering.validate().context(
+        "checking --tier-promote-qps, --tier-demote-qps, --tier-cold-qps and --tier-moves-per-min",
+    )?;
+    Ok(config)
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -892,6 +982,146 @@ struct MergedSoFar(Arc<ShardHost>);
 impl hektor_ingest::writer::SeenSource for MergedSoFar {
     fn seen(&self, collection: &str, partition: u32) -> Option<hektor_merge::VersionVector> {
         self.0.merged(collection, partition)
+    }
+}
+
+/// Every `every`, append a tick (closed timestamp) to each partition of each collection
+/// this node holds a shard of: other regions' floors of those partitions then advance with
+/// time, which is what their strong and bounded-staleness reads wait on, and the ticks'
+/// `seen` vectors tell them what this region has merged of theirs (their write levels).
+async fn close_time(host: Arc<ShardHost>, writer: Arc<Writer>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        interval.tick().await;
+        for collection in host.collections() {
+            let Some(spec) = host.catalog().get(&collection.spec.name) else {
+                continue;
+            };
+            let mut partitions: Vec<u32> = collection
+                .shards
+                .iter()
+                .filter(|s| !s.retired())
+                .map(|s| s.partition)
+                .collect();
+            partitions.sort_unstable();
+            partitions.dedup();
+            if partitions.is_empty() {
+                continue;
+            }
+            match writer.tick(&spec, &partitions).await {
+                Ok(_) if failing => {
+                    tracing::info!("closing time on the partitions works again");
+                    failing = false;
+                }
+                Ok(_) => {}
+                Err(err) if !failing => {
+                    tracing::warn!(%err, collection = %spec.name, "could not close time on the partitions (strong and bounded reads in other regions wait meanwhile); retrying");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// What the other regions have merged of this region's writes, as this node's shards
+/// learn it from the `seen` vectors on the records those regions write (their writes and
+/// their ticks): the write levels' source of truth.
+struct RegionReplication {
+    host: Arc<ShardHost>,
+    others: Vec<String>,
+}
+
+impl Replication for RegionReplication {
+    fn others(&self) -> Vec<String> {
+        self.others.clone()
+    }
+
+    fn wait<'a>(
+        &'a self,
+        collection: &'a str,
+        token: &'a std::collections::BTreeMap<u32, u64>,
+        need: usize,
+        timeout: Duration,
+    ) -> futures::future::BoxFuture<'a, Result<Replicated, (Replicated, String)>> {
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let me = self.host.config().region.clone();
+            let only_here = Replicated {
+                regions: vec![me.clone()],
+                missing: self.others.clone(),
+            };
+            // Per partition written: the shard here, and the floor its write reached here
+            // (the effective clock of the newest record applied once the write was: every
+            // region applies the partition in the same order, so a region whose floor of
+            // it is at least this has the write).
+            let mut written = Vec::with_capacity(token.len());
+            for (&partition, &offset) in token {
+                let Some(hosted) = self
+                    .host
+                    .collection(collection)
+                    .and_then(|c| c.shards.iter().find(|s| s.partition == partition).cloned())
+                else {
+                    return Err((
+                        only_here,
+                        format!("this node holds no shard of partition {partition}, so it cannot tell which regions have merged it"),
+                    ));
+                };
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if !hosted.wait_applied(offset, left).await {
+                    return Err((
+                        only_here,
+                        format!("this node's shard of partition {partition} has not applied the write yet"),
+                    ));
+                }
+                let shard = Arc::clone(&hosted.shard);
+                let floor = tokio::task::spawn_blocking(move || shard.hlc_floor())
+                    .await
+                    .map_err(|e| {
+                        (
+                            only_here.clone(),
+                            format!("reading the partition's floor panicked: {e}"),
+                        )
+                    })?
+                    .map_err(|e| {
+                        (
+                            only_here.clone(),
+                            format!("reading the partition's floor failed: {e}"),
+                        )
+                    })?;
+                written.push((hosted, floor));
+            }
+            let mut changes: Vec<_> = written.iter().map(|(h, _)| h.merges()).collect();
+            loop {
+                let (have, missing): (Vec<String>, Vec<String>) =
+                    self.others.iter().cloned().partition(|region| {
+                        written
+                            .iter()
+                            .all(|(h, floor)| h.merged_by(region) >= *floor)
+                    });
+                let replicated = Replicated {
+                    regions: std::iter::once(me.clone())
+                        .chain(have.iter().cloned())
+                        .collect(),
+                    missing,
+                };
+                if have.len() >= need {
+                    return Ok(replicated);
+                }
+                let any_change = futures::future::select_all(
+                    changes.iter_mut().map(|rx| Box::pin(rx.changed())),
+                );
+                match tokio::time::timeout_at(deadline, any_change).await {
+                    Ok((Ok(()), _, _)) => {}
+                    _ => {
+                        let why = format!("{} confirmed, {need} needed", have.len());
+                        return Err((replicated, why));
+                    }
+                }
+            }
+        })
     }
 }
 

@@ -1078,6 +1078,27 @@ fn start_region_node(setup: &Setup, region: &str, dir: &Path, extra: &[&str]) ->
     )
 }
 
+/// Wait (bounded) until the node at `url` holds every shard of `collection` open.
+fn wait_open(url: &str, collection: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, view) = common::get(&format!("{url}/collections/{collection}"));
+        let open = status == 200
+            && view["complete"] == json!(true)
+            && view["shards"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty() && s.iter().all(|s| s["vectors"].is_u64()));
+        if open {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url}: the shards of {collection} never opened: {view}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Every id as one region answers it: (vector, payload, winning hlc, winning origin), or
 /// `None` when it is not there.
 type Contents = BTreeMap<String, Option<(Value, Value, Value, Value)>>;
@@ -1120,6 +1141,11 @@ fn hektor_regions_merge_conflicting_writes_and_converge_after_a_partition() {
     const DIM: usize = 8;
     common::create_collection(&wnode.url, &collection, DIM, 2);
     common::create_collection(&enode.url, &collection, DIM, 2);
+    // Writes carry what their region has merged only once its node holds the shards
+    // (before, it cannot tell, and their conflicts go uncounted): wait for them to open.
+    for node in [&wnode, &enode] {
+        wait_open(&node.url, &collection);
+    }
     let ids: Vec<String> = (0..120).map(|i| format!("doc-{i}")).collect();
     let write = |url: &str, region: &str, round: u32, rng: &mut StdRng| {
         let mut upserts: Vec<Value> = Vec::new();
@@ -1233,13 +1259,24 @@ fn hektor_regions_merge_conflicting_writes_and_converge_after_a_partition() {
         }
     }
 
-    // GET /cluster names the other region, with nothing left to merge.
+    // GET /cluster names the other region, with nothing left to merge (soon: ticks keep
+    // arriving, so a sample may catch one in flight).
     for (node, other) in [(&wnode, &east), (&enode, &west)] {
-        let (_, cluster) = common::get(&format!("{}/cluster", node.url));
-        let entry = cluster["regions"]
-            .as_array()
-            .and_then(|r| r.iter().find(|r| r["region"] == json!(other)))
-            .unwrap_or_else(|| panic!("{}: /cluster has no region {other}: {cluster}", node.url));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let entry = loop {
+            let (_, cluster) = common::get(&format!("{}/cluster", node.url));
+            let entry = cluster["regions"]
+                .as_array()
+                .and_then(|r| r.iter().find(|r| r["region"] == json!(other)))
+                .cloned()
+                .unwrap_or_else(|| {
+                    panic!("{}: /cluster has no region {other}: {cluster}", node.url)
+                });
+            if entry["behind"] == json!(0) || Instant::now() > deadline {
+                break entry;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         assert!(entry["shards"].as_u64() > Some(0), "{entry}");
         assert_eq!(entry["behind"], json!(0), "{entry}");
         assert!(
@@ -1324,6 +1361,214 @@ fn hektor_regions_merge_conflicting_writes_and_converge_after_a_partition() {
             node.url
         );
     }
+}
+
+/// Consistency levels of reads and replication levels of writes across two regions over
+/// a 35 ms (each way) WAN, then with the regions cut off from each other:
+/// - a `strong` search in one region sees a write acknowledged in the other just before
+///   (every time, not by luck of timing);
+/// - a `sync` write is answered only once the other region has applied it: a plain read
+///   there right after the answer finds it; `quorum` (a majority of two is both) too;
+/// - cut off: a `sync` write answers 504 naming the region that has it and the one that
+///   did not confirm, and still reaches it after the heal; a `strong` search answers 504
+///   naming the region it is behind; a `bounded` search with a generous bound and an
+///   `eventual` one answer 200;
+/// - bad levels are 400/422s, not waits.
+#[test]
+fn hektor_regions_consistency_and_write_levels() {
+    let _one = serial();
+    let Some(setup) = Setup::start() else {
+        return;
+    };
+    let (west, east) = (setup.regions[0].clone(), setup.regions[1].clone());
+    for (from, to) in [(&west, &east), (&east, &west)] {
+        setup.toxiproxy(
+            reqwest::Method::POST,
+            &format!("/proxies/{}/toxics", setup.proxy(from, to)),
+            Some(
+                json!({"name": "wan", "type": "latency", "stream": "downstream",
+                "toxicity": 1.0, "attributes": {"latency": 35, "jitter": 0}}),
+            ),
+        );
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fast = ["--tick-ms", "100"];
+    let wnode = start_region_node(&setup, &west, &tmp.path().join("west"), &fast);
+    let enode = start_region_node(&setup, &east, &tmp.path().join("east"), &fast);
+    let collection = common::unique("levels");
+    const DIM: usize = 8;
+    common::create_collection(&wnode.url, &collection, DIM, 2);
+    common::create_collection(&enode.url, &collection, DIM, 2);
+    for node in [&wnode, &enode] {
+        wait_open(&node.url, &collection);
+    }
+    let vector_of = |i: usize| -> Vec<f32> {
+        (0..DIM)
+            .map(|d| {
+                if d == i % DIM {
+                    1.0
+                } else {
+                    0.01 * (i / DIM + 1) as f32
+                }
+            })
+            .collect()
+    };
+    let write = |node: &common::Server, id: &str, v: &[f32], query: &str| {
+        common::post(
+            &format!("{}/collections/{collection}/vectors{query}", node.url),
+            &json!({"upserts": [{"id": id, "vector": v}]}),
+        )
+    };
+    let search = |node: &common::Server, v: &[f32], consistency: Value| {
+        common::post(
+            &format!("{}/collections/{collection}/search", node.url),
+            &json!({"vector": v, "k": 1, "without_payload": true, "consistency": consistency}),
+        )
+    };
+    let get = |node: &common::Server, id: &str| {
+        common::get(&format!(
+            "{}/collections/{collection}/vectors/{id}",
+            node.url
+        ))
+        .0
+    };
+    // Both regions serve, and each has heard the other's ticks (its floors advance).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (a, _) = search(
+            &enode,
+            &vector_of(0),
+            json!({"level": "strong", "timeout_ms": 2000}),
+        );
+        let (b, _) = search(
+            &wnode,
+            &vector_of(0),
+            json!({"level": "strong", "timeout_ms": 2000}),
+        );
+        if a == 200 && b == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "strong searches never answered: {a} {b}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Strong reads in east see west's acknowledged writes, every time.
+    let mut waits = Vec::new();
+    for i in 0..6 {
+        let id = format!("strong-{i}");
+        let v = vector_of(i);
+        let (status, body) = write(&wnode, &id, &v, "");
+        assert_eq!(status, 200, "{body}");
+        let began = Instant::now();
+        let (status, body) = search(&enode, &v, json!({"level": "strong"}));
+        waits.push(began.elapsed().as_millis() as u64);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["hits"][0]["id"],
+            json!(id),
+            "strong read in {east} missed {id}: {body}"
+        );
+    }
+    eprintln!("strong reads in {east} after a write in {west}: waited {waits:?} ms");
+
+    // Sync and quorum writes: answered once the other region has the write.
+    for (i, level) in [(10, "sync"), (11, "quorum"), (12, "sync")] {
+        let id = format!("{level}-{i}");
+        let began = Instant::now();
+        let (status, body) = write(&wnode, &id, &vector_of(i), &format!("?replication={level}"));
+        let took = began.elapsed().as_millis();
+        assert_eq!(status, 200, "{level} write: {body}");
+        assert_eq!(body["replicated"]["regions"], json!([west, east]), "{body}");
+        assert_eq!(
+            get(&enode, &id),
+            200,
+            "{east} lacks {id} right after its {level} write was answered"
+        );
+        eprintln!("{level} write answered in {took} ms");
+    }
+    let (status, body) = write(&wnode, "x", &vector_of(1), "?replication=all");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = search(&enode, &vector_of(1), json!({"level": "bounded"}));
+    assert_eq!(status, 422, "bounded without a bound: {body}");
+    let (status, body) = search(&enode, &vector_of(1), json!({"level": "session"}));
+    assert_eq!(status, 422, "session without a token: {body}");
+
+    // Cut the regions off from each other.
+    for (from, to) in [(&west, &east), (&east, &west)] {
+        setup.toxiproxy(
+            reqwest::Method::POST,
+            &format!("/proxies/{}", setup.proxy(from, to)),
+            Some(json!({"enabled": false})),
+        );
+    }
+    let (status, body) = write(
+        &wnode,
+        "cut",
+        &vector_of(20),
+        "?replication=sync&timeout_ms=2000",
+    );
+    assert_eq!(status, 504, "sync write while cut off: {body}");
+    assert_eq!(body["replicated"]["regions"], json!([west]), "{body}");
+    assert_eq!(body["replicated"]["missing"], json!([east]), "{body}");
+    assert!(
+        body["token"].as_object().is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    // Past the ticks already in flight, east's copy of west falls behind a strong read.
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, body) = search(
+        &enode,
+        &vector_of(0),
+        json!({"level": "strong", "timeout_ms": 1500}),
+    );
+    assert_eq!(status, 504, "strong read while cut off: {body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("region `{west}`"))),
+        "{body}"
+    );
+    let (status, body) = search(
+        &enode,
+        &vector_of(0),
+        json!({"level": "bounded", "max_staleness_ms": 600000}),
+    );
+    assert_eq!(
+        status, 200,
+        "bounded read within its bound while cut off: {body}"
+    );
+    let (status, body) = search(&enode, &vector_of(0), json!({"level": "eventual"}));
+    assert_eq!(status, 200, "eventual read while cut off: {body}");
+    let (_, cluster) = common::get(&format!("{}/cluster", enode.url));
+    let behind = cluster["regions"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["region"] == json!(west)))
+        .and_then(|r| r["staleness_ms"].as_u64());
+    assert!(
+        behind.is_some_and(|ms| ms >= 1500),
+        "{east}'s /cluster should show {west} stale: {cluster}"
+    );
+
+    // Healed: the write that was not confirmed reaches east; strong reads answer again.
+    setup.reset();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while get(&enode, "cut") != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the unconfirmed sync write never reached {east}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (status, body) = search(
+        &enode,
+        &vector_of(20),
+        json!({"level": "strong", "timeout_ms": 60000}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["hits"][0]["id"], json!("cut"), "{body}");
 }
 
 /// Per partition, the next offset a node's shard has applied: of its own partition

@@ -110,6 +110,9 @@ pub struct HostConfig {
     /// write accepted here afterwards orders after them even when this node's wall clock
     /// is behind the other region's.
     pub clock: Option<Arc<HlcClock>>,
+    /// This node's region: the name other regions' `seen` vectors give this region's
+    /// partitions (what write levels wait on, [`HostedShard::merged_by`]).
+    pub region: String,
 }
 
 impl std::fmt::Debug for HostConfig {
@@ -171,6 +174,14 @@ pub struct HostedShard {
     mirrored: Mutex<std::collections::BTreeMap<String, MirrorProgress>>,
     /// Concurrent writes of different regions met since this node opened the shard.
     conflicts: AtomicU64,
+    /// This node's region and the regions mirrored into it (see [`HostConfig`]).
+    region: String,
+    mirrors: Vec<String>,
+    /// Per mirrored region, the join of the `seen` vectors its records carried: how far
+    /// that region had merged each other region's partition when it wrote them.
+    acknowledged: Mutex<std::collections::BTreeMap<String, hektor_merge::VersionVector>>,
+    /// Bumped after each merge of a mirrored batch (what floor waits watch).
+    merges: watch::Sender<u64>,
 }
 
 /// How far a shard has merged one mirrored region's partition.
@@ -232,6 +243,77 @@ impl HostedShard {
     /// Per mirrored region, how far this shard has merged its partition.
     pub fn mirrored(&self) -> std::collections::BTreeMap<String, MirrorProgress> {
         self.mirrored.lock().clone()
+    }
+
+    /// The clock floors of this partition here: this region's own (by its name) and each
+    /// mirrored region's, as committed (a read here sees at least what they cover).
+    pub fn floors(&self) -> Vec<(String, Hlc)> {
+        let own = self.shard.hlc_floor().unwrap_or_default();
+        let mut floors = vec![(self.region.clone(), own)];
+        for region in &self.mirrors {
+            floors.push((
+                region.clone(),
+                self.shard.source_floor(region).unwrap_or_default(),
+            ));
+        }
+        floors
+    }
+
+    /// Wait until every floor of [`HostedShard::floors`] is at least `at_least`: a read
+    /// then reflects every record of every region's partition stamped up to there. On
+    /// timeout, the floors that fell short.
+    pub async fn wait_floors(
+        &self,
+        at_least: Hlc,
+        timeout: Duration,
+    ) -> Result<(), Vec<(String, Hlc)>> {
+        let short = |floors: Vec<(String, Hlc)>| -> Vec<(String, Hlc)> {
+            floors.into_iter().filter(|(_, f)| *f < at_least).collect()
+        };
+        let mut applied = self.applied.subscribe();
+        let mut merges = self.merges.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let missing = short(self.floors());
+            if missing.is_empty() {
+                return Ok(());
+            }
+            let woke = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    r = applied.changed() => r.is_ok(),
+                    r = merges.changed() => r.is_ok(),
+                }
+            })
+            .await;
+            match woke {
+                Ok(true) => {}
+                // Timed out, or the shard closed: report what is missing now.
+                _ => {
+                    let missing = short(self.floors());
+                    return if missing.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(missing)
+                    };
+                }
+            }
+        }
+    }
+
+    /// How far `region` had merged this region's partition, by the `seen` vector of the
+    /// newest of its records merged here (zero before any).
+    pub fn merged_by(&self, region: &str) -> Hlc {
+        self.acknowledged
+            .lock()
+            .get(region)
+            .map(|seen| seen.get(&self.region))
+            .unwrap_or_default()
+    }
+
+    /// Changes whenever a mirrored batch has been merged (what waits on
+    /// [`HostedShard::merged_by`] or on mirrored floors watch).
+    pub fn merges(&self) -> watch::Receiver<u64> {
+        self.merges.subscribe()
     }
 
     /// No longer assigned: serving out its grace period.
@@ -335,6 +417,11 @@ impl ShardHost {
     /// The catalog this host follows.
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
+    }
+
+    /// The settings it was started with.
+    pub fn config(&self) -> &HostConfig {
+        &self.config
     }
 
     pub fn collection(&self, name: &str) -> Option<Arc<HostedCollection>> {
@@ -691,6 +778,10 @@ impl ShardHost {
             origin,
             mirrored: Mutex::new(std::collections::BTreeMap::new()),
             conflicts: AtomicU64::new(0),
+            region: self.config.region.clone(),
+            mirrors: self.config.mirrors.clone(),
+            acknowledged: Mutex::new(std::collections::BTreeMap::new()),
+            merges: watch::channel(0).0,
         });
         let log = Arc::clone(self.catalog.log());
         let (l, sp, h) = (Arc::clone(&log), spec.clone(), Arc::clone(&hosted));
@@ -910,11 +1001,18 @@ pub fn to_range_op_from(
 ) -> Result<(ShardOp, String), Poison> {
     let record: VectorRecord =
         codec::from_log_record(&stored.record).map_err(|e| partition_poison(e.to_string()))?;
+    let origin = record.origin().to_owned();
+    if let VectorRecord::Tick(tick) = &record {
+        // A closed timestamp: every shard of the partition passes it (its floor advances).
+        if tick.collection != spec.name || tick.partition != partition {
+            return Err(partition_poison(format!(
+                "tick for collection `{}` partition {}, found in `{}` partition {partition}",
+                tick.collection, tick.partition, spec.name
+            )));
+        }
+        return Ok((ShardOp::Pass { hlc: tick.hlc }, origin));
+    }
     let position = ring::position(record.tenant(), record.id());
-    let origin = match &record {
-        VectorRecord::Upsert(u) => u.origin.clone(),
-        VectorRecord::Delete(d) => d.origin.clone(),
-    };
     if record.collection() == spec.name
         && ring::partition_of(position, spec.partitions) == partition
         && !range.contains(position)
@@ -957,6 +1055,15 @@ fn op_of(spec: &CollectionSpec, partition: u32, record: VectorRecord) -> Result<
             spec.name
         ));
     }
+    if let VectorRecord::Tick(tick) = &record {
+        if tick.partition != partition {
+            return Err(format!(
+                "tick for partition {}, found in {partition}",
+                tick.partition
+            ));
+        }
+        return Ok(ShardOp::Pass { hlc: tick.hlc });
+    }
     let position = ring::position(record.tenant(), record.id());
     let expected = ring::partition_of(position, spec.partitions);
     if expected != partition {
@@ -993,6 +1100,7 @@ fn op_of(spec: &CollectionSpec, partition: u32, record: VectorRecord) -> Result<
             tenant: d.tenant,
             hlc: d.hlc,
         },
+        VectorRecord::Tick(t) => ShardOp::Pass { hlc: t.hlc },
     })
 }
 
@@ -1273,6 +1381,7 @@ async fn follow_mirror(
         let mut ops = Vec::with_capacity(batch.len());
         let mut provenance = Vec::with_capacity(batch.len());
         let mut newest = Hlc(0);
+        let mut acknowledged = hektor_merge::VersionVector::new();
         for stored in &batch {
             let (op, origin) = to_range_op_from(&spec, hosted.partition, hosted.range, stored)
                 .unwrap_or((ShardOp::Skip, String::new()));
@@ -1283,10 +1392,14 @@ async fn follow_mirror(
                 newest = newest.max(*hlc);
             }
             ops.push((stored.offset, op));
+            let seen = seen_of(stored);
+            if let Some(seen) = &seen {
+                acknowledged.join(seen);
+            }
             provenance.push(Provenance {
                 origin,
                 digest: hektor_merge::digest(&stored.record.value),
-                seen: seen_of(stored),
+                seen,
             });
         }
         let shard = Arc::clone(&hosted.shard);
@@ -1321,6 +1434,14 @@ async fn follow_mirror(
                 progress.duplicates += report.duplicates as u64;
                 progress.floor = floor.0;
                 progress.high_watermark = progress.high_watermark.max(report.next_offset);
+                drop(mirrored);
+                hosted
+                    .acknowledged
+                    .lock()
+                    .entry(region.clone())
+                    .or_default()
+                    .join(&acknowledged);
+                hosted.merges.send_modify(|n| *n += 1);
             }
             Ok(Err(err)) => {
                 let why = format!(

@@ -67,6 +67,7 @@ use hektor_topics::record::{Distance, RingRange};
 use parking_lot::RwLock;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::engine::arroy::{ArroyEngine, ArroyParams};
 use crate::engine::cold::{ColdEngine, ColdParams};
@@ -228,6 +229,110 @@ pub struct Hit {
     pub id: String,
     pub score: f32,
     pub payload: Option<serde_json::Value>,
+}
+
+/// A search result whose payload is the stored JSON text, unparsed (see [`Found`]).
+#[derive(Debug, Clone)]
+pub struct RawHit {
+    pub id: String,
+    pub score: f32,
+    pub payload: Option<Box<RawValue>>,
+}
+
+/// A shard's answer to a search before any record is read: the hits' items and scores,
+/// best first, with the LMDB read snapshot they were found in ([`Shard::search_found`]).
+/// A router merging several shards reads the records ([`Found::raw_hit`]) only of the
+/// hits that survive its merge, from this same snapshot, so a hit's id and payload are
+/// those of the vector that was scored whatever was written since. Hold it briefly: an
+/// open snapshot keeps LMDB from reusing the pages written after it.
+pub struct Found<'s> {
+    shard: &'s Shard,
+    /// `None` when nothing was searched (k = 0, or a filter matching nothing).
+    txn: Option<RoTxn<'s, heed::WithoutTls>>,
+    hits: Vec<(u32, f32)>,
+}
+
+impl std::fmt::Debug for Found<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Found")
+            .field("shard", &self.shard.path())
+            .field("hits", &self.hits)
+            .finish()
+    }
+}
+
+impl Found<'_> {
+    /// Hits found.
+    pub fn len(&self) -> usize {
+        self.hits.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hits.is_empty()
+    }
+
+    /// The score of hit `i` (best first). Panics when `i` is out of range.
+    pub fn score(&self, i: usize) -> f32 {
+        self.hits[i].1
+    }
+
+    /// Hit `i` with its id and, with `payload`, its payload as the stored JSON text
+    /// (checked to be JSON, not parsed into a value), read from the snapshot it was found
+    /// in. Panics when `i` is out of range.
+    pub fn raw_hit(&self, i: usize, payload: bool) -> Result<RawHit> {
+        let (item, score) = self.hits[i];
+        let s = &self.shard.store;
+        let txn = self
+            .txn
+            .as_ref()
+            .ok_or_else(|| s.corrupt("a search without a snapshot found hits"))?;
+        let bytes = s
+            .record_bytes(txn, item)?
+            .ok_or_else(|| s.corrupt(format!("search returned item {item} without record")))?;
+        let (id, raw) = Record::decode_id_payload(bytes)
+            .ok_or_else(|| s.corrupt(format!("record of item {item} does not decode")))?;
+        let payload = if payload && !raw.is_empty() {
+            Some(serde_json::from_slice::<Box<RawValue>>(raw).map_err(|e| {
+                s.corrupt(format!(
+                    "record of item {item} has a payload that is not JSON: {e}"
+                ))
+            })?)
+        } else {
+            None
+        };
+        Ok(RawHit {
+            id: id.to_owned(),
+            score,
+            payload,
+        })
+    }
+
+    /// Every hit with its id and payload as stored JSON text.
+    pub fn into_raw_hits(self) -> Result<Vec<RawHit>> {
+        (0..self.hits.len())
+            .map(|i| self.raw_hit(i, true))
+            .collect()
+    }
+
+    /// Every hit with its full record, the payload parsed ([`Shard::search_with`]).
+    pub fn into_hits(self) -> Result<Vec<Hit>> {
+        let s = &self.shard.store;
+        let mut hits = Vec::with_capacity(self.hits.len());
+        let Some(txn) = &self.txn else {
+            return Ok(hits);
+        };
+        for &(item, score) in &self.hits {
+            let record = s
+                .record(txn, item)?
+                .ok_or_else(|| s.corrupt(format!("search returned item {item} without record")))?;
+            hits.push(Hit {
+                id: record.id,
+                score,
+                payload: record.payload,
+            });
+        }
+        Ok(hits)
+    }
 }
 
 /// A stored vector with everything kept about it.
@@ -710,6 +815,13 @@ impl Shard {
         Ok(Hlc(self.store.meta_u64(&txn, &source_floor_key(region))?))
     }
 
+    /// The clock floor of this region's own partition as committed: the effective hlc of
+    /// the newest record applied (zero before the first).
+    pub fn hlc_floor(&self) -> Result<Hlc> {
+        let txn = self.read_txn()?;
+        Ok(Hlc(self.store.meta_u64(&txn, META_HLC_FLOOR)?))
+    }
+
     fn apply_inner(
         &self,
         source: Source<'_>,
@@ -1112,6 +1224,23 @@ impl Shard {
         range: Option<RingRange>,
         options: SearchOptions,
     ) -> Result<Vec<Hit>> {
+        self.search_found(query, k, range, options)?.into_hits()
+    }
+
+    /// [`Shard::search_with`] without reading any record yet: the hits' items and scores
+    /// with the snapshot to read their records from ([`Found`]).
+    pub fn search_found(
+        &self,
+        query: &[f32],
+        k: usize,
+        range: Option<RingRange>,
+        options: SearchOptions,
+    ) -> Result<Found<'_>> {
+        let nothing = || Found {
+            shard: self,
+            txn: None,
+            hits: Vec::new(),
+        };
         if query.len() != self.config.dimension {
             return Err(Error::DimensionMismatch {
                 expected: self.config.dimension,
@@ -1124,7 +1253,7 @@ impl Shard {
             ));
         }
         if k == 0 {
-            return Ok(Vec::new());
+            return Ok(nothing());
         }
         // The doors (HTTP, internal calls) check k against their own, smaller bound; this
         // one keeps any caller from sizing buffers by an absurd k.
@@ -1142,7 +1271,7 @@ impl Shard {
             None => None,
         };
         if candidates.as_ref().is_some_and(|c| c.is_empty()) {
-            return Ok(Vec::new());
+            return Ok(nothing());
         }
         let mut exclude = RoaringBitmap::new();
         for entry in s.stale.iter(&txn).map_err(st)? {
@@ -1163,18 +1292,11 @@ impl Shard {
                 top.push(item, prepared.score(&buf, norm));
             }
         }
-        let mut hits = Vec::with_capacity(k);
-        for (item, score) in top.into_sorted() {
-            let record = s
-                .record(&txn, item)?
-                .ok_or_else(|| s.corrupt(format!("search returned item {item} without record")))?;
-            hits.push(Hit {
-                id: record.id,
-                score,
-                payload: record.payload,
-            });
-        }
-        Ok(hits)
+        Ok(Found {
+            shard: self,
+            txn: Some(txn),
+            hits: top.into_sorted(),
+        })
     }
 
     /// Items whose ring position is in `range`; `None` when that is every item.

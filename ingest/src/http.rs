@@ -15,11 +15,11 @@
 //! their bodies, answers and statuses.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -32,6 +32,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::replication::{
+    Replicated, Replication, WriteLevel, DEFAULT_REPLICATION_TIMEOUT, MAX_REPLICATION_TIMEOUT,
+};
 use crate::validate::{DeleteItem, UpsertItem, WriteBatch, MAX_BATCH_ITEMS, MAX_BODY_BYTES};
 use crate::{IngestError, Writer};
 
@@ -43,6 +46,25 @@ pub const BULK_CONTENT_TYPE: &str = "application/x-hektor-bulk";
 pub struct IngestState {
     pub writer: Arc<Writer>,
     pub events: EventSink,
+    /// What the other regions have merged (for `quorum` and `sync` writes); `None`: one
+    /// region.
+    pub replication: Option<Arc<dyn Replication>>,
+}
+
+/// The query of `POST /collections/{c}/vectors`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WriteParams {
+    /// How many regions must have applied the write before it is answered: `async`
+    /// (default: durable in this region's log), `quorum` (a majority of all regions),
+    /// `sync` (every region).
+    #[serde(default)]
+    pub replication: Option<WriteLevel>,
+    /// How long a `quorum` or `sync` write waits for the other regions, in ms (default
+    /// 10,000, at most 120,000); past it the answer is 504 with the regions that have it.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// The write routes with their OpenAPI description, ready to merge into the node's
@@ -83,6 +105,23 @@ pub struct WriteAnswer {
     pub token: std::collections::BTreeMap<u32, u64>,
     /// Upserts and deletes written.
     pub written: usize,
+    /// For a `quorum` or `sync` write: the regions that have applied it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicated: Option<Replicated>,
+}
+
+/// The answer of a `quorum` or `sync` write whose regions did not all confirm in time
+/// (504): the write is durable in this region and will still reach the others; it is
+/// not reported as replicated.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotReplicated {
+    pub error: String,
+    /// As in [`WriteAnswer`]: the write is durable here.
+    #[schema(value_type = BTreeMap<String, u64>)]
+    pub token: std::collections::BTreeMap<u32, u64>,
+    pub written: usize,
+    /// Who has it and who did not confirm.
+    pub replicated: Replicated,
 }
 
 /// The binary bulk body of `POST /collections/{c}/vectors` (for the document only): a
@@ -236,7 +275,7 @@ async fn drop_collection(
     post,
     path = "/collections/{collection}/vectors",
     tag = "vectors",
-    params(("collection" = String, Path, description = "The collection's name")),
+    params(("collection" = String, Path, description = "The collection's name"), WriteParams),
     request_body(
         description = "A batch of upserts and deletes",
         content(
@@ -245,23 +284,33 @@ async fn drop_collection(
         ),
     ),
     responses(
-        (status = 200, description = "Durable in the log", body = WriteAnswer),
+        (status = 200, description = "Durable in the log (and, for `quorum` and `sync`, applied in enough regions)", body = WriteAnswer),
         (status = 400, description = "The body is not a batch", body = ErrorBody),
         (status = 404, description = "No such collection", body = ErrorBody),
         (status = 409, description = "The collection changed under the write", body = ErrorBody),
         (status = 413, description = "The body is larger than 64 MiB or the batch holds too many items", body = ErrorBody),
         (status = 422, description = "An item breaks a rule (dimension, values, id, tenant, payload)", body = ErrorBody),
         (status = 503, description = "The log is not available", body = ErrorBody),
-        (status = 504, description = "The log did not answer in time", body = ErrorBody),
+        (status = 504, description = "The log did not answer in time (an error body), or a `quorum` or `sync` write was not confirmed by enough regions in time (durable here; says which regions have it)", body = NotReplicated),
     ),
 )]
 async fn write_vectors(
     State(state): State<IngestState>,
     Path(collection): Path<String>,
+    params: Result<Query<WriteParams>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let Query(params) = params.map_err(|e| ApiError(400, e.body_text()))?;
+    let level = params.replication.unwrap_or_default();
+    let max_ms = MAX_REPLICATION_TIMEOUT.as_millis() as u64;
+    if let Some(t) = params.timeout_ms.filter(|t| *t == 0 || *t > max_ms) {
+        return Err(ApiError(
+            400,
+            format!("timeout_ms must be between 1 and {max_ms}, got {t}"),
+        ));
+    }
     let body = body?;
     // Unknown collection is a 404 before any body error.
     // Created on another node a moment ago? Read the catalog once more before a 404.
@@ -287,9 +336,51 @@ async fn write_vectors(
             .events
             .record(&collection, w.partition, w.ring, kind, latency_us);
     }
+    let others = state
+        .replication
+        .as_ref()
+        .map(|r| r.others())
+        .unwrap_or_default();
+    let need = level.others_needed(others.len());
+    let replicated = match (&state.replication, level) {
+        (_, WriteLevel::Async) => None,
+        (None, _) => Some(Replicated {
+            regions: vec![state.writer.region().to_owned()],
+            missing: Vec::new(),
+        }),
+        (Some(replication), _) => {
+            let timeout = params
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(DEFAULT_REPLICATION_TIMEOUT);
+            match replication
+                .wait(&collection, &token.offsets, need, timeout)
+                .await
+            {
+                Ok(replicated) => Some(replicated),
+                Err((replicated, why)) => {
+                    let body = NotReplicated {
+                        error: format!(
+                            "the write is durable in region `{}` but {} of the {} other regions needed for `{}` did not confirm it within {} ms: {why}; it will still reach them",
+                            state.writer.region(),
+                            need,
+                            others.len(),
+                            serde_json::to_value(level).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                            timeout.as_millis(),
+                        ),
+                        token: token.offsets,
+                        written: written.len(),
+                        replicated,
+                    };
+                    return Ok((StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response());
+                }
+            }
+        }
+    };
     Ok(Json(WriteAnswer {
         token: token.offsets,
         written: written.len(),
+        replicated,
     })
     .into_response())
 }
@@ -337,6 +428,12 @@ pub fn parse_bulk(body: &[u8]) -> Result<WriteBatch, ApiError> {
                 id: d.id,
                 tenant: d.tenant,
             }),
+            VectorRecord::Tick(_) => {
+                return Err(ApiError(
+                    400,
+                    format!("bulk record {index}: a tick is not a write; send upserts and deletes"),
+                ))
+            }
         }
         rest = tail;
         index += 1;

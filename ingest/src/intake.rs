@@ -390,6 +390,9 @@ pub fn prepare(
             spec.name
         ));
     }
+    if matches!(record, VectorRecord::Tick(_)) {
+        return Err("a tick (closed timestamp) is written by hektor nodes to the vectors topic, never through the intake".into());
+    }
     let own = record.hlc();
     if own != Hlc::default() {
         let limit = wall_ms() + MAX_HLC_AHEAD_MS;
@@ -454,6 +457,7 @@ pub fn prepare(
                 ..d
             }))
         }
+        VectorRecord::Tick(_) => Err("a tick is not a write".into()),
     }
 }
 

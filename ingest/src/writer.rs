@@ -17,7 +17,7 @@ use hektor_merge::{stamp::SEEN_HEADER, VersionVector};
 use hektor_topics::catalog::Catalog;
 use hektor_topics::codec::{self, Encoding};
 use hektor_topics::hlc::HlcClock;
-use hektor_topics::record::{CollectionSpec, VectorDelete, VectorRecord, VectorUpsert};
+use hektor_topics::record::{CollectionSpec, VectorDelete, VectorRecord, VectorTick, VectorUpsert};
 use hektor_topics::ring;
 use hektor_topics::topic::{topic_name, TopicKind};
 
@@ -124,6 +124,29 @@ impl Writer {
         out
     }
 
+    /// Close the current time on `partitions` of `spec`'s collection: append one
+    /// [`VectorTick`] to each, stamped now by this node's clock, with what this region has
+    /// merged of the others (see [`VectorTick`] for what other regions read from it).
+    pub async fn tick(
+        &self,
+        spec: &CollectionSpec,
+        partitions: &[u32],
+    ) -> Result<Token, IngestError> {
+        let ticks: Vec<VectorRecord> = partitions
+            .iter()
+            .filter(|p| **p < spec.partitions)
+            .map(|&partition| {
+                VectorRecord::Tick(VectorTick {
+                    collection: spec.name.clone(),
+                    partition,
+                    hlc: self.clock.now(),
+                    origin: self.region.clone(),
+                })
+            })
+            .collect();
+        Ok(self.append_records(spec, &ticks).await?.0)
+    }
+
     /// Append already-validated records of one collection at their ring partitions: the one
     /// placement rule of the write path, shared by the HTTP writes and the intake.
     pub async fn append_records(
@@ -135,17 +158,18 @@ impl Writer {
         let mut by_partition: BTreeMap<u32, Vec<LogRecord>> = BTreeMap::new();
         let mut written = Vec::with_capacity(records.len());
         for record in records {
-            let position = ring::position(record.tenant(), record.id());
-            let partition = ring::partition_of(position, spec.partitions);
+            let partition = record.partition(spec.partitions);
             // Keyed by (tenant, id): compaction keeps the latest record of each vector,
             // never one tenant's record in place of another's with the same id.
             let log_record = codec::to_log_record(Some(record.key()), record, Encoding::Binary)?;
             by_partition.entry(partition).or_default().push(log_record);
-            written.push(Written {
-                partition,
-                ring: position,
-                delete: matches!(record, VectorRecord::Delete(_)),
-            });
+            if !matches!(record, VectorRecord::Tick(_)) {
+                written.push(Written {
+                    partition,
+                    ring: ring::position(record.tenant(), record.id()),
+                    delete: matches!(record, VectorRecord::Delete(_)),
+                });
+            }
         }
         if let Some(source) = &self.seen {
             for (partition, batch) in by_partition.iter_mut() {

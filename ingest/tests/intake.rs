@@ -216,6 +216,7 @@ async fn intake_records_reach_their_ring_partition_once_across_a_crash() {
                             d.hlc = stamp;
                             d.origin = REGION.into();
                         }
+                        VectorRecord::Tick(_) => unreachable!("the test writes no ticks"),
                     }
                     expected.insert(record.id().to_owned(), record);
                 }

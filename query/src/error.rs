@@ -26,6 +26,14 @@ pub enum QueryError {
         waited_ms: u64,
     },
 
+    #[error("consistency wait timed out after {waited_ms} ms: this region's copy of partition {partition} is not closed up to the search's bound for {behind}; retry, or raise timeout_ms (or max_staleness_ms)")]
+    RegionsBehind {
+        partition: u32,
+        /// Per region short of the bound: how far behind it, e.g. "region `east` (340 ms short)".
+        behind: String,
+        waited_ms: u64,
+    },
+
     #[error("{0}")]
     Unavailable(String),
 
@@ -40,7 +48,7 @@ impl QueryError {
             QueryError::BadRequest(_) => 400,
             QueryError::Invalid(_) => 422,
             QueryError::NotReady(_) | QueryError::Unavailable(_) => 503,
-            QueryError::ConsistencyTimeout { .. } => 504,
+            QueryError::ConsistencyTimeout { .. } | QueryError::RegionsBehind { .. } => 504,
             QueryError::Internal(_) => 500,
         }
     }

@@ -169,12 +169,13 @@ async fn search(
 }
 
 /// A search's answer as `application/json`, the same bytes and headers `Json` writes,
-/// rendered into one buffer sized for it up front (no regrowing per hit and payload).
+/// rendered into one buffer sized for it up front (no regrowing per hit and payload); the
+/// payloads are copied in as the stored JSON text.
 fn search_response(response: &SearchResponse) -> Response {
     let payload_bytes: usize = response
         .hits
         .iter()
-        .map(|h| h.payload.as_ref().map_or(0, approximate_json_len))
+        .map(|h| h.payload.as_ref().map_or(0, |p| p.get().len() + 11))
         .sum();
     let hits_bytes: usize = response.hits.iter().map(|h| h.id.len() + 48).sum();
     let mut buf = Vec::with_capacity(96 + hits_bytes + payload_bytes);
@@ -197,23 +198,6 @@ fn search_response(response: &SearchResponse) -> Response {
             err.to_string(),
         )
             .into_response(),
-    }
-}
-
-/// About how long `value` is as JSON (a buffer size; strings counted without escapes).
-fn approximate_json_len(value: &serde_json::Value) -> usize {
-    use serde_json::Value;
-    match value {
-        Value::Null | Value::Bool(_) => 5,
-        Value::Number(_) => 24,
-        Value::String(s) => s.len() + 2,
-        Value::Array(a) => 2 + a.iter().map(|v| approximate_json_len(v) + 1).sum::<usize>(),
-        Value::Object(o) => {
-            2 + o
-                .iter()
-                .map(|(k, v)| k.len() + 4 + approximate_json_len(v))
-                .sum::<usize>()
-        }
     }
 }
 
@@ -572,32 +556,48 @@ async fn cluster(State(state): State<QueryState>) -> Response {
 /// the newest write merged and of the least advanced shard's newest (over shards that
 /// merged anything; 0 when none has), so `now - oldest_merged_ms` is how far behind that
 /// shard may be while that region keeps writing.
+///
+/// With ticks (closed timestamps, written every `--tick-ms` by nodes of a region with
+/// mirrors), `oldest_merged_ms` advances with time even while nobody writes, so
+/// `staleness_ms` (now − `oldest_merged_ms`) bounds how old the newest write of that
+/// region this node may miss is (clock offset aside). `has_ours_until_ms` is the other
+/// way: the least any of these shards has heard that region has merged of this region's
+/// partition (from the `seen` vectors on its records), what `quorum` and `sync` writes
+/// wait on.
 fn regions(state: &QueryState) -> Vec<serde_json::Value> {
-    let mut by_region: std::collections::BTreeMap<String, (u64, u64, u64, u64)> =
+    let mut by_region: std::collections::BTreeMap<String, (u64, u64, u64, u64, u64)> =
         std::collections::BTreeMap::new();
     for hosted in state.searcher.host().collections() {
         for s in hosted.serving() {
             for (region, p) in s.mirrored() {
                 let at = hektor_topics::hlc::Hlc(p.floor).physical_ms();
-                let e = by_region.entry(region).or_insert((0, 0, 0, u64::MAX));
+                let ours = s.merged_by(&region).physical_ms();
+                let e = by_region
+                    .entry(region)
+                    .or_insert((0, 0, 0, u64::MAX, u64::MAX));
                 e.0 += 1;
                 e.1 += p.high_watermark.saturating_sub(p.next_offset);
                 e.2 = e.2.max(at);
                 if p.floor > 0 {
                     e.3 = e.3.min(at);
                 }
+                e.4 = e.4.min(ours);
             }
         }
     }
+    let now = hektor_topics::hlc::wall_ms();
     by_region
         .into_iter()
-        .map(|(region, (shards, behind, newest, oldest))| {
+        .map(|(region, (shards, behind, newest, oldest, ours))| {
+            let oldest = if oldest == u64::MAX { 0 } else { oldest };
             json!({
                 "region": region,
                 "shards": shards,
                 "behind": behind,
                 "newest_merged_ms": newest,
-                "oldest_merged_ms": if oldest == u64::MAX { 0 } else { oldest },
+                "oldest_merged_ms": oldest,
+                "staleness_ms": if oldest == 0 { None } else { Some(now.saturating_sub(oldest)) },
+                "has_ours_until_ms": if ours == u64::MAX { 0 } else { ours },
             })
         })
         .collect()

@@ -11,6 +11,15 @@
 //! request carrying a write token makes every involved shard wait (bounded) until it has
 //! applied the token's offset in its partition, wherever it runs.
 //!
+//! Hits cost their records only once they are answers: a shard held here and searched on
+//! the request's thread answers with its hits' items and scores and the LMDB snapshot it
+//! searched ([`Found`]); the router merges them with the other shards' hits and reads the
+//! ids and payloads of the best k only, from that same snapshot, so an answer's id and
+//! payload are the scored vector's whatever was written meanwhile. No snapshot stays open
+//! across a wait (another replica, another node, a consistency wait): the records of the
+//! hits found so far are read first. Payloads travel as the stored JSON text
+//! ([`RawValue`]), from LMDB to the response buffer, never parsed into values.
+//!
 //! [`shard_search`] and [`shard_get`] are the per-shard calls other nodes' routers make
 //! (`POST /internal/...`, see [`crate::http`]).
 
@@ -22,12 +31,15 @@ use std::time::{Duration, Instant};
 use hektor_cluster::ShardMap;
 use hektor_control::Routing;
 use hektor_indexers::host::{HostedShard, ShardHost};
-use hektor_indexers::{EngineKind, SearchOptions};
+use hektor_indexers::{EngineKind, Found, RawHit, SearchOptions};
 use hektor_topics::events::EventSink;
-use hektor_topics::record::{EventKind, RingRange};
+use hektor_topics::hlc::Hlc;
+use hektor_topics::record::{CollectionSpec, EventKind, RingRange};
 use hektor_topics::ring;
+use hektor_topics::topic::{topic_name, TopicKind};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 use crate::QueryError;
@@ -80,17 +92,74 @@ fn check_search(
     Ok(())
 }
 
-/// How fresh a search must be.
+/// How fresh a search must be (seed §3.3).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Consistency {
-    /// A write token (`{partition: offset}`) whose writes the search must see.
+    /// `eventual` (the default without `after`): whatever this region has merged now.
+    /// `session` (the default with `after`): at least the writes of the token.
+    /// `bounded`: every write acknowledged in any region more than `max_staleness_ms`
+    /// before the search began. `strong`: every write acknowledged in any region before
+    /// the search began. Bounded and strong reads wait (up to `timeout_ms`) until this
+    /// region's copies of every region's partitions are closed far enough (the clocks'
+    /// allowed offset, `--max-clock-offset-ms`, included); past the wait: 504.
+    #[serde(default)]
+    pub level: Option<ConsistencyLevel>,
+    /// With `bounded`: how old the newest missing write may be, in ms.
+    #[serde(default)]
+    pub max_staleness_ms: Option<u64>,
+    /// A write token (`{partition: offset}`) whose writes the search must see (tokens
+    /// are positions in the region that accepted the write: use `strong` to read another
+    /// region's write there).
     #[serde(default)]
     #[schema(value_type = Option<BTreeMap<String, u64>>)]
     pub after: Option<BTreeMap<u32, u64>>,
     /// How long to wait for it, in milliseconds (default 10,000).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+}
+
+/// The consistency levels of a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsistencyLevel {
+    Eventual,
+    Session,
+    Bounded,
+    Strong,
+}
+
+/// Largest `max_staleness_ms` a bounded search may ask for (a day).
+pub const MAX_STALENESS_MS: u64 = 86_400_000;
+
+impl Consistency {
+    /// The level asked for, or implied (`session` with a token, else `eventual`), once
+    /// the fields agree with it.
+    pub fn level(&self) -> Result<ConsistencyLevel, QueryError> {
+        let level = self.level.unwrap_or(if self.after.is_some() {
+            ConsistencyLevel::Session
+        } else {
+            ConsistencyLevel::Eventual
+        });
+        match (level, self.max_staleness_ms) {
+            (ConsistencyLevel::Bounded, None) => Err(QueryError::Invalid(
+                "consistency level `bounded` needs max_staleness_ms".into(),
+            )),
+            (ConsistencyLevel::Bounded, Some(ms)) if ms > MAX_STALENESS_MS => {
+                Err(QueryError::Invalid(format!(
+                    "consistency.max_staleness_ms must be at most {MAX_STALENESS_MS}, got {ms}"
+                )))
+            }
+            (ConsistencyLevel::Bounded, Some(_)) => Ok(level),
+            (_, Some(_)) => Err(QueryError::Invalid(
+                "consistency.max_staleness_ms goes with level `bounded` only".into(),
+            )),
+            (ConsistencyLevel::Session, None) if self.after.is_none() => Err(QueryError::Invalid(
+                "consistency level `session` needs a token in `after`".into(),
+            )),
+            (_, None) => Ok(level),
+        }
+    }
 }
 
 /// The body of `POST /collections/{c}/search`.
@@ -434,8 +503,10 @@ fn parse_number(text: &str, start: usize) -> Option<(f32, usize)> {
 pub struct SearchHit {
     pub id: String,
     pub score: f32,
+    // The stored payload's JSON text, as written (a JSON value in the API's schema).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub payload: Option<serde_json::Value>,
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub payload: Option<Box<RawValue>>,
 }
 
 /// The answer of a search.
@@ -465,6 +536,10 @@ pub struct ShardSearch {
     /// Wait until the shard has applied this offset of its partition.
     #[serde(default)]
     pub after: Option<u64>,
+    /// Wait until every region's copy of the partition here is closed at least at this
+    /// hybrid logical clock ([`HostedShard::wait_floors`]): bounded and strong searches.
+    #[serde(default)]
+    pub floor: Option<u64>,
     #[serde(default)]
     pub timeout_ms: Option<u64>,
     /// The search's own effort (see [`SearchRequest::effort`]).
@@ -500,8 +575,104 @@ impl ShardSearch {
 pub struct WireHit {
     pub id: String,
     pub score: f32,
+    // The stored payload's JSON text, as written (a JSON value in the API's schema).
     #[serde(default)]
-    pub payload: Option<serde_json::Value>,
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub payload: Option<Box<RawValue>>,
+}
+
+impl From<RawHit> for WireHit {
+    fn from(hit: RawHit) -> WireHit {
+        WireHit {
+            id: hit.id,
+            score: hit.score,
+            payload: hit.payload,
+        }
+    }
+}
+
+/// One shard's answer to a query: hits with their records (another node's, or the
+/// pool's), or the items and scores of a shard held here searched on the request's
+/// thread, whose records are read once the merge has picked them ([`Found`]).
+enum Answer<'s> {
+    Hits(Vec<WireHit>),
+    Found(Found<'s>),
+}
+
+/// An answer slot per shard of a query, in shard order.
+type Answered<'s> = Vec<Option<Result<Answer<'s>, QueryError>>>;
+
+/// Read the records of the local answers' hits now (each shard's own top k), so that no
+/// snapshot stays open across what comes next: a wait on another replica or node, or a
+/// consistency wait, during which LMDB could not reuse the pages written meanwhile.
+fn settle(answered: &mut Answered<'_>) {
+    for slot in answered.iter_mut() {
+        if matches!(slot, Some(Ok(Answer::Found(_)))) {
+            if let Some(Ok(Answer::Found(found))) = slot.take() {
+                *slot = Some(
+                    found
+                        .into_raw_hits()
+                        .map(|hits| Answer::Hits(hits.into_iter().map(WireHit::from).collect()))
+                        .map_err(engine_error),
+                );
+            }
+        }
+    }
+}
+
+/// The best `k` hits of the shards' answers: the first failed shard's error if any, else
+/// their hits best first, equal scores in shard order (a stable sort of the answers one
+/// after another). The records of local answers' hits are read here, for the best `k`
+/// only; `payload: false` leaves the payloads unread.
+fn merge(answered: Answered<'_>, k: usize, payload: bool) -> Result<Vec<SearchHit>, QueryError> {
+    let mut answers = Vec::with_capacity(answered.len());
+    for answer in answered {
+        answers.push(answer.unwrap_or_else(|| {
+            Err(QueryError::Internal(
+                "a shard of the query was not searched".into(),
+            ))
+        })?);
+    }
+    // (score, answer, hit of the answer)
+    let mut best: Vec<(f32, usize, usize)> = Vec::with_capacity(k * answers.len());
+    for (a, answer) in answers.iter().enumerate() {
+        match answer {
+            Answer::Hits(hits) => {
+                best.extend(hits.iter().enumerate().map(|(i, h)| (h.score, a, i)))
+            }
+            Answer::Found(found) => best.extend((0..found.len()).map(|i| (found.score(i), a, i))),
+        }
+    }
+    best.sort_by(|x, y| y.0.total_cmp(&x.0));
+    best.truncate(k);
+    best.into_iter()
+        .map(|(score, a, i)| match &mut answers[a] {
+            Answer::Hits(hits) => {
+                let hit = &mut hits[i];
+                Ok(SearchHit {
+                    id: std::mem::take(&mut hit.id),
+                    score,
+                    payload: if payload { hit.payload.take() } else { None },
+                })
+            }
+            Answer::Found(found) => {
+                let hit = found.raw_hit(i, payload).map_err(engine_error)?;
+                Ok(SearchHit {
+                    id: hit.id,
+                    score,
+                    payload: hit.payload,
+                })
+            }
+        })
+        .collect()
+}
+
+/// An engine's error as the query's: a bad query is the caller's, anything else ours.
+fn engine_error(e: hektor_indexers::Error) -> QueryError {
+    match e {
+        hektor_indexers::Error::InvalidQuery(m) => QueryError::Invalid(m),
+        other => QueryError::Internal(other.to_string()),
+    }
 }
 
 /// The answer of a per-shard search.
@@ -551,7 +722,13 @@ pub struct Searcher {
     internal_auth: Option<String>,
     /// `http` or `https`: how other nodes are called.
     scheme: &'static str,
+    /// The largest offset between two nodes' clocks that strong and bounded searches
+    /// allow for ([`Searcher::with_max_clock_offset`]).
+    max_clock_offset: Duration,
 }
+
+/// Default of [`Searcher::with_max_clock_offset`].
+pub const DEFAULT_MAX_CLOCK_OFFSET: Duration = Duration::from_millis(250);
 
 impl Searcher {
     /// `threads`: size of the search pool (0 = one per core).
@@ -585,7 +762,15 @@ impl Searcher {
             active: AtomicUsize::new(0),
             internal_auth: None,
             scheme: "http",
+            max_clock_offset: DEFAULT_MAX_CLOCK_OFFSET,
         })
+    }
+
+    /// Strong and bounded searches allow any two nodes' clocks to differ by up to
+    /// `offset`: they wait until every region's copy is closed that far past their bound.
+    pub fn with_max_clock_offset(mut self, offset: Duration) -> Searcher {
+        self.max_clock_offset = offset;
+        self
     }
 
     /// Call other nodes over HTTPS with this client (one that trusts the cluster's CA).
@@ -714,6 +899,61 @@ impl Searcher {
         scored.into_iter().map(|(_, _, n)| n).collect()
     }
 
+    /// What a bounded or strong search waits for. With other regions mirrored here: a
+    /// floor, the hybrid clock every region's copy of a partition must be closed at
+    /// (the search's start, less the staleness allowed, plus the clocks' allowed
+    /// offset). In one region: the end of each partition's log as the search begins
+    /// (every acknowledged write lies before it; `bounded` is served as `strong` there).
+    async fn freshness(
+        &self,
+        spec: &CollectionSpec,
+        request: &SearchRequest,
+        level: ConsistencyLevel,
+        shards: &[hektor_cluster::Shard],
+    ) -> Result<(Option<u64>, BTreeMap<u32, u64>), QueryError> {
+        let staleness = match level {
+            ConsistencyLevel::Eventual | ConsistencyLevel::Session => {
+                return Ok((None, BTreeMap::new()))
+            }
+            ConsistencyLevel::Strong => 0,
+            ConsistencyLevel::Bounded => request
+                .consistency
+                .as_ref()
+                .and_then(|c| c.max_staleness_ms)
+                .unwrap_or(0),
+        };
+        let config = self.host.config();
+        if !config.mirrors.is_empty() {
+            let now = config
+                .clock
+                .as_ref()
+                .map(|c| c.now().physical_ms())
+                .unwrap_or_else(hektor_topics::hlc::wall_ms);
+            let at = (now + self.max_clock_offset.as_millis() as u64).saturating_sub(staleness);
+            return Ok((Some(Hlc::new(at, 0).0), BTreeMap::new()));
+        }
+        let topic = topic_name(&spec.name, TopicKind::Vectors);
+        let mut partitions: Vec<u32> = shards
+            .iter()
+            .map(|s| ring::partition_of(s.range.start, spec.partitions))
+            .collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        let log = self.host.catalog().log();
+        let mut ends = BTreeMap::new();
+        for partition in partitions {
+            let end = log.high_watermark(&topic, partition).await.map_err(|e| {
+                QueryError::Unavailable(format!(
+                    "reading the end of partition {partition} for a {level:?} search failed: {e}"
+                ))
+            })?;
+            if let Some(last) = end.checked_sub(1) {
+                ends.insert(partition, last);
+            }
+        }
+        Ok((None, ends))
+    }
+
     /// Validate, wait for consistency, fan out, merge.
     ///
     /// A shard held here is searched on the calling thread ("inline", no pool hop) when
@@ -763,6 +1003,16 @@ impl Searcher {
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_CONSISTENCY_TIMEOUT);
         let token = request.consistency.as_ref().and_then(|c| c.after.as_ref());
+        let level = match &request.consistency {
+            Some(c) => c.level().map_err(|e| match e {
+                QueryError::Invalid(m) => {
+                    QueryError::Invalid(format!("collection `{}`: {m}", spec.name))
+                }
+                other => other,
+            })?,
+            None => ConsistencyLevel::Eventual,
+        };
+        let (floor, log_end) = self.freshness(&spec, &request, level, shards).await?;
         let epoch = map.epoch();
         // Per shard: the call, the replicas in the order to try them, and this node's
         // copy when it is first in that order and cheap to search inline.
@@ -778,7 +1028,10 @@ impl Searcher {
                     vector: Vec::new(), // filled per remote call; local calls share `query`
                     k: request.k,
                     filter,
-                    after: token.and_then(|t| t.get(&partition).copied()),
+                    after: token
+                        .and_then(|t| t.get(&partition).copied())
+                        .max(log_end.get(&partition).copied()),
+                    floor,
                     timeout_ms: Some(timeout.as_millis() as u64),
                     effort: request.effort,
                     rescore: request.rescore,
@@ -805,8 +1058,7 @@ impl Searcher {
         } else {
             local.next_back().into_iter().collect()
         };
-        let mut answered: Vec<Option<Result<Vec<WireHit>, QueryError>>> =
-            (0..plan.len()).map(|_| None).collect();
+        let mut answered: Answered<'_> = (0..plan.len()).map(|_| None).collect();
         let calls: Vec<_> = (0..plan.len())
             .filter(|i| !inline.contains(i))
             .map(|i| {
@@ -827,53 +1079,33 @@ impl Searcher {
         for i in inline {
             let (call, order, hosted) = &plan[i];
             let Some(hosted) = hosted else { continue };
-            let first = self.search_inline(hosted, call, query.as_slice());
-            let answer = match first {
-                Ok(hits) => Ok(hits),
-                first => {
+            let answer = match self.search_inline(hosted, call, query.as_slice()) {
+                Ok(found) => Ok(Answer::Found(found)),
+                Err(first) => {
+                    settle(&mut answered);
                     self.search_replicas(
                         &routing,
                         collection,
                         call,
                         order,
-                        Some(first),
+                        Some(Err(first)),
                         &query,
                         epoch,
                     )
                     .await
+                    .map(Answer::Hits)
                 }
             };
             answered[i] = Some(answer);
         }
         if let (None, Some(running)) = (&ready, running) {
+            settle(&mut answered);
             ready = Some(running.await);
         }
         for (i, answer) in ready.into_iter().flatten() {
-            answered[i] = Some(answer);
+            answered[i] = Some(answer.map(Answer::Hits));
         }
-        let mut all: Vec<WireHit> = Vec::with_capacity(request.k * shards.len());
-        for answer in answered {
-            let answer = answer.unwrap_or_else(|| {
-                Err(QueryError::Internal(
-                    "a shard of the query was not searched".into(),
-                ))
-            });
-            all.extend(answer?);
-        }
-        all.sort_by(|a, b| b.score.total_cmp(&a.score));
-        all.truncate(request.k);
-        let hits = all
-            .into_iter()
-            .map(|h| SearchHit {
-                id: h.id,
-                score: h.score,
-                payload: if request.without_payload {
-                    None
-                } else {
-                    h.payload
-                },
-            })
-            .collect();
+        let hits = merge(answered, request.k, !request.without_payload)?;
         let took = started.elapsed();
         Ok(SearchResponse {
             hits,
@@ -903,7 +1135,9 @@ impl Searcher {
             let node = rest.next().map_or("", String::as_str);
             match first {
                 Ok(hits) => return Ok(hits),
-                Err(e @ QueryError::ConsistencyTimeout { .. }) => return Err(e),
+                Err(
+                    e @ (QueryError::ConsistencyTimeout { .. } | QueryError::RegionsBehind { .. }),
+                ) => return Err(e),
                 Err(e) => last_err = Some(format!("{node}: {e}")),
             }
         }
@@ -916,7 +1150,9 @@ impl Searcher {
             };
             match result {
                 Ok(hits) => return Ok(hits),
-                Err(e @ QueryError::ConsistencyTimeout { .. }) => return Err(e),
+                Err(
+                    e @ (QueryError::ConsistencyTimeout { .. } | QueryError::RegionsBehind { .. }),
+                ) => return Err(e),
                 Err(e) => last_err = Some(format!("{node}: {e}")),
             }
         }
@@ -929,20 +1165,21 @@ impl Searcher {
         )))
     }
 
-    /// Search a shard held here on this thread (see [`Searcher::search`]).
-    fn search_inline(
+    /// Search a shard held here on this thread (see [`Searcher::search`]); its records
+    /// are read after the merge.
+    fn search_inline<'s>(
         &self,
-        hosted: &Arc<HostedShard>,
+        hosted: &'s HostedShard,
         call: &ShardSearch,
         query: &[f32],
-    ) -> Result<Vec<WireHit>, QueryError> {
+    ) -> Result<Found<'s>, QueryError> {
         self.note_shard_search();
         let started = Instant::now();
         let options = search_options(call);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             hosted
                 .shard
-                .search_with(query, call.k, call.filter, options)
+                .search_found(query, call.k, call.filter, options)
         }));
         finish_shard_search(&self.events, hosted, call, started, outcome)
     }
@@ -1014,6 +1251,22 @@ impl Searcher {
             return Ok(answer.hits);
         }
         let text = response.text().await.unwrap_or_default();
+        if status == 504 && call.floor.is_some() && !text.contains("the token needs") {
+            let behind = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .and_then(|e| {
+                    let at = e.find("bound for ")? + "bound for ".len();
+                    let end = e[at..].find("; retry").map_or(e.len(), |n| at + n);
+                    Some(format!("{} (on node {node})", &e[at..end]))
+                })
+                .unwrap_or_else(|| format!("some region (node {node} says: {text})"));
+            return Err(QueryError::RegionsBehind {
+                partition: call.partition,
+                behind,
+                waited_ms: wait.as_millis() as u64,
+            });
+        }
         if status == 504 {
             return Err(QueryError::ConsistencyTimeout {
                 partition: call.partition,
@@ -1168,6 +1421,30 @@ pub async fn shard_search(
             });
         }
     }
+    if let Some(floor) = call.floor {
+        let timeout = call
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_CONSISTENCY_TIMEOUT);
+        if let Err(short) = hosted.wait_floors(Hlc(floor), timeout).await {
+            let bound = Hlc(floor).physical_ms();
+            let behind = short
+                .iter()
+                .map(|(region, at)| {
+                    format!(
+                        "region `{region}` ({} ms short)",
+                        bound.saturating_sub(at.physical_ms())
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(QueryError::RegionsBehind {
+                partition: hosted.partition,
+                behind,
+                waited_ms: timeout.as_millis() as u64,
+            });
+        }
+    }
     let (tx, rx) = tokio::sync::oneshot::channel();
     let shard = Arc::clone(&hosted.shard);
     let (k, filter) = (call.k, call.filter);
@@ -1175,14 +1452,17 @@ pub async fn shard_search(
     pool.spawn(move || {
         // A panic in an engine costs this search (a 500), never the pool or the process.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            shard.search_with(&query, k, filter, options)
+            shard
+                .search_found(&query, k, filter, options)
+                .and_then(Found::into_raw_hits)
         }));
         let _ = tx.send(outcome);
     });
     let outcome = rx
         .await
         .map_err(|_| QueryError::Internal("the search pool dropped a query".into()))?;
-    finish_shard_search(events, hosted, call, started, outcome)
+    let hits = finish_shard_search(events, hosted, call, started, outcome)?;
+    Ok(hits.into_iter().map(WireHit::from).collect())
 }
 
 /// What a shard search's own effort and rescoring are.
@@ -1195,18 +1475,15 @@ fn search_options(call: &ShardSearch) -> SearchOptions {
 
 /// The outcome of one shard's search (a panic caught) as its hits or error; a served
 /// search is recorded as an event, timed from `started`.
-fn finish_shard_search(
+fn finish_shard_search<T>(
     events: &EventSink,
     hosted: &HostedShard,
     call: &ShardSearch,
     started: Instant,
-    outcome: std::thread::Result<hektor_indexers::Result<Vec<hektor_indexers::Hit>>>,
-) -> Result<Vec<WireHit>, QueryError> {
+    outcome: std::thread::Result<hektor_indexers::Result<T>>,
+) -> Result<T, QueryError> {
     let hits = match outcome {
-        Ok(result) => result.map_err(|e| match e {
-            hektor_indexers::Error::InvalidQuery(m) => QueryError::Invalid(m),
-            other => QueryError::Internal(other.to_string()),
-        })?,
+        Ok(result) => result.map_err(engine_error)?,
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
@@ -1229,14 +1506,7 @@ fn finish_shard_search(
         EventKind::Query,
         latency_us,
     );
-    Ok(hits
-        .into_iter()
-        .map(|h| WireHit {
-            id: h.id,
-            score: h.score,
-            payload: h.payload,
-        })
-        .collect())
+    Ok(hits)
 }
 
 /// A query searches up to this many of its shards inline, one after another, even with
@@ -1257,7 +1527,8 @@ const INLINE_MAX_PENDING: u64 = 4096;
 /// is read from the store), k and effort bounded, a short tail, the token applied.
 fn inline_is_cheap(hosted: &HostedShard, call: &ShardSearch) -> bool {
     let shard = &hosted.shard;
-    call.filter.is_none()
+    call.floor.is_none()
+        && call.filter.is_none()
         && call.k <= INLINE_MAX_EFFORT
         && call.effort.unwrap_or(0) <= INLINE_MAX_EFFORT
         && call
@@ -1586,5 +1857,53 @@ mod tests {
                 serde_json::from_slice::<SearchRequest>(body.as_bytes()).map_err(|e| e.to_string());
             assert_eq!(format!("{lean:?}"), format!("{full:?}"), "{body}");
         }
+    }
+
+    /// Payloads travel as their JSON text: a shard's answer reads and writes back byte for
+    /// byte (a null payload reads as none, as before), and a search's answer holds the
+    /// payload's text where the parsed payload's JSON was.
+    #[test]
+    fn hits_carry_payloads_as_their_json_text() {
+        let text = r#"{"hits":[{"id":"a","score":0.5,"payload":{"n":[1,2.5e-7],"t":"\u00fc\"x"}},{"id":"b","score":0.25,"payload":null}]}"#;
+        let answer: ShardAnswer = serde_json::from_str(text).unwrap();
+        let payload = answer.hits[0].payload.as_ref().unwrap().get();
+        assert_eq!(payload, r#"{"n":[1,2.5e-7],"t":"\u00fc\"x"}"#);
+        assert!(answer.hits[1].payload.is_none());
+        assert_eq!(serde_json::to_string(&answer).unwrap(), text);
+
+        let value = serde_json::json!({"t": "ü\"x", "n": [1, 2.5e-7]});
+        let stored = serde_json::to_string(&value).unwrap();
+        let response = SearchResponse {
+            hits: vec![
+                SearchHit {
+                    id: "a".into(),
+                    score: 0.5,
+                    payload: Some(RawValue::from_string(stored).unwrap()),
+                },
+                SearchHit {
+                    id: "b".into(),
+                    score: 0.25,
+                    payload: None,
+                },
+            ],
+            shards: 2,
+            epoch: 3,
+            took_us: 4,
+        };
+        let rendered = serde_json::to_string(&response).unwrap();
+        assert_eq!(
+            rendered,
+            format!(
+                r#"{{"hits":[{{"id":"a","score":0.5,"payload":{value}}},{{"id":"b","score":0.25}}],"shards":2,"epoch":3,"took_us":4}}"#
+            )
+        );
+        let expected = serde_json::json!({
+            "hits": [{"id": "a", "score": 0.5, "payload": value}, {"id": "b", "score": 0.25}],
+            "shards": 2, "epoch": 3, "took_us": 4,
+        });
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&rendered).unwrap(),
+            expected
+        );
     }
 }

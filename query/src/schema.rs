@@ -150,8 +150,14 @@ pub struct RegionView {
     /// Wall-clock ms (its clock) of the newest write merged, over those shards.
     pub newest_merged_ms: u64,
     /// Wall-clock ms of the newest write merged by the least advanced shard (over shards
-    /// that merged anything; 0 when none has).
+    /// that merged anything; 0 when none has). With ticks it advances while nobody writes.
     pub oldest_merged_ms: u64,
+    /// Now − `oldest_merged_ms`: at most how old a write of that region missing here is
+    /// (clock offset aside); null before anything was merged.
+    pub staleness_ms: Option<u64>,
+    /// Wall-clock ms up to which that region has merged this region's partitions, the
+    /// least over these shards (from the `seen` vectors on its records; 0: not heard).
+    pub has_ours_until_ms: u64,
 }
 
 /// One collection in `GET /cluster`.

@@ -361,6 +361,16 @@ mod wire {
         Upsert(Upsert<'a>),
         #[serde(borrow)]
         Delete(Delete<'a>),
+        #[serde(borrow)]
+        Tick(Tick<'a>),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Tick<'a> {
+        pub collection: &'a str,
+        pub partition: u32,
+        pub hlc: u64,
+        pub origin: &'a str,
     }
 
     #[derive(Serialize, Deserialize)]
@@ -498,14 +508,14 @@ impl private::Body for VectorRecord {
     fn check(&self) -> Result<(), String> {
         match self {
             VectorRecord::Upsert(u) => check_vector(&u.vector),
-            VectorRecord::Delete(_) => Ok(()),
+            VectorRecord::Delete(_) | VectorRecord::Tick(_) => Ok(()),
         }
     }
 
     fn size_hint(&self) -> usize {
         match self {
             VectorRecord::Upsert(u) => 64 + u.vector.len() * 4,
-            VectorRecord::Delete(_) => 64,
+            VectorRecord::Delete(_) | VectorRecord::Tick(_) => 64,
         }
     }
 
@@ -535,6 +545,15 @@ impl private::Body for VectorRecord {
                 });
                 put::<Self>(&w, out)
             }
+            VectorRecord::Tick(t) => {
+                let w = wire::Vector::Tick(wire::Tick {
+                    collection: &t.collection,
+                    partition: t.partition,
+                    hlc: t.hlc.0,
+                    origin: &t.origin,
+                });
+                put::<Self>(&w, out)
+            }
         }
     }
 
@@ -555,6 +574,12 @@ impl private::Body for VectorRecord {
                 tenant: d.tenant.map(str::to_owned),
                 hlc: crate::hlc::Hlc(d.hlc),
                 origin: d.origin.to_owned(),
+            }),
+            wire::Vector::Tick(t) => VectorRecord::Tick(crate::record::VectorTick {
+                collection: t.collection.to_owned(),
+                partition: t.partition,
+                hlc: crate::hlc::Hlc(t.hlc),
+                origin: t.origin.to_owned(),
             }),
         })
     }
@@ -848,6 +873,12 @@ mod tests {
                     hlc: Hlc(1),
                     origin: String::new(),
                 }),
+                VectorRecord::Tick(crate::record::VectorTick {
+                    collection: "docs".into(),
+                    partition: 3,
+                    hlc: Hlc(1 << 40),
+                    origin: "west".into(),
+                }),
             ],
             vec![Event {
                 collection: "docs".into(),
@@ -1027,7 +1058,7 @@ mod tests {
 
         let mut u = match upsert(2) {
             VectorRecord::Upsert(u) => u,
-            VectorRecord::Delete(_) => unreachable!(),
+            _ => unreachable!(),
         };
         u.payload = Some(serde_json::json!("{x}"));
         let bytes = encode(&VectorRecord::Upsert(u), Encoding::Binary).unwrap();
@@ -1080,7 +1111,7 @@ mod tests {
     fn non_finite_numbers_are_refused_in_both_encodings() {
         let mut u = match upsert(3) {
             VectorRecord::Upsert(u) => u,
-            VectorRecord::Delete(_) => unreachable!(),
+            _ => unreachable!(),
         };
         u.vector[1] = f32::NAN;
         let bad = VectorRecord::Upsert(u.clone());
@@ -1117,7 +1148,7 @@ mod tests {
     fn a_null_payload_reads_as_none_in_both_encodings() {
         let mut u = match upsert(2) {
             VectorRecord::Upsert(u) => u,
-            VectorRecord::Delete(_) => unreachable!(),
+            _ => unreachable!(),
         };
         u.payload = Some(serde_json::Value::Null);
         for enc in [Encoding::Binary, Encoding::Json] {

@@ -59,19 +59,44 @@ pub struct VectorDelete {
     pub origin: String,
 }
 
+/// A region's closed timestamp for one partition: nothing its nodes append to that
+/// partition after this record carries a smaller effective clock (the floor rule makes
+/// it so), and every write they acknowledged before it was stamped lies before it. Nodes of
+/// a region with mirrors append one per partition they hold every few hundred
+/// milliseconds, so other regions' floors of the partition advance with time even while
+/// nobody writes: what bounded-staleness and strong reads wait on. It carries no vector;
+/// shards apply it as a pass ([`crate::hlc`] floor only). It has no id: its topic key is
+/// [`TICK_KEY`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VectorTick {
+    pub collection: String,
+    /// The partition it closes (a tick has no ring position of its own).
+    pub partition: u32,
+    pub hlc: Hlc,
+    pub origin: String,
+}
+
+/// The topic key of every [`VectorTick`]: 0xFE never occurs in UTF-8, so no vector key
+/// ([`vector_key`]) equals it, and compaction keeps a partition's latest tick only.
+pub const TICK_KEY: &[u8] = &[0xFE, b't', b'i', b'c', b'k'];
+
 /// A record of the vectors (and intake) topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum VectorRecord {
     Upsert(VectorUpsert),
     Delete(VectorDelete),
+    /// A closed timestamp, see [`VectorTick`]; only nodes write them.
+    Tick(VectorTick),
 }
 
 impl VectorRecord {
+    /// The vector's id (empty for a tick, which has none).
     pub fn id(&self) -> &str {
         match self {
             VectorRecord::Upsert(u) => &u.id,
             VectorRecord::Delete(d) => &d.id,
+            VectorRecord::Tick(_) => "",
         }
     }
 
@@ -79,6 +104,7 @@ impl VectorRecord {
         match self {
             VectorRecord::Upsert(u) => u.tenant.as_deref(),
             VectorRecord::Delete(d) => d.tenant.as_deref(),
+            VectorRecord::Tick(_) => None,
         }
     }
 
@@ -86,6 +112,7 @@ impl VectorRecord {
         match self {
             VectorRecord::Upsert(u) => &u.collection,
             VectorRecord::Delete(d) => &d.collection,
+            VectorRecord::Tick(t) => &t.collection,
         }
     }
 
@@ -93,12 +120,38 @@ impl VectorRecord {
         match self {
             VectorRecord::Upsert(u) => u.hlc,
             VectorRecord::Delete(d) => d.hlc,
+            VectorRecord::Tick(t) => t.hlc,
         }
     }
 
-    /// The key of this record in the vectors topic: [`vector_key`] of its tenant and id.
+    /// The region that accepted the write (or closed the timestamp).
+    pub fn origin(&self) -> &str {
+        match self {
+            VectorRecord::Upsert(u) => &u.origin,
+            VectorRecord::Delete(d) => &d.origin,
+            VectorRecord::Tick(t) => &t.origin,
+        }
+    }
+
+    /// The partition a record must lie in: a vector's by its ring position among
+    /// `partitions`, a tick's the one it names.
+    pub fn partition(&self, partitions: u32) -> u32 {
+        match self {
+            VectorRecord::Tick(t) => t.partition,
+            _ => crate::ring::partition_of(
+                crate::ring::position(self.tenant(), self.id()),
+                partitions,
+            ),
+        }
+    }
+
+    /// The key of this record in the vectors topic: [`vector_key`] of its tenant and id,
+    /// or [`TICK_KEY`].
     pub fn key(&self) -> Vec<u8> {
-        vector_key(self.tenant(), self.id())
+        match self {
+            VectorRecord::Tick(_) => TICK_KEY.to_vec(),
+            _ => vector_key(self.tenant(), self.id()),
+        }
     }
 }
 
