@@ -527,7 +527,7 @@ def search(
         request["effort"] = int(effort)
     if rescore is not None:
         request["rescore"] = bool(rescore)
-    if timeout is None and wanted is not None and wanted.after:
+    if timeout is None and wanted is not None and wanted.waits():
         # The server may wait this long for the token: don't give up before it answers.
         wait = wanted.timeout if wanted.timeout is not None else DEFAULT_CONSISTENCY_WAIT_S
         if client_timeout is not None and client_timeout < wait + 5.0:

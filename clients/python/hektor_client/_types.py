@@ -66,17 +66,35 @@ class Token(Mapping[int, int]):
 class Consistency:
     """How fresh a search must be.
 
-    ``after``: a write token whose writes the search must see. ``timeout``: how long, in
-    seconds, the server may wait for that before it answers 504 (its default is 10 s, at
-    most 300 s). hektor has no other consistency levels: without ``after`` a search reads
-    what each shard has applied so far.
+    ``after``: a write token whose writes the search must see (level ``session``).
+    ``level``: ``"eventual"`` (what the node has now; the default without ``after``),
+    ``"session"``, ``"bounded"`` (every write acknowledged in any region more than
+    ``max_staleness`` seconds before the search began) or ``"strong"`` (every write
+    acknowledged in any region before it began). ``timeout``: how long, in seconds, the
+    server may wait for that before it answers 504 (its default is 10 s, at most 300 s).
     """
 
     after: Optional[Token] = None
     timeout: Optional[float] = None
+    level: Optional[str] = None
+    max_staleness: Optional[float] = None
+
+    LEVELS = ("eventual", "session", "bounded", "strong")
+
+    def waits(self) -> bool:
+        """Whether the server may wait before answering (a token, bounded or strong)."""
+        return bool(self.after) or self.level in ("bounded", "strong")
 
     def to_json(self) -> JsonObject:
         out: JsonObject = {}
+        if self.level is not None:
+            if self.level not in self.LEVELS:
+                raise ValueError(f"a consistency level is one of {', '.join(self.LEVELS)}, got {self.level!r}")
+            out["level"] = self.level
+        if self.max_staleness is not None:
+            if self.max_staleness < 0:
+                raise ValueError(f"max_staleness is >= 0 seconds, got {self.max_staleness}")
+            out["max_staleness_ms"] = int(round(self.max_staleness * 1000))
         if self.after is not None:
             out["after"] = Token(self.after).to_json()
         if self.timeout is not None:

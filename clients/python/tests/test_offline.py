@@ -44,6 +44,13 @@ def test_search_body_carries_the_token_and_wait() -> None:
     waited = _calls.search("c", [1], 1, None, Consistency(Token({0: 1}), timeout=60), True, None, None, None, 30.0)
     assert json.loads(waited.body)["consistency"] == {"after": {"0": 1}, "timeout_ms": 60000}  # type: ignore[arg-type]
     assert waited.timeout is not None and waited.timeout >= 65  # the HTTP wait outlasts the server's
+    strong = _calls.search("c", [1], 1, None, Consistency(level="strong", timeout=60), True, None, None, None, 30.0)
+    assert json.loads(strong.body)["consistency"] == {"level": "strong", "timeout_ms": 60000}  # type: ignore[arg-type]
+    assert strong.timeout is not None and strong.timeout >= 65
+    bounded = Consistency(level="bounded", max_staleness=1.5).to_json()
+    assert bounded == {"level": "bounded", "max_staleness_ms": 1500}
+    with pytest.raises(ValueError):
+        Consistency(level="linearizable").to_json()
 
 
 def test_bulk_batches_stay_within_count_and_size() -> None:

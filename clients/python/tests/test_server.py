@@ -149,6 +149,14 @@ def test_read_your_writes_with_the_write_token(client: Client, new_collection: N
         client.search(name, base[0], consistency=Consistency(after=ahead, timeout=0.3))
     assert late.value.status == 504
     assert "consistency wait timed out" in late.value.message
+    # Without a token: a strong search sees what was acknowledged before it began.
+    probe = random_rows(1, dim, seed=999)[0]
+    client.upsert(name, "strong-probe", probe)
+    assert client.search(name, probe, k=1, consistency=Consistency(level="strong")).hits[0].id == "strong-probe"
+    # A level the server does not know, or a bound without a level that takes one, is refused.
+    with pytest.raises(HektorError) as bad:
+        client.search(name, probe, consistency=Consistency(max_staleness=1.0))
+    assert bad.value.status == 422
 
 
 def test_errors_are_hektor_errors_with_status_and_message(client: Client, new_collection: NewCollection) -> None:
