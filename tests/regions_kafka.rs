@@ -1551,6 +1551,22 @@ fn hektor_regions_consistency_and_write_levels() {
         behind.is_some_and(|ms| ms >= 1500),
         "{east}'s /cluster should show {west} stale: {cluster}"
     );
+    let metrics = reqwest::blocking::get(format!("{}/metrics", enode.url))
+        .and_then(|r| r.text())
+        .expect("GET /metrics");
+    let stale: Vec<f64> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("hektor_shard_region_staleness_seconds{")
+                && l.contains(&format!("region=\"{west}\""))
+                && l.contains(&collection)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        !stale.is_empty() && stale.iter().all(|s| *s >= 1.5),
+        "{east}'s /metrics should show every shard's copy of {west} stale: {stale:?}"
+    );
 
     // Healed: the write that was not confirmed reaches east; strong reads answer again.
     setup.reset();

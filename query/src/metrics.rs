@@ -15,8 +15,8 @@ use hektor_topics::ring;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// All metrics of one node, registered in its own registry.
@@ -121,6 +121,7 @@ struct NodeFamilies {
     events_dropped: IntCounter,
     shard_conflicts: IntCounterVec,
     shard_mirror_lag: IntGaugeVec,
+    shard_region_staleness: GaugeVec,
 }
 
 impl NodeFamilies {
@@ -170,13 +171,22 @@ impl NodeFamilies {
                 &["collection", "shard", "region"],
             )
             .expect("valid metric"),
+            shard_region_staleness: GaugeVec::new(
+                Opts::new(
+                    "shard_region_staleness_seconds",
+                    "How old the newest write of another region a shard may be missing is, at most: now minus that region's floor merged here (its ticks keep it current while nobody writes)",
+                ),
+                &["collection", "shard", "region"],
+            )
+            .expect("valid metric"),
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 8] {
+    fn collectors(&self) -> [&dyn Collector; 9] {
         [
             &self.shard_conflicts,
             &self.shard_mirror_lag,
+            &self.shard_region_staleness,
             &self.shard_vectors,
             &self.shard_pending,
             &self.shard_lag,
@@ -215,6 +225,7 @@ impl Collector for NodeCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let f = NodeFamilies::new();
+        let now_ms = hektor_topics::hlc::wall_ms();
         for hosted in self.source.host.collections() {
             for s in hosted.serving() {
                 let label = shard_label(s.partition, hosted.spec.partitions, s.range);
@@ -233,9 +244,17 @@ impl Collector for NodeCollector {
                     .with_label_values(&labels)
                     .inc_by(s.conflicts());
                 for (region, p) in s.mirrored() {
+                    let labels = [labels[0], labels[1], region.as_str()];
                     f.shard_mirror_lag
-                        .with_label_values(&[labels[0], labels[1], region.as_str()])
+                        .with_label_values(&labels)
                         .set(clamp(p.high_watermark.saturating_sub(p.next_offset)));
+                    if p.floor > 0 {
+                        let at = hektor_topics::hlc::Hlc(p.floor).physical_ms();
+                        let behind = now_ms.saturating_sub(at) as f64 / 1000.0;
+                        f.shard_region_staleness
+                            .with_label_values(&labels)
+                            .set(behind);
+                    }
                 }
             }
         }
