@@ -7,7 +7,7 @@
 //! | `GET /ui`, `GET /ui/{file}` (the web console's static files: no data) | nothing |
 //! | `GET /openapi.json` (the API's description: no data) | nothing |
 //! | `/internal/...` | the cluster secret |
-//! | `POST /collections/{c}/search`, `GET /collections/{c}`, `GET /collections/{c}/vectors/{id}` | `read` on `c` |
+//! | `POST /collections/{c}/search`, `POST /collections/{c}/search/batch`, `GET /collections/{c}`, `GET /collections/{c}/vectors/{id}` | `read` on `c` |
 //! | `POST /collections/{c}/vectors` | `write` on `c` |
 //! | `PUT`/`DELETE /collections/{c}`, `POST /cluster/collections/{c}/plan` | `admin` on `c` |
 //! | `GET /collections`, `GET /cluster`, `GET /metrics`, `GET /ready` | `read` on every collection |
@@ -60,6 +60,7 @@ pub fn need(method: &Method, path: &str) -> Need {
         ["collections", c] if get => key(Scope::Read, Some(c)),
         ["collections", c] if put || delete => key(Scope::Admin, Some(c)),
         ["collections", c, "search"] if post => key(Scope::Read, Some(c)),
+        ["collections", c, "search", "batch"] if post => key(Scope::Read, Some(c)),
         ["collections", c, "vectors"] if post => key(Scope::Write, Some(c)),
         ["collections", c, "vectors", _] if get => key(Scope::Read, Some(c)),
         ["cluster", "collections", c, "plan"] if post => key(Scope::Admin, Some(c)),
@@ -77,6 +78,7 @@ pub fn is_client_api(method: &Method, path: &str) -> bool {
     match segments.as_slice() {
         ["collections", _] => method == Method::PUT || method == Method::DELETE,
         ["collections", _, "search"] | ["collections", _, "vectors"] => true,
+        ["collections", _, "search", "batch"] => true,
         ["collections", _, "vectors", _] => true,
         ["cluster", "collections", _, "plan"] => true,
         _ => false,
@@ -91,6 +93,7 @@ mod tests {
     fn the_client_api_is_told_from_views_and_internal_routes() {
         for (method, path) in [
             (Method::POST, "/collections/d/search"),
+            (Method::POST, "/collections/d/search/batch"),
             (Method::POST, "/collections/d/vectors"),
             (Method::GET, "/collections/d/vectors/a"),
             (Method::PUT, "/collections/d"),
@@ -131,6 +134,11 @@ mod tests {
             (Method::GET, "/collections", key(Scope::Read, None)),
             (Method::GET, "/collections/d", key(Scope::Read, Some("d"))),
             (Method::PUT, "/collections/d", key(Scope::Admin, Some("d"))),
+            (
+                Method::POST,
+                "/collections/d/search/batch",
+                key(Scope::Read, Some("d")),
+            ),
             (
                 Method::DELETE,
                 "/collections/d",

@@ -14,6 +14,7 @@
 //! What they share: open-loop load ([`open_loop`]), node processes ([`nodes`]), seeded
 //! random streams ([`seeded`]), a Toxiproxy of their own ([`toxiproxy`]).
 
+mod batch;
 pub mod datagen;
 pub mod faults;
 pub mod kinetic;

@@ -70,7 +70,8 @@ const GOAL_SERVER_CPU_US: f64 = 180.0;
 
 #[derive(Debug, clap::Args)]
 pub struct SearchBenchArgs {
-    /// Engine to measure (repeat for several): any name `EngineKind` knows (arroy, exact, ...).
+    /// Engine to measure (repeat for several): any name `EngineKind` knows (arroy, exact, ...),
+    /// or `batch`: the batch search path against one-at-a-time exact search (`--batch-sizes`).
     #[arg(long = "engine", default_value = "arroy")]
     pub engines: Vec<String>,
     /// Threads issuing in-process queries (each one query at a time); also passed to the peers.
@@ -139,6 +140,10 @@ pub struct SearchBenchArgs {
     /// Extra flags for the HTTP phase's server (repeat; e.g. `--server-arg=--search-threads=1`).
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
+    /// Batch sizes of `--engine batch` (the batch search route's CPU path against
+    /// one-at-a-time exact search, in-process), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    pub batch_sizes: Vec<usize>,
     /// Peer engines to run (passed to peers.py --engines).
     #[arg(long, default_value = "hnswlib,faiss,usearch,numpy")]
     pub peer_engines: String,
@@ -1301,7 +1306,7 @@ fn summarise(report: &mut Report, engines: &[String]) {
 pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
     let data = args.data.clone().unwrap_or_else(data_dir);
     let mut kinds = Vec::new();
-    for name in &args.engines {
+    for name in args.engines.iter().filter(|n| *n != "batch") {
         kinds.push((name.clone(), parse_engine(name)?));
     }
     if args.clients.contains(&0) {
@@ -1332,6 +1337,15 @@ pub async fn run(args: SearchBenchArgs) -> anyhow::Result<()> {
         rows,
         n_queries,
     });
+    if args.engines.iter().any(|n| n == "batch") {
+        let (b, sizes, json) = (Arc::clone(&bench), args.batch_sizes.clone(), args.json);
+        tokio::task::spawn_blocking(move || crate::batch::run(&b.ds, b.n_queries, &sizes, json))
+            .await
+            .context("the batch bench panicked")??;
+        if kinds.is_empty() {
+            return Ok(());
+        }
+    }
     let args = Arc::new(args);
     let mut report = Report {
         json: args.json,

@@ -83,6 +83,9 @@ use crate::store::{
 };
 use hektor_merge::{Admit, SourceFloor, VersionVector};
 
+mod exact_view;
+pub use exact_view::{ExactMatrix, ExactView};
+
 /// Default LMDB map size: the most a shard may grow to (address space only; the file
 /// grows as data is written).
 pub const DEFAULT_MAP_SIZE: usize = 64 << 30;

@@ -4,6 +4,9 @@
 //!   "payload"}], "shards", "epoch", "took_us"}`; score is higher-is-closer for every
 //!   distance (cosine similarity, negated euclidean distance, dot product); `epoch` is the
 //!   shard map that served it.
+//! - `POST /collections/{c}/search/batch` [`BatchSearchRequest`] → `{"results": [{"hits":
+//!   [...]}], "ran_on", "why", "queries", ...}`: exact top k per query, on the CPU or the
+//!   GPU ([`crate::batch`]).
 //! - `GET /collections/{c}/vectors/{id}[?tenant=t]` → the stored vector and payload, from
 //!   whichever node holds it. A vector is its tenant and id together: `?tenant=t` reads
 //!   tenant `t`'s `id`, without it the `id` written with no tenant.
@@ -45,6 +48,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::batch::{batch_search, BatchSearchRequest, BatchSearchResponse};
 use crate::metrics::{Metrics, NodeSource};
 use crate::router::{
     shard_get, shard_search, SearchRequest, SearchResponse, Searcher, ShardAnswer, ShardGet,
@@ -92,6 +96,7 @@ pub fn router(state: QueryState) -> OpenApiRouter {
         .routes(routes!(list_collections))
         .routes(routes!(show_collection))
         .routes(routes!(search))
+        .routes(routes!(search_batch))
         .routes(routes!(get_vector))
         .routes(routes!(internal_search))
         .routes(routes!(internal_get))
@@ -199,6 +204,51 @@ fn search_response(response: &SearchResponse) -> Response {
         )
             .into_response(),
     }
+}
+
+/// Search a collection for a batch of queries at once, by EXACT search: every live vector
+/// of every shard that can hold the answer is scored, and each query's top k merged across
+/// the shards. The batch runs on the CPU or the GPU by the seed's routing rule (the GPU
+/// from 100 queries or 1024 dimensions, when this node has one and its queue has room;
+/// `device` forces the CPU or asks for the GPU); both compute the same exact top k, so
+/// where it ran changes the latency, not the hits. The answer says where it ran and why.
+/// Every shard of the query must be held by the node the batch is sent to.
+#[utoipa::path(
+    post,
+    path = "/collections/{collection}/search/batch",
+    tag = "search",
+    params(("collection" = String, Path, description = "The collection's name")),
+    request_body = BatchSearchRequest,
+    responses(
+        (status = 200, description = "Per query, in the request's order, its exact hits, best first; where the batch ran and why", body = BatchSearchResponse),
+        (status = 400, description = "The body is not a batch search request", body = ErrorBody),
+        (status = 404, description = "No such collection", body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MiB", body = ErrorBody),
+        (status = 422, description = "A value is out of range: an empty batch, more than 10,000 queries, a query's dimension or a non-finite value, k", body = ErrorBody),
+        (status = 500, description = "An engine failed on this search", body = ErrorBody),
+        (status = 503, description = "A shard of the query is not held by this node, or not open yet", body = ErrorBody),
+    ),
+)]
+async fn search_batch(
+    State(state): State<QueryState>,
+    Path(collection): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| ApiError(r.status().as_u16(), r.body_text()))?;
+    if state
+        .searcher
+        .host()
+        .catalog()
+        .resolve(&collection)
+        .await
+        .is_none()
+    {
+        return Err(QueryError::UnknownCollection(collection).into());
+    }
+    let request: BatchSearchRequest = serde_json::from_slice(&body)
+        .map_err(|err| ApiError(400, format!("invalid JSON body: {err}")))?;
+    let response = batch_search(&state.searcher, &collection, request).await?;
+    Ok(Json(response).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

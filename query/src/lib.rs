@@ -8,12 +8,15 @@
 //!   (read-your-writes).
 //! - [`http`]: the read side of the HTTP API (search, get a vector, list and show
 //!   collections, health, Prometheus metrics).
+//! - [`batch`]: batch search (`POST /collections/{c}/search/batch`), exact, on the CPU or
+//!   the GPU by the seed's routing rule.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`schema`]: the shapes of the read routes' JSON answers and of the error body, for
 //!   the OpenAPI document (`GET /openapi.json`).
 //!
 //! Writes are not here: they are `hektor-ingest` (read/write separation, seed §2.4).
 
+pub mod batch;
 pub mod error;
 pub mod http;
 pub mod metrics;
