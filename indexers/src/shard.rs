@@ -289,25 +289,7 @@ impl Found<'_> {
             .txn
             .as_ref()
             .ok_or_else(|| s.corrupt("a search without a snapshot found hits"))?;
-        let bytes = s
-            .record_bytes(txn, item)?
-            .ok_or_else(|| s.corrupt(format!("search returned item {item} without record")))?;
-        let (id, raw) = Record::decode_id_payload(bytes)
-            .ok_or_else(|| s.corrupt(format!("record of item {item} does not decode")))?;
-        let payload = if payload && !raw.is_empty() {
-            Some(serde_json::from_slice::<Box<RawValue>>(raw).map_err(|e| {
-                s.corrupt(format!(
-                    "record of item {item} has a payload that is not JSON: {e}"
-                ))
-            })?)
-        } else {
-            None
-        };
-        Ok(RawHit {
-            id: id.to_owned(),
-            score,
-            payload,
-        })
+        read_raw_hit(s, txn, item, score, payload)
     }
 
     /// Every hit with its id and payload as stored JSON text.
@@ -336,6 +318,37 @@ impl Found<'_> {
         }
         Ok(hits)
     }
+}
+
+/// The record of `item`, a hit with `score` of a search over the snapshot `txn`: its id
+/// and, with `payload`, its payload as the stored JSON text (checked to be JSON, not
+/// parsed). Shared by the graph searches ([`Found`]) and the exact batch view.
+pub(crate) fn read_raw_hit(
+    s: &Store,
+    txn: &RoTxn<'_, heed::WithoutTls>,
+    item: u32,
+    score: f32,
+    payload: bool,
+) -> Result<RawHit> {
+    let bytes = s
+        .record_bytes(txn, item)?
+        .ok_or_else(|| s.corrupt(format!("search returned item {item} without record")))?;
+    let (id, raw) = Record::decode_id_payload(bytes)
+        .ok_or_else(|| s.corrupt(format!("record of item {item} does not decode")))?;
+    let payload = if payload && !raw.is_empty() {
+        Some(serde_json::from_slice::<Box<RawValue>>(raw).map_err(|e| {
+            s.corrupt(format!(
+                "record of item {item} has a payload that is not JSON: {e}"
+            ))
+        })?)
+    } else {
+        None
+    };
+    Ok(RawHit {
+        id: id.to_owned(),
+        score,
+        payload,
+    })
 }
 
 /// A stored vector with everything kept about it.

@@ -11,12 +11,9 @@
 use heed::RoTxn;
 use hektor_topics::record::RingRange;
 
-use serde_json::value::RawValue;
-
 use super::{RawHit, Shard};
 use crate::error::Result;
 use crate::metric;
-use crate::store::Record;
 
 /// See the module documentation.
 pub struct ExactView<'s> {
@@ -92,25 +89,6 @@ impl<'s> ExactView<'s> {
     /// its id and, with `payload`, its payload as the stored JSON text, read from this
     /// snapshot.
     pub fn raw_hit(&self, item: u32, score: f32, payload: bool) -> Result<RawHit> {
-        let s = &self.shard.store;
-        let bytes = s.record_bytes(&self.txn, item)?.ok_or_else(|| {
-            s.corrupt(format!("batch search returned item {item} without record"))
-        })?;
-        let (id, raw) = Record::decode_id_payload(bytes)
-            .ok_or_else(|| s.corrupt(format!("record of item {item} does not decode")))?;
-        let payload = if payload && !raw.is_empty() {
-            Some(serde_json::from_slice::<Box<RawValue>>(raw).map_err(|e| {
-                s.corrupt(format!(
-                    "record of item {item} has a payload that is not JSON: {e}"
-                ))
-            })?)
-        } else {
-            None
-        };
-        Ok(RawHit {
-            id: id.to_owned(),
-            score,
-            payload,
-        })
+        super::read_raw_hit(&self.shard.store, &self.txn, item, score, payload)
     }
 }
