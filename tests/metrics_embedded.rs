@@ -207,6 +207,26 @@ fn counters_end_in_total_and_split_or_dropped_shards_leave_no_series() {
     ] {
         assert_eq!(m.types.get(gauge).map(String::as_str), Some("gauge"));
     }
+    // Where the shard's bytes are: its vectors' pages hold 300 × 16 bytes of components.
+    assert_eq!(
+        m.types.get("hektor_shard_disk_bytes").map(String::as_str),
+        Some("gauge")
+    );
+    let part = |name: &'static str| {
+        m.series(
+            "hektor_shard_disk_bytes",
+            &[("collection", "s"), ("shard", "0"), ("part", name)],
+        )
+        .first()
+        .map(|s| s.value)
+    };
+    let vectors = part("vectors").unwrap_or_else(|| panic!("no vectors part:\n{}", m.text));
+    assert!(
+        (300.0 * 16.0..=64.0 * 4096.0).contains(&vectors),
+        "vectors take {vectors} bytes:\n{}",
+        m.text
+    );
+    assert!(part("records").is_some_and(|b| b > 0.0), "{}", m.text);
     let searches = m.series("hektor_shard_searches_total", &[]);
     assert!(
         searches.len() == 1 && searches[0].value >= 5.0,

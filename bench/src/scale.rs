@@ -443,7 +443,20 @@ impl Server {
     /// VmRSS split: `anon` (heap: graphs, buffers) and `file` (mapped files: LMDB pages
     /// the process has touched, which the kernel may drop under pressure).
     fn rss_split(&self) -> Value {
-        json!({ "anon": self.status_mb("RssAnon:"), "file": self.status_mb("RssFile:") })
+        json!({
+            "anon": self.status_mb("RssAnon:"),
+            "file": self.status_mb("RssFile:"),
+            "pss": self.rollup_mb("Pss:"),
+        })
+    }
+
+    /// A `kB` field of /proc/PID/smaps_rollup (`Pss:`: the resident set with shared
+    /// pages divided among their sharers), in MiB.
+    fn rollup_mb(&self, field: &str) -> Option<f64> {
+        let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.pid())).ok()?;
+        let line = rollup.lines().find(|l| l.starts_with(field))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(r3(kib / 1024.0))
     }
 
     /// A `kB` field of /proc/PID/status, in MiB.
@@ -693,6 +706,42 @@ struct ShardState {
     applied: u64,
     /// Every shard of the map is open here.
     complete: bool,
+}
+
+/// The node's `hektor_shard_disk_bytes` summed over its shards, by part (LMDB database,
+/// free pages, graph file), in MiB; `null` when /metrics does not answer.
+async fn shard_disk_by_part(http: &reqwest::Client, url: &str) -> Value {
+    let Ok(text) = async {
+        http.get(format!("{url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await
+    }
+    .await
+    else {
+        return Value::Null;
+    };
+    let mut parts: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("hektor_shard_disk_bytes{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let part = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("part=\""))
+            .map(|p| p.trim_end_matches('"').to_string());
+        if let (Some(part), Ok(bytes)) = (part, value.trim().parse::<f64>()) {
+            *parts.entry(part).or_default() += bytes / (1024.0 * 1024.0);
+        }
+    }
+    json!(parts
+        .into_iter()
+        .map(|(k, v)| (k, r3(v)))
+        .collect::<std::collections::BTreeMap<_, _>>())
 }
 
 async fn shard_state(http: &reqwest::Client, url: &str) -> anyhow::Result<ShardState> {
@@ -1187,6 +1236,7 @@ async fn measure(
         "rss_mb": rss, "disk_mb": disk, "raw_mb": raw_mb,
         "rss_ratio": rss.map(|r| r3(r / raw_mb)), "disk_ratio": r3(disk / raw_mb),
         "disk_by_dir_mb": by, "graph_files_mb": graphs,
+        "shard_disk_by_part_mb": shard_disk_by_part(&http, &server.url).await,
     }));
 
     // search over HTTP

@@ -12,8 +12,12 @@
 //! - `topics`: topic name → meta (topic id, partitions, cleanup policy). Topic ids are
 //!   never reused, so the records of a deleted topic can be purged lazily and in chunks.
 //! - `meta`: `next_topic_id`.
-//! - `records`: (topic id u32, partition u32, offset u64) → record (append timestamp, key,
-//!   headers, value; see [`encode_record`]).
+//! - `records`: (topic id u32, partition u32, offset u64) → a **chunk**: the records of
+//!   one append from that offset on, up to 128 KiB or 256 records (layout at
+//!   [`write_chunk`]; a value written by builds before chunks holds one record). A read
+//!   at offset o starts from the greatest key at or before o. LMDB stores a chunk in
+//!   contiguous overflow pages, so the vectors topic takes ~1.02x its records' bytes
+//!   (one ~1.6 KB record per value took 2.1x: one or two per 4 KiB leaf page).
 //! - `heads`: (topic id, partition) → the next offset (the high watermark).
 //! - `latest` (compacted topics only): (topic id, partition, key) → offset of the newest
 //!   record with that key. Keys longer than [`MAX_INLINE_KEY`] bytes are indexed by their
@@ -22,10 +26,11 @@
 //!   by a newer record with the same key; [`EmbeddedLog::compact`] deletes them.
 //!
 //! A batch whose first key sorts after every stored record (appends to the partition whose
-//! keys sort last: the newest topic's last partition, or the only busy one) is written with LMDB's `APPEND` flag,
-//! so leaf pages are filled (two ~1.6 KB records per 4 KiB page) instead of split in half
-//! (one record per page), halving the pages each commit writes and syncs. Other batches are
-//! ordinary inserts.
+//! keys sort last: the newest topic's last partition, or the only busy one) is written with
+//! LMDB's `APPEND` flag (no search, no page split); other batches are ordinary inserts.
+//! Compaction deletes a superseded record by rewriting its chunk without it (or deleting
+//! the chunk when nothing of it is left); trimming deletes whole chunks, whose records
+//! share one append time.
 //!
 //! # Durability
 //! An append is one write transaction, committed with LMDB's default synchronous commit
@@ -653,9 +658,13 @@ impl Inner {
             Some((last, _)) => last < &first_key[..],
             None => true,
         };
-        for (offset, record) in (first..).zip(records) {
-            let key = record_key(meta.id, partition, offset);
-            let size = encoded_len(record);
+        let mut start = 0;
+        while start < records.len() {
+            let end = chunk_end(records, start);
+            let chunk = &records[start..end];
+            let chunk_first = first + start as u64;
+            let key = record_key(meta.id, partition, chunk_first);
+            let size = chunk_len(chunk);
             if append {
                 // Keys grow within the batch and the first sorts after the last stored key,
                 // so LMDB accepts every append (it never finds an existing key).
@@ -666,22 +675,25 @@ impl Inner {
                         PutFlags::APPEND,
                         &key,
                         size,
-                        |space| write_record(space, timestamp_ms, record),
+                        |space| write_chunk(space, timestamp_ms, chunk),
                     )
                     .ctx(self)?;
                 if existing.is_some() {
                     return Err(LogError::Malformed {
                         kind: "embedded log",
-                        reason: format!("record offset {offset} is already stored"),
+                        reason: format!("record offset {chunk_first} is already stored"),
                     });
                 }
             } else {
                 self.records
                     .put_reserved(&mut wtxn, &key, size, |space| {
-                        write_record(space, timestamp_ms, record)
+                        write_chunk(space, timestamp_ms, chunk)
                     })
                     .ctx(self)?;
             }
+            start = end;
+        }
+        for (offset, record) in (first..).zip(records) {
             if compacted {
                 if let Some(record_key_bytes) = &record.key {
                     latest_key(&mut index_key, meta.id, partition, record_key_bytes);
@@ -732,12 +744,25 @@ impl Inner {
         let rtxn = self.env.read_txn().ctx(self)?;
         let meta = self.meta_of(&rtxn, topic)?;
         check_partition(topic, &meta, partition)?;
-        let low = record_key(meta.id, partition, from);
-        let high = record_key(meta.id, partition, u64::MAX);
         let mut out = Vec::with_capacity(max.min(4096));
         if max == 0 {
             return Ok(out);
         }
+        let wanted = record_key(meta.id, partition, from);
+        // The chunk holding `from` starts at or before it.
+        let low = match self
+            .records
+            .get_lower_than_or_equal_to(&rtxn, &wanted)
+            .ctx(self)?
+        {
+            Some((key, _)) if key.get(..8) == Some(&wanted[..8]) => <[u8; 16]>::try_from(key)
+                .map_err(|_| LogError::Malformed {
+                    kind: "embedded log",
+                    reason: format!("a record key has {} bytes instead of 16", key.len()),
+                })?,
+            _ => wanted,
+        };
+        let high = record_key(meta.id, partition, u64::MAX);
         for item in self
             .records
             .range(
@@ -747,10 +772,21 @@ impl Inner {
             .ctx(self)?
         {
             let (key, value) = item.ctx(self)?;
-            out.push(decode_record(key, value)?);
-            if out.len() >= max {
-                break;
+            let mut records = decode_chunk(key, value)?.peekable();
+            while let Some(record) = records.next() {
+                let record = record?;
+                if record.offset < from {
+                    continue;
+                }
+                out.push(record);
+                if out.len() >= max {
+                    if records.peek().is_none() {
+                        release_pages(value);
+                    }
+                    return Ok(out);
+                }
             }
+            release_pages(value);
         }
         Ok(out)
     }
@@ -764,11 +800,45 @@ impl Inner {
             if keys.is_empty() {
                 return Ok(removed);
             }
+            // Superseded offsets by the chunk holding them (the chunk's key is the greatest
+            // record key at or before the offset's, in the same partition).
+            let mut by_chunk: std::collections::BTreeMap<Vec<u8>, HashSet<u64>> =
+                std::collections::BTreeMap::new();
             for key in &keys {
-                if self.records.delete(&mut wtxn, key).ctx(self)? {
-                    removed += 1;
+                let offset = be_u64(key.get(8..).unwrap_or_default(), "garbage offset")?;
+                if let Some((chunk, _)) = self
+                    .records
+                    .get_lower_than_or_equal_to(&wtxn, key)
+                    .ctx(self)?
+                {
+                    if chunk.get(..8) == key.get(..8) {
+                        by_chunk.entry(chunk.to_vec()).or_default().insert(offset);
+                    }
                 }
                 self.garbage.delete(&mut wtxn, key).ctx(self)?;
+            }
+            for (chunk_key, gone) in by_chunk {
+                let Some(value) = self.records.get(&wtxn, &chunk_key).ctx(self)? else {
+                    continue;
+                };
+                let timestamp_ms = chunk_timestamp(value)?;
+                let mut kept = Vec::new();
+                for record in decode_chunk(&chunk_key, value)? {
+                    let record = record?;
+                    if gone.contains(&record.offset) {
+                        removed += 1;
+                    } else {
+                        kept.push(record);
+                    }
+                }
+                if kept.is_empty() {
+                    self.records.delete(&mut wtxn, &chunk_key).ctx(self)?;
+                } else {
+                    let base = be_u64(&chunk_key[8..], "record key offset")?;
+                    let mut bytes = Vec::new();
+                    encode_stored_chunk(&mut bytes, base, timestamp_ms, &kept)?;
+                    self.records.put(&mut wtxn, &chunk_key, &bytes).ctx(self)?;
+                }
             }
             wtxn.commit().ctx(self)?;
         }
@@ -788,12 +858,15 @@ impl Inner {
             loop {
                 let mut wtxn = self.env.write_txn().ctx(self)?;
                 let prefix = head_key(meta.id, partition);
+                // Whole chunks go: a chunk's records were appended together, at one time.
                 let mut expired = Vec::new();
+                let mut count = 0;
                 for item in self.records.prefix_iter(&wtxn, &prefix).ctx(self)? {
                     let (key, value) = item.ctx(self)?;
-                    if expired.len() >= CHUNK || record_timestamp(value)? >= cutoff {
+                    if count >= CHUNK || chunk_timestamp(value)? >= cutoff {
                         break;
                     }
+                    count += chunk_count(value)?;
                     expired.push(key.to_vec());
                 }
                 if expired.is_empty() {
@@ -802,11 +875,39 @@ impl Inner {
                 for key in &expired {
                     self.records.delete(&mut wtxn, key).ctx(self)?;
                 }
-                removed += expired.len();
+                removed += count;
                 wtxn.commit().ctx(self)?;
             }
         }
         Ok(removed)
+    }
+}
+
+/// Values at least this long are in overflow pages of their own (LMDB moves a value to
+/// overflow pages when it does not fit half a page).
+const RELEASE_MIN: usize = 8 << 10;
+
+/// Let go of the map pages under a chunk a read has copied out: readers copy records, so
+/// the pages are not needed by this process afterwards, yet a consumer that read a whole
+/// vectors topic kept all of it in its resident set (at 100k vectors, most of the 314 MiB
+/// log). `MADV_DONTNEED` on LMDB's read-only shared map only drops this process's page
+/// table entries: the bytes stay in the page cache and on disk, and a later read of the
+/// same value faults them back in. Only values of [`RELEASE_MIN`] bytes or more, whose
+/// overflow pages hold nothing else. Best effort, Linux only.
+fn release_pages(value: &[u8]) {
+    #[cfg(target_os = "linux")]
+    if value.len() >= RELEASE_MIN {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let start = value.as_ptr() as usize & !(page - 1);
+        let end = (value.as_ptr() as usize + value.len() + page - 1) & !(page - 1);
+        // SAFETY: [start, end) lies within LMDB's map of the data file (the value's own
+        // overflow pages, page-aligned). MADV_DONTNEED on a shared file mapping does not
+        // change its contents: they are read again from the page cache on the next access,
+        // so the slice (and any other reader's) stays valid.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
     }
 }
 
@@ -966,8 +1067,10 @@ fn decode_meta(bytes: &[u8]) -> Result<TopicMeta> {
 //   | key_len u32 | key | header_count u32 | (name_len u32 | name | value_len u32 | value)*
 //   | value (the rest)
 const HAS_KEY: u8 = 1;
+#[cfg(test)]
 const FIXED_LEN: usize = 1 + 1 + 8 + 4 + 4;
 
+#[cfg(test)]
 fn encoded_len(record: &LogRecord) -> usize {
     FIXED_LEN
         + record.key.as_ref().map_or(0, Vec::len)
@@ -979,7 +1082,8 @@ fn encoded_len(record: &LogRecord) -> usize {
         + record.value.len()
 }
 
-/// Write one record in the stored layout; lengths were checked by [`check_lengths`].
+/// Write one record in the version-1 layout (earlier builds' values; tests read them).
+#[cfg(test)]
 fn encode_record(
     out: &mut impl Write,
     timestamp_ms: i64,
@@ -1001,12 +1105,250 @@ fn encode_record(
     out.write_all(&record.value)
 }
 
-fn write_record(
-    space: &mut heed::ReservedSpace,
+// Stored chunk layout (little-endian), what appends write since format 2: one LMDB value
+// holds consecutive records of one partition appended together, keyed by the offset of
+// the first record the chunk was written with (`base`):
+//   version u8 (2) | timestamp_ms i64 | count u32
+//   | count × (offset − base u32 | body_len u32 | body)
+//   body: flags u8 (bit 0: has key) | key_len u32 | key | header_count u32
+//         | (name_len u32 | name | value_len u32 | value)* | value (the rest)
+// A value of version 1 is one record in the layout above (`encode_record`), written by
+// earlier builds; it reads as a chunk of one.
+//
+// Why chunks: LMDB keeps a ~1.6 KB value in a leaf page, two at best per 4 KiB page and
+// one when a page split in the middle of the tree halves it (appends to any partition but
+// the last), so the vectors topic took 2.1x the raw vectors on disk. A chunk of up to
+// `CHUNK_BYTES` goes to contiguous overflow pages, wasting only the tail of its last page.
+const CHUNK_VERSION: u8 = 2;
+/// Largest chunk an append writes (a single larger record makes a chunk of its own).
+const CHUNK_BYTES: usize = 128 << 10;
+/// Most records in one chunk, so that compaction rewrites little for one superseded record.
+const CHUNK_RECORDS: usize = 256;
+const CHUNK_HEADER: usize = 1 + 8 + 4;
+
+fn body_len(record: &LogRecord) -> usize {
+    1 + 4
+        + record.key.as_ref().map_or(0, Vec::len)
+        + 4
+        + record
+            .headers
+            .iter()
+            .map(|(name, value)| 8 + name.len() + value.len())
+            .sum::<usize>()
+        + record.value.len()
+}
+
+/// The end of the chunk that starts at `records[start]`.
+fn chunk_end(records: &[LogRecord], start: usize) -> usize {
+    let mut bytes = CHUNK_HEADER;
+    let mut end = start;
+    while end < records.len() && end - start < CHUNK_RECORDS {
+        let next = 8 + body_len(&records[end]);
+        if end > start && bytes + next > CHUNK_BYTES {
+            break;
+        }
+        bytes += next;
+        end += 1;
+    }
+    end
+}
+
+fn chunk_len(records: &[LogRecord]) -> usize {
+    CHUNK_HEADER + records.iter().map(|r| 8 + body_len(r)).sum::<usize>()
+}
+
+fn encode_body(out: &mut impl Write, record: &LogRecord) -> std::io::Result<()> {
+    let flags = if record.key.is_some() { HAS_KEY } else { 0 };
+    let key = record.key.as_deref().unwrap_or_default();
+    out.write_all(&[flags])?;
+    out.write_all(&(key.len() as u32).to_le_bytes())?;
+    out.write_all(key)?;
+    out.write_all(&(record.headers.len() as u32).to_le_bytes())?;
+    for (name, value) in &record.headers {
+        out.write_all(&(name.len() as u32).to_le_bytes())?;
+        out.write_all(name.as_bytes())?;
+        out.write_all(&(value.len() as u32).to_le_bytes())?;
+        out.write_all(value)?;
+    }
+    out.write_all(&record.value)
+}
+
+/// Write `records` (consecutive offsets from the chunk's base) as one chunk; lengths
+/// were checked by [`check_lengths`].
+fn write_chunk(
+    out: &mut impl Write,
     timestamp_ms: i64,
-    record: &LogRecord,
+    records: &[LogRecord],
 ) -> std::io::Result<()> {
-    encode_record(space, timestamp_ms, record)
+    out.write_all(&[CHUNK_VERSION])?;
+    out.write_all(&timestamp_ms.to_le_bytes())?;
+    out.write_all(&(records.len() as u32).to_le_bytes())?;
+    for (delta, record) in records.iter().enumerate() {
+        out.write_all(&(delta as u32).to_le_bytes())?;
+        out.write_all(&(body_len(record) as u32).to_le_bytes())?;
+        encode_body(out, record)?;
+    }
+    Ok(())
+}
+
+/// Write what compaction keeps of a chunk keyed `base`: `records` in offset order, each
+/// at most 2^32 − 1 past the base (they were appended in one chunk).
+fn encode_stored_chunk(
+    out: &mut Vec<u8>,
+    base: u64,
+    timestamp_ms: i64,
+    records: &[StoredRecord],
+) -> Result<()> {
+    let malformed = |reason: String| LogError::Malformed {
+        kind: "embedded log chunk",
+        reason,
+    };
+    out.push(CHUNK_VERSION);
+    out.extend_from_slice(&timestamp_ms.to_le_bytes());
+    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    for record in records {
+        let delta = record
+            .offset
+            .checked_sub(base)
+            .and_then(|d| u32::try_from(d).ok())
+            .ok_or_else(|| {
+                malformed(format!(
+                    "record {} does not belong to the chunk at {base}",
+                    record.offset
+                ))
+            })?;
+        out.extend_from_slice(&delta.to_le_bytes());
+        out.extend_from_slice(&(body_len(&record.record) as u32).to_le_bytes());
+        encode_body(out, &record.record).map_err(|e| malformed(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The append time of a chunk's records (of a version-1 value: its record's).
+fn chunk_timestamp(value: &[u8]) -> Result<i64> {
+    if value.first() == Some(&CHUNK_VERSION) {
+        let mut cursor = Cursor { bytes: value };
+        let _ = cursor.take(1)?;
+        let ts = cursor.take(8)?;
+        let mut array = [0u8; 8];
+        array.copy_from_slice(ts);
+        return Ok(i64::from_le_bytes(array));
+    }
+    record_timestamp(value)
+}
+
+/// How many records a chunk holds.
+fn chunk_count(value: &[u8]) -> Result<usize> {
+    if value.first() == Some(&CHUNK_VERSION) {
+        let mut cursor = Cursor { bytes: value };
+        let _ = cursor.take(9)?;
+        return cursor.u32();
+    }
+    Ok(1)
+}
+
+/// The records of the chunk stored under `key`, in offset order, each decoded only when
+/// the iterator reaches it (a read skips the records before its offset by their length).
+fn decode_chunk<'a>(
+    key: &[u8],
+    value: &'a [u8],
+) -> Result<impl Iterator<Item = Result<StoredRecord>> + 'a> {
+    let base = be_u64(key.get(8..).unwrap_or_default(), "record key offset")?;
+    enum Entries<'a> {
+        One(Option<(u64, &'a [u8])>),
+        Many {
+            cursor: Cursor<'a>,
+            base: u64,
+            timestamp_ms: i64,
+            left: usize,
+            last: Option<u64>,
+        },
+    }
+    let mut entries = match value.first() {
+        Some(&CHUNK_VERSION) => {
+            let timestamp_ms = chunk_timestamp(value)?;
+            let left = chunk_count(value)?;
+            let mut cursor = Cursor { bytes: value };
+            let _ = cursor.take(CHUNK_HEADER)?;
+            Entries::Many {
+                cursor,
+                base,
+                timestamp_ms,
+                left,
+                last: None,
+            }
+        }
+        _ => Entries::One(Some((base, value))),
+    };
+    Ok(std::iter::from_fn(move || match &mut entries {
+        Entries::One(one) => one
+            .take()
+            .map(|(offset, value)| decode_record_at(offset, value)),
+        Entries::Many {
+            cursor,
+            base,
+            timestamp_ms,
+            left,
+            last,
+        } => {
+            if *left == 0 {
+                return None;
+            }
+            *left -= 1;
+            let entry = (|| {
+                let delta = cursor.u32()? as u64;
+                let len = cursor.u32()?;
+                let body = cursor.take(len)?;
+                let offset = *base + delta;
+                if last.is_some_and(|last| offset <= last) {
+                    return Err(LogError::Malformed {
+                        kind: "embedded log chunk",
+                        reason: format!("offset {offset} does not follow {last:?}"),
+                    });
+                }
+                *last = Some(offset);
+                decode_body(offset, *timestamp_ms, body)
+            })();
+            if entry.is_err() {
+                *left = 0;
+            }
+            Some(entry)
+        }
+    }))
+}
+
+fn decode_body(offset: u64, timestamp_ms: i64, body: &[u8]) -> Result<StoredRecord> {
+    let mut cursor = Cursor { bytes: body };
+    let flags = cursor.take(1)?[0];
+    let key_len = cursor.u32()?;
+    let key_bytes = cursor.take(key_len)?;
+    let key = (flags & HAS_KEY != 0).then(|| key_bytes.to_vec());
+    let headers = decode_headers(&mut cursor)?;
+    Ok(StoredRecord {
+        offset,
+        timestamp_ms,
+        record: LogRecord {
+            key,
+            value: cursor.bytes.to_vec(),
+            headers,
+        },
+    })
+}
+
+fn decode_headers(cursor: &mut Cursor) -> Result<Vec<(String, Vec<u8>)>> {
+    let header_count = cursor.u32()?;
+    let mut headers = Vec::with_capacity(header_count.min(64));
+    for _ in 0..header_count {
+        let name_len = cursor.u32()?;
+        let name = cursor.take(name_len)?;
+        let name = String::from_utf8(name.to_vec()).map_err(|_| LogError::Malformed {
+            kind: "embedded log record",
+            reason: "a header name is not UTF-8".into(),
+        })?;
+        let value_len = cursor.u32()?;
+        headers.push((name, cursor.take(value_len)?.to_vec()));
+    }
+    Ok(headers)
 }
 
 struct Cursor<'a> {
@@ -1041,8 +1383,14 @@ fn record_timestamp(value: &[u8]) -> Result<i64> {
     Ok(i64::from_le_bytes(array))
 }
 
+/// A version-1 value: one record (see [`decode_chunk`]).
+#[cfg(test)]
 fn decode_record(key: &[u8], value: &[u8]) -> Result<StoredRecord> {
     let offset = be_u64(key.get(8..).unwrap_or_default(), "record key offset")?;
+    decode_record_at(offset, value)
+}
+
+fn decode_record_at(offset: u64, value: &[u8]) -> Result<StoredRecord> {
     let mut cursor = Cursor { bytes: value };
     let head = cursor.take(2)?;
     if head[0] != RECORD_VERSION {
@@ -1057,18 +1405,7 @@ fn decode_record(key: &[u8], value: &[u8]) -> Result<StoredRecord> {
     let key_len = cursor.u32()?;
     let key_bytes = cursor.take(key_len)?;
     let key = (head[1] & HAS_KEY != 0).then(|| key_bytes.to_vec());
-    let header_count = cursor.u32()?;
-    let mut headers = Vec::with_capacity(header_count.min(64));
-    for _ in 0..header_count {
-        let name_len = cursor.u32()?;
-        let name = cursor.take(name_len)?;
-        let name = String::from_utf8(name.to_vec()).map_err(|_| LogError::Malformed {
-            kind: "embedded log record",
-            reason: "a header name is not UTF-8".into(),
-        })?;
-        let value_len = cursor.u32()?;
-        headers.push((name, cursor.take(value_len)?.to_vec()));
-    }
+    let headers = decode_headers(&mut cursor)?;
     Ok(StoredRecord {
         offset,
         timestamp_ms,
@@ -1117,6 +1454,174 @@ mod tests {
                 "cut {cut}"
             );
         }
+    }
+
+    fn vector_like(i: u32) -> LogRecord {
+        LogRecord::new(
+            Some(format!("id-{i}").into_bytes()),
+            (0..1_600u32).map(|b| (b ^ i) as u8).collect(),
+        )
+        .with_header("hektor-encoding", b"bin.v1".to_vec())
+    }
+
+    async fn topic(log: &EmbeddedLog, name: &str, partitions: u32, cleanup: Cleanup) {
+        log.ensure_topic(&TopicSpec {
+            name: name.into(),
+            partitions,
+            cleanup,
+            replication: 1,
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_read_from_inside_a_chunk_starts_at_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        topic(&log, "t", 1, Cleanup::Compact).await;
+        // 700 records of ~1.6 KB: several chunks (at most CHUNK_RECORDS and CHUNK_BYTES).
+        let batch: Vec<_> = (0..700).map(vector_like).collect();
+        log.append("t", 0, batch.clone()).await.unwrap();
+        for from in [0u64, 1, 79, 80, 81, 255, 256, 257, 500, 699] {
+            let got = log.read("t", 0, from, 3, Duration::ZERO).await.unwrap();
+            let want: Vec<_> = (from..700.min(from + 3)).collect();
+            assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), want);
+            for r in &got {
+                assert_eq!(r.record, batch[r.offset as usize], "offset {}", r.offset);
+            }
+        }
+        let all = log.read("t", 0, 0, 10_000, Duration::ZERO).await.unwrap();
+        assert_eq!(all.len(), 700);
+        assert!(log
+            .read("t", 0, 700, 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn compaction_rewrites_chunks_and_keeps_the_latest_of_each_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        topic(&log, "t", 1, Cleanup::Compact).await;
+        let rec = |key: &str, value: &str| {
+            LogRecord::new(Some(key.as_bytes().to_vec()), value.as_bytes().to_vec())
+        };
+        // One chunk with a, b, c, a; a second chunk with b, d.
+        log.append(
+            "t",
+            0,
+            vec![rec("a", "1"), rec("b", "2"), rec("c", "3"), rec("a", "4")],
+        )
+        .await
+        .unwrap();
+        log.append("t", 0, vec![rec("b", "5"), rec("d", "6")])
+            .await
+            .unwrap();
+        assert_eq!(log.compact("t").await.unwrap(), 2);
+        let got = log.read("t", 0, 0, 100, Duration::ZERO).await.unwrap();
+        let got: Vec<_> = got
+            .iter()
+            .map(|r| (r.offset, String::from_utf8(r.record.value.clone()).unwrap()))
+            .collect();
+        let want = [(2, "3"), (3, "4"), (4, "5"), (5, "6")];
+        assert_eq!(got, want.map(|(o, v)| (o, v.to_string())));
+        // Reads from removed offsets start at the next kept one.
+        let from1 = log.read("t", 0, 1, 1, Duration::ZERO).await.unwrap();
+        assert_eq!(from1[0].offset, 2);
+        // Superseding every record of a chunk removes the chunk.
+        log.append("t", 0, vec![rec("c", "7"), rec("a", "8")])
+            .await
+            .unwrap();
+        assert_eq!(log.compact("t").await.unwrap(), 2);
+        let got = log.read("t", 0, 0, 100, Duration::ZERO).await.unwrap();
+        assert_eq!(
+            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            [4, 5, 6, 7]
+        );
+    }
+
+    #[tokio::test]
+    async fn records_of_earlier_builds_read_beside_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        topic(&log, "t", 2, Cleanup::Compact).await;
+        // Offsets 0 and 1 of partition 1 as an earlier build stored them: one record per
+        // value (version 1), then appends after them.
+        let old = [vector_like(0), vector_like(1)];
+        {
+            let inner = &log.inner;
+            let mut wtxn = inner.env.write_txn().unwrap();
+            let meta = inner.meta_of(&wtxn, "t").unwrap();
+            for (offset, record) in old.iter().enumerate() {
+                let mut bytes = Vec::new();
+                encode_record(&mut bytes, 7, record).unwrap();
+                let key = record_key(meta.id, 1, offset as u64);
+                inner.records.put(&mut wtxn, &key, &bytes).unwrap();
+            }
+            inner
+                .heads
+                .put(&mut wtxn, &head_key(meta.id, 1), &2u64.to_be_bytes())
+                .unwrap();
+            wtxn.commit().unwrap();
+        }
+        log.append("t", 1, vec![vector_like(2), vector_like(3)])
+            .await
+            .unwrap();
+        let got = log.read("t", 1, 1, 10, Duration::ZERO).await.unwrap();
+        assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(got[0].record, old[1]);
+        assert_eq!(got[0].timestamp_ms, 7);
+        assert_eq!(got[2].record, vector_like(3));
+    }
+
+    #[test]
+    fn truncated_chunks_are_errors_not_panics() {
+        let records = [vector_like(1), LogRecord::new(None, b"x".to_vec())];
+        let mut bytes = Vec::new();
+        write_chunk(&mut bytes, 5, &records).unwrap();
+        let key = record_key(1, 0, 10);
+        let all: Vec<_> = decode_chunk(&key, &bytes)
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(all.iter().map(|r| r.offset).collect::<Vec<_>>(), [10, 11]);
+        assert_eq!(all[1].record, records[1]);
+        for cut in 0..bytes.len() {
+            let decoded = decode_chunk(&key, &bytes[..cut])
+                .and_then(|records| records.collect::<Result<Vec<_>>>());
+            assert!(decoded.is_err(), "cut {cut}");
+        }
+    }
+
+    /// What users rely on for the footprint goal: vectors take little more than their
+    /// bytes, even with partitions appended in turn (inserts in the middle of the tree).
+    #[tokio::test]
+    async fn interleaved_partitions_take_little_more_than_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path()).unwrap();
+        topic(&log, "v", 4, Cleanup::Compact).await;
+        let mut bytes = 0;
+        for round in 0..20u32 {
+            for partition in 0..4u32 {
+                let batch: Vec<_> = (0..100)
+                    .map(|i| vector_like(round * 1_000 + partition * 100 + i))
+                    .collect();
+                bytes += batch.iter().map(chunk_len_of_one).sum::<usize>();
+                log.append("v", partition, batch).await.unwrap();
+            }
+        }
+        let rtxn = log.inner.env.read_txn().unwrap();
+        let stat = log.inner.records.stat(&rtxn).unwrap();
+        let stored =
+            (stat.leaf_pages + stat.branch_pages + stat.overflow_pages) * stat.page_size as usize;
+        let ratio = stored as f64 / bytes as f64;
+        assert!(ratio < 1.1, "records take {ratio:.2}x their bytes");
+    }
+
+    fn chunk_len_of_one(record: &LogRecord) -> usize {
+        8 + body_len(record)
     }
 
     #[test]

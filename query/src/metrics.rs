@@ -122,6 +122,7 @@ struct NodeFamilies {
     shard_conflicts: IntCounterVec,
     shard_mirror_lag: IntGaugeVec,
     shard_region_staleness: GaugeVec,
+    shard_disk_bytes: IntGaugeVec,
 }
 
 impl NodeFamilies {
@@ -179,11 +180,20 @@ impl NodeFamilies {
                 &["collection", "shard", "region"],
             )
             .expect("valid metric"),
+            shard_disk_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "shard_disk_bytes",
+                    "Bytes a shard takes on disk, by part: each LMDB database's pages (vectors, records, ids, ring, index, ...), `free` (pages no database holds: LMDB's free list), and the files beside it (hnsw.graph)",
+                ),
+                &["collection", "shard", "part"],
+            )
+            .expect("valid metric"),
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 9] {
+    fn collectors(&self) -> [&dyn Collector; 10] {
         [
+            &self.shard_disk_bytes,
             &self.shard_conflicts,
             &self.shard_mirror_lag,
             &self.shard_region_staleness,
@@ -243,6 +253,22 @@ impl Collector for NodeCollector {
                 f.shard_conflicts
                     .with_label_values(&labels)
                     .inc_by(s.conflicts());
+                if let Ok(footprint) = s.shard.footprint() {
+                    let set = |part: &str, bytes: u64| {
+                        f.shard_disk_bytes
+                            .with_label_values(&[labels[0], labels[1], part])
+                            .set(clamp(bytes));
+                    };
+                    for (name, db) in &footprint.store.databases {
+                        if db.bytes > 0 {
+                            set(name, db.bytes);
+                        }
+                    }
+                    set("free", footprint.store.other_bytes);
+                    for (name, bytes) in &footprint.files {
+                        set(name, *bytes);
+                    }
+                }
                 for (region, p) in s.mirrored() {
                     let labels = [labels[0], labels[1], region.as_str()];
                     f.shard_mirror_lag

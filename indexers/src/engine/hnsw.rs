@@ -607,7 +607,12 @@ impl HnswEngine {
         let why = match read_lineage(store, &txn)? {
             None => "no build has been committed yet".to_string(),
             Some(lineage) => match engine.load(store, &txn, epoch, lineage, codes) {
-                Ok(replayed_builds) => return Ok((engine, Opened::Loaded { replayed_builds })),
+                Ok(replayed_builds) => {
+                    // The rows are in memory now; the pages read to fill them are not
+                    // needed for serving.
+                    store.release_pages();
+                    return Ok((engine, Opened::Loaded { replayed_builds }));
+                }
                 Err(why) => {
                     *engine.graph.write() = Graph::new(dimension, params.m, codes);
                     why
@@ -635,6 +640,7 @@ impl HnswEngine {
         engine
             .unsaved
             .store(engine.graph.read().live.max(1), Ordering::Relaxed);
+        store.release_pages();
         Ok((engine, Opened::Rebuilt { why }))
     }
 
