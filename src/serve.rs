@@ -39,6 +39,11 @@ pub struct ServeArgs {
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// Also serve the gRPC API (`hektor.v1.Hektor`: Search, SearchBatch, Write; plain
+    /// TCP, same keys and limits as HTTP) on this address. Off when absent. Needs the
+    /// router role.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub grpc_listen: Option<SocketAddr>,
     /// Also create a `demo` collection from the sample shipped in the repo and print a
     /// search to paste.
     #[arg(long)]
@@ -94,6 +99,27 @@ pub struct ServeArgs {
     /// when another node could send it as a snapshot (its files: no rebuild).
     #[arg(long)]
     pub no_snapshot_moves: bool,
+    /// The archive tier's object store: `file:///absolute/path` or `s3://bucket/prefix`.
+    /// A shard set to tier `archive` (`hektor shard tier C SHARD archive`) is uploaded
+    /// there as a snapshot and its local files removed; the first read that needs it
+    /// restores it (then it is cold). Unset: tier `archive` is served as cold.
+    #[arg(long, env = "HEKTOR_ARCHIVE_URL")]
+    pub archive_url: Option<String>,
+    /// The S3 endpoint of --archive-url (an S3-compatible server); default AWS's.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub archive_endpoint: Option<String>,
+    /// The S3 access key of --archive-url.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub archive_access_key_id: Option<String>,
+    /// The S3 secret key of --archive-url.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub archive_secret_access_key: Option<String>,
+    /// The S3 region of --archive-url (default us-east-1).
+    #[arg(long, env = "AWS_REGION")]
+    pub archive_region: Option<String>,
+    /// Allow a plain-http --archive-endpoint that is not on the loopback interface.
+    #[arg(long)]
+    pub archive_allow_http: bool,
     /// Hotness (qps over the last minute × p99 ms / 10) above which a shard is hot and a
     /// split is proposed.
     #[arg(long, default_value_t = 100.0)]
@@ -263,6 +289,8 @@ pub struct Node {
     pub router: axum::Router,
     /// Who may call what (what `run` says about it at start).
     pub gate: Gate,
+    /// The gRPC methods over this node's searcher and writer (served with --grpc-listen).
+    pub grpc: Arc<hektor_grpc::Api>,
 }
 
 /// The gate of `--api-keys` and `--cluster-secret-file`.
@@ -547,6 +575,39 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     .await
     .context("opening shards")?;
     let _ = facts.0.set(Arc::clone(&host));
+    if let Some(url) = &args.archive_url {
+        let options = hektor_archive::ArchiveOptions {
+            endpoint: args.archive_endpoint.clone(),
+            access_key_id: args.archive_access_key_id.clone(),
+            secret_access_key: args.archive_secret_access_key.clone(),
+            region: args.archive_region.clone(),
+            allow_http: args.archive_allow_http,
+        };
+        let archive = hektor_archive::Archive::open(url, &options)
+            .with_context(|| format!("opening the archive tier at {url}"))?;
+        // A shard restored by a read is cold from then on: ask the controller.
+        let asker = Arc::clone(&control);
+        let on_restored: hektor_indexers::host::OnRestored = Arc::new(
+            move |collection: &str, range: RingRange| {
+                let (asker, collection) = (Arc::clone(&asker), collection.to_owned());
+                tokio::spawn(async move {
+                    let action = PlanAction::SetTier {
+                        shard: range,
+                        tier: hektor_topics::record::Tier::Cold,
+                    };
+                    let reason = "tier: restored from the archive by a read";
+                    if let Err(err) = asker.request(&collection, action, reason).await {
+                        tracing::warn!(%err, %collection, ?range, "could not ask for a restored shard to be cold");
+                    }
+                });
+            },
+        );
+        host.set_archive(hektor_indexers::host::ArchiveHook {
+            store: Arc::new(archive),
+            on_restored: Some(on_restored),
+        });
+        tracing::info!(%url, "archive tier on");
+    }
     let events = EventSink::spawn(Arc::clone(&log), args.node_id.clone());
     let mut writer = Writer::new(Arc::clone(&catalog), clock, args.region.clone());
     if !args.mirror_regions.is_empty() {
@@ -600,6 +661,13 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         view
     }));
     let dropped_events = events.clone();
+    let grpc = Arc::new(hektor_grpc::Api::new(
+        Arc::clone(&searcher),
+        Arc::clone(&writer),
+        events.clone(),
+        gate.clone(),
+        args.max_concurrent_requests,
+    ));
     let router = ingest_router(IngestState {
         writer: Arc::clone(&writer),
         events,
@@ -672,6 +740,7 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         control,
         router,
         gate,
+        grpc,
     })
 }
 
@@ -856,6 +925,11 @@ fn planner_config(args: &ServeArgs) -> anyhow::Result<hektor_dataflow::planner::
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.grpc_listen.is_none() || args.has_role("router"),
+        "--grpc-listen serves the client API, which needs the router role (roles: {})",
+        args.roles.join(",")
+    );
     std::fs::create_dir_all(&args.log.data_dir)
         .with_context(|| format!("creating {}", args.log.data_dir.display()))?;
     let node = build_node(&args).await?;
@@ -895,6 +969,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
+    let grpc = match args.grpc_listen {
+        Some(addr) => Some(start_grpc(&args, &node, addr).await?),
+        None => None,
+    };
     let control = Arc::clone(&node.control);
     let drain_timeout = Duration::from_millis(args.drain_timeout_ms);
     let limits = crate::http_server::ConnectionLimits {
@@ -909,9 +987,44 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         drain(&control, drain_timeout).await;
     })
     .await?;
+    if let Some((stop, task)) = grpc {
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
     // The next start loads the hot graphs instead of rebuilding them.
     host.checkpoint_all().await;
     Ok(())
+}
+
+/// Bind `--grpc-listen` and serve the gRPC API there until the returned sender fires
+/// (after the HTTP listener stops, so a draining node keeps both doors open).
+async fn start_grpc(
+    args: &ServeArgs,
+    node: &Node,
+    addr: SocketAddr,
+) -> anyhow::Result<(
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding --grpc-listen {addr}"))?;
+    println!("hektor gRPC listening on {}", listener.local_addr()?);
+    let config = hektor_grpc::GrpcConfig {
+        max_concurrent_requests: args.max_concurrent_requests,
+        request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = Arc::clone(&node.grpc);
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        if let Err(err) = hektor_grpc::serve(listener, api, config, shutdown).await {
+            eprintln!("hektor: the gRPC listener stopped: {err}");
+        }
+    });
+    Ok((stop, task))
 }
 
 /// The answer of a node without the router role to a client request: 421 Misdirected

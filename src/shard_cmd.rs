@@ -33,7 +33,8 @@ pub enum ShardCommand {
         #[arg(long)]
         at: Option<String>,
     },
-    /// Serve a shard from another storage tier: hot, warm or cold.
+    /// Serve a shard from another storage tier: hot, warm or cold, or archive it to object
+    /// storage (`archive`: needs `serve --archive-url` on its holders).
     Tier {
         collection: String,
         shard: String,
@@ -94,7 +95,8 @@ pub async fn run(args: ShardArgs) -> anyhow::Result<()> {
                 "hot" => Tier::Hot,
                 "warm" => Tier::Warm,
                 "cold" => Tier::Cold,
-                other => anyhow::bail!("unknown tier `{other}`: use hot, warm or cold"),
+                "archive" => Tier::Archive,
+                other => anyhow::bail!("unknown tier `{other}`: use hot, warm, cold or archive"),
             },
         },
     };

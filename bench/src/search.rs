@@ -21,7 +21,11 @@
 //!    of `--passes` passes. The server's CPU per query (`server_cpu_us_per_query`) is the
 //!    server process's utime + stime (`/proc/<pid>/stat`) over every timed pass of a point
 //!    divided by the queries of those passes; `client_cpu_us_per_query` is the same for
-//!    this process (the load generator), and `rss_mb` is the server's resident memory.
+//!    this process (the load generator), and `rss_mb` is the server's resident memory
+//!    (`server_rss_mb` and `server_pss_mb`: Rss and Pss from `/proc/<pid>/smaps_rollup`).
+//!    With `--grpc` the server also listens for gRPC and each point runs through gRPC's
+//!    `Search` too (packed floats, one HTTP/2 connection per client; `"via": "grpc"`),
+//!    right after its REST passes, with the same measures and a `grpc_vs_http` ratio line.
 //! 3. **peers** (`--peers`): runs `scripts/peers.py --json --pick` and forwards its lines.
 //! 4. Ratios against the peers and the issue's goals, as summary lines.
 //!
@@ -67,6 +71,10 @@ const GOAL_HTTP_CLIENTS: usize = 8;
 const GOAL_INGEST_PER_S: f64 = 10_000.0;
 /// The server's CPU per search through REST at recall ≥ 0.95, in µs (issue #16).
 const GOAL_SERVER_CPU_US: f64 = 180.0;
+/// The same through gRPC (issue #16).
+const GOAL_GRPC_SERVER_CPU_US: f64 = 120.0;
+/// gRPC's QPS over REST's with [`GOAL_HTTP_CLIENTS`] clients, at recall ≥ 0.95 (issue #16).
+const GOAL_GRPC_OVER_HTTP_QPS: f64 = 2.0;
 
 #[derive(Debug, clap::Args)]
 pub struct SearchBenchArgs {
@@ -125,6 +133,11 @@ pub struct SearchBenchArgs {
     /// Skip the HTTP phase.
     #[arg(long)]
     pub no_http: bool,
+    /// In the HTTP phase, also serve gRPC (`--grpc-listen`) and run every effort and
+    /// client count through gRPC's `Search` too, right after the REST passes of the same
+    /// point (points with `"via": "grpc"`), and compare the two doors.
+    #[arg(long)]
+    pub grpc: bool,
     /// Skip the in-process phase.
     #[arg(long)]
     pub no_in_process: bool,
@@ -181,6 +194,14 @@ struct Point {
     /// HTTP only: the same for the bench process (the clients).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client_cpu_us_per_query: Option<f64>,
+    /// HTTP and gRPC: the server's resident memory (`Rss`) after the point, in MiB, from
+    /// `/proc/<pid>/smaps_rollup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    server_rss_mb: Option<f64>,
+    /// The same for its proportional set size (`Pss`: shared pages divided among the
+    /// processes mapping them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    server_pss_mb: Option<f64>,
 }
 
 /// The ingest measurement of the HTTP phase.
@@ -245,7 +266,7 @@ impl Report {
             };
             let via = match (peer, point.clients) {
                 (true, _) => "peer".to_owned(),
-                (false, Some(c)) => format!("http c={c}"),
+                (false, Some(c)) => format!("{} c={c}", point.via),
                 (false, None) => point.via.clone(),
             };
             let mut params = point.params.to_string();
@@ -390,6 +411,20 @@ fn rss_mib_of(pid: &str) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// Rss and Pss of process `pid`, in MiB, from `/proc/<pid>/smaps_rollup` (None where it
+/// is unavailable).
+fn rss_pss_mib_of(pid: &str) -> (Option<f64>, Option<f64>) {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+        return (None, None);
+    };
+    let field = |name: &str| {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    };
+    (field("Rss:"), field("Pss:"))
 }
 
 /// CPU time (utime + stime, in clock ticks) process `pid` ("self" or a number) has used,
@@ -637,6 +672,8 @@ fn in_process(
                 apply_s: Some(apply_s),
                 server_cpu_us_per_query: None,
                 client_cpu_us_per_query: None,
+                server_rss_mb: None,
+                server_pss_mb: None,
             });
         }
     }
@@ -788,20 +825,79 @@ async fn http_pass(
     Ok(Pass::from_results(&bench.ds, results, wall))
 }
 
+/// One pass of every query through gRPC's `Search` from `clients` concurrent tasks, each
+/// on its own HTTP/2 connection (the same lean shape as [`http_pass`]: one request in
+/// flight per client, the requests built before the clock starts).
+async fn grpc_pass(
+    bench: &Arc<Bench>,
+    addr: std::net::SocketAddr,
+    requests: &Arc<Vec<hektor_grpc::proto::SearchRequest>>,
+    clients: usize,
+) -> anyhow::Result<Pass> {
+    let clients = clients.max(1);
+    let nq = requests.len();
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(hektor_grpc::Client::connect_lean(addr).await?);
+    }
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (t, mut conn) in conns.into_iter().enumerate() {
+        let requests = Arc::clone(requests);
+        let bench = Arc::clone(bench);
+        tasks.spawn(async move {
+            let mut out = Vec::with_capacity(nq / clients + 1);
+            for q in (t..nq).step_by(clients) {
+                let t0 = Instant::now();
+                let response = conn.search(requests[q].clone()).await.map_err(|s| {
+                    anyhow::anyhow!("gRPC Search answered {:?}: {}", s.code(), s.message())
+                })?;
+                let latency = t0.elapsed();
+                let rows = bench.rows_of(response.hits.iter().map(|h| h.id.as_str()));
+                out.push((q, latency, rows));
+            }
+            anyhow::Ok(out)
+        });
+    }
+    let mut results = Vec::with_capacity(nq);
+    while let Some(joined) = tasks.join_next().await {
+        results.extend(joined.context("a client task panicked")??);
+    }
+    let wall = started.elapsed();
+    Ok(Pass::from_results(&bench.ds, results, wall))
+}
+
 /// The HTTP phase's server: `hektor serve` as a child process, killed when dropped.
 struct ServerProc {
     child: std::process::Child,
     /// `http://127.0.0.1:PORT`.
     url: String,
     addr: std::net::SocketAddr,
+    /// The gRPC listener's address, when started with one.
+    grpc: Option<std::net::SocketAddr>,
 }
 
 impl ServerProc {
     /// Start `exe serve` for engine `name` with its data in `dir`, on a free port.
-    fn start(exe: &Path, name: &str, dir: &Path, extra: &[String]) -> anyhow::Result<ServerProc> {
+    fn start(
+        exe: &Path,
+        name: &str,
+        dir: &Path,
+        extra: &[String],
+        grpc: bool,
+    ) -> anyhow::Result<ServerProc> {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let grpc = if grpc {
+            Some(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+        } else {
+            None
+        };
+        let grpc_flags: Vec<String> = grpc
+            .map(|a| vec!["--grpc-listen".to_owned(), a.to_string()])
+            .unwrap_or_default();
         let child = std::process::Command::new(exe)
             .arg("serve")
+            .args(&grpc_flags)
             .arg("--data-dir")
             .arg(dir)
             .arg("--listen")
@@ -816,6 +912,7 @@ impl ServerProc {
             child,
             url: format!("http://{addr}"),
             addr,
+            grpc,
         })
     }
 
@@ -862,7 +959,7 @@ async fn http_phase(
         Some(exe) => exe.clone(),
         None => crate::nodes::hektor_exe()?,
     };
-    let server = ServerProc::start(&exe, name, dir.path(), &args.server_args)?;
+    let server = ServerProc::start(&exe, name, dir.path(), &args.server_args, args.grpc)?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
@@ -1015,58 +1112,93 @@ async fn http_measure(
         let warm: Arc<Vec<bytes::Bytes>> =
             Arc::new(queries.iter().take(HTTP_WARMUP).cloned().collect());
         http_pass(bench, addr, &search_path, &warm, 1).await?;
+        // The same queries as gRPC messages (packed floats), when asked for.
+        let grpc_requests: Option<Arc<Vec<hektor_grpc::proto::SearchRequest>>> =
+            server.grpc.map(|_| {
+                Arc::new(
+                    (0..bench.n_queries)
+                        .map(|q| hektor_grpc::proto::SearchRequest {
+                            collection: COLLECTION.into(),
+                            vector: ds.query(q).to_vec(),
+                            k: Some(K as u32),
+                            without_payload: !args.payloads,
+                            effort: effort.map(|e| e as u32),
+                            ..Default::default()
+                        })
+                        .collect(),
+                )
+            });
+        if let (Some(grpc), Some(requests)) = (server.grpc, &grpc_requests) {
+            let warm = Arc::new(requests.iter().take(HTTP_WARMUP).cloned().collect());
+            grpc_pass(bench, grpc, &warm, 1).await?;
+        }
         for &clients in &args.clients {
-            // The fastest of `--passes` passes, like the in-process sweep; CPU over all.
-            let mut best: Option<Pass> = None;
-            let mut cpu = CpuTally::new();
-            let budget = Instant::now();
-            for pass_no in 0..args.passes.max(1) {
-                if pass_no > 0 && budget.elapsed().as_secs_f64() > args.point_budget_s {
-                    break;
-                }
-                let before = (cpu_ticks(&server_pid), cpu_ticks("self"));
-                let pass = http_pass(bench, addr, &search_path, &queries, clients).await?;
-                match (before, (cpu_ticks(&server_pid), cpu_ticks("self"))) {
-                    ((Some(s0), Some(c0)), (Some(s1), Some(c1))) => {
-                        cpu.server_ticks += s1.saturating_sub(s0);
-                        cpu.client_ticks += c1.saturating_sub(c0);
-                        cpu.queries += queries.len();
-                    }
-                    _ => cpu.complete = false,
-                }
-                if best.as_ref().is_none_or(|b| pass.qps > b.qps) {
-                    best = Some(pass);
-                }
-            }
-            let Some(pass) = best else { continue };
-            let (server_cpu, client_cpu) = cpu.per_query_us(ticks_per_s);
-            let mut params = match effort {
-                Some(e) => json!({ "partitions": args.partitions, "effort": e }),
-                None => json!({ "partitions": args.partitions, "defaults": true }),
+            let vias: &[&str] = if grpc_requests.is_some() {
+                &["http", "grpc"]
+            } else {
+                &["http"]
             };
-            if args.payloads {
-                params["payloads"] = json!(true);
+            for &via in vias {
+                // The fastest of `--passes` passes, like the in-process sweep; CPU over all.
+                let mut best: Option<Pass> = None;
+                let mut cpu = CpuTally::new();
+                let budget = Instant::now();
+                for pass_no in 0..args.passes.max(1) {
+                    if pass_no > 0 && budget.elapsed().as_secs_f64() > args.point_budget_s {
+                        break;
+                    }
+                    let before = (cpu_ticks(&server_pid), cpu_ticks("self"));
+                    let pass = match (via, server.grpc, &grpc_requests) {
+                        ("grpc", Some(grpc), Some(requests)) => {
+                            grpc_pass(bench, grpc, requests, clients).await?
+                        }
+                        _ => http_pass(bench, addr, &search_path, &queries, clients).await?,
+                    };
+                    match (before, (cpu_ticks(&server_pid), cpu_ticks("self"))) {
+                        ((Some(s0), Some(c0)), (Some(s1), Some(c1))) => {
+                            cpu.server_ticks += s1.saturating_sub(s0);
+                            cpu.client_ticks += c1.saturating_sub(c0);
+                            cpu.queries += queries.len();
+                        }
+                        _ => cpu.complete = false,
+                    }
+                    if best.as_ref().is_none_or(|b| pass.qps > b.qps) {
+                        best = Some(pass);
+                    }
+                }
+                let Some(pass) = best else { continue };
+                let (server_cpu, client_cpu) = cpu.per_query_us(ticks_per_s);
+                let mut params = match effort {
+                    Some(e) => json!({ "partitions": args.partitions, "effort": e }),
+                    None => json!({ "partitions": args.partitions, "defaults": true }),
+                };
+                if args.payloads {
+                    params["payloads"] = json!(true);
+                }
+                let (server_rss_mb, server_pss_mb) = rss_pss_mib_of(&server_pid);
+                report.point(
+                    Point {
+                        engine: name.to_owned(),
+                        threads: pool_threads,
+                        recall_at_10: pass.recall,
+                        qps: pass.qps,
+                        p50_ms: pass.p50_ms,
+                        p99_ms: pass.p99_ms,
+                        build_s: None,
+                        rss_mb: rss_mib_of(&server_pid),
+                        via: via.into(),
+                        clients: Some(clients),
+                        params,
+                        pick: None,
+                        apply_s: None,
+                        server_cpu_us_per_query: server_cpu,
+                        client_cpu_us_per_query: client_cpu,
+                        server_rss_mb,
+                        server_pss_mb,
+                    },
+                    false,
+                );
             }
-            report.point(
-                Point {
-                    engine: name.to_owned(),
-                    threads: pool_threads,
-                    recall_at_10: pass.recall,
-                    qps: pass.qps,
-                    p50_ms: pass.p50_ms,
-                    p99_ms: pass.p99_ms,
-                    build_s: None,
-                    rss_mb: rss_mib_of(&server_pid),
-                    via: "http".into(),
-                    clients: Some(clients),
-                    params,
-                    pick: None,
-                    apply_s: None,
-                    server_cpu_us_per_query: server_cpu,
-                    client_cpu_us_per_query: client_cpu,
-                },
-                false,
-            );
         }
     }
     // Drop the collection: stops its consumers so they cost nothing in later phases.
@@ -1293,6 +1425,77 @@ fn summarise(report: &mut Report, engines: &[String]) {
                 }));
             }
         }
+        // gRPC (issue #16): per point, its ratios to REST's at the same effort and client
+        // count in this run; the cheapest gRPC point at recall >= 0.95 per client count;
+        // gRPC's QPS over REST's with 8 clients.
+        let via = |via: &'static str, clients: usize| {
+            report
+                .ours
+                .iter()
+                .filter(move |p| &p.engine == engine && p.via == via)
+                .filter(move |p| p.clients == Some(clients))
+        };
+        let mut grpc_counts: Vec<usize> = report
+            .ours
+            .iter()
+            .filter(|p| &p.engine == engine && p.via == "grpc")
+            .filter_map(|p| p.clients)
+            .collect();
+        grpc_counts.sort_unstable();
+        grpc_counts.dedup();
+        for &clients in &grpc_counts {
+            for g in via("grpc", clients) {
+                let Some(h) = via("http", clients).find(|h| h.params == g.params) else {
+                    continue;
+                };
+                let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                    (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                    _ => None,
+                };
+                report.summary(json!({
+                    "ratio": "grpc_vs_http", "engine": engine, "clients": clients,
+                    "params": g.params, "qps": g.qps / h.qps.max(1e-9),
+                    "server_cpu_us_per_query": ratio(g.server_cpu_us_per_query, h.server_cpu_us_per_query),
+                    "grpc_qps": g.qps, "http_qps": h.qps,
+                    "grpc_server_cpu_us": g.server_cpu_us_per_query,
+                    "http_server_cpu_us": h.server_cpu_us_per_query,
+                    "grpc_recall_at_10": g.recall_at_10, "http_recall_at_10": h.recall_at_10,
+                }));
+            }
+            let cheapest = via("grpc", clients)
+                .filter(|p| p.recall_at_10 >= 0.95)
+                .filter(|p| p.server_cpu_us_per_query.is_some())
+                .min_by(|a, b| {
+                    let cpu = |p: &Point| p.server_cpu_us_per_query.unwrap_or(f64::MAX);
+                    cpu(a).total_cmp(&cpu(b))
+                });
+            if let Some(p) = cheapest {
+                report.summary(json!({
+                    "goal": format!(
+                        "grpc server cpu us per search at recall >= 0.95, {clients} client(s) <= {GOAL_GRPC_SERVER_CPU_US}"
+                    ),
+                    "engine": engine, "value": p.server_cpu_us_per_query,
+                    "target": GOAL_GRPC_SERVER_CPU_US,
+                    "met": p.server_cpu_us_per_query.is_some_and(|v| v <= GOAL_GRPC_SERVER_CPU_US),
+                    "params": p.params, "recall_at_10": p.recall_at_10, "qps": p.qps,
+                }));
+            }
+        }
+        if let (Some(g), Some(h)) = (
+            fastest_at(via("grpc", GOAL_HTTP_CLIENTS), 0.95),
+            fastest_at(via("http", GOAL_HTTP_CLIENTS), 0.95),
+        ) {
+            let value = g.qps / h.qps.max(1e-9);
+            report.summary(json!({
+                "goal": format!(
+                    "grpc qps / http qps at recall >= 0.95, {GOAL_HTTP_CLIENTS} clients >= {GOAL_GRPC_OVER_HTTP_QPS}"
+                ),
+                "engine": engine, "value": value, "target": GOAL_GRPC_OVER_HTTP_QPS,
+                "met": value >= GOAL_GRPC_OVER_HTTP_QPS,
+                "grpc_qps": g.qps, "http_qps": h.qps,
+                "grpc_params": g.params, "http_params": h.params,
+            }));
+        }
         if let Some(i) = report.ingest.iter().find(|i| &i.engine == engine) {
             report.summary(json!({
                 "goal": "ingest vectors/s until searchable >= 10000", "engine": engine,
@@ -1413,6 +1616,8 @@ mod tests {
             apply_s: None,
             server_cpu_us_per_query: None,
             client_cpu_us_per_query: None,
+            server_rss_mb: None,
+            server_pss_mb: None,
         };
         let points = [
             p(0.90, 500.0),

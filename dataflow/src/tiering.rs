@@ -178,6 +178,8 @@ impl TieringConfig {
             Tier::Cold if qps >= self.promote_qps => Tier::Hot,
             Tier::Cold if qps >= self.demote_qps => Tier::Warm,
             Tier::Cold => Tier::Cold,
+            // Archiving and restoring are the operator's (and a query's) to ask for.
+            Tier::Archive => Tier::Archive,
         }
     }
 }
@@ -287,6 +289,7 @@ fn lower(tier: Tier) -> &'static str {
         Tier::Hot => "hot",
         Tier::Warm => "warm",
         Tier::Cold => "cold",
+        Tier::Archive => "archive",
     }
 }
 

@@ -23,6 +23,14 @@
 //!   enough, when idle, and at [`ShardHost::checkpoint_all`] when the node stops), so a
 //!   restart loads graphs instead of rebuilding them.
 //! - Readers wait on [`HostedShard::wait_applied`] for read-your-writes.
+//! - **Archive tier** (with [`ShardHost::set_archive`]): a held shard whose map tier is
+//!   [`Tier::Archive`] is archived by its first replica (consumer stopped, snapshot
+//!   uploaded and checked, then the local directory removed; other replicas drop theirs
+//!   once the archive exists) and is no longer held by any engine. A read that needs it
+//!   ([`ShardHost::resolve_or_restore`]) restores it: download, digests checked, opened,
+//!   caught up from the log from the snapshot's offset; the host then asks (the
+//!   `on_restored` callback) for the map to say cold. A failed restore is remembered for
+//!   [`RESTORE_RETRY`] and reported as it is; nothing is served from a bad copy.
 //!
 //! It does not decide what to hold (the control plane does) and does not serve HTTP or
 //! merge results across shards: that is `hektor-query`.
@@ -44,7 +52,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
 use crate::shard::{Provenance, Source};
-use crate::snapshot::{Fetched, SnapshotRequest, SnapshotSource};
+use crate::snapshot::{
+    ArchivePut, Archived, Fetched, ShardArchive, SnapshotRequest, SnapshotSource,
+};
 use crate::{EngineKind, Error, Shard, ShardConfig, ShardOp};
 use serde::Serialize;
 
@@ -135,6 +145,13 @@ pub enum ShardOrigin {
     Local,
     /// New here, built by replaying its partition from the log.
     Log,
+    /// Restored from the archive tier (object storage), then caught up from the log.
+    Archive {
+        location: String,
+        bytes: u64,
+        /// From asking to serving-ready (downloaded, checked, opened).
+        millis: u64,
+    },
     /// New here, received as a snapshot from another node, then caught up from the log.
     Snapshot {
         from: String,
@@ -182,6 +199,13 @@ pub struct HostedShard {
     acknowledged: Mutex<std::collections::BTreeMap<String, hektor_merge::VersionVector>>,
     /// Bumped after each merge of a mirrored batch (what floor waits watch).
     merges: watch::Sender<u64>,
+    /// Its own partition's consumer is running (false once it has stopped).
+    consuming: watch::Sender<bool>,
+    /// Restored from the archive while its map tier still says archive: not archived
+    /// again until the map has said another tier.
+    restored: AtomicBool,
+    /// Being archived.
+    archiving: AtomicBool,
 }
 
 /// How far a shard has merged one mirrored region's partition.
@@ -362,10 +386,81 @@ pub struct ShardHost {
     /// Bumped after every sync with the assignments.
     synced: watch::Sender<u64>,
     sync_lock: tokio::sync::Mutex<()>,
+    /// The assignments last synced to.
+    wanted: RwLock<Assignments>,
+    /// The archive tier, when configured ([`ShardHost::set_archive`]).
+    archive: RwLock<Option<ArchiveHook>>,
+    /// Shards of the archive tier: being archived, archived, being restored.
+    archives: Mutex<HashMap<ArchiveKey, ArchiveState>>,
+    /// Bumped whenever an entry of `archives` changes.
+    archive_changes: watch::Sender<u64>,
 }
 
 /// How long a request for a collection the catalog knows waits for its shards to open.
 const OPEN_WAIT: Duration = Duration::from_secs(10);
+/// After a failed restore, reads are answered with its error for this long before the
+/// next read tries again.
+pub const RESTORE_RETRY: Duration = Duration::from_secs(5);
+/// After a failed archive upload, the shard keeps serving and is tried again after this.
+const ARCHIVE_RETRY: Duration = Duration::from_secs(30);
+/// How long archiving waits for the shard's consumer to stop.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// The archive tier of a host: where archived shards go and what to tell once one is
+/// restored.
+#[derive(Clone)]
+pub struct ArchiveHook {
+    pub store: Arc<dyn ShardArchive>,
+    /// Called with (collection, range) after a shard in tier archive was restored by a
+    /// read, so that the map can say cold (`serve` asks its controller).
+    pub on_restored: Option<OnRestored>,
+}
+
+/// What a host calls with (collection, range) after a read restored an archived shard.
+pub type OnRestored = Arc<dyn Fn(&str, RingRange) + Send + Sync>;
+
+/// Where a shard of the archive tier stands on this node.
+#[derive(Debug, Clone)]
+enum ArchiveState {
+    Archiving,
+    ArchiveFailed {
+        at: Instant,
+        why: String,
+    },
+    /// Looking the archive up in the store (a node that did not upload it).
+    Locating,
+    Archived(Archived),
+    Restoring {
+        since: Instant,
+    },
+    RestoreFailed {
+        at: Instant,
+        why: String,
+    },
+}
+
+type ArchiveKey = (String, u64, RingRange);
+
+/// Why [`ShardHost::resolve_or_restore`] has no shard to give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unheld {
+    /// This node does not hold the range (nor is it assigned it in the archive tier).
+    NotHeld,
+    /// The shard is archived and being restored (or archived right now): ask again.
+    Restoring { why: String, retry_after: Duration },
+    /// Restoring it failed; the next try is after `retry_after`.
+    Failed { why: String, retry_after: Duration },
+}
+
+impl std::fmt::Display for Unheld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unheld::NotHeld => write!(f, "shard not held by this node"),
+            Unheld::Restoring { why, .. } => write!(f, "{why}"),
+            Unheld::Failed { why, .. } => write!(f, "restoring the archived shard failed: {why}"),
+        }
+    }
+}
 
 impl HostConfig {
     /// The engine that serves a shard of this tier.
@@ -373,7 +468,8 @@ impl HostConfig {
         match tier {
             Tier::Hot => self.engine,
             Tier::Warm => EngineKind::Warm,
-            Tier::Cold => EngineKind::Cold,
+            // An archived shard is held by no engine; restored, it serves as cold.
+            Tier::Cold | Tier::Archive => EngineKind::Cold,
         }
     }
 }
@@ -392,6 +488,10 @@ impl ShardHost {
             collections: RwLock::new(HashMap::new()),
             synced: watch::channel(0).0,
             sync_lock: tokio::sync::Mutex::new(()),
+            wanted: RwLock::new(Assignments::new()),
+            archive: RwLock::new(None),
+            archives: Mutex::new(HashMap::new()),
+            archive_changes: watch::channel(0).0,
         });
         let first = assignments.borrow_and_update().clone();
         host.sync(&first).await?;
@@ -520,6 +620,8 @@ impl ShardHost {
     /// grace period and every shard of dropped collections.
     async fn sync(self: &Arc<Self>, wanted: &Assignments) -> Result<(), Error> {
         let _one_at_a_time = self.sync_lock.lock().await;
+        *self.wanted.write() = wanted.clone();
+        let archiving = self.archive.read().is_some();
         let mut catalog = self.catalog.list_incarnations();
         // The catalog refuses such names already; no directory is made or removed for one.
         catalog.retain(|(spec, _)| match check_dir_name(&spec.name) {
@@ -563,10 +665,30 @@ impl ShardHost {
             // indexes runs on blocking threads).
             let held =
                 |a: &&AssignedRange| old.as_ref().is_some_and(|c| c.shard(a.range).is_some());
+            // A range of the archive tier is opened only where its directory is still
+            // here (archiving did not finish); otherwise it stays in the archive until a
+            // read restores it.
+            // One being archived or restored right now is that task's to open or remove.
+            let busy = |range: RingRange| {
+                matches!(
+                    self.archives
+                        .lock()
+                        .get(&(spec.name.clone(), incarnation, range)),
+                    Some(ArchiveState::Archiving | ArchiveState::Restoring { .. })
+                )
+            };
+            let archived: Vec<RingRange> = ranges
+                .iter()
+                .filter(|a| archiving && a.tier == Tier::Archive && !held(a))
+                .filter(|a| {
+                    busy(a.range) || !self.shard_dir(&spec.name, incarnation, a.range).exists()
+                })
+                .map(|a| a.range)
+                .collect();
             let results = futures::future::join_all(
                 ranges
                     .iter()
-                    .filter(|a| !held(a))
+                    .filter(|a| !held(a) && !archived.contains(&a.range))
                     .map(|a| self.open_shard(&spec, incarnation, a.range, a.primary)),
             )
             .await;
@@ -593,7 +715,15 @@ impl ShardHost {
                         }
                         existing.primary.store(assigned.primary, Ordering::Relaxed);
                         self.retier(&existing, assigned.tier);
+                        if assigned.tier != Tier::Archive {
+                            existing.restored.store(false, Ordering::Relaxed);
+                        } else if archiving && !existing.restored.load(Ordering::Relaxed) {
+                            self.archive_later(&spec, incarnation, &existing);
+                        }
                         shards.push(existing);
+                    }
+                    None if archived.contains(&assigned.range) => {
+                        self.locate_later(&spec, incarnation, assigned.range);
                     }
                     None => {
                         let at = opened
@@ -678,7 +808,6 @@ impl ShardHost {
         primary: bool,
     ) -> Result<Arc<HostedShard>, Error> {
         check_dir_name(&spec.name)?;
-        let partition = ring::partition_of(range.start, spec.partitions);
         let dir = self.shard_dir(&spec.name, incarnation, range);
         let config = ShardConfig::new(spec.dimension as usize, spec.distance, self.config.engine);
         let started = Instant::now();
@@ -759,6 +888,19 @@ impl ShardHost {
             None if existed => ShardOrigin::Local,
             None => ShardOrigin::Log,
         };
+        Ok(self.start_hosted(spec, range, primary, shard, origin))
+    }
+
+    /// Serve an opened shard: its record, its consumer and its mirrors' consumers.
+    fn start_hosted(
+        self: &Arc<Self>,
+        spec: &CollectionSpec,
+        range: RingRange,
+        primary: bool,
+        shard: Shard,
+        origin: ShardOrigin,
+    ) -> Arc<HostedShard> {
+        let partition = ring::partition_of(range.start, spec.partitions);
         let next = shard.next_offset();
         let hosted = Arc::new(HostedShard {
             collection: spec.name.clone(),
@@ -782,19 +924,34 @@ impl ShardHost {
             mirrors: self.config.mirrors.clone(),
             acknowledged: Mutex::new(std::collections::BTreeMap::new()),
             merges: watch::channel(0).0,
+            consuming: watch::channel(false).0,
+            restored: AtomicBool::new(false),
+            archiving: AtomicBool::new(false),
         });
+        self.spawn_consumers(spec, &hosted);
+        hosted
+    }
+
+    /// Start a hosted shard's consumers (again, after a failed archive stopped them).
+    fn spawn_consumers(&self, spec: &CollectionSpec, hosted: &Arc<HostedShard>) {
         let log = Arc::clone(self.catalog.log());
-        let (l, sp, h) = (Arc::clone(&log), spec.clone(), Arc::clone(&hosted));
-        tokio::spawn(supervise(
-            Arc::clone(&hosted),
+        let (l, sp, h) = (Arc::clone(&log), spec.clone(), Arc::clone(hosted));
+        hosted.consuming.send_replace(true);
+        let done = Arc::clone(hosted);
+        let consumer = supervise(
+            Arc::clone(hosted),
             "the shard's consumer".into(),
             move || consume(Arc::clone(&l), sp.clone(), Arc::clone(&h)),
-        ));
+        );
+        tokio::spawn(async move {
+            consumer.await;
+            done.consuming.send_replace(false);
+        });
         for region in &self.config.mirrors {
-            let (l, sp, h) = (Arc::clone(&log), spec.clone(), Arc::clone(&hosted));
+            let (l, sp, h) = (Arc::clone(&log), spec.clone(), Arc::clone(hosted));
             let (r, clock) = (region.clone(), self.config.clock.clone());
             tokio::spawn(supervise(
-                Arc::clone(&hosted),
+                Arc::clone(hosted),
                 format!("the consumer of region `{region}`'s mirror"),
                 move || {
                     follow_mirror(
@@ -807,7 +964,506 @@ impl ShardHost {
                 },
             ));
         }
+    }
+}
+
+/// The archive tier (see the module doc).
+impl ShardHost {
+    /// Turn the archive tier on: shards whose map tier is archive go to `hook.store`.
+    /// Call right after [`ShardHost::start`].
+    pub fn set_archive(&self, hook: ArchiveHook) {
+        *self.archive.write() = Some(hook);
+    }
+
+    /// Where the archived snapshot of `range` of `collection` lies, as this node knows
+    /// it (it archived the shard, or looked the archive up as one of its replicas).
+    pub fn archived(&self, collection: &str, range: RingRange) -> Option<Archived> {
+        let incarnation = self.catalog.incarnation(collection)?;
+        match self
+            .archives
+            .lock()
+            .get(&(collection.to_owned(), incarnation, range))
+        {
+            Some(ArchiveState::Archived(a)) => Some(a.clone()),
+            _ => None,
+        }
+    }
+
+    /// Why this node's last try to archive or restore `range` failed, if it did.
+    pub fn archive_error(&self, collection: &str, range: RingRange) -> Option<String> {
+        let incarnation = self.catalog.incarnation(collection)?;
+        match self
+            .archives
+            .lock()
+            .get(&(collection.to_owned(), incarnation, range))
+        {
+            Some(ArchiveState::ArchiveFailed { why, .. }) => Some(format!("archiving: {why}")),
+            Some(ArchiveState::RestoreFailed { why, .. }) => Some(format!("restoring: {why}")),
+            _ => None,
+        }
+    }
+
+    fn set_state(&self, key: &ArchiveKey, state: Option<ArchiveState>) {
+        let mut archives = self.archives.lock();
+        match state {
+            Some(state) => archives.insert(key.clone(), state),
+            None => archives.remove(key),
+        };
+        drop(archives);
+        self.archive_changes.send_modify(|n| *n += 1);
+    }
+
+    /// The shard holding exactly `range` of `collection`; one of the archive tier
+    /// assigned to this node is restored first (waiting at most `wait` for it).
+    pub async fn resolve_or_restore(
+        self: &Arc<Self>,
+        collection: &str,
+        range: RingRange,
+        wait: Duration,
+    ) -> Result<Arc<HostedShard>, Unheld> {
+        if let Some(found) = self
+            .collection(collection)
+            .and_then(|c| c.shard(range).cloned())
+        {
+            return Ok(found);
+        }
+        let assigned = self.wanted.read().get(collection).and_then(|a| {
+            a.ranges
+                .iter()
+                .find(|r| r.range == range && r.tier == Tier::Archive)
+                .map(|r| (a.incarnation, r.primary))
+        });
+        let hook = self.archive.read().clone();
+        let (Some((incarnation, primary)), Some(_)) = (assigned, hook) else {
+            return self
+                .resolve_shard(collection, range, wait)
+                .await
+                .ok_or(Unheld::NotHeld);
+        };
+        let Some(spec) = self
+            .catalog
+            .list_incarnations()
+            .into_iter()
+            .find(|(s, inc)| s.name == collection && *inc == incarnation)
+            .map(|(s, _)| s)
+        else {
+            return Err(Unheld::NotHeld);
+        };
+        let key: ArchiveKey = (collection.to_owned(), incarnation, range);
+        let mut changes = self.archive_changes.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(found) = self
+                .collection(collection)
+                .and_then(|c| c.shard(range).cloned())
+            {
+                return Ok(found);
+            }
+            let state = self.archives.lock().get(&key).cloned();
+            match state {
+                Some(ArchiveState::RestoreFailed { at, why }) if at.elapsed() < RESTORE_RETRY => {
+                    return Err(Unheld::Failed {
+                        why,
+                        retry_after: RESTORE_RETRY.saturating_sub(at.elapsed()),
+                    });
+                }
+                Some(ArchiveState::Restoring { .. }) | Some(ArchiveState::Archiving) => {}
+                _ => {
+                    self.set_state(
+                        &key,
+                        Some(ArchiveState::Restoring {
+                            since: Instant::now(),
+                        }),
+                    );
+                    let host = Arc::clone(self);
+                    let (spec, key) = (spec.clone(), key.clone());
+                    tokio::spawn(async move { host.restore(spec, key, primary).await });
+                }
+            }
+            let woke = tokio::time::timeout_at(deadline, changes.changed()).await;
+            if !matches!(woke, Ok(Ok(()))) {
+                if let Some(found) = self
+                    .collection(collection)
+                    .and_then(|c| c.shard(range).cloned())
+                {
+                    return Ok(found);
+                }
+                let why = match self.archives.lock().get(&key) {
+                    Some(ArchiveState::Archiving) => format!(
+                        "shard [{:#x}, {:?}) of `{collection}` is being archived right now",
+                        range.start, range.end
+                    ),
+                    Some(ArchiveState::Restoring { since }) => format!(
+                        "shard [{:#x}, {:?}) of `{collection}` is archived and being restored (for {} ms so far)",
+                        range.start, range.end, since.elapsed().as_millis()
+                    ),
+                    Some(ArchiveState::RestoreFailed { why, at }) => {
+                        return Err(Unheld::Failed {
+                            why: why.clone(),
+                            retry_after: RESTORE_RETRY.saturating_sub(at.elapsed()),
+                        })
+                    }
+                    _ => format!(
+                        "shard [{:#x}, {:?}) of `{collection}` is archived; restoring it",
+                        range.start, range.end
+                    ),
+                };
+                return Err(Unheld::Restoring {
+                    why,
+                    retry_after: Duration::from_secs(2),
+                });
+            }
+        }
+    }
+
+    /// Restore one archived shard: download its newest snapshot (or, with none archived,
+    /// replay the log), open it, serve it, and report it restored.
+    async fn restore(self: Arc<Self>, spec: CollectionSpec, key: ArchiveKey, primary: bool) {
+        let (collection, incarnation, range) = key.clone();
+        let started = Instant::now();
+        match self.restore_inner(&spec, incarnation, range, primary).await {
+            Ok(hosted) => {
+                tracing::info!(%collection, ?range, origin = ?hosted.origin,
+                    millis = started.elapsed().as_millis() as u64,
+                    "archived shard restored; catching up from the log");
+                self.set_state(&key, None);
+                self.synced.send_modify(|v| *v += 1);
+                let hook = self.archive.read().clone();
+                if let Some(callback) = hook.and_then(|h| h.on_restored) {
+                    callback(&collection, range);
+                }
+            }
+            Err(why) => {
+                tracing::error!(%collection, ?range, %why, "restoring an archived shard failed");
+                self.set_state(
+                    &key,
+                    Some(ArchiveState::RestoreFailed {
+                        at: Instant::now(),
+                        why,
+                    }),
+                );
+            }
+        }
+    }
+
+    async fn restore_inner(
+        self: &Arc<Self>,
+        spec: &CollectionSpec,
+        incarnation: u64,
+        range: RingRange,
+        primary: bool,
+    ) -> Result<Arc<HostedShard>, String> {
+        let hook = self
+            .archive
+            .read()
+            .clone()
+            .ok_or("the archive tier is not configured (serve --archive-url)")?;
+        check_dir_name(&spec.name).map_err(|e| e.to_string())?;
+        let dir = self.shard_dir(&spec.name, incarnation, range);
+        let started = Instant::now();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let scratch = dir.with_file_name(format!(".{name}.restoring"));
+        let (d, sc) = (dir.clone(), scratch.clone());
+        let existed = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(&sc);
+            if let Some(parent) = d.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            Ok::<_, std::io::Error>(d.exists())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("preparing {}: {e}", dir.display()))?;
+        let request = SnapshotRequest {
+            collection: spec.name.clone(),
+            incarnation,
+            range,
+            dimension: spec.dimension as usize,
+            distance: spec.distance,
+        };
+        let origin = if existed {
+            // Left by an archive that did not finish: a consistent shard, caught up below.
+            ShardOrigin::Local
+        } else {
+            match hook.store.get(request, scratch.clone()).await? {
+                Some((fetched, archived)) => {
+                    let (from, to) = (scratch.clone(), dir.clone());
+                    tokio::task::spawn_blocking(move || std::fs::rename(&from, &to))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| format!("moving the restored files into place: {e}"))?;
+                    ShardOrigin::Archive {
+                        location: archived.location,
+                        bytes: fetched.bytes,
+                        millis: started.elapsed().as_millis() as u64,
+                    }
+                }
+                None => {
+                    tracing::warn!(collection = %spec.name, ?range,
+                        "nothing archived for this shard; rebuilding it from the log");
+                    ShardOrigin::Log
+                }
+            }
+        };
+        let config = ShardConfig::new(
+            spec.dimension as usize,
+            spec.distance,
+            self.config.engine_of(Tier::Archive),
+        );
+        let d = dir.clone();
+        let shard = crate::background::spawn("shard-restore", move || open_or_rebuild(&d, config))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let _one_at_a_time = self.sync_lock.lock().await;
+        let current = self
+            .collection(&spec.name)
+            .filter(|c| c.incarnation == incarnation);
+        let Some(current) = current else {
+            return Err(format!(
+                "collection `{}` is no longer hosted here",
+                spec.name
+            ));
+        };
+        let hosted = self.start_hosted(spec, range, primary, shard, origin);
+        hosted.restored.store(true, Ordering::Relaxed);
+        let mut shards = current.shards.clone();
+        shards.retain(|s| s.range != range);
+        shards.push(Arc::clone(&hosted));
+        shards.sort_by_key(|s| (s.retired(), s.range.start));
+        self.collections.write().insert(
+            spec.name.clone(),
+            Arc::new(HostedCollection {
+                spec: current.spec.clone(),
+                incarnation,
+                epoch: current.epoch,
+                shards,
+            }),
+        );
         Ok(hosted)
+    }
+
+    /// Archive a held shard in the background, unless that runs or failed a moment ago.
+    fn archive_later(
+        self: &Arc<Self>,
+        spec: &CollectionSpec,
+        incarnation: u64,
+        hosted: &Arc<HostedShard>,
+    ) {
+        let key: ArchiveKey = (spec.name.clone(), incarnation, hosted.range);
+        if let Some(ArchiveState::ArchiveFailed { at, .. }) = self.archives.lock().get(&key) {
+            if at.elapsed() < ARCHIVE_RETRY {
+                return;
+            }
+        }
+        if hosted.archiving.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.set_state(&key, Some(ArchiveState::Archiving));
+        let host = Arc::clone(self);
+        let (spec, hosted) = (spec.clone(), Arc::clone(hosted));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            match host.archive_shard(&spec, incarnation, &hosted).await {
+                Ok(archived) => {
+                    tracing::info!(collection = %spec.name, range = ?hosted.range,
+                        location = %archived.location, bytes = archived.bytes,
+                        next_offset = archived.next_offset,
+                        secs = started.elapsed().as_secs_f64(),
+                        "shard archived; its local files are removed");
+                    // The last holder of its environment: closed before a restore opens it.
+                    drop(hosted);
+                    host.set_state(&key, Some(ArchiveState::Archived(archived)));
+                }
+                Err(why) => {
+                    tracing::error!(collection = %spec.name, range = ?hosted.range, %why,
+                        "archiving the shard failed; it keeps serving from here");
+                    if hosted.stop.swap(false, Ordering::AcqRel) {
+                        host.spawn_consumers(&spec, &hosted);
+                    }
+                    hosted.archiving.store(false, Ordering::Release);
+                    host.set_state(
+                        &key,
+                        Some(ArchiveState::ArchiveFailed {
+                            at: Instant::now(),
+                            why,
+                        }),
+                    );
+                }
+            }
+        });
+    }
+
+    /// Stop the shard's consumer, upload its snapshot (the first replica; the others
+    /// wait for it to exist), then stop serving it here and remove its directory.
+    async fn archive_shard(
+        self: &Arc<Self>,
+        spec: &CollectionSpec,
+        incarnation: u64,
+        hosted: &Arc<HostedShard>,
+    ) -> Result<Archived, String> {
+        let hook = self
+            .archive
+            .read()
+            .clone()
+            .ok_or("the archive tier is not configured")?;
+        let request = SnapshotRequest {
+            collection: spec.name.clone(),
+            incarnation,
+            range: hosted.range,
+            dimension: spec.dimension as usize,
+            distance: spec.distance,
+        };
+        let archived = if hosted.primary.load(Ordering::Relaxed) {
+            hosted.stop.store(true, Ordering::Release);
+            let mut consuming = hosted.consuming.subscribe();
+            tokio::time::timeout(STOP_WAIT, consuming.wait_for(|running| !*running))
+                .await
+                .map_err(|_| format!("the shard's consumer did not stop within {STOP_WAIT:?}"))?
+                .map_err(|e| e.to_string())?;
+            let dir = self.config.data_dir.join("archive-scratch").join(format!(
+                "{}-{incarnation}-{:016x}",
+                spec.name, hosted.range.start
+            ));
+            let shard = Arc::clone(&hosted.shard);
+            let manifest = crate::snapshot::Manifest {
+                format: crate::snapshot::SNAPSHOT_FORMAT,
+                collection: spec.name.clone(),
+                incarnation,
+                range: hosted.range,
+                dimension: spec.dimension as usize,
+                distance: spec.distance,
+                engine: shard.engine(),
+                from: self.config.region.clone(),
+                files: Vec::new(),
+            };
+            let scratch = dir.clone();
+            let partition = hosted.partition;
+            let put = crate::background::spawn("archive-snapshot", move || {
+                let _ = std::fs::remove_dir_all(&scratch);
+                let names = shard.snapshot_into(&scratch).map_err(|e| e.to_string())?;
+                let mut files = Vec::new();
+                for name in names {
+                    let len = std::fs::metadata(scratch.join(&name))
+                        .map_err(|e| e.to_string())?
+                        .len();
+                    files.push((name, len));
+                }
+                let hlc_floor = shard.hlc_floor().map_err(|e| e.to_string())?.0;
+                Ok::<_, String>(ArchivePut {
+                    manifest: crate::snapshot::Manifest { files, ..manifest },
+                    partition,
+                    next_offset: shard.next_offset(),
+                    hlc_floor,
+                    dir: scratch,
+                })
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            let put = match put {
+                Ok(put) => put,
+                Err(why) => {
+                    let _ =
+                        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+                    return Err(format!("writing the snapshot: {why}"));
+                }
+            };
+            let uploaded = hook.store.put(put).await;
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await;
+            uploaded?
+        } else {
+            hook.store
+                .locate(request)
+                .await?
+                .ok_or("waiting for the first replica to upload the archive")?
+        };
+        // Stop serving it here; searches in flight finish on the shard they hold.
+        {
+            let _one_at_a_time = self.sync_lock.lock().await;
+            hosted.stop.store(true, Ordering::Release);
+            if let Some(current) = self
+                .collection(&spec.name)
+                .filter(|c| c.incarnation == incarnation)
+            {
+                let shards = current
+                    .shards
+                    .iter()
+                    .filter(|s| !Arc::ptr_eq(s, hosted))
+                    .cloned()
+                    .collect();
+                self.collections.write().insert(
+                    spec.name.clone(),
+                    Arc::new(HostedCollection {
+                        spec: current.spec.clone(),
+                        incarnation,
+                        epoch: current.epoch,
+                        shards,
+                    }),
+                );
+            }
+        }
+        self.synced.send_modify(|v| *v += 1);
+        // Searches in flight finish on the shard they hold; the LMDB environment must be
+        // closed (its last holder gone) before a restore opens the same path again.
+        let deadline = Instant::now() + STOP_WAIT;
+        while Arc::strong_count(hosted) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let dir = self.shard_dir(&spec.name, incarnation, hosted.range);
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("removing {}: {e}", dir.display())),
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        Ok(archived)
+    }
+
+    /// Look up, once, where the archive of a range this node is assigned in the archive
+    /// tier lies (for `GET /cluster`).
+    fn locate_later(self: &Arc<Self>, spec: &CollectionSpec, incarnation: u64, range: RingRange) {
+        let Some(hook) = self.archive.read().clone() else {
+            return;
+        };
+        let key: ArchiveKey = (spec.name.clone(), incarnation, range);
+        {
+            let mut archives = self.archives.lock();
+            if archives.contains_key(&key) {
+                return;
+            }
+            archives.insert(key.clone(), ArchiveState::Locating);
+        }
+        let request = SnapshotRequest {
+            collection: spec.name.clone(),
+            incarnation,
+            range,
+            dimension: spec.dimension as usize,
+            distance: spec.distance,
+        };
+        let host = Arc::clone(self);
+        tokio::spawn(async move {
+            let found = hook.store.locate(request).await;
+            let mut archives = host.archives.lock();
+            if matches!(archives.get(&key), Some(ArchiveState::Locating)) {
+                match found {
+                    Ok(Some(archived)) => {
+                        archives.insert(key, ArchiveState::Archived(archived));
+                    }
+                    // Keep `Locating`: not looked up again; a read restores it (or
+                    // rebuilds it from the log when nothing is archived).
+                    Ok(None) => {}
+                    Err(why) => {
+                        tracing::warn!(collection = %key.0, range = ?key.2, %why,
+                            "could not look up an archived shard");
+                    }
+                }
+            }
+        });
     }
 }
 

@@ -257,3 +257,59 @@ fn entry_name<R: Read>(entry: &tar::Entry<'_, R>) -> Option<String> {
         _ => None,
     }
 }
+
+/// A shard's snapshot to put in the archive: the files [`crate::shard::Shard::snapshot_into`]
+/// wrote to `dir`, described by `manifest` (its `files` filled in), taken with the shard's
+/// consumer stopped so that `next_offset` and `hlc_floor` are exactly the copy's.
+#[derive(Debug, Clone)]
+pub struct ArchivePut {
+    pub manifest: Manifest,
+    /// The vectors-topic partition the shard follows.
+    pub partition: u32,
+    /// The next offset of `partition` to apply: everything below is in the copy.
+    pub next_offset: u64,
+    /// The partition's clock floor as committed in the copy.
+    pub hlc_floor: u64,
+    /// Where the files lie.
+    pub dir: PathBuf,
+}
+
+/// Where an archived snapshot lies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Archived {
+    /// The object location of the snapshot's folder (`s3://bucket/prefix/...` or
+    /// `file:///...`).
+    pub location: String,
+    /// Bytes of its files.
+    pub bytes: u64,
+    /// The applied offset it was taken at (the restore catches up from there).
+    pub next_offset: u64,
+}
+
+/// The archive tier's storage, as a host sees it (implemented on object storage by the
+/// `hektor-archive` crate). Errors are that crate's typed errors, as text.
+pub trait ShardArchive: Send + Sync + 'static {
+    /// Upload a snapshot and check it arrived whole; the returned location holds it.
+    fn put(&self, put: ArchivePut) -> BoxFuture<'static, std::result::Result<Archived, String>>;
+
+    /// Download the newest archived snapshot of exactly `request.range` into `into` (a
+    /// directory that does not exist yet), checking every file's size and digest.
+    /// `Ok(None)`: nothing is archived for it. On error nothing is left at `into`.
+    fn get(
+        &self,
+        request: SnapshotRequest,
+        into: PathBuf,
+    ) -> BoxFuture<'static, std::result::Result<Option<(Fetched, Archived)>, String>>;
+
+    /// Where the newest archived snapshot of exactly `request.range` lies, if any.
+    fn locate(
+        &self,
+        request: SnapshotRequest,
+    ) -> BoxFuture<'static, std::result::Result<Option<Archived>, String>>;
+}
+
+/// Whether `name` is a file a snapshot may carry besides its manifest (the archive
+/// checks a downloaded manifest with it).
+pub fn is_snapshot_file(name: &str) -> bool {
+    FILES.contains(&name)
+}

@@ -79,7 +79,16 @@ struct ApiError(u16, String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(ErrorBody { error: self.1 })).into_response()
+        let mut response = (status, Json(ErrorBody { error: self.1 })).into_response();
+        // Unavailable for now (not ready yet, an archived shard being restored, no replica
+        // answering): say when to ask again.
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("2"),
+            );
+        }
+        response
     }
 }
 
@@ -394,19 +403,28 @@ async fn held(
     range: hektor_topics::record::RingRange,
 ) -> Result<Arc<hektor_indexers::host::HostedShard>, ApiError> {
     let host = state.searcher.host();
-    let found = host
-        .resolve_shard(collection, range, std::time::Duration::from_secs(5))
+    if host.catalog().incarnation(collection) != Some(incarnation) {
+        return Err(not_held(collection, range));
+    }
+    // A shard of the archive tier is restored here first (bounded wait, then 503).
+    match host
+        .resolve_or_restore(collection, range, std::time::Duration::from_secs(5))
         .await
-        .filter(|_| host.catalog().incarnation(collection) == Some(incarnation));
-    found.ok_or_else(|| {
-        ApiError(
-            404,
-            format!(
-                "shard [{:#x}, {:?}) of `{collection}` is not held by this node",
-                range.start, range.end
-            ),
-        )
-    })
+    {
+        Ok(found) => Ok(found),
+        Err(hektor_indexers::host::Unheld::NotHeld) => Err(not_held(collection, range)),
+        Err(other) => Err(ApiError(503, other.to_string())),
+    }
+}
+
+fn not_held(collection: &str, range: hektor_topics::record::RingRange) -> ApiError {
+    ApiError(
+        404,
+        format!(
+            "shard [{:#x}, {:?}) of `{collection}` is not held by this node",
+            range.start, range.end
+        ),
+    )
 }
 
 fn describe(hosted: Option<&HostedCollection>, map: Option<&ShardMap>) -> serde_json::Value {
@@ -505,6 +523,23 @@ async fn show_collection(
     Ok(Json(described).into_response())
 }
 
+/// The archive of a shard in the archive tier as this node knows it: its object location,
+/// bytes and applied offset, and the last failure to archive or restore it.
+fn archive_of(
+    state: &QueryState,
+    collection: &str,
+    range: hektor_topics::record::RingRange,
+) -> serde_json::Value {
+    let host = state.searcher.host();
+    let archived = host.archived(collection, range);
+    json!({
+        "location": archived.as_ref().map(|a| a.location.clone()),
+        "bytes": archived.as_ref().map(|a| a.bytes),
+        "next_offset": archived.as_ref().map(|a| a.next_offset),
+        "error": host.archive_error(collection, range),
+    })
+}
+
 /// The shard maps with hotness: per collection the map's shards (range, replicas, tier,
 /// local facts when this node holds them, the planner's hotness of that shard), the
 /// targets being built, the nodes, and the recent decisions and map changes.
@@ -557,6 +592,9 @@ async fn cluster(State(state): State<QueryState>) -> Response {
                         "hot": field("hot").unwrap_or(json!(false)),
                         "cold": field("cold").unwrap_or(json!(false)),
                         "node": s.replicas.first(),
+                        // Archive tier: where its snapshot lies, as this node knows it.
+                        "archive": (s.tier == hektor_topics::record::Tier::Archive)
+                            .then(|| archive_of(&state, name, s.range)),
                     })
                 })
                 .collect();

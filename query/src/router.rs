@@ -1191,13 +1191,12 @@ impl Searcher {
         call: &ShardSearch,
         query: &[f32],
     ) -> Result<Vec<WireHit>, QueryError> {
+        // A shard of the archive tier is restored here first (bounded wait).
         let shard = self
             .host
-            .resolve_shard(collection, call.range, MAP_WAIT)
+            .resolve_or_restore(collection, call.range, MAP_WAIT)
             .await
-            .ok_or_else(|| {
-                QueryError::NotReady(format!("{collection} (shard not held by this node)"))
-            })?;
+            .map_err(|unheld| unheld_error(collection, unheld))?;
         self.note_shard_search();
         shard_search(&self.pool, &self.events, &shard, call, query.to_vec()).await
     }
@@ -1300,10 +1299,10 @@ impl Searcher {
             let result = if node == routing.me {
                 match self
                     .host
-                    .resolve_shard(collection, shard.range, MAP_WAIT)
+                    .resolve_or_restore(collection, shard.range, MAP_WAIT)
                     .await
                 {
-                    Some(hosted) => shard_get(&hosted, tenant, id).await.map(|v| {
+                    Ok(hosted) => shard_get(&hosted, tenant, id).await.map(|v| {
                         v.map(|v| WireVector {
                             id: v.id,
                             vector: v.vector,
@@ -1313,7 +1312,7 @@ impl Searcher {
                             concurrent: v.concurrent,
                         })
                     }),
-                    None => Err(QueryError::NotReady(collection.into())),
+                    Err(unheld) => Err(unheld_error(collection, unheld)),
                 }
             } else {
                 self.remote_get(&routing, &node, collection, &call).await
@@ -1376,6 +1375,23 @@ impl Searcher {
                 response.text().await.unwrap_or_default()
             ))),
         }
+    }
+}
+
+/// A read's error for a shard this node could not give: not held (the collection is not
+/// ready here), or archived and being restored, or its restore failed (503 either way,
+/// with the reason; the answer carries `Retry-After`).
+fn unheld_error(collection: &str, unheld: hektor_indexers::host::Unheld) -> QueryError {
+    use hektor_indexers::host::Unheld;
+    match unheld {
+        Unheld::NotHeld => {
+            QueryError::NotReady(format!("{collection} (shard not held by this node)"))
+        }
+        Unheld::Restoring { why, .. } => QueryError::Unavailable(format!("{why}; retry shortly")),
+        Unheld::Failed { why, retry_after } => QueryError::Unavailable(format!(
+            "restoring the archived shard failed: {why} (tried again on a read after {} s)",
+            retry_after.as_secs().max(1)
+        )),
     }
 }
 

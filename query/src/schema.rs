@@ -194,6 +194,22 @@ pub struct ClusterShard {
     pub cold: bool,
     /// The preferred replica.
     pub node: Option<String>,
+    /// Archive tier only (null otherwise): where the shard's snapshot lies, as this node
+    /// knows it.
+    pub archive: Option<ShardArchive>,
+}
+
+/// Where an archived shard's snapshot lies (`GET /cluster`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShardArchive {
+    /// The object store folder of the snapshot (null when this node does not know it).
+    pub location: Option<String>,
+    /// Bytes of the snapshot's files.
+    pub bytes: Option<u64>,
+    /// The log offset the snapshot has applied up to (exclusive).
+    pub next_offset: Option<u64>,
+    /// The last failure to archive or restore it, if any.
+    pub error: Option<String>,
 }
 
 /// A member of the cluster as the heartbeats show it.

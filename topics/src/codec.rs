@@ -426,6 +426,7 @@ mod wire {
         Hot,
         Warm,
         Cold,
+        Archive,
     }
 
     #[derive(Serialize, Deserialize)]
@@ -674,6 +675,7 @@ impl private::Body for PlanChange {
                     T::Hot => wire::Tier::Hot,
                     T::Warm => wire::Tier::Warm,
                     T::Cold => wire::Tier::Cold,
+                    T::Archive => wire::Tier::Archive,
                 },
             },
         };
@@ -710,6 +712,7 @@ impl private::Body for PlanChange {
                     wire::Tier::Hot => T::Hot,
                     wire::Tier::Warm => T::Warm,
                     wire::Tier::Cold => T::Cold,
+                    wire::Tier::Archive => T::Archive,
                 },
             },
         };

@@ -280,6 +280,10 @@ pub enum Tier {
     Hot,
     Warm,
     Cold,
+    /// Held by no node's engine: the shard's snapshot lies in object storage (`serve
+    /// --archive-url`) and is restored on demand (a search, or a promotion), then caught
+    /// up from the log.
+    Archive,
 }
 
 /// One change to a collection's shard map.
