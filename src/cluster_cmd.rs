@@ -1,6 +1,7 @@
 //! `hektor cluster`: print a node's `GET /cluster` view as readable tables — the shard map
 //! (range, replicas, tier, and vectors and lag where this node holds the shard) with
-//! hotness; the members; the node's load against its capacity; the map changes this node
+//! hotness; what the stored bytes cost per month by tier; the members; the node's load
+//! against its capacity; the map changes this node
 //! made as controller; and the kinetic planner's recent decisions.
 //!
 //! This module only fetches and formats; the view itself is built by the node.
@@ -111,6 +112,36 @@ pub fn render(view: &Value) -> String {
                 f64_of(s, "p99_ms"),
                 s["tier"].as_str().unwrap_or("?"),
                 replicas.join(","),
+            ));
+        }
+    }
+    let cost = &view["cost"];
+    if let Some(tiers) = cost["tiers"].as_array() {
+        out.push_str(&format!(
+            "\nstorage cost (per month, seed prices): ${:.4}, all hot ${:.4} ({:.1}%)\n",
+            f64_of(cost, "cost_per_month"),
+            f64_of(cost, "cost_all_hot"),
+            f64_of(cost, "ratio_to_all_hot") * 100.0
+        ));
+        out.push_str(&format!(
+            "{:>8}  {:>6}  {:>10}  {:>12}  {:>9}  {:>10}\n",
+            "tier", "copies", "vectors", "MiB", "$/GB-mo", "$/month"
+        ));
+        for t in tiers {
+            out.push_str(&format!(
+                "{:>8}  {:>6}  {:>10}  {:>12.1}  {:>9.3}  {:>10.4}\n",
+                t["tier"].as_str().unwrap_or("?"),
+                u64_of(t, "copies"),
+                u64_of(t, "vectors"),
+                u64_of(t, "bytes") as f64 / (1u64 << 20) as f64,
+                f64_of(t, "price_per_gb_month"),
+                f64_of(t, "cost_per_month"),
+            ));
+        }
+        if u64_of(cost, "archives_unknown") > 0 {
+            out.push_str(&format!(
+                "  ({} archived shards of unknown size not counted)\n",
+                u64_of(cost, "archives_unknown")
             ));
         }
     }

@@ -80,6 +80,42 @@ fn a_shard_changes_tier_while_it_serves() {
         for row in [0, 500, 1499] {
             probe(row);
         }
+        if tier == "cold" {
+            // The storage cost follows the tiers: one shard's bytes at the cold price,
+            // the other's at the hot one (the heartbeats carry the sizes).
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let cost = loop {
+                let (status, view) = get(&format!("{url}/cluster"));
+                assert_eq!(status, 200, "{view}");
+                let cost = view["cost"].clone();
+                let tier_of = |name: &str| {
+                    cost["tiers"]
+                        .as_array()
+                        .and_then(|t| t.iter().find(|t| t["tier"] == json!(name)).cloned())
+                        .unwrap_or_else(|| panic!("no tier {name}: {cost}"))
+                };
+                let (hot, cold) = (tier_of("hot"), tier_of("cold"));
+                if hot["copies"] == json!(1)
+                    && cold["copies"] == json!(1)
+                    && cold["bytes"].as_u64().unwrap() > 0
+                {
+                    break cost;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "cost never showed the tiers: {cost}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            };
+            let (per_month, all_hot) = (
+                cost["cost_per_month"].as_f64().unwrap(),
+                cost["cost_all_hot"].as_f64().unwrap(),
+            );
+            assert!(per_month > 0.0 && per_month < all_hot, "{cost}");
+            let out = hektor(&["cluster", "--url", url]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("storage cost"), "{text}");
+        }
         if tier == "warm" {
             let search = |rescore: bool| {
                 let (status, body) = post(

@@ -10,9 +10,12 @@
 //!   tier at an epoch, changed only by [`hektor_topics::record::PlanAction`]s, and the
 //!   size-triggered splits that produce them.
 //!
+//! - [`cost`]: what the stored bytes cost per month by tier, at the seed's prices.
+//!
 //! It does not read or write the log, watch heartbeats or move data: the plan topic's
 //! writer and the shard hosts do that with these types.
 
+pub mod cost;
 pub mod error;
 pub mod node;
 pub mod placement;

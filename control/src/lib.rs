@@ -41,6 +41,8 @@ pub struct NodeInfo {
     pub address: String,
     pub alive: bool,
     pub leaving: bool,
+    /// The shards its last heartbeat says it holds, with their sizes.
+    pub shards: Vec<hektor_topics::record::HeldShard>,
 }
 
 /// The cluster as routers and hosts follow it.

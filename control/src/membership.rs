@@ -258,6 +258,7 @@ impl Membership {
                         address: hb.address.clone(),
                         alive: self.is_alive(hb, now),
                         leaving: hb.leaving,
+                        shards: hb.shards.clone(),
                     },
                 )
             })

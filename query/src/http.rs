@@ -626,8 +626,24 @@ async fn cluster(State(state): State<QueryState>) -> Response {
             )
         })
         .collect();
+    // Storage cost by tier: every live node's copies (from heartbeats) and the archived
+    // snapshots this node knows.
+    let held: Vec<_> = routing
+        .nodes
+        .values()
+        .filter(|n| n.alive)
+        .flat_map(|n| n.shards.iter().cloned())
+        .collect();
+    let host = state.searcher.host();
+    let cost = hektor_cluster::cost::cost_report(
+        &routing.maps,
+        &held,
+        |collection, range| host.archived(collection, range).map(|a| a.bytes),
+        hektor_cluster::cost::TierPrices::default(),
+    );
     Json(json!({
         "node": routing.me,
+        "cost": cost,
         "planner": planner.as_ref().and_then(|p| p.get("planner")).cloned(),
         "collections": collections,
         "regions": regions(&state),

@@ -123,6 +123,8 @@ pub struct Written {
 pub struct ClusterOverview {
     /// This node's id.
     pub node: String,
+    /// What the stored bytes cost per month by tier, at the seed's prices.
+    pub cost: CostView,
     /// The kinetic planner's state and thresholds (null when the planner is off).
     #[schema(value_type = Option<Object>)]
     pub planner: Option<serde_json::Value>,
@@ -158,6 +160,38 @@ pub struct RegionView {
     /// Wall-clock ms up to which that region has merged this region's partitions, the
     /// least over these shards (from the `seen` vectors on its records; 0: not heard).
     pub has_ours_until_ms: u64,
+}
+
+/// Storage cost by tier in `GET /cluster` (`hektor_cluster::cost`): every copy the live
+/// nodes report holding, priced at its range's tier, plus the archived snapshots this
+/// node knows (one copy each, in object storage).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CostView {
+    /// Dollars per GB-month (10^9 bytes): `hot`, `warm`, `cold`, `archive`.
+    #[schema(value_type = Object)]
+    pub prices: serde_json::Value,
+    /// Hot to archive, empty tiers included.
+    pub tiers: Vec<TierCostView>,
+    pub bytes: u64,
+    pub cost_per_month: f64,
+    /// The same bytes all in the hot tier.
+    pub cost_all_hot: f64,
+    pub ratio_to_all_hot: f64,
+    /// Archived shards whose snapshot size this node does not know (not counted).
+    pub archives_unknown: u64,
+}
+
+/// One tier's share in [`CostView`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TierCostView {
+    pub tier: Tier,
+    /// Shard copies (a shard with two replicas counts twice).
+    pub copies: u64,
+    /// Vectors the holders report (archived snapshots' are not counted).
+    pub vectors: u64,
+    pub bytes: u64,
+    pub price_per_gb_month: f64,
+    pub cost_per_month: f64,
 }
 
 /// One collection in `GET /cluster`.
