@@ -36,10 +36,12 @@
 //! not compute hotness ([`crate::hotness`]), hold the rules ([`crate::decide`]) nor serve
 //! HTTP.
 //!
-//! Where reading starts: each collection's events partitions are read **from offset 0**
-//! when the planner first sees the collection (at start or when it is created), so the
-//! 1-hour and 1-day windows are right after a restart; events older than the longest
-//! window (one day) are skipped before they reach the dataflow. Shard sizes come from the
+//! Where reading starts: when the planner first sees a collection (at start or when it
+//! is created), each events partition is read from the first event appended within the
+//! longest window (one day, plus a minute; `Log::offset_for_time`), so the 1-hour and
+//! 1-day windows are right after a restart without re-reading the topic's whole
+//! retention (7 days); events older than the window are skipped before they reach the
+//! dataflow. Shard sizes come from the
 //! upsert and delete events the node recorded (writes that bypass the HTTP API, e.g. the
 //! Kafka intake, are not counted).
 //!
@@ -628,10 +630,19 @@ async fn track(
         .await
         .map_err(|e| DataflowError::Timely(e.to_string()))??;
     let epoch = last_epoch(log, &spec.name).await?;
+    // Events older than the longest window are never counted: start each partition at
+    // the first one appended since then (a minute's slack for the sinks' batching), not
+    // at offset 0 of a topic that keeps days of events.
+    let since_ms = wall_ms().saturating_sub((WINDOWS[WINDOWS.len() - 1] + 60) * 1000);
+    let mut cursors = Vec::with_capacity(partitions as usize);
+    for partition in 0..partitions {
+        let since = i64::try_from(since_ms).unwrap_or(i64::MAX);
+        cursors.push(log.offset_for_time(&events, partition, since).await?);
+    }
     Ok(Tracked {
         incarnation,
         driver: Some(driver),
-        cursors: vec![0; partitions as usize],
+        cursors,
         history: History {
             epoch,
             ..History::default()

@@ -150,6 +150,18 @@ impl Log for MemLog {
             .and_then(|parts| parts.get(partition as usize))
             .map_or(0, Partition::next))
     }
+
+    async fn offset_for_time(&self, topic: &str, partition: u32, time_ms: i64) -> Result<u64> {
+        let topics = self.topics.lock();
+        let Some(part) = topics.get(topic).and_then(|p| p.get(partition as usize)) else {
+            return Ok(0);
+        };
+        Ok(part
+            .records
+            .iter()
+            .find(|r| r.timestamp_ms >= time_ms)
+            .map_or(part.next(), |r| r.offset))
+    }
 }
 
 /// `std::sync::Mutex` with a `lock()` that does not return a `Result` (a panic in a

@@ -406,6 +406,12 @@ impl Log for EmbeddedLog {
         })
         .await
     }
+
+    async fn offset_for_time(&self, topic: &str, partition: u32, time_ms: i64) -> Result<u64> {
+        let topic = topic.to_string();
+        self.blocking(move |inner| inner.offset_for_time(&topic, partition, time_ms))
+            .await
+    }
 }
 
 impl Inner {
@@ -789,6 +795,51 @@ impl Inner {
             release_pages(value);
         }
         Ok(out)
+    }
+
+    /// A binary search over the partition's chunks by their append time (see
+    /// [`Log::offset_for_time`]): O(log n) lookups, each reading one chunk's header.
+    fn offset_for_time(&self, topic: &str, partition: u32, time_ms: i64) -> Result<u64> {
+        let rtxn = self.env.read_txn().ctx(self)?;
+        let meta = self.meta_of(&rtxn, topic)?;
+        check_partition(topic, &meta, partition)?;
+        let head = self.head(&rtxn, meta.id, partition)?;
+        let prefix = head_key(meta.id, partition);
+        let offset_of = |key: &[u8]| be_u64(key.get(8..).unwrap_or_default(), "record key");
+        let mut lo = match self
+            .records
+            .get_greater_than_or_equal_to(&rtxn, &record_key(meta.id, partition, 0))
+            .ctx(self)?
+        {
+            Some((key, _)) if key.starts_with(&prefix) => offset_of(key)?,
+            _ => return Ok(head),
+        };
+        // Every record before `lo` is older than `time_ms`; `lo` is a chunk's key.
+        let mut hi = head;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some((key, value)) = self
+                .records
+                .get_lower_than_or_equal_to(&rtxn, &record_key(meta.id, partition, mid))
+                .ctx(self)?
+            else {
+                break;
+            };
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let base = offset_of(key)?;
+            if chunk_timestamp(value)? < time_ms {
+                // The whole chunk is older: the answer is past it.
+                lo = match self.records.get_greater_than(&rtxn, key).ctx(self)? {
+                    Some((next, _)) if next.starts_with(&prefix) => offset_of(next)?,
+                    _ => head,
+                };
+            } else {
+                hi = base;
+            }
+        }
+        Ok(lo)
     }
 
     fn compact_topic(&self, topic_id: u32) -> Result<usize> {

@@ -416,6 +416,40 @@ impl Inner {
         }
     }
 
+    /// The first offset at or after `time_ms` (see [`Log::offset_for_time`]): the broker's
+    /// `ListOffsets` by timestamp; a partition with nothing that new answers its end.
+    fn offset_for_time(&self, topic: &str, partition: u32, time_ms: i64) -> Result<u64> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, partition as i32, Offset::Offset(time_ms.max(0)))
+            .map_err(|e| kafka_error(format!("asking the offset of {topic}/{partition}"), e))?;
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let found = loop {
+            match self.meta.offsets_for_times(list.clone(), REQUEST_TIMEOUT) {
+                Ok(found) => break found,
+                Err(e) if is_unknown_topic(&e) => {
+                    return Err(LogError::UnknownTopic(topic.to_string()));
+                }
+                Err(e) if is_leader_moving(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    return Err(kafka_error(
+                        format!("asking the offset of {topic}/{partition} at {time_ms} ms"),
+                        e,
+                    ));
+                }
+            }
+        };
+        let offset = found
+            .find_partition(topic, partition as i32)
+            .map(|p| p.offset());
+        match offset {
+            Some(Offset::Offset(o)) if o >= 0 => Ok(o as u64),
+            // No record that new: the end of the partition.
+            _ => Ok(self.watermarks(&self.meta, topic, partition)?.1),
+        }
+    }
+
     /// Drop what is cached about a topic. Call from async code: the readers are closed on
     /// a blocking thread (closing a librdkafka client joins its threads).
     fn forget_topic(&self, topic: &str) {
@@ -1029,6 +1063,22 @@ impl Log for KafkaLog {
                 })?;
         let (_, high) = self.forget_if_gone(result)?;
         Ok(high)
+    }
+
+    async fn offset_for_time(&self, topic: &str, partition: u32, time_ms: i64) -> Result<u64> {
+        self.check_partition(topic, partition).await?;
+        let inner = self.inner.clone();
+        let name = topic.to_string();
+        let result =
+            tokio::task::spawn_blocking(move || inner.offset_for_time(&name, partition, time_ms))
+                .await
+                .map_err(|e| {
+                    join_error(
+                        format!("asking the offset of {topic}/{partition} at {time_ms} ms"),
+                        e,
+                    )
+                })?;
+        self.forget_if_gone(result)
     }
 }
 

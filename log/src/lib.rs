@@ -110,4 +110,10 @@ pub trait Log: Send + Sync + 'static {
 
     /// The offset the next record appended to this partition will get.
     async fn high_watermark(&self, topic: &str, partition: u32) -> Result<u64>;
+
+    /// The offset of the first record appended at or after `time_ms` (ms since the Unix
+    /// epoch, by the record's timestamp), or the high watermark when every record is
+    /// older: where a reader that wants only recent records starts. Assumes timestamps do
+    /// not decrease along the partition (Kafka's `offsetsForTimes` does the same).
+    async fn offset_for_time(&self, topic: &str, partition: u32, time_ms: i64) -> Result<u64>;
 }

@@ -56,6 +56,7 @@ conformance_cases!(
     order_and_dense_offsets,
     replay_paging_and_waiting,
     high_watermark_counts,
+    offsets_for_time,
     concurrent_producers,
     big_batch,
     restart_durability,

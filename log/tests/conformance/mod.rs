@@ -364,6 +364,53 @@ pub async fn high_watermark_counts(backend: &dyn Backend, prefix: &str) {
     delete(&*log, &topic).await;
 }
 
+/// 4b. `offset_for_time`: the first record appended at or after a time, the high watermark
+///     when none is that new, 0 on an empty partition.
+pub async fn offsets_for_time(backend: &dyn Backend, prefix: &str) {
+    let log = backend.open().await;
+    let topic = unique_topic(prefix, "for-time");
+    log.ensure_topic(&retained(&topic, 2)).await.unwrap();
+    let now_ms = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let before = now_ms();
+    // Older records in several appends (several chunks), then a gap, then newer ones.
+    for i in 0..3 {
+        log.append(&topic, 0, vec![record(None, format!("old {i}"))])
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let between = now_ms();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let newer: Vec<_> = (0..300).map(|i| record(None, format!("new {i}"))).collect();
+    log.append(&topic, 0, newer).await.unwrap();
+    log.append(&topic, 0, vec![record(None, "newest")])
+        .await
+        .unwrap();
+    assert_eq!(
+        log.offset_for_time(&topic, 0, before - 1_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(log.offset_for_time(&topic, 0, between).await.unwrap(), 3);
+    assert_eq!(
+        log.offset_for_time(&topic, 0, now_ms() + 60_000)
+            .await
+            .unwrap(),
+        304
+    );
+    assert_eq!(log.offset_for_time(&topic, 1, between).await.unwrap(), 0);
+    let from = log.offset_for_time(&topic, 0, between).await.unwrap();
+    let read = read_exactly(&*log, &topic, 0, from, 1).await;
+    assert_eq!(read[0].record.value, b"new 0".to_vec());
+    delete(&*log, &topic).await;
+}
+
 /// 5. Four concurrent producers, 2,000 records each in batches, to one partition: every
 ///    record exactly once, offsets dense, each producer's records in its order.
 pub async fn concurrent_producers(backend: &dyn Backend, prefix: &str) {
