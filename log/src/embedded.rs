@@ -1141,19 +1141,9 @@ fn encode_record(
     record: &LogRecord,
 ) -> std::io::Result<()> {
     let flags = if record.key.is_some() { HAS_KEY } else { 0 };
-    let key = record.key.as_deref().unwrap_or_default();
     out.write_all(&[RECORD_VERSION, flags])?;
     out.write_all(&timestamp_ms.to_le_bytes())?;
-    out.write_all(&(key.len() as u32).to_le_bytes())?;
-    out.write_all(key)?;
-    out.write_all(&(record.headers.len() as u32).to_le_bytes())?;
-    for (name, value) in &record.headers {
-        out.write_all(&(name.len() as u32).to_le_bytes())?;
-        out.write_all(name.as_bytes())?;
-        out.write_all(&(value.len() as u32).to_le_bytes())?;
-        out.write_all(value)?;
-    }
-    out.write_all(&record.value)
+    encode_key_headers_value(out, record)
 }
 
 // Stored chunk layout (little-endian), what appends write since format 2: one LMDB value
@@ -1210,8 +1200,13 @@ fn chunk_len(records: &[LogRecord]) -> usize {
 
 fn encode_body(out: &mut impl Write, record: &LogRecord) -> std::io::Result<()> {
     let flags = if record.key.is_some() { HAS_KEY } else { 0 };
-    let key = record.key.as_deref().unwrap_or_default();
     out.write_all(&[flags])?;
+    encode_key_headers_value(out, record)
+}
+
+/// What both layouts write after the flags (and, in version 1, the timestamp).
+fn encode_key_headers_value(out: &mut impl Write, record: &LogRecord) -> std::io::Result<()> {
+    let key = record.key.as_deref().unwrap_or_default();
     out.write_all(&(key.len() as u32).to_le_bytes())?;
     out.write_all(key)?;
     out.write_all(&(record.headers.len() as u32).to_le_bytes())?;

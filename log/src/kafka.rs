@@ -229,6 +229,29 @@ fn kafka_error(context: impl fmt::Display, error: impl fmt::Display) -> LogError
     LogError::Kafka(format!("{context}: {error}"))
 }
 
+/// Run a metadata request of `topic` on a blocking thread, again (for up to
+/// [`REQUEST_TIMEOUT`]) while a partition's leader moves; an unknown topic is
+/// [`LogError::UnknownTopic`], any other failure a Kafka error saying `what` was asked.
+fn retry_metadata<T>(
+    topic: &str,
+    what: impl Fn() -> String,
+    mut request: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        match request() {
+            Ok(found) => return Ok(found),
+            Err(e) if is_unknown_topic(&e) => {
+                return Err(LogError::UnknownTopic(topic.to_string()));
+            }
+            Err(e) if is_leader_moving(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(kafka_error(what(), e)),
+        }
+    }
+}
+
 fn join_error(context: impl fmt::Display, error: tokio::task::JoinError) -> LogError {
     LogError::Kafka(format!("{context}: the blocking task failed: {error}"))
 }
@@ -396,24 +419,12 @@ impl Inner {
     /// A partition whose leadership is moving (just created, or its broker restarting)
     /// answers "not leader" for a moment: that is retried, within [`REQUEST_TIMEOUT`].
     fn watermarks(&self, client: &BaseConsumer, topic: &str, partition: u32) -> Result<(u64, u64)> {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            match client.fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT) {
-                Ok((low, high)) => return Ok((low.max(0) as u64, high.max(0) as u64)),
-                Err(e) if is_unknown_topic(&e) => {
-                    return Err(LogError::UnknownTopic(topic.to_string()));
-                }
-                Err(e) if is_leader_moving(&e) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => {
-                    return Err(kafka_error(
-                        format!("fetching the watermarks of {topic}/{partition}"),
-                        e,
-                    ));
-                }
-            }
-        }
+        let (low, high) = retry_metadata(
+            topic,
+            || format!("fetching the watermarks of {topic}/{partition}"),
+            || client.fetch_watermarks(topic, partition as i32, REQUEST_TIMEOUT),
+        )?;
+        Ok((low.max(0) as u64, high.max(0) as u64))
     }
 
     /// The first offset at or after `time_ms` (see [`Log::offset_for_time`]): the broker's
@@ -422,24 +433,11 @@ impl Inner {
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(topic, partition as i32, Offset::Offset(time_ms.max(0)))
             .map_err(|e| kafka_error(format!("asking the offset of {topic}/{partition}"), e))?;
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let found = loop {
-            match self.meta.offsets_for_times(list.clone(), REQUEST_TIMEOUT) {
-                Ok(found) => break found,
-                Err(e) if is_unknown_topic(&e) => {
-                    return Err(LogError::UnknownTopic(topic.to_string()));
-                }
-                Err(e) if is_leader_moving(&e) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => {
-                    return Err(kafka_error(
-                        format!("asking the offset of {topic}/{partition} at {time_ms} ms"),
-                        e,
-                    ));
-                }
-            }
-        };
+        let found = retry_metadata(
+            topic,
+            || format!("asking the offset of {topic}/{partition} at {time_ms} ms"),
+            || self.meta.offsets_for_times(list.clone(), REQUEST_TIMEOUT),
+        )?;
         let offset = found
             .find_partition(topic, partition as i32)
             .map(|p| p.offset());
