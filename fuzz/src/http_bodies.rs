@@ -116,6 +116,7 @@ pub fn run(data: &[u8]) {
                 timeout_ms: request.consistency.as_ref().and_then(|c| c.timeout_ms),
                 effort: request.effort,
                 rescore: request.rescore,
+                floor: None,
             };
             if as_shard_call.check(dimension).is_ok() {
                 if let Some(tenant) = request.tenant.as_deref() {
