@@ -86,6 +86,14 @@ impl Api {
         Ok(permit)
     }
 
+    /// The collection named by a read, or `NOT_FOUND` as the REST routes answer 404.
+    async fn known(&self, collection: String) -> Result<String, Status> {
+        match self.searcher.host().catalog().resolve(&collection).await {
+            Some(_) => Ok(collection),
+            None => Err(GrpcError::from(QueryError::UnknownCollection(collection)).into()),
+        }
+    }
+
     /// `Search`: one query, as `POST /collections/{c}/search`.
     pub async fn search(
         &self,
@@ -93,17 +101,7 @@ impl Api {
     ) -> Result<Response<pb::SearchResponse>, Status> {
         let (metadata, _, mut message) = request.into_parts();
         let _permit = self.admit(metadata, &message.collection, "search")?;
-        let collection = std::mem::take(&mut message.collection);
-        if self
-            .searcher
-            .host()
-            .catalog()
-            .resolve(&collection)
-            .await
-            .is_none()
-        {
-            return Err(GrpcError::from(QueryError::UnknownCollection(collection)).into());
-        }
+        let collection = self.known(std::mem::take(&mut message.collection)).await?;
         let request = search_request(message)?;
         let response = self
             .searcher
@@ -125,17 +123,7 @@ impl Api {
     ) -> Result<Response<pb::BatchSearchResponse>, Status> {
         let (metadata, _, mut message) = request.into_parts();
         let _permit = self.admit(metadata, &message.collection, "search/batch")?;
-        let collection = std::mem::take(&mut message.collection);
-        if self
-            .searcher
-            .host()
-            .catalog()
-            .resolve(&collection)
-            .await
-            .is_none()
-        {
-            return Err(GrpcError::from(QueryError::UnknownCollection(collection)).into());
-        }
+        let collection = self.known(std::mem::take(&mut message.collection)).await?;
         let device = match message.device.as_str() {
             "" | "auto" => Device::Auto,
             "cpu" => Device::Cpu,
