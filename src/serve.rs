@@ -173,6 +173,15 @@ pub struct ServeArgs {
     /// to cold (milliseconds).
     #[arg(long, default_value_t = 86_400_000)]
     pub tier_cold_dwell_ms: u64,
+    /// Archive a cold shard whose rate stays below --tier-archive-qps this long
+    /// (milliseconds) to --archive-url's object store; a read restores it. Unset: the
+    /// planner never archives (an operator still can, with `hektor shard tier`).
+    #[arg(long)]
+    pub tier_archive_dwell_ms: Option<u64>,
+    /// A cold shard below this many queries per second (over the last minute) for
+    /// --tier-archive-dwell-ms is archived; below --tier-cold-qps.
+    #[arg(long, default_value_t = 0.01)]
+    pub tier_archive_qps: f64,
     /// At most this many tier changes a minute (the planner decides at most 2 a round).
     #[arg(long, default_value_t = 4)]
     pub tier_moves_per_min: usize,
@@ -904,6 +913,8 @@ fn planner_config(args: &ServeArgs) -> anyhow::Result<hektor_dataflow::planner::
         promote_dwell_ms: args.tier_dwell_ms,
         demote_dwell_ms: args.tier_demote_dwell_ms,
         cold_dwell_ms: args.tier_cold_dwell_ms,
+        archive_qps: args.tier_archive_qps,
+        archive_dwell_ms: args.tier_archive_dwell_ms,
         hot_budget_bytes: args
             .hot_budget_mb
             .checked_mul(1 << 20)
@@ -918,8 +929,12 @@ fn planner_config(args: &ServeArgs) -> anyhow::Result<hektor_dataflow::planner::
         moves_per_round: args.tier_moves_per_min.min(2),
         ..Default::default()
     };
+    anyhow::ensure!(
+        args.tier_archive_dwell_ms.is_none() || args.archive_url.is_some(),
+        "--tier-archive-dwell-ms archives shards to an object store: give it one with --archive-url"
+    );
     config.tiering.validate().context(
-        "checking --tier-promote-qps, --tier-demote-qps, --tier-cold-qps and --tier-moves-per-min",
+        "checking --tier-promote-qps, --tier-demote-qps, --tier-cold-qps, --tier-archive-qps and --tier-moves-per-min",
     )?;
     Ok(config)
 }

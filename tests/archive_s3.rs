@@ -21,56 +21,6 @@ use hektor_archive::object_store::ObjectStore;
 use hektor_topics::record::RingRange;
 use serde_json::{json, Value};
 
-/// The S3 server's endpoint, bucket, access key and secret.
-struct S3 {
-    endpoint: String,
-    bucket: String,
-    key: String,
-    secret: String,
-}
-
-fn s3_server() -> Option<S3> {
-    let from_env = |endpoint: String| S3 {
-        endpoint,
-        bucket: std::env::var("HEKTOR_S3_BUCKET").unwrap_or_else(|_| "hektor".into()),
-        key: std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "hektor".into()),
-        secret: std::env::var("AWS_SECRET_ACCESS_KEY")
-            .unwrap_or_else(|_| "hektor-test-secret".into()),
-    };
-    if let Ok(endpoint) = std::env::var("HEKTOR_S3_ENDPOINT") {
-        return Some(from_env(endpoint));
-    }
-    assert!(
-        !is_ci(),
-        "CI=true but HEKTOR_S3_ENDPOINT is unset: .ci/run starts s3proxy with scripts/s3.sh and exports it"
-    );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .arg("start")
-        .output()
-        .expect("run scripts/s3.sh");
-    if !out.status.success() {
-        eprintln!(
-            "SKIPPED tests/archive_s3.rs: no S3 server (HEKTOR_S3_ENDPOINT unset and scripts/s3.sh start failed: {})",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let endpoint = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("HEKTOR_S3_ENDPOINT="))
-        .expect("scripts/s3.sh start prints HEKTOR_S3_ENDPOINT")
-        .to_owned();
-    Some(S3 {
-        endpoint,
-        bucket: "hektor".into(),
-        key: "hektor".into(),
-        secret: "hektor-test-secret".into(),
-    })
-}
-
 fn hektor(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_hektor"))
         .args(args)
@@ -186,27 +136,16 @@ fn brute_force(
 
 #[test]
 fn a_cold_shard_is_archived_to_s3_and_restored_by_a_search() {
-    let Some(s3) = s3_server() else { return };
+    let Some(s3) = s3::server("tests/archive_s3.rs") else {
+        return;
+    };
     let prefix = unique("archive");
     let archive_url = format!("s3://{}/{prefix}", s3.bucket);
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(
-        dir.path(),
-        None,
-        &[
-            "--engine",
-            "hnsw",
-            "--no-planner",
-            "--archive-url",
-            &archive_url,
-            "--archive-endpoint",
-            &s3.endpoint,
-            "--archive-access-key-id",
-            &s3.key,
-            "--archive-secret-access-key",
-            &s3.secret,
-        ],
-    );
+    let mut args = vec!["--engine".to_owned(), "hnsw".into(), "--no-planner".into()];
+    args.extend(s3.serve_args(&prefix));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = start_server(dir.path(), None, &args);
     let url = &server.url;
     create_collection(url, "c", 384, 4);
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/debian-minilm-384-sample");

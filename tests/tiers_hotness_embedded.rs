@@ -8,9 +8,11 @@
 //! every shard leaves the hot tier and ends cold; then a skewed load (tenant A ~30 qps,
 //! tenant B ~10 qps, the other two none): A's shard is promoted to hot, B's (hot-worthy
 //! too, but the budget is full and its rate is not twice below A's to evict it) goes to
-//! warm, the two idle ones stay cold. Every decision's reason is in `GET /cluster`; no
-//! query fails; no vector is lost; from the moment the load's excess was shed, the hot
-//! tier never exceeds the budget.
+//! warm, the two idle ones, never read, are archived by the planner to a real S3 server
+//! (s3proxy, `tests/common/s3.rs`) and their local copies removed; then a search of each
+//! idle tenant restores its shard from the bucket with exact answers. Every decision's
+//! reason is in `GET /cluster`; no query fails; no vector is lost; from the moment the
+//! load's excess was shed, the hot tier never exceeds the budget.
 
 mod common;
 
@@ -111,35 +113,42 @@ fn decided(cluster: &Value, position: u64, tier: &str) -> Option<Value> {
 
 #[test]
 fn shards_move_between_tiers_by_hotness_within_the_hot_budget() {
+    let Some(s3) = s3::server("tests/tiers_hotness_embedded.rs") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(
-        dir.path(),
-        None,
-        &[
-            "--engine",
-            "hnsw",
-            "--planner-interval-ms",
-            "300",
-            "--heartbeat-ms",
-            "300",
-            "--hot-budget-mb",
-            &BUDGET_MIB.to_string(),
-            "--tier-promote-qps",
-            "2",
-            "--tier-demote-qps",
-            "0.5",
-            "--tier-cold-qps",
-            "0.05",
-            "--tier-dwell-ms",
-            "1500",
-            "--tier-demote-dwell-ms",
-            "2000",
-            "--tier-cold-dwell-ms",
-            "2000",
-            "--tier-moves-per-min",
-            "60",
-        ],
-    );
+    let mut args: Vec<String> = [
+        "--engine",
+        "hnsw",
+        "--planner-interval-ms",
+        "300",
+        "--heartbeat-ms",
+        "300",
+        "--hot-budget-mb",
+        &BUDGET_MIB.to_string(),
+        "--tier-promote-qps",
+        "2",
+        "--tier-demote-qps",
+        "0.5",
+        "--tier-cold-qps",
+        "0.05",
+        "--tier-dwell-ms",
+        "1500",
+        "--tier-demote-dwell-ms",
+        "2000",
+        "--tier-cold-dwell-ms",
+        "2000",
+        "--tier-moves-per-min",
+        "60",
+        "--tier-archive-dwell-ms",
+        "5000",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(s3.serve_args(&unique("tiers")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = start_server(dir.path(), None, &args);
     let url = server.url.clone();
     create_collection(&url, "h", DIM, 4);
     let tenants = tenants();
@@ -181,12 +190,13 @@ fn shards_move_between_tiers_by_hotness_within_the_hot_budget() {
     let idle = [tenants[2].1.start, tenants[3].1.start];
 
     // Phase 1: no queries. Four hot shards exceed the budget and none is queried: all
-    // leave the hot tier and end cold, each change with its reason.
+    // leave the hot tier and end cold, each change with its reason (the first may be on
+    // its way to the archive already).
     let deadline = Instant::now() + Duration::from_secs(60);
     let settled = loop {
         let c = cluster(&url);
         let tiers: Vec<String> = tenants.iter().map(|(_, r)| tier_of(&c, r.start)).collect();
-        if tiers.iter().all(|t| t == "cold") {
+        if tiers.iter().all(|t| t == "cold" || t == "archive") {
             break c;
         }
         assert!(
@@ -276,18 +286,24 @@ fn shards_move_between_tiers_by_hotness_within_the_hot_budget() {
             .any(|w| w["range"] == b_range && w["why"].as_str().unwrap_or("").contains("is full"))
             || decided(&c, b, "warm")
                 .is_some_and(|d| d["reason"].as_str().unwrap_or("").contains("is full"));
+        // The idle shards, never read, end in the bucket (their local copies removed).
+        let archived = |p: u64| {
+            let s = shard_of(&c, p);
+            s["tier"] == "archive" && s["archive"]["location"].is_string()
+        };
         let done = tier_of(&c, a) == "hot"
             && tier_of(&c, b) == "warm"
             && b_blocked
-            && idle.iter().all(|p| tier_of(&c, *p) == "cold");
+            && idle.iter().all(|p| archived(*p));
         if done {
             break c;
         }
         assert!(
             Instant::now() < deadline,
-            "A never hot / B never warm: A {}, B {}; {}",
+            "A never hot / B never warm / idle never archived: A {}, B {}, idle {:?}; {}",
             tier_of(&c, a),
             tier_of(&c, b),
+            idle.map(|p| shard_of(&c, p)),
             c["planner"]["tiering"]
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -317,6 +333,15 @@ fn shards_move_between_tiers_by_hotness_within_the_hot_budget() {
             && reason.contains("fits the hot budget"),
         "{reason}"
     );
+    for p in idle {
+        let d = decided(&end, p, "archive").expect("an idle shard's archiving");
+        let reason = d["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("tier: cold → archive: qps 0.0 < archive 0.01 for"),
+            "{reason}"
+        );
+        assert!(shard_of(&end, p)["archive"]["bytes"].as_u64().unwrap() > 0);
+    }
     let warm = decided(&end, b, "warm").expect("B's move to warm");
     let reason = warm["reason"].as_str().unwrap();
     assert!(reason.starts_with("tier: cold → warm: qps "), "{reason}");
@@ -326,7 +351,7 @@ fn shards_move_between_tiers_by_hotness_within_the_hot_budget() {
         end["planner"]["tiering"]
     );
     // The node reports the engines: A's shard on the hot engine, B's on the warm one,
-    // the idle ones on the cold one (once their rebuilds are done).
+    // the archived ones on none (once their rebuilds are done).
     let engine_of = |info: &Value, p: u64| {
         info["shards"]
             .as_array()
@@ -346,7 +371,7 @@ fn shards_move_between_tiers_by_hotness_within_the_hot_budget() {
             .iter()
             .map(|p| engine_of(&info, *p))
             .collect();
-        if engines == [json!("hnsw"), json!("warm"), json!("cold"), json!("cold")] {
+        if engines == [json!("hnsw"), json!("warm"), Value::Null, Value::Null] {
             break info;
         }
         assert!(
@@ -378,7 +403,79 @@ fn shards_move_between_tiers_by_hotness_within_the_hot_budget() {
     );
     assert_eq!(failures.load(Ordering::Relaxed), 0, "some searches failed");
     assert!(served.load(Ordering::Relaxed) > 100);
-    assert_eq!(count(&url), total as u64, "vectors lost");
+
+    // Phase 3: a search of each idle tenant restores its shard from the bucket (the read
+    // waits for the restore; a 503 must carry Retry-After and is retried) and answers
+    // exactly: the scores of brute force over the tenant's rows.
+    let mut unavailable = 0;
+    for t in [2, 3] {
+        let (tenant, range) = &tenants[t];
+        let rows: Vec<Vec<f32>> = (0..PER_TENANT)
+            .map(|i| vector(t * PER_TENANT + i))
+            .collect();
+        for q in 0..3 {
+            let query = vector(t * PER_TENANT + 1 + q * 500);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let hits = loop {
+                let resp = client()
+                    .post(format!("{url}/collections/h/search"))
+                    .json(&json!({"vector": query, "k": 5, "tenant": tenant,
+                                  "consistency": {"after": token}}))
+                    .send()
+                    .expect("search sent");
+                let status = resp.status().as_u16();
+                let retry = resp.headers().contains_key("retry-after");
+                let body: Value = resp.json().unwrap_or(Value::Null);
+                if status == 200 {
+                    break body["hits"].as_array().cloned().unwrap_or_default();
+                }
+                assert!(
+                    status == 503 && retry,
+                    "a search of an archived shard failed: {status} {body}"
+                );
+                unavailable += 1;
+                assert!(Instant::now() < deadline, "never restored: {body}");
+                std::thread::sleep(Duration::from_millis(300));
+            };
+            let mut exact: Vec<f64> = rows.iter().map(|r| cosine(r, &query)).collect();
+            exact.sort_by(|x, y| y.total_cmp(x));
+            let got: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+            assert_eq!(got.len(), 5, "{hits:?}");
+            for (g, e) in got.iter().zip(&exact) {
+                assert!(
+                    (g - e).abs() < 1e-3,
+                    "restored answers {got:?}, exact {:?}",
+                    &exact[..5]
+                );
+            }
+        }
+        // The host asks the controller for cold once it restored the shard.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tier_of(&cluster(&url), range.start) == "archive" {
+            assert!(
+                Instant::now() < deadline,
+                "restored, yet the map still says archive"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    eprintln!("restores: {unavailable} answers 503 + Retry-After while restoring");
+    // Every vector is back: none lost to the archive.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&url) != total as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "vectors lost: {} of {total}",
+            count(&url)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    f64::from(dot / (norm(a) * norm(b)))
 }
 
 #[test]
@@ -395,6 +492,21 @@ fn bad_tiering_flags_are_refused_with_a_reason() {
         ),
         (vec!["--tier-moves-per-min", "0"], "at least 1"),
         (vec!["--tier-promote-qps", "NaN"], "finite"),
+        (
+            vec!["--tier-archive-dwell-ms", "1000"],
+            "give it one with --archive-url",
+        ),
+        (
+            vec![
+                "--tier-archive-dwell-ms",
+                "1000",
+                "--archive-url",
+                "file:///tmp/hektor-never-used",
+                "--tier-archive-qps",
+                "0.5",
+            ],
+            "archive qps (0.5) must be below the cold qps",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_hektor"))

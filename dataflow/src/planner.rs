@@ -977,6 +977,8 @@ fn tiering_view(config: &TieringConfig, v: &View) -> Value {
         "promote_dwell_ms": config.promote_dwell_ms,
         "demote_dwell_ms": config.demote_dwell_ms,
         "cold_dwell_ms": config.cold_dwell_ms,
+        "archive_qps": config.archive_qps,
+        "archive_dwell_ms": config.archive_dwell_ms,
         "hot_budget_bytes": config.hot_budget_bytes,
         "moves_per_min": config.moves_per_min,
         "moves_per_round": config.moves_per_round,

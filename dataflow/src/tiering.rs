@@ -10,11 +10,16 @@
 //! **Bands.** A shard's rate is its queries over the last minute / 60 (`qps`). With
 //! `promote_qps` P > `demote_qps` D > `cold_qps` C:
 //!
-//! | tier now | qps ≥ P | D ≤ qps < P | C ≤ qps < D | qps < C |
-//! |---|---|---|---|---|
-//! | hot  | stay | stay | → warm | → warm |
-//! | warm | → hot | stay | stay | → cold |
-//! | cold | → hot | → warm | stay | stay |
+//! | tier now | qps ≥ P | D ≤ qps < P | C ≤ qps < D | A ≤ qps < C | qps < A |
+//! |---|---|---|---|---|---|
+//! | hot  | stay | stay | → warm | → warm | → warm |
+//! | warm | → hot | stay | stay | → cold | → cold |
+//! | cold | → hot | → warm | stay | stay | → archive (only with `archive_dwell_ms`) |
+//! | archive | stay | stay | stay | stay | stay |
+//!
+//! `archive_qps` A (below C) is the archive band, used only when archiving is on
+//! (`archive_dwell_ms`, its own dwell; off by default, as it needs an object store). An archived shard is brought back by a read (its host restores
+//! it and asks for cold), never by the policy: nothing reads it, so its rate is zero.
 //!
 //! The gaps between P and D and between D and C are the hysteresis: a shard promoted at
 //! P is demoted only below D, a warm shard demoted to cold below C comes back to warm only
@@ -47,7 +52,9 @@
 //! planner's longest window is one day, so the defaults keep the seed's shape in shard
 //! terms: hot from 20 queries/s sustained for 30 s, back to warm below 5 queries/s for an
 //! hour, to cold below 0.1 queries/s (fewer than 6 a minute) for a day; at most 4 changes
-//! a minute. Every setting is a `hektor serve` flag, so a test shows the policy in seconds.
+//! a minute. The seed archives a vector cold for 180 days; archiving here is off unless
+//! `archive_dwell_ms` is set (`--tier-archive-dwell-ms`, which needs `--archive-url`).
+//! Every setting is a `hektor serve` flag, so a test shows the policy in seconds.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -82,6 +89,12 @@ pub struct TieringConfig {
     pub demote_dwell_ms: u64,
     /// Dwell before warm → cold (ms).
     pub cold_dwell_ms: u64,
+    /// A cold shard below this rate wants the archive tier (only with
+    /// `archive_dwell_ms`).
+    pub archive_qps: f64,
+    /// Dwell before cold → archive (ms); `None`: the policy never archives (a node
+    /// without an object store, or an operator who archives by hand).
+    pub archive_dwell_ms: Option<u64>,
     /// Memory for hot shards per node, in bytes ([`hot_bytes`]).
     pub hot_budget_bytes: u64,
     /// Tier changes decided in any 60 s.
@@ -105,6 +118,8 @@ impl Default for TieringConfig {
             promote_dwell_ms: 30_000,
             demote_dwell_ms: 3_600_000,
             cold_dwell_ms: 86_400_000,
+            archive_qps: 0.01,
+            archive_dwell_ms: None,
             hot_budget_bytes: 8 << 30,
             moves_per_min: 4,
             moves_per_round: 2,
@@ -123,6 +138,7 @@ impl TieringConfig {
             ("promote qps", self.promote_qps),
             ("demote qps", self.demote_qps),
             ("cold qps", self.cold_qps),
+            ("archive qps", self.archive_qps),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return bad(format!(
@@ -140,6 +156,12 @@ impl TieringConfig {
             return bad(format!(
                 "the tier cold qps ({}) must be below the demote qps ({})",
                 self.cold_qps, self.demote_qps
+            ));
+        }
+        if self.archive_dwell_ms.is_some() && self.archive_qps >= self.cold_qps {
+            return bad(format!(
+                "the tier archive qps ({}) must be below the cold qps ({})",
+                self.archive_qps, self.cold_qps
             ));
         }
         if self.hot_budget_bytes == 0 {
@@ -160,6 +182,8 @@ impl TieringConfig {
     fn dwell_ms(&self, from: Tier, to: Tier) -> u64 {
         if to < from {
             self.promote_dwell_ms
+        } else if to == Tier::Archive {
+            self.archive_dwell_ms.unwrap_or(u64::MAX)
         } else if to == Tier::Cold {
             self.cold_dwell_ms
         } else {
@@ -177,8 +201,12 @@ impl TieringConfig {
             Tier::Warm => Tier::Warm,
             Tier::Cold if qps >= self.promote_qps => Tier::Hot,
             Tier::Cold if qps >= self.demote_qps => Tier::Warm,
+            Tier::Cold if self.archive_dwell_ms.is_some() && qps < self.archive_qps => {
+                Tier::Archive
+            }
             Tier::Cold => Tier::Cold,
-            // Archiving and restoring are the operator's (and a query's) to ask for.
+            // A read restores an archived shard (its host then asks for cold); the
+            // policy never brings one back by itself: nothing reads it.
             Tier::Archive => Tier::Archive,
         }
     }
@@ -599,7 +627,9 @@ pub fn plan_tiers(
         if state.pending.contains_key(&s.key()) {
             continue;
         }
-        let (threshold, name) = if want == Tier::Cold {
+        let (threshold, name) = if want == Tier::Archive {
+            (config.archive_qps, "archive")
+        } else if want == Tier::Cold {
             (config.cold_qps, "cold")
         } else {
             (config.demote_qps, "demote")
@@ -763,6 +793,59 @@ mod tests {
         // Hot → warm after 60 s; warm → cold 120 s after the first round that saw it
         // warm (70 s).
         assert_eq!(changes, vec![(60, Tier::Warm), (190, Tier::Cold)]);
+    }
+
+    #[test]
+    fn an_unread_cold_shard_is_archived_only_when_archiving_is_on() {
+        let mut shards = vec![
+            shard(0, Tier::Cold, 0.0, 1_000, &["a"]),
+            // Read now and then: above the archive rate, below cold.
+            shard(1, Tier::Cold, 0.05, 1_000, &["a"]),
+        ];
+        // Off (the default): a cold shard nobody reads stays cold for ever.
+        let mut state = TieringState::default();
+        for t in 0..100 {
+            let plan = plan_tiers(&shards, &config(), &mut state, t * 10_000);
+            assert!(plan.decisions.is_empty(), "{plan:?}");
+        }
+        let c = TieringConfig {
+            archive_dwell_ms: Some(300_000),
+            ..config()
+        };
+        let mut state = TieringState::default();
+        let mut changes = Vec::new();
+        for t in 0..100 {
+            let plan = plan_tiers(&shards, &c, &mut state, t * 10_000);
+            apply(&mut shards, &plan);
+            changes.extend(
+                plan.decisions
+                    .iter()
+                    .map(|d| (t * 10, d.range, d.to, d.reason.clone())),
+            );
+        }
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let (at, range, to, reason) = &changes[0];
+        assert_eq!(
+            (*at, *range, *to),
+            (300, shard(0, Tier::Cold, 0.0, 0, &[]).range, Tier::Archive)
+        );
+        assert!(
+            reason.starts_with("cold → archive: qps 0.0 < archive 0.01 for 300 s"),
+            "{reason}"
+        );
+        // An archived shard stays archived whatever its rate: a read restores it.
+        assert_eq!(c.wanted(Tier::Archive, 100.0), Tier::Archive);
+        assert_eq!(c.wanted(Tier::Cold, 0.05), Tier::Cold);
+        // The archive band lies below the cold one.
+        let bad = TieringConfig {
+            archive_qps: 0.5,
+            ..c
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("archive qps"));
     }
 
     #[test]
