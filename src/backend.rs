@@ -82,6 +82,7 @@ pub async fn create_topics(
             collection,
             partitions,
             args.topic_replication,
+            Default::default(),
         ));
     }
     for spec in specs {

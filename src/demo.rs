@@ -63,6 +63,7 @@ pub async fn load(
         partitions: 4,
         replication: 1,
         placement: Default::default(),
+        merge: Default::default(),
     };
     writer.catalog().create(spec).await?;
     let mut token = Token::default();

@@ -78,7 +78,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
-        let config = ShardConfig::new(spec.dimension as usize, spec.distance, engine);
+        let config = ShardConfig::of_collection(&spec, engine);
         // LMDB work runs on blocking threads, never on the async runtime.
         let shard =
             Arc::new(tokio::task::spawn_blocking(move || Shard::open(&dir, config)).await??);

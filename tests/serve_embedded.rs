@@ -6,6 +6,7 @@ mod common;
 mod scenarios;
 
 use common::*;
+use serde_json::{json, Value};
 
 #[test]
 fn recall_at_10_on_real_embeddings() {
@@ -83,4 +84,93 @@ fn ready_and_health_tell_the_truth_per_shard() {
 fn the_same_id_of_two_tenants_is_two_vectors() {
     let dir = tempfile::tempdir().unwrap();
     scenarios::same_id_two_tenants(dir.path(), None, &unique("twotenants"));
+}
+
+/// A `crdt` collection merges an id's payload per field (a later write's fields join the
+/// earlier ones', `null` removes one for good, a delete clears them); an `lww` one keeps
+/// the newest write whole. Its vectors topic keeps every write (no compaction), so a
+/// shard rebuilt from the log has the same fields.
+#[test]
+fn crdt_payloads_merge_per_field_and_lww_ones_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), None, &[]);
+    let url = server.url.clone();
+    for (name, merge) in [("crdt", "crdt"), ("lww", "lww")] {
+        let (status, body) = put(
+            &format!("{url}/collections/{name}"),
+            &json!({"dimension": 2, "partitions": 1, "merge": merge}),
+        );
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(
+            body.get("merge").and_then(|m| m.as_str()).unwrap_or("lww"),
+            merge,
+            "{body}"
+        );
+    }
+    let up = |vector: [f32; 2], payload: Value| json!({"upserts": [{"id": "x", "vector": vector, "payload": payload}]});
+    for name in ["crdt", "lww"] {
+        write(
+            &url,
+            name,
+            up([1.0, 0.0], json!({"title": "a", "lang": "en"})),
+        );
+        write(
+            &url,
+            name,
+            up([0.0, 1.0], json!({"lang": "de", "tags": ["t"]})),
+        );
+    }
+    let got = wait_payload(
+        &url,
+        "crdt",
+        json!({"title": "a", "lang": "de", "tags": ["t"]}),
+    );
+    assert_eq!(
+        got["vector"],
+        json!([0.0, 1.0]),
+        "the newest vector wins: {got}"
+    );
+    wait_payload(&url, "lww", json!({"lang": "de", "tags": ["t"]}));
+    // null removes a field; a later write without it does not bring it back.
+    write(&url, "crdt", up([0.0, 1.0], json!({"title": null})));
+    write(&url, "crdt", up([0.0, 1.0], json!({"n": 1})));
+    wait_payload(&url, "crdt", json!({"lang": "de", "tags": ["t"], "n": 1}));
+    // Payloads of a crdt collection are objects, as everywhere.
+    let (status, body) = post(
+        &format!("{url}/collections/crdt/vectors"),
+        &json!({"upserts": [{"id": "y", "vector": [1.0, 0.0], "payload": [1, 2]}]}),
+    );
+    assert_eq!(status, 422, "{body}");
+    // Restarted and rebuilt from the log alone: the same merged fields.
+    drop(server);
+    std::fs::remove_dir_all(dir.path().join("shards")).unwrap();
+    let server = start_server(dir.path(), None, &[]);
+    let url = server.url.clone();
+    wait_payload(&url, "crdt", json!({"lang": "de", "tags": ["t"], "n": 1}));
+    // A delete clears every field: an upsert after it starts afresh.
+    write(&url, "crdt", json!({"deletes": [{"id": "x"}]}));
+    write(&url, "crdt", up([1.0, 1.0], json!({"fresh": true})));
+    wait_payload(&url, "crdt", json!({"fresh": true}));
+}
+
+fn write(url: &str, name: &str, body: Value) {
+    let (status, body) = post(&format!("{url}/collections/{name}/vectors"), &body);
+    assert_eq!(status, 200, "{body}");
+}
+
+/// `x` of collection `name` once its payload is `want` (bounded wait: writes apply
+/// asynchronously).
+fn wait_payload(url: &str, name: &str, want: Value) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, got) = get(&format!("{url}/collections/{name}/vectors/x"));
+        if status == 200 && got["payload"] == want {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: {status} {got}, want {want}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -135,6 +135,7 @@ fn specs() -> Vec<CollectionSpec> {
             partitions: 16,
             replication: 3,
             placement: PlacementSpec::ConsistentHash { vnodes: 64 },
+            merge: Default::default(),
         },
         CollectionSpec {
             name: "logs".into(),
@@ -143,6 +144,7 @@ fn specs() -> Vec<CollectionSpec> {
             partitions: 2,
             replication: 2,
             placement: PlacementSpec::Load,
+            merge: Default::default(),
         },
     ]
 }

@@ -33,6 +33,7 @@ pub fn docs_spec() -> CollectionSpec {
         partitions: 4,
         replication: 1,
         placement: PlacementSpec::default(),
+        merge: Default::default(),
     }
 }
 

@@ -809,7 +809,7 @@ impl ShardHost {
     ) -> Result<Arc<HostedShard>, Error> {
         check_dir_name(&spec.name)?;
         let dir = self.shard_dir(&spec.name, incarnation, range);
-        let config = ShardConfig::new(spec.dimension as usize, spec.distance, self.config.engine);
+        let config = ShardConfig::of_collection(spec, self.config.engine);
         let started = Instant::now();
         let request = SnapshotRequest {
             collection: spec.name.clone(),
@@ -1208,11 +1208,7 @@ impl ShardHost {
                 }
             }
         };
-        let config = ShardConfig::new(
-            spec.dimension as usize,
-            spec.distance,
-            self.config.engine_of(Tier::Archive),
-        );
+        let config = ShardConfig::of_collection(spec, self.config.engine_of(Tier::Archive));
         let d = dir.clone();
         let shard = crate::background::spawn("shard-restore", move || open_or_rebuild(&d, config))
             .await

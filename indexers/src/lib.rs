@@ -27,6 +27,7 @@ pub mod batch;
 pub mod dataset;
 pub mod engine;
 pub mod error;
+mod fields;
 pub mod host;
 pub mod metric;
 pub mod shard;

@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use heed::{PutFlags, RoTxn, RwTxn};
 use hektor_topics::hlc::Hlc;
-use hektor_topics::record::{Distance, RingRange};
+use hektor_topics::record::{CollectionSpec, Distance, MergePolicy, RingRange};
 use parking_lot::RwLock;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
@@ -76,6 +76,7 @@ use crate::engine::hnsw::{HnswEngine, HnswParams, Opened};
 use crate::engine::warm::{WarmEngine, WarmParams};
 use crate::engine::{self, Changes, EngineKind, IndexEngine, TopK};
 use crate::error::{Error, Result};
+use crate::fields::{self, FieldStamps};
 use crate::metric::{self, PreparedQuery, SearchOptions};
 use crate::store::{
     decode_tombstone, encode_tombstone, vector_store_key, Record, Store, MAX_ID_BYTES, META_CONFIG,
@@ -136,6 +137,8 @@ pub struct ShardConfig {
     pub cold: ColdParams,
     /// Upper bound on the size of the LMDB file, in bytes.
     pub map_size: usize,
+    /// How writes of one id merge (the collection's policy; [`crate::fields`]).
+    pub merge: MergePolicy,
 }
 
 impl ShardConfig {
@@ -150,6 +153,16 @@ impl ShardConfig {
             warm: WarmParams::default(),
             cold: ColdParams::default(),
             map_size: DEFAULT_MAP_SIZE,
+            merge: MergePolicy::Lww,
+        }
+    }
+
+    /// The configuration of a shard of `spec` (its dimension, distance and merge policy)
+    /// on `engine`.
+    pub fn of_collection(spec: &CollectionSpec, engine: EngineKind) -> ShardConfig {
+        ShardConfig {
+            merge: spec.merge,
+            ..ShardConfig::new(spec.dimension as usize, spec.distance, engine)
         }
     }
 }
@@ -968,6 +981,7 @@ impl Shard {
                         origin: origin.to_owned(),
                         concurrent: false,
                         payload: payload.clone(),
+                        stamps: None,
                     };
                     let applied = self.upsert(
                         engine,
@@ -1126,7 +1140,30 @@ impl Shard {
                 })?;
                 let concurrent = concurrent_with(&record.origin, seen, old.hlc, &old.origin);
                 *conflicts += usize::from(concurrent);
-                if (record.hlc, record.origin.as_str()) < (old.hlc, old.origin.as_str()) {
+                let older = (record.hlc, record.origin.as_str()) < (old.hlc, old.origin.as_str());
+                if self.config.merge == MergePolicy::Crdt {
+                    // The payload merges per field whichever write is newer.
+                    let mut stamps = old.stamps.clone().unwrap_or_else(|| {
+                        FieldStamps::of_whole(old.payload.as_ref(), &(old.hlc, old.origin.clone()))
+                    });
+                    let mut values = fields::values(old.payload.as_ref(), &stamps);
+                    let stamp = (record.hlc, record.origin.clone());
+                    let joined = stamps.deleted.as_ref().is_none_or(|d| &stamp > d)
+                        && stamps.join_upsert(&mut values, &stamp, record.payload.as_ref());
+                    if older {
+                        if joined || (concurrent && !old.concurrent) {
+                            // The vector stays; the fields (and the conflict mark) change.
+                            let mut old = old;
+                            old.concurrent |= concurrent;
+                            old.payload = fields::render(&values);
+                            old.stamps = Some(stamps);
+                            s.records.put(wtxn, &item, &old.encode()).map_err(st)?;
+                        }
+                        return Ok(joined);
+                    }
+                    record.payload = fields::render(&values);
+                    record.stamps = Some(stamps);
+                } else if older {
                     if concurrent && !old.concurrent {
                         // The stored write won a conflict: say so on it.
                         let mut old = old;
@@ -1157,7 +1194,22 @@ impl Shard {
                         return Ok(false);
                     }
                     record.concurrent = concurrent;
+                    if self.config.merge == MergePolicy::Crdt {
+                        // Revived: an older write's fields must not come back with it.
+                        record.stamps = Some(FieldStamps {
+                            deleted: Some((hlc, origin.to_owned())),
+                            ..FieldStamps::default()
+                        });
+                    }
                     s.tombstones.delete(wtxn, &key).map_err(st)?;
+                }
+                if self.config.merge == MergePolicy::Crdt {
+                    let mut stamps = record.stamps.take().unwrap_or_default();
+                    let mut values = Default::default();
+                    let stamp = (record.hlc, record.origin.clone());
+                    stamps.join_upsert(&mut values, &stamp, record.payload.as_ref());
+                    record.payload = fields::render(&values);
+                    record.stamps = Some(stamps);
                 }
                 let item = u32::try_from(*next_item).map_err(|_| Error::ItemIdsExhausted {
                     path: s.path().to_path_buf(),
@@ -1221,13 +1273,28 @@ impl Shard {
                     .record(wtxn, item)?
                     .ok_or_else(|| s.corrupt(format!("item {item} vanished")))?;
                 if (hlc, origin) < (old_hlc, old_origin) {
-                    if concurrent && !old.concurrent {
-                        // The stored write won a conflict: say so on it.
-                        let mut old = old;
-                        old.concurrent = true;
+                    let mut old = old;
+                    let mut changed = concurrent && !old.concurrent;
+                    old.concurrent |= concurrent;
+                    let mut joined = false;
+                    if self.config.merge == MergePolicy::Crdt {
+                        // The vector stays; the fields older than the delete go.
+                        let mut stamps = old.stamps.take().unwrap_or_else(|| {
+                            FieldStamps::of_whole(
+                                old.payload.as_ref(),
+                                &(old.hlc, old.origin.clone()),
+                            )
+                        });
+                        let mut values = fields::values(old.payload.as_ref(), &stamps);
+                        joined = stamps.join_delete(&mut values, &(hlc, origin.to_owned()));
+                        old.payload = fields::render(&values);
+                        old.stamps = Some(stamps);
+                        changed |= joined;
+                    }
+                    if changed {
                         s.records.put(wtxn, &item, &old.encode()).map_err(st)?;
                     }
-                    return Ok(false);
+                    return Ok(joined);
                 }
                 s.ids.delete(wtxn, &key).map_err(st)?;
                 s.records.delete(wtxn, &item).map_err(st)?;

@@ -482,6 +482,9 @@ pub(crate) struct Record {
     /// arrived after it and lost): a conflict, resolved by the stamps.
     pub concurrent: bool,
     pub payload: Option<serde_json::Value>,
+    /// Under `crdt`, the stamps of the payload's fields and of the newest delete
+    /// ([`crate::fields`]); `None` under `lww`.
+    pub stamps: Option<crate::fields::FieldStamps>,
 }
 
 /// Bit of a record's id-length field saying a tenant follows the id. Ids are far shorter
@@ -493,8 +496,11 @@ const HAS_ORIGIN: u32 = 1 << 30;
 /// Bit of a record's id-length field saying the write met a concurrent one
 /// ([`Record::concurrent`]).
 const CONCURRENT: u32 = 1 << 29;
+/// Bit of a record's id-length field saying the field stamps of a `crdt` record follow
+/// the origin ([`Record::stamps`]).
+const HAS_STAMPS: u32 = 1 << 28;
 /// Every flag bit of the id-length field.
-const ID_FLAGS: u32 = HAS_TENANT | HAS_ORIGIN | CONCURRENT;
+const ID_FLAGS: u32 = HAS_TENANT | HAS_ORIGIN | CONCURRENT | HAS_STAMPS;
 
 /// The value of a tombstone: the delete's hlc (big-endian, as it always was), then its
 /// origin region's bytes (absent in tombstones stored before origins were).
@@ -513,10 +519,11 @@ pub(crate) fn decode_tombstone(bytes: &[u8]) -> Option<(Hlc, &str)> {
 
 impl Record {
     /// `ring u64 LE | hlc u64 LE | id length u32 LE | id | [tenant length u32 LE | tenant]
-    /// | [origin length u32 LE | origin] | payload JSON (absent = empty)`; the tenant is
-    /// there when bit 31 of the id length is set ([`HAS_TENANT`]), the origin when bit 30
-    /// is ([`HAS_ORIGIN`], only for a non-empty origin), so records written without them
-    /// still decode (tenant `None`, origin empty).
+    /// | [origin length u32 LE | origin] | [stamps length u32 LE | stamps JSON] | payload
+    /// JSON (absent = empty)`; the tenant is there when bit 31 of the id length is set
+    /// ([`HAS_TENANT`]), the origin when bit 30 is ([`HAS_ORIGIN`], only for a non-empty
+    /// origin), the field stamps when bit 28 is ([`HAS_STAMPS`], `crdt` collections), so
+    /// records written without them still decode (tenant `None`, origin empty).
     pub(crate) fn encode(&self) -> Vec<u8> {
         let tenant_len = self.tenant.as_ref().map_or(0, |t| 4 + t.len());
         let mut out = Vec::with_capacity(24 + self.id.len() + tenant_len + self.origin.len() + 64);
@@ -529,6 +536,14 @@ impl Record {
         if self.concurrent {
             flag |= CONCURRENT;
         }
+        // Serialising plain maps and strings to a Vec cannot fail.
+        let stamps = self
+            .stamps
+            .as_ref()
+            .and_then(|s| serde_json::to_vec(s).ok());
+        if stamps.is_some() {
+            flag |= HAS_STAMPS;
+        }
         out.extend_from_slice(&(self.id.len() as u32 | flag).to_le_bytes());
         out.extend_from_slice(self.id.as_bytes());
         if let Some(t) = &self.tenant {
@@ -538,6 +553,10 @@ impl Record {
         if !self.origin.is_empty() {
             out.extend_from_slice(&(self.origin.len() as u32).to_le_bytes());
             out.extend_from_slice(self.origin.as_bytes());
+        }
+        if let Some(stamps) = &stamps {
+            out.extend_from_slice(&(stamps.len() as u32).to_le_bytes());
+            out.extend_from_slice(stamps);
         }
         if let Some(p) = &self.payload {
             // Serialising a `Value` to a Vec cannot fail.
@@ -573,6 +592,14 @@ impl Record {
         } else {
             String::new()
         };
+        let stamps = if id_field & HAS_STAMPS != 0 {
+            let len = u32::from_le_bytes(rest.get(0..4)?.try_into().ok()?) as usize;
+            let stamps = serde_json::from_slice(rest.get(4..4 + len)?).ok()?;
+            rest = &rest[4 + len..];
+            Some(stamps)
+        } else {
+            None
+        };
         let payload = if rest.is_empty() {
             None
         } else {
@@ -586,6 +613,7 @@ impl Record {
             origin,
             concurrent: id_field & CONCURRENT != 0,
             payload,
+            stamps,
         })
     }
 
@@ -596,7 +624,7 @@ impl Record {
         let id_len = (id_field & !ID_FLAGS) as usize;
         let id = std::str::from_utf8(bytes.get(20..20 + id_len)?).ok()?;
         let mut at = 20 + id_len;
-        for flag in [HAS_TENANT, HAS_ORIGIN] {
+        for flag in [HAS_TENANT, HAS_ORIGIN, HAS_STAMPS] {
             if id_field & flag != 0 {
                 let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
                 at = at.checked_add(4 + len)?;
@@ -668,6 +696,14 @@ mod tests {
         assert!(mapped_ranges(maps, Path::new("/d/none")).is_empty());
     }
 
+    /// Field stamps of a `crdt` record: a field and a delete.
+    fn stamped() -> crate::fields::FieldStamps {
+        crate::fields::FieldStamps {
+            deleted: Some((Hlc::new(5, 0), "east".into())),
+            fields: [("t".to_owned(), (Hlc::new(7, 1), "wëst".to_owned()))].into(),
+        }
+    }
+
     #[test]
     fn record_round_trips_with_and_without_payload() {
         for payload in [
@@ -676,7 +712,10 @@ mod tests {
             Some(serde_json::json!({"t": "ü", "n": [1, 2]})),
         ] {
             for tenant in [None, Some(String::new()), Some("tenant-ß".to_owned())] {
-                for (origin, concurrent) in [("", false), ("west", true), ("ü-1", false)] {
+                for ((origin, concurrent), stamps) in [("", false), ("west", true), ("ü-1", false)]
+                    .into_iter()
+                    .zip([None, Some(Default::default()), Some(stamped())])
+                {
                     let r = Record {
                         ring: u64::MAX - 3,
                         hlc: Hlc::new(1_700_000_000_000, 9),
@@ -685,6 +724,7 @@ mod tests {
                         origin: origin.into(),
                         concurrent,
                         payload: payload.clone(),
+                        stamps,
                     };
                     let bytes = r.encode();
                     assert_eq!(Record::decode(&bytes), Some(r.clone()));

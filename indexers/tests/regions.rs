@@ -2,14 +2,17 @@
 //! MirrorMaker 2 delivers it (in other batches, with redelivered copies at new offsets,
 //! across a restart), end with the same vectors, payloads, tombstones and stamps, and
 //! that state is the one the merge rule defines: per id, the greatest (effective hlc,
-//! origin) wins.
+//! origin) wins. Under the `crdt` policy the vector is such a register and the payload
+//! merges per field: both regions end with what `hektor_merge::Merged` (the reference
+//! model) computes from the same writes.
 
 use std::collections::{BTreeMap, HashSet};
 
 use hektor_indexers::{EngineKind, Provenance, Shard, ShardConfig, ShardOp, Source};
 use hektor_merge::SourceFloor;
+use hektor_merge::{Merged, Op, Policy, Stamp, Write};
 use hektor_topics::hlc::Hlc;
-use hektor_topics::record::Distance;
+use hektor_topics::record::{Distance, MergePolicy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -25,7 +28,9 @@ struct Entry {
 
 /// A region's log: upserts and deletes of shared ids, stamped by writers whose clocks are
 /// a few ms apart (so the partition floor matters), accepted in `region`.
-fn region_log(region: &str, skew_ms: u64, seed: u64, n: usize) -> Vec<Entry> {
+/// With `fields`, each upsert sets a few of the fields `a`, `b`, `c` (now and then to
+/// `null`), so concurrent writes of an id touch different fields.
+fn region_log(region: &str, skew_ms: u64, seed: u64, n: usize, fields: bool) -> Vec<Entry> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
         .map(|k| {
@@ -46,7 +51,22 @@ fn region_log(region: &str, skew_ms: u64, seed: u64, n: usize) -> Vec<Entry> {
                     tenant: None,
                     ring: hektor_topics::ring::position(None, &id),
                     vector: vec![k as f32 + 1.0, skew_ms as f32, 1.0, 0.5],
-                    payload: Some(json!({"region": region, "k": k})),
+                    payload: Some(if fields {
+                        let mut map = serde_json::Map::new();
+                        for f in ["a", "b", "c"] {
+                            if rng.random_bool(0.4) {
+                                let v = if rng.random_bool(0.15) {
+                                    serde_json::Value::Null
+                                } else {
+                                    json!(format!("{region}{k}"))
+                                };
+                                map.insert(f.to_owned(), v);
+                            }
+                        }
+                        serde_json::Value::Object(map)
+                    } else {
+                        json!({"region": region, "k": k})
+                    }),
                     hlc,
                 }
             };
@@ -80,12 +100,12 @@ fn mirrored(log: &[Entry], seed: u64) -> (Vec<Entry>, usize) {
     (out, copies)
 }
 
-fn open(dir: &std::path::Path) -> Shard {
-    Shard::open(
-        dir,
-        ShardConfig::new(4, Distance::Euclidean, EngineKind::Exact),
-    )
-    .unwrap()
+fn open(dir: &std::path::Path, merge: MergePolicy) -> Shard {
+    let config = ShardConfig {
+        merge,
+        ..ShardConfig::new(4, Distance::Euclidean, EngineKind::Exact)
+    };
+    Shard::open(dir, config).unwrap()
 }
 
 /// Apply `local` (this region's log) and `mirror` (another region's, as delivered) in
@@ -97,9 +117,10 @@ fn follow(
     mirror_region: &str,
     mirror: &[Entry],
     seed: u64,
+    merge: MergePolicy,
 ) -> usize {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut shard = open(dir);
+    let mut shard = open(dir, merge);
     let (mut l, mut m) = (0usize, 0usize);
     let mut duplicates = 0;
     let mut reopened = false;
@@ -126,7 +147,7 @@ fn follow(
         *at += n;
         if !reopened && m > mirror.len() / 2 {
             drop(shard);
-            shard = open(dir);
+            shard = open(dir, merge);
             reopened = true;
         }
     }
@@ -172,8 +193,8 @@ fn by_definition(logs: &[&[Entry]]) -> BTreeMap<String, Winner> {
 
 #[test]
 fn two_regions_merge_to_the_same_state_whatever_the_order_and_redeliveries() {
-    let east = region_log("east", 0, 1, 400);
-    let west = region_log("west", 3, 2, 400);
+    let east = region_log("east", 0, 1, 400, false);
+    let west = region_log("west", 3, 2, 400, false);
     let (west_in_east, west_copies) = mirrored(&west, 3);
     let (east_in_west, east_copies) = mirrored(&east, 4);
     assert!(
@@ -182,10 +203,17 @@ fn two_regions_merge_to_the_same_state_whatever_the_order_and_redeliveries() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let (e_dir, w_dir) = (tmp.path().join("east"), tmp.path().join("west"));
-    assert_eq!(follow(&e_dir, &east, "west", &west_in_east, 5), west_copies);
-    assert_eq!(follow(&w_dir, &west, "east", &east_in_west, 6), east_copies);
+    let lww = MergePolicy::Lww;
+    assert_eq!(
+        follow(&e_dir, &east, "west", &west_in_east, 5, lww),
+        west_copies
+    );
+    assert_eq!(
+        follow(&w_dir, &west, "east", &east_in_west, 6, lww),
+        east_copies
+    );
 
-    let (e, w) = (open(&e_dir), open(&w_dir));
+    let (e, w) = (open(&e_dir, lww), open(&w_dir, lww));
     let expected = by_definition(&[&east, &west]);
     let mut live = HashSet::new();
     for (id, want) in &expected {
@@ -211,7 +239,7 @@ fn two_regions_merge_to_the_same_state_whatever_the_order_and_redeliveries() {
 #[test]
 fn concurrent_writes_are_counted_and_causally_later_ones_are_not() {
     let tmp = tempfile::tempdir().unwrap();
-    let shard = open(tmp.path());
+    let shard = open(tmp.path(), MergePolicy::Lww);
     let upsert = |id: &str, ms: u64| ShardOp::Upsert {
         id: id.into(),
         tenant: None,
@@ -276,4 +304,94 @@ fn concurrent_writes_are_counted_and_causally_later_ones_are_not() {
     assert_eq!((r.conflicts, r.stale), (1, 1));
     let c = shard.get(None, "c").unwrap().unwrap();
     assert_eq!((c.origin.as_str(), c.concurrent), ("east", true));
+}
+
+/// Per id, the state `hektor_merge::Merged` reaches from every region's writes, each
+/// stamped by its own region's floor.
+fn merged_by_definition(logs: &[&[Entry]]) -> BTreeMap<String, Merged> {
+    let mut out: BTreeMap<String, Merged> = BTreeMap::new();
+    for log in logs {
+        let mut floor = SourceFloor::default();
+        for e in log.iter() {
+            let (id, own, op) = match &e.op {
+                ShardOp::Upsert {
+                    id,
+                    hlc,
+                    vector,
+                    payload,
+                    ..
+                } => (
+                    id,
+                    *hlc,
+                    Op::Upsert {
+                        vector: vector.clone(),
+                        payload: payload.clone(),
+                    },
+                ),
+                ShardOp::Delete { id, hlc, .. } => (id, *hlc, Op::Delete),
+                _ => unreachable!(),
+            };
+            let hlc = floor.admit(e.provenance.digest, own).hlc();
+            let write = Write {
+                stamp: Stamp::new(hlc, e.provenance.origin.clone()),
+                seen: Default::default(),
+                op,
+            };
+            out.entry(id.clone())
+                .or_default()
+                .apply(&write, Policy::Crdt);
+        }
+    }
+    out
+}
+
+/// Under `crdt`, concurrent writes of one id from two regions touch different payload
+/// fields, set some to `null` and delete now and then; whatever the interleaving and
+/// MirrorMaker's redeliveries, both regions end with the same vectors and payloads, and
+/// they are the reference model's: the newest upsert's vector, per field the newest
+/// value, nothing older than the newest delete.
+#[test]
+fn under_crdt_payloads_merge_per_field_to_the_reference_models_state() {
+    let east = region_log("east", 0, 11, 500, true);
+    let west = region_log("west", 3, 12, 500, true);
+    let (west_in_east, _) = mirrored(&west, 13);
+    let (east_in_west, _) = mirrored(&east, 14);
+    let tmp = tempfile::tempdir().unwrap();
+    let (e_dir, w_dir) = (tmp.path().join("east"), tmp.path().join("west"));
+    let crdt = MergePolicy::Crdt;
+    follow(&e_dir, &east, "west", &west_in_east, 15, crdt);
+    follow(&w_dir, &west, "east", &east_in_west, 16, crdt);
+
+    let (e, w) = (open(&e_dir, crdt), open(&w_dir, crdt));
+    let expected = merged_by_definition(&[&east, &west]);
+    let (mut merged_fields, mut live) = (0, 0);
+    for (id, want) in &expected {
+        let (a, b) = (e.get(None, id).unwrap(), w.get(None, id).unwrap());
+        assert_eq!(a, b, "regions disagree on {id}");
+        let got = a.map(|v| (v.vector, v.payload));
+        let model = want
+            .upsert
+            .as_ref()
+            .map(|u| (u.vector.clone(), want.payload(Policy::Crdt)));
+        assert_eq!(got, model, "{id}: the shard is not the model's state");
+        if let Some((_, Some(payload))) = &got {
+            live += 1;
+            // A payload holding fields of both regions: a merge, not a whole-write win.
+            let values: Vec<&str> = payload
+                .as_object()
+                .unwrap()
+                .values()
+                .filter_map(|v| v.as_str())
+                .collect();
+            merged_fields += usize::from(
+                values.iter().any(|v| v.starts_with("east"))
+                    && values.iter().any(|v| v.starts_with("west")),
+            );
+        }
+    }
+    assert!(live > 10, "too few live ids to mean anything: {live}");
+    assert!(
+        merged_fields > 0,
+        "no payload merged fields of both regions: the test has no real field conflicts"
+    );
 }

@@ -175,6 +175,11 @@ struct CreateBody {
     /// Default `{"strategy": "balanced"}`.
     #[serde(default)]
     placement: hektor_topics::record::PlacementSpec,
+    /// How writes of one id merge: `lww` (default: the newest write wins whole) or `crdt`
+    /// (the vector is last-writer-wins, the payload merges per field; payloads must be
+    /// JSON objects).
+    #[serde(default)]
+    merge: hektor_topics::record::MergePolicy,
 }
 
 fn default_distance() -> Distance {
@@ -222,6 +227,7 @@ async fn create_collection(
         partitions: body.partitions,
         replication: body.replication,
         placement: body.placement,
+        merge: body.merge,
     };
     let outcome = state
         .writer

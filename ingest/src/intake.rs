@@ -587,6 +587,7 @@ mod tests {
             partitions: 4,
             replication: 1,
             placement: Default::default(),
+            merge: Default::default(),
         }
     }
 

@@ -239,6 +239,7 @@ mod tests {
             partitions: 4,
             replication: 1,
             placement: Default::default(),
+            merge: Default::default(),
         }
     }
 

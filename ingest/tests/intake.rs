@@ -69,6 +69,7 @@ fn spec(name: &str, partitions: u32) -> CollectionSpec {
         partitions,
         replication: 1,
         placement: Default::default(),
+        merge: Default::default(),
     }
 }
 

@@ -199,7 +199,7 @@ impl EmbeddedLog {
             let meta = inner.meta_of(&rtxn, &topic)?;
             match meta.cleanup {
                 Cleanup::Compact => inner.compact_topic(meta.id),
-                Cleanup::Retain { .. } => Ok(0),
+                Cleanup::Retain { .. } | Cleanup::Keep => Ok(0),
             }
         })
         .await
@@ -1074,6 +1074,7 @@ fn encode_meta(meta: &TopicMeta) -> [u8; 18] {
             out[9] = 1;
             out[10..18].copy_from_slice(&ms.to_be_bytes());
         }
+        Cleanup::Keep => out[9] = 2,
     }
     out
 }
@@ -1104,6 +1105,7 @@ fn decode_meta(bytes: &[u8]) -> Result<TopicMeta> {
                 ms: i64::from_be_bytes(ms),
             }
         }
+        2 => Cleanup::Keep,
         other => return Err(malformed(format!("unknown cleanup policy {other}"))),
     };
     Ok(TopicMeta {
@@ -1672,7 +1674,11 @@ mod tests {
 
     #[test]
     fn topic_meta_round_trips() {
-        for cleanup in [Cleanup::Compact, Cleanup::Retain { ms: 123_456 }] {
+        for cleanup in [
+            Cleanup::Compact,
+            Cleanup::Retain { ms: 123_456 },
+            Cleanup::Keep,
+        ] {
             let meta = TopicMeta {
                 id: 9,
                 partitions: 16,

@@ -29,6 +29,10 @@ pub enum Cleanup {
     Compact,
     /// Delete records older than the retention (Kafka `cleanup.policy=delete`).
     Retain { ms: i64 },
+    /// Keep every record (Kafka `cleanup.policy=delete` with `retention.ms=-1`): the
+    /// vectors of a `crdt` collection, whose older writes still hold fields of the merged
+    /// payload that the newest record of a key does not.
+    Keep,
 }
 
 /// Everything needed to create one topic.
@@ -52,6 +56,11 @@ impl TopicSpec {
             Cleanup::Retain { ms } => vec![
                 ("cleanup.policy", "delete".into()),
                 ("retention.ms", ms.to_string()),
+            ],
+            Cleanup::Keep => vec![
+                ("cleanup.policy", "delete".into()),
+                ("retention.ms", "-1".into()),
+                ("retention.bytes", "-1".into()),
             ],
         }
     }

@@ -36,7 +36,7 @@ pub mod state;
 pub use error::MergeError;
 pub use source::{digest, Admit, SourceFloor};
 pub use stamp::{Causality, Stamp, VersionVector};
-pub use state::{Applied, Merged, Op, Policy, Write};
+pub use state::{payload_fields, render_fields, Applied, Merged, Op, Policy, Write};
 
 /// Result with this crate's [`MergeError`].
 pub type Result<T, E = MergeError> = std::result::Result<T, E>;

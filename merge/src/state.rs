@@ -22,17 +22,9 @@ use serde_json::Value;
 
 use crate::stamp::{Stamp, VersionVector};
 
-/// How concurrent writes of a collection merge.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Policy {
-    /// The write with the greatest stamp wins whole: vector, payload, or the delete.
-    #[default]
-    Lww,
-    /// The vector is an LWW register; the payload is an LWW map, merged per field; deletes
-    /// are tombstones with their own clock (an LWW-element set).
-    Crdt,
-}
+/// How concurrent writes of a collection merge (the collection's setting, defined with
+/// the catalog's records).
+pub use hektor_topics::record::MergePolicy as Policy;
 
 /// What a write does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,6 +82,31 @@ pub struct Upserted {
 /// write doors refuse such payloads for `crdt` collections; a direct producer may not).
 pub const WHOLE_PAYLOAD_FIELD: &str = "";
 
+/// The fields a payload sets under `crdt`: an object's top-level fields, or any other
+/// value as the one field [`WHOLE_PAYLOAD_FIELD`].
+pub fn payload_fields(payload: &Value) -> Vec<(&str, &Value)> {
+    match payload {
+        Value::Object(map) => map.iter().map(|(k, v)| (k.as_str(), v)).collect(),
+        other => vec![(WHOLE_PAYLOAD_FIELD, other)],
+    }
+}
+
+/// The live payload of merged fields (`null` ones are removed): an object of them, or the
+/// value of [`WHOLE_PAYLOAD_FIELD`] when it is the only field; `None` when nothing is live.
+/// Shards render a `crdt` record's payload with it, so every region renders alike.
+pub fn render_fields<'a>(fields: impl Iterator<Item = (&'a str, &'a Value)>) -> Option<Value> {
+    let fields: Vec<(&str, &Value)> = fields.collect();
+    if let [(WHOLE_PAYLOAD_FIELD, v)] = fields[..] {
+        return Some(v.clone()).filter(|v| !v.is_null());
+    }
+    let map: serde_json::Map<String, Value> = fields
+        .into_iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .collect();
+    (!map.is_empty()).then_some(Value::Object(map))
+}
+
 impl Merged {
     /// The newest write's stamp (upsert or delete), if any.
     pub fn newest(&self) -> Option<&Stamp> {
@@ -110,20 +127,7 @@ impl Merged {
         let up = self.upsert.as_ref()?;
         match policy {
             Policy::Lww => up.payload.clone(),
-            Policy::Crdt => {
-                if let Some((_, v)) = self.fields.get(WHOLE_PAYLOAD_FIELD) {
-                    if self.fields.len() == 1 {
-                        return Some(v.clone()).filter(|v| !v.is_null());
-                    }
-                }
-                let map: serde_json::Map<String, Value> = self
-                    .fields
-                    .iter()
-                    .filter(|(_, (_, v))| !v.is_null())
-                    .map(|(k, (_, v))| (k.clone(), v.clone()))
-                    .collect();
-                (!map.is_empty()).then_some(Value::Object(map))
-            }
+            Policy::Crdt => render_fields(self.fields.iter().map(|(k, (_, v))| (k.as_str(), v))),
         }
     }
 
@@ -158,14 +162,8 @@ impl Merged {
                     });
                 }
                 if policy == Policy::Crdt {
-                    match payload {
-                        Some(Value::Object(map)) => {
-                            for (k, v) in map {
-                                self.set_field(k, stamp, v);
-                            }
-                        }
-                        Some(other) => self.set_field(WHOLE_PAYLOAD_FIELD, stamp, other),
-                        None => {}
+                    for (k, v) in payload.iter().flat_map(payload_fields) {
+                        self.set_field(k, stamp, v);
                     }
                 }
             }

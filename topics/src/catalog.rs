@@ -236,7 +236,9 @@ impl Catalog {
                 Err(Error::CollectionExists(spec.name))
             };
         }
-        for topic in topic::collection_topics(&spec.name, spec.partitions, self.replication) {
+        for topic in
+            topic::collection_topics(&spec.name, spec.partitions, self.replication, spec.merge)
+        {
             self.log.ensure_topic(&topic).await?;
         }
         self.append(CatalogEntry::Create(spec.clone()), &spec.name)
@@ -326,6 +328,7 @@ mod tests {
             partitions: 2,
             replication: 1,
             placement: PlacementSpec::default(),
+            merge: Default::default(),
         }
     }
 

@@ -815,8 +815,10 @@ impl private::Body for CatalogEntry {
                 },
                 partitions: s.partitions,
                 replication: s.replication,
-                // The binary form predates placement; the catalog is written as JSON.
+                // The binary form predates placement and merge policies; the catalog is
+                // written as JSON.
                 placement: Default::default(),
+                merge: Default::default(),
             }),
             wire::CatalogEntry::Drop { name } => CatalogEntry::Drop {
                 name: name.to_owned(),
@@ -927,6 +929,7 @@ mod tests {
                     partitions: 16,
                     replication: 3,
                     placement: Default::default(),
+                    merge: Default::default(),
                 }),
                 CatalogEntry::Drop { name: "old".into() },
             ],

@@ -269,9 +269,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let log: Arc<dyn Log> = Arc::new(EmbeddedLog::open(dir.path()).expect("log"));
         for c in ["a", "bb"] {
-            log.ensure_topic(&collection_topic(c, TopicKind::Events, 2, 1))
-                .await
-                .expect("events topic");
+            log.ensure_topic(&collection_topic(
+                c,
+                TopicKind::Events,
+                2,
+                1,
+                Default::default(),
+            ))
+            .await
+            .expect("events topic");
         }
         let sink = EventSink::spawn(Arc::clone(&log), "node-1");
         let copy = sink.clone();

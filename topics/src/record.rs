@@ -496,6 +496,33 @@ pub struct CollectionSpec {
     /// How the controller chooses the nodes of each shard.
     #[serde(default, skip_serializing_if = "PlacementSpec::is_default")]
     pub placement: PlacementSpec,
+    /// How writes of one id merge: the newest wins whole (`lww`), or the vector does and
+    /// the payload merges per field (`crdt`).
+    #[serde(default, skip_serializing_if = "MergePolicy::is_default")]
+    pub merge: MergePolicy,
+}
+
+/// How the writes of one vector id merge (in one region, and across regions whatever the
+/// order in which they arrive; `hektor_merge` is the reference model).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum MergePolicy {
+    /// The write with the greatest stamp wins whole: vector, payload, or the delete.
+    #[default]
+    Lww,
+    /// The vector is a last-writer-wins register; the payload is a last-writer-wins map,
+    /// merged per top-level field (a field set to `null` is removed, and an older value
+    /// cannot bring it back); deletes are tombstones with their own stamp (an
+    /// LWW-element set). Payloads must be JSON objects.
+    Crdt,
+}
+
+impl MergePolicy {
+    pub fn is_default(&self) -> bool {
+        *self == MergePolicy::Lww
+    }
 }
 
 /// A collection's placement strategy, as the controller applies it to its shards (the

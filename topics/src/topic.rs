@@ -16,6 +16,7 @@
 
 use hektor_log::{Cleanup, TopicSpec};
 
+use crate::record::MergePolicy;
 use crate::{Error, Result};
 
 /// Prefix of every topic hektor owns.
@@ -87,13 +88,18 @@ pub fn topic_name(collection: &str, kind: TopicKind) -> String {
 }
 
 /// The spec of one of a collection's topics.
+/// The vectors of a `crdt` collection are kept whole (no compaction): an older write of a
+/// key may hold payload fields its newest write does not, and a shard rebuilt from the
+/// log needs them.
 pub fn collection_topic(
     collection: &str,
     kind: TopicKind,
     partitions: u32,
     replication: u16,
+    merge: MergePolicy,
 ) -> TopicSpec {
     let (partitions, cleanup) = match kind {
+        TopicKind::Vectors if merge == MergePolicy::Crdt => (partitions, Cleanup::Keep),
         TopicKind::Vectors => (partitions, Cleanup::Compact),
         TopicKind::Intake => (
             partitions,
@@ -124,10 +130,15 @@ pub fn collection_topic(
 }
 
 /// All topics of one collection.
-pub fn collection_topics(collection: &str, partitions: u32, replication: u16) -> Vec<TopicSpec> {
+pub fn collection_topics(
+    collection: &str,
+    partitions: u32,
+    replication: u16,
+    merge: MergePolicy,
+) -> Vec<TopicSpec> {
     TopicKind::ALL
         .iter()
-        .map(|&kind| collection_topic(collection, kind, partitions, replication))
+        .map(|&kind| collection_topic(collection, kind, partitions, replication, merge))
         .collect()
 }
 
@@ -173,12 +184,15 @@ mod tests {
 
     #[test]
     fn every_collection_topic_is_named_after_its_collection() {
-        let topics = collection_topics("docs", 8, 1);
+        let topics = collection_topics("docs", 8, 1, MergePolicy::Lww);
         assert_eq!(topics.len(), TopicKind::ALL.len());
         let vectors = &topics[0];
         assert_eq!(vectors.name, "hektor.docs.vectors");
         assert_eq!(vectors.partitions, 8);
         assert_eq!(vectors.cleanup, Cleanup::Compact);
+        // A crdt collection's vectors keep every write (older ones hold merged fields).
+        let crdt = collection_topics("docs", 8, 1, MergePolicy::Crdt);
+        assert_eq!(crdt[0].cleanup, Cleanup::Keep);
         let plan = topics.iter().find(|t| t.name.ends_with(".plan")).unwrap();
         assert_eq!(plan.partitions, 1);
     }

@@ -201,6 +201,7 @@ fn catalog_entry() -> impl Strategy<Value = CatalogEntry> {
                 partitions,
                 replication,
                 placement: Default::default(),
+                merge: Default::default(),
             })
         });
     prop_oneof![create, text().prop_map(|name| CatalogEntry::Drop { name })]
