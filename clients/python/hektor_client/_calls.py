@@ -272,6 +272,7 @@ def create_collection(
     partitions: Optional[int],
     replication: Optional[int],
     placement: Optional[Mapping[str, Any]],
+    merge: Optional[str] = None,
 ) -> Call[CreateResult]:
     spec: JsonObject = {"dimension": int(dimension)}
     if distance is not None:
@@ -282,6 +283,8 @@ def create_collection(
         spec["replication"] = int(replication)
     if placement is not None:
         spec["placement"] = dict(placement)
+    if merge is not None:
+        spec["merge"] = merge
 
     def parse(status: int, body: Any) -> CreateResult:
         return CreateResult(spec=CollectionSpec.from_json(body), created=status == 201)

@@ -242,12 +242,16 @@ class Client(_Base):
         partitions: Optional[int] = None,
         replication: Optional[int] = None,
         placement: Optional[Mapping[str, Any]] = None,
+        merge: Optional[str] = None,
     ) -> CreateResult:
         """``PUT /collections/{name}``. ``distance``: "cosine" (the server's default),
         "euclidean" or "dot"; ``partitions`` (default 8), ``replication`` (default 1),
-        ``placement`` e.g. ``{"strategy": "load"}``. Creating it again with the same
-        settings is fine (``created`` False); with other settings it is a 409."""
-        return self._send(_calls.create_collection(name, dimension, distance, partitions, replication, placement))
+        ``placement`` e.g. ``{"strategy": "load"}``, ``merge`` "lww" (default) or "crdt"
+        (payloads merge per field). Creating it again with the same settings is fine
+        (``created`` False); with other settings it is a 409."""
+        return self._send(
+            _calls.create_collection(name, dimension, distance, partitions, replication, placement, merge)
+        )
 
     def drop_collection(self, name: str, *, missing_ok: bool = False) -> bool:
         """``DELETE /collections/{name}``: True when dropped; an unknown name is a 404
@@ -496,9 +500,10 @@ class AsyncClient(_Base):
         partitions: Optional[int] = None,
         replication: Optional[int] = None,
         placement: Optional[Mapping[str, Any]] = None,
+        merge: Optional[str] = None,
     ) -> CreateResult:
         return await self._send(
-            _calls.create_collection(name, dimension, distance, partitions, replication, placement)
+            _calls.create_collection(name, dimension, distance, partitions, replication, placement, merge)
         )
 
     async def drop_collection(self, name: str, *, missing_ok: bool = False) -> bool:

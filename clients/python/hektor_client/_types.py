@@ -211,7 +211,9 @@ class StoredVector:
 @dataclass(frozen=True)
 class CollectionSpec:
     """A collection's settings. ``placement`` is the placement strategy as the server
-    spells it (``{"strategy": "load"}``), None for the default (balanced)."""
+    spells it (``{"strategy": "load"}``), None for the default (balanced); ``merge`` how
+    writes of one id merge: "lww" (the newest wins whole) or "crdt" (payloads merge per
+    field)."""
 
     name: str
     dimension: int
@@ -219,6 +221,7 @@ class CollectionSpec:
     partitions: int
     replication: int
     placement: Optional[JsonObject] = None
+    merge: str = "lww"
 
     @classmethod
     def from_json(cls, value: JsonObject) -> "CollectionSpec":
@@ -229,6 +232,7 @@ class CollectionSpec:
             partitions=int(value.get("partitions", 0)),
             replication=int(value.get("replication", 1)),
             placement=value.get("placement"),
+            merge=str(value.get("merge", "lww")),
         )
 
 

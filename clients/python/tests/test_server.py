@@ -40,6 +40,31 @@ def test_health_ready_and_metrics(client: Client) -> None:
     assert "hektor_request_seconds" in client.metrics()
 
 
+def test_a_crdt_collection_merges_payloads_per_field(client: Client) -> None:
+    import time
+
+    name = unique_name()
+    created = client.create_collection(name, 2, partitions=1, merge="crdt")
+    try:
+        assert created.spec.merge == "crdt"
+        assert client.get_collection(name).settings.merge == "crdt"
+        client.upsert(name, "x", [1.0, 0.0], payload={"title": "a", "lang": "en"})
+        client.upsert(name, "x", [0.0, 1.0], payload={"lang": "de"})
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                stored = client.get(name, "x")
+                if stored.payload == {"title": "a", "lang": "de"}:
+                    break
+            except HektorError as e:
+                assert e.status == 404, e
+            assert time.monotonic() < deadline, "the fields never merged"
+            time.sleep(0.1)
+        assert list(stored.vector) == [0.0, 1.0]
+    finally:
+        client.drop_collection(name)
+
+
 def test_create_list_show_drop(client: Client) -> None:
     name = unique_name()
     created = client.create_collection(name, 8, distance="euclidean", partitions=3)
