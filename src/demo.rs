@@ -64,6 +64,7 @@ pub async fn load(
         replication: 1,
         placement: Default::default(),
         merge: Default::default(),
+        write_level: Default::default(),
     };
     writer.catalog().create(spec).await?;
     let mut token = Token::default();

@@ -174,3 +174,39 @@ fn wait_payload(url: &str, name: &str, want: Value) -> Value {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A collection's `write_level` is the default of its writes (`sync` here: answered with
+/// the regions that have the write, this one alone on one region); a write's own
+/// `?replication=` overrides it; a bad level is refused.
+#[test]
+fn a_collections_write_level_is_the_default_its_writes_can_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), None, &[]);
+    let url = server.url.clone();
+    let (status, body) = put(
+        &format!("{url}/collections/s"),
+        &json!({"dimension": 2, "partitions": 1, "write_level": "sync"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["write_level"], "sync", "{body}");
+    let one = json!({"upserts": [{"id": "x", "vector": [1.0, 0.0]}]});
+    let (status, body) = post(&format!("{url}/collections/s/vectors"), &one);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["replicated"]["regions"]
+            .as_array()
+            .is_some_and(|r| r.len() == 1),
+        "a sync write says which regions have it: {body}"
+    );
+    let (status, body) = post(
+        &format!("{url}/collections/s/vectors?replication=async"),
+        &one,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("replicated").is_none(), "async: {body}");
+    let (status, body) = put(
+        &format!("{url}/collections/t"),
+        &json!({"dimension": 2, "write_level": "eventually"}),
+    );
+    assert_eq!(status, 400, "{body}");
+}

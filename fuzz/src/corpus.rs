@@ -136,6 +136,7 @@ fn specs() -> Vec<CollectionSpec> {
             replication: 3,
             placement: PlacementSpec::ConsistentHash { vnodes: 64 },
             merge: Default::default(),
+            write_level: Default::default(),
         },
         CollectionSpec {
             name: "logs".into(),
@@ -145,6 +146,7 @@ fn specs() -> Vec<CollectionSpec> {
             replication: 2,
             placement: PlacementSpec::Load,
             merge: Default::default(),
+            write_level: Default::default(),
         },
     ]
 }

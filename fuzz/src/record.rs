@@ -34,6 +34,7 @@ pub fn docs_spec() -> CollectionSpec {
         replication: 1,
         placement: PlacementSpec::default(),
         merge: Default::default(),
+        write_level: Default::default(),
     }
 }
 

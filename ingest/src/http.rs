@@ -57,8 +57,9 @@ pub struct IngestState {
 #[into_params(parameter_in = Query)]
 pub struct WriteParams {
     /// How many regions must have applied the write before it is answered: `async`
-    /// (default: durable in this region's log), `quorum` (a majority of all regions),
-    /// `sync` (every region).
+    /// (durable in this region's log), `quorum` (a majority of all regions), `sync`
+    /// (every region); default: the collection's `write_level` (itself `async` by
+    /// default).
     #[serde(default)]
     pub replication: Option<WriteLevel>,
     /// How long a `quorum` or `sync` write waits for the other regions, in ms (default
@@ -180,6 +181,10 @@ struct CreateBody {
     /// JSON objects).
     #[serde(default)]
     merge: hektor_topics::record::MergePolicy,
+    /// How many regions a write waits for unless it asks otherwise (`?replication=`):
+    /// `async` (default), `quorum` or `sync`.
+    #[serde(default)]
+    write_level: WriteLevel,
 }
 
 fn default_distance() -> Distance {
@@ -228,6 +233,7 @@ async fn create_collection(
         replication: body.replication,
         placement: body.placement,
         merge: body.merge,
+        write_level: body.write_level,
     };
     let outcome = state
         .writer
@@ -309,7 +315,6 @@ async fn write_vectors(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let Query(params) = params.map_err(|e| ApiError(400, e.body_text()))?;
-    let level = params.replication.unwrap_or_default();
     let max_ms = MAX_REPLICATION_TIMEOUT.as_millis() as u64;
     if let Some(t) = params.timeout_ms.filter(|t| *t == 0 || *t > max_ms) {
         return Err(ApiError(
@@ -321,7 +326,9 @@ async fn write_vectors(
     // Unknown collection is a 404 before any body error.
     // Created on another node a moment ago? Read the catalog once more before a 404.
     state.writer.catalog().resolve(&collection).await;
-    state.writer.spec(&collection)?;
+    let level = params
+        .replication
+        .unwrap_or(state.writer.spec(&collection)?.write_level);
     let bulk = headers
         .get(axum::http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(BULK_CONTENT_TYPE.as_bytes()));

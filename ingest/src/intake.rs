@@ -588,6 +588,7 @@ mod tests {
             replication: 1,
             placement: Default::default(),
             merge: Default::default(),
+            write_level: Default::default(),
         }
     }
 

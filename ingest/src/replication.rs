@@ -14,33 +14,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
-/// How many regions a write waits for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteLevel {
-    /// Durable in this region's log.
-    #[default]
-    Async,
-    /// Applied in a majority of all regions (this one counted).
-    Quorum,
-    /// Applied in every region.
-    Sync,
-}
-
-impl WriteLevel {
-    /// How many other regions (of `others`) must have the write.
-    pub fn others_needed(self, others: usize) -> usize {
-        match self {
-            WriteLevel::Async => 0,
-            // A majority of the others + 1 regions, this region being one of them.
-            WriteLevel::Quorum => others.div_ceil(2),
-            WriteLevel::Sync => others,
-        }
-    }
-}
+/// How many regions a write waits for (a collection's default, a write's override).
+pub use hektor_topics::record::WriteLevel;
 
 /// Default bound on a write's wait for other regions.
 pub const DEFAULT_REPLICATION_TIMEOUT: Duration = Duration::from_secs(10);

@@ -70,6 +70,7 @@ fn spec(name: &str, partitions: u32) -> CollectionSpec {
         replication: 1,
         placement: Default::default(),
         merge: Default::default(),
+        write_level: Default::default(),
     }
 }
 

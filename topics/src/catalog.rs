@@ -329,6 +329,7 @@ mod tests {
             replication: 1,
             placement: PlacementSpec::default(),
             merge: Default::default(),
+            write_level: Default::default(),
         }
     }
 

@@ -819,6 +819,7 @@ impl private::Body for CatalogEntry {
                 // written as JSON.
                 placement: Default::default(),
                 merge: Default::default(),
+                write_level: Default::default(),
             }),
             wire::CatalogEntry::Drop { name } => CatalogEntry::Drop {
                 name: name.to_owned(),
@@ -930,6 +931,7 @@ mod tests {
                     replication: 3,
                     placement: Default::default(),
                     merge: Default::default(),
+                    write_level: Default::default(),
                 }),
                 CatalogEntry::Drop { name: "old".into() },
             ],

@@ -500,6 +500,41 @@ pub struct CollectionSpec {
     /// the payload merges per field (`crdt`).
     #[serde(default, skip_serializing_if = "MergePolicy::is_default")]
     pub merge: MergePolicy,
+    /// How many regions a write waits for unless the write asks otherwise
+    /// (`?replication=`).
+    #[serde(default, skip_serializing_if = "WriteLevel::is_default")]
+    pub write_level: WriteLevel,
+}
+
+/// How many regions a write waits for before it is answered.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteLevel {
+    /// Durable in this region's log.
+    #[default]
+    Async,
+    /// Applied in a majority of all regions (this one counted).
+    Quorum,
+    /// Applied in every region.
+    Sync,
+}
+
+impl WriteLevel {
+    pub fn is_default(&self) -> bool {
+        *self == WriteLevel::Async
+    }
+
+    /// How many other regions (of `others`) must have the write.
+    pub fn others_needed(self, others: usize) -> usize {
+        match self {
+            WriteLevel::Async => 0,
+            // A majority of the others + 1 regions, this region being one of them.
+            WriteLevel::Quorum => others.div_ceil(2),
+            WriteLevel::Sync => others,
+        }
+    }
 }
 
 /// How the writes of one vector id merge (in one region, and across regions whatever the

@@ -202,6 +202,7 @@ fn catalog_entry() -> impl Strategy<Value = CatalogEntry> {
                 replication,
                 placement: Default::default(),
                 merge: Default::default(),
+                write_level: Default::default(),
             })
         });
     prop_oneof![create, text().prop_map(|name| CatalogEntry::Drop { name })]
