@@ -8,7 +8,8 @@
 //! - `log`: append and read throughput of the log (embedded or Kafka) for 384-dimension
 //!   vector records ([`log`]).
 //! - `search` ([`search`]), `placement` ([`placement`]), `move` ([`shard_move`]),
-//!   `kinetic` ([`kinetic`]), `faults` ([`faults`]), `scale` ([`scale`]): see their modules.
+//!   `kinetic` ([`kinetic`]), `faults` ([`faults`]), `scale` ([`scale`]), `tiers`
+//!   ([`tiers`]): see their modules.
 //! - `dataset generate` ([`datagen`]): a data set of any size shaped like a real one.
 //!
 //! What they share: open-loop load ([`open_loop`]), node processes ([`nodes`]), seeded
@@ -26,6 +27,7 @@ pub mod scale;
 pub mod search;
 pub mod seeded;
 pub mod shard_move;
+pub mod tiers;
 pub mod toxiproxy;
 
 use std::sync::Arc;
@@ -68,6 +70,9 @@ pub enum BenchCommand {
     /// One node at scale on a real `hektor serve` process: load, index, search, restart
     /// (SIGTERM and kill -9), on a generated set shaped like the real one.
     Scale(crate::scale::ScaleBenchArgs),
+    /// Tiers by hotness on a real `hektor serve`: a skewed workload all-hot and tiered in
+    /// one run; cost, the hot shards' p99 and recall per tier (issue #18).
+    Tiers(crate::tiers::TiersBenchArgs),
     /// Data sets: generate one of any size shaped like a real one.
     Dataset {
         #[command(subcommand)]
@@ -109,6 +114,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Kinetic(args) => crate::kinetic::run(args).await,
         BenchCommand::Faults(args) => crate::faults::run(args).await,
         BenchCommand::Scale(args) => crate::scale::run(args).await,
+        BenchCommand::Tiers(args) => crate::tiers::run(args).await,
         BenchCommand::Dataset { command } => datagen::run(command).await,
     }
 }
