@@ -5,11 +5,14 @@
 //! wants, waited for until it answers, killed when dropped — one search through a router
 //! ([`search`], the request of an open-loop schedule, timed by `crate::open_loop`).
 //!
+//! Bulk loads through the API ([`post_bulk`]), shared by the benches that load a node.
+//!
 //! What the nodes do and what is measured is the benches' business.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -136,4 +139,58 @@ pub async fn search(http: &reqwest::Client, url: &str, body: &serde_json::Value)
         Ok(r) => r.status().is_success(),
         Err(_) => false,
     }
+}
+
+/// Post bulk `bodies` (`application/x-hektor-bulk`) to `vectors_url` (a collection's
+/// `/vectors`) with `concurrency` requests in flight; retries 429/503 answers (at most 20
+/// times each, backing off). Returns the retries.
+pub async fn post_bulk(
+    http: &reqwest::Client,
+    vectors_url: &str,
+    bodies: Vec<bytes::Bytes>,
+    concurrency: usize,
+) -> anyhow::Result<u64> {
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let retries = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (bodies, next, retries) =
+            (Arc::clone(&bodies), Arc::clone(&next), Arc::clone(&retries));
+        let (http, url) = (http.clone(), vectors_url.to_owned());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else {
+                    return anyhow::Ok(());
+                };
+                let mut attempt = 0;
+                loop {
+                    let response = http
+                        .post(&url)
+                        .header("content-type", hektor_ingest::http::BULK_CONTENT_TYPE)
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .with_context(|| format!("posting batch {i}"))?;
+                    let status = response.status();
+                    if status.is_success() {
+                        break;
+                    }
+                    let text = response.text().await.unwrap_or_default();
+                    attempt += 1;
+                    if (status == 429 || status == 503) && attempt < 20 {
+                        retries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                        continue;
+                    }
+                    anyhow::bail!("batch {i}: {status}: {text}");
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.context("an upload task panicked")??;
+    }
+    Ok(retries.load(Ordering::Relaxed))
 }

@@ -42,14 +42,14 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hektor_indexers::dataset::{self, read_fvecs, read_ivecs};
 use hektor_indexers::metric;
-use hektor_ingest::http::{encode_bulk, BULK_CONTENT_TYPE};
+use hektor_ingest::http::encode_bulk;
 use hektor_topics::hlc::Hlc;
 use hektor_topics::record::{VectorRecord, VectorUpsert};
 use parking_lot::Mutex;
@@ -648,52 +648,8 @@ async fn upload(
     bodies: Vec<bytes::Bytes>,
     concurrency: usize,
 ) -> anyhow::Result<u64> {
-    let bodies = Arc::new(bodies);
-    let next = Arc::new(AtomicUsize::new(0));
-    let retries = Arc::new(AtomicU64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
-        let (bodies, next, retries) =
-            (Arc::clone(&bodies), Arc::clone(&next), Arc::clone(&retries));
-        let (http, url) = (
-            http.clone(),
-            format!("{url}/collections/{COLLECTION}/vectors"),
-        );
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(body) = bodies.get(i) else {
-                    return anyhow::Ok(());
-                };
-                let mut attempt = 0;
-                loop {
-                    let response = http
-                        .post(&url)
-                        .header("content-type", BULK_CONTENT_TYPE)
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .with_context(|| format!("posting batch {i}"))?;
-                    let status = response.status();
-                    if status.is_success() {
-                        break;
-                    }
-                    let text = response.text().await.unwrap_or_default();
-                    attempt += 1;
-                    if (status == 429 || status == 503) && attempt < 20 {
-                        retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                        continue;
-                    }
-                    anyhow::bail!("batch {i}: {status}: {text}");
-                }
-            }
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.context("an upload task panicked")??;
-    }
-    Ok(retries.load(Ordering::Relaxed))
+    let vectors = format!("{url}/collections/{COLLECTION}/vectors");
+    crate::nodes::post_bulk(http, &vectors, bodies, concurrency).await
 }
 
 /// The collection's shards as this node reports them, summed.

@@ -83,7 +83,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,7 +91,7 @@ use anyhow::Context;
 use hektor_indexers::batch::BatchSearcher;
 use hektor_indexers::dataset::{self, read_fvecs};
 use hektor_indexers::metric;
-use hektor_ingest::http::{encode_bulk, BULK_CONTENT_TYPE};
+use hektor_ingest::http::encode_bulk;
 use hektor_topics::hlc::Hlc;
 use hektor_topics::record::{Distance, RingRange, VectorRecord, VectorUpsert};
 use hektor_topics::ring;
@@ -1031,53 +1031,8 @@ async fn upload(
         })
         .await??
     };
-    let bodies = Arc::new(bodies);
-    let next = Arc::new(AtomicUsize::new(0));
-    let retries = Arc::new(AtomicU64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..2 {
-        let (bodies, next, retries, http) = (
-            Arc::clone(&bodies),
-            Arc::clone(&next),
-            Arc::clone(&retries),
-            http.clone(),
-        );
-        let url = format!("{url}/collections/{COLLECTION}/vectors");
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(body) = bodies.get(i) else {
-                    return anyhow::Ok(());
-                };
-                let mut attempt = 0u64;
-                loop {
-                    let r = http
-                        .post(&url)
-                        .header("content-type", BULK_CONTENT_TYPE)
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .with_context(|| format!("posting batch {i}"))?;
-                    let status = r.status();
-                    if status.is_success() {
-                        break;
-                    }
-                    let text = r.text().await.unwrap_or_default();
-                    attempt += 1;
-                    if (status == 429 || status == 503) && attempt < 20 {
-                        retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                        continue;
-                    }
-                    anyhow::bail!("batch {i}: {status}: {text}");
-                }
-            }
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.context("an upload task panicked")??;
-    }
-    Ok(retries.load(Ordering::Relaxed))
+    let vectors = format!("{url}/collections/{COLLECTION}/vectors");
+    crate::nodes::post_bulk(http, &vectors, bodies, 2).await
 }
 
 // ---------------------------------------------------------------------------------------
