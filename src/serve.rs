@@ -195,7 +195,11 @@ pub struct ServeArgs {
     /// The roles of this node, comma-separated: router (the client API: searches, writes,
     /// collection changes; without it a node answers them 421 and serves only its views
     /// and the internal routes), data (holds shards; a node without it holds none),
-    /// controller (may be elected to write shard maps), planner (kinetic planner).
+    /// controller (may be elected to write shard maps), planner (kinetic planner); tier
+    /// roles hot, warm, cold (with data: this node holds only shards of those tiers, a
+    /// cold node also archive ones; a data node without tier roles holds any tier; a
+    /// shard whose tier its holders may not hold moves to nodes that may); gpu (takes the
+    /// batch searches the routing rule sends to a GPU from nodes without one).
     #[arg(
         long,
         value_delimiter = ',',
@@ -503,11 +507,7 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     catalog.follow(Duration::from_millis(500));
     let mut roles = args.roles.clone();
     roles.retain(|r| !r.is_empty());
-    for role in &roles {
-        if !["router", "data", "controller", "planner"].contains(&role.as_str()) {
-            anyhow::bail!("unknown role `{role}`: use router, data, controller or planner");
-        }
-    }
+    hektor_control::membership::check_roles(&roles).map_err(|e| anyhow::anyhow!("--roles: {e}"))?;
     let address = args
         .advertise
         .clone()

@@ -310,7 +310,8 @@ fn the_document_lists_exactly_the_routes_the_node_serves() {
             ("post", "/collections/{collection}/search") => {
                 json!({"vector": [1.0, 0.0, 0.5], "k": 2, "tenant": null})
             }
-            ("post", "/collections/{collection}/search/batch") => {
+            ("post", "/collections/{collection}/search/batch")
+            | ("post", "/internal/collections/{collection}/search-batch") => {
                 json!({"vectors": [[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]], "k": 2, "device": "auto"})
             }
             ("post", "/internal/collections/{collection}/shard-search") => {

@@ -1,11 +1,18 @@
-//! Cluster members as placement sees them: a node id, a capacity weight and an optional
-//! failure domain (zone or rack), and the member list every strategy keeps.
+//! Cluster members as placement sees them: a node id, a capacity weight, an optional
+//! failure domain (zone or rack) and the storage tiers it may hold, and the member list
+//! every strategy keeps.
 //!
-//! This module owns the validation of a node's description and the index bookkeeping of
-//! the member list. It does not decide where anything goes (that is [`crate::placement`])
-//! and does not read heartbeats from the log (it only converts one).
+//! **Tier roles.** A data node started with one or more of the roles `hot`, `warm`,
+//! `cold` ([`tier_of_role`]) holds only shards of those tiers ([`NodeSpec::may_hold`]);
+//! a `cold` node also holds `archive` shards (it archives and restores them). A data node
+//! with no tier role holds any tier, so a cluster without tier roles places as before.
+//!
+//! This module owns the validation of a node's description, the tier eligibility rule
+//! and the index bookkeeping of the member list. It does not decide where anything goes
+//! (that is [`crate::placement`] and [`crate::rules`]) and does not read heartbeats from
+//! the log (it only converts one).
 
-use hektor_topics::record::NodeHeartbeat;
+use hektor_topics::record::{NodeHeartbeat, Tier};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -27,6 +34,19 @@ pub struct NodeSpec {
     /// is its own domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// The tiers it may hold (from its tier roles); empty: any tier.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<Tier>,
+}
+
+/// The tier a role names: `hot`, `warm` and `cold` are tier roles; any other role is not.
+pub fn tier_of_role(role: &str) -> Option<Tier> {
+    match role {
+        "hot" => Some(Tier::Hot),
+        "warm" => Some(Tier::Warm),
+        "cold" => Some(Tier::Cold),
+        _ => None,
+    }
 }
 
 fn default_weight() -> f64 {
@@ -40,6 +60,7 @@ impl NodeSpec {
             id: id.into(),
             weight: 1.0,
             zone: None,
+            tiers: Vec::new(),
         }
     }
 
@@ -55,18 +76,37 @@ impl NodeSpec {
         self
     }
 
-    /// A node from its heartbeat: capacity becomes the weight, region the failure domain.
+    /// The same node, holding only these tiers (none: any tier).
+    pub fn with_tiers(mut self, tiers: impl IntoIterator<Item = Tier>) -> Self {
+        self.tiers = tiers.into_iter().collect();
+        self.tiers.sort_unstable();
+        self.tiers.dedup();
+        self
+    }
+
+    /// A node from its heartbeat: capacity becomes the weight, region the failure domain,
+    /// its tier roles the tiers it may hold.
     pub fn from_heartbeat(hb: &NodeHeartbeat) -> Self {
         NodeSpec {
             id: hb.node.clone(),
             weight: hb.capacity,
             zone: (!hb.region.is_empty()).then(|| hb.region.clone()),
+            tiers: Vec::new(),
         }
+        .with_tiers(hb.roles.iter().filter_map(|r| tier_of_role(r)))
     }
 
     /// The failure domain replicas are spread over: the zone, or the node itself.
     pub fn domain(&self) -> &str {
         self.zone.as_deref().unwrap_or(&self.id)
+    }
+
+    /// Whether this node may hold a shard of `tier`: a node without tier roles holds any;
+    /// one with tier roles holds those, and a `cold` node also the archive tier.
+    pub fn may_hold(&self, tier: Tier) -> bool {
+        self.tiers.is_empty()
+            || self.tiers.contains(&tier)
+            || (tier == Tier::Archive && self.tiers.contains(&Tier::Cold))
     }
 
     /// Check the id and the weight.
@@ -200,6 +240,39 @@ mod tests {
         ));
         assert!(m.set_weight(0, 0.0).is_err());
         assert_eq!(m.nodes()[0].weight, 1.0);
+    }
+
+    #[test]
+    fn tier_roles_limit_the_tiers_a_node_may_hold() {
+        let any = NodeSpec::new("a");
+        for tier in [Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archive] {
+            assert!(any.may_hold(tier), "{tier:?}");
+        }
+        let hb = NodeHeartbeat {
+            node: "c".into(),
+            address: "127.0.0.1:7700".into(),
+            region: String::new(),
+            roles: vec!["data".into(), "cold".into(), "gpu".into(), "warm".into()],
+            capacity: 1.0,
+            memory_bytes: 0,
+            time_ms: 0,
+            leaving: false,
+            shards: Vec::new(),
+        };
+        let cold = NodeSpec::from_heartbeat(&hb);
+        assert_eq!(cold.tiers, [Tier::Warm, Tier::Cold]);
+        assert!(!cold.may_hold(Tier::Hot));
+        assert!(cold.may_hold(Tier::Warm) && cold.may_hold(Tier::Cold));
+        assert!(
+            cold.may_hold(Tier::Archive),
+            "cold nodes archive and restore"
+        );
+        let hot = NodeSpec::new("h").with_tiers([Tier::Hot]);
+        assert!(hot.may_hold(Tier::Hot));
+        assert!(!hot.may_hold(Tier::Warm) && !hot.may_hold(Tier::Cold));
+        assert!(!hot.may_hold(Tier::Archive));
+        assert_eq!(tier_of_role("gpu"), None);
+        assert_eq!(tier_of_role("data"), None);
     }
 
     #[test]

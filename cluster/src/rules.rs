@@ -22,6 +22,16 @@
 //! node with the lowest load per unit of weight, preferring failure domains the shard does
 //! not use yet. So a join moves only the joiner's share and a leave only the leaver's.
 //!
+//! **Tiers limit placement.** A shard goes only to nodes that may hold its tier
+//! ([`NodeSpec::may_hold`]: a node with tier roles holds those tiers, one without holds
+//! any), under every strategy: [`assign`] and the strategies only see those nodes. A tier
+//! change whose holders may all hold the new tier switches their engines in place; one
+//! whose holders may not becomes a move: the shard keeps serving at its tier from its
+//! holders while a target at the new tier is built on nodes that may hold it, and the
+//! target replaces it when ready. When no live node may hold the tier, nothing changes
+//! and [`Outcome::held_back`] says why. A first map starts hot, or at the hottest tier a
+//! live node may hold.
+//!
 //! **Placed by load** (`ControlConfig::by_load`, a collection's `"placement": {"strategy":
 //! "load"}`): shards keep their live replicas whatever the counts, missing replicas still go
 //! to the node with the fewest shards, and the balance comes from the kinetic planner's
@@ -40,7 +50,7 @@ use hektor_topics::record::{RingRange, Tier};
 
 use crate::error::{fmt_range, Result};
 use crate::node::NodeSpec;
-use crate::placement::Strategy;
+use crate::placement::{Placement, Strategy};
 use crate::shard_map::{Shard, ShardMap, Target};
 
 /// A node's report that it holds a shard's range, caught up with the log.
@@ -94,9 +104,12 @@ impl Default for ControlConfig {
     }
 }
 
-/// The wanted replicas of `ranges`: by `strategy` when given, else [`assign`].
+/// The wanted replicas of `ranges` (of tiers `tiers`): by `strategy` when given, else
+/// [`assign`]. Only nodes that may hold a range's tier are chosen for it; a range no node
+/// may hold gets no replicas.
 fn wanted(
     ranges: &[RingRange],
+    tiers: &[Tier],
     held: &[Vec<String>],
     nodes: &[NodeSpec],
     config: &ControlConfig,
@@ -104,27 +117,77 @@ fn wanted(
     let Some(strategy) = config.strategy else {
         return Ok(assign(
             ranges,
+            tiers,
             held,
             nodes,
             config.replication,
             !config.by_load,
         ));
     };
-    if nodes.is_empty() {
-        return Ok(vec![Vec::new(); ranges.len()]);
-    }
-    let placement = strategy.build(nodes.iter().cloned())?;
-    let r = config.replication.clamp(1, nodes.len());
-    ranges
-        .iter()
-        .map(|range| {
-            Ok(placement
+    // One placement per set of eligible nodes (tiers admitting the same nodes share it),
+    // built from those nodes only.
+    let mut built: Vec<(Vec<bool>, Option<PlacementOf>)> = Vec::new();
+    let mut out = Vec::with_capacity(ranges.len());
+    for (range, tier) in ranges.iter().zip(tiers) {
+        let mask = eligible(nodes, *tier);
+        let at = match built.iter().position(|(m, _)| *m == mask) {
+            Some(at) => at,
+            None => {
+                let pool: Vec<NodeSpec> = nodes
+                    .iter()
+                    .zip(&mask)
+                    .filter(|(_, ok)| **ok)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let placement = if pool.is_empty() {
+                    None
+                } else {
+                    Some(strategy.build(pool)?)
+                };
+                built.push((mask, placement));
+                built.len() - 1
+            }
+        };
+        let Some(placement) = &built[at].1 else {
+            out.push(Vec::new());
+            continue;
+        };
+        let r = config.replication.clamp(1, placement.members().len());
+        out.push(
+            placement
                 .replicas(range.start, r)?
                 .into_iter()
                 .map(str::to_owned)
-                .collect())
-        })
-        .collect()
+                .collect(),
+        );
+    }
+    Ok(out)
+}
+
+/// A placement built from the nodes that may hold a tier.
+type PlacementOf = Box<dyn Placement>;
+
+/// Which of `nodes` may hold a shard of `tier`, by position.
+fn eligible(nodes: &[NodeSpec], tier: Tier) -> Vec<bool> {
+    nodes.iter().map(|n| n.may_hold(tier)).collect()
+}
+
+/// A tier as roles and the API spell it.
+fn tier_name(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Hot => "hot",
+        Tier::Warm => "warm",
+        Tier::Cold => "cold",
+        Tier::Archive => "archive",
+    }
+}
+
+/// The role that lets a node hold `tier` (a cold node holds archive shards).
+fn role_for(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Archive => "cold",
+        t => tier_name(t),
+    }
 }
 
 /// What the controller knows at one tick.
@@ -157,38 +220,87 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
-/// Decide the next map. See the module doc for the rules.
+/// What the controller decides at one tick: the next map, if it changes, and what it
+/// cannot do now and why.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub decision: Option<Decision>,
+    /// Asked-for or wanted changes that wait, each with its reason: a tier no live data
+    /// node may hold (the shard stays where it is, at its tier). The same input gives the
+    /// same list, so a caller can report it when it changes.
+    pub held_back: Vec<String>,
+}
+
+/// Decide the next map. See the module doc for the rules; [`decide`] also says what waits.
 pub fn next_map(
     collection: &str,
     input: &ControlInput<'_>,
     config: &ControlConfig,
 ) -> Result<Option<Decision>> {
+    Ok(decide(collection, input, config)?.decision)
+}
+
+/// Decide the next map, and say what cannot be done now. See the module doc.
+pub fn decide(
+    collection: &str,
+    input: &ControlInput<'_>,
+    config: &ControlConfig,
+) -> Result<Outcome> {
+    let mut held_back = Vec::new();
+    let decision = decide_map(collection, input, config, &mut held_back)?;
+    Ok(Outcome {
+        decision,
+        held_back,
+    })
+}
+
+fn decide_map(
+    collection: &str,
+    input: &ControlInput<'_>,
+    config: &ControlConfig,
+    held_back: &mut Vec<String>,
+) -> Result<Option<Decision>> {
+    let spec_of = |id: &str| input.placeable.iter().find(|n| n.id == id);
+    let any_may_hold = |tier: Tier| input.placeable.iter().any(|n| n.may_hold(tier));
     let Some(current) = input.current else {
         if input.placeable.is_empty() {
             return Ok(None);
         }
+        // Shards start hot, or at the hottest tier a live data node may hold.
+        let tier = [Tier::Hot, Tier::Warm, Tier::Cold]
+            .into_iter()
+            .find(|t| any_may_hold(*t))
+            .unwrap_or(Tier::Hot);
         let ranges: Vec<RingRange> = (0..input.partitions.max(1))
             .map(|i| hektor_topics::ring::partition_range(i, input.partitions.max(1)))
             .collect();
         let held: Vec<Vec<String>> = vec![Vec::new(); ranges.len()];
-        let wanted = wanted(&ranges, &held, input.placeable, config)?;
+        let tiers = vec![tier; ranges.len()];
+        let wanted = wanted(&ranges, &tiers, &held, input.placeable, config)?;
         let shards = ranges
             .iter()
             .zip(wanted)
             .map(|(range, replicas)| Shard {
                 range: *range,
                 replicas,
-                tier: Tier::Hot,
+                tier,
             })
             .collect();
         let map = ShardMap::new(collection, 0, shards)?.with_incarnation(input.incarnation);
+        let mut reason = format!(
+            "first map: {} shards on {} nodes",
+            input.partitions,
+            input.placeable.len()
+        );
+        if tier != Tier::Hot {
+            reason.push_str(&format!(
+                ", tier {}: no live data node may hold hot",
+                tier_name(tier)
+            ));
+        }
         return Ok(Some(Decision {
             map,
-            reasons: vec![format!(
-                "first map: {} shards on {} nodes",
-                input.partitions,
-                input.placeable.len()
-            )],
+            reasons: vec![reason],
         }));
     };
     let alive: BTreeSet<&str> = input.alive.iter().map(String::as_str).collect();
@@ -201,21 +313,70 @@ pub fn next_map(
     let mut shards: Vec<Shard> = current.shards().to_vec();
     let mut targets: Vec<Target> = current.targets().to_vec();
 
-    // 0. Tier changes apply in place.
+    // 0. Tier changes: in place where every live holder may hold the new tier; else a
+    // move (the shard serves at its tier until a target at the new one, on nodes that
+    // may hold it, is ready: see 2b); else, with no live node that may hold it, nothing.
+    let mut moving: BTreeMap<RingRange, Tier> = BTreeMap::new();
     for (range, tier) in input.tiers {
-        if let Some(s) = shards
-            .iter_mut()
-            .find(|s| s.range == *range && s.tier != *tier)
-        {
-            reasons.push(format!(
-                "shard {}: tier {:?} -> {:?}",
-                fmt_range(range),
-                s.tier,
-                tier
-            ));
-            s.tier = *tier;
+        let tier = *tier;
+        let Some(s) = shards.iter_mut().find(|s| s.range == *range) else {
+            continue;
+        };
+        if s.tier != tier {
+            let barred: Vec<&String> = s
+                .replicas
+                .iter()
+                .filter(|r| spec_of(r).is_some_and(|n| !n.may_hold(tier)))
+                .collect();
+            if barred.is_empty() {
+                reasons.push(format!(
+                    "shard {}: tier {:?} -> {:?}",
+                    fmt_range(range),
+                    s.tier,
+                    tier
+                ));
+                s.tier = tier;
+            } else if !any_may_hold(tier) {
+                held_back.push(format!(
+                    "shard {}: tier {} -> {} waits: no live data node may hold {} (start one \
+                     with the `{}` role, or one without tier roles); it stays {} on {:?}",
+                    fmt_range(range),
+                    tier_name(s.tier),
+                    tier_name(tier),
+                    tier_name(tier),
+                    role_for(tier),
+                    tier_name(s.tier),
+                    s.replicas
+                ));
+                continue;
+            } else {
+                moving.insert(*range, tier);
+            }
         }
+        // Targets inside it being built at another tier take the new one where their
+        // holders may hold it, else they are abandoned (and planned again at the new tier).
+        targets.retain_mut(|t| {
+            if !within(&t.range, range) || t.tier == tier {
+                return true;
+            }
+            if t.replicas
+                .iter()
+                .all(|r| spec_of(r).is_some_and(|n| n.may_hold(tier)))
+            {
+                t.tier = tier;
+                return true;
+            }
+            reasons.push(format!(
+                "target {}: abandoned, {:?} may not all hold tier {}",
+                fmt_range(&t.range),
+                t.replicas,
+                tier_name(tier)
+            ));
+            false
+        });
     }
+    // The tier a shard is placed for: the one it is moving to, else its own.
+    let want_tier = |s: &Shard| moving.get(&s.range).copied().unwrap_or(s.tier);
 
     // 1. Dead replicas out, while another replica of the shard lives.
     for s in &mut shards {
@@ -237,18 +398,30 @@ pub fn next_map(
             s.replicas = live;
         }
     }
-    // Targets with a dead or no longer placeable new holder are abandoned (and re-planned).
+    // Targets with a dead or no longer placeable new holder, or one that may not hold
+    // the target's tier (it came back with other roles), are abandoned (and re-planned).
     let placeable: BTreeSet<&str> = input.placeable.iter().map(|n| n.id.as_str()).collect();
     targets.retain(|t| {
-        let ok = t.replicas.iter().all(|r| placeable.contains(r.as_str()));
-        if !ok {
+        let gone = t.replicas.iter().any(|r| !placeable.contains(r.as_str()));
+        let barred = t
+            .replicas
+            .iter()
+            .any(|r| spec_of(r).is_some_and(|n| !n.may_hold(t.tier)));
+        if gone {
             reasons.push(format!(
                 "target {}: abandoned, a new holder of {:?} is gone",
                 fmt_range(&t.range),
                 t.replicas
             ));
+        } else if barred {
+            reasons.push(format!(
+                "target {}: abandoned, a new holder of {:?} may not hold tier {}",
+                fmt_range(&t.range),
+                t.replicas,
+                tier_name(t.tier)
+            ));
         }
-        ok
+        !gone && !barred
     });
 
     // 3. Switch the serving shards whose targets are all ready.
@@ -338,6 +511,7 @@ pub fn next_map(
             continue;
         };
         let range = s.range;
+        let tier = want_tier(s);
         if has_target(&targets, &range) {
             continue;
         }
@@ -351,12 +525,17 @@ pub fn next_map(
                 end: range.end,
             },
         ];
-        let replicas = if s.replicas.iter().all(|r| placeable.contains(r.as_str())) {
+        let replicas = if s
+            .replicas
+            .iter()
+            .all(|r| spec_of(r).is_some_and(|n| n.may_hold(tier)))
+        {
             s.replicas.clone()
         } else {
             let held = vec![s.replicas.clone()];
             assign(
                 &[range],
+                &[tier],
                 &held,
                 input.placeable,
                 config.replication,
@@ -382,8 +561,10 @@ pub fn next_map(
                     .collect()
             })
             .collect();
+        let mut tiers: Vec<Tier> = shards.iter().map(want_tier).collect();
         all.push(halves[1]);
         held.push(Vec::new());
+        tiers.push(tier);
         // Away from the shard's current nodes when there are enough others.
         let others: Vec<NodeSpec> = input
             .placeable
@@ -391,17 +572,22 @@ pub fn next_map(
             .filter(|n| !replicas.contains(&n.id))
             .cloned()
             .collect();
-        let pool = if others.len() >= config.replication.max(1) {
-            &others[..]
-        } else {
-            input.placeable
-        };
-        let mut fresh = wanted(&all, &held, pool, config)?
+        let pool =
+            if others.iter().filter(|n| n.may_hold(tier)).count() >= config.replication.max(1) {
+                &others[..]
+            } else {
+                input.placeable
+            };
+        let mut fresh = wanted(&all, &tiers, &held, pool, config)?
             .pop()
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| replicas.clone());
         // The node the planner named (by measured load) first, when it may hold it.
-        if let Some(place) = ask.place.as_deref().filter(|p| placeable.contains(p)) {
+        if let Some(place) = ask
+            .place
+            .as_deref()
+            .filter(|p| spec_of(p).is_some_and(|n| n.may_hold(tier)))
+        {
             let n = fresh.len().max(1);
             fresh.retain(|r| r != place);
             fresh.insert(0, place.to_owned());
@@ -411,7 +597,7 @@ pub fn next_map(
             targets.push(Target {
                 range: half,
                 replicas,
-                tier: s.tier,
+                tier,
                 since: epoch,
                 reason: format!("split of {} at {at:#x}", fmt_range(&range)),
             });
@@ -431,9 +617,10 @@ pub fn next_map(
             continue;
         };
         if has_target(&targets, &s.range)
+            || moving.contains_key(&s.range)
             || !s.replicas.contains(&m.from)
             || s.replicas.contains(&m.to)
-            || !placeable.contains(m.to.as_str())
+            || !spec_of(&m.to).is_some_and(|n| n.may_hold(s.tier))
         {
             continue;
         }
@@ -489,10 +676,11 @@ pub fn next_map(
             start: left.start,
             end: right.end,
         };
+        let tier = want_tier(&shards[l]).min(want_tier(&shards[r]));
         let keep = |s: &Shard| -> Vec<String> {
             s.replicas
                 .iter()
-                .filter(|n| placeable.contains(n.as_str()))
+                .filter(|n| spec_of(n).is_some_and(|n| n.may_hold(tier)))
                 .cloned()
                 .collect()
         };
@@ -503,7 +691,6 @@ pub fn next_map(
         if replicas.is_empty() {
             continue;
         }
-        let tier = shards[l].tier.min(shards[r].tier);
         reasons.push(format!(
             "shards {} + {}: merge into {} on {:?} begun",
             fmt_range(left),
@@ -542,8 +729,20 @@ pub fn next_map(
                 }
             })
             .collect();
-        let wanted = wanted(&ranges, &held, input.placeable, config)?;
+        let tiers: Vec<Tier> = shards.iter().map(want_tier).collect();
+        let wanted = wanted(&ranges, &tiers, &held, input.placeable, config)?;
         for (s, want) in shards.iter().zip(wanted) {
+            let tier = want_tier(s);
+            if want.is_empty() && !any_may_hold(tier) {
+                held_back.push(format!(
+                    "shard {}: no live data node may hold tier {} (start one with the `{}` \
+                     role, or one without tier roles); it stays on {:?}",
+                    fmt_range(&s.range),
+                    tier_name(tier),
+                    role_for(tier),
+                    s.replicas
+                ));
+            }
             if targets.len() >= config.max_moves {
                 break;
             }
@@ -554,21 +753,44 @@ pub fn next_map(
             let mut b = want.clone();
             a.sort();
             b.sort();
-            if a != b {
+            if a == b {
+                continue;
+            }
+            let reason = if tier != s.tier {
+                let barred: Vec<&String> = s
+                    .replicas
+                    .iter()
+                    .filter(|r| spec_of(r).is_some_and(|n| !n.may_hold(tier)))
+                    .collect();
+                reasons.push(format!(
+                    "shard {}: tier {} -> {} moves it from {:?} to {:?} ({:?} may not hold \
+                     {}); it serves from {:?} until the new copies are ready",
+                    fmt_range(&s.range),
+                    tier_name(s.tier),
+                    tier_name(tier),
+                    s.replicas,
+                    want,
+                    barred,
+                    tier_name(tier),
+                    s.replicas
+                ));
+                format!("tier change to {}", tier_name(tier))
+            } else {
                 reasons.push(format!(
                     "shard {}: replicas {:?} -> {:?}",
                     fmt_range(&s.range),
                     s.replicas,
                     want
                 ));
-                targets.push(Target {
-                    range: s.range,
-                    replicas: want,
-                    tier: s.tier,
-                    since: epoch,
-                    reason: "re-placement".into(),
-                });
-            }
+                "re-placement".into()
+            };
+            targets.push(Target {
+                range: s.range,
+                replicas: want,
+                tier,
+                since: epoch,
+                reason,
+            });
         }
     }
 
@@ -617,42 +839,81 @@ fn tiles(range: &RingRange, targets: &[&Target]) -> bool {
     Some(at) == range.end
 }
 
-/// Sticky, balanced replica sets for `ranges`, given who holds each now (`held`, only
-/// placeable nodes): see the module doc. With `rebalance` false, current holders are kept
-/// whatever their counts (placement by load). Deterministic.
+/// Sticky, balanced replica sets for `ranges` of tiers `tiers`, given who holds each now
+/// (`held`, only placeable nodes): see the module doc. A range goes only to nodes that may
+/// hold its tier (none: no replicas), at most `replication` of them. With `rebalance`
+/// false, current holders are kept whatever their counts (placement by load).
+/// Deterministic.
 pub fn assign(
     ranges: &[RingRange],
+    tiers: &[Tier],
     held: &[Vec<String>],
     nodes: &[NodeSpec],
     replication: usize,
     rebalance: bool,
 ) -> Vec<Vec<String>> {
+    debug_assert_eq!(ranges.len(), tiers.len());
+    debug_assert_eq!(ranges.len(), held.len());
     if nodes.is_empty() {
         return vec![Vec::new(); ranges.len()];
     }
-    let r = replication.clamp(1, nodes.len());
-    let total_weight: f64 = nodes.iter().map(|n| n.weight).sum();
-    let slots = (ranges.len() * r) as f64;
-    // Each node's share of the replicas, rounded up: nobody sheds below its share.
+    let masks: Vec<Vec<bool>> = tiers.iter().map(|t| eligible(nodes, *t)).collect();
+    let copies: Vec<usize> = masks
+        .iter()
+        .map(|m| match m.iter().filter(|ok| **ok).count() {
+            0 => 0,
+            e => replication.clamp(1, e),
+        })
+        .collect();
+    // Each node's share of the replicas, rounded up: nobody sheds below its share. Ranges
+    // whose tiers admit the same nodes form a class whose replicas are shared out by
+    // weight over those nodes; a node's share sums its classes' (one class, all nodes,
+    // without tier roles).
+    let mut classes: Vec<(&[bool], usize)> = Vec::new();
+    for (mask, c) in masks.iter().zip(&copies) {
+        match classes.iter_mut().find(|(m, _)| *m == &mask[..]) {
+            Some(class) => class.1 += c,
+            None => classes.push((mask, *c)),
+        }
+    }
+    let mut fair = vec![0.0f64; nodes.len()];
+    for (mask, slots) in &classes {
+        let total: f64 = nodes
+            .iter()
+            .zip(mask.iter())
+            .filter(|(_, ok)| **ok)
+            .map(|(n, _)| n.weight)
+            .sum();
+        for (i, n) in nodes.iter().enumerate() {
+            if mask[i] && total > 0.0 {
+                fair[i] += *slots as f64 * n.weight / total;
+            }
+        }
+    }
     let share: BTreeMap<&str, usize> = nodes
         .iter()
-        .map(|n| {
-            (
-                n.id.as_str(),
-                (slots * n.weight / total_weight).ceil().max(1.0) as usize,
-            )
-        })
+        .zip(&fair)
+        .map(|(n, f)| (n.id.as_str(), f.ceil().max(1.0) as usize))
+        .collect();
+    let index: BTreeMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
         .collect();
     let weight: BTreeMap<&str, f64> = nodes.iter().map(|n| (n.id.as_str(), n.weight)).collect();
     let zone: BTreeMap<&str, &str> = nodes.iter().map(|n| (n.id.as_str(), n.domain())).collect();
     let mut load: BTreeMap<&str, usize> = nodes.iter().map(|n| (n.id.as_str(), 0)).collect();
-    // Keep current holders up to r per shard, and up to each node's share.
+    // Keep current holders that may hold the tier, up to r per shard and up to each
+    // node's share.
     let mut out: Vec<Vec<String>> = Vec::with_capacity(ranges.len());
-    for h in held {
+    for (i, h) in held.iter().enumerate() {
         let mut keep = Vec::new();
         for node in h {
-            if keep.len() >= r {
+            if keep.len() >= copies[i] {
                 break;
+            }
+            if !index.get(node.as_str()).is_some_and(|&at| masks[i][at]) {
+                continue;
             }
             if let Some(l) = load.get_mut(node.as_str()) {
                 if (!rebalance || *l < share[node.as_str()]) && !keep.contains(node) {
@@ -664,12 +925,14 @@ pub fn assign(
         out.push(keep);
     }
     // Fill the gaps with the least loaded nodes per unit of weight, new domains first.
-    for replicas in &mut out {
-        while replicas.len() < r {
+    for (i, replicas) in out.iter_mut().enumerate() {
+        while replicas.len() < copies[i] {
             let used: Vec<&str> = replicas.iter().map(|n| zone[n.as_str()]).collect();
             let best = nodes
                 .iter()
-                .map(|n| n.id.as_str())
+                .zip(&masks[i])
+                .filter(|(_, ok)| **ok)
+                .map(|(n, _)| n.id.as_str())
                 .filter(|id| !replicas.iter().any(|x| x == id))
                 .min_by(|a, b| {
                     let fresh = |id: &str| used.contains(&zone[id]) as u8;
@@ -1203,5 +1466,344 @@ mod tests {
         assert_eq!(done.shards().len(), 2);
         assert_eq!(done.shards()[0].range, s0);
         assert!(done.targets().is_empty());
+    }
+
+    fn tiered(id: &str, tiers: &[Tier]) -> NodeSpec {
+        NodeSpec::new(id).with_tiers(tiers.iter().copied())
+    }
+
+    fn tier_step(
+        map: &ShardMap,
+        n: &[NodeSpec],
+        ready: &[Ready],
+        tiers: &[(RingRange, Tier)],
+        config: &ControlConfig,
+    ) -> Outcome {
+        let ids: Vec<String> = n.iter().map(|n| n.id.clone()).collect();
+        decide(
+            "c",
+            &ControlInput {
+                current: Some(map),
+                placeable: n,
+                alive: &ids,
+                ready,
+                tiers,
+                ..Default::default()
+            },
+            config,
+        )
+        .unwrap()
+    }
+
+    /// Every serving shard and every target lies only on nodes that may hold its tier.
+    fn assert_eligible(map: &ShardMap, n: &[NodeSpec]) {
+        let spec = |id: &str| n.iter().find(|x| x.id == id).unwrap();
+        for s in map.shards() {
+            assert!(!s.replicas.is_empty(), "{s:?}");
+            for r in &s.replicas {
+                assert!(spec(r).may_hold(s.tier), "{s:?} on {:?}", spec(r));
+            }
+        }
+        for t in map.targets() {
+            assert!(!t.replicas.is_empty(), "{t:?}");
+            for r in &t.replicas {
+                assert!(spec(r).may_hold(t.tier), "{t:?} on {:?}", spec(r));
+            }
+        }
+    }
+
+    #[test]
+    fn shards_start_on_nodes_that_may_hold_hot_or_at_the_hottest_tier_there_is() {
+        let n = vec![tiered("h", &[Tier::Hot]), tiered("c", &[Tier::Cold])];
+        let map = first(&n, 4, 1);
+        assert!(map.shards().iter().all(|s| s.replicas == ["h"]));
+        assert!(map.shards().iter().all(|s| s.tier == Tier::Hot));
+        // Replication is capped by the nodes that may hold the tier.
+        let map = first(&n, 4, 2);
+        assert!(map.shards().iter().all(|s| s.replicas == ["h"]));
+        // A cluster of cold nodes starts its shards cold (never an empty placement).
+        let n = vec![tiered("c1", &[Tier::Cold]), tiered("c2", &[Tier::Cold])];
+        let map = first(&n, 4, 1);
+        assert!(map.shards().iter().all(|s| s.tier == Tier::Cold));
+        assert_eq!(held_by(&map, "c1"), 2);
+        assert_eq!(held_by(&map, "c2"), 2);
+    }
+
+    #[test]
+    fn a_tier_its_holders_cannot_serve_moves_the_shard_and_it_serves_meanwhile() {
+        let n = vec![
+            tiered("h", &[Tier::Hot]),
+            tiered("c1", &[Tier::Cold]),
+            tiered("c2", &[Tier::Cold]),
+        ];
+        let config = ControlConfig::default();
+        let map = first(&n, 4, 1);
+        let s0 = map.shards()[0].range;
+        let ask = [(s0, Tier::Cold)];
+        let out = tier_step(&map, &n, &[], &ask, &config);
+        assert!(out.held_back.is_empty(), "{:?}", out.held_back);
+        let d = out.decision.expect("a move begins");
+        assert_eligible(&d.map, &n);
+        // The shard serves from the hot node, at hot, while the cold copy is built.
+        assert_eq!(d.map.shards(), map.shards());
+        assert_eq!(d.map.targets().len(), 1, "{:?}", d.map.targets());
+        let t = &d.map.targets()[0];
+        assert_eq!((t.range, t.tier), (s0, Tier::Cold));
+        assert_eq!(t.replicas.len(), 1);
+        assert!(t.replicas[0].starts_with('c'), "{t:?}");
+        assert!(
+            d.reasons
+                .iter()
+                .any(|r| r.contains("tier hot -> cold moves it")),
+            "{:?}",
+            d.reasons
+        );
+        // Not before the new holder is ready; the ask is still pending meanwhile.
+        assert!(tier_step(&d.map, &n, &[], &ask, &config).decision.is_none());
+        let done = tier_step(&d.map, &n, &all_ready(&d.map), &ask, &config)
+            .decision
+            .expect("switched");
+        assert_eligible(&done.map, &n);
+        assert!(done.map.targets().is_empty());
+        assert_eq!(done.map.shards()[0].tier, Tier::Cold);
+        assert_eq!(done.map.shards()[0].replicas, t.replicas);
+        assert_eq!(
+            done.map.shards()[1..],
+            map.shards()[1..],
+            "others untouched"
+        );
+        // Settled: the ask is done, and nothing moves back.
+        assert!(tier_step(&done.map, &n, &[], &[], &config)
+            .decision
+            .is_none());
+    }
+
+    #[test]
+    fn asking_back_for_the_old_tier_abandons_the_move() {
+        let n = vec![tiered("h", &[Tier::Hot]), tiered("c", &[Tier::Cold])];
+        let config = ControlConfig::default();
+        let map = first(&n, 2, 1);
+        let s0 = map.shards()[0].range;
+        let moving = tier_step(&map, &n, &[], &[(s0, Tier::Cold)], &config)
+            .decision
+            .unwrap()
+            .map;
+        assert_eq!(moving.targets()[0].replicas, ["c"]);
+        let back = tier_step(&moving, &n, &[], &[(s0, Tier::Hot)], &config)
+            .decision
+            .expect("the cold copy is abandoned")
+            .map;
+        assert!(back.targets().is_empty(), "{:?}", back.targets());
+        assert_eq!(back.shards(), map.shards());
+    }
+
+    #[test]
+    fn holders_that_may_hold_the_new_tier_switch_in_place() {
+        // Without tier roles (every deployment before them) and with both roles.
+        for n in [
+            nodes(&["a", "b"]),
+            vec![
+                tiered("a", &[Tier::Hot, Tier::Cold]),
+                tiered("b", &[Tier::Hot, Tier::Cold]),
+            ],
+        ] {
+            let map = first(&n, 2, 2);
+            let two = ControlConfig {
+                replication: 2,
+                ..ControlConfig::default()
+            };
+            let s0 = map.shards()[0].range;
+            let d = tier_step(&map, &n, &[], &[(s0, Tier::Cold)], &two)
+                .decision
+                .unwrap();
+            assert!(d.map.targets().is_empty());
+            assert_eq!(d.map.shards()[0].tier, Tier::Cold);
+            assert_eq!(d.map.shards()[0].replicas, map.shards()[0].replicas);
+            // A cold node also holds the archive tier: archiving is in place too.
+            let d = tier_step(&d.map, &n, &[], &[(s0, Tier::Archive)], &two)
+                .decision
+                .unwrap();
+            assert!(d.map.targets().is_empty());
+            assert_eq!(d.map.shards()[0].tier, Tier::Archive);
+        }
+    }
+
+    #[test]
+    fn a_tier_no_live_node_may_hold_changes_nothing_and_says_why() {
+        let n = vec![tiered("h", &[Tier::Hot]), tiered("w", &[Tier::Warm])];
+        let map = first(&n, 2, 1);
+        let s0 = map.shards()[0].range;
+        for config in [
+            ControlConfig::default(),
+            by_load(),
+            ControlConfig {
+                strategy: Some(Strategy::ConsistentHash { vnodes: 50 }),
+                ..ControlConfig::default()
+            },
+        ] {
+            let out = tier_step(&map, &n, &[], &[(s0, Tier::Cold)], &config);
+            assert!(out.decision.is_none(), "{:?}", out.decision);
+            assert_eq!(out.held_back.len(), 1, "{:?}", out.held_back);
+            let why = &out.held_back[0];
+            assert!(
+                why.contains("no live data node may hold cold") && why.contains("`cold` role"),
+                "{why}"
+            );
+        }
+        // A shard whose only eligible node died stays listed where it is, and says so.
+        let only_warm = vec![tiered("w", &[Tier::Warm])];
+        let out = tier_step(&map, &only_warm, &[], &[], &ControlConfig::default());
+        assert!(out.decision.is_none(), "{:?}", out.decision);
+        assert!(
+            out.held_back
+                .iter()
+                .any(|w| w.contains("no live data node may hold tier hot")),
+            "{:?}",
+            out.held_back
+        );
+    }
+
+    #[test]
+    fn splits_merges_and_moves_choose_only_eligible_nodes() {
+        let n = vec![
+            tiered("h1", &[Tier::Hot]),
+            tiered("h2", &[Tier::Hot]),
+            tiered("c", &[Tier::Cold]),
+        ];
+        let map = first(&n, 2, 1);
+        let s0 = map.shards()[0].range;
+        let at = s0.start + (s0.end.unwrap() - s0.start) / 2;
+        let ids = alive(&["h1", "h2", "c"]);
+        // The planner names the cold node for a hot shard's right half: not taken.
+        let d = next_map(
+            "c",
+            &ControlInput {
+                current: Some(&map),
+                placeable: &n,
+                alive: &ids,
+                splits: &[SplitAsk {
+                    shard: s0,
+                    at,
+                    place: Some("c".into()),
+                }],
+                ..Default::default()
+            },
+            &ControlConfig::default(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eligible(&d.map, &n);
+        assert_eq!(d.map.targets().len(), 2);
+        // A planner's move to a node that may not hold the tier is not carried out.
+        let s = &map.shards()[0];
+        let d = next_map(
+            "c",
+            &ControlInput {
+                current: Some(&map),
+                placeable: &n,
+                alive: &ids,
+                moves: &[MoveAsk {
+                    shard: s.range,
+                    from: s.replicas[0].clone(),
+                    to: "c".into(),
+                }],
+                ..Default::default()
+            },
+            &by_load(),
+        )
+        .unwrap();
+        assert!(d.is_none(), "{d:?}");
+    }
+
+    /// Subsets of {hot, warm, cold} by bit.
+    fn tiers_of(bits: u8) -> Vec<Tier> {
+        [Tier::Hot, Tier::Warm, Tier::Cold]
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| bits & (1 << i) != 0)
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    const TIERS: [Tier; 4] = [Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archive];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Whatever the nodes' tier roles, strategy and tier asks: no shard and no target
+        /// ever lies on a node that may not hold its tier; a tier some live node may hold
+        /// is reached (holders switched when ready); one no live node may hold changes
+        /// nothing and is reported.
+        #[test]
+        fn no_shard_is_ever_placed_on_a_node_that_may_not_hold_its_tier(
+            roles in proptest::collection::vec(0u8..8, 1..6),
+            partitions in 1u32..7,
+            replication in 1usize..4,
+            strategy in 0usize..5,
+            asks in proptest::collection::vec((0usize..8, 0usize..4), 1..6),
+        ) {
+            let n: Vec<NodeSpec> = roles
+                .iter()
+                .enumerate()
+                .map(|(i, bits)| tiered(&format!("n{i}"), &tiers_of(*bits)))
+                .collect();
+            let config = ControlConfig {
+                replication,
+                max_moves: 3,
+                strategy: match strategy {
+                    0 | 1 => None,
+                    2 => Some(Strategy::ConsistentHash { vnodes: 20 }),
+                    3 => Some(Strategy::HashMod),
+                    _ => Some(Strategy::Range),
+                },
+                by_load: strategy == 1,
+            };
+            let ids: Vec<String> = n.iter().map(|n| n.id.clone()).collect();
+            let mut map = next_map(
+                "c",
+                &ControlInput { partitions, placeable: &n, alive: &ids, ..Default::default() },
+                &config,
+            )
+            .unwrap()
+            .unwrap()
+            .map;
+            assert_eligible(&map, &n);
+            for (pick, tier) in asks {
+                let tier = TIERS[tier];
+                let range = map.shards()[pick % map.shards().len()].range;
+                let ask = [(range, tier)];
+                let possible = n.iter().any(|x| x.may_hold(tier));
+                let before = map.clone();
+                // Step with every target ready until the map settles.
+                let mut settled = false;
+                let mut last = Outcome::default();
+                for _ in 0..32 {
+                    last = tier_step(&map, &n, &all_ready(&map), &ask, &config);
+                    match &last.decision {
+                        Some(d) => {
+                            assert_eligible(&d.map, &n);
+                            map = d.map.clone();
+                        }
+                        None => {
+                            settled = true;
+                            break;
+                        }
+                    }
+                }
+                proptest::prop_assert!(settled, "never settled: {map:?}");
+                let shard = map.shards().iter().find(|s| s.range == range).unwrap();
+                if possible {
+                    proptest::prop_assert_eq!(shard.tier, tier);
+                } else {
+                    let was = before.shards().iter().find(|s| s.range == range).unwrap();
+                    proptest::prop_assert_eq!(shard, was);
+                    if was.tier != tier {
+                        proptest::prop_assert!(
+                            last.held_back.iter().any(|w| w.contains("waits")),
+                            "{:?}", last.held_back
+                        );
+                    }
+                }
+            }
+        }
     }
 }

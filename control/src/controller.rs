@@ -12,12 +12,18 @@
 //! opens its term by re-writing the accepted map under it. A controller that has just
 //! started waits one `dead_after` before re-placing anything, so a restarting cluster does
 //! not move every shard to the first node that comes back.
+//!
+//! Placement follows the nodes' roles: each placeable node's tier roles come with it
+//! ([`hektor_cluster::NodeSpec::from_heartbeat`]), and the rules place a shard only on
+//! nodes that may hold its tier. What the rules cannot do now (a tier no live node may
+//! hold) is recorded with the map changes, once each time it changes, so `GET /cluster`
+//! shows why a shard stays where it is.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hektor_cluster::rules::{next_map, ControlConfig, ControlInput};
+use hektor_cluster::rules::{decide, ControlConfig, ControlInput};
 use hektor_cluster::{Lease, Strategy};
 use hektor_topics::catalog::Catalog;
 use hektor_topics::record::{NodeHeartbeat, PlacementSpec, PlanAction, PlanChange, RingRange};
@@ -98,6 +104,8 @@ pub struct Control {
     /// Keyed by (collection, incarnation): a name dropped and created again starts over.
     written: Mutex<BTreeMap<(String, u64), (u64, u64)>>,
     claimed: Mutex<BTreeMap<(String, u64), u64>>,
+    /// Per collection, what the rules last said waits (recorded when it changes).
+    held_back: Mutex<BTreeMap<(String, u64), Vec<String>>>,
 }
 
 impl Control {
@@ -144,6 +152,7 @@ impl Control {
             log_of_decisions: Mutex::new(Vec::new()),
             written: Mutex::new(BTreeMap::new()),
             claimed: Mutex::new(BTreeMap::new()),
+            held_back: Mutex::new(BTreeMap::new()),
         });
         let runner = Arc::clone(&control);
         tokio::spawn(async move { runner.run(settings, facts).await });
@@ -344,6 +353,7 @@ impl Control {
             |key: &(String, u64)| current.iter().any(|(s, i)| s.name == key.0 && *i == key.1);
         self.claimed.lock().retain(|k, _| known(k));
         self.written.lock().retain(|k, _| known(k));
+        self.held_back.lock().retain(|k, _| known(k));
         let placeable = self.membership.placeable();
         let alive: Vec<String> = self
             .membership
@@ -428,25 +438,51 @@ impl Control {
                 term,
                 writer: self.me.clone(),
             };
-            let decision = match next_map(&spec.name, &input, &config)? {
-                Some(decision) => decision,
-                // A new term opens with the accepted map re-written under it.
-                None => match &state.map {
-                    Some(map) if map.lease().term != term && map.epoch() < u64::MAX => {
-                        hektor_cluster::rules::Decision {
-                            map: map.as_ref().clone().at_epoch(map.epoch() + 1),
-                            reasons: vec![format!(
-                                "controller {} took the lease at term {term}",
-                                self.me
-                            )],
-                        }
-                    }
-                    _ => continue,
-                },
+            let outcome = decide(&spec.name, &input, &config)?;
+            // What waits (a tier no live node may hold) is recorded when it changes.
+            let waits = {
+                let mut last = self.held_back.lock();
+                let key = (spec.name.clone(), incarnation);
+                if last.get(&key) == Some(&outcome.held_back) {
+                    Vec::new()
+                } else {
+                    last.insert(key, outcome.held_back.clone());
+                    outcome.held_back
+                }
             };
+            if !waits.is_empty() {
+                tracing::warn!(collection = %spec.name, reasons = ?waits, "shard map change held back");
+            }
+            // A new term opens with the accepted map re-written under it.
+            let decision = outcome.decision.or_else(|| match &state.map {
+                Some(map) if map.lease().term != term && map.epoch() < u64::MAX => {
+                    Some(hektor_cluster::rules::Decision {
+                        map: map.as_ref().clone().at_epoch(map.epoch() + 1),
+                        reasons: vec![format!(
+                            "controller {} took the lease at term {term}",
+                            self.me
+                        )],
+                    })
+                }
+                _ => None,
+            });
+            let Some(decision) = decision else {
+                if !waits.is_empty() {
+                    self.record(serde_json::json!({
+                        "collection": spec.name,
+                        "epoch": state.map.as_ref().map(|m| m.epoch()),
+                        "time_ms": wall_ms(),
+                        "unchanged": true,
+                        "reasons": waits,
+                    }));
+                }
+                continue;
+            };
+            let mut reasons = decision.reasons;
+            reasons.extend(waits);
             let decision = hektor_cluster::rules::Decision {
                 map: decision.map.with_lease(lease),
-                reasons: decision.reasons,
+                reasons,
             };
             tracing::info!(collection = %spec.name, epoch = decision.map.epoch(), term,
                 reasons = ?decision.reasons, "shard map changed");
@@ -461,12 +497,17 @@ impl Control {
                 (term, decision.map.epoch()),
             );
             self.plans.publish_map(decision.map).await?;
-            let mut log = self.log_of_decisions.lock();
-            log.push(record);
-            let excess = log.len().saturating_sub(64);
-            log.drain(..excess);
+            self.record(record);
         }
         Ok(())
+    }
+
+    /// Keep a decision for `GET /cluster` (the last 64).
+    fn record(&self, record: serde_json::Value) {
+        let mut log = self.log_of_decisions.lock();
+        log.push(record);
+        let excess = log.len().saturating_sub(64);
+        log.drain(..excess);
     }
 
     /// Report the targets listing this node that it has caught up with.

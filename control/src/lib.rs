@@ -41,6 +41,8 @@ pub struct NodeInfo {
     pub address: String,
     pub alive: bool,
     pub leaving: bool,
+    /// Its roles (`router`, `data`, tier roles, `gpu`, ...), from its heartbeat.
+    pub roles: Vec<String>,
     /// The shards its last heartbeat says it holds, with their sizes.
     pub shards: Vec<hektor_topics::record::HeldShard>,
 }

@@ -32,10 +32,33 @@ use tokio::sync::watch;
 
 use crate::{NodeInfo, Result};
 
+/// The role that serves the client API (searches, writes, collection changes).
+pub const ROLE_ROUTER: &str = "router";
 /// The role that makes a node hold shards.
 pub const ROLE_DATA: &str = "data";
 /// The role that makes a node eligible to run the controller.
 pub const ROLE_CONTROLLER: &str = "controller";
+/// The role that runs the kinetic planner.
+pub const ROLE_PLANNER: &str = "planner";
+/// Tier roles: a data node with one or more holds only shards of those tiers (a `cold`
+/// node also archive ones); one with none holds any tier. See
+/// [`hektor_cluster::node::tier_of_role`].
+pub const ROLE_HOT: &str = "hot";
+pub const ROLE_WARM: &str = "warm";
+pub const ROLE_COLD: &str = "cold";
+/// The role of a node that runs GPU batch work.
+pub const ROLE_GPU: &str = "gpu";
+/// Every role a node may be given.
+pub const ROLES: [&str; 8] = [
+    ROLE_ROUTER,
+    ROLE_DATA,
+    ROLE_CONTROLLER,
+    ROLE_PLANNER,
+    ROLE_HOT,
+    ROLE_WARM,
+    ROLE_COLD,
+    ROLE_GPU,
+];
 /// The most nodes a membership remembers (alive or not).
 pub const MAX_MEMBERS: usize = 4096;
 /// At most one warning about refused heartbeats per this interval.
@@ -57,6 +80,32 @@ pub fn wall_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Check a node's own roles (`hektor serve --roles`): each one of [`ROLES`], and the tier
+/// roles only with `data` (they limit which shards a data node holds).
+pub fn check_roles(roles: &[String]) -> Result<()> {
+    for role in roles {
+        if !ROLES.contains(&role.as_str()) {
+            return Err(crate::Error::Config(format!(
+                "unknown role `{role}`: use {}",
+                ROLES.join(", ")
+            )));
+        }
+    }
+    let tiers: Vec<&str> = roles
+        .iter()
+        .map(String::as_str)
+        .filter(|r| hektor_cluster::node::tier_of_role(r).is_some())
+        .collect();
+    if !tiers.is_empty() && !roles.iter().any(|r| r == ROLE_DATA) {
+        return Err(crate::Error::Config(format!(
+            "the tier roles {} limit which shards a data node holds: add the `data` role, or \
+             drop them",
+            tiers.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// The one check of a heartbeat: for each one read from the nodes topic (at the reader's
@@ -258,6 +307,7 @@ impl Membership {
                         address: hb.address.clone(),
                         alive: self.is_alive(hb, now),
                         leaving: hb.leaving,
+                        roles: hb.roles.clone(),
                         shards: hb.shards.clone(),
                     },
                 )
@@ -594,6 +644,43 @@ mod tests {
             hb.shards.iter().all(|s| s.bytes > 0),
             "the smallest was kept"
         );
+    }
+
+    #[tokio::test]
+    async fn roles_are_checked_and_tier_roles_reach_placement() {
+        use hektor_topics::record::Tier;
+        let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_roles(&roles(&["router", "data", "controller", "planner"])).is_ok());
+        assert!(check_roles(&roles(&["data", "hot", "gpu"])).is_ok());
+        assert!(check_roles(&roles(&["router", "gpu"])).is_ok());
+        let err = check_roles(&roles(&["data", "lukewarm"])).unwrap_err();
+        assert!(err.to_string().contains("unknown role `lukewarm`"), "{err}");
+        let err = check_roles(&roles(&["router", "cold"])).unwrap_err();
+        assert!(err.to_string().contains("add the `data` role"), "{err}");
+
+        let now = 1_700_000_000_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Membership::new(embedded(dir.path()).await, NODES_TOPIC.into(), DEAD_AFTER);
+        let cold = NodeHeartbeat {
+            roles: roles(&["data", "cold"]),
+            ..heartbeat("c", now)
+        };
+        m.absorb(cold, now).expect("c");
+        m.absorb(heartbeat("a", now), now).expect("a");
+        let tiers: Vec<(String, Vec<Tier>)> = m
+            .placeable_at(now)
+            .into_iter()
+            .map(|n| (n.id, n.tiers))
+            .collect();
+        assert_eq!(
+            tiers,
+            [
+                ("a".to_string(), vec![]),
+                ("c".to_string(), vec![Tier::Cold])
+            ]
+        );
+        // The view routers and `GET /cluster` follow carries the roles.
+        assert_eq!(m.nodes()["c"].roles, ["data", "cold"]);
     }
 
     #[test]

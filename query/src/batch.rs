@@ -17,9 +17,15 @@
 //!   tenant's ring range only.
 //! - The hits' ids and payloads are read from the very snapshot that was searched.
 //!
-//! Every shard of the query must be held by this node: a shard only on other nodes is a
-//! 503 saying so (the batch path has no per-shard call to other nodes yet). The search
-//! runs on a blocking thread, never on an async worker.
+//! - **GPU nodes** ([`gpu_nodes`]): when the rule sends a batch to the GPU and this node
+//!   has none, the batch is forwarded to a live node with the `gpu` role that holds every
+//!   shard of the query (`POST /internal/collections/{c}/search-batch`, never forwarded
+//!   again), and its answer says so (`node`, `forwarded_by`, `why`); with no such node,
+//!   or none answering, it runs on this node's CPU and `why` says why.
+//!
+//! Every shard of the query must be held by the node that runs it: a shard only on other
+//! nodes is a 503 saying so (the batch path has no per-shard call to other nodes yet). The
+//! search runs on a blocking thread, never on an async worker.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,6 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use hektor_control::Routing;
 use hektor_indexers::batch::{route, Backend, BatchSearcher, RoutePolicy};
 use hektor_indexers::host::HostedShard;
 use hektor_topics::record::{Distance, RingRange};
@@ -46,6 +53,11 @@ pub const GPU_QUEUE: usize = 4;
 const CACHE_BUDGET_FLOATS: usize = 256 << 20;
 /// How long a batch waits for a shard this node is assigned but has not opened yet.
 const SHARD_WAIT: Duration = Duration::from_secs(10);
+/// The role of nodes that take GPU batches (`hektor serve --roles ...,gpu`).
+pub const GPU_ROLE: &str = "gpu";
+/// How long a forwarded batch may take on the `gpu` node before this node gives up on it
+/// and runs it on its own CPU.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where a batch should run, as the request asks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
@@ -61,7 +73,7 @@ pub enum Device {
 }
 
 /// Where a batch ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RanOn {
     Cpu,
@@ -142,7 +154,7 @@ pub fn choose_device(
 }
 
 /// The body of `POST /collections/{c}/search/batch`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchSearchRequest {
     /// The queries, each of the collection's dimension (1 to 10,000 of them).
@@ -166,20 +178,26 @@ fn default_k() -> usize {
 }
 
 /// One query's answer: its hits, best first, as `/search` answers them.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchResult {
     pub hits: Vec<SearchHit>,
 }
 
 /// The answer of a batch search.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchSearchResponse {
     /// One per query, in the order of the request's `vectors`.
     pub results: Vec<BatchResult>,
-    /// Where the batch ran.
+    /// Where the batch ran: the device of [`BatchSearchResponse::node`].
     pub ran_on: RanOn,
-    /// Why it ran there (the routing rule that decided, or why the GPU was not used).
+    /// Why it ran there (the routing rule that decided, why the GPU was not used, and
+    /// whether and why it was forwarded to a `gpu` node).
     pub why: String,
+    /// The node that searched: the one the batch was sent to, or the `gpu` node it
+    /// forwarded the batch to.
+    pub node: String,
+    /// The node the batch was sent to, when it forwarded it to `node` (else null).
+    pub forwarded_by: Option<String>,
     /// Queries answered.
     pub queries: usize,
     /// Shards searched.
@@ -353,11 +371,91 @@ fn engine_error(e: hektor_indexers::Error) -> QueryError {
     }
 }
 
-/// Validate, route, search every shard of the query held here, merge per query.
+/// Whether the routing rule wants the GPU for this batch: `gpu` asked for, or `auto` and
+/// the batch's size ([`route`]).
+pub fn wants_gpu(queries: usize, dim: usize, device: Device, policy: &RoutePolicy) -> bool {
+    match device {
+        Device::Cpu => false,
+        Device::Gpu => true,
+        Device::Auto => route(queries, dim, true, policy) == Backend::Gpu,
+    }
+}
+
+/// The nodes a batch may be forwarded to, in the order to try them: alive, not draining,
+/// with the `gpu` role, not `routing.me`, holding a replica of every shard in `shards`
+/// (the batch runs where every shard is local); by id. `(id, address)`.
+pub fn gpu_nodes(routing: &Routing, shards: &[hektor_cluster::Shard]) -> Vec<(String, String)> {
+    routing
+        .nodes
+        .iter()
+        .filter(|(id, n)| {
+            n.alive
+                && !n.leaving
+                && **id != routing.me
+                && n.roles.iter().any(|r| r == GPU_ROLE)
+                && shards.iter().all(|s| s.replicas.contains(id))
+        })
+        .map(|(id, n)| (id.clone(), n.address.clone()))
+        .collect()
+}
+
+/// Validate, route, search every shard of the query held here (or forward the batch to a
+/// `gpu` node, see the module doc), merge per query.
 pub async fn batch_search(
     searcher: &Searcher,
     collection: &str,
     request: BatchSearchRequest,
+) -> Result<BatchSearchResponse, QueryError> {
+    run(searcher, collection, request, true).await
+}
+
+/// A batch another node forwarded here (to this node's GPU): run here, never forwarded.
+pub async fn forwarded_batch_search(
+    searcher: &Searcher,
+    collection: &str,
+    request: BatchSearchRequest,
+) -> Result<BatchSearchResponse, QueryError> {
+    run(searcher, collection, request, false).await
+}
+
+/// Send the batch to the `gpu` node `id` at `address`; its answer, or why not.
+async fn forward(
+    searcher: &Searcher,
+    address: &str,
+    collection: &str,
+    request: &BatchSearchRequest,
+) -> Result<BatchSearchResponse, String> {
+    let url = format!(
+        "{}://{address}/internal/collections/{collection}/search-batch",
+        searcher.scheme()
+    );
+    let response = searcher
+        .internal_post(url)
+        .timeout(FORWARD_TIMEOUT)
+        .json(request)
+        .send()
+        .await
+        .map_err(|e| format!("unreachable: {e}"))?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        let text = response.text().await.unwrap_or_default();
+        let error = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        return Err(format!("answered {status}: {error}"));
+    }
+    response
+        .json()
+        .await
+        .map_err(|e| format!("unreadable answer: {e}"))
+}
+
+async fn run(
+    searcher: &Searcher,
+    collection: &str,
+    request: BatchSearchRequest,
+    may_forward: bool,
 ) -> Result<BatchSearchResponse, QueryError> {
     let started = Instant::now();
     let spec = searcher
@@ -373,6 +471,39 @@ pub async fn batch_search(
         Some(range) => map.overlapping(range),
         None => map.shards(),
     };
+    // The rule wants the GPU and this node has none: a `gpu` node takes it.
+    let local_gpu = gpu_state();
+    let mut not_forwarded = None;
+    if let GpuState::Unavailable(reason) = &local_gpu {
+        let policy = RoutePolicy::default();
+        let (queries, dim) = (request.vectors.len(), spec.dimension as usize);
+        if may_forward && wants_gpu(queries, dim, request.device, &policy) {
+            let mut failed = Vec::new();
+            for (id, address) in gpu_nodes(&routing, shards) {
+                match forward(searcher, &address, collection, &request).await {
+                    Ok(mut answer) => {
+                        answer.why = format!(
+                            "{} has no GPU ({reason}); forwarded to the `gpu` node {id}, \
+                             where: {}",
+                            routing.me, answer.why
+                        );
+                        answer.forwarded_by = Some(routing.me.clone());
+                        answer.took_us = started.elapsed().as_micros() as u64;
+                        return Ok(answer);
+                    }
+                    Err(err) => {
+                        tracing::warn!(node = %id, %collection, %err, "a gpu node did not take a batch");
+                        failed.push(format!("{id} {err}"));
+                    }
+                }
+            }
+            not_forwarded = Some(if failed.is_empty() {
+                "no live `gpu` node holds every shard of the query".to_owned()
+            } else {
+                format!("the `gpu` nodes did not take it: {}", failed.join("; "))
+            });
+        }
+    }
     let mut held = Vec::with_capacity(shards.len());
     for s in shards {
         let hosted = if s.replicas.contains(&routing.me) {
@@ -401,13 +532,16 @@ pub async fn batch_search(
     }
     let dim = spec.dimension as usize;
     let queries = request.vectors.len();
-    let decision = choose_device(
+    let mut decision = choose_device(
         queries,
         dim,
         request.device,
-        &gpu_state(),
+        &local_gpu,
         &RoutePolicy::default(),
     );
+    if let Some(why) = not_forwarded {
+        decision.why = format!("{}; {why}", decision.why);
+    }
     let (k, payload, distance) = (request.k, !request.without_payload, spec.distance);
     let flat: Vec<f32> = request.vectors.into_iter().flatten().collect();
     let shard_count = held.len();
@@ -425,6 +559,8 @@ pub async fn batch_search(
         results,
         ran_on: decision.ran_on,
         why: decision.why,
+        node: routing.me.clone(),
+        forwarded_by: None,
         shards: shard_count,
         epoch: map.epoch(),
         took_us: started.elapsed().as_micros() as u64,
@@ -599,6 +735,59 @@ mod tests {
         let d = rule(1, 4, Device::Gpu, &GpuState::QueueFull);
         assert_eq!(d.ran_on, RanOn::Cpu);
         assert!(d.why.contains("\"gpu\"") && d.why.contains("queue is full"));
+    }
+
+    #[test]
+    fn batches_go_to_live_gpu_nodes_that_hold_every_shard() {
+        use hektor_control::NodeInfo;
+        use hektor_topics::record::Tier;
+        let node = |alive: bool, leaving: bool, roles: &[&str]| NodeInfo {
+            address: "127.0.0.1:1".into(),
+            alive,
+            leaving,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            shards: Vec::new(),
+        };
+        let routing = Routing {
+            me: "a".into(),
+            maps: Default::default(),
+            nodes: [
+                ("a", node(true, false, &["router", "data", "gpu"])),
+                ("g1", node(true, false, &["data", "gpu"])),
+                ("g2", node(true, false, &["data", "gpu"])),
+                ("g3", node(false, false, &["data", "gpu"])),
+                ("g4", node(true, true, &["data", "gpu"])),
+                ("d", node(true, false, &["data"])),
+            ]
+            .into_iter()
+            .map(|(id, n)| (id.to_owned(), n))
+            .collect(),
+        };
+        let shard = |replicas: &[&str]| hektor_cluster::Shard {
+            range: ring::partition_range(0, 1),
+            replicas: replicas.iter().map(|r| r.to_string()).collect(),
+            tier: Tier::Hot,
+        };
+        let all = [
+            shard(&["a", "g1", "g2", "g3", "g4", "d"]),
+            shard(&["g2", "g1", "g3", "g4", "d"]),
+        ];
+        let ids = |shards: &[hektor_cluster::Shard]| -> Vec<String> {
+            gpu_nodes(&routing, shards)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect()
+        };
+        // Not itself, not dead or draining ones, not nodes without the role.
+        assert_eq!(ids(&all), ["g1", "g2"]);
+        // Only nodes holding every shard of the query.
+        assert_eq!(ids(&[all[0].clone(), shard(&["g2"])]), ["g2"]);
+        assert!(ids(&[shard(&["d"])]).is_empty());
+        let policy = RoutePolicy::default();
+        assert!(wants_gpu(100, 16, Device::Auto, &policy));
+        assert!(!wants_gpu(5, 16, Device::Auto, &policy));
+        assert!(wants_gpu(1, 16, Device::Gpu, &policy));
+        assert!(!wants_gpu(1000, 2048, Device::Cpu, &policy));
     }
 
     #[test]

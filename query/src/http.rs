@@ -19,11 +19,12 @@
 //!   `GET /metrics` (Prometheus text format).
 //! - `GET /cluster`: per collection the map's shards with replicas, tier, local facts and
 //!   the kinetic planner's hotness, qps, p99 and hot/cold per shard; the targets; the
-//!   members with address and state; the planner's decisions and the controller's recent
-//!   map changes. The planner's part comes from [`QueryState::cluster`], a callback the
+//!   members with address, state and roles; the planner's decisions and the controller's
+//!   recent map changes. The planner's part comes from [`QueryState::cluster`], a callback the
 //!   binary wires, so this crate does not depend on the dataflow crate.
 //! - `POST /internal/collections/{c}/shard-search` and `.../shard-get`: one shard's search
-//!   or read for another node's router (404 when this node does not hold the shard).
+//!   or read for another node's router (404 when this node does not hold the shard);
+//!   `.../search-batch`: a batch search forwarded to this `gpu` node ([`crate::batch`]).
 //!
 //! Errors are `{"error": "message"}` ([`ErrorBody`]) with 400, 404, 413, 422, 500, 503 or
 //! 504. Every route is registered through `utoipa-axum`'s `OpenApiRouter` with its
@@ -48,7 +49,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::batch::{batch_search, BatchSearchRequest, BatchSearchResponse};
+use crate::batch::{batch_search, forwarded_batch_search, BatchSearchRequest, BatchSearchResponse};
 use crate::metrics::{Metrics, NodeSource};
 use crate::router::{
     shard_get, shard_search, SearchRequest, SearchResponse, Searcher, ShardAnswer, ShardGet,
@@ -108,6 +109,7 @@ pub fn router(state: QueryState) -> OpenApiRouter {
         .routes(routes!(search_batch))
         .routes(routes!(get_vector))
         .routes(routes!(internal_search))
+        .routes(routes!(internal_search_batch))
         .routes(routes!(internal_get))
         .routes(routes!(cluster))
         .routes(routes!(health))
@@ -221,7 +223,9 @@ fn search_response(response: &SearchResponse) -> Response {
 /// from 100 queries or 1024 dimensions, when this node has one and its queue has room;
 /// `device` forces the CPU or asks for the GPU); both compute the same exact top k, so
 /// where it ran changes the latency, not the hits. The answer says where it ran and why.
-/// Every shard of the query must be held by the node the batch is sent to.
+/// When the rule wants the GPU and this node has none, a live `gpu` node holding every
+/// shard of the query runs it (the answer names it). Every shard of the query must be
+/// held by the node that runs it.
 #[utoipa::path(
     post,
     path = "/collections/{collection}/search/batch",
@@ -357,6 +361,45 @@ async fn internal_search(
     )
     .await?;
     Ok(Json(ShardAnswer { hits }).into_response())
+}
+
+/// A batch search another node forwarded here because this node has the `gpu` role: run
+/// here (on this node's GPU when it has one, else its CPU, as the answer says), never
+/// forwarded again. Every shard of the query must be held here.
+#[utoipa::path(
+    post,
+    path = "/internal/collections/{collection}/search-batch",
+    tag = "internal",
+    params(("collection" = String, Path, description = "The collection's name")),
+    request_body = BatchSearchRequest,
+    responses(
+        (status = 200, description = "Per query its exact hits; where the batch ran and why", body = BatchSearchResponse),
+        (status = 400, description = "The body is not a batch search request", body = ErrorBody),
+        (status = 404, description = "No such collection", body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MiB", body = ErrorBody),
+        (status = 422, description = "A value is out of range", body = ErrorBody),
+        (status = 500, description = "An engine failed on this search", body = ErrorBody),
+        (status = 503, description = "A shard of the query is not held by this node, or not open yet", body = ErrorBody),
+    ),
+)]
+async fn internal_search_batch(
+    State(state): State<QueryState>,
+    Path(collection): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request: BatchSearchRequest = internal_body(body)?;
+    if state
+        .searcher
+        .host()
+        .catalog()
+        .resolve(&collection)
+        .await
+        .is_none()
+    {
+        return Err(QueryError::UnknownCollection(collection).into());
+    }
+    let response = forwarded_batch_search(&state.searcher, &collection, request).await?;
+    Ok(Json(response).into_response())
 }
 
 /// A per-shard read of one vector from another node's router.
@@ -622,7 +665,12 @@ async fn cluster(State(state): State<QueryState>) -> Response {
         .map(|(id, n)| {
             (
                 id.clone(),
-                json!({"address": n.address, "alive": n.alive, "leaving": n.leaving}),
+                json!({
+                    "address": n.address,
+                    "alive": n.alive,
+                    "leaving": n.leaving,
+                    "roles": n.roles,
+                }),
             )
         })
         .collect();

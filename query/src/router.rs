@@ -499,7 +499,7 @@ fn parse_number(text: &str, start: usize) -> Option<(f32, usize)> {
 }
 
 /// One hit of a search: score is higher-is-closer for every distance.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SearchHit {
     pub id: String,
     pub score: f32,
@@ -788,12 +788,17 @@ impl Searcher {
     }
 
     /// A request to another node's internal route, with the cluster secret.
-    fn internal_post(&self, url: String) -> reqwest::RequestBuilder {
+    pub(crate) fn internal_post(&self, url: String) -> reqwest::RequestBuilder {
         let request = self.client.post(url);
         match &self.internal_auth {
             Some(auth) => request.header(reqwest::header::AUTHORIZATION, auth),
             None => request,
         }
+    }
+
+    /// `http` or `https`: how other nodes are called.
+    pub(crate) fn scheme(&self) -> &'static str {
+        self.scheme
     }
 
     pub fn host(&self) -> &Arc<ShardHost> {

@@ -253,6 +253,9 @@ pub struct Member {
     pub alive: bool,
     /// Draining: it keeps serving until no map lists it.
     pub leaving: bool,
+    /// Its roles (`router`, `data`, `controller`, `planner`, tier roles `hot`, `warm`,
+    /// `cold`, `gpu`), from its heartbeat.
+    pub roles: Vec<String>,
 }
 
 /// `GET /health`: `ok`, or `failing` with the shards whose consumer has stopped following
