@@ -7,28 +7,52 @@
 # into every other region, active-active with the default replication policy:
 # west's `hektor.C.vectors` appears in east as `west.hektor.C.vectors`.
 #
-#   west broker ──TO_EAST listener──▶ proxy west_to_east ──▶ east's MM2 ──▶ east broker
-#   east broker ──TO_WEST listener──▶ proxy east_to_west ──▶ west's MM2 ──▶ west broker
+# MirrorMaker lives in the source region (HEKTOR_MM2_SIDE=source, the default):
 #
-# The WAN. Proxy `A_to_B` carries everything region B reads from region A:
-# it forwards to a listener of A's broker (TO_B) that advertises the proxy's
-# own address, so a Kafka client that bootstraps through the proxy is sent
-# back to the proxy for every later connection and never reaches A directly.
-# Latency or a partition injected on `west_to_east` (Toxiproxy's HTTP API,
-# HEKTOR_TOXIPROXY) delays or cuts west → east mirroring and nothing else.
-# Local clients of a region use its PLAINTEXT port directly.
+#   west broker ──▶ west's MM2 ──▶ proxy west_to_east ──▶ east broker (listener TO_WEST)
+#   east broker ──▶ east's MM2 ──▶ proxy east_to_west ──▶ west broker (listener TO_EAST)
 #
-# MirrorMaker: one MM2 process per region, living in that region (`--clusters
-# REGION`): it consumes every other region through that region's proxy and
-# produces locally. So each Connect worker group, its coordinator and its
-# internal topics (mm2-*.internal, heartbeats) are in the local cluster and no
-# group membership crosses the WAN: a partition stalls fetches only, never a
-# rebalance (one MM2 for all regions would keep half its worker groups across
-# the WAN, where Connect's scheduled.rebalance.max.delay.ms stalled mirroring
-# for 5 minutes after a 30 s partition; it is set to 5 s here all the same).
-# The producer is local too, but it is tuned anyway (Connect's default is one
-# request in flight with 16 KiB batches, ~300 records/s when it writes over a
-# 70 ms RTT; locally the tuned one mirrors ~1.5x what the default does).
+# or in the target region (HEKTOR_MM2_SIDE=target, the layout before issue
+# #17's lag work, kept to measure against):
+#
+#   west broker (listener TO_EAST) ──▶ proxy west_to_east ──▶ east's MM2 ──▶ east broker
+#
+# The WAN. Proxy `A_to_B` carries everything that crosses from region A to
+# region B (and its answers): A's records mirrored into B, and nothing else.
+# Every broker has a listener per other region (TO_X: what region X's clients
+# use) that advertises the address of the proxy in front of it, so a Kafka
+# client that bootstraps through a proxy is sent back to the proxy for every
+# later connection and never reaches the broker directly. Latency or a
+# partition injected on `west_to_east` (Toxiproxy's HTTP API, HEKTOR_TOXIPROXY)
+# delays or cuts west → east mirroring and nothing else; put latency on both
+# of its streams (a request and its answer): with MM2 at the source, the
+# records travel in produce requests (upstream), at the target in fetch
+# answers (downstream). Local clients of a region use its PLAINTEXT port.
+#
+# Why at the source. Over a round trip R, a consumer has one fetch in flight
+# per broker: a record that lands while the fetch is travelling back waits for
+# the next one, so consuming across the WAN costs up to R on top of the one-way
+# delay R/2 (measured at 70 ms and 100 writes/s: 82-97 ms p50 from a record
+# read in its region to its copy read in the other). A producer across the WAN
+# keeps up to 5 requests in flight, so a record leaves at once and lands after
+# R/2 (measured: 39-50 ms p50). See docs/benchmarks.md, "Regions".
+#
+# MirrorMaker: one MM2 process per region, living in that region. At the
+# source (`--clusters` = every other region) it runs the flows REGION->X: it
+# consumes its own broker and produces to X through proxy REGION_to_X. At the
+# target (`--clusters REGION`) it runs X->REGION: consumes X through proxy
+# X_to_REGION, produces locally. A flow's Connect worker group, its
+# coordinator and internal topics (mm2-*.internal, heartbeats) always live in
+# the flow's target cluster, so at the source they are across the WAN: a
+# partition also cuts the worker off its group. A worker that cannot reach its
+# coordinator for heartbeat.interval.ms (3 s) stops its tasks (no copies are
+# lost: offsets are committed for acknowledged records only, so the restarted
+# task re-sends the rest, at least once); after the heal it rejoins and Connect
+# hands the tasks out again after scheduled.rebalance.max.delay.ms (its default,
+# 5 minutes, stalled mirroring 302 s after a 30 s partition; 1 s here): the
+# task runs again ~2 s after the heal. The producer is tuned (Connect's default
+# is one request in flight with 16 KiB batches, ~300 records/s when it writes
+# over a 70 ms RTT).
 # Dedicated mode ignores most worker settings at the top level: they are set
 # per cluster alias (`east.producer.batch.size`, ...), and `start` checks in
 # each MM2's log that its worker and its source task's producer really got them.
@@ -68,16 +92,20 @@
 #             HEKTOR_REGIONS="west east"
 #             HEKTOR_REGION_WEST_BROKERS=127.0.0.1:19092 (a region's local clients)
 #             HEKTOR_TOXIPROXY=http://127.0.0.1:18474    (the API)
-#             HEKTOR_PROXY_WEST_TO_EAST=west_to_east      (proxy name, per pair)
-#             HEKTOR_PROXY_WEST_TO_EAST_ADDR=127.0.0.1:19151 (where it listens:
-#               region east's way to west's broker)
+#             HEKTOR_MM2_SIDE=source                      (where MM2 lives)
+#             HEKTOR_PROXY_WEST_TO_EAST=west_to_east      (proxy name, per pair:
+#               what crosses from west to east)
+#             HEKTOR_PROXY_WEST_TO_EAST_ADDR=127.0.0.1:19242 (where it listens:
+#               west's way to east's broker at the source, east's way to west's
+#               at the target)
 #   reset   remove every toxic and enable every proxy (Toxiproxy's /reset).
 #
 # Ports, region i (0-based, in HEKTOR_REGIONS order), base = BASE + STEP * i:
 #   base       PLAINTEXT (local clients)      base + 1   KRaft controller
 #   base + 2   SASL_SSL (kafka.sh opens it; unused here)
-#   base + 10 + j  listener TO_<region j>, what proxy i_to_j forwards to
-#   base + 50 + j  proxy i_to_j (region j reads region i here)
+#   base + 10 + j  listener TO_<region j> (region j's clients use it)
+#   base + 50 + j  the proxy in front of that listener: j_to_i with MM2 at
+#                  the source, i_to_j at the target
 #
 # Environment:
 #   HEKTOR_REGIONS                 region names (default "west east"; lower-case
@@ -93,8 +121,15 @@
 #   HEKTOR_MM2_VERSION             connect-mirror version (default 4.3.1, the
 #                                  newest Maven Central serves; it runs against
 #                                  the 4.4 brokers on its own classpath)
+#   HEKTOR_MM2_SIDE                `source` (default): each region's MM2 mirrors
+#                                  its own topics out, producing across the WAN;
+#                                  `target`: it mirrors the others' in, consuming
+#                                  across the WAN (see above)
 #   HEKTOR_MM2_PRODUCER            `tuned` (default) or `connect`: Connect's own
 #                                  producer defaults, to measure against
+#   HEKTOR_MM2_LINGER_MS           the tuned producer's linger.ms (default 0 at the
+#                                  source, 5 at the target)
+#   HEKTOR_MM2_TASKS               tasks.max of each flow (default 1)
 #   HEKTOR_REGIONS_START_TIMEOUT   seconds `start` waits for mirroring (default 240)
 #   JAVA_HOME / JAVA               which java to run (Java 17 or newer)
 #
@@ -131,8 +166,34 @@ TOXI_STOP_TIMEOUT=10
 # HEKTOR_MM2_PRODUCER=connect leaves Connect's defaults (to measure against).
 MM2_PRODUCER="${HEKTOR_MM2_PRODUCER:-tuned}"
 MM2_BATCH_SIZE=524288
-MM2_LINGER_MS=5
+# Across the WAN (at the source) a record leaves at once: requests in flight,
+# not linger, batch it under load. Locally (at the target) 5 ms batches more.
+MM2_SIDE="${HEKTOR_MM2_SIDE:-source}"
+if [[ "$MM2_SIDE" == source ]]; then MM2_LINGER_MS=0; else MM2_LINGER_MS=5; fi
+MM2_LINGER_MS="${HEKTOR_MM2_LINGER_MS:-$MM2_LINGER_MS}"
+MM2_TASKS="${HEKTOR_MM2_TASKS:-1}"
 MM2_IN_FLIGHT=5
+# How long Connect holds the tasks of a worker that left its group before it
+# hands them out again (its default, 5 minutes, stalled mirroring after a cut).
+MM2_REBALANCE_DELAY_MS="${HEKTOR_MM2_REBALANCE_DELAY_MS:-1000}"
+# At the source a flow's worker reaches its group across the WAN. A worker that
+# cannot reach its coordinator for heartbeat.interval.ms stops its tasks (Connect:
+# "Broker coordinator was unreachable ... Revoking previous assignment"), and it
+# is 3 s by default: a partition then cost a rejoin and a task restart after the
+# heal (task running again 3.4 s after it) and a redelivery of everything since
+# the last offset flush. So the worker keeps its tasks through a cut of up to
+# 40 s and its membership through 90 s; a worker that died is dropped from its
+# group within rebalance.timeout.ms (10 s) when its replacement joins. At the
+# target the group is local: Connect's defaults.
+if [[ "$MM2_SIDE" == source ]]; then
+    MM2_HEARTBEAT_MS="${HEKTOR_MM2_HEARTBEAT_MS:-40000}"
+    MM2_SESSION_MS="${HEKTOR_MM2_SESSION_MS:-90000}"
+    MM2_REBALANCE_TIMEOUT_MS="${HEKTOR_MM2_REBALANCE_TIMEOUT_MS:-10000}"
+else
+    MM2_HEARTBEAT_MS="${HEKTOR_MM2_HEARTBEAT_MS:-}"
+    MM2_SESSION_MS="${HEKTOR_MM2_SESSION_MS:-}"
+    MM2_REBALANCE_TIMEOUT_MS="${HEKTOR_MM2_REBALANCE_TIMEOUT_MS:-}"
+fi
 
 if [[ -n "${JAVA:-}" ]]; then
     :
@@ -152,6 +213,7 @@ die() {
 
 check_layout() {
     ((${#REGIONS[@]} >= 2)) || die "HEKTOR_REGIONS needs at least two regions, not '${REGIONS[*]}'"
+    [[ "$MM2_SIDE" == source || "$MM2_SIDE" == target ]] || die "HEKTOR_MM2_SIDE must be source or target, not '$MM2_SIDE'"
     local r seen=" "
     for r in "${REGIONS[@]}"; do
         [[ "$r" =~ ^[a-z][a-z0-9]{0,19}$ ]] ||
@@ -188,11 +250,19 @@ base_port() { echo $((BASE_PORT + PORT_STEP * $(index_of "$1"))); }
 broker_port() { base_port "$1"; }
 controller_port() { echo $(($(base_port "$1") + 1)); }
 sasl_port() { echo $(($(base_port "$1") + 2)); }
-# The listener of region $1's broker that proxy $1_to_$2 forwards to.
+# The listener of region $1's broker that region $2's clients use.
 listener_port() { echo $(($(base_port "$1") + 10 + $(index_of "$2"))); }
-# Where proxy $1_to_$2 listens: region $2's way to region $1's broker.
+# Where the proxy in front of that listener listens: region $2's way to region
+# $1's broker (the address that listener advertises).
 proxy_port() { echo $(($(base_port "$1") + 50 + $(index_of "$2"))); }
+# Proxy $1_to_$2 carries what crosses from region $1 to region $2: it fronts the
+# broker of $2 (MM2 at the source produces into it) or of $1 (MM2 at the target
+# fetches from it).
 proxy_name() { echo "${1}_to_${2}"; }
+proxy_front() { if [[ "$MM2_SIDE" == source ]]; then echo "$2"; else echo "$1"; fi; }
+proxy_client() { if [[ "$MM2_SIDE" == source ]]; then echo "$1"; else echo "$2"; fi; }
+proxy_listen() { proxy_port "$(proxy_front "$1" "$2")" "$(proxy_client "$1" "$2")"; }
+proxy_upstream() { listener_port "$(proxy_front "$1" "$2")" "$(proxy_client "$1" "$2")"; }
 upper() { tr '[:lower:]' '[:upper:]' <<<"$1"; }
 
 region_dir() { echo "$HOME_DIR/$1"; }
@@ -398,7 +468,7 @@ proxies_json() {
     for a in "${REGIONS[@]}"; do
         for b in "${REGIONS[@]}"; do
             [[ "$a" == "$b" ]] && continue
-            out+="$sep{\"name\":\"$(proxy_name "$a" "$b")\",\"listen\":\"$HOST:$(proxy_port "$a" "$b")\",\"upstream\":\"$HOST:$(listener_port "$a" "$b")\",\"enabled\":true}"
+            out+="$sep{\"name\":\"$(proxy_name "$a" "$b")\",\"listen\":\"$HOST:$(proxy_listen "$a" "$b")\",\"upstream\":\"$HOST:$(proxy_upstream "$a" "$b")\",\"enabled\":true}"
             sep=","
         done
     done
@@ -431,8 +501,13 @@ start_toxiproxy() {
         done
         log "toxiproxy-server up (pid $pid), API on $TOXI_API"
     fi
-    # Create the proxies that are missing; existing ones (and their toxics) stay.
-    local out
+    # Create the proxies that are missing; existing ones (and their toxics) stay. A
+    # proxy that listens or forwards elsewhere (started with another HEKTOR_MM2_SIDE)
+    # or is disabled goes first: /populate cannot swap two proxies' addresses.
+    local out stale
+    for stale in $(proxies_not_ready); do
+        curl -fsS --max-time 5 -X DELETE "$TOXI_API/proxies/$stale" >/dev/null 2>&1 || true
+    done
     out="$(curl -fsS --max-time 10 -X POST -H 'Content-Type: application/json' \
         --data "$(proxies_json)" "$TOXI_API/populate" 2>&1)" || die "creating the proxies failed: $out"
 }
@@ -449,7 +524,7 @@ proxies_not_ready() {
         for b in "${REGIONS[@]}"; do
             [[ "$a" == "$b" ]] && continue
             name="$(proxy_name "$a" "$b")"
-            if [[ "$all" != *"\"name\":\"$name\",\"listen\":\"$HOST:$(proxy_port "$a" "$b")\",\"upstream\":\"$HOST:$(listener_port "$a" "$b")\",\"enabled\":true"* ]]; then
+            if [[ "$all" != *"\"name\":\"$name\",\"listen\":\"$HOST:$(proxy_listen "$a" "$b")\",\"upstream\":\"$HOST:$(proxy_upstream "$a" "$b")\",\"enabled\":true"* ]]; then
                 echo "$name"
             fi
         done
@@ -521,26 +596,60 @@ prop_value() {
     printf '%s' "${1//\\/\\\\}"
 }
 
-# MM2 of region $1: pulls every other region through its proxy, writes locally.
+# The target clusters of region $1's MM2 (its --clusters), one a line: every other
+# region when it lives at the source, itself at the target.
+mm2_targets() {
+    local r="$1" other
+    if [[ "$MM2_SIDE" == target ]]; then
+        echo "$r"
+        return 0
+    fi
+    for other in "${REGIONS[@]}"; do
+        if [[ "$other" != "$r" ]]; then echo "$other"; fi
+    done
+}
+
+# MM2 of region $1: at the source it mirrors its own region out (consumes its broker,
+# produces to every other region through a proxy); at the target it mirrors every
+# other region in (consumes through a proxy, produces locally).
 write_mm2_config() {
-    local r="$1" dir other clusters
+    local r="$1" dir other clusters t targets
     dir="$(mm2_dir "$r")"
     mkdir -p "$dir"
     clusters="$(
         IFS=,
         echo "${REGIONS[*]}"
     )"
+    mapfile -t targets < <(mm2_targets "$r")
     {
+        echo "# Written by scripts/regions.sh on every start; edit the script, not this file."
+        if [[ "$MM2_SIDE" == source ]]; then
+            cat <<EOF
+# MirrorMaker 2 of region $r at the source (run with --clusters ${targets[*]}): every
+# flow $r->X reads $r's broker locally and writes to region X through Toxiproxy
+# (proxy ${r}_to_X); X's cluster also holds the flow's Connect worker group.
+EOF
+        else
+            cat <<EOF
+# MirrorMaker 2 of region $r at the target (run with --clusters $r): every flow
+# X->$r reads region X through Toxiproxy (proxy X_to_$r) and writes to $r's broker
+# locally.
+EOF
+        fi
         cat <<EOF
-# Written by scripts/regions.sh on every start; edit the script, not this file.
-# MirrorMaker 2 of region $r (run with --clusters $r): every flow X->$r reads
-# region X through Toxiproxy (proxy X_to_$r) and writes to $r's broker locally.
 clusters = $clusters
 $r.bootstrap.servers = $HOST:$(broker_port "$r")
 EOF
         for other in "${REGIONS[@]}"; do
             [[ "$other" == "$r" ]] && continue
-            cat <<EOF
+            if [[ "$MM2_SIDE" == source ]]; then
+                cat <<EOF
+# region $other, reached through proxy $(proxy_name "$r" "$other")
+$other.bootstrap.servers = $HOST:$(proxy_port "$other" "$r")
+$r->$other.enabled = true
+EOF
+            else
+                cat <<EOF
 # region $other, reached through proxy $(proxy_name "$other" "$r")
 $other.bootstrap.servers = $HOST:$(proxy_port "$other" "$r")
 $other->$r.enabled = true
@@ -551,11 +660,19 @@ $other.consumer.max.partition.fetch.bytes = 4194304
 $other.consumer.receive.buffer.bytes = -1
 $other.consumer.isolation.level = read_committed
 EOF
+            fi
         done
+        if [[ "$MM2_SIDE" == source ]]; then
+            cat <<EOF
+# The local consumer: never mirror what a transaction aborted.
+$r.consumer.isolation.level = read_committed
+EOF
+        fi
         cat <<EOF
 
 # What to mirror, and how often to look for new topics and topic configs.
 topics = $(prop_value "$MIRROR_TOPICS")
+tasks.max = $MM2_TASKS
 replication.policy.class = org.apache.kafka.connect.mirror.DefaultReplicationPolicy
 refresh.topics.interval.seconds = 5
 sync.topic.configs.enabled = true
@@ -571,7 +688,7 @@ emit.checkpoints.enabled = false
 emit.offset-syncs.enabled = false
 sync.group.offsets.enabled = false
 
-# Connect's internal topics (taken at the top level), in the local cluster.
+# Connect's internal topics (taken at the top level), in each flow's target cluster.
 offset.storage.replication.factor = 1
 offset.storage.partitions = 5
 config.storage.replication.factor = 1
@@ -580,23 +697,36 @@ status.storage.partitions = 1
 task.shutdown.graceful.timeout.ms = 5000
 
 # Worker settings: dedicated mode ignores them at the top level, so they are
-# given per cluster alias (the herders here all have $r as their target).
+# given per cluster alias (a flow's herder takes its target's).
 plugin.discovery = service_load
-$r.plugin.discovery = service_load
-$r.scheduled.rebalance.max.delay.ms = 5000
-$r.offset.flush.interval.ms = 5000
 EOF
-        if [[ "$MM2_PRODUCER" == tuned ]]; then
+        for t in "${targets[@]}"; do
             cat <<EOF
-# The producer of the mirrored records (Connect's default: 1 in flight, 16 KiB).
-$r.producer.batch.size = $MM2_BATCH_SIZE
-$r.producer.linger.ms = $MM2_LINGER_MS
-$r.producer.max.in.flight.requests.per.connection = $MM2_IN_FLIGHT
-$r.producer.enable.idempotence = true
-$r.producer.acks = all
-$r.producer.compression.type = lz4
-$r.producer.buffer.memory = 67108864
+$t.plugin.discovery = service_load
+$t.scheduled.rebalance.max.delay.ms = $MM2_REBALANCE_DELAY_MS
+$t.offset.flush.interval.ms = 5000
 EOF
+            if [[ -n "$MM2_HEARTBEAT_MS" ]]; then echo "$t.heartbeat.interval.ms = $MM2_HEARTBEAT_MS"; fi
+            if [[ -n "$MM2_SESSION_MS" ]]; then echo "$t.session.timeout.ms = $MM2_SESSION_MS"; fi
+            if [[ -n "$MM2_REBALANCE_TIMEOUT_MS" ]]; then echo "$t.rebalance.timeout.ms = $MM2_REBALANCE_TIMEOUT_MS"; fi
+        done
+        if [[ "$MM2_PRODUCER" == tuned ]]; then
+            echo "# The producer of the mirrored records (Connect's default: 1 in flight, 16 KiB)."
+            for t in "${targets[@]}"; do
+                cat <<EOF
+$t.producer.batch.size = $MM2_BATCH_SIZE
+$t.producer.linger.ms = $MM2_LINGER_MS
+$t.producer.max.in.flight.requests.per.connection = $MM2_IN_FLIGHT
+$t.producer.enable.idempotence = true
+$t.producer.acks = all
+$t.producer.compression.type = lz4
+$t.producer.buffer.memory = 67108864
+EOF
+                if [[ "$MM2_SIDE" == source ]]; then
+                    echo "# Produce requests cross the WAN: the OS's (autotuned) socket buffer."
+                    echo "$t.producer.send.buffer.bytes = -1"
+                fi
+            done
         fi
     } >"$dir/mm2.properties.new"
     cat >"$dir/log4j2.properties" <<EOF
@@ -622,8 +752,9 @@ EOF
 
 # Start region $1's MM2 unless it runs with the same config; 0 if it was started.
 start_mm2() {
-    local r="$1" dir pid
+    local r="$1" dir pid targets
     dir="$(mm2_dir "$r")"
+    mapfile -t targets < <(mm2_targets "$r")
     write_mm2_config "$r"
     if pid="$(mm2_pid "$r")"; then
         if cmp -s "$dir/mm2.properties.new" "$dir/mm2.properties"; then
@@ -641,7 +772,7 @@ start_mm2() {
         -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$dir/log4j2.properties" \
         -cp "$MM2_JARS/*" org.apache.kafka.connect.mirror.MirrorMaker "$dir/mm2.properties" \
-        --clusters "$r" >>"$dir/mm2.out" 2>&1 </dev/null 9>&- &
+        --clusters "${targets[@]}" >>"$dir/mm2.out" 2>&1 </dev/null 9>&- &
     echo "$!" >"$dir/mm2.pid"
     return 0
 }
@@ -673,7 +804,11 @@ mm2_worker_setting() {
 # with our settings (dedicated mode drops misplaced ones without a word).
 check_mm2_settings() {
     local r="$1" k want got bad=""
-    for k in scheduled.rebalance.max.delay.ms=5000 offset.flush.interval.ms=5000 plugin.discovery=service_load; do
+    local worker=("scheduled.rebalance.max.delay.ms=$MM2_REBALANCE_DELAY_MS" offset.flush.interval.ms=5000 plugin.discovery=service_load)
+    if [[ -n "$MM2_HEARTBEAT_MS" ]]; then worker+=("heartbeat.interval.ms=$MM2_HEARTBEAT_MS"); fi
+    if [[ -n "$MM2_SESSION_MS" ]]; then worker+=("session.timeout.ms=$MM2_SESSION_MS"); fi
+    if [[ -n "$MM2_REBALANCE_TIMEOUT_MS" ]]; then worker+=("rebalance.timeout.ms=$MM2_REBALANCE_TIMEOUT_MS"); fi
+    for k in "${worker[@]}"; do
         want="${k#*=}"
         got="$(mm2_worker_setting "$r" "${k%%=*}")"
         [[ "$got" == "$want" ]] || bad+=" worker ${k%%=*}=${got:-?} (want $want)"
@@ -867,12 +1002,13 @@ cmd_env() {
         echo "export HEKTOR_REGION_$(upper "$r")_BROKERS=$HOST:$(broker_port "$r")"
     done
     echo "export HEKTOR_TOXIPROXY=$TOXI_API"
+    echo "export HEKTOR_MM2_SIDE=$MM2_SIDE"
     for a in "${REGIONS[@]}"; do
         for b in "${REGIONS[@]}"; do
             [[ "$a" == "$b" ]] && continue
             var="HEKTOR_PROXY_$(upper "$a")_TO_$(upper "$b")"
             echo "export $var=$(proxy_name "$a" "$b")"
-            echo "export ${var}_ADDR=$HOST:$(proxy_port "$a" "$b")"
+            echo "export ${var}_ADDR=$HOST:$(proxy_listen "$a" "$b")"
         done
     done
 }

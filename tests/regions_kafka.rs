@@ -46,6 +46,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 const PARTITIONS: u32 = 4;
 /// The injected one-way latency of the proof that bytes go through the proxy.
 const LATENCY_MS: u64 = 300;
+/// What two samples of mirroring delays may differ by besides the injected latency.
+const JITTER_MS: u64 = 20;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -155,7 +157,8 @@ impl Setup {
             .clone()
     }
 
-    /// The proxy that carries what region `to` reads from region `from`.
+    /// The proxy that carries what crosses from region `from` to region `to` (where
+    /// MirrorMaker sits, `HEKTOR_MM2_SIDE`, decides which broker it fronts).
     fn proxy(&self, from: &str, to: &str) -> String {
         let var = format!(
             "HEKTOR_PROXY_{}_TO_{}",
@@ -187,6 +190,33 @@ impl Setup {
             status.is_success(),
             "toxiproxy {method} {path}: {status} {text}"
         );
+    }
+
+    /// A toxic `name` of `kind` with `attributes` on both streams of `proxy` (`name-up`,
+    /// `name-down`): the records cross in fetch answers (MirrorMaker at the target) or in
+    /// produce requests (at the source), so a cut or a delay must hold either way.
+    fn toxic_both_ways(&self, proxy: &str, name: &str, kind: &str, attributes: Value) {
+        for (stream, suffix) in [("upstream", "up"), ("downstream", "down")] {
+            self.toxiproxy(
+                reqwest::Method::POST,
+                &format!("/proxies/{proxy}/toxics"),
+                Some(
+                    json!({"name": format!("{name}-{suffix}"), "type": kind, "stream": stream,
+                    "toxicity": 1.0, "attributes": attributes}),
+                ),
+            );
+        }
+    }
+
+    /// Remove what [`Setup::toxic_both_ways`] added.
+    fn remove_toxic_both_ways(&self, proxy: &str, name: &str) {
+        for suffix in ["up", "down"] {
+            self.toxiproxy(
+                reqwest::Method::DELETE,
+                &format!("/proxies/{proxy}/toxics/{name}-{suffix}"),
+                None,
+            );
+        }
     }
 
     /// Every toxic removed, every proxy enabled.
@@ -637,13 +667,11 @@ fn regions_mirror_both_ways_through_the_wan() {
         Duration::from_millis(150),
     );
     let proxy = setup.proxy(&west, &east);
-    setup.toxiproxy(
-        reqwest::Method::POST,
-        &format!("/proxies/{proxy}/toxics"),
-        Some(
-            json!({"name": "wan-latency", "type": "latency", "stream": "downstream",
-                    "toxicity": 1.0, "attributes": {"latency": LATENCY_MS, "jitter": 0}}),
-        ),
+    setup.toxic_both_ways(
+        &proxy,
+        "wan-latency",
+        "latency",
+        json!({"latency": LATENCY_MS, "jitter": 0}),
     );
     let slow = delays(
         &rt,
@@ -655,11 +683,7 @@ fn regions_mirror_both_ways_through_the_wan() {
         15,
         Duration::from_millis(150),
     );
-    setup.toxiproxy(
-        reqwest::Method::DELETE,
-        &format!("/proxies/{proxy}/toxics/wan-latency"),
-        None,
-    );
+    setup.remove_toxic_both_ways(&proxy, "wan-latency");
     eprintln!(
         "{west} -> {east} mirroring delay: median {} ms (min {}, max {}) without a toxic; median {} ms (min {}, max {}) with {LATENCY_MS} ms on {proxy}",
         median(&base),
@@ -673,8 +697,11 @@ fn regions_mirror_both_ways_through_the_wan() {
         slow[0] >= LATENCY_MS,
         "a record crossed faster than the injected latency: {slow:?} (bytes around the proxy?)"
     );
+    // With MirrorMaker at the source a record crosses once, in a produce request: the
+    // delay rises by the injected latency exactly, so the medians of two samples differ
+    // by it give or take a few ms of scheduling (measured: 13 -> 312 ms): the slack.
     assert!(
-        median(&slow) >= median(&base) + LATENCY_MS,
+        median(&slow) + JITTER_MS >= median(&base) + LATENCY_MS,
         "the delay rose by less than {LATENCY_MS} ms: {base:?} -> {slow:?}"
     );
 
@@ -942,8 +969,9 @@ fn steady_load(
 
 /// At least once, measured: under a steady load, (a) a black-hole partition (Toxiproxy's
 /// `timeout` toxic: bytes dropped, connections kept) of the west -> east proxy, and (b)
-/// east's MM2 killed with SIGKILL and started again. Counts what arrives twice and whether
-/// offsets still match. Ignored: a measurement (about 2 minutes).
+/// the MM2 that mirrors west -> east (west's at the source, east's at the target) killed
+/// with SIGKILL and started again. Counts what arrives twice and whether offsets still
+/// match. Ignored: a measurement (about 2 minutes).
 #[test]
 #[ignore]
 fn regions_mirror_redelivery_after_faults() {
@@ -988,24 +1016,17 @@ fn regions_mirror_redelivery_after_faults() {
         std::thread::sleep(Duration::from_secs(5));
         match fault {
             "black-hole" => {
-                setup.toxiproxy(
-                    reqwest::Method::POST,
-                    &format!("/proxies/{proxy}/toxics"),
-                    Some(
-                        json!({"name": "black-hole", "type": "timeout", "stream": "downstream",
-                                "toxicity": 1.0, "attributes": {"timeout": 0}}),
-                    ),
-                );
+                setup.toxic_both_ways(&proxy, "black-hole", "timeout", json!({"timeout": 0}));
                 std::thread::sleep(Duration::from_secs(secs));
-                setup.toxiproxy(
-                    reqwest::Method::DELETE,
-                    &format!("/proxies/{proxy}/toxics/black-hole"),
-                    None,
-                );
+                setup.remove_toxic_both_ways(&proxy, "black-hole");
             }
             _ => {
+                let runs_flow = match setup.env.get("HEKTOR_MM2_SIDE").map(String::as_str) {
+                    Some("target") => &east,
+                    _ => &west,
+                };
                 let pid_file = Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join(format!(".regions/{east}/mm2/mm2.pid"));
+                    .join(format!(".regions/{runs_flow}/mm2/mm2.pid"));
                 let pid = std::fs::read_to_string(&pid_file).expect("MM2 pid file");
                 let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
                 std::thread::sleep(Duration::from_secs(2));
@@ -1382,13 +1403,11 @@ fn hektor_regions_consistency_and_write_levels() {
     };
     let (west, east) = (setup.regions[0].clone(), setup.regions[1].clone());
     for (from, to) in [(&west, &east), (&east, &west)] {
-        setup.toxiproxy(
-            reqwest::Method::POST,
-            &format!("/proxies/{}/toxics", setup.proxy(from, to)),
-            Some(
-                json!({"name": "wan", "type": "latency", "stream": "downstream",
-                "toxicity": 1.0, "attributes": {"latency": 35, "jitter": 0}}),
-            ),
+        setup.toxic_both_ways(
+            &setup.proxy(from, to),
+            "wan",
+            "latency",
+            json!({"latency": 35, "jitter": 0}),
         );
     }
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -9,7 +9,7 @@
 //!   vector records ([`log`]).
 //! - `search` ([`search`]), `placement` ([`placement`]), `move` ([`shard_move`]),
 //!   `kinetic` ([`kinetic`]), `faults` ([`faults`]), `scale` ([`scale`]), `tiers`
-//!   ([`tiers`]): see their modules.
+//!   ([`tiers`]), `regions` ([`regions`]): see their modules.
 //! - `dataset generate` ([`datagen`]): a data set of any size shaped like a real one.
 //!
 //! What they share: open-loop load ([`open_loop`]), node processes ([`nodes`]), seeded
@@ -23,6 +23,7 @@ pub mod log;
 pub mod nodes;
 pub mod open_loop;
 pub mod placement;
+pub mod regions;
 pub mod scale;
 pub mod search;
 pub mod seeded;
@@ -73,6 +74,9 @@ pub enum BenchCommand {
     /// Tiers by hotness on a real `hektor serve`: a skewed workload all-hot and tiered in
     /// one run; cost, the hot shards' p99 and recall per tier (issue #18).
     Tiers(crate::tiers::TiersBenchArgs),
+    /// Two regions on real parts (`scripts/regions.sh`) over an injected WAN: write
+    /// latency per level, mirror lag against rate, a partition and its heal (issue #17).
+    Regions(crate::regions::RegionsBenchArgs),
     /// Data sets: generate one of any size shaped like a real one.
     Dataset {
         #[command(subcommand)]
@@ -114,6 +118,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Kinetic(args) => crate::kinetic::run(args).await,
         BenchCommand::Faults(args) => crate::faults::run(args).await,
         BenchCommand::Scale(args) => crate::scale::run(args).await,
+        BenchCommand::Regions(args) => crate::regions::run(args).await,
         BenchCommand::Tiers(args) => crate::tiers::run(args).await,
         BenchCommand::Dataset { command } => datagen::run(command).await,
     }

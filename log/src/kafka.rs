@@ -570,6 +570,11 @@ impl Inner {
             return Ok(out);
         }
         let started = Instant::now();
+        // Watermarks are asked on the metadata client, never on the reader's own: the
+        // reader keeps a fetch parked at the broker (up to `fetch.wait.max.ms`, 500 ms),
+        // and a broker answers one connection's requests in order, so a `ListOffsets` on
+        // that connection waited for the next record or the fetch's timeout (reads came
+        // back up to 500 ms after their records, issue #17).
         // Phase 1 waits for the first record; phase 2 fills the batch.
         let mut deadline = started + wait;
         // The high watermark, once asked: records below it exist and are worth waiting for.
@@ -604,7 +609,7 @@ impl Inner {
                 }
                 Some(Err(e)) if is_offset_out_of_range(&e) => {
                     tracing::debug!(topic, partition, offset = next, error = %e, "Kafka offset out of range");
-                    let (low, high) = self.watermarks(&reader.consumer, topic, partition)?;
+                    let (low, high) = self.watermarks(&self.meta, topic, partition)?;
                     if !out.is_empty() {
                         break;
                     }
@@ -618,7 +623,7 @@ impl Inner {
                                 return Ok(out);
                             }
                             std::thread::sleep(PAST_END_POLL.min(deadline - now));
-                            let (_, high) = self.watermarks(&reader.consumer, topic, partition)?;
+                            let (_, high) = self.watermarks(&self.meta, topic, partition)?;
                             if high >= next {
                                 break;
                             }
@@ -661,7 +666,7 @@ impl Inner {
                 }
                 None => {
                     if known_high.is_none() {
-                        let (_, high) = self.watermarks(&reader.consumer, topic, partition)?;
+                        let (_, high) = self.watermarks(&self.meta, topic, partition)?;
                         known_high = Some(high);
                         if next < high {
                             let extra = if out.is_empty() {
