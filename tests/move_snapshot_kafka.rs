@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -19,18 +19,6 @@ use serde_json::{json, Value};
 const DIM: usize = 32;
 const N: usize = 4000;
 
-struct Node {
-    url: String,
-    child: Child,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_node(
     dir: &Path,
     id: &str,
@@ -39,41 +27,7 @@ fn start_node(
     scope: &str,
     roles: &str,
 ) -> Node {
-    let port = free_port();
-    let data = dir.join(id);
-    std::fs::create_dir_all(&data).unwrap();
-    let config = data.join("node.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"node_id = "{id}"
-listen = "127.0.0.1:{port}"
-brokers = "{brokers}"
-data_dir = "{}"
-cluster = "{cluster}"
-only_collections = "{scope}"
-engine = "hnsw"
-roles = [{roles}]
-heartbeat_ms = 250
-dead_after_ms = 2500
-grace_ms = 1500
-"#,
-            data.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_hektor"))
-        .arg("node")
-        .arg("--config")
-        .arg(&config)
-        .env("HEKTOR_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start hektor node");
-    let url = format!("http://127.0.0.1:{port}");
-    wait_healthy(&url, Duration::from_secs(60));
-    Node { url, child }
+    start_config_node(dir, id, brokers, cluster, scope, roles, "")
 }
 
 /// Row `i`'s vector: a `StdRng` seeded by the row.

@@ -16,7 +16,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,18 +30,6 @@ const BEFORE: usize = 2500;
 /// The most searches the background searcher sends (it stops earlier when told).
 const MAX_SEARCHES: usize = 50_000;
 
-struct Node {
-    url: String,
-    child: Child,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_node(
     dir: &Path,
     id: &str,
@@ -50,43 +38,16 @@ fn start_node(
     scope: &str,
     roles: &str,
 ) -> Node {
-    let port = free_port();
-    let data = dir.join(id);
-    std::fs::create_dir_all(&data).unwrap();
-    let config = data.join("node.toml");
     // The tiering policy stays off: only the operator's tier change moves shards here.
-    std::fs::write(
-        &config,
-        format!(
-            r#"node_id = "{id}"
-listen = "127.0.0.1:{port}"
-brokers = "{brokers}"
-data_dir = "{}"
-cluster = "{cluster}"
-only_collections = "{scope}"
-engine = "hnsw"
-roles = [{roles}]
-heartbeat_ms = 250
-dead_after_ms = 2500
-grace_ms = 1500
-no_tiering = true
-"#,
-            data.display()
-        ),
+    start_config_node(
+        dir,
+        id,
+        brokers,
+        cluster,
+        scope,
+        roles,
+        "no_tiering = true\n",
     )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_hektor"))
-        .arg("node")
-        .arg("--config")
-        .arg(&config)
-        .env("HEKTOR_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start hektor node");
-    let url = format!("http://127.0.0.1:{port}");
-    wait_healthy(&url, Duration::from_secs(60));
-    Node { url, child }
 }
 
 fn hektor(args: &[&str]) -> std::process::Output {

@@ -264,3 +264,66 @@ pub fn merge_token(into: &mut serde_json::Map<String, Value>, token: &Value) {
         }
     }
 }
+
+/// A `hektor node --config` process (a TOML file in its own data directory), killed
+/// when dropped.
+pub struct Node {
+    pub url: String,
+    pub child: Child,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start node `id` of `cluster` on Kafka `brokers`, holding only the collections of
+/// `scope`, with `roles` (TOML array items, e.g. `"data", "router"`), short heartbeat and
+/// grace settings, and `extra` TOML lines; waits until it answers.
+pub fn start_config_node(
+    dir: &Path,
+    id: &str,
+    brokers: &str,
+    cluster: &str,
+    scope: &str,
+    roles: &str,
+    extra: &str,
+) -> Node {
+    let port = free_port();
+    let data = dir.join(id);
+    std::fs::create_dir_all(&data).unwrap();
+    let config = data.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"node_id = "{id}"
+listen = "127.0.0.1:{port}"
+brokers = "{brokers}"
+data_dir = "{}"
+cluster = "{cluster}"
+only_collections = "{scope}"
+engine = "hnsw"
+roles = [{roles}]
+heartbeat_ms = 250
+dead_after_ms = 2500
+grace_ms = 1500
+{extra}"#,
+            data.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_hektor"))
+        .arg("node")
+        .arg("--config")
+        .arg(&config)
+        .env("HEKTOR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start hektor node");
+    let url = format!("http://127.0.0.1:{port}");
+    wait_healthy(&url, Duration::from_secs(60));
+    Node { url, child }
+}
