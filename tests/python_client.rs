@@ -1,12 +1,14 @@
 //! The Python client (`clients/python`, package `hektor_client`) against the real binary:
-//! `hektor serve` on the embedded log with API keys, the package built and installed the
-//! way `pip install ./clients/python` does it, its pytest suite run with `HEKTOR_URL` and
-//! `HEKTOR_API_KEY` pointing at the node, and the example that loads the shipped sample.
+//! `hektor serve` on the embedded log with API keys and a gRPC listener (`--grpc-listen`),
+//! the package built and installed the way `pip install ./clients/python` does it, its
+//! pytest suite run with `HEKTOR_URL`, `HEKTOR_GRPC` and `HEKTOR_API_KEY` pointing at the
+//! node (and `HEKTOR_READ_ONLY_KEY`, a key with the read scope only), and the example that
+//! loads the shipped sample. Every test of the suite must run: the gRPC ones too.
 //!
 //! Python comes from a virtual environment under `target/tmp` (made once, with the
-//! interpreter's own packages visible; pip adds httpx, and pytest, numpy, setuptools or
-//! wheel where missing). Without python3, or when pip cannot fetch what is missing, the
-//! test says loudly that it did not run; under `CI=true` it fails.
+//! interpreter's own packages visible; pip adds httpx, and pytest, numpy, grpcio,
+//! setuptools or wheel where missing). Without python3, or when pip cannot fetch what is
+//! missing, the test says loudly that it did not run; under `CI=true` it fails.
 
 mod common;
 
@@ -17,19 +19,23 @@ use common::*;
 use serde_json::json;
 
 const KEY: &str = "python-client-admin-key-5e1f0c9b2d";
+const READ_KEY: &str = "python-client-read-only-key-0c44d1";
 const SECRET: &str = "python-client-cluster-secret-77aa0e";
 
-/// What the suite imports, checked in the environment's Python.
-const NEEDED: &str = "import httpx, pytest, numpy, wheel, setuptools; \
-                      assert int(setuptools.__version__.split('.')[0]) >= 61";
+/// What the suite imports, checked in the environment's Python (`grpc` must be grpcio,
+/// not a directory of that name such as this repository's `grpc/`).
+const NEEDED: &str = "import httpx, pytest, numpy, wheel, setuptools, grpc; \
+                      assert int(setuptools.__version__.split('.')[0]) >= 61; \
+                      grpc.insecure_channel";
 
-/// What pip installs when an import is missing.
+/// What pip installs when its check (Python code) fails.
 const PACKAGES: &[(&str, &str)] = &[
-    ("httpx", "httpx>=0.27,<1"),
-    ("pytest", "pytest>=7"),
-    ("numpy", "numpy>=1.21"),
-    ("setuptools", "setuptools>=61"),
-    ("wheel", "wheel"),
+    ("import httpx", "httpx>=0.27,<1"),
+    ("import pytest", "pytest>=7"),
+    ("import numpy", "numpy>=1.21"),
+    ("import grpc; grpc.insecure_channel", "grpcio>=1.59"),
+    ("import setuptools", "setuptools>=61"),
+    ("import wheel", "wheel"),
 ];
 
 fn repo() -> &'static Path {
@@ -45,9 +51,12 @@ fn show(out: &Output) -> String {
     )
 }
 
+/// Whether `code` runs in `python`, from a directory holding no Python sources (from the
+/// repository's root `import grpc` would find its `grpc/` directory).
 fn imports(python: &Path, code: &str) -> bool {
     Command::new(python)
         .args(["-c", code])
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
         .output()
         .is_ok_and(|o| o.status.success())
 }
@@ -69,33 +78,36 @@ fn python_env() -> Option<PathBuf> {
     if imports(&python, NEEDED) {
         return Some(python);
     }
-    match Command::new("python3").arg("--version").output() {
-        Ok(o) if o.status.success() => {}
-        _ => return not_run("python3 is not installed"),
-    }
-    // --copies: the environment keeps working if its links into the interpreter's
-    // installation go; --system-site-packages: pytest and numpy already there are used.
-    let made = Command::new("python3")
-        .args([
-            "-m",
-            "venv",
-            "--clear",
-            "--copies",
-            "--system-site-packages",
-        ])
-        .arg(&venv)
-        .output()
-        .expect("run python3 -m venv");
-    if !made.status.success() {
-        return not_run(&format!(
-            "python3 -m venv {} failed: {}",
-            venv.display(),
-            show(&made)
-        ));
+    // An environment that runs only lacks a package (one added to PACKAGES): pip adds it.
+    if !imports(&python, "pass") {
+        match Command::new("python3").arg("--version").output() {
+            Ok(o) if o.status.success() => {}
+            _ => return not_run("python3 is not installed"),
+        }
+        // --copies: the environment keeps working if its links into the interpreter's
+        // installation go; --system-site-packages: pytest and numpy already there are used.
+        let made = Command::new("python3")
+            .args([
+                "-m",
+                "venv",
+                "--clear",
+                "--copies",
+                "--system-site-packages",
+            ])
+            .arg(&venv)
+            .output()
+            .expect("run python3 -m venv");
+        if !made.status.success() {
+            return not_run(&format!(
+                "python3 -m venv {} failed: {}",
+                venv.display(),
+                show(&made)
+            ));
+        }
     }
     let missing: Vec<&str> = PACKAGES
         .iter()
-        .filter(|(module, _)| !imports(&python, &format!("import {module}")))
+        .filter(|(check, _)| !imports(&python, check))
         .map(|(_, spec)| *spec)
         .collect();
     if !missing.is_empty() {
@@ -171,7 +183,13 @@ fn install_package(python: &Path, work: &Path) -> PathBuf {
         "pip install ./clients/python failed: {}",
         show(&out)
     );
-    for file in ["__init__.py", "py.typed", "_client.py"] {
+    for file in [
+        "__init__.py",
+        "py.typed",
+        "_client.py",
+        "_grpc.py",
+        "_proto.py",
+    ] {
         assert!(
             site.join("hektor_client").join(file).exists(),
             "the installed package lacks hektor_client/{file}"
@@ -191,12 +209,16 @@ fn python_client_suite_and_example_against_a_real_node() {
     let keys = dir.path().join("keys.json");
     std::fs::write(
         &keys,
-        json!({"keys": [{"name": "python", "key": KEY, "scopes": ["read", "write", "admin"]}]})
-            .to_string(),
+        json!({"keys": [
+            {"name": "python", "key": KEY, "scopes": ["read", "write", "admin"]},
+            {"name": "python-read", "key": READ_KEY, "scopes": ["read"]},
+        ]})
+        .to_string(),
     )
     .unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    let grpc = format!("127.0.0.1:{}", free_port());
     let server = start_server(
         &dir.path().join("data"),
         None,
@@ -205,6 +227,8 @@ fn python_client_suite_and_example_against_a_real_node() {
             keys.to_str().unwrap(),
             "--cluster-secret-file",
             secret.to_str().unwrap(),
+            "--grpc-listen",
+            &grpc,
         ],
     );
 
@@ -217,7 +241,9 @@ fn python_client_suite_and_example_against_a_real_node() {
             .env("PYTHONPATH", &site)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("HEKTOR_URL", &server.url)
-            .env("HEKTOR_API_KEY", KEY);
+            .env("HEKTOR_GRPC", &grpc)
+            .env("HEKTOR_API_KEY", KEY)
+            .env("HEKTOR_READ_ONLY_KEY", READ_KEY);
         cmd
     };
     let origin = python_cmd()
@@ -233,7 +259,7 @@ fn python_client_suite_and_example_against_a_real_node() {
 
     let tests = repo().join("clients/python/tests");
     let out = python_cmd()
-        .args(["-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs"])
+        .args(["-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA"])
         .arg(&tests)
         .output()
         .expect("run pytest");
@@ -245,6 +271,21 @@ fn python_client_suite_and_example_against_a_real_node() {
         summary.contains(" passed") && !summary.contains("skipped"),
         "every test of the suite must run here: {summary}"
     );
+    // The gRPC tests ran and passed (-rA lists every test with its outcome).
+    for test in [
+        "test_grpc.py::test_grpc_and_http_give_identical_hits",
+        "test_grpc.py::test_writes_over_grpc_are_searchable",
+        "test_grpc.py::test_grpc_errors_are_the_http_errors",
+        "test_grpc.py::test_async_client_over_grpc",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("PASSED") && l.contains(test)),
+            "{test} did not pass here: {}",
+            show(&out)
+        );
+    }
 
     let example = python_cmd()
         .arg(repo().join("clients/python/examples/sample_search.py"))

@@ -1,4 +1,4 @@
-"""A Python client of hektor's HTTP API.
+"""A Python client of hektor's HTTP API (and of its gRPC API for searches and writes).
 
 >>> from hektor_client import Client
 >>> hk = Client("http://127.0.0.1:7070", api_key=None)
@@ -10,12 +10,17 @@
 ``Client`` blocks; ``AsyncClient`` has the same methods for asyncio. Every refusal of the
 server is a :class:`HektorError` with its HTTP ``status`` and the server's ``message``.
 numpy is optional: vectors may be lists of numbers or numpy arrays.
+
+``Client(url, grpc="HOST:PORT")`` (the node's ``--grpc-listen``) sends searches, batch
+searches and writes over gRPC, with the same results and errors; that needs grpcio
+(``pip install 'hektor-client[grpc]'``).
 """
 
 from ._calls import MAX_BATCH_ITEMS, MAX_BODY_BYTES
 from ._client import AsyncClient, Client
 from ._errors import HektorConnectionError, HektorError
 from ._types import (
+    BatchSearchResult,
     ClusterCollection,
     ClusterShard,
     ClusterView,
@@ -40,6 +45,7 @@ from ._version import __version__
 
 __all__ = [
     "AsyncClient",
+    "BatchSearchResult",
     "Client",
     "ClusterCollection",
     "ClusterShard",

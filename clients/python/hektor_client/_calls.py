@@ -25,11 +25,13 @@ from urllib.parse import quote
 
 from ._errors import HektorError
 from ._types import (
+    BatchSearchResult,
     ClusterCollection,
     ClusterShard,
     ClusterView,
     CollectionInfo,
     CollectionSpec,
+    Consistency,
     ConsistencyLike,
     CreateResult,
     Delete,
@@ -322,6 +324,17 @@ def write_items(collection: str, items: Sequence[bytes], deletes: Sequence[bytes
     return Call("POST", f"/collections/{segment(collection)}/vectors", _write_result, body=body)
 
 
+def upsert_fields(
+    id: Any, vector: VectorLike, tenant: Optional[str], payload: Optional[Mapping[str, Any]], what: str
+) -> Tuple[str, List[float], Optional[str], Optional[Dict[str, Any]]]:
+    """One upsert's id, values, tenant and payload, checked as both APIs take them."""
+    id_ = as_id(id, f"{what} id")
+    values = as_vector(vector, f"{what} vector")
+    if payload is not None and not isinstance(payload, Mapping):
+        raise TypeError(f"{what} payload must be a mapping (a JSON object), got {type(payload).__name__}")
+    return id_, values, tenant, None if payload is None else dict(payload)
+
+
 def encode_upsert(
     id: Any,
     vector: VectorLike,
@@ -329,13 +342,12 @@ def encode_upsert(
     payload: Optional[Mapping[str, Any]] = None,
     what: str = "upsert",
 ) -> bytes:
-    item: JsonObject = {"id": as_id(id, f"{what} id"), "vector": as_vector(vector, f"{what} vector")}
+    id_, values, tenant, payload = upsert_fields(id, vector, tenant, payload, what)
+    item: JsonObject = {"id": id_, "vector": values}
     if tenant is not None:
         item["tenant"] = tenant
     if payload is not None:
-        if not isinstance(payload, Mapping):
-            raise TypeError(f"{what} payload must be a mapping (a JSON object), got {type(payload).__name__}")
-        item["payload"] = dict(payload)
+        item["payload"] = payload
     return dumps(item)
 
 
@@ -345,23 +357,72 @@ def encode_delete(id: Any, tenant: Optional[str] = None) -> bytes:
     return dumps({"id": as_id(id, "delete id"), "tenant": tenant})
 
 
-def encode_upsert_item(item: Union[Upsert, Mapping[str, Any]], index: int) -> bytes:
+class JsonWrites:
+    """How the HTTP API's write body is made: items encoded one at a time (JSON), their
+    size in the body, and the call that sends a batch of them. ``_grpc.ProtoWrites`` is
+    the same for the gRPC API, so both share the batching below."""
+
+    encode_upsert = staticmethod(encode_upsert)
+    encode_delete = staticmethod(encode_delete)
+
+    @staticmethod
+    def overhead(_collection: str) -> int:
+        return len(b'{"upserts":[],"deletes":[]}')
+
+    @staticmethod
+    def item_size(item: bytes) -> int:
+        return len(item) + 1  # and a comma
+
+    @staticmethod
+    def call(collection: str, upserts: Sequence[bytes], deletes: Sequence[bytes]) -> Any:
+        return write_items(collection, upserts, deletes)
+
+
+def encode_upsert_item(item: Union[Upsert, Mapping[str, Any]], index: int, wire: Any = JsonWrites) -> bytes:
     if isinstance(item, Upsert):
-        return encode_upsert(item.id, item.vector, item.tenant, item.payload, f"upserts[{index}]")
+        return wire.encode_upsert(item.id, item.vector, item.tenant, item.payload, f"upserts[{index}]")
     if isinstance(item, Mapping):
         unknown = set(item) - {"id", "vector", "tenant", "payload"}
         if unknown:
             raise ValueError(f"upserts[{index}] has unknown fields {sorted(unknown)}")
-        return encode_upsert(item["id"], item["vector"], item.get("tenant"), item.get("payload"), f"upserts[{index}]")
+        return wire.encode_upsert(
+            item["id"], item["vector"], item.get("tenant"), item.get("payload"), f"upserts[{index}]"
+        )
     raise TypeError(f"upserts[{index}] must be an Upsert or a mapping, got {type(item).__name__}")
 
 
-def encode_delete_item(item: Union[str, int, Delete, Mapping[str, Any]]) -> bytes:
+def encode_delete_item(item: Union[str, int, Delete, Mapping[str, Any]], wire: Any = JsonWrites) -> bytes:
     if isinstance(item, Delete):
-        return encode_delete(item.id, item.tenant)
+        return wire.encode_delete(item.id, item.tenant)
     if isinstance(item, Mapping):
-        return encode_delete(item["id"], item.get("tenant"))
-    return encode_delete(item)
+        return wire.encode_delete(item["id"], item.get("tenant"))
+    return wire.encode_delete(item)
+
+
+def upsert_one(
+    collection: str,
+    id: Any,
+    vector: VectorLike,
+    tenant: Optional[str],
+    payload: Optional[Mapping[str, Any]],
+    wire: Any = JsonWrites,
+) -> Any:
+    """The write of one upsert."""
+    return wire.call(collection, [wire.encode_upsert(id, vector, tenant, payload)], [])
+
+
+def write_batch(
+    collection: str,
+    upserts: Sequence[Union[Upsert, Mapping[str, Any]]],
+    deletes: Sequence[Union[str, int, Delete, Mapping[str, Any]]],
+    wire: Any = JsonWrites,
+) -> Any:
+    """One write of upserts and deletes together (all or nothing at the server)."""
+    return wire.call(
+        collection,
+        [encode_upsert_item(u, i, wire) for i, u in enumerate(upserts)],
+        [encode_delete_item(d, wire) for d in deletes],
+    )
 
 
 def _check_batching(batch_size: int, max_body_bytes: int) -> None:
@@ -372,20 +433,21 @@ def _check_batching(batch_size: int, max_body_bytes: int) -> None:
 
 
 def _chunks(
-    collection: str, encoded: Iterable[bytes], batch_size: int, max_body_bytes: int, deletes: bool
-) -> Iterator[Call[WriteResult]]:
+    collection: str, encoded: Iterable[bytes], batch_size: int, max_body_bytes: int, deletes: bool, wire: Any
+) -> Iterator[Any]:
     """Calls of at most ``batch_size`` items and ``max_body_bytes`` bytes each."""
-    overhead = len(b'{"upserts":[],"deletes":[]}')
+    overhead = wire.overhead(collection)
     items: List[bytes] = []
     size = overhead
     for item in encoded:
-        if items and (len(items) >= batch_size or size + len(item) + 1 > max_body_bytes):
-            yield write_items(collection, [], items) if deletes else write_items(collection, items)
+        item_size = wire.item_size(item)
+        if items and (len(items) >= batch_size or size + item_size > max_body_bytes):
+            yield wire.call(collection, [], items) if deletes else wire.call(collection, items, [])
             items, size = [], overhead
         items.append(item)
-        size += len(item) + 1
+        size += item_size
     if items:
-        yield write_items(collection, [], items) if deletes else write_items(collection, items)
+        yield wire.call(collection, [], items) if deletes else wire.call(collection, items, [])
 
 
 def _rows(vectors: MatrixLike) -> Tuple[int, Callable[[int, int], List[Any]]]:
@@ -409,7 +471,8 @@ def upsert_batches(
     payloads: Optional[Sequence[Optional[Mapping[str, Any]]]],
     batch_size: int,
     max_body_bytes: int,
-) -> Iterator[Call[WriteResult]]:
+    wire: Any = JsonWrites,
+) -> Iterator[Any]:
     """The writes of a bulk upsert, each within the server's limits. Everything is
     checked before the first call is made (a bad row fails before anything is sent)."""
     _check_batching(batch_size, max_body_bytes)
@@ -442,13 +505,13 @@ def upsert_batches(
             rows = block(start, min(start + step, n))
             for offset, row in enumerate(rows):
                 i = start + offset
-                yield encode_upsert(
+                yield wire.encode_upsert(
                     ids[i], row, tenants[i], None if payloads is None else payloads[i], f"row {i}"
                 )
 
-    # Rows are encoded as the batches go out, so a large array is never held as JSON
+    # Rows are encoded as the batches go out, so a large array is never held encoded
     # whole; the checks above make a bad row fail before the first write.
-    return _chunks(collection, encoded(), batch_size, max_body_bytes, deletes=False)
+    return _chunks(collection, encoded(), batch_size, max_body_bytes, False, wire)
 
 
 def _check_finite(vectors: MatrixLike, n: int, block: Callable[[int, int], List[Any]]) -> None:
@@ -470,13 +533,13 @@ def _check_finite(vectors: MatrixLike, n: int, block: Callable[[int, int], List[
 
 
 def delete_batches(
-    collection: str, ids: Union[IdLike, Iterable[Any]], tenant: Optional[str], batch_size: int
-) -> Iterator[Call[WriteResult]]:
+    collection: str, ids: Union[IdLike, Iterable[Any]], tenant: Optional[str], batch_size: int, wire: Any = JsonWrites
+) -> Iterator[Any]:
     _check_batching(batch_size, MAX_BODY_BYTES)
     if isinstance(ids, (str, int)) or (hasattr(ids, "item") and getattr(ids, "ndim", 1) == 0):
         ids = [ids]
-    items = [encode_delete(i, tenant) for i in ids]
-    return _chunks(collection, items, batch_size, DEFAULT_MAX_BODY_BYTES, deletes=True)
+    items = [wire.encode_delete(i, tenant) for i in ids]
+    return _chunks(collection, items, batch_size, DEFAULT_MAX_BODY_BYTES, True, wire)
 
 
 # ----- reads -----
@@ -506,6 +569,55 @@ def get_vector(collection: str, id: Any, tenant: Optional[str]) -> Call[StoredVe
     )
 
 
+def count(value: Any, what: str) -> int:
+    """A count the caller passes (k, effort): a whole number >= 0 (the server checks the
+    range). A negative one is refused here, the same way whichever API is used."""
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"{what} must be >= 0, got {value!r}")
+    return number
+
+
+def search_timeout(
+    wanted: Optional[Consistency], timeout: Optional[float], client_timeout: Optional[float]
+) -> Optional[float]:
+    """A search's own timeout: when the server may wait for a token or a level, at least
+    that wait plus 5 s, so the client does not give up before the server answers."""
+    if timeout is None and wanted is not None and wanted.waits():
+        wait = wanted.timeout if wanted.timeout is not None else DEFAULT_CONSISTENCY_WAIT_S
+        if client_timeout is not None and client_timeout < wait + 5.0:
+            timeout = wait + 5.0
+    return timeout
+
+
+def hits_of(raw: Any, tenant: Optional[str]) -> List[Hit]:
+    """The hits of a search answer's JSON."""
+    return [
+        Hit(
+            id=str(h["id"]),
+            score=float(h["score"]),
+            payload=h.get("payload"),
+            tenant=h.get("tenant", tenant),
+        )
+        for h in raw or []
+    ]
+
+
+def search_parser(tenant: Optional[str]) -> Callable[[int, Any], SearchResult]:
+    """How a search's answer (its JSON) is read."""
+
+    def parse(_status: int, body: Any) -> SearchResult:
+        return SearchResult(
+            hits=hits_of(body.get("hits"), tenant),
+            shards=int(body.get("shards") or 0),
+            epoch=int(body.get("epoch") or 0),
+            took_us=int(body.get("took_us") or 0),
+            raw=body,
+        )
+
+    return parse
+
+
 def search(
     collection: str,
     vector: VectorLike,
@@ -518,7 +630,7 @@ def search(
     timeout: Optional[float],
     client_timeout: Optional[float],
 ) -> Call[SearchResult]:
-    request: JsonObject = {"vector": as_vector(vector, "query vector"), "k": int(k)}
+    request: JsonObject = {"vector": as_vector(vector, "query vector"), "k": count(k, "k")}
     if tenant is not None:
         request["tenant"] = tenant
     wanted = as_consistency(consistency)
@@ -527,37 +639,77 @@ def search(
     if not with_payload:
         request["without_payload"] = True
     if effort is not None:
-        request["effort"] = int(effort)
+        request["effort"] = count(effort, "effort")
     if rescore is not None:
         request["rescore"] = bool(rescore)
-    if timeout is None and wanted is not None and wanted.waits():
-        # The server may wait this long for the token: don't give up before it answers.
-        wait = wanted.timeout if wanted.timeout is not None else DEFAULT_CONSISTENCY_WAIT_S
-        if client_timeout is not None and client_timeout < wait + 5.0:
-            timeout = wait + 5.0
-
-    def parse(_status: int, body: Any) -> SearchResult:
-        hits = [
-            Hit(
-                id=str(h["id"]),
-                score=float(h["score"]),
-                payload=h.get("payload"),
-                tenant=h.get("tenant", tenant),
-            )
-            for h in body.get("hits") or []
-        ]
-        return SearchResult(
-            hits=hits,
-            shards=int(body.get("shards") or 0),
-            epoch=int(body.get("epoch") or 0),
-            took_us=int(body.get("took_us") or 0),
-            raw=body,
-        )
-
     return Call(
         "POST",
         f"/collections/{segment(collection)}/search",
-        parse,
+        search_parser(tenant),
+        body=dumps(request),
+        read_only=True,
+        timeout=search_timeout(wanted, timeout, client_timeout),
+    )
+
+
+#: Where a batch search may run: the routing rule decides ("auto"), or the caller.
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def batch_queries(vectors: MatrixLike) -> List[List[float]]:
+    """The queries of a batch search as lists of floats, each checked like one query."""
+    if hasattr(vectors, "to_numpy") and not hasattr(vectors, "tolist"):  # a pandas frame
+        vectors = vectors.to_numpy()
+    n, block = _rows(vectors)
+    return [as_vector(row, f"query vectors[{i}]") for i, row in enumerate(block(0, n))]
+
+
+def check_device(device: Optional[str]) -> Optional[str]:
+    if device is not None and device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    return device
+
+
+def batch_parser(tenant: Optional[str]) -> Callable[[int, Any], BatchSearchResult]:
+    """How a batch search's answer (its JSON) is read."""
+
+    def parse(_status: int, body: Any) -> BatchSearchResult:
+        return BatchSearchResult(
+            results=[hits_of(r.get("hits"), tenant) for r in body.get("results") or []],
+            ran_on=str(body.get("ran_on", "")),
+            why=str(body.get("why", "")),
+            queries=int(body.get("queries") or 0),
+            shards=int(body.get("shards") or 0),
+            epoch=int(body.get("epoch") or 0),
+            took_us=int(body.get("took_us") or 0),
+            node=body.get("node"),
+            forwarded_by=body.get("forwarded_by"),
+            raw=body,
+        )
+
+    return parse
+
+
+def search_batch(
+    collection: str,
+    vectors: MatrixLike,
+    k: int,
+    tenant: Optional[str],
+    with_payload: bool,
+    device: Optional[str],
+    timeout: Optional[float],
+) -> Call[BatchSearchResult]:
+    request: JsonObject = {"vectors": batch_queries(vectors), "k": count(k, "k")}
+    if tenant is not None:
+        request["tenant"] = tenant
+    if not with_payload:
+        request["without_payload"] = True
+    if check_device(device) is not None:
+        request["device"] = device
+    return Call(
+        "POST",
+        f"/collections/{segment(collection)}/search/batch",
+        batch_parser(tenant),
         body=dumps(request),
         read_only=True,
         timeout=timeout,

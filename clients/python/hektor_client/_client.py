@@ -1,7 +1,9 @@
-"""``Client`` (blocking) and ``AsyncClient`` (asyncio), both on httpx.
+"""``Client`` (blocking) and ``AsyncClient`` (asyncio), both on httpx, and with ``grpc=``
+on grpcio for searches, batch searches and writes.
 
 The two have the same methods with the same arguments; what each call sends and how its
-answer is read lives in ``_calls`` and is shared, so they cannot drift apart.
+answer is read lives in ``_calls`` (HTTP) and ``_grpc`` (gRPC, the same functions) and is
+shared, so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, TypeVar, Union
 
 import httpx
 
-from . import _calls
+from . import _calls, _grpc
 from ._calls import Call, IdLike, MatrixLike, TenantArg, VectorLike
+from ._grpc import GrpcCall
 from ._errors import HektorConnectionError, HektorError
 from ._version import __version__
 from ._types import (
+    BatchSearchResult,
     ClusterView,
     CollectionInfo,
     CollectionSpec,
@@ -53,6 +57,7 @@ class _Base:
         retries: int = 2,
         verify: Union[bool, str] = True,
         headers: Optional[Mapping[str, str]] = None,
+        grpc: Optional[str] = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {url!r}")
@@ -71,11 +76,18 @@ class _Base:
             self._headers["authorization"] = f"Bearer {api_key}"
         self._headers.update(headers or {})
         self._verify = verify
+        #: The gRPC listener searches and writes go to (``grpc=``), or None: all over HTTP.
+        self.grpc: Optional[str] = None if grpc is None else _grpc.target_of(grpc)
+        # Where searches, batch searches and writes are made: the same functions, for HTTP
+        # or for gRPC.
+        self._ops: Any = _calls if grpc is None else _grpc
 
     def __repr__(self) -> str:
+        if self.grpc is not None:
+            return f"{type(self).__name__}({self.url!r}, grpc={self.grpc!r})"
         return f"{type(self).__name__}({self.url!r})"
 
-    def _pause(self, call: Call[Any], error: HektorError, attempt: int) -> Optional[float]:
+    def _pause(self, call: Union[Call[Any], GrpcCall[Any]], error: HektorError, attempt: int) -> Optional[float]:
         """Seconds to wait before trying ``call`` again after ``error``, or None: a 429 is
         refused before any work is done, so every call retries it; a 503 (node busy, not
         ready, or the request timed out there) only read-only calls."""
@@ -104,7 +116,7 @@ class _Base:
             return call.parse(status, body)
         raise _calls.error_from(status, response.content, response.headers, call.method, str(response.request.url))
 
-    def _timeout(self, call: Call[Any]) -> Optional[float]:
+    def _timeout(self, call: Union[Call[Any], GrpcCall[Any]]) -> Optional[float]:
         return call.timeout if call.timeout is not None else self.timeout
 
     @staticmethod
@@ -127,6 +139,13 @@ class Client(_Base):
     answered 503, is tried again after the server's ``Retry-After``. ``verify``: TLS
     verification, or the path of a CA bundle for a node serving HTTPS with a private CA.
     Every refusal is a :class:`HektorError` with the status and the server's message.
+
+    ``grpc``: the node's gRPC listener, ``"HOST:PORT"`` as given to ``hektor serve
+    --grpc-listen``. Searches, batch searches and writes then go over gRPC (binary: packed
+    floats, no JSON) with the same results and the same HektorErrors (``status`` is the
+    HTTP status of the same failure, ``grpc_code`` the gRPC code); everything else stays
+    on HTTP. It needs grpcio (``pip install 'hektor-client[grpc]'``); the listener is
+    plain TCP, without TLS.
     """
 
     def __init__(
@@ -139,8 +158,10 @@ class Client(_Base):
         verify: Union[bool, str] = True,
         headers: Optional[Mapping[str, str]] = None,
         transport: Optional[httpx.BaseTransport] = None,
+        grpc: Optional[str] = None,
     ) -> None:
-        super().__init__(url, api_key, timeout, retries=retries, verify=verify, headers=headers)
+        super().__init__(url, api_key, timeout, retries=retries, verify=verify, headers=headers, grpc=grpc)
+        self._channel = None if grpc is None else _grpc.Channel(grpc, self._headers)
         self._http = httpx.Client(
             base_url=self.url, headers=self._headers, timeout=timeout, verify=verify, transport=transport
         )
@@ -148,13 +169,16 @@ class Client(_Base):
     @classmethod
     def from_env(cls, **kwargs: Any) -> "Client":
         """A client of ``$HEKTOR_URL`` (default http://127.0.0.1:7070) with the key in
-        ``$HEKTOR_API_KEY``, if set."""
+        ``$HEKTOR_API_KEY`` and the gRPC listener in ``$HEKTOR_GRPC``, if set."""
+        kwargs.setdefault("grpc", os.environ.get("HEKTOR_GRPC") or None)
         return cls(
             os.environ.get("HEKTOR_URL", "http://127.0.0.1:7070"), os.environ.get("HEKTOR_API_KEY") or None, **kwargs
         )
 
     def close(self) -> None:
         self._http.close()
+        if self._channel is not None:
+            self._channel.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -162,7 +186,9 @@ class Client(_Base):
     def __exit__(self, *_exc: Any) -> None:
         self.close()
 
-    def _send(self, call: Call[T]) -> T:
+    def _send(self, call: Union[Call[T], GrpcCall[T]]) -> T:
+        if isinstance(call, GrpcCall):
+            return self._send_grpc(call)
         attempt = 0
         while True:
             url = self.url + call.path
@@ -181,7 +207,20 @@ class Client(_Base):
             time.sleep(pause)
             attempt += 1
 
-    def _send_all(self, calls: Iterable[Call[WriteResult]]) -> WriteResult:
+    def _send_grpc(self, call: GrpcCall[T]) -> T:
+        assert self._channel is not None
+        attempt = 0
+        while True:
+            try:
+                return call.parse(self._channel.call(call, self._timeout(call)))
+            except HektorError as error:
+                pause = self._pause(call, error, attempt)
+                if pause is None:
+                    raise
+            time.sleep(pause)
+            attempt += 1
+
+    def _send_all(self, calls: Iterable[Union[Call[WriteResult], GrpcCall[WriteResult]]]) -> WriteResult:
         total: Optional[WriteResult] = None
         for call in calls:
             try:
@@ -277,7 +316,7 @@ class Client(_Base):
         payload: Optional[Mapping[str, Any]] = None,
     ) -> WriteResult:
         """Insert or replace one vector (a vector is its tenant and id together)."""
-        return self._send(_calls.write_items(collection, [_calls.encode_upsert(id, vector, tenant, payload)]))
+        return self._send(self._ops.upsert_one(collection, id, vector, tenant, payload))
 
     def upsert_many(
         self,
@@ -295,9 +334,10 @@ class Client(_Base):
         ``max_body_bytes`` of JSON (it takes 64 MiB). ``tenant``: one for all rows or one
         per row; ``payloads``: one mapping (or None) per row. Answers the merged token of
         all the writes. The batches are separate writes: if one fails, the HektorError's
-        ``partial`` is the result of those written before it."""
+        ``partial`` is the result of those written before it. (Over gRPC ``max_body_bytes``
+        counts the bytes of each Write message.)"""
         return self._send_all(
-            _calls.upsert_batches(collection, ids, vectors, tenant, payloads, batch_size, max_body_bytes)
+            self._ops.upsert_batches(collection, ids, vectors, tenant, payloads, batch_size, max_body_bytes)
         )
 
     def write(
@@ -308,13 +348,7 @@ class Client(_Base):
     ) -> WriteResult:
         """One write of upserts and deletes together, checked whole by the server (all or
         nothing). Items are :class:`Upsert`/:class:`Delete` or dicts of the same fields."""
-        return self._send(
-            _calls.write_items(
-                collection,
-                [_calls.encode_upsert_item(u, i) for i, u in enumerate(upserts)],
-                [_calls.encode_delete_item(d) for d in deletes],
-            )
-        )
+        return self._send(self._ops.write_batch(collection, upserts, deletes))
 
     def delete(
         self,
@@ -325,7 +359,7 @@ class Client(_Base):
         batch_size: int = _calls.MAX_BATCH_ITEMS,
     ) -> WriteResult:
         """Delete one id or many (of ``tenant``, or written without a tenant)."""
-        return self._send_all(_calls.delete_batches(collection, ids, tenant, batch_size))
+        return self._send_all(self._ops.delete_batches(collection, ids, tenant, batch_size))
 
     # ----- reads -----
 
@@ -355,12 +389,31 @@ class Client(_Base):
         wait): the search then sees those writes, or fails with a 504 after the wait.
         ``effort``: this search's beam width (more recall, more time); ``rescore=False``
         lets warm-tier shards score from their int8 codes. ``timeout``: this request's
-        own HTTP timeout in seconds."""
+        own timeout in seconds."""
         return self._send(
-            _calls.search(
+            self._ops.search(
                 collection, vector, k, tenant, consistency, with_payload, effort, rescore, timeout, self.timeout
             )
         )
+
+    def search_batch(
+        self,
+        collection: str,
+        vectors: MatrixLike,
+        k: int = 10,
+        *,
+        tenant: Optional[str] = None,
+        with_payload: bool = True,
+        device: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> BatchSearchResult:
+        """The exact ``k`` nearest vectors of each of many queries (1 to 10,000; rows of a
+        2-D numpy array or a sequence of vectors), in one request
+        (``POST /collections/{c}/search/batch``, or gRPC ``SearchBatch``). Per query, in
+        order, a list of :class:`Hit` best first. ``device``: "auto" (the server's routing
+        rule, the default), "cpu" or "gpu". The server takes at most 2 MiB of request: a
+        larger batch is a 413 HektorError (split it)."""
+        return self._send(self._ops.search_batch(collection, vectors, k, tenant, with_payload, device, timeout))
 
 
 class AsyncClient(_Base):
@@ -371,7 +424,8 @@ class AsyncClient(_Base):
     ...     hits = await hk.search("docs", query, consistency=written)
 
     Requests run on httpx's non-blocking connection pool (no threads), so many searches
-    can be awaited at once with ``asyncio.gather``.
+    can be awaited at once with ``asyncio.gather``. With ``grpc="HOST:PORT"`` searches,
+    batch searches and writes go over ``grpc.aio`` instead (see :class:`Client`).
     """
 
     def __init__(
@@ -384,21 +438,27 @@ class AsyncClient(_Base):
         verify: Union[bool, str] = True,
         headers: Optional[Mapping[str, str]] = None,
         transport: Optional[httpx.AsyncBaseTransport] = None,
+        grpc: Optional[str] = None,
     ) -> None:
-        super().__init__(url, api_key, timeout, retries=retries, verify=verify, headers=headers)
+        super().__init__(url, api_key, timeout, retries=retries, verify=verify, headers=headers, grpc=grpc)
+        self._channel = None if grpc is None else _grpc.AioChannel(grpc, self._headers)
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=self._headers, timeout=timeout, verify=verify, transport=transport
         )
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> "AsyncClient":
-        """A client of ``$HEKTOR_URL`` with the key in ``$HEKTOR_API_KEY``, if set."""
+        """A client of ``$HEKTOR_URL`` with the key in ``$HEKTOR_API_KEY`` and the gRPC
+        listener in ``$HEKTOR_GRPC``, if set."""
+        kwargs.setdefault("grpc", os.environ.get("HEKTOR_GRPC") or None)
         return cls(
             os.environ.get("HEKTOR_URL", "http://127.0.0.1:7070"), os.environ.get("HEKTOR_API_KEY") or None, **kwargs
         )
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._channel is not None:
+            await self._channel.close()
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -406,7 +466,9 @@ class AsyncClient(_Base):
     async def __aexit__(self, *_exc: Any) -> None:
         await self.aclose()
 
-    async def _send(self, call: Call[T]) -> T:
+    async def _send(self, call: Union[Call[T], GrpcCall[T]]) -> T:
+        if isinstance(call, GrpcCall):
+            return await self._send_grpc(call)
         attempt = 0
         while True:
             url = self.url + call.path
@@ -425,7 +487,22 @@ class AsyncClient(_Base):
             await asyncio.sleep(pause)
             attempt += 1
 
-    async def _send_all(self, calls: Iterable[Call[WriteResult]], concurrency: int = 1) -> WriteResult:
+    async def _send_grpc(self, call: GrpcCall[T]) -> T:
+        assert self._channel is not None
+        attempt = 0
+        while True:
+            try:
+                return call.parse(await self._channel.call(call, self._timeout(call)))
+            except HektorError as error:
+                pause = self._pause(call, error, attempt)
+                if pause is None:
+                    raise
+            await asyncio.sleep(pause)
+            attempt += 1
+
+    async def _send_all(
+        self, calls: Iterable[Union[Call[WriteResult], GrpcCall[WriteResult]]], concurrency: int = 1
+    ) -> WriteResult:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         total: Optional[WriteResult] = None
@@ -523,7 +600,7 @@ class AsyncClient(_Base):
         tenant: Optional[str] = None,
         payload: Optional[Mapping[str, Any]] = None,
     ) -> WriteResult:
-        return await self._send(_calls.write_items(collection, [_calls.encode_upsert(id, vector, tenant, payload)]))
+        return await self._send(self._ops.upsert_one(collection, id, vector, tenant, payload))
 
     async def upsert_many(
         self,
@@ -540,7 +617,7 @@ class AsyncClient(_Base):
         """As :meth:`Client.upsert_many`, with up to ``concurrency`` batches in flight
         (with more than one, batches may land out of order: keep an id in one batch)."""
         return await self._send_all(
-            _calls.upsert_batches(collection, ids, vectors, tenant, payloads, batch_size, max_body_bytes),
+            self._ops.upsert_batches(collection, ids, vectors, tenant, payloads, batch_size, max_body_bytes),
             concurrency,
         )
 
@@ -550,13 +627,7 @@ class AsyncClient(_Base):
         upserts: Sequence[Union[Upsert, Mapping[str, Any]]] = (),
         deletes: Sequence[Union[str, int, Delete, Mapping[str, Any]]] = (),
     ) -> WriteResult:
-        return await self._send(
-            _calls.write_items(
-                collection,
-                [_calls.encode_upsert_item(u, i) for i, u in enumerate(upserts)],
-                [_calls.encode_delete_item(d) for d in deletes],
-            )
-        )
+        return await self._send(self._ops.write_batch(collection, upserts, deletes))
 
     async def delete(
         self,
@@ -566,7 +637,7 @@ class AsyncClient(_Base):
         tenant: Optional[str] = None,
         batch_size: int = _calls.MAX_BATCH_ITEMS,
     ) -> WriteResult:
-        return await self._send_all(_calls.delete_batches(collection, ids, tenant, batch_size))
+        return await self._send_all(self._ops.delete_batches(collection, ids, tenant, batch_size))
 
     # ----- reads -----
 
@@ -587,7 +658,22 @@ class AsyncClient(_Base):
         timeout: Optional[float] = None,
     ) -> SearchResult:
         return await self._send(
-            _calls.search(
+            self._ops.search(
                 collection, vector, k, tenant, consistency, with_payload, effort, rescore, timeout, self.timeout
             )
+        )
+
+    async def search_batch(
+        self,
+        collection: str,
+        vectors: MatrixLike,
+        k: int = 10,
+        *,
+        tenant: Optional[str] = None,
+        with_payload: bool = True,
+        device: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> BatchSearchResult:
+        return await self._send(
+            self._ops.search_batch(collection, vectors, k, tenant, with_payload, device, timeout)
         )

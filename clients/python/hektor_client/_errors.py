@@ -10,8 +10,10 @@ class HektorError(Exception):
 
     ``status`` is the HTTP status of the server's answer (400, 401, 403, 404, 409, 413,
     422, 429, 503, 504, ...) and ``message`` the server's own words (the ``"error"``
-    field of its JSON body). A request that got no HTTP answer at all (connection
-    refused, reset, timed out) is a :class:`HektorConnectionError`, whose ``status`` is 0.
+    field of its JSON body). A call made over gRPC gets the HTTP status the HTTP API
+    gives the same failure (its gRPC code is in ``grpc_code``) and the status message,
+    which is the same text. A request that got no answer at all (connection refused,
+    reset, timed out) is a :class:`HektorConnectionError`, whose ``status`` is 0.
     """
 
     status: int
@@ -23,6 +25,10 @@ class HektorError(Exception):
     #: For a write sent as several batches (``upsert_many``, ``delete`` of many ids): the
     #: ``WriteResult`` of the batches written before this one failed (they stay written).
     partial: Any
+    #: For a call made over gRPC: the status code's name the server answered
+    #: (``"INVALID_ARGUMENT"``, ``"NOT_FOUND"``, ...); ``status`` is then the HTTP status
+    #: the HTTP API gives the same failure. None for a call made over HTTP.
+    grpc_code: Optional[str]
 
     def __init__(
         self,
@@ -33,6 +39,7 @@ class HektorError(Exception):
         url: str = "",
         body: Any = None,
         retry_after: Optional[float] = None,
+        grpc_code: Optional[str] = None,
     ) -> None:
         super().__init__(status, message)
         self.status = status
@@ -42,9 +49,12 @@ class HektorError(Exception):
         self.body = body
         self.retry_after = retry_after
         self.partial = None
+        self.grpc_code = grpc_code
 
     def __str__(self) -> str:
         where = f" ({self.method} {self.url})" if self.method else ""
+        if self.grpc_code:
+            where = f" (gRPC {self.grpc_code} {self.url})"
         if self.status:
             return f"HTTP {self.status}: {self.message}{where}"
         return f"{self.message}{where}"
@@ -65,7 +75,8 @@ class HektorError(Exception):
 
 
 class HektorConnectionError(HektorError):
-    """No HTTP answer: the connection failed, was reset, or timed out (``status`` 0)."""
+    """No answer: the connection failed, was reset, or timed out (``status`` 0), over
+    HTTP or gRPC."""
 
     def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
         super().__init__(0, message, method=method, url=url)

@@ -191,6 +191,36 @@ class SearchResult:
 
 
 @dataclass(frozen=True)
+class BatchSearchResult:
+    """The answer to a batch search: per query, in the request's order, its exact hits,
+    best first; where the batch ran (``ran_on``: "cpu" or "gpu") and why, the queries
+    answered, the shards searched, the shard-map epoch and the server's time in
+    microseconds. ``node`` (the node that searched) and ``forwarded_by`` come with the
+    HTTP API's answer only (None over gRPC). Iterating it (or indexing it) goes over the
+    queries' hit lists."""
+
+    results: List[List[Hit]]
+    ran_on: str
+    why: str
+    queries: int
+    shards: int
+    epoch: int
+    took_us: int
+    node: Optional[str] = field(default=None, compare=False)
+    forwarded_by: Optional[str] = field(default=None, compare=False)
+    raw: JsonObject = field(default_factory=dict, repr=False, compare=False)
+
+    def __iter__(self) -> Iterator[List[Hit]]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, index: int) -> List[Hit]:
+        return self.results[index]
+
+
+@dataclass(frozen=True)
 class StoredVector:
     """One stored vector as ``GET /collections/{c}/vectors/{id}`` answers it."""
 

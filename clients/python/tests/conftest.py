@@ -4,8 +4,13 @@ read, write and admin scopes). Without ``HEKTOR_URL`` they are skipped, except u
 ``CI=true``, where that is a failure. They create collections named ``pyclient-<random>``
 and drop them when done.
 
-``tests/python_client.rs`` in the repository starts a real ``hektor serve`` (with keys)
-and runs this suite against it.
+The gRPC tests also need ``HEKTOR_GRPC``, the node's ``--grpc-listen`` address, and
+grpcio (``pip install 'hektor-client[grpc]'``); without either they are skipped, except
+under ``CI=true``. ``HEKTOR_READ_ONLY_KEY`` (a key with the read scope only) adds the
+checks of refusals for a missing scope.
+
+``tests/python_client.rs`` in the repository starts a real ``hektor serve`` (with keys and
+a gRPC listener) and runs this suite against it.
 """
 
 from __future__ import annotations
@@ -41,6 +46,39 @@ def api_key() -> Optional[str]:
 @pytest.fixture
 def client(url: str, api_key: Optional[str]) -> Iterator[Client]:
     with Client(url, api_key, timeout=60.0) as c:
+        yield c
+
+
+def _grpcio() -> bool:
+    try:
+        import grpc
+    except ImportError:
+        return False
+    return hasattr(grpc, "insecure_channel")  # not a directory that happens to be named grpc
+
+
+@pytest.fixture(scope="session")
+def grpc_address(url: str) -> str:
+    """The node's gRPC listener (``HEKTOR_GRPC``), with grpcio importable."""
+    value = os.environ.get("HEKTOR_GRPC")
+    if not value:
+        if _ci():
+            pytest.fail("CI=true but HEKTOR_GRPC is not set: the gRPC tests need hektor serve --grpc-listen")
+        pytest.skip(
+            "HEKTOR_GRPC is not set: start `hektor serve --grpc-listen 127.0.0.1:7071` and export "
+            "HEKTOR_GRPC=127.0.0.1:7071"
+        )
+    if not _grpcio():
+        if _ci():
+            pytest.fail("CI=true but grpcio cannot be imported: pip install 'hektor-client[grpc]'")
+        pytest.skip("grpcio is not installed: pip install 'hektor-client[grpc]'")
+    return value
+
+
+@pytest.fixture
+def grpc_client(url: str, api_key: Optional[str], grpc_address: str) -> Iterator[Client]:
+    """A client whose searches, batch searches and writes go over gRPC."""
+    with Client(url, api_key, timeout=60.0, grpc=grpc_address) as c:
         yield c
 
 
