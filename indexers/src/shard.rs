@@ -85,6 +85,9 @@ use crate::store::{
 use hektor_merge::{Admit, SourceFloor, VersionVector};
 
 mod exact_view;
+mod records;
+
+use records::{RecordCache, Staged};
 pub use exact_view::{ExactMatrix, ExactView};
 
 /// Default LMDB map size: the most a shard may grow to (address space only; the file
@@ -269,6 +272,11 @@ pub struct Found<'s> {
     /// `None` when nothing was searched (k = 0, or a filter matching nothing).
     txn: Option<RoTxn<'s, heed::WithoutTls>>,
     hits: Vec<(u32, f32)>,
+    /// Whether the hot graph answered, so hits not in `tail` may take their records from
+    /// the shard's [`RecordCache`].
+    hot: bool,
+    /// Hits from the pending tail (scanned exactly, not from the graph).
+    tail: Vec<u32>,
 }
 
 impl std::fmt::Debug for Found<'_> {
@@ -305,6 +313,11 @@ impl Found<'_> {
             .txn
             .as_ref()
             .ok_or_else(|| s.corrupt("a search without a snapshot found hits"))?;
+        if self.hot && !self.tail.contains(&item) {
+            if let Some((id, payload)) = self.shard.cached.get(item, txn.id(), payload) {
+                return Ok(RawHit { id, score, payload });
+            }
+        }
         read_raw_hit(s, txn, item, score, payload)
     }
 
@@ -551,6 +564,9 @@ pub struct Shard {
     /// The clock floors of the mirrored sources applied so far, loaded on first use
     /// (dropped when an apply fails, so they are reloaded from what was committed).
     mirrors: Mutex<std::collections::HashMap<String, SourceFloor>>,
+    /// The hot graph's items' ids and payloads ([`RecordCache`]); empty under other
+    /// engines.
+    cached: RecordCache,
 }
 
 impl Shard {
@@ -637,9 +653,13 @@ impl Shard {
             pending: AtomicU64::new(0),
             tombstones: AtomicU64::new(0),
             mirrors: Mutex::new(std::collections::HashMap::new()),
+            cached: RecordCache::default(),
         };
         let rtxn = shard.read_txn()?;
         shard.refresh_counters(&rtxn)?;
+        if shard.current_engine().folds_outside() {
+            shard.cached.fill(&shard.store, &rtxn)?;
+        }
         drop(rtxn);
         Ok(shard)
     }
@@ -1157,6 +1177,7 @@ impl Shard {
                             old.concurrent |= concurrent;
                             old.payload = fields::render(&values);
                             old.stamps = Some(stamps);
+                            self.cached.forget(item);
                             s.records.put(wtxn, &item, &old.encode()).map_err(st)?;
                         }
                         return Ok(joined);
@@ -1168,6 +1189,7 @@ impl Shard {
                         // The stored write won a conflict: say so on it.
                         let mut old = old;
                         old.concurrent = true;
+                        self.cached.forget(item);
                         s.records.put(wtxn, &item, &old.encode()).map_err(st)?;
                     }
                     return Ok(false);
@@ -1231,6 +1253,7 @@ impl Shard {
                 .put_with_flags(wtxn, PutFlags::APPEND, &item, &Store::encode_vector(vector))
                 .map_err(st)?;
         } else {
+            self.cached.forget(item);
             s.records.put(wtxn, &item, &record.encode()).map_err(st)?;
             s.vectors
                 .put(wtxn, &item, &Store::encode_vector(vector))
@@ -1292,11 +1315,13 @@ impl Shard {
                         changed |= joined;
                     }
                     if changed {
+                        self.cached.forget(item);
                         s.records.put(wtxn, &item, &old.encode()).map_err(st)?;
                     }
                     return Ok(joined);
                 }
                 s.ids.delete(wtxn, &key).map_err(st)?;
+                self.cached.forget(item);
                 s.records.delete(wtxn, &item).map_err(st)?;
                 s.vectors.delete(wtxn, &item).map_err(st)?;
                 s.ring
@@ -1385,6 +1410,8 @@ impl Shard {
             shard: self,
             txn: None,
             hits: Vec::new(),
+            hot: false,
+            tail: Vec::new(),
         };
         if query.len() != self.config.dimension {
             return Err(Error::DimensionMismatch {
@@ -1428,6 +1455,7 @@ impl Shard {
         }
         // The pending tail, exactly.
         let mut buf = vec![0.0f32; self.config.dimension];
+        let mut tail = Vec::new();
         for entry in s.pending.iter(&txn).map_err(st)? {
             let item = entry.map_err(st)?.0;
             if candidates.as_ref().is_some_and(|c| !c.contains(item)) {
@@ -1435,12 +1463,17 @@ impl Shard {
             }
             if let Some(norm) = s.vector_into(&txn, item, &mut buf)? {
                 top.push(item, prepared.score(&buf, norm));
+                tail.push(item);
             }
         }
+        let hits = top.into_sorted();
+        tail.retain(|item| hits.iter().any(|(hit, _)| hit == item));
         Ok(Found {
             shard: self,
             txn: Some(txn),
-            hits: top.into_sorted(),
+            hits,
+            hot: engine.folds_outside(),
+            tail,
         })
     }
 
@@ -1533,10 +1566,18 @@ impl Shard {
         drop(rtxn);
         let _guard = self.lock();
         let mut wtxn = s.env.write_txn().map_err(st)?;
+        // The records of the nodes this commit makes visible, and the items it removes.
+        let mut staged = Staged::default();
+        let mut gone = Vec::new();
         for (item, then) in folded.iter().zip(seen) {
             if self.record_hlc(&wtxn, item)? == then {
                 s.pending.delete(&mut wtxn, &item).map_err(st)?;
                 s.stale.delete(&mut wtxn, &item).map_err(st)?;
+                if then.is_some() && changes.upserted.contains(item) {
+                    staged.read(s, &wtxn, item)?;
+                } else {
+                    gone.push(item);
+                }
             } else {
                 // Written again while folding: the folded copy is outdated.
                 s.stale.put(&mut wtxn, &item, &()).map_err(st)?;
@@ -1545,8 +1586,10 @@ impl Shard {
         engine.commit_fold(&mut wtxn, s, &changes, epoch)?;
         let pending = s.pending.len(&wtxn).map_err(st)?;
         let index_len = engine.indexed_len(&wtxn, s)?;
+        let committed = wtxn.id();
         wtxn.commit().map_err(st)?;
         reload.armed = false;
+        self.cached.publish(committed, staged, gone.into_iter());
         self.pending.store(pending, Ordering::Release);
         // The fold read the new vectors through the map; the graph holds them now.
         s.release_pages();
@@ -1611,6 +1654,12 @@ impl Shard {
     /// stalling it for the whole build.
     pub fn builds_beside_applies(&self) -> bool {
         self.current_engine().folds_outside()
+    }
+
+    /// Heap bytes of the hot graph's records held in memory ([`RecordCache`]; 0 under
+    /// other engines).
+    pub fn record_cache_bytes(&self) -> u64 {
+        self.cached.bytes()
     }
 
     /// Items folded into the engine's in-memory index (the hot graph) since it was last
@@ -1759,6 +1808,7 @@ impl Shard {
                 .ok_or_else(|| s.corrupt(format!("ring index names missing item {item}")))?;
             let key = vector_store_key(record.tenant.as_deref(), &record.id);
             s.ids.delete(&mut wtxn, &key).map_err(st)?;
+            self.cached.forget(*item);
             s.records.delete(&mut wtxn, item).map_err(st)?;
             s.vectors.delete(&mut wtxn, item).map_err(st)?;
             s.ring.delete(&mut wtxn, ring_key).map_err(st)?;
@@ -1846,10 +1896,17 @@ impl Shard {
         s.pending.clear(&mut wtxn).map_err(st)?;
         s.stale.clear(&mut wtxn).map_err(st)?;
         let index_len = new.indexed_len(&wtxn, s)?;
+        let hot = new.folds_outside();
         {
             let mut slot = self.engine.write();
+            self.cached.clear();
             wtxn.commit().map_err(st)?;
             *slot = new;
+        }
+        if hot {
+            // Still under the write lock: nothing is written before the fill's snapshot.
+            let rtxn = self.read_txn()?;
+            self.cached.fill(s, &rtxn)?;
         }
         self.pending.store(0, Ordering::Release);
         tracing::info!(path = %s.path().display(), from = %old.kind(), to = %kind,

@@ -728,3 +728,97 @@ fn stored_vectors_take_little_more_than_their_bytes() {
     let hits = shard.search(ds.base_vector(50), 1, None).unwrap();
     assert!(hits[0].score > 0.999, "{hits:?}");
 }
+
+/// The hot shard answers its graph's hits from the records it holds in memory (issue
+/// #16), and they are always the records of the vectors scored: a snapshot taken before a
+/// rewrite keeps the old record until it is dropped, a build publishes the new one, a
+/// crdt merge that changes only the payload shows at once, and a reopened shard answers
+/// the same.
+#[test]
+fn hot_hits_take_their_records_from_memory_and_never_a_stale_one() {
+    let ds = data();
+    let dir = tempfile::tempdir().unwrap();
+    let config = ShardConfig {
+        merge: hektor_topics::record::MergePolicy::Crdt,
+        ..ShardConfig::new(ds.dim, Distance::Cosine, EngineKind::Hnsw)
+    };
+    let shard = Shard::open(dir.path(), config.clone()).unwrap();
+    common::load_rows(&shard, ds, 0..500, 0);
+    let q = ds.query(0);
+    let with = |payload: serde_json::Value, hlc: u64| ShardOp::Upsert {
+        id: "probe".into(),
+        tenant: None,
+        ring: 7,
+        vector: q.to_vec(),
+        payload: Some(payload),
+        hlc: Hlc(hlc),
+    };
+    shard
+        .apply(&[(5_000, with(serde_json::json!({ "a": 1 }), 100))])
+        .unwrap();
+    shard.build_index().unwrap();
+    assert!(shard.record_cache_bytes() > 500 * 4, "the records are held");
+    let payload_of = |found: &hektor_indexers::Found<'_>| {
+        let hit = found.raw_hit(0, true).unwrap();
+        assert_eq!(hit.id, "probe");
+        serde_json::from_str::<serde_json::Value>(hit.payload.unwrap().get()).unwrap()
+    };
+    let search = || {
+        shard
+            .search_found(q, 10, None, hektor_indexers::SearchOptions::default())
+            .unwrap()
+    };
+    let before = search();
+    assert_eq!(payload_of(&before), serde_json::json!({ "a": 1 }));
+    // Every hit the cache answers agrees with LMDB's record of the same snapshot.
+    let eager = shard.search(q, 10, None).unwrap();
+    for (i, hit) in eager.iter().enumerate() {
+        assert_eq!(before.raw_hit(i, true).unwrap().id, hit.id);
+    }
+
+    // A newer write (pending, so the tail answers it), then its build.
+    shard
+        .apply(&[(5_001, with(serde_json::json!({ "a": 2 }), 200))])
+        .unwrap();
+    assert_eq!(payload_of(&search()), serde_json::json!({ "a": 2 }));
+    assert_eq!(payload_of(&before), serde_json::json!({ "a": 1 }), "old snapshot");
+    shard.build_index().unwrap();
+    assert_eq!(payload_of(&before), serde_json::json!({ "a": 1 }), "old snapshot");
+    assert_eq!(payload_of(&search()), serde_json::json!({ "a": 2 }));
+
+    // An older write with a new field: crdt merges the field in, the vector stays (no
+    // build is pending), and the next search shows the merged payload.
+    let mirrored = hektor_indexers::Provenance {
+        origin: "east".into(),
+        digest: 1,
+        seen: None,
+    };
+    let r = shard
+        .apply_from(
+            hektor_indexers::Source::Mirror { region: "east" },
+            &[(0, with(serde_json::json!({ "b": 3 }), 150))],
+            &[mirrored],
+        )
+        .unwrap();
+    assert_eq!(r.upserted, 1, "the field was merged in");
+    assert_eq!(shard.stats().pending, 0, "a field merge leaves the vector as it was");
+    assert_eq!(
+        payload_of(&search()),
+        serde_json::json!({ "a": 2, "b": 3 })
+    );
+    drop(before);
+
+    // Reopened: the records are read back into memory and answer the same.
+    drop(shard);
+    let shard = Shard::open(dir.path(), config).unwrap();
+    assert!(shard.record_cache_bytes() > 500 * 4);
+    let found = shard
+        .search_found(q, 10, None, hektor_indexers::SearchOptions::default())
+        .unwrap();
+    assert_eq!(payload_of(&found), serde_json::json!({ "a": 2, "b": 3 }));
+
+    // Under another engine nothing is held.
+    drop(found);
+    shard.set_engine(EngineKind::Exact).unwrap();
+    assert_eq!(shard.record_cache_bytes(), 0);
+}
