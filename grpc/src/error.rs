@@ -1,10 +1,17 @@
 //! The one error type of the gRPC door: why a call was refused or failed, with the gRPC
 //! status code each maps to. The message is the HTTP API's `error` text for the same
-//! failure, so a client reads the same actionable sentence through either door.
+//! failure, so a client reads the same actionable sentence through either door, and the
+//! HTTP status of that failure travels beside it as the metadata [`HTTP_STATUS_KEY`]
+//! (gRPC's codes are coarser: `INVALID_ARGUMENT` stands for 400, 413 and 422).
 
 use hektor_ingest::IngestError;
 use hektor_query::QueryError;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
+
+/// The metadata key of a refusal's HTTP status (`"422"`), as the HTTP API answers the same
+/// failure.
+pub const HTTP_STATUS_KEY: &str = "hektor-http-status";
 
 /// Why a gRPC call (or the gRPC listener) failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +24,13 @@ pub enum GrpcError {
     #[error(transparent)]
     Ingest(#[from] IngestError),
 
-    /// The request is not a valid request (a field the HTTP API would refuse with 400).
+    /// A field holds a value the HTTP API would refuse (422: an unknown enum value).
     #[error("{0}")]
     BadRequest(String),
+
+    /// A collection name that cannot be one (the HTTP API answers 404: no such collection).
+    #[error("{0}")]
+    BadName(String),
 
     /// The gate refused the call: `status` is the HTTP status it gives (401 or 403).
     #[error("{message}")]
@@ -63,7 +74,7 @@ impl GrpcError {
         match self {
             GrpcError::Query(e) => code_of_http(e.status()),
             GrpcError::Ingest(e) => code_of_http(e.status()),
-            GrpcError::BadRequest(_) => Code::InvalidArgument,
+            GrpcError::BadRequest(_) | GrpcError::BadName(_) => Code::InvalidArgument,
             GrpcError::Denied { status, .. } => code_of_http(*status),
             GrpcError::Overloaded => Code::ResourceExhausted,
             GrpcError::Transport(_) => Code::Internal,
@@ -72,9 +83,32 @@ impl GrpcError {
     }
 }
 
+impl GrpcError {
+    /// The HTTP status the HTTP API answers the same failure with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            GrpcError::Query(e) => e.status(),
+            GrpcError::Ingest(e) => e.status(),
+            GrpcError::BadRequest(_) => 422,
+            GrpcError::BadName(_) => 404,
+            GrpcError::Denied { status, .. } => *status,
+            GrpcError::Overloaded => 429,
+            GrpcError::Transport(_) => 500,
+            GrpcError::Connect { .. } => 503,
+        }
+    }
+}
+
+/// A refusal with `code`, `message` and the HTTP status `http` as [`HTTP_STATUS_KEY`].
+pub fn status_with_http(code: Code, message: impl Into<String>, http: u16) -> Status {
+    let mut metadata = MetadataMap::new();
+    metadata.insert(HTTP_STATUS_KEY, MetadataValue::from(http));
+    Status::with_metadata(code, message, metadata)
+}
+
 impl From<GrpcError> for Status {
     fn from(err: GrpcError) -> Status {
-        Status::new(err.code(), err.to_string())
+        status_with_http(err.code(), err.to_string(), err.http_status())
     }
 }
 
@@ -117,5 +151,27 @@ mod tests {
         assert_eq!(denied(403).code(), Code::PermissionDenied);
         let status = Status::from(GrpcError::Query(QueryError::UnknownCollection("c".into())));
         assert_eq!(status.message(), "collection `c` does not exist");
+        // The HTTP status travels beside the coarser gRPC code.
+        let http = |err: GrpcError| {
+            let status = Status::from(err);
+            let value = status.metadata().get(HTTP_STATUS_KEY).expect("the http status");
+            (status.code(), value.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            http(GrpcError::Query(QueryError::Invalid("k".into()))),
+            (Code::InvalidArgument, "422".into())
+        );
+        assert_eq!(
+            http(GrpcError::Ingest(IngestError::TooLarge("n".into()))),
+            (Code::InvalidArgument, "413".into())
+        );
+        assert_eq!(
+            http(GrpcError::BadName("invalid name".into())),
+            (Code::InvalidArgument, "404".into())
+        );
+        assert_eq!(
+            http(GrpcError::Overloaded),
+            (Code::ResourceExhausted, "429".into())
+        );
     }
 }

@@ -156,9 +156,11 @@ impl<In: prost::Message + Default> Decoder for RequestDecoder<In> {
                 .rsplit("::")
                 .next()
                 .unwrap_or("");
-            Status::invalid_argument(format!(
-                "the request is not a valid hektor.v1.{name} message: {err}"
-            ))
+            crate::error::status_with_http(
+                tonic::Code::InvalidArgument,
+                format!("the request is not a valid hektor.v1.{name} message: {err}"),
+                400,
+            )
         })
     }
 }

@@ -75,7 +75,7 @@ impl Api {
             .try_acquire()
             .map_err(|_| GrpcError::Overloaded)?;
         hektor_topics::topic::validate_collection_name(collection)
-            .map_err(|e| GrpcError::BadRequest(e.to_string()))?;
+            .map_err(|e| GrpcError::BadName(e.to_string()))?;
         let path = format!("/collections/{collection}/{route}");
         self.gate
             .check(&http::Method::POST, &path, &metadata.into_headers())

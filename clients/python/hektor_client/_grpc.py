@@ -324,6 +324,9 @@ def delete_batches(
 
 # ----- errors -----
 
+#: The metadata key under which the server sends a refusal's HTTP status.
+HTTP_STATUS_KEY = "hektor-http-status"
+
 #: The HTTP status of each gRPC code, as the HTTP API answers the same failure (the table
 #: at the top of grpc/proto/hektor.proto). INVALID_ARGUMENT stands for 400, 413 and 422
 #: there; see :func:`status_of`. CANCELLED is what the server answers a call that ran
@@ -372,6 +375,7 @@ def error_from(
     target: str,
     elapsed: float = 0.0,
     timeout: Optional[float] = None,
+    http_status: Optional[int] = None,
 ) -> HektorError:
     """The HektorError of a failed call. ``answered``: the status came from the server (it
     sent metadata); one that did not (refused, reset, this side's deadline) is a
@@ -383,7 +387,9 @@ def error_from(
         error: HektorError = HektorConnectionError(f"gRPC {path} at {target} {kind}: {code}: {details}", method="gRPC", url=url)
         error.grpc_code = code
         return error
-    status = status_of(code, details)
+    # The server's own word for the HTTP status, else the code (and, for INVALID_ARGUMENT,
+    # the message's wording) mapped as the HTTP API answers.
+    status = http_status if http_status is not None else status_of(code, details)
     message = details or {503: "service unavailable", 429: "too many requests"}.get(status, f"gRPC {code}")
     return HektorError(status, message, method="gRPC", url=url, grpc_code=code)
 
@@ -391,8 +397,31 @@ def error_from(
 def _rpc_error(err: Any, call: GrpcCall[Any], target: str, started: float, timeout: Optional[float]) -> HektorError:
     code = err.code()
     name = getattr(code, "name", None) or str(code)
-    answered = bool(err.initial_metadata()) or bool(err.trailing_metadata())
-    return error_from(name, err.details() or "", answered, call.path, target, time.monotonic() - started, timeout)
+    trailing = err.trailing_metadata() or ()
+    answered = bool(err.initial_metadata()) or bool(trailing)
+    return error_from(
+        name,
+        err.details() or "",
+        answered,
+        call.path,
+        target,
+        time.monotonic() - started,
+        timeout,
+        http_status=http_status_of(trailing),
+    )
+
+
+def http_status_of(metadata: Any) -> Optional[int]:
+    """The HTTP status the server sent beside a refusal (metadata ``hektor-http-status``),
+    if any and if it is one."""
+    for key, value in metadata or ():
+        if key == HTTP_STATUS_KEY:
+            try:
+                status = int(value)
+            except (TypeError, ValueError):
+                return None
+            return status if 400 <= status <= 599 else None
+    return None
 
 
 def _raise(error: HektorError, cause: BaseException) -> None:

@@ -436,6 +436,13 @@ def test_grpc_codes_map_to_the_http_statuses() -> None:
     assert _grpc.status_of("INVALID_ARGUMENT", "invalid name `a b`: a collection name is ...") == 404
     assert _grpc.status_of("INVALID_ARGUMENT", "the request is not a valid hektor.v1.SearchRequest message: x") == 400
     assert _grpc.error_from("RESOURCE_EXHAUSTED", "", True, "/p", "h:1").message == "too many requests"
+    # The server's hektor-http-status metadata wins over the code and the wording.
+    assert _grpc.http_status_of([("hektor-http-status", "413")]) == 413
+    assert _grpc.http_status_of([("other", "413")]) is None
+    assert _grpc.http_status_of([("hektor-http-status", "not a number")]) is None
+    assert _grpc.http_status_of([("hektor-http-status", "200")]) is None
+    told = _grpc.error_from("INVALID_ARGUMENT", "some new refusal", True, "/p", "h:1", http_status=400)
+    assert (told.status, told.grpc_code) == (400, "INVALID_ARGUMENT")
     assert _grpc.error_from("RESOURCE_EXHAUSTED", "", True, "/p", "h:1").is_retryable
 
 
