@@ -154,7 +154,10 @@ mod tests {
         // The HTTP status travels beside the coarser gRPC code.
         let http = |err: GrpcError| {
             let status = Status::from(err);
-            let value = status.metadata().get(HTTP_STATUS_KEY).expect("the http status");
+            let value = status
+                .metadata()
+                .get(HTTP_STATUS_KEY)
+                .expect("the http status");
             (status.code(), value.to_str().unwrap().to_owned())
         };
         assert_eq!(
