@@ -670,22 +670,26 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         view
     }));
     let dropped_events = events.clone();
-    let grpc = Arc::new(hektor_grpc::Api::new(
-        Arc::clone(&searcher),
-        Arc::clone(&writer),
-        events.clone(),
-        gate.clone(),
-        args.max_concurrent_requests,
-    ));
+    let replication = (!args.mirror_regions.is_empty()).then(|| {
+        Arc::new(RegionReplication {
+            host: Arc::clone(&host),
+            others: args.mirror_regions.clone(),
+        }) as Arc<dyn Replication>
+    });
+    let grpc = Arc::new(
+        hektor_grpc::Api::new(
+            Arc::clone(&searcher),
+            Arc::clone(&writer),
+            events.clone(),
+            gate.clone(),
+            args.max_concurrent_requests,
+        )
+        .with_replication(replication.clone()),
+    );
     let router = ingest_router(IngestState {
         writer: Arc::clone(&writer),
         events,
-        replication: (!args.mirror_regions.is_empty()).then(|| {
-            Arc::new(RegionReplication {
-                host: Arc::clone(&host),
-                others: args.mirror_regions.clone(),
-            }) as Arc<dyn Replication>
-        }),
+        replication,
     })
     .merge(query_router(QueryState {
         searcher,

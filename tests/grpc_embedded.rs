@@ -82,7 +82,7 @@ fn grpc_writes_searches_and_batches_agree_with_rest_and_bad_inputs_cost_one_call
             .block_on(client.write(pb::WriteRequest {
                 collection: name.clone(),
                 upserts,
-                deletes: vec![],
+                ..Default::default()
             }))
             .expect("write over gRPC");
         assert_eq!(answer.written as usize, chunk.len());
@@ -193,6 +193,7 @@ fn grpc_writes_searches_and_batches_agree_with_rest_and_bad_inputs_cost_one_call
                 id: top.clone(),
                 tenant: None,
             }],
+            ..Default::default()
         }))
         .expect("delete over gRPC");
     assert_eq!(deleted.written, 1);
@@ -276,7 +277,7 @@ fn grpc_writes_searches_and_batches_agree_with_rest_and_bad_inputs_cost_one_call
             tenant: None,
             payload_json: payload.map(str::to_owned),
         }],
-        deletes: vec![],
+        ..Default::default()
     };
     let (code, msg) = code_of(rt.block_on(client.write(upsert(nan.clone(), None))));
     assert_eq!(code, Code::InvalidArgument);
@@ -288,6 +289,43 @@ fn grpc_writes_searches_and_batches_agree_with_rest_and_bad_inputs_cost_one_call
     let (code, msg) = code_of(rt.block_on(client.write(upsert(vec![0.5; DIM], Some("{nope")))));
     assert_eq!(code, Code::InvalidArgument);
     assert!(msg.contains("payload_json is not JSON"), "{msg}");
+    // Write levels: an unknown one and an out-of-range wait are refused as over HTTP
+    // (400, said in the metadata); a sync write on a node of one region is answered with
+    // that region as having applied it.
+    let leveled = |replication: &str, timeout_ms: Option<u64>| pb::WriteRequest {
+        replication: replication.into(),
+        timeout_ms,
+        ..upsert(vec![0.25; DIM], None)
+    };
+    for (replication, timeout) in [("always", None), ("sync", Some(0)), ("sync", Some(120_001))] {
+        let refused = rt
+            .block_on(client.write(leveled(replication, timeout)))
+            .expect_err("a bad write level");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert_eq!(
+            refused
+                .metadata()
+                .get("hektor-http-status")
+                .map(|v| v.to_str().unwrap()),
+            Some("400"),
+            "{refused:?}"
+        );
+    }
+    let synced = rt
+        .block_on(client.write(leveled("sync", Some(5_000))))
+        .expect("a sync write in one region");
+    assert_eq!(synced.written, 1);
+    assert_eq!(
+        synced.regions,
+        vec![pb::RegionApplied {
+            region: "local".into(),
+            applied: true
+        }]
+    );
+    let plain = rt
+        .block_on(client.write(leveled("", None)))
+        .expect("an async write");
+    assert!(plain.regions.is_empty(), "{:?}", plain.regions);
     // A message past the 2 MiB search limit, one that does not decode, an unknown method.
     let (code, _) = code_of(rt.block_on(client.search(search(vec![0.5; 600_000], None, &name))));
     assert_eq!(
@@ -358,7 +396,7 @@ fn grpc_calls_pass_the_same_gate_as_http() {
             vector: vec![1.0, 0.0, 0.0],
             ..Default::default()
         }],
-        deletes: vec![],
+        ..Default::default()
     };
     let search = |c: &str| pb::SearchRequest {
         collection: c.to_owned(),

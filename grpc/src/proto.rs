@@ -155,6 +155,19 @@ pub struct WriteRequest {
     pub upserts: Vec<Upsert>,
     #[prost(message, repeated, tag = "3")]
     pub deletes: Vec<Delete>,
+    #[prost(string, tag = "4")]
+    pub replication: String,
+    #[prost(uint64, optional, tag = "5")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A region, and whether it had applied a write when the write was answered.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RegionApplied {
+    #[prost(string, tag = "1")]
+    pub region: String,
+    #[prost(bool, tag = "2")]
+    pub applied: bool,
 }
 
 /// The answer of a write, once durable: the write token.
@@ -164,6 +177,8 @@ pub struct WriteResponse {
     pub token: BTreeMap<u32, u64>,
     #[prost(uint32, tag = "2")]
     pub written: u32,
+    #[prost(message, repeated, tag = "3")]
+    pub regions: Vec<RegionApplied>,
 }
 
 #[cfg(test)]
@@ -356,17 +371,25 @@ mod tests {
                 collection: "c".into(),
                 upserts: vec![Upsert::default()],
                 deletes: vec![Delete::default()],
+                replication: "sync".into(),
+                timeout_ms: Some(5),
             },
         );
+        let applied = RegionApplied {
+            region: "west".into(),
+            applied: true,
+        };
+        check(&m, "RegionApplied", applied.clone());
         check(
             &m,
             "WriteResponse",
             WriteResponse {
                 token: BTreeMap::from([(0, 1)]),
                 written: 1,
+                regions: vec![applied],
             },
         );
-        assert_eq!(m.len(), 12, "every message of hektor.proto is checked");
+        assert_eq!(m.len(), 13, "every message of hektor.proto is checked");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `Search` | `POST /collections/{c}/search` | [`Searcher::search`] | `read` on `c` |
 //! | `SearchBatch` | `POST /collections/{c}/search/batch` | [`batch_search`] | `read` on `c` |
-//! | `Write` | `POST /collections/{c}/vectors` (async write level) | [`Writer::write`] | `write` on `c` |
+//! | `Write` | `POST /collections/{c}/vectors` (its write level: the call's `replication`, else the collection's) | [`Writer::write`], then [`Replication::wait`] | `write` on `c` |
 //!
 //! Every call passes, in order: the node's concurrency limit (one more is
 //! `RESOURCE_EXHAUSTED`), a collection-name check (the name goes into the path the gate
@@ -16,9 +16,12 @@
 //! payloads). A refusal costs its call only.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hektor_access::Gate;
+use hektor_ingest::replication::{
+    Replication, WriteLevel, DEFAULT_REPLICATION_TIMEOUT, MAX_REPLICATION_TIMEOUT,
+};
 use hektor_ingest::validate::{DeleteItem, UpsertItem, WriteBatch, MAX_BATCH_ITEMS};
 use hektor_ingest::{IngestError, Writer};
 use hektor_query::batch::{batch_search, BatchSearchRequest, Device, RanOn};
@@ -42,6 +45,8 @@ pub struct Api {
     events: EventSink,
     gate: Gate,
     permits: Semaphore,
+    /// What the node knows of the other regions (`None`: one region).
+    replication: Option<Arc<dyn Replication>>,
 }
 
 impl Api {
@@ -59,7 +64,15 @@ impl Api {
             events,
             gate,
             permits: Semaphore::new(max_concurrent.max(1)),
+            replication: None,
         }
+    }
+
+    /// Writes wait for other regions through `replication` (their collection's
+    /// `write_level`, or the call's `replication`), as the HTTP write route does.
+    pub fn with_replication(mut self, replication: Option<Arc<dyn Replication>>) -> Api {
+        self.replication = replication;
+        self
     }
 
     /// The door: the concurrency limit, the collection's name and the gate's check of
@@ -178,7 +191,8 @@ impl Api {
         let collection = std::mem::take(&mut message.collection);
         // Created on another node a moment ago? Read the catalog once more before a 404.
         self.writer.catalog().resolve(&collection).await;
-        self.writer.spec(&collection).map_err(GrpcError::from)?;
+        let spec = self.writer.spec(&collection).map_err(GrpcError::from)?;
+        let (level, timeout) = write_level(&message, spec.write_level)?;
         let batch = write_batch(message)?;
         let (token, written) = self
             .writer
@@ -195,9 +209,47 @@ impl Api {
             self.events
                 .record(&collection, w.partition, w.ring, kind, latency_us);
         }
+        let region = self.writer.region().to_owned();
+        let regions = match (&self.replication, level) {
+            (_, WriteLevel::Async) => Vec::new(),
+            (None, _) => vec![pb::RegionApplied {
+                region,
+                applied: true,
+            }],
+            (Some(replication), _) => {
+                let others = replication.others();
+                let need = level.others_needed(others.len());
+                match replication
+                    .wait(&collection, &token.offsets, need, timeout)
+                    .await
+                {
+                    Ok(replicated) => applied_by(&replicated.regions, &replicated.missing),
+                    Err((replicated, why)) => {
+                        let level = serde_json::to_value(level)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default();
+                        let message = format!(
+                            "the write is durable in region `{region}` but {need} of the {} other regions needed for `{level}` did not confirm it within {} ms: {why}; it will still reach them (regions that have it: {:?}; missing: {:?}; write token: {:?})",
+                            others.len(),
+                            timeout.as_millis(),
+                            replicated.regions,
+                            replicated.missing,
+                            token.offsets,
+                        );
+                        return Err(crate::error::status_with_http(
+                            tonic::Code::DeadlineExceeded,
+                            message,
+                            504,
+                        ));
+                    }
+                }
+            }
+        };
         Ok(Response::new(pb::WriteResponse {
             token: token.offsets,
             written: written.len() as u32,
+            regions,
         }))
     }
 }
@@ -251,6 +303,52 @@ fn consistency(c: pb::Consistency) -> Result<Consistency, GrpcError> {
 /// The library's write batch from the wire's; payloads parsed from their JSON text (the
 /// rules — dimension, finite values, ids, tenants, payload objects and sizes — are the
 /// writer's, checked for the whole batch before anything is written).
+/// The regions of a replicated write, those that have it first.
+fn applied_by(have: &[String], missing: &[String]) -> Vec<pb::RegionApplied> {
+    let region = |applied| {
+        move |r: &String| pb::RegionApplied {
+            region: r.clone(),
+            applied,
+        }
+    };
+    have.iter()
+        .map(region(true))
+        .chain(missing.iter().map(region(false)))
+        .collect()
+}
+
+/// The write's level (its `replication`, else the collection's `default`) and how long
+/// it may wait for other regions, checked as the HTTP route checks `?replication=` and
+/// `?timeout_ms=` (400 either way).
+fn write_level(
+    message: &pb::WriteRequest,
+    default: WriteLevel,
+) -> Result<(WriteLevel, Duration), GrpcError> {
+    let bad = |m: String| GrpcError::Query(QueryError::BadRequest(m));
+    let level = match message.replication.as_str() {
+        "" => default,
+        "async" => WriteLevel::Async,
+        "quorum" => WriteLevel::Quorum,
+        "sync" => WriteLevel::Sync,
+        other => {
+            return Err(bad(format!(
+                "replication must be \"async\", \"quorum\" or \"sync\", got {other:?}"
+            )))
+        }
+    };
+    let max_ms = MAX_REPLICATION_TIMEOUT.as_millis() as u64;
+    let timeout = match message.timeout_ms {
+        None => DEFAULT_REPLICATION_TIMEOUT,
+        Some(t) if t == 0 || t > max_ms => {
+            return Err(bad(format!(
+                "timeout_ms must be between 1 and {max_ms}, got {t}"
+            )))
+        }
+        Some(t) => Duration::from_millis(t),
+    };
+    Ok((level, timeout))
+}
+
 fn write_batch(message: pb::WriteRequest) -> Result<WriteBatch, GrpcError> {
     let items = message.upserts.len() + message.deletes.len();
     if items > MAX_BATCH_ITEMS {
@@ -346,6 +444,7 @@ mod tests {
                 id: "z".into(),
                 tenant: Some("t".into()),
             }],
+            ..Default::default()
         })
         .unwrap();
         assert_eq!(batch.len(), 3);

@@ -499,12 +499,28 @@ class WriteRequest(Message):
     collection: str = ""
     upserts: List[Union[Upsert, bytes]] = field(default_factory=list)
     deletes: List[Union[Delete, bytes]] = field(default_factory=list)
+    replication: str = ""
+    timeout_ms: Optional[int] = None
 
     NAME = "WriteRequest"
     FIELDS = (
         Field(1, "collection", "string"),
         Field(2, "upserts", Upsert, "repeated"),
         Field(3, "deletes", Delete, "repeated"),
+        Field(4, "replication", "string"),
+        Field(5, "timeout_ms", "uint64", "optional"),
+    )
+
+
+@dataclass
+class RegionApplied(Message):
+    region: str = ""
+    applied: bool = False
+
+    NAME = "RegionApplied"
+    FIELDS = (
+        Field(1, "region", "string"),
+        Field(2, "applied", "bool"),
     )
 
 
@@ -512,11 +528,13 @@ class WriteRequest(Message):
 class WriteResponse(Message):
     token: Dict[int, int] = field(default_factory=dict)
     written: int = 0
+    regions: List[RegionApplied] = field(default_factory=list)
 
     NAME = "WriteResponse"
     FIELDS = (
         Field(1, "token", "map_u32_u64"),
         Field(2, "written", "uint32"),
+        Field(3, "regions", RegionApplied, "repeated"),
     )
 
 
@@ -535,6 +553,7 @@ MESSAGES: Dict[str, Type[Message]] = {
         Upsert,
         Delete,
         WriteRequest,
+        RegionApplied,
         WriteResponse,
     )
 }

@@ -173,8 +173,9 @@ def sample(name: str) -> pb.Message:
         "BatchSearchResponse": pb.BatchSearchResponse([pb.BatchResult([hit]), pb.BatchResult()], "cpu", "why", 2, 4, 5, 6),
         "Upsert": pb.Upsert("u", [1.0, 2.0], "t", "{}"),
         "Delete": pb.Delete("d", ""),
-        "WriteRequest": pb.WriteRequest("c", [pb.Upsert("u", [1.0])], [pb.Delete("d", "t")]),
-        "WriteResponse": pb.WriteResponse({0: 1, 5: 2**63}, 2),
+        "WriteRequest": pb.WriteRequest("c", [pb.Upsert("u", [1.0])], [pb.Delete("d", "t")], "sync", 500),
+        "RegionApplied": pb.RegionApplied("west", True),
+        "WriteResponse": pb.WriteResponse({0: 1, 5: 2**63}, 2, [pb.RegionApplied("west", True), pb.RegionApplied("east")]),
     }
     return values[name]
 
