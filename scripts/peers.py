@@ -10,20 +10,22 @@ peers (`pip install -r scripts/requirements-bench.txt`).
 
 Usage:
     python3 scripts/peers.py --data DIR [--json] [--pick] [--threads 1]
-        [--engines hnswlib,faiss,usearch,numpy] [--ef 10,16,...] [--passes 3]
-        [--queries N]
+        [--build-threads 1] [--engines hnswlib,faiss,usearch,numpy]
+        [--ef 10,16,...] [--passes 3] [--queries N]
 
 DIR holds base.fvecs, query.fvecs, groundtruth.ivecs and
 groundtruth.scores.fvecs (vectors L2-normalised, so cosine = inner product).
 
 What is measured, per engine:
-  * build: single-threaded, hnswlib M=16 ef_construction=200 (space "ip");
+  * build: on `--build-threads` threads (default 1: single-threaded), hnswlib
+    M=16 ef_construction=200 (space "ip");
     faiss IndexHNSWFlat(d, 16, METRIC_INNER_PRODUCT) efConstruction=200;
     usearch Index(metric "ip", f32, connectivity=16, expansion_add=200).
     `build_s` is the wall time of construction plus insertion, `rss_mb` the
     growth of the process's resident memory over the build (MiB). Each engine
     runs in a forked child process, so one engine's memory, thread pools or
-    crash cannot touch another's numbers.
+    crash cannot touch another's numbers. Graph engines' points carry
+    "build_threads" in their params.
   * search, `--threads 1` (the default): a Python loop issuing one query at a
     time with k=10, timing each call, best of `--passes` passes (the pass with
     the highest QPS) per ef_search value. `qps` = queries / wall time of that
@@ -219,11 +221,11 @@ class HnswlibEngine:
         self._mod = hnswlib
         self._index = None
 
-    def build(self, base):
+    def build(self, base, threads):
         index = self._mod.Index(space="ip", dim=base.shape[1])
         index.init_index(max_elements=base.shape[0], ef_construction=EF_CONSTRUCTION, M=M)
-        index.set_num_threads(1)
-        index.add_items(base, np.arange(base.shape[0]), num_threads=1)
+        index.set_num_threads(threads)
+        index.add_items(base, np.arange(base.shape[0]), num_threads=threads)
         self._index = index
 
     def params(self, ef):
@@ -251,9 +253,9 @@ class FaissEngine:
         self._mod = faiss
         self._index = None
 
-    def build(self, base):
+    def build(self, base, threads):
         faiss = self._mod
-        faiss.omp_set_num_threads(1)
+        faiss.omp_set_num_threads(threads)
         index = faiss.IndexHNSWFlat(base.shape[1], M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = EF_CONSTRUCTION
         index.add(base)
@@ -284,7 +286,7 @@ class UsearchEngine:
         self._cls = Index
         self._index = None
 
-    def build(self, base):
+    def build(self, base, threads):
         index = self._cls(
             ndim=base.shape[1],
             metric="ip",
@@ -292,7 +294,7 @@ class UsearchEngine:
             connectivity=M,
             expansion_add=EF_CONSTRUCTION,
         )
-        index.add(np.arange(base.shape[0]), base, threads=1)
+        index.add(np.arange(base.shape[0]), base, threads=threads)
         self._index = index
 
     def params(self, ef):
@@ -317,7 +319,7 @@ class NumpyEngine:
     def __init__(self):
         self._base = None
 
-    def build(self, base):
+    def build(self, base, threads):
         self._base = np.array(base, dtype=np.float32, order="C", copy=True)
 
     def params(self, ef):
@@ -390,7 +392,7 @@ def run_engine(name: str, data: Dataset, args, emit) -> None:
     engine = ENGINE_CLASSES[name]()  # ImportError -> caller reports a skip
     rss_before = rss_mib()
     start = time.perf_counter()
-    engine.build(data.base)
+    engine.build(data.base, args.build_threads)
     build_s = time.perf_counter() - start
     rss_mb = max(0.0, rss_mib() - rss_before)
 
@@ -409,7 +411,7 @@ def run_engine(name: str, data: Dataset, args, emit) -> None:
         return
     for ef in args.ef:
         engine.prepare(ef, args.threads)
-        params = engine.params(ef)
+        params = {**engine.params(ef), "build_threads": args.build_threads}
         if args.threads == 1:
             measured = time_single(engine, data, args.passes)
         else:
@@ -518,6 +520,8 @@ def parse_args(argv):
                         help="print only the fastest point per engine at recall >= 0.95 and >= 0.99")
     parser.add_argument("--threads", type=int, default=1,
                         help="search threads (1: one query at a time; N>1: batched)")
+    parser.add_argument("--build-threads", type=int, default=1,
+                        help="threads building each graph index (1: single-threaded)")
     parser.add_argument("--engines", default=",".join(ENGINES),
                         help=f"comma-separated subset of {','.join(ENGINES)}")
     parser.add_argument("--ef", default=",".join(map(str, DEFAULT_EF)),
@@ -539,6 +543,8 @@ def parse_args(argv):
         parser.error("--ef: values must be positive integers")
     if args.threads < 1:
         parser.error("--threads: must be at least 1")
+    if args.build_threads < 1:
+        parser.error("--build-threads: must be at least 1")
     if args.passes < 1:
         parser.error("--passes: must be at least 1")
     if args.queries is not None and args.queries < 1:

@@ -124,6 +124,8 @@ enum TopicsCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any thread allocates (see the function's doc).
+    hektor_indexers::limit_heap_arenas();
     let cli = Cli::parse();
     // The benches are another executable: hand over before logging or a runtime starts.
     match cli.command {

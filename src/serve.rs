@@ -89,6 +89,11 @@ pub struct ServeArgs {
     /// Threads of the search pool (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub search_threads: usize,
+    /// Threads a hot shard's index build of at least 2,048 vectors uses (0 = one per core,
+    /// at most 16); the ones beyond the builder's own run at a lower priority, so they take
+    /// the cores searches leave idle.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=256))]
+    pub build_threads: u64,
     /// How often the kinetic planner decides (milliseconds).
     #[arg(long, default_value_t = 5000)]
     pub planner_interval_ms: u64,
@@ -493,6 +498,7 @@ fn assignments_of(routing: &Routing) -> Assignments {
 /// Wire the roles together over one log.
 pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     let engine = parse_engine(&args.engine)?;
+    hektor_indexers::set_default_build_threads(args.build_threads as usize);
     let planner_settings = planner_config(args)?;
     let gate = gate_of(args)?;
     let log = open_log(&args.log).await?;

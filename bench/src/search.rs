@@ -163,6 +163,11 @@ pub struct SearchBenchArgs {
     /// Path of peers.py (default: scripts/peers.py of this source tree, else ./scripts).
     #[arg(long)]
     pub peers_script: Option<PathBuf>,
+    /// Threads of the in-process hot engine's index build (`HnswParams::build_threads`),
+    /// also the peers' build threads (`peers.py --build-threads`), so builds compare at
+    /// the same threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub build_threads: u64,
 }
 
 /// One measured point (ours or a peer's), in the shape `peers.py` prints.
@@ -582,11 +587,10 @@ fn in_process(
     let dir = tempfile::tempdir().context("creating a temp dir for the shard")?;
     let rss_before = rss_mib();
     let build_started = Instant::now();
-    let mut shard = Shard::open(
-        dir.path(),
-        ShardConfig::new(bench.ds.dim, Distance::Cosine, kind),
-    )
-    .with_context(|| format!("opening a {name} shard"))?;
+    let mut config = ShardConfig::new(bench.ds.dim, Distance::Cosine, kind);
+    config.hnsw.build_threads = args.build_threads as usize;
+    let mut shard =
+        Shard::open(dir.path(), config).with_context(|| format!("opening a {name} shard"))?;
     let ds = &bench.ds;
     let mut offset = 0u64;
     for chunk in (0..ds.len()).collect::<Vec<_>>().chunks(2_000) {
@@ -621,10 +625,12 @@ fn in_process(
     let apply_s = build_started.elapsed().as_secs_f64();
     shard.build_index()?;
     let build_s = build_started.elapsed().as_secs_f64();
+    let build_threads = (kind == EngineKind::Hnsw).then_some(args.build_threads);
     eprintln!(
-        "{name}: applied {} vectors in {apply_s:.1}s, built the index in {:.1}s",
+        "{name}: applied {} vectors in {apply_s:.1}s, built the index in {:.1}s{}",
         ds.len(),
-        build_s - apply_s
+        build_s - apply_s,
+        build_threads.map_or(String::new(), |t| format!(" on {t} thread(s)"))
     );
     for point in sweep(kind, &shard, args) {
         if let Some(config) = point.reopen {
@@ -651,6 +657,9 @@ fn in_process(
         }
         let mut params = point.params;
         params["passes"] = json!(passes);
+        if let Some(t) = build_threads {
+            params["build_threads"] = json!(t);
+        }
         let rss_mb = match (rss_before, rss_mib()) {
             (Some(a), Some(b)) => Some((b - a).max(0.0)),
             _ => None,
@@ -1231,6 +1240,8 @@ async fn peers_phase(data: &Path, args: &SearchBenchArgs, report: &mut Report) {
         .arg("--pick")
         .arg("--threads")
         .arg(args.threads.max(1).to_string())
+        .arg("--build-threads")
+        .arg(args.build_threads.to_string())
         .arg("--engines")
         .arg(&args.peer_engines)
         .stdout(std::process::Stdio::piped())
@@ -1351,9 +1362,18 @@ fn summarise(report: &mut Report, engines: &[String]) {
             let their_build = theirs.iter().find_map(|p| p.build_s);
             if let (Some(a), Some(b)) = (my_build, their_build) {
                 if b > 0.0 {
+                    // `build_s` is apply + index build; `index_value` compares the index
+                    // build alone (what the peer's `build_s` is).
+                    let index_s = mine.iter().find_map(|p| Some(p.build_s? - p.apply_s?));
+                    let threads = |ps: &[&Point]| {
+                        ps.iter()
+                            .find_map(|p| p.params.get("build_threads").cloned())
+                    };
                     report.summary(json!({
                         "ratio": "build_s", "engine": engine, "vs": peer, "value": a / b,
                         "engine_build_s": a, "vs_build_s": b,
+                        "engine_index_s": index_s, "index_value": index_s.map(|i| i / b),
+                        "build_threads": threads(&mine), "vs_build_threads": threads(&theirs),
                     }));
                 }
             }

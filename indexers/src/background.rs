@@ -30,8 +30,10 @@ where
     rx
 }
 
+/// Lower the calling thread's scheduling priority to [`BACKGROUND_NICE`] (Linux; a no-op
+/// elsewhere). For threads that exit when their work is done (see the module doc).
 #[cfg(target_os = "linux")]
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     // SAFETY: setpriority only reads its arguments; on Linux, PRIO_PROCESS with who = 0
     // is the calling thread.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE) };
@@ -41,7 +43,7 @@ fn lower_priority() {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
+pub(crate) fn lower_priority() {}
 
 #[cfg(test)]
 mod tests {

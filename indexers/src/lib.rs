@@ -36,12 +36,12 @@ pub mod store;
 
 pub use engine::arroy::ArroyParams;
 pub use engine::cold::ColdParams;
-pub use engine::hnsw::{HnswParams, Opened};
+pub use engine::hnsw::{set_default_build_threads, HnswParams, Opened};
 pub use engine::warm::WarmParams;
 pub use engine::EngineKind;
 pub use error::{Error, Result};
 pub use metric::SearchOptions;
 pub use shard::{
-    ApplyReport, BuildReport, CheckpointReport, Found, Hit, Provenance, RawHit, RejectedOp, Shard,
-    ShardConfig, ShardOp, ShardStats, Source, StoredVector, MAX_SEARCH_K,
+    limit_heap_arenas, ApplyReport, BuildReport, CheckpointReport, Found, Hit, Provenance, RawHit,
+    RejectedOp, Shard, ShardConfig, ShardOp, ShardStats, Source, StoredVector, MAX_SEARCH_K,
 };

@@ -781,9 +781,17 @@ fn hot_hits_take_their_records_from_memory_and_never_a_stale_one() {
         .apply(&[(5_001, with(serde_json::json!({ "a": 2 }), 200))])
         .unwrap();
     assert_eq!(payload_of(&search()), serde_json::json!({ "a": 2 }));
-    assert_eq!(payload_of(&before), serde_json::json!({ "a": 1 }), "old snapshot");
+    assert_eq!(
+        payload_of(&before),
+        serde_json::json!({ "a": 1 }),
+        "old snapshot"
+    );
     shard.build_index().unwrap();
-    assert_eq!(payload_of(&before), serde_json::json!({ "a": 1 }), "old snapshot");
+    assert_eq!(
+        payload_of(&before),
+        serde_json::json!({ "a": 1 }),
+        "old snapshot"
+    );
     assert_eq!(payload_of(&search()), serde_json::json!({ "a": 2 }));
 
     // An older write with a new field: crdt merges the field in, the vector stays (no
@@ -801,11 +809,12 @@ fn hot_hits_take_their_records_from_memory_and_never_a_stale_one() {
         )
         .unwrap();
     assert_eq!(r.upserted, 1, "the field was merged in");
-    assert_eq!(shard.stats().pending, 0, "a field merge leaves the vector as it was");
     assert_eq!(
-        payload_of(&search()),
-        serde_json::json!({ "a": 2, "b": 3 })
+        shard.stats().pending,
+        0,
+        "a field merge leaves the vector as it was"
     );
+    assert_eq!(payload_of(&search()), serde_json::json!({ "a": 2, "b": 3 }));
     drop(before);
 
     // Reopened: the records are read back into memory and answer the same.

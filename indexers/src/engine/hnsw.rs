@@ -22,9 +22,35 @@
 //! A search admits only nodes visible at its snapshot's epoch, so it never returns an item
 //! twice (graph plus pending tail) while a build commits, nor misses one.
 //!
-//! **Locking.** A `parking_lot::RwLock` guards the graph: searches take it shared; an
-//! insertion searches its neighbours under an upgradable (still shared) lock and takes it
-//! exclusively only to link the node, so searches wait microseconds, not a build.
+//! **Locking.** A `parking_lot::RwLock` guards the graph. Searches take it shared, and so
+//! does each insertion, for the whole of it: the link lists are atomics (every access
+//! `Relaxed`), so a builder rewrites a list while searches and other builders read it (a
+//! reader may see a list half rewritten; every slot still names a node of the graph, so
+//! a walk stays in bounds and at worst misses a link for that one search), and the
+//! writers of one list are serialized by its stripe lock (node id modulo 4,096, one list
+//! held at a time). The lock is taken exclusively only to append nodes (a build appends
+//! a round's nodes unlinked, 256 per hold, then links them), to mark deletions, and for
+//! the few insertions that raise the graph's top level (they move the entry point): a
+//! search waits at most for one of those (and the insertions in flight before it, one
+//! per builder thread), never for a build.
+//!
+//! **Parallel builds.** A build (fold, journal replay, rebuild) of at least
+//! [`PARALLEL_MIN`] vectors links on [`HnswParams::build_threads`] threads (one per core
+//! by default): this thread plus scoped helpers at a lower priority, taking nodes in turn
+//! (threads of the build's own, not a shared pool: a build neither queues behind searches
+//! nor holds a pool's threads, and its helpers end with each round).
+//! Vectors are read from the store first, in rounds of at most 8,192 rows (the read
+//! transaction stays on the builder's thread; a round bounds the memory). Each node's
+//! neighbours are searched under the shared lock, its own lists set, then it is added to
+//! each neighbour's list *as that list is now* (another builder may have changed it):
+//! appended when there is room, else the list is chosen again by the heuristic — what
+//! hnswlib does with per-node locks. Nodes being linked at the same time do not see each
+//! other, and the order they link in varies, so a parallel build's graph varies from run
+//! to run (its recall does not: `engine/hnsw/tests.rs`); with one thread, or under
+//! [`PARALLEL_MIN`], nodes link in item order and a build of the same vectors gives the
+//! same graph. Until its build commits, a node is invisible to searches (its epoch), so
+//! a search never returns a node that is still being linked. The journal holds the
+//! builds' changes, not their graphs: a replay builds an equivalent graph, not the same.
 //!
 //! **Speed.** Distances are one [`RawKernel`] call (AVX2+FMA when the CPU has it, picked at run
 //! time) over padded rows; cosine stores unit vectors and uses the dot product. A search
@@ -44,16 +70,18 @@
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use heed::{RoTxn, RwTxn};
 use hektor_topics::record::Distance;
-use parking_lot::{RwLock, RwLockUpgradableReadGuard};
+use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
 mod persist;
 pub(crate) use persist::{path as graph_path, FILE as GRAPH_FILE};
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -75,6 +103,13 @@ pub struct HnswParams {
     pub ef_search: usize,
     /// Seed of the level draw (a node's level is a hash of the seed and its item id).
     pub seed: u64,
+    /// Threads a big build inserts with (a fold, journal replay or rebuild of at least
+    /// [`PARALLEL_MIN`] vectors; smaller ones use the builder's thread alone). 0: the
+    /// process's default ([`set_default_build_threads`]; unset, one per core, at most
+    /// [`MAX_AUTO_BUILD_THREADS`]). 1: one thread, nodes linked in item order, so a build
+    /// of the same vectors gives the same graph.
+    #[serde(default)]
+    pub build_threads: usize,
 }
 
 /// Default `ef_search`: recall@10 ≈ 0.975 on 62k × 384 MiniLM embeddings (0.965 at 32,
@@ -88,8 +123,29 @@ impl Default for HnswParams {
             ef_construction: 200,
             ef_search: DEFAULT_EF_SEARCH,
             seed: 0x6865_6b74_6f72,
+            build_threads: 0,
         }
     }
+}
+
+/// A build (fold, replay or rebuild) of fewer vectors than this inserts on the builder's
+/// thread alone: spawning helpers costs more than it saves there, and small builds stay
+/// deterministic.
+pub const PARALLEL_MIN: u64 = 2_048;
+/// The most threads `build_threads` = 0 picks, however many cores there are.
+pub const MAX_AUTO_BUILD_THREADS: usize = 16;
+/// The most threads `build_threads` may name.
+const MAX_BUILD_THREADS: usize = 256;
+
+/// The process's default for `build_threads` = 0 (0: one per core); see
+/// [`set_default_build_threads`].
+static DEFAULT_BUILD_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Set how many threads hot shards whose [`HnswParams::build_threads`] is 0 (the default)
+/// build with, from now on; 0 goes back to one per core (at most
+/// [`MAX_AUTO_BUILD_THREADS`]). A node sets it from `hektor serve --build-threads`.
+pub fn set_default_build_threads(threads: usize) {
+    DEFAULT_BUILD_THREADS.store(threads.min(MAX_BUILD_THREADS), Ordering::Relaxed);
 }
 
 impl HnswParams {
@@ -105,7 +161,31 @@ impl HnswParams {
                 "hnsw ef_construction and ef_search must be at least 1".into(),
             ));
         }
+        if self.build_threads > MAX_BUILD_THREADS {
+            return Err(Error::InvalidConfig(format!(
+                "hnsw build_threads must be at most {MAX_BUILD_THREADS}, not {}",
+                self.build_threads
+            )));
+        }
         Ok(())
+    }
+
+    /// The threads a build of `vectors` vectors inserts with (see
+    /// [`HnswParams::build_threads`]).
+    pub fn threads_for(&self, vectors: u64) -> usize {
+        if vectors < PARALLEL_MIN {
+            return 1;
+        }
+        let n = match self.build_threads {
+            0 => match DEFAULT_BUILD_THREADS.load(Ordering::Relaxed) {
+                0 => std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .min(MAX_AUTO_BUILD_THREADS),
+                n => n,
+            },
+            n => n,
+        };
+        n.max(1)
     }
 }
 
@@ -213,10 +293,12 @@ struct Graph {
     code_scale: Vec<f32>,
     /// `Some((stride, kernel))` when searches walk layer 0 over the int8 codes.
     code_walk: Option<(usize, codes::Kernel)>,
-    /// Per node `1 + m0` slots: the count, then the neighbours.
-    links0: Vec<u32>,
-    /// Per node, `level × (1 + m)` slots for layers 1..=level.
-    upper: Vec<Box<[u32]>>,
+    /// Per node `1 + m0` slots: the count, then the neighbours. Atomics, so that builders
+    /// holding the lock shared can change lists while searches read them (module doc,
+    /// "Locking"); every access is `Relaxed`.
+    links0: Vec<AtomicU32>,
+    /// Per node, `level × (1 + m)` slots for layers 1..=level, like `links0`.
+    upper: Vec<Box<[AtomicU32]>>,
     level: Vec<u8>,
     item: Vec<u32>,
     added: Vec<u32>,
@@ -299,34 +381,55 @@ impl Graph {
         self.codes[node as usize * stride..(node as usize + 1) * stride].as_ptr()
     }
 
+    /// Node `node`'s list on `layer`: its count slot, then all its `max_links` slots.
     #[inline(always)]
-    fn neighbours(&self, node: u32, layer: usize) -> &[u32] {
+    fn slots(&self, node: u32, layer: usize) -> &[AtomicU32] {
         if layer == 0 {
             let base = node as usize * (1 + self.m0);
-            let count = self.links0[base] as usize;
-            &self.links0[base + 1..base + 1 + count]
+            &self.links0[base..base + 1 + self.m0]
         } else {
-            let l = &self.upper[node as usize];
             let base = (layer - 1) * (1 + self.m);
-            let count = l[base] as usize;
-            &l[base + 1..base + 1 + count]
+            &self.upper[node as usize][base..base + 1 + self.m]
         }
     }
 
-    fn set_neighbours(&mut self, node: u32, layer: usize, list: &[u32]) {
-        if layer == 0 {
-            let base = node as usize * (1 + self.m0);
-            let n = list.len().min(self.m0);
-            self.links0[base] = n as u32;
-            self.links0[base + 1..base + 1 + n].copy_from_slice(&list[..n]);
+    /// Node `node`'s neighbours on `layer`. A list may be rewritten by a builder while it
+    /// is read: the reader may then see a mix of the old and new lists, but every slot
+    /// always holds the id of a node of the graph (lists only ever name nodes pushed
+    /// before them), and a count never exceeds its list's slots, so a walk stays within
+    /// the graph.
+    #[inline(always)]
+    fn neighbours(&self, node: u32, layer: usize) -> impl ExactSizeIterator<Item = u32> + '_ {
+        let (slots, base) = if layer == 0 {
+            (&self.links0[..], node as usize * (1 + self.m0))
         } else {
-            let m = self.m;
-            let l = &mut self.upper[node as usize];
-            let base = (layer - 1) * (1 + m);
-            let n = list.len().min(m);
-            l[base] = n as u32;
-            l[base + 1..base + 1 + n].copy_from_slice(&list[..n]);
+            (&self.upper[node as usize][..], (layer - 1) * (1 + self.m))
+        };
+        let count = slots[base].load(Ordering::Relaxed) as usize;
+        slots[base + 1..base + 1 + count]
+            .iter()
+            .map(|x| x.load(Ordering::Relaxed))
+    }
+
+    /// Replace node `node`'s list on `layer` (at most `max_links` kept). Writers of one
+    /// list are serialized by its stripe lock ([`HnswEngine::stripe`]) or the exclusive
+    /// graph lock.
+    fn set_neighbours(&self, node: u32, layer: usize, list: &[u32]) {
+        let slots = self.slots(node, layer);
+        let n = list.len().min(slots.len() - 1);
+        for (slot, &x) in slots[1..=n].iter().zip(list) {
+            slot.store(x, Ordering::Relaxed);
         }
+        slots[0].store(n as u32, Ordering::Relaxed);
+    }
+
+    /// Append `x` to node `node`'s list on `layer`, which has room (same writers' rule as
+    /// [`Graph::set_neighbours`]): the slot first, then the count.
+    fn push_neighbour(&self, node: u32, layer: usize, x: u32) {
+        let slots = self.slots(node, layer);
+        let count = slots[0].load(Ordering::Relaxed) as usize;
+        slots[1 + count].store(x, Ordering::Relaxed);
+        slots[0].store(count as u32 + 1, Ordering::Relaxed);
     }
 
     fn max_links(&self, layer: usize) -> usize {
@@ -346,7 +449,7 @@ impl Graph {
         while layer > above {
             loop {
                 let mut changed = false;
-                for &n in self.neighbours(cur, layer) {
+                for n in self.neighbours(cur, layer) {
                     let dn = self.dist_ptr(d, q, n);
                     if dn < best {
                         best = dn;
@@ -425,7 +528,7 @@ impl Graph {
             }
             let cur = key_node(c);
             s.batch.clear();
-            for &n in self.neighbours(cur, layer) {
+            for n in self.neighbours(cur, layer) {
                 if s.visit(n) {
                     fetch(n);
                     s.batch.push(n);
@@ -512,9 +615,13 @@ impl Graph {
             self.codes.resize(start + stride, 0);
             self.code_scale.push(scale);
         }
-        self.links0.extend(std::iter::repeat_n(0, 1 + self.m0));
-        self.upper
-            .push(vec![0u32; level * (1 + self.m)].into_boxed_slice());
+        self.links0
+            .extend(std::iter::repeat_with(|| AtomicU32::new(0)).take(1 + self.m0));
+        self.upper.push(
+            std::iter::repeat_with(|| AtomicU32::new(0))
+                .take(level * (1 + self.m))
+                .collect(),
+        );
         self.level.push(level as u8);
         self.item.push(item);
         self.added.push(epoch);
@@ -543,6 +650,38 @@ fn prefetch(p: *const f32) {
 /// Code rows are padded to whole 32-lane kernel steps.
 const CODE_STEP: usize = 32;
 
+/// Locks serializing the writers of link lists (a list's lock is its node's id modulo
+/// this): builders linking side by side take one at a time, for one list.
+const STRIPES: usize = 4_096;
+/// A build reads about this many bytes of rows from the store per round (then links them,
+/// the store untouched): 256 to [`ROUND_MAX`] rows.
+const ROUND_BYTES: usize = 16 << 20;
+/// The most rows of one round.
+const ROUND_MAX: usize = 8_192;
+/// Nodes appended per exclusive hold of the graph's lock.
+const PUSH_BATCH: usize = 256;
+
+/// A round of a build: the vectors read from the store, waiting to be inserted.
+#[derive(Debug, Default)]
+struct Rows {
+    items: Vec<u32>,
+    /// `blocks_per_row` blocks per item, in `items`' order.
+    blocks: Vec<Block>,
+    /// Items whose vector is gone from the store (deleted after they were marked pending).
+    gone: Vec<u32>,
+}
+
+/// One builder thread's buffers for linking a node.
+#[derive(Debug, Default)]
+struct Plan {
+    entries: Vec<u64>,
+    cands: Vec<u64>,
+    /// Per layer (the index), the node's chosen neighbours.
+    own: Vec<Vec<u32>>,
+    around: Vec<u64>,
+    pruned: Vec<u32>,
+}
+
 /// The HNSW engine of one shard.
 #[derive(Debug)]
 pub struct HnswEngine {
@@ -556,6 +695,8 @@ pub struct HnswEngine {
     dir: PathBuf,
     /// Items folded in (inserted or removed) since the graph's file was last written.
     unsaved: AtomicU64,
+    /// The link lists' writer locks, by node id modulo [`STRIPES`].
+    stripes: Box<[Mutex<()>]>,
 }
 
 /// How an engine came to hold its graph when it opened.
@@ -601,6 +742,7 @@ impl HnswEngine {
             ef_search: AtomicUsize::new(params.ef_search),
             dir: store.path().to_path_buf(),
             unsaved: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
         };
         let txn = store.env.read_txn().map_err(|e| store.storage(e))?;
         let epoch = read_epoch(store, &txn)?;
@@ -624,18 +766,23 @@ impl HnswEngine {
             pending.insert(entry.map_err(|e| store.storage(e))?.0);
         }
         let stored = store.vectors.len(&txn).map_err(|e| store.storage(e))?;
-        engine
-            .graph
-            .write()
-            .reserve(stored.saturating_sub(pending.len()) as usize);
+        let indexed = stored.saturating_sub(pending.len());
+        engine.graph.write().reserve(indexed as usize);
         store.prefetch_file();
+        let threads = params.threads_for(indexed);
+        let round = engine.round_len();
+        let mut rows = Rows::default();
         let mut buf = vec![0.0f32; dimension];
         store.for_each_vector_bytes(&txn, |item, bytes, norm| {
             if !pending.contains(item) {
                 metric::decode_f32s(bytes, &mut buf);
-                engine.insert(item, &engine.pad(&buf, norm), epoch);
+                engine.add_row(&mut rows, item, &buf, norm);
+                if rows.items.len() >= round {
+                    engine.insert_rows(&mut rows, epoch, threads);
+                }
             }
         })?;
+        engine.insert_rows(&mut rows, epoch, threads);
         // Nothing on disk matches this graph: the next checkpoint should write it.
         engine
             .unsaved
@@ -729,7 +876,10 @@ impl HnswEngine {
         Ok(replayed)
     }
 
-    /// Fold `changes` into the graph as build `epoch`, reading vectors in `txn`.
+    /// Fold `changes` into the graph as build `epoch`, reading vectors in `txn`: in rounds
+    /// of [`HnswEngine::round_len`] rows, read here (a read transaction stays on its
+    /// thread), then inserted by [`HnswEngine::insert_rows`] on
+    /// [`HnswParams::threads_for`] threads.
     fn fold(&self, txn: &RoTxn, store: &Store, changes: &Changes, epoch: u32) -> Result<()> {
         {
             let mut g = self.graph.write();
@@ -742,23 +892,109 @@ impl HnswEngine {
             }
             g.reserve(changes.upserted.len() as usize);
         }
+        let threads = self.params.threads_for(changes.upserted.len());
+        let round = self.round_len();
+        let mut rows = Rows::default();
         let mut buf = vec![0.0f32; self.dimension];
         for item in changes.upserted.iter() {
             match store.vector_into(txn, item, &mut buf)? {
-                Some(norm) => {
-                    let row = self.pad(&buf, norm);
-                    self.insert(item, &row, epoch);
+                Some(norm) => self.add_row(&mut rows, item, &buf, norm),
+                // Deleted after it was marked pending: make sure the graph drops it.
+                None => rows.gone.push(item),
+            }
+            if rows.items.len() >= round {
+                self.insert_rows(&mut rows, epoch, threads);
+            }
+        }
+        self.insert_rows(&mut rows, epoch, threads);
+        Ok(())
+    }
+
+    /// Rows per round of a build.
+    fn round_len(&self) -> usize {
+        let row_bytes = self.dimension.div_ceil(BLOCK).max(1) * std::mem::size_of::<Block>();
+        (ROUND_BYTES / row_bytes).clamp(PUSH_BATCH, ROUND_MAX)
+    }
+
+    /// Add `item`'s vector `v` (stored norm `norm`) to a round, as its row.
+    fn add_row(&self, rows: &mut Rows, item: u32, v: &[f32], norm: f32) {
+        rows.items.push(item);
+        self.pad_into(v, norm, &mut rows.blocks);
+    }
+
+    /// Insert a round's rows as build `epoch`'s (each item replacing its node, if any) and
+    /// drop its gone items, then empty it. The nodes are appended first, unlinked (so
+    /// unreachable) and invisible to searches until `epoch` commits, a batch per exclusive
+    /// hold of the lock; then `threads` threads link them: this one, and helpers at a
+    /// lower priority ([`crate::background`]) so that a build takes at most one core from
+    /// searches at their priority and the others only when they are idle.
+    fn insert_rows(&self, rows: &mut Rows, epoch: u32, threads: usize) {
+        let bpr = self.dimension.div_ceil(BLOCK).max(1);
+        let mut nodes = None::<(u32, u32)>;
+        for (b, items) in rows.items.chunks(PUSH_BATCH).enumerate() {
+            let mut g = self.graph.write();
+            for (i, &item) in items.iter().enumerate() {
+                let r = b * PUSH_BATCH + i;
+                if let Some(old) = g.node_of(item) {
+                    g.mark_deleted(old, epoch);
                 }
-                None => {
-                    // Deleted after it was marked pending: make sure the graph drops it.
-                    let mut g = self.graph.write();
-                    if let Some(n) = g.node_of(item) {
-                        g.mark_deleted(n, epoch);
-                    }
+                let level = g.level_of(self.params.seed, item);
+                let node = g.push_node(item, &rows.blocks[r * bpr..(r + 1) * bpr], level, epoch);
+                g.live += 1;
+                if g.entry == NONE {
+                    // The first node: the entry point, with nothing to link to.
+                    g.entry = node;
+                    g.max_level = level;
+                }
+                nodes = Some((nodes.map_or(node, |(first, _)| first), node + 1));
+            }
+        }
+        if !rows.gone.is_empty() {
+            let mut g = self.graph.write();
+            for &item in &rows.gone {
+                if let Some(n) = g.node_of(item) {
+                    g.mark_deleted(n, epoch);
                 }
             }
         }
-        Ok(())
+        rows.items.clear();
+        rows.blocks.clear();
+        rows.gone.clear();
+        let Some((first, end)) = nodes else {
+            return;
+        };
+        // Builders take the nodes in order, one at a time.
+        let next = AtomicU32::new(first);
+        let work = || {
+            let mut plan = Plan::default();
+            loop {
+                let node = next.fetch_add(1, Ordering::Relaxed);
+                if node >= end {
+                    break;
+                }
+                self.insert_node(node, &mut plan);
+            }
+        };
+        let helpers = threads.min((end - first) as usize).saturating_sub(1);
+        if helpers == 0 {
+            work();
+            return;
+        }
+        std::thread::scope(|scope| {
+            for _ in 0..helpers {
+                let started = std::thread::Builder::new()
+                    .name("hnsw-build".into())
+                    .spawn_scoped(scope, || {
+                        crate::background::lower_priority();
+                        work();
+                    });
+                if started.is_err() {
+                    // Fewer helpers: the ones started (and this thread) do the work.
+                    break;
+                }
+            }
+            work();
+        });
     }
 
     /// Items folded in since the graph's file was last written.
@@ -815,8 +1051,17 @@ impl HnswEngine {
     /// The row stored for a vector: padded to whole blocks, scaled to unit length for
     /// cosine (`norm` is its stored euclidean norm).
     fn pad(&self, v: &[f32], norm: f32) -> Vec<Block> {
+        let mut row = Vec::new();
+        self.pad_into(v, norm, &mut row);
+        row
+    }
+
+    /// [`HnswEngine::pad`], appending the row to `out`.
+    fn pad_into(&self, v: &[f32], norm: f32, out: &mut Vec<Block>) {
         let blocks = self.dimension.div_ceil(BLOCK).max(1);
-        let mut row = vec![Block([0.0; BLOCK]); blocks];
+        let start = out.len();
+        out.resize(start + blocks, Block([0.0; BLOCK]));
+        let row = &mut out[start..];
         let scale = if self.distance == Distance::Cosine && norm > 0.0 {
             1.0 / norm
         } else {
@@ -825,98 +1070,99 @@ impl HnswEngine {
         for (i, x) in v.iter().enumerate() {
             row[i / BLOCK].0[i % BLOCK] = x * scale;
         }
-        row
     }
 
-    /// Insert `item` (replacing its node, if any) as visible from `epoch` on.
-    fn insert(&self, item: u32, row: &[Block], epoch: u32) {
-        let d = self.dist;
-        let node = {
-            let mut g = self.graph.write();
-            if let Some(old) = g.node_of(item) {
-                g.mark_deleted(old, epoch);
-            }
-            let level = g.level_of(self.params.seed, item);
-            let node = g.push_node(item, row, level, epoch);
-            g.live += 1;
-            if g.entry == NONE {
-                g.entry = node;
-                g.max_level = level;
-                return;
-            }
-            node
-        };
-        let q = row.as_ptr().cast::<f32>();
-        let g = self.graph.upgradable_read();
-        let level = g.level[node as usize] as usize;
-        // Plan every list change under the shared lock.
-        let mut own: Vec<(usize, Vec<u32>)> = Vec::new();
-        let mut theirs: Vec<(u32, usize, Vec<u32>)> = Vec::new();
+    /// The writer lock of node `node`'s lists.
+    fn stripe(&self, node: u32) -> &Mutex<()> {
+        &self.stripes[node as usize % STRIPES]
+    }
+
+    /// Link `node` (appended by [`HnswEngine::insert_rows`], not yet reachable) into the
+    /// graph. The graph's lock is held shared for the whole insertion, so several builders
+    /// link at once beside searches; only a node above the graph's top level (a few per
+    /// graph) links under the exclusive lock, as it moves the entry point.
+    fn insert_node(&self, node: u32, plan: &mut Plan) {
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
-            let (ep, ep_d) = g.descend(d, q, level);
-            let mut entries = vec![key(ep_d, ep)];
-            let mut cands: Vec<u64> = Vec::new();
-            let mut selected = Vec::new();
-            let mut pruned = Vec::new();
-            for layer in (0..=level.min(g.max_level)).rev() {
-                let not_deleted = |n: u32| n != node && g.deleted[n as usize] == LIVE;
-                g.search_layer(
-                    d,
-                    q,
-                    &entries,
-                    self.params.ef_construction,
-                    layer,
-                    s,
-                    not_deleted,
-                );
-                if s.best.is_empty() {
-                    // Everything near is deleted: link to deleted nodes rather than none.
-                    g.search_layer(d, q, &entries, self.params.ef_construction, layer, s, |n| {
-                        n != node
-                    });
-                }
-                cands.clear();
-                cands.extend(s.best.drain());
-                cands.sort_unstable();
-                g.select(d, &cands, self.params.m, &mut selected);
-                for &n in &selected {
-                    let existing = g.neighbours(n, layer);
-                    let max = g.max_links(layer);
-                    let list = if existing.len() < max {
-                        let mut l = existing.to_vec();
-                        l.push(node);
-                        l
-                    } else {
-                        let base = g.row(n);
-                        let mut around: Vec<u64> = existing
-                            .iter()
-                            .map(|&x| key(g.dist_ptr(d, base, x), x))
-                            .collect();
-                        around.push(key(g.dist_ptr(d, base, node), node));
-                        around.sort_unstable();
-                        g.select(d, &around, max, &mut pruned);
-                        pruned.clone()
-                    };
-                    theirs.push((n, layer, list));
-                }
-                own.push((layer, selected.clone()));
-                if !cands.is_empty() {
-                    entries.clear();
-                    entries.extend_from_slice(&cands);
-                }
+            let g = self.graph.read();
+            if node == g.entry {
+                return;
+            }
+            let level = g.level[node as usize] as usize;
+            if level <= g.max_level {
+                self.link(&g, node, s, plan);
+                return;
+            }
+            drop(g);
+            let mut g = self.graph.write();
+            self.link(&g, node, s, plan);
+            if level > g.max_level {
+                g.entry = node;
+                g.max_level = level;
             }
         });
-        let mut g = RwLockUpgradableReadGuard::upgrade(g);
-        for (layer, list) in own {
-            g.set_neighbours(node, layer, &list);
+    }
+
+    /// Find `node`'s neighbours on each of its layers (below the graph's top) by beam
+    /// searches of `ef_construction` and the selection heuristic, set its lists, then add
+    /// it to each chosen neighbour's list as that list is now (another builder may have
+    /// changed it since the search): appended when there is room, else the list is chosen
+    /// again by the heuristic among its nodes and this one. `g` is the graph under its
+    /// lock, shared or exclusive.
+    fn link(&self, g: &Graph, node: u32, s: &mut Scratch, plan: &mut Plan) {
+        let d = self.dist;
+        let q = g.row(node);
+        let top = (g.level[node as usize] as usize).min(g.max_level);
+        let (ep, ep_d) = g.descend(d, q, top);
+        plan.entries.clear();
+        plan.entries.push(key(ep_d, ep));
+        if plan.own.len() <= top {
+            plan.own.resize_with(top + 1, Vec::new);
         }
-        for (n, layer, list) in theirs {
-            g.set_neighbours(n, layer, &list);
+        let ef = self.params.ef_construction;
+        for layer in (0..=top).rev() {
+            let not_deleted = |n: u32| n != node && g.deleted[n as usize] == LIVE;
+            g.search_layer(d, q, &plan.entries, ef, layer, s, not_deleted);
+            if s.best.is_empty() {
+                // Everything near is deleted: link to deleted nodes rather than none.
+                g.search_layer(d, q, &plan.entries, ef, layer, s, |n| n != node);
+            }
+            plan.cands.clear();
+            plan.cands.extend(s.best.drain());
+            plan.cands.sort_unstable();
+            g.select(d, &plan.cands, self.params.m, &mut plan.own[layer]);
+            if !plan.cands.is_empty() {
+                std::mem::swap(&mut plan.entries, &mut plan.cands);
+            }
         }
-        if level > g.max_level {
-            g.entry = node;
-            g.max_level = level;
+        {
+            // Under the node's own lock, so that a builder adding a link to it once it is
+            // reachable sees these lists.
+            let _own = self.stripe(node).lock();
+            for (layer, list) in plan.own[..=top].iter().enumerate() {
+                g.set_neighbours(node, layer, list);
+            }
+        }
+        // Layer 0 first: a search reaching the node on a layer finds it linked below.
+        for layer in 0..=top {
+            let max = g.max_links(layer);
+            for &n in &plan.own[layer] {
+                let _list = self.stripe(n).lock();
+                if g.neighbours(n, layer).len() < max {
+                    g.push_neighbour(n, layer, node);
+                    continue;
+                }
+                let base = g.row(n);
+                plan.around.clear();
+                plan.around.extend(
+                    g.neighbours(n, layer)
+                        .map(|x| key(g.dist_ptr(d, base, x), x)),
+                );
+                plan.around.push(key(g.dist_ptr(d, base, node), node));
+                plan.around.sort_unstable();
+                g.select(d, &plan.around, max, &mut plan.pruned);
+                g.set_neighbours(n, layer, &plan.pruned);
+            }
         }
     }
 

@@ -156,11 +156,7 @@ impl RecordCache {
         if entry.txn > snapshot {
             return None;
         }
-        let payload = if payload {
-            entry.payload.clone()
-        } else {
-            None
-        };
+        let payload = if payload { entry.payload.clone() } else { None };
         Some((entry.id.to_string(), payload))
     }
 

@@ -31,6 +31,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use hektor_topics::record::Distance;
 
@@ -75,6 +76,19 @@ impl<W: Write> Summed<W> {
             buf.clear();
             for x in chunk {
                 buf.extend_from_slice(&x.to_le_bytes());
+            }
+            self.write_all(&buf)?;
+        }
+        Ok(())
+    }
+    /// Link slots, as [`Summed::u32s`] writes numbers (the caller makes sure no build
+    /// changes them meanwhile).
+    fn links(&mut self, xs: &[AtomicU32]) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(xs.len().min(1 << 16) * 4);
+        for chunk in xs.chunks(1 << 16) {
+            buf.clear();
+            for x in chunk {
+                buf.extend_from_slice(&x.load(Ordering::Relaxed).to_le_bytes());
             }
             self.write_all(&buf)?;
         }
@@ -133,9 +147,9 @@ pub(crate) fn save(
     w.u32s(&g.item)?;
     w.u32s(&g.added)?;
     w.u32s(&g.deleted)?;
-    w.u32s(&g.links0)?;
+    w.links(&g.links0)?;
     for list in &g.upper {
-        w.u32s(list)?;
+        w.links(list)?;
     }
     w.u32s(&g.node_of_item)?;
     for node in 0..n {
@@ -346,8 +360,11 @@ pub(crate) fn load(
         return Err("it has bytes past its last section".into());
     }
     graph.vectors = vectors;
-    graph.links0 = links0;
-    graph.upper = upper;
+    graph.links0 = links0.into_iter().map(AtomicU32::new).collect();
+    graph.upper = upper
+        .into_iter()
+        .map(|list| list.into_vec().into_iter().map(AtomicU32::new).collect())
+        .collect();
     graph.level = level;
     graph.item = item;
     graph.added = added;
