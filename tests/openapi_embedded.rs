@@ -23,8 +23,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::python::{imports, show};
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -97,22 +98,6 @@ fn credential(operation: &Value) -> Option<&'static str> {
     }
 }
 
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn imports(python: &Path, code: &str) -> bool {
-    Command::new(python)
-        .args(["-c", code])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// The validation cannot run here: a failure under CI=true, a loud note elsewhere.
 fn not_run(why: &str) -> Option<PathBuf> {
     assert!(
@@ -130,39 +115,13 @@ fn python_env() -> Option<PathBuf> {
     if imports(&python, NEEDED) {
         return Some(python);
     }
-    match Command::new("python3").arg("--version").output() {
-        Ok(o) if o.status.success() => {}
-        _ => return not_run("python3 is not installed"),
-    }
-    // --copies: the environment keeps working if its links into the interpreter's
-    // installation go; --system-site-packages: a validator already there is used.
-    let made = Command::new("python3")
-        .args([
-            "-m",
-            "venv",
-            "--clear",
-            "--copies",
-            "--system-site-packages",
-        ])
-        .arg(&venv)
-        .output()
-        .expect("run python3 -m venv");
-    if !made.status.success() {
-        return not_run(&format!(
-            "python3 -m venv {} failed: {}",
-            venv.display(),
-            show(&made)
-        ));
+    if let Err(why) = python::make_venv(&venv) {
+        return not_run(&why);
     }
     if !imports(&python, NEEDED) {
         eprintln!("openapi test: pip install {PACKAGE}");
-        let pip = Command::new(&python)
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-            .arg(PACKAGE)
-            .output()
-            .expect("run pip");
-        if !pip.status.success() {
-            return not_run(&format!("pip install {PACKAGE} failed: {}", show(&pip)));
+        if let Err(why) = python::pip_install(&python, &[PACKAGE]) {
+            return not_run(&why);
         }
     }
     if !imports(&python, NEEDED) {

@@ -13,8 +13,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::python::{imports, show};
 use common::*;
 use serde_json::json;
 
@@ -42,25 +43,6 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn show(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Whether `code` runs in `python`, from a directory holding no Python sources (from the
-/// repository's root `import grpc` would find its `grpc/` directory).
-fn imports(python: &Path, code: &str) -> bool {
-    Command::new(python)
-        .args(["-c", code])
-        .current_dir(env!("CARGO_TARGET_TMPDIR"))
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// The test cannot run here: a failure under CI=true, a loud note elsewhere.
 fn not_run(why: &str) -> Option<PathBuf> {
     assert!(
@@ -80,29 +62,8 @@ fn python_env() -> Option<PathBuf> {
     }
     // An environment that runs only lacks a package (one added to PACKAGES): pip adds it.
     if !imports(&python, "pass") {
-        match Command::new("python3").arg("--version").output() {
-            Ok(o) if o.status.success() => {}
-            _ => return not_run("python3 is not installed"),
-        }
-        // --copies: the environment keeps working if its links into the interpreter's
-        // installation go; --system-site-packages: pytest and numpy already there are used.
-        let made = Command::new("python3")
-            .args([
-                "-m",
-                "venv",
-                "--clear",
-                "--copies",
-                "--system-site-packages",
-            ])
-            .arg(&venv)
-            .output()
-            .expect("run python3 -m venv");
-        if !made.status.success() {
-            return not_run(&format!(
-                "python3 -m venv {} failed: {}",
-                venv.display(),
-                show(&made)
-            ));
+        if let Err(why) = python::make_venv(&venv) {
+            return not_run(&why);
         }
     }
     let missing: Vec<&str> = PACKAGES
@@ -112,17 +73,8 @@ fn python_env() -> Option<PathBuf> {
         .collect();
     if !missing.is_empty() {
         eprintln!("python client test: pip install {}", missing.join(" "));
-        let pip = Command::new(&python)
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-            .args(&missing)
-            .output()
-            .expect("run pip");
-        if !pip.status.success() {
-            return not_run(&format!(
-                "pip install {} failed: {}",
-                missing.join(" "),
-                show(&pip)
-            ));
+        if let Err(why) = python::pip_install(&python, &missing) {
+            return not_run(&why);
         }
     }
     if !imports(&python, NEEDED) {

@@ -1,9 +1,10 @@
 //! Shared helpers of the integration tests: start the real `hektor` binary, talk to it
 //! over HTTP, find the data set, and find the Kafka broker (or start one: `kafka.rs`) and
-//! the S3 server of the archive tier (`s3.rs`).
+//! the S3 server of the archive tier (`s3.rs`), and a Python environment (`python.rs`).
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod python;
 pub mod s3;
 
 use std::net::TcpListener;
