@@ -678,6 +678,8 @@ impl Shard {
         shard.refresh_counters(&rtxn)?;
         if shard.current_engine().folds_outside() {
             shard.cached.fill(&shard.store, &rtxn)?;
+            // The fill read every record: its faults mapped the vector pages around them.
+            shard.store.release_pages();
         }
         drop(rtxn);
         Ok(shard)
@@ -1926,6 +1928,7 @@ impl Shard {
             // Still under the write lock: nothing is written before the fill's snapshot.
             let rtxn = self.read_txn()?;
             self.cached.fill(s, &rtxn)?;
+            s.release_pages();
         }
         self.pending.store(0, Ordering::Release);
         tracing::info!(path = %s.path().display(), from = %old.kind(), to = %kind,
