@@ -362,6 +362,23 @@ pub(crate) fn read_raw_hit(
     let bytes = s
         .record_bytes(txn, item)?
         .ok_or_else(|| s.corrupt(format!("search returned item {item} without record")))?;
+    let (id, payload) = id_and_payload(s, item, bytes, payload)?;
+    Ok(RawHit {
+        id: id.to_owned(),
+        score,
+        payload,
+    })
+}
+
+/// The id of the record `bytes` of `item` and, with `payload`, its payload as the stored
+/// JSON text (checked to be JSON, not parsed). Shared by hits read from LMDB and the hot
+/// shard's records cache.
+pub(crate) fn id_and_payload<'b>(
+    s: &Store,
+    item: u32,
+    bytes: &'b [u8],
+    payload: bool,
+) -> Result<(&'b str, Option<Box<RawValue>>)> {
     let (id, raw) = Record::decode_id_payload(bytes)
         .ok_or_else(|| s.corrupt(format!("record of item {item} does not decode")))?;
     let payload = if payload && !raw.is_empty() {
@@ -373,11 +390,7 @@ pub(crate) fn read_raw_hit(
     } else {
         None
     };
-    Ok(RawHit {
-        id: id.to_owned(),
-        score,
-        payload,
-    })
+    Ok((id, payload))
 }
 
 /// A stored vector with everything kept about it.

@@ -33,7 +33,7 @@ use parking_lot::RwLock;
 use serde_json::value::RawValue;
 
 use crate::error::Result;
-use crate::store::{Record, Store};
+use crate::store::Store;
 
 /// One item's id and payload, as of the commit `txn`.
 #[derive(Debug)]
@@ -68,17 +68,7 @@ impl Staged {
 }
 
 fn decode(store: &Store, item: u32, bytes: &[u8]) -> Result<Entry> {
-    let (id, raw) = Record::decode_id_payload(bytes)
-        .ok_or_else(|| store.corrupt(format!("record of item {item} does not decode")))?;
-    let payload = if raw.is_empty() {
-        None
-    } else {
-        Some(serde_json::from_slice::<Box<RawValue>>(raw).map_err(|e| {
-            store.corrupt(format!(
-                "record of item {item} has a payload that is not JSON: {e}"
-            ))
-        })?)
-    };
+    let (id, payload) = super::id_and_payload(store, item, bytes, true)?;
     Ok(Entry {
         txn: 0,
         id: id.into(),
