@@ -59,6 +59,18 @@ pub struct ServeArgs {
     /// them too, last writer (by hlc, then region) winning. Empty: one region.
     #[arg(long, value_delimiter = ',')]
     pub mirror_regions: Vec<String>,
+    /// With --mirror-regions: a node of each other region, reached across the WAN
+    /// (`REGION=URL`, comma-separated, e.g. `east=http://10.1.0.5:7070`). This node
+    /// measures the round trip to each (`GET /cluster`, `hektor_region_rtt_seconds`),
+    /// learns from them as soon as they merge a `sync` or `quorum` write (one crossing
+    /// back, instead of a mirrored record), and forwards a bounded or strong search there
+    /// when this region is not fresh enough within that round trip. Called with the
+    /// cluster secret. Every region named must be in --mirror-regions.
+    #[arg(long, value_delimiter = ',', value_name = "REGION=URL")]
+    pub region_peers: Vec<String>,
+    /// How often (ms) the nodes of --region-peers are probed for their round trip.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub region_probe_ms: u64,
     /// With --mirror-regions: how often (ms) this node closes the current time on each
     /// partition it holds (a tick record), so that other regions know how fresh their
     /// copy of this region is even while nobody writes. Bounded-staleness and strong
@@ -574,6 +586,24 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
             "--mirror-regions names this node's own region `{region}`"
         );
     }
+    let peers = hektor_query::peers::parse_peers(&args.region, &args.region_peers)
+        .map_err(|e| anyhow::anyhow!("--region-peers: {e}"))?;
+    for (region, _) in &peers {
+        anyhow::ensure!(
+            args.mirror_regions.contains(region),
+            "--region-peers names region `{region}`, which is not in --mirror-regions ({:?}): this node would not merge what it writes",
+            args.mirror_regions
+        );
+    }
+    let peers = (!peers.is_empty()).then(|| {
+        Arc::new(hektor_query::peers::Peers::new(
+            &args.region,
+            peers,
+            internal_client.clone().unwrap_or_default(),
+            gate.node_authorization(),
+            Duration::from_millis(args.region_probe_ms),
+        ))
+    });
     let host = ShardHost::start(
         HostConfig {
             data_dir: args.log.data_dir.clone(),
@@ -653,12 +683,22 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         control.routing(),
     )?
     .with_internal_auth(gate.node_authorization())
-    .with_max_clock_offset(Duration::from_millis(args.max_clock_offset_ms));
+    .with_max_clock_offset(Duration::from_millis(args.max_clock_offset_ms))
+    .with_peers(peers.clone());
     let searcher = Arc::new(match internal_client {
         Some(client) => searcher.with_tls_client(client),
         None => searcher,
     });
     let metrics = Arc::new(Metrics::new());
+    if let Some(peers) = &peers {
+        for collector in peers.collectors() {
+            metrics
+                .registry
+                .register(collector)
+                .context("registering the region peers' metrics")?;
+        }
+        peers.spawn_probes();
+    }
     let planner = (!args.no_planner && args.has_role("planner")).then(|| {
         hektor_dataflow::planner::Planner::start(
             Arc::clone(&catalog),
@@ -680,6 +720,7 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         Arc::new(RegionReplication {
             host: Arc::clone(&host),
             others: args.mirror_regions.clone(),
+            peers: peers.clone(),
         }) as Arc<dyn Replication>
     });
     let grpc = Arc::new(
@@ -1164,12 +1205,15 @@ async fn close_time(host: Arc<ShardHost>, writer: Arc<Writer>, every: Duration) 
     }
 }
 
-/// What the other regions have merged of this region's writes, as this node's shards
+/// What the other regions have merged of this region's writes: as this node's shards
 /// learn it from the `seen` vectors on the records those regions write (their writes and
-/// their ticks): the write levels' source of truth.
+/// their ticks), and, with `--region-peers`, as those regions' nodes answer when asked
+/// (a long poll answered the moment they merge it: one WAN crossing back instead of a
+/// mirrored record's). Both run; the first to confirm a region counts.
 struct RegionReplication {
     host: Arc<ShardHost>,
     others: Vec<String>,
+    peers: Option<Arc<hektor_query::peers::Peers>>,
 }
 
 impl Replication for RegionReplication {
@@ -1184,6 +1228,7 @@ impl Replication for RegionReplication {
         need: usize,
         timeout: Duration,
     ) -> futures::future::BoxFuture<'a, Result<Replicated, (Replicated, String)>> {
+        use futures::StreamExt;
         Box::pin(async move {
             let deadline = tokio::time::Instant::now() + timeout;
             let me = self.host.config().region.clone();
@@ -1232,12 +1277,31 @@ impl Replication for RegionReplication {
                 written.push((hosted, floor));
             }
             let mut changes: Vec<_> = written.iter().map(|(h, _)| h.merges()).collect();
+            // Each other region's node, asked per partition written (with a peer).
+            let mut asks = futures::stream::FuturesUnordered::new();
+            if let Some(peers) = &self.peers {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                for region in self.others.iter().filter(|r| peers.regions().contains(r)) {
+                    for (hosted, floor) in &written {
+                        let (peers, region, partition, floor) =
+                            (Arc::clone(peers), region.clone(), hosted.partition, floor.0);
+                        asks.push(async move {
+                            let answer = peers
+                                .merged(&region, collection, partition, floor, left)
+                                .await;
+                            (region, partition, answer)
+                        });
+                    }
+                }
+            }
+            let mut confirmed: std::collections::BTreeSet<(String, u32)> = Default::default();
             loop {
                 let (have, missing): (Vec<String>, Vec<String>) =
                     self.others.iter().cloned().partition(|region| {
-                        written
-                            .iter()
-                            .all(|(h, floor)| h.merged_by(region) >= *floor)
+                        written.iter().all(|(h, floor)| {
+                            h.merged_by(region) >= *floor
+                                || confirmed.contains(&(region.clone(), h.partition))
+                        })
                     });
                 let replicated = Replicated {
                     regions: std::iter::once(me.clone())
@@ -1246,17 +1310,38 @@ impl Replication for RegionReplication {
                     missing,
                 };
                 if have.len() >= need {
+                    if let Some(peers) = &self.peers {
+                        for region in &have {
+                            let via_peer = confirmed.iter().any(|(r, _)| r == region);
+                            peers.count_ack(region, via_peer);
+                        }
+                    }
                     return Ok(replicated);
                 }
                 let any_change = futures::future::select_all(
                     changes.iter_mut().map(|rx| Box::pin(rx.changed())),
                 );
-                match tokio::time::timeout_at(deadline, any_change).await {
-                    Ok((Ok(()), _, _)) => {}
-                    _ => {
-                        let why = format!("{} confirmed, {need} needed", have.len());
-                        return Err((replicated, why));
+                let woke = tokio::time::timeout_at(deadline, async {
+                    tokio::select! {
+                        changed = any_change => changed.0.is_ok(),
+                        Some((region, partition, answer)) = asks.next(), if !asks.is_empty() => {
+                            match answer {
+                                Ok(true) => {
+                                    confirmed.insert((region, partition));
+                                }
+                                // Not merged there within the wait: the deadline is near.
+                                Ok(false) => {}
+                                // No answer: the mirrored records still tell.
+                                Err(why) => tracing::debug!(%region, partition, %why, "a peer could not confirm a write"),
+                            }
+                            true
+                        }
                     }
+                })
+                .await;
+                if !matches!(woke, Ok(true)) {
+                    let why = format!("{} confirmed, {need} needed", have.len());
+                    return Err((replicated, why));
                 }
             }
         })

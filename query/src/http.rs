@@ -24,7 +24,11 @@
 //!   binary wires, so this crate does not depend on the dataflow crate.
 //! - `POST /internal/collections/{c}/shard-search` and `.../shard-get`: one shard's search
 //!   or read for another node's router (404 when this node does not hold the shard);
-//!   `.../search-batch`: a batch search forwarded to this `gpu` node ([`crate::batch`]).
+//!   `.../search-batch`: a batch search forwarded to this `gpu` node ([`crate::batch`]);
+//!   `.../region-search`: a bounded or strong search another region forwarded here.
+//! - `GET /internal/regions/probe` (another region's round-trip probe) and
+//!   `GET /internal/regions/merged` (whether a shard here merged another region's write:
+//!   that region's `sync` and `quorum` acknowledgements); see [`crate::peers`].
 //!
 //! Errors are `{"error": "message"}` ([`ErrorBody`]) with 400, 404, 413, 422, 500, 503 or
 //! 504. Every route is registered through `utoipa-axum`'s `OpenApiRouter` with its
@@ -33,16 +37,17 @@
 //! field by field are in [`crate::schema`].
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use hektor_indexers::host::HostedCollection;
+use hektor_topics::hlc::Hlc;
 use hektor_topics::ring;
 use serde::Deserialize;
 use serde_json::json;
@@ -51,6 +56,7 @@ use utoipa_axum::routes;
 
 use crate::batch::{batch_search, forwarded_batch_search, BatchSearchRequest, BatchSearchResponse};
 use crate::metrics::{Metrics, NodeSource};
+use crate::peers::{MergedAnswer, Probe};
 use crate::router::{
     shard_get, shard_search, SearchRequest, SearchResponse, Searcher, ShardAnswer, ShardGet,
     ShardSearch, WireVector,
@@ -111,6 +117,9 @@ pub fn router(state: QueryState) -> OpenApiRouter {
         .routes(routes!(internal_search))
         .routes(routes!(internal_search_batch))
         .routes(routes!(internal_get))
+        .routes(routes!(internal_region_search))
+        .routes(routes!(internal_region_probe))
+        .routes(routes!(internal_region_merged))
         .routes(routes!(cluster))
         .routes(routes!(health))
         .routes(routes!(ready))
@@ -361,6 +370,155 @@ async fn internal_search(
     )
     .await?;
     Ok(Json(ShardAnswer { hits }).into_response())
+}
+
+/// A bounded or strong search another region forwarded here because it was not fresh
+/// enough within a round trip ([`crate::peers`]): run in this region only, never
+/// forwarded again.
+#[utoipa::path(
+    post,
+    path = "/internal/collections/{collection}/region-search",
+    tag = "internal",
+    params(("collection" = String, Path, description = "The collection's name")),
+    request_body = SearchRequest,
+    responses(
+        (status = 200, description = "The hits, best first", body = SearchResponse),
+        (status = 400, description = "The body is not a search request", body = ErrorBody),
+        (status = 404, description = "No such collection", body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MiB", body = ErrorBody),
+        (status = 422, description = "A value is out of range", body = ErrorBody),
+        (status = 503, description = "A shard has no replica that answers", body = ErrorBody),
+        (status = 504, description = "The consistency wait ran out here too", body = ErrorBody),
+    ),
+)]
+async fn internal_region_search(
+    State(state): State<QueryState>,
+    Path(collection): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request: SearchRequest = internal_body(body)?;
+    if state.searcher.host().catalog().get(&collection).is_none() {
+        return Err(QueryError::UnknownCollection(collection).into());
+    }
+    let response = state.searcher.search_here(&collection, request).await?;
+    Ok(search_response(&response))
+}
+
+/// A probe from another region's node measuring its round trip here: this node's region
+/// and clock.
+#[utoipa::path(
+    get,
+    path = "/internal/regions/probe",
+    tag = "internal",
+    responses((status = 200, description = "This node's region and wall clock", body = Probe)),
+)]
+async fn internal_region_probe(State(state): State<QueryState>) -> Json<Probe> {
+    Json(Probe {
+        region: state.searcher.host().config().region.clone(),
+        time_ms: hektor_topics::hlc::wall_ms(),
+    })
+}
+
+/// `GET /internal/regions/merged`'s query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct MergedQuery {
+    /// The collection written.
+    collection: String,
+    /// The vectors-topic partition written.
+    partition: u32,
+    /// The region that wrote (whose copy of the partition is merged here).
+    origin: String,
+    /// That region's effective clock (hlc) of the write's partition once it was applied.
+    floor: u64,
+    /// How long to wait for it, in ms (default 10,000; at most 120,000).
+    timeout_ms: Option<u64>,
+}
+
+/// Longest wait `GET /internal/regions/merged` accepts.
+const MAX_MERGED_WAIT_MS: u64 = 120_000;
+
+/// Whether this node's shard of `partition` has merged `origin`'s copy of it up to
+/// `floor`, waiting up to `timeout_ms` for it: how a `sync` or `quorum` write in `origin`
+/// learns, one WAN crossing after this region merges it, that this region has it.
+#[utoipa::path(
+    get,
+    path = "/internal/regions/merged",
+    tag = "internal",
+    params(MergedQuery),
+    responses(
+        (status = 200, description = "Whether it was merged within the wait", body = MergedAnswer),
+        (status = 400, description = "A parameter is missing or wrong, or this node does not merge that region", body = ErrorBody),
+        (status = 404, description = "No such collection, or no shard of that partition here", body = ErrorBody),
+    ),
+)]
+async fn internal_region_merged(
+    State(state): State<QueryState>,
+    query: Result<Query<MergedQuery>, QueryRejection>,
+) -> Result<Json<MergedAnswer>, ApiError> {
+    let Query(q) = query.map_err(|r| ApiError(400, r.body_text()))?;
+    let host = state.searcher.host();
+    if !host.config().mirrors.contains(&q.origin) {
+        return Err(ApiError(
+            400,
+            format!(
+                "this node does not merge region `{}` (its --mirror-regions: {:?})",
+                q.origin,
+                host.config().mirrors
+            ),
+        ));
+    }
+    let wait = q.timeout_ms.unwrap_or(10_000);
+    if wait > MAX_MERGED_WAIT_MS {
+        return Err(ApiError(
+            400,
+            format!("timeout_ms must be at most {MAX_MERGED_WAIT_MS}, got {wait}"),
+        ));
+    }
+    let spec = host
+        .catalog()
+        .get(&q.collection)
+        .ok_or_else(|| QueryError::UnknownCollection(q.collection.clone()))?;
+    if q.partition >= spec.partitions {
+        return Err(ApiError(
+            400,
+            format!(
+                "collection `{}` has {} partitions; there is no partition {}",
+                spec.name, spec.partitions, q.partition
+            ),
+        ));
+    }
+    let hosted = host
+        .collection(&q.collection)
+        .and_then(|c| {
+            c.shards
+                .iter()
+                .find(|s| s.partition == q.partition && !s.retired())
+                .cloned()
+        })
+        .ok_or_else(|| {
+            ApiError(
+                404,
+                format!(
+                    "this node holds no shard of partition {} of `{}`",
+                    q.partition, q.collection
+                ),
+            )
+        })?;
+    let answer = match hosted
+        .wait_merged(&q.origin, Hlc(q.floor), Duration::from_millis(wait))
+        .await
+    {
+        Ok(floor) => MergedAnswer {
+            merged: true,
+            floor: floor.0,
+        },
+        Err(floor) => MergedAnswer {
+            merged: false,
+            floor: floor.0,
+        },
+    };
+    Ok(Json(answer))
 }
 
 /// A batch search another node forwarded here because this node has the `gpu` role: run
@@ -738,10 +896,23 @@ fn regions(state: &QueryState) -> Vec<serde_json::Value> {
         }
     }
     let now = hektor_topics::hlc::wall_ms();
+    let peers = state.searcher.peers();
+    let mut peer_views: std::collections::BTreeMap<String, serde_json::Value> = peers
+        .map(|p| p.view())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| Some((v["region"].as_str()?.to_owned(), v)))
+        .collect();
+    for region in peer_views.keys() {
+        by_region
+            .entry(region.clone())
+            .or_insert((0, 0, 0, u64::MAX, u64::MAX));
+    }
     by_region
         .into_iter()
         .map(|(region, (shards, behind, newest, oldest, ours))| {
             let oldest = if oldest == u64::MAX { 0 } else { oldest };
+            let peer = peer_views.remove(&region);
             json!({
                 "region": region,
                 "shards": shards,
@@ -750,6 +921,9 @@ fn regions(state: &QueryState) -> Vec<serde_json::Value> {
                 "oldest_merged_ms": oldest,
                 "staleness_ms": if oldest == 0 { None } else { Some(now.saturating_sub(oldest)) },
                 "has_ours_until_ms": if ours == u64::MAX { 0 } else { ours },
+                // The measured round trip to that region's node (`--region-peers`).
+                "rtt_ms": peer.as_ref().and_then(|p| p["rtt_ms"].as_f64()),
+                "peer": peer,
             })
         })
         .collect()

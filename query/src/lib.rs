@@ -11,6 +11,8 @@
 //! - [`batch`]: batch search (`POST /collections/{c}/search/batch`), exact, on the CPU or
 //!   the GPU by the seed's routing rule.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`peers`]: the links to other regions' nodes: round trips, write acknowledgements
+//!   that cross once, bounded and strong reads forwarded to a fresher region.
 //! - [`schema`]: the shapes of the read routes' JSON answers and of the error body, for
 //!   the OpenAPI document (`GET /openapi.json`).
 //!
@@ -20,6 +22,7 @@ pub mod batch;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod peers;
 pub mod router;
 pub mod schema;
 

@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
+use crate::peers::Peers;
 use crate::QueryError;
 
 /// Largest k a search may ask for.
@@ -163,7 +164,7 @@ impl Consistency {
 }
 
 /// The body of `POST /collections/{c}/search`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     pub vector: Vec<f32>,
@@ -510,7 +511,7 @@ pub struct SearchHit {
 }
 
 /// The answer of a search.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SearchResponse {
     pub hits: Vec<SearchHit>,
     /// Shards searched.
@@ -518,6 +519,11 @@ pub struct SearchResponse {
     /// The shard-map epoch that served it.
     pub epoch: u64,
     pub took_us: u64,
+    /// The region that answered, when it is not the one asked: a bounded or strong
+    /// search this region could not answer within the round trip to a fresher one was
+    /// forwarded there (`--region-peers`). Absent: answered here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// The body of a per-shard search (`POST /internal/collections/{c}/shard-search`).
@@ -725,6 +731,9 @@ pub struct Searcher {
     /// The largest offset between two nodes' clocks that strong and bounded searches
     /// allow for ([`Searcher::with_max_clock_offset`]).
     max_clock_offset: Duration,
+    /// The other regions' nodes, where bounded and strong searches may be forwarded
+    /// ([`Searcher::with_peers`]).
+    peers: Option<Arc<Peers>>,
 }
 
 /// Default of [`Searcher::with_max_clock_offset`].
@@ -763,7 +772,21 @@ impl Searcher {
             internal_auth: None,
             scheme: "http",
             max_clock_offset: DEFAULT_MAX_CLOCK_OFFSET,
+            peers: None,
         })
+    }
+
+    /// The other regions' nodes (`--region-peers`), if any.
+    pub fn peers(&self) -> Option<&Arc<Peers>> {
+        self.peers.as_ref()
+    }
+
+    /// Forward a bounded or strong search this region cannot answer within the round
+    /// trip to the nearest live peer there too, and take the first answer (see
+    /// [`crate::peers`]).
+    pub fn with_peers(mut self, peers: Option<Arc<Peers>>) -> Searcher {
+        self.peers = peers;
+        self
     }
 
     /// Strong and bounded searches allow any two nodes' clocks to differ by up to
@@ -969,7 +992,68 @@ impl Searcher {
     /// calls to other replicas; a query with more local shards and no other search
     /// running sends all but its last one to the pool and searches that one meanwhile.
     /// Replica order, retries, errors and events are the same either way.
+    ///
+    /// A bounded or strong search on a node with `--region-peers` that is not answered
+    /// here within the round trip to the nearest live peer region is sent there too, and
+    /// the first answer wins ([`crate::peers`]); an answer from there names its region.
     pub async fn search(
+        &self,
+        collection: &str,
+        request: SearchRequest,
+    ) -> Result<SearchResponse, QueryError> {
+        let level = request.consistency.as_ref().and_then(|c| c.level().ok());
+        let peers = self
+            .peers
+            .as_ref()
+            .filter(|_| {
+                matches!(
+                    level,
+                    Some(ConsistencyLevel::Bounded | ConsistencyLevel::Strong)
+                )
+            })
+            .filter(|_| !self.host.config().mirrors.is_empty());
+        let Some((peers, (region, rtt))) = peers.and_then(|p| Some((p, p.nearest_alive()?))) else {
+            return self.search_here(collection, request).await;
+        };
+        let began = Instant::now();
+        let timeout = request
+            .consistency
+            .as_ref()
+            .and_then(|c| c.timeout_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_CONSISTENCY_TIMEOUT);
+        let mut forwarded = request.clone();
+        let here = self.search_here(collection, request);
+        tokio::pin!(here);
+        // Answered here within a round trip: no one else is asked.
+        if let Ok(answer) = tokio::time::timeout(rtt, &mut here).await {
+            return answer;
+        }
+        let left = timeout.saturating_sub(began.elapsed());
+        if let Some(c) = forwarded.consistency.as_mut() {
+            c.timeout_ms = Some(left.as_millis() as u64);
+        }
+        let there = peers.search(&region, collection, &forwarded, left);
+        tokio::pin!(there);
+        tokio::select! {
+            answer = &mut here => match answer {
+                Ok(answer) => {
+                    peers.count_unused_forward(&region);
+                    Ok(answer)
+                }
+                // This region failed (a 504 past the wait, …): the other may still answer.
+                Err(err) => there.await.map_err(|_| err),
+            },
+            answer = &mut there => match answer {
+                Ok(answer) => Ok(answer),
+                Err(_) => here.await,
+            },
+        }
+    }
+
+    /// [`Searcher::search`] in this region only: what a search forwarded from another
+    /// region runs (it never forwards again).
+    pub async fn search_here(
         &self,
         collection: &str,
         request: SearchRequest,
@@ -1117,6 +1201,7 @@ impl Searcher {
             shards: shards.len(),
             epoch,
             took_us: took.as_micros() as u64,
+            region: None,
         })
     }
 
@@ -1910,6 +1995,7 @@ mod tests {
             shards: 2,
             epoch: 3,
             took_us: 4,
+            region: None,
         };
         let rendered = serde_json::to_string(&response).unwrap();
         assert_eq!(

@@ -160,6 +160,14 @@ pub struct RegionView {
     /// Wall-clock ms up to which that region has merged this region's partitions, the
     /// least over these shards (from the `seen` vectors on its records; 0: not heard).
     pub has_ours_until_ms: u64,
+    /// The measured round trip to that region's node (`--region-peers`; a moving mean of
+    /// probes every second), null without a peer or before its first answer.
+    pub rtt_ms: Option<f64>,
+    /// That region's node as this one calls it: `{"region", "url", "rtt_ms",
+    /// "last_rtt_ms", "alive", "answered_ms_ago", "probes", "failures", "last_error"}`;
+    /// null without a peer.
+    #[schema(value_type = Option<Object>)]
+    pub peer: Option<serde_json::Value>,
 }
 
 /// Storage cost by tier in `GET /cluster` (`hektor_cluster::cost`): every copy the live

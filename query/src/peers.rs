@@ -1,0 +1,457 @@
+//! A node's links to the other regions (seed §3.1, §3.3): one HTTP address per region
+//! (`hektor serve --region-peers east=http://…`), reached across the WAN.
+//!
+//! Three uses, each a plain internal route of the peer:
+//! - **Round-trip time**, measured continuously: every `probe_every` a small
+//!   `GET /internal/regions/probe`; the RTT (an exponentially weighted mean of the probes,
+//!   and the last one) and whether the peer answers are in `GET /cluster`'s `peers` and
+//!   in `/metrics` (`hektor_region_rtt_seconds{region}`, `hektor_region_up{region}`).
+//! - **Acknowledgements that cross once.** A `sync` or `quorum` write asks each other
+//!   region's node `GET /internal/regions/merged` (has your shard of partition P merged
+//!   my partition up to floor F?), a long poll answered the moment that region merges the
+//!   write: the answer crosses the WAN once. Without a peer, or while it does not answer,
+//!   a write still learns it from the `seen` vectors on that region's mirrored records
+//!   (two crossings and that region's next record): both run, the first wins.
+//! - **Reads forwarded to a fresher region.** A `bounded` or `strong` search waits here
+//!   first; if it is not answered within the round trip to the nearest live peer, it is
+//!   also sent there (`POST /internal/collections/{c}/region-search`, which never
+//!   forwards again) and the first answer wins, so a read is never slower than the
+//!   faster of waiting and forwarding by more than one round trip. The answer names the
+//!   region that gave it (`region`).
+//!
+//! Peers are called with the cluster secret: regions are one deployment.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use prometheus::core::Collector;
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
+use serde::{Deserialize, Serialize};
+
+use crate::router::{SearchRequest, SearchResponse};
+use crate::QueryError;
+
+/// How often peers are probed by default.
+pub const DEFAULT_PROBE_EVERY: Duration = Duration::from_millis(1_000);
+/// Weight of a new probe in the RTT's moving mean.
+const EWMA_WEIGHT: f64 = 0.3;
+
+/// `GET /internal/regions/probe`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Probe {
+    /// The answering node's region.
+    pub region: String,
+    /// Its wall clock (ms since the Unix epoch) when it answered.
+    pub time_ms: u64,
+}
+
+/// `GET /internal/regions/merged`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MergedAnswer {
+    /// Whether the shard had merged the origin's partition up to the floor asked.
+    pub merged: bool,
+    /// The origin's floor of that partition merged there when it answered (an hlc).
+    pub floor: u64,
+}
+
+/// What a node knows of one peer.
+#[derive(Debug, Default, Clone)]
+struct LinkState {
+    /// Moving mean of the probes' round trips (µs), once one answered.
+    rtt_us: Option<f64>,
+    last_rtt_us: Option<u64>,
+    /// When a probe last answered.
+    answered_at: Option<Instant>,
+    probes: u64,
+    failures: u64,
+    last_error: Option<String>,
+}
+
+struct Link {
+    region: String,
+    url: String,
+    state: Mutex<LinkState>,
+}
+
+/// The other regions' nodes this node calls.
+pub struct Peers {
+    me: String,
+    links: Vec<Link>,
+    client: reqwest::Client,
+    authorization: Option<String>,
+    probe_every: Duration,
+    rtt: GaugeVec,
+    up: IntGaugeVec,
+    acks: IntCounterVec,
+    forwards: IntCounterVec,
+}
+
+/// Check `--region-peers` entries: `region=URL`, an http(s) URL without a path beyond `/`,
+/// each region once and not this one.
+pub fn parse_peers(me: &str, entries: &[String]) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for entry in entries.iter().filter(|e| !e.is_empty()) {
+        let (region, url) = entry.split_once('=').ok_or_else(|| {
+            format!("`{entry}`: expected REGION=URL, e.g. east=http://10.0.2.5:7070")
+        })?;
+        let url = url.trim_end_matches('/');
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{entry}`: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(format!(
+                "`{entry}`: the URL must be http:// or https:// with a host"
+            ));
+        }
+        if parsed.path() != "/" || parsed.query().is_some() {
+            return Err(format!(
+                "`{entry}`: give the node's base URL, without a path or query"
+            ));
+        }
+        if region == me {
+            return Err(format!("`{entry}` names this node's own region"));
+        }
+        if out.iter().any(|(r, _)| r == region) {
+            return Err(format!("region `{region}` is given twice"));
+        }
+        out.push((region.to_owned(), url.to_owned()));
+    }
+    Ok(out)
+}
+
+impl Peers {
+    /// Links to `peers` (region, base URL), called with `client` and the cluster secret's
+    /// `authorization`.
+    pub fn new(
+        me: &str,
+        peers: Vec<(String, String)>,
+        client: reqwest::Client,
+        authorization: Option<String>,
+        probe_every: Duration,
+    ) -> Peers {
+        let gauge = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), &["region"]).expect("valid metric")
+        };
+        Peers {
+            me: me.to_owned(),
+            links: peers
+                .into_iter()
+                .map(|(region, url)| Link {
+                    region,
+                    url,
+                    state: Mutex::new(LinkState::default()),
+                })
+                .collect(),
+            client,
+            authorization,
+            probe_every,
+            rtt: gauge(
+                "region_rtt_seconds",
+                "Round-trip time to a node of another region (moving mean of the probes)",
+            ),
+            up: IntGaugeVec::new(
+                Opts::new(
+                    "region_up",
+                    "Whether another region's node answered its last probe in time (1) or not (0)",
+                ),
+                &["region"],
+            )
+            .expect("valid metric"),
+            acks: IntCounterVec::new(
+                Opts::new(
+                    "region_acks_total",
+                    "Confirmations that another region merged a sync or quorum write, by how they came: `peer` (its answer over HTTP, one crossing) or `seen` (its mirrored records)",
+                ),
+                &["region", "via"],
+            )
+            .expect("valid metric"),
+            forwards: IntCounterVec::new(
+                Opts::new(
+                    "region_forwarded_searches_total",
+                    "Bounded and strong searches sent to another region because this one was not fresh enough within a round trip, by region and outcome (`answered`: its answer was used)",
+                ),
+                &["region", "outcome"],
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    /// The metrics, to register in the node's registry.
+    pub fn collectors(&self) -> Vec<Box<dyn Collector>> {
+        vec![
+            Box::new(self.rtt.clone()),
+            Box::new(self.up.clone()),
+            Box::new(self.acks.clone()),
+            Box::new(self.forwards.clone()),
+        ]
+    }
+
+    /// The regions with a peer.
+    pub fn regions(&self) -> Vec<String> {
+        self.links.iter().map(|l| l.region.clone()).collect()
+    }
+
+    fn link(&self, region: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.region == region)
+    }
+
+    fn get(&self, url: String) -> reqwest::RequestBuilder {
+        let request = self.client.get(url);
+        match &self.authorization {
+            Some(auth) => request.header(reqwest::header::AUTHORIZATION, auth),
+            None => request,
+        }
+    }
+
+    /// Whether `region`'s peer answered a probe recently (within three probe periods).
+    pub fn alive(&self, region: &str) -> bool {
+        self.link(region).is_some_and(|l| {
+            l.state
+                .lock()
+                .answered_at
+                .is_some_and(|at| at.elapsed() < self.probe_every * 3)
+        })
+    }
+
+    /// The measured round trip to `region` (moving mean), once a probe answered.
+    pub fn rtt(&self, region: &str) -> Option<Duration> {
+        let link = self.link(region)?;
+        let us = link.state.lock().rtt_us?;
+        Some(Duration::from_micros(us as u64))
+    }
+
+    /// The live peer with the shortest round trip, and that round trip.
+    pub fn nearest_alive(&self) -> Option<(String, Duration)> {
+        self.links
+            .iter()
+            .filter(|l| self.alive(&l.region))
+            .filter_map(|l| Some((l.region.clone(), self.rtt(&l.region)?)))
+            .min_by_key(|(_, rtt)| *rtt)
+    }
+
+    /// Probe every peer every `probe_every`, forever (spawned once by the node).
+    pub fn spawn_probes(self: &Arc<Self>) {
+        for i in 0..self.links.len() {
+            let peers = Arc::clone(self);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(peers.probe_every);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    peers.probe(i).await;
+                }
+            });
+        }
+    }
+
+    /// One probe of link `i`: its round trip, or why it failed.
+    async fn probe(&self, i: usize) {
+        let link = &self.links[i];
+        let began = Instant::now();
+        let answer = self
+            .get(format!("{}/internal/regions/probe", link.url))
+            .timeout(self.probe_every.max(Duration::from_millis(500)) * 2)
+            .send()
+            .await;
+        let answer = match answer {
+            Ok(r) if r.status().is_success() => r.json::<Probe>().await.map_err(|e| e.to_string()),
+            Ok(r) => Err(format!("answered {}", r.status())),
+            Err(e) => Err(e.to_string()),
+        };
+        let took = began.elapsed();
+        let mut state = link.state.lock();
+        state.probes += 1;
+        match answer {
+            Ok(probe) if probe.region == link.region => {
+                let us = took.as_micros() as f64;
+                let mean = match state.rtt_us {
+                    Some(mean) => mean + EWMA_WEIGHT * (us - mean),
+                    None => us,
+                };
+                state.rtt_us = Some(mean);
+                state.last_rtt_us = Some(took.as_micros() as u64);
+                state.answered_at = Some(Instant::now());
+                state.last_error = None;
+                self.rtt.with_label_values(&[&link.region]).set(mean / 1e6);
+                self.up.with_label_values(&[&link.region]).set(1);
+            }
+            Ok(probe) => {
+                state.failures += 1;
+                state.last_error = Some(format!(
+                    "{} answers as region `{}`, not `{}`: check --region-peers",
+                    link.url, probe.region, link.region
+                ));
+                self.up.with_label_values(&[&link.region]).set(0);
+            }
+            Err(why) => {
+                state.failures += 1;
+                state.last_error = Some(why);
+                self.up.with_label_values(&[&link.region]).set(0);
+            }
+        }
+    }
+
+    /// Ask `region`'s node whether its shard of `partition` of `collection` has merged
+    /// this region's copy up to `floor`, waiting there up to `wait`. `Ok(true)` once it
+    /// has; `Ok(false)` when it had not at the end of the wait; `Err` when the peer could
+    /// not be asked or could not tell (no shard of it there, …).
+    pub async fn merged(
+        &self,
+        region: &str,
+        collection: &str,
+        partition: u32,
+        floor: u64,
+        wait: Duration,
+    ) -> Result<bool, String> {
+        let link = self
+            .link(region)
+            .ok_or_else(|| format!("no peer for region `{region}`"))?;
+        let rtt = self.rtt(region).unwrap_or(Duration::from_millis(500));
+        let wait_ms = wait.as_millis().min(u128::from(u32::MAX)) as u64;
+        let response = self
+            .get(format!("{}/internal/regions/merged", link.url))
+            .query(&[
+                ("collection", collection.to_owned()),
+                ("partition", partition.to_string()),
+                ("origin", self.me.clone()),
+                ("floor", floor.to_string()),
+                ("timeout_ms", wait_ms.to_string()),
+            ])
+            .timeout(wait + rtt * 2 + Duration::from_secs(1))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(format!("{status}: {}", text.trim()));
+        }
+        let answer: MergedAnswer = response.json().await.map_err(|e| e.to_string())?;
+        Ok(answer.merged)
+    }
+
+    /// Count a write level's confirmation that `region` merged a write, by how it came.
+    pub fn count_ack(&self, region: &str, via_peer: bool) {
+        self.acks
+            .with_label_values(&[region, if via_peer { "peer" } else { "seen" }])
+            .inc();
+    }
+
+    /// Run `request` on `region`'s node (it never forwards again); its answer names it.
+    pub async fn search(
+        &self,
+        region: &str,
+        collection: &str,
+        request: &SearchRequest,
+        wait: Duration,
+    ) -> Result<SearchResponse, QueryError> {
+        let link = self
+            .link(region)
+            .ok_or_else(|| QueryError::Unavailable(format!("no peer for region `{region}`")))?;
+        let rtt = self.rtt(region).unwrap_or(Duration::from_millis(500));
+        let mut call = self
+            .client
+            .post(format!(
+                "{}/internal/collections/{collection}/region-search",
+                link.url
+            ))
+            .json(request)
+            .timeout(wait + rtt * 2 + Duration::from_secs(1));
+        if let Some(auth) = &self.authorization {
+            call = call.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        let outcome = async {
+            let response = call.send().await.map_err(|e| {
+                QueryError::Unavailable(format!("region `{region}` did not answer: {e}"))
+            })?;
+            let status = response.status();
+            if !status.is_success() {
+                let text = response.text().await.unwrap_or_default();
+                return Err(QueryError::Unavailable(format!(
+                    "region `{region}` answered {status}: {}",
+                    text.trim()
+                )));
+            }
+            let mut answer: SearchResponse = response
+                .json()
+                .await
+                .map_err(|e| QueryError::Unavailable(format!("region `{region}`'s answer: {e}")))?;
+            answer.region = Some(region.to_owned());
+            Ok(answer)
+        }
+        .await;
+        self.forwards
+            .with_label_values(&[
+                region,
+                if outcome.is_ok() {
+                    "answered"
+                } else {
+                    "failed"
+                },
+            ])
+            .inc();
+        outcome
+    }
+
+    /// Note that a forwarded search's answer was not needed (this region answered first).
+    pub fn count_unused_forward(&self, region: &str) {
+        self.forwards.with_label_values(&[region, "unused"]).inc();
+    }
+
+    /// `GET /cluster`'s `peers`: per region its address, RTT, whether it answers.
+    pub fn view(&self) -> Vec<serde_json::Value> {
+        self.links
+            .iter()
+            .map(|l| {
+                let s = l.state.lock().clone();
+                serde_json::json!({
+                    "region": l.region,
+                    "url": l.url,
+                    "rtt_ms": s.rtt_us.map(|us| (us / 10.0).round() / 100.0),
+                    "last_rtt_ms": s.last_rtt_us.map(|us| us as f64 / 1000.0),
+                    "alive": self.alive(&l.region),
+                    "answered_ms_ago": s.answered_at.map(|at| at.elapsed().as_millis() as u64),
+                    "probes": s.probes,
+                    "failures": s.failures,
+                    "last_error": s.last_error,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn peers_are_region_equals_base_url() {
+        let ok = parse_peers(
+            "west",
+            &entries(&["east=http://127.0.0.1:7070/", "north=https://n.example:443"]),
+        )
+        .unwrap();
+        assert_eq!(
+            ok,
+            vec![
+                ("east".to_owned(), "http://127.0.0.1:7070".to_owned()),
+                ("north".to_owned(), "https://n.example:443".to_owned())
+            ]
+        );
+        for (bad, why) in [
+            ("east", "expected REGION=URL"),
+            ("east=ftp://h:1", "http:// or https://"),
+            ("east=http://h:1/search", "without a path"),
+            ("west=http://h:1", "own region"),
+            ("east=not a url", "east=not a url"),
+        ] {
+            let err = parse_peers("west", &entries(&[bad])).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let twice = parse_peers("west", &entries(&["east=http://a:1", "east=http://b:1"]));
+        assert!(twice.unwrap_err().contains("twice"));
+    }
+}
