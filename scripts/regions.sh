@@ -2,9 +2,10 @@
 # scripts/regions.sh — a whole local multi-region setup on 127.0.0.1, for tests,
 # benches and a newcomer: N regions, each a single-broker KRaft cluster (run by
 # scripts/kafka.sh with a home and ports of its own), one Toxiproxy server with
-# a proxy for every ordered pair of regions (the WAN), and Apache Kafka's
-# MirrorMaker 2 (dedicated mode) mirroring every region's `hektor.*` topics
-# into every other region, active-active with the default replication policy:
+# two proxies for every ordered pair of regions (the WAN: Kafka, and HTTP
+# between hektor nodes), and Apache Kafka's MirrorMaker 2 (dedicated mode)
+# mirroring every region's `hektor.*` topics into every other region,
+# active-active with the default replication policy:
 # west's `hektor.C.vectors` appears in east as `west.hektor.C.vectors`.
 #
 # MirrorMaker lives in the source region (HEKTOR_MM2_SIDE=source, the default):
@@ -17,8 +18,8 @@
 #
 #   west broker (listener TO_EAST) ──▶ proxy west_to_east ──▶ east's MM2 ──▶ east broker
 #
-# The WAN. Proxy `A_to_B` carries everything that crosses from region A to
-# region B (and its answers): A's records mirrored into B, and nothing else.
+# The WAN. Proxy `A_to_B` carries the Kafka bytes that cross from region A to
+# region B (and their answers): A's records mirrored into B, and nothing else.
 # Every broker has a listener per other region (TO_X: what region X's clients
 # use) that advertises the address of the proxy in front of it, so a Kafka
 # client that bootstraps through a proxy is sent back to the proxy for every
@@ -28,6 +29,16 @@
 # of its streams (a request and its answer): with MM2 at the source, the
 # records travel in produce requests (upstream), at the target in fetch
 # answers (downstream). Local clients of a region use its PLAINTEXT port.
+# HTTP between regions crosses the WAN too: region B's hektor node (the one
+# the other regions call, `--region-peers`) listens on HEKTOR_REGION_B_HTTP,
+# and proxy `A_to_B_http` in front of it carries A's nodes' calls to B
+# (requests upstream, answers downstream):
+#
+#   west's nodes ──▶ proxy west_to_east_http ──▶ east's node (127.0.0.1:19272)
+#
+# This script runs no hektor node (a proxy closes its connections until the
+# node listens). For one WAN, put the same toxics on `A_to_B_http` as on
+# `A_to_B`.
 #
 # Why at the source. Over a round trip R, a consumer has one fetch in flight
 # per broker: a record that lands while the fetch is travelling back waits for
@@ -98,6 +109,13 @@
 #             HEKTOR_PROXY_WEST_TO_EAST_ADDR=127.0.0.1:19242 (where it listens:
 #               west's way to east's broker at the source, east's way to west's
 #               at the target)
+#             HEKTOR_REGION_WEST_HTTP=127.0.0.1:19172   (where west's hektor node
+#               must listen for the other regions)
+#             HEKTOR_PROXY_WEST_TO_EAST_HTTP=west_to_east_http (per pair: west's
+#               nodes' HTTP calls to east's node)
+#             HEKTOR_PROXY_WEST_TO_EAST_HTTP_ADDR=127.0.0.1:19163 (where it listens)
+#             HEKTOR_REGION_WEST_PEERS=east=http://127.0.0.1:19163 (west's node's
+#               --region-peers: every other region through its _http proxy)
 #   reset   remove every toxic and enable every proxy (Toxiproxy's /reset).
 #
 # Ports, region i (0-based, in HEKTOR_REGIONS order), base = BASE + STEP * i:
@@ -106,12 +124,14 @@
 #   base + 10 + j  listener TO_<region j> (region j's clients use it)
 #   base + 50 + j  the proxy in front of that listener: j_to_i with MM2 at
 #                  the source, i_to_j at the target
+#   base + 70 + j  proxy i_to_j_http, to region j's hektor node (base_j + 80)
+#   base + 80      region i's hektor node (HTTP; not started here)
 #
 # Environment:
 #   HEKTOR_REGIONS                 region names (default "west east"; lower-case
-#                                  letters and digits, a letter first)
+#                                  letters and digits, a letter first; 10 at most)
 #   HEKTOR_REGIONS_BASE_PORT       BASE (default 19092)
-#   HEKTOR_REGIONS_PORT_STEP       STEP (default 100, at least 60)
+#   HEKTOR_REGIONS_PORT_STEP       STEP (default 100, at least 81)
 #   HEKTOR_REGIONS_TOXIPROXY_PORT  Toxiproxy's API port (default 18474)
 #   HEKTOR_MIRROR_TOPICS           the topics MM2 mirrors, a Java regex matched
 #                                  against the whole name (default `hektor\..*`;
@@ -224,13 +244,14 @@ check_layout() {
     done
     [[ "$BASE_PORT" =~ ^[0-9]+$ && "$PORT_STEP" =~ ^[0-9]+$ && "$TOXI_PORT" =~ ^[0-9]+$ ]] ||
         die "ports must be numbers"
-    ((PORT_STEP >= 60)) || die "HEKTOR_REGIONS_PORT_STEP must be at least 60"
-    ((${#REGIONS[@]} <= 40)) || die "at most 40 regions"
+    ((PORT_STEP >= 81)) || die "HEKTOR_REGIONS_PORT_STEP must be at least 81"
+    ((${#REGIONS[@]} <= 10)) || die "at most 10 regions (ports base+70+j must stay below base+80)"
     ((BASE_PORT + PORT_STEP * ${#REGIONS[@]} < 65536)) || die "the ports run past 65535"
     local last=$((BASE_PORT + PORT_STEP * ${#REGIONS[@]}))
     if ((TOXI_PORT >= BASE_PORT && TOXI_PORT < last)); then
         local off=$(((TOXI_PORT - BASE_PORT) % PORT_STEP))
-        ((off > 2 && (off < 10 || off >= 10 + ${#REGIONS[@]}) && (off < 50 || off >= 50 + ${#REGIONS[@]}))) ||
+        ((off > 2 && (off < 10 || off >= 10 + ${#REGIONS[@]}) && (off < 50 || off >= 50 + ${#REGIONS[@]}) &&
+            (off < 70 || off >= 70 + ${#REGIONS[@]}) && off != 80)) ||
             die "HEKTOR_REGIONS_TOXIPROXY_PORT $TOXI_PORT collides with a region's port"
     fi
 }
@@ -263,6 +284,22 @@ proxy_front() { if [[ "$MM2_SIDE" == source ]]; then echo "$2"; else echo "$1"; 
 proxy_client() { if [[ "$MM2_SIDE" == source ]]; then echo "$1"; else echo "$2"; fi; }
 proxy_listen() { proxy_port "$(proxy_front "$1" "$2")" "$(proxy_client "$1" "$2")"; }
 proxy_upstream() { listener_port "$(proxy_front "$1" "$2")" "$(proxy_client "$1" "$2")"; }
+# Where region $1's hektor node listens for the other regions (HTTP).
+http_port() { echo $(($(base_port "$1") + 80)); }
+# Proxy $1_to_$2_http carries region $1's nodes' HTTP calls to region $2's node.
+http_proxy_name() { echo "${1}_to_${2}_http"; }
+http_proxy_port() { echo $(($(base_port "$1") + 70 + $(index_of "$2"))); }
+# Every proxy, one a line: name listen-port upstream-port.
+proxy_specs() {
+    local a b
+    for a in "${REGIONS[@]}"; do
+        for b in "${REGIONS[@]}"; do
+            [[ "$a" == "$b" ]] && continue
+            echo "$(proxy_name "$a" "$b") $(proxy_listen "$a" "$b") $(proxy_upstream "$a" "$b")"
+            echo "$(http_proxy_name "$a" "$b") $(http_proxy_port "$a" "$b") $(http_port "$b")"
+        done
+    done
+}
 upper() { tr '[:lower:]' '[:upper:]' <<<"$1"; }
 
 region_dir() { echo "$HOME_DIR/$1"; }
@@ -464,14 +501,11 @@ toxi_answers() {
 }
 
 proxies_json() {
-    local a b sep="" out="["
-    for a in "${REGIONS[@]}"; do
-        for b in "${REGIONS[@]}"; do
-            [[ "$a" == "$b" ]] && continue
-            out+="$sep{\"name\":\"$(proxy_name "$a" "$b")\",\"listen\":\"$HOST:$(proxy_listen "$a" "$b")\",\"upstream\":\"$HOST:$(proxy_upstream "$a" "$b")\",\"enabled\":true}"
-            sep=","
-        done
-    done
+    local name listen upstream sep="" out="["
+    while read -r name listen upstream; do
+        out+="$sep{\"name\":\"$name\",\"listen\":\"$HOST:$listen\",\"upstream\":\"$HOST:$upstream\",\"enabled\":true}"
+        sep=","
+    done < <(proxy_specs)
     echo "$out]"
 }
 
@@ -514,21 +548,17 @@ start_toxiproxy() {
 
 # Names of the proxies that are missing or disabled (empty: all fine).
 proxies_not_ready() {
-    local all a b name
+    local all name listen upstream
     all="$(curl -fsS --max-time 2 "$TOXI_API/proxies" 2>/dev/null)" || {
         echo "(API down)"
         return 0
     }
     all="$(tr -d ' \n' <<<"$all")"
-    for a in "${REGIONS[@]}"; do
-        for b in "${REGIONS[@]}"; do
-            [[ "$a" == "$b" ]] && continue
-            name="$(proxy_name "$a" "$b")"
-            if [[ "$all" != *"\"name\":\"$name\",\"listen\":\"$HOST:$(proxy_listen "$a" "$b")\",\"upstream\":\"$HOST:$(proxy_upstream "$a" "$b")\",\"enabled\":true"* ]]; then
-                echo "$name"
-            fi
-        done
-    done
+    while read -r name listen upstream; do
+        if [[ "$all" != *"\"name\":\"$name\",\"listen\":\"$HOST:$listen\",\"upstream\":\"$HOST:$upstream\",\"enabled\":true"* ]]; then
+            echo "$name"
+        fi
+    done < <(proxy_specs)
 }
 
 # --- brokers ---------------------------------------------------------------------
@@ -996,10 +1026,19 @@ cmd_status() {
 
 cmd_env() {
     check_layout
-    local r a b var
+    local r a b var peers
     printf 'export HEKTOR_REGIONS=%q\n' "${REGIONS[*]}"
     for r in "${REGIONS[@]}"; do
         echo "export HEKTOR_REGION_$(upper "$r")_BROKERS=$HOST:$(broker_port "$r")"
+    done
+    for r in "${REGIONS[@]}"; do
+        echo "export HEKTOR_REGION_$(upper "$r")_HTTP=$HOST:$(http_port "$r")"
+        peers=""
+        for b in "${REGIONS[@]}"; do
+            [[ "$b" == "$r" ]] && continue
+            peers+="${peers:+,}$b=http://$HOST:$(http_proxy_port "$r" "$b")"
+        done
+        echo "export HEKTOR_REGION_$(upper "$r")_PEERS=$peers"
     done
     echo "export HEKTOR_TOXIPROXY=$TOXI_API"
     echo "export HEKTOR_MM2_SIDE=$MM2_SIDE"
@@ -1009,6 +1048,8 @@ cmd_env() {
             var="HEKTOR_PROXY_$(upper "$a")_TO_$(upper "$b")"
             echo "export $var=$(proxy_name "$a" "$b")"
             echo "export ${var}_ADDR=$HOST:$(proxy_listen "$a" "$b")"
+            echo "export ${var}_HTTP=$(http_proxy_name "$a" "$b")"
+            echo "export ${var}_HTTP_ADDR=$HOST:$(http_proxy_port "$a" "$b")"
         done
     done
 }

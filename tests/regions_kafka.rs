@@ -171,6 +171,46 @@ impl Setup {
             .clone()
     }
 
+    /// The proxy that carries region `from`'s nodes' HTTP calls to region `to`'s node
+    /// (round-trip probes, write acknowledgements, forwarded reads) and their answers.
+    fn http_proxy(&self, from: &str, to: &str) -> String {
+        self.var(&format!(
+            "HEKTOR_PROXY_{}_TO_{}_HTTP",
+            from.to_uppercase(),
+            to.to_uppercase()
+        ))
+    }
+
+    /// Every proxy between `a` and `b`, both ways: Kafka's and the nodes' HTTP.
+    fn proxies_between(&self, a: &str, b: &str) -> Vec<String> {
+        vec![
+            self.proxy(a, b),
+            self.proxy(b, a),
+            self.http_proxy(a, b),
+            self.http_proxy(b, a),
+        ]
+    }
+
+    /// Where region `region`'s node listens (other regions' peers point at it through
+    /// their proxies), and its `--region-peers`.
+    fn node_http(&self, region: &str) -> (u16, String) {
+        let r = region.to_uppercase();
+        let addr = self.var(&format!("HEKTOR_REGION_{r}_HTTP"));
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("HEKTOR_REGION_{r}_HTTP={addr} is no HOST:PORT"));
+        (port, self.var(&format!("HEKTOR_REGION_{r}_PEERS")))
+    }
+
+    fn var(&self, var: &str) -> String {
+        self.env
+            .get(var)
+            .unwrap_or_else(|| panic!("{var} in regions.sh env"))
+            .clone()
+    }
+
     /// Toxiproxy's API: method, path, JSON body; panics unless 2xx.
     fn toxiproxy(&self, method: reqwest::Method, path: &str, body: Option<Value>) {
         let c = reqwest::blocking::Client::builder()
@@ -1073,7 +1113,8 @@ fn regions_mirror_redelivery_after_faults() {
 }
 
 /// One region's hektor node: `hektor serve` on that region's broker, merging the other
-/// regions' mirrored vectors topics.
+/// regions' mirrored vectors topics, and calling the other regions' nodes through the
+/// HTTP proxies between them (`--region-peers`, probed every 250 ms).
 fn start_region_node(setup: &Setup, region: &str, dir: &Path, extra: &[&str]) -> common::Server {
     let others: Vec<&str> = setup
         .regions
@@ -1081,15 +1122,22 @@ fn start_region_node(setup: &Setup, region: &str, dir: &Path, extra: &[&str]) ->
         .map(String::as_str)
         .filter(|r| *r != region)
         .collect();
-    common::start_server(
+    // On the port the other regions' HTTP proxies lead to, calling them through theirs.
+    let (port, peers) = setup.node_http(region);
+    common::start_server_on(
         dir,
         Some(&setup.brokers(region)),
+        port,
         &[
             &[
                 "--region",
                 region,
                 "--mirror-regions",
                 &others.join(","),
+                "--region-peers",
+                &peers,
+                "--region-probe-ms",
+                "250",
                 "--node-id",
                 &format!("{region}-1"),
             ],
@@ -1197,11 +1245,12 @@ fn hektor_regions_merge_conflicting_writes_and_converge_after_a_partition() {
             s.spawn(|| write(&enode.url, &east, round, &mut erng));
         });
     }
-    // Cut both directions; writes keep being accepted in both regions.
-    for (from, to) in [(&west, &east), (&east, &west)] {
+    // Cut both directions (Kafka and the nodes' HTTP); writes keep being accepted in both
+    // regions.
+    for proxy in setup.proxies_between(&west, &east) {
         setup.toxiproxy(
             reqwest::Method::POST,
-            &format!("/proxies/{}", setup.proxy(from, to)),
+            &format!("/proxies/{proxy}"),
             Some(json!({"enabled": false})),
         );
     }
@@ -1402,9 +1451,10 @@ fn hektor_regions_consistency_and_write_levels() {
         return;
     };
     let (west, east) = (setup.regions[0].clone(), setup.regions[1].clone());
-    for (from, to) in [(&west, &east), (&east, &west)] {
+    // 35 ms each way on every path between the regions: Kafka's and the nodes' HTTP.
+    for proxy in setup.proxies_between(&west, &east) {
         setup.toxic_both_ways(
-            &setup.proxy(from, to),
+            &proxy,
             "wan",
             "latency",
             json!({"latency": 35, "jitter": 0}),
@@ -1508,6 +1558,126 @@ fn hektor_regions_consistency_and_write_levels() {
         );
         eprintln!("{level} write answered in {took} ms");
     }
+    // Each node measures its round trip to the other region's node through the proxies
+    // (35 ms each way: at least 70 ms), and shows it in GET /cluster.
+    for (node, other) in [(&wnode, &east), (&enode, &west)] {
+        let (_, cluster) = common::get(&format!("{}/cluster", node.url));
+        let region = cluster["regions"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["region"] == json!(other)))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let rtt = region["rtt_ms"].as_f64();
+        assert!(
+            rtt.is_some_and(|ms| (70.0..1000.0).contains(&ms)),
+            "{}: the round trip to {other} should be measured through the 35 ms proxies: {region}",
+            node.url
+        );
+        assert_eq!(region["peer"]["alive"], json!(true), "{region}");
+    }
+    let acks = |node: &common::Server, region: &str, via: &str| -> f64 {
+        let metrics = reqwest::blocking::get(format!("{}/metrics", node.url))
+            .and_then(|r| r.text())
+            .expect("GET /metrics");
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("hektor_region_acks_total{")
+                    && l.contains(&format!("region=\"{region}\""))
+                    && l.contains(&format!("via=\"{via}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        acks(&wnode, &east, "peer") >= 1.0,
+        "the sync writes above should have been confirmed by {east}'s node over HTTP"
+    );
+
+    // One way cut: east's records (its writes, its ticks and the `seen` vectors on them)
+    // no longer reach west; west's still reach east, and the nodes still talk over HTTP.
+    setup.toxiproxy(
+        reqwest::Method::POST,
+        &format!("/proxies/{}", setup.proxy(&east, &west)),
+        Some(json!({"enabled": false})),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    // A sync write in west is confirmed by east's node itself, one crossing back: west
+    // could not learn it from east's records any more.
+    let before = acks(&wnode, &east, "peer");
+    let (status, body) = write(
+        &wnode,
+        "one-way",
+        &vector_of(30),
+        "?replication=sync&timeout_ms=5000",
+    );
+    assert_eq!(
+        status, 200,
+        "sync write with only west->east mirrored: {body}"
+    );
+    assert_eq!(body["replicated"]["regions"], json!([west, east]), "{body}");
+    assert_eq!(
+        acks(&wnode, &east, "peer"),
+        before + 1.0,
+        "confirmed by {east}'s node"
+    );
+    // A strong read in west cannot be answered there (east's copy in west stopped), so it
+    // goes to east, where both regions' copies are fresh, and says so.
+    let (status, body) = search(
+        &wnode,
+        &vector_of(30),
+        json!({"level": "strong", "timeout_ms": 5000}),
+    );
+    assert_eq!(
+        status, 200,
+        "strong read in {west} with {east}'s copy cut: {body}"
+    );
+    assert_eq!(body["region"], json!(east), "answered by {east}: {body}");
+    assert_eq!(body["hits"][0]["id"], json!("one-way"), "{body}");
+    // Eventual reads are never forwarded.
+    let (status, body) = search(&wnode, &vector_of(30), json!({"level": "eventual"}));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("region").is_none(), "{body}");
+    setup.toxiproxy(
+        reqwest::Method::POST,
+        &format!("/proxies/{}", setup.proxy(&east, &west)),
+        Some(json!({"enabled": true})),
+    );
+    // The doors: a bad or foreign question is a 400 or 404, never an answer.
+    let merged =
+        |query: &str| common::get(&format!("{}/internal/regions/merged?{query}", enode.url));
+    for (query, want) in [
+        (
+            format!("collection={collection}&partition=0&origin={east}&floor=1"),
+            400,
+        ),
+        (
+            format!("collection={collection}&partition=9&origin={west}&floor=1"),
+            400,
+        ),
+        (
+            format!("collection={collection}&partition=0&origin={west}"),
+            400,
+        ),
+        (
+            format!("collection={collection}&partition=0&origin={west}&floor=1&timeout_ms=999999"),
+            400,
+        ),
+        (
+            format!("collection=nope&partition=0&origin={west}&floor=1"),
+            404,
+        ),
+    ] {
+        let (status, body) = merged(&query);
+        assert_eq!(status, want, "{query}: {body}");
+        assert!(body["error"].is_string(), "{query}: {body}");
+    }
+    let (status, body) = merged(&format!(
+        "collection={collection}&partition=0&origin={west}&floor=1&timeout_ms=0"
+    ));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["merged"], json!(true), "{body}");
+
     let (status, body) = write(&wnode, "x", &vector_of(1), "?replication=all");
     assert_eq!(status, 400, "{body}");
     let (status, body) = search(&enode, &vector_of(1), json!({"level": "bounded"}));
@@ -1515,11 +1685,11 @@ fn hektor_regions_consistency_and_write_levels() {
     let (status, body) = search(&enode, &vector_of(1), json!({"level": "session"}));
     assert_eq!(status, 422, "session without a token: {body}");
 
-    // Cut the regions off from each other.
-    for (from, to) in [(&west, &east), (&east, &west)] {
+    // Cut the regions off from each other (Kafka and HTTP).
+    for proxy in setup.proxies_between(&west, &east) {
         setup.toxiproxy(
             reqwest::Method::POST,
-            &format!("/proxies/{}", setup.proxy(from, to)),
+            &format!("/proxies/{proxy}"),
             Some(json!({"enabled": false})),
         );
     }

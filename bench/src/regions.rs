@@ -2,19 +2,24 @@
 //! an injected WAN, measured under load. It owns the run and its measurements, nothing of
 //! the setup: `scripts/regions.sh` starts the regions (a single-broker KRaft cluster each,
 //! one MirrorMaker 2 per region, Toxiproxy on every cross-region path), and this bench
-//! starts one `hektor serve` per region with `--mirror-regions`, injects the round trip
-//! (`--rtt-ms`, half each way, on every proxy), then:
+//! starts one `hektor serve` per region with `--mirror-regions`, listening where the
+//! script says the region's node listens (`HEKTOR_REGION_<R>_HTTP`) and with
+//! `--region-peers` (`HEKTOR_REGION_<R>_PEERS`: every other region's node through proxy
+//! `<R>_to_<other>_http`), so the nodes' HTTP calls to each other cross the same WAN as
+//! MirrorMaker's records. It injects the round trip (`--rtt-ms`, half each way, on every
+//! proxy, Kafka and HTTP), then:
 //!
 //! 1. **control** (`mode: one-region`): the same load on nodes *without* `--mirror-regions`
-//!    (one-region deployments side by side, MM2 still copying their bytes): what a write
-//!    costs without the multi-region machinery, and how fast a region's own shard applies
-//!    it (`local_lag`);
+//!    or `--region-peers` (one-region deployments side by side on free ports, MM2 still
+//!    copying their bytes): what a write costs without the multi-region machinery, and
+//!    how fast a region's own shard applies it (`local_lag`);
 //! 2. **curve**: lag against write rate, async writes in every region at each `--rates`;
 //! 3. per **mode** (`async`, `quorum`, `sync`): a steady open-loop write load in every
-//!    region plus searches for `--duration-s`, then every proxy cut (`--partition-s`) with
-//!    the load going on, then the heal; the load stops at the heal. After it: how long
-//!    until every region has merged everything (`converged_s`), which acknowledged writes
-//!    are missing (`lost`) and which ids differ between regions (`divergent_ids`).
+//!    region plus searches for `--duration-s`, then every proxy (Kafka and HTTP) cut
+//!    (`--partition-s`) with the load going on, then the heal; the load stops at the
+//!    heal. After it: how long until every region has merged everything (`converged_s`),
+//!    which acknowledged writes are missing (`lost`) and which ids differ between regions
+//!    (`divergent_ids`).
 //!
 //! One JSON object per line with `--json`. The setup is stopped at the end (also on error
 //! or ctrl-c) unless it was running before or `--keep` is given.
@@ -50,8 +55,9 @@
 //! each region wrote to each partition before the stop. The contents are compared then;
 //! ids still differing are read again until they agree (or `--converge-timeout-s`).
 //!
-//! With `quorum` and `sync` a write is answered once the other region has merged it, so
-//! its lag from the answer is 0 by construction; its write latency is the number.
+//! With `quorum` and `sync` a write is answered once the other region has merged it (its
+//! node says so over HTTP, through the `_http` proxy: one WAN crossing back), so its lag
+//! from the answer is 0 by construction; its write latency is the number.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -95,8 +101,8 @@ pub struct RegionsBenchArgs {
     /// Seconds of steady load per mode, and of the control (default 30; 10 with --quick).
     #[arg(long)]
     pub duration_s: Option<f64>,
-    /// Seconds every cross-region proxy is cut in each mode run, under load (default 30;
-    /// 10 with --quick; 0: no partition).
+    /// Seconds every cross-region proxy (Kafka and HTTP) is cut in each mode run, under
+    /// load (default 30; 10 with --quick; 0: no partition).
     #[arg(long)]
     pub partition_s: Option<f64>,
     /// Rates (writes/s per region) of the lag-vs-rate curve, comma-separated (default
@@ -114,7 +120,7 @@ pub struct RegionsBenchArgs {
     #[arg(long)]
     pub no_control: bool,
     /// The round trip injected between every two regions (ms), half each way on every
-    /// proxy (0: none).
+    /// proxy, Kafka and HTTP (0: none).
     #[arg(long, default_value_t = 70)]
     pub rtt_ms: u64,
     /// Vector dimension (384: 1.5 KB records).
@@ -436,13 +442,34 @@ impl Setup {
         ))
     }
 
-    /// Every cross-region proxy.
+    /// The proxy that carries region `from`'s nodes' HTTP calls to region `to`'s node.
+    fn http_proxy(&self, from: &str, to: &str) -> anyhow::Result<String> {
+        self.var(&format!(
+            "HEKTOR_PROXY_{}_TO_{}_HTTP",
+            from.to_uppercase(),
+            to.to_uppercase()
+        ))
+    }
+
+    /// Where `region`'s node listens (`127.0.0.1:PORT`): the other regions' `_http`
+    /// proxies forward to it.
+    fn http_listen(&self, region: &str) -> anyhow::Result<String> {
+        self.var(&format!("HEKTOR_REGION_{}_HTTP", region.to_uppercase()))
+    }
+
+    /// `region`'s node's `--region-peers`: every other region's node through a proxy.
+    fn peers(&self, region: &str) -> anyhow::Result<String> {
+        self.var(&format!("HEKTOR_REGION_{}_PEERS", region.to_uppercase()))
+    }
+
+    /// Every cross-region proxy: Kafka's and the nodes' HTTP, so both see one WAN.
     fn proxies(&self) -> anyhow::Result<Vec<String>> {
         let mut out = Vec::new();
         for a in &self.regions {
             for b in &self.regions {
                 if a != b {
                     out.push(self.proxy(a, b)?);
+                    out.push(self.http_proxy(a, b)?);
                 }
             }
         }
@@ -479,8 +506,8 @@ impl Drop for Setup {
     }
 }
 
-/// Latency toxics of `ms` on both streams of every cross-region proxy (a round trip of
-/// 2 × ms), through Toxiproxy's API.
+/// Latency toxics of `ms` on both streams of every proxy in `proxies` (every cross-region
+/// one, Kafka and HTTP: a round trip of 2 × ms), through Toxiproxy's API.
 async fn inject_latency(api: &str, proxies: &[String], ms: u64) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -534,6 +561,12 @@ struct NodeSpec<'a> {
     region: &'a str,
     /// Regions to merge (`--mirror-regions`); empty: a one-region node.
     mirror: Vec<String>,
+    /// Where the node listens (`127.0.0.1:PORT`): the region's fixed address that the
+    /// other regions' proxies forward to; `None`: a free port (the control's nodes, so
+    /// they never take a region's address).
+    listen: Option<String>,
+    /// `--region-peers` (`NAME=URL,...`); `None`: none.
+    peers: Option<String>,
     brokers: String,
     cluster: &'a str,
     collection: &'a str,
@@ -541,9 +574,27 @@ struct NodeSpec<'a> {
 }
 
 fn start_node(plan: &Plan, spec: &NodeSpec<'_>) -> anyhow::Result<Node> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let listen = match &spec.listen {
+        Some(addr) => {
+            // Free now, or a node of an earlier run still holds it: say so, rather than
+            // a node that exits at start.
+            std::net::TcpListener::bind(addr.as_str()).with_context(|| {
+                format!(
+                    "{addr} (where region {}'s node listens, HEKTOR_REGION_{}_HTTP) is in use: \
+                     a hektor node left from an earlier run?",
+                    spec.region,
+                    spec.region.to_uppercase()
+                )
+            })?;
+            addr.clone()
+        }
+        None => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            format!("127.0.0.1:{port}")
+        }
+    };
     let id = format!("{}-1", spec.region);
     let mut cmd = Command::new(crate::nodes::hektor_exe()?);
     cmd.args(["serve", "--node-id", &id, "--region", spec.region])
@@ -557,12 +608,15 @@ fn start_node(plan: &Plan, spec: &NodeSpec<'_>) -> anyhow::Result<Node> {
         ])
         .args(["--engine", &plan.engine])
         .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(&listen)
         .arg("--data-dir")
         .arg(spec.dir.join(&id));
     if !spec.mirror.is_empty() {
         cmd.args(["--mirror-regions", &spec.mirror.join(",")])
             .args(["--tick-ms", &plan.tick_ms.to_string()]);
+    }
+    if let Some(peers) = &spec.peers {
+        cmd.args(["--region-peers", peers]);
     }
     let child = cmd
         .args(&plan.node_flags)
@@ -574,7 +628,7 @@ fn start_node(plan: &Plan, spec: &NodeSpec<'_>) -> anyhow::Result<Node> {
         .context("starting hektor serve")?;
     Ok(Node {
         child,
-        url: format!("http://127.0.0.1:{port}"),
+        url: format!("http://{listen}"),
     })
 }
 
@@ -956,16 +1010,25 @@ impl Deployment {
             .build()?;
         let mut nodes = Vec::new();
         for region in regions.iter() {
-            let mirror = if mirrored {
-                regions.iter().filter(|r| *r != region).cloned().collect()
+            // Regions merging each other listen where the other regions' `_http` proxies
+            // forward and call each other through their own; the control's nodes (shut
+            // down before these start) take free ports and no peers.
+            let (mirror, listen, peers) = if mirrored {
+                (
+                    regions.iter().filter(|r| *r != region).cloned().collect(),
+                    Some(setup.http_listen(region)?),
+                    Some(setup.peers(region)?),
+                )
             } else {
-                Vec::new()
+                (Vec::new(), None, None)
             };
             nodes.push(start_node(
                 plan,
                 &NodeSpec {
                     region,
                     mirror,
+                    listen,
+                    peers,
                     brokers: setup.brokers(region)?,
                     cluster: &collection,
                     collection: &collection,
@@ -1752,10 +1815,15 @@ async fn bench(plan: &Plan, setup: &Setup, began: Instant) -> anyhow::Result<()>
     let proxies = setup.proxies()?;
     let toxiproxy = Toxiproxy::connect(&api).await?;
     inject_latency(&api, &proxies, plan.rtt_ms / 2).await?;
+    let peers: serde_json::Map<String, Value> = setup
+        .regions
+        .iter()
+        .map(|r| Ok((r.clone(), json!(setup.peers(r)?))))
+        .collect::<anyhow::Result<_>>()?;
     emit(
         plan,
         &json!({"bench": "regions", "phase": "setup", "regions": setup.regions,
-            "rtt_ms": plan.rtt_ms, "proxies": proxies,
+            "rtt_ms": plan.rtt_ms, "proxies": proxies, "region_peers": peers,
             "setup_s": round2(began.elapsed().as_secs_f64()),
             "started_here": setup.started_here}),
     );
@@ -1917,8 +1985,8 @@ async fn warm_up(dep: &mut Deployment, plan: &Plan) -> anyhow::Result<()> {
     }
 }
 
-/// Cut every proxy for `plan.partition` under load in `mode`, heal, wait for convergence
-/// and compare the regions: the line's partition fields.
+/// Cut every proxy (Kafka and HTTP) for `plan.partition` under load in `mode`, heal, wait
+/// for convergence and compare the regions: the line's partition fields.
 async fn partition(
     dep: &mut Deployment,
     plan: &Plan,
