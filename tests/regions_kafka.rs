@@ -1574,6 +1574,7 @@ fn hektor_regions_consistency_and_write_levels() {
             node.url
         );
         assert_eq!(region["peer"]["alive"], json!(true), "{region}");
+        eprintln!("round trip to {other}: {rtt:?} ms (moving mean of the probes)");
     }
     let acks = |node: &common::Server, region: &str, via: &str| -> f64 {
         let metrics = reqwest::blocking::get(format!("{}/metrics", node.url))
