@@ -25,7 +25,7 @@ use hektor_query::metrics::Metrics;
 use hektor_query::router::Searcher;
 use hektor_topics::catalog::Catalog;
 use hektor_topics::events::EventSink;
-use hektor_topics::hlc::HlcClock;
+use hektor_topics::hlc::{Hlc, HlcClock};
 use hektor_topics::record::{NodeHeartbeat, PlanAction, RingRange};
 use tokio::sync::watch;
 
@@ -697,7 +697,7 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
                 .register(collector)
                 .context("registering the region peers' metrics")?;
         }
-        peers.spawn_probes();
+        peers.spawn();
     }
     let planner = (!args.no_planner && args.has_role("planner")).then(|| {
         hektor_dataflow::planner::Planner::start(
@@ -1207,9 +1207,9 @@ async fn close_time(host: Arc<ShardHost>, writer: Arc<Writer>, every: Duration) 
 
 /// What the other regions have merged of this region's writes: as this node's shards
 /// learn it from the `seen` vectors on the records those regions write (their writes and
-/// their ticks), and, with `--region-peers`, as those regions' nodes answer when asked
-/// (a long poll answered the moment they merge it: one WAN crossing back instead of a
-/// mirrored record's). Both run; the first to confirm a region counts.
+/// their ticks), and, with `--region-peers`, as those regions' nodes stream it (their
+/// floors of this region's partitions, sent the moment they merge: one WAN crossing back
+/// instead of a mirrored record's). Either confirms a region.
 struct RegionReplication {
     host: Arc<ShardHost>,
     others: Vec<String>,
@@ -1228,7 +1228,6 @@ impl Replication for RegionReplication {
         need: usize,
         timeout: Duration,
     ) -> futures::future::BoxFuture<'a, Result<Replicated, (Replicated, String)>> {
-        use futures::StreamExt;
         Box::pin(async move {
             let deadline = tokio::time::Instant::now() + timeout;
             let me = self.host.config().region.clone();
@@ -1277,30 +1276,18 @@ impl Replication for RegionReplication {
                 written.push((hosted, floor));
             }
             let mut changes: Vec<_> = written.iter().map(|(h, _)| h.merges()).collect();
-            // Each other region's node, asked per partition written (with a peer).
-            let mut asks = futures::stream::FuturesUnordered::new();
-            if let Some(peers) = &self.peers {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                for region in self.others.iter().filter(|r| peers.regions().contains(r)) {
-                    for (hosted, floor) in &written {
-                        let (peers, region, partition, floor) =
-                            (Arc::clone(peers), region.clone(), hosted.partition, floor.0);
-                        asks.push(async move {
-                            let answer = peers
-                                .merged(&region, collection, partition, floor, left)
-                                .await;
-                            (region, partition, answer)
-                        });
-                    }
-                }
-            }
-            let mut confirmed: std::collections::BTreeSet<(String, u32)> = Default::default();
+            // With peers: their floors streams (one crossing after they merge).
+            let mut streamed = self.peers.as_ref().map(|p| p.floors_changed());
+            let by_peer = |region: &str, partition: u32, floor: Hlc| {
+                self.peers
+                    .as_ref()
+                    .is_some_and(|p| p.floor(region, collection, partition) >= floor.0)
+            };
             loop {
                 let (have, missing): (Vec<String>, Vec<String>) =
                     self.others.iter().cloned().partition(|region| {
                         written.iter().all(|(h, floor)| {
-                            h.merged_by(region) >= *floor
-                                || confirmed.contains(&(region.clone(), h.partition))
+                            h.merged_by(region) >= *floor || by_peer(region, h.partition, *floor)
                         })
                     });
                 let replicated = Replicated {
@@ -1312,8 +1299,10 @@ impl Replication for RegionReplication {
                 if have.len() >= need {
                     if let Some(peers) = &self.peers {
                         for region in &have {
-                            let via_peer = confirmed.iter().any(|(r, _)| r == region);
-                            peers.count_ack(region, via_peer);
+                            let via_seen = written
+                                .iter()
+                                .all(|(h, floor)| h.merged_by(region) >= *floor);
+                            peers.count_ack(region, !via_seen);
                         }
                     }
                     return Ok(replicated);
@@ -1322,20 +1311,12 @@ impl Replication for RegionReplication {
                     changes.iter_mut().map(|rx| Box::pin(rx.changed())),
                 );
                 let woke = tokio::time::timeout_at(deadline, async {
-                    tokio::select! {
-                        changed = any_change => changed.0.is_ok(),
-                        Some((region, partition, answer)) = asks.next(), if !asks.is_empty() => {
-                            match answer {
-                                Ok(true) => {
-                                    confirmed.insert((region, partition));
-                                }
-                                // Not merged there within the wait: the deadline is near.
-                                Ok(false) => {}
-                                // No answer: the mirrored records still tell.
-                                Err(why) => tracing::debug!(%region, partition, %why, "a peer could not confirm a write"),
-                            }
-                            true
-                        }
+                    match streamed.as_mut() {
+                        Some(streamed) => tokio::select! {
+                            changed = any_change => changed.0.is_ok(),
+                            changed = streamed.changed() => changed.is_ok(),
+                        },
+                        None => any_change.await.0.is_ok(),
                     }
                 })
                 .await;

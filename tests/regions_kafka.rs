@@ -21,7 +21,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::io::Read;
 use std::path::Path;
@@ -1644,40 +1644,45 @@ fn hektor_regions_consistency_and_write_levels() {
         &format!("/proxies/{}", setup.proxy(&east, &west)),
         Some(json!({"enabled": true})),
     );
-    // The doors: a bad or foreign question is a 400 or 404, never an answer.
-    let merged =
-        |query: &str| common::get(&format!("{}/internal/regions/merged?{query}", enode.url));
-    for (query, want) in [
-        (
-            format!("collection={collection}&partition=0&origin={east}&floor=1"),
-            400,
-        ),
-        (
-            format!("collection={collection}&partition=9&origin={west}&floor=1"),
-            400,
-        ),
-        (
-            format!("collection={collection}&partition=0&origin={west}"),
-            400,
-        ),
-        (
-            format!("collection={collection}&partition=0&origin={west}&floor=1&timeout_ms=999999"),
-            400,
-        ),
-        (
-            format!("collection=nope&partition=0&origin={west}&floor=1"),
-            404,
-        ),
+    // The floors stream east keeps open to west: a bad or foreign question is a 400, a
+    // good one a line per partition merged, then the stream stays open.
+    for query in [
+        format!("origin={east}"),
+        String::new(),
+        format!("origin={west}&floor=1"),
     ] {
-        let (status, body) = merged(&query);
-        assert_eq!(status, want, "{query}: {body}");
+        let (status, body) = common::get(&format!("{}/internal/regions/floors?{query}", enode.url));
+        assert_eq!(status, 400, "{query}: {body}");
         assert!(body["error"].is_string(), "{query}: {body}");
     }
-    let (status, body) = merged(&format!(
-        "collection={collection}&partition=0&origin={west}&floor=1&timeout_ms=0"
-    ));
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["merged"], json!(true), "{body}");
+    let stream = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+        .get(format!(
+            "{}/internal/regions/floors?origin={west}",
+            enode.url
+        ))
+        .send()
+        .expect("GET /internal/regions/floors");
+    assert_eq!(stream.status(), 200);
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stream));
+    let mut partitions = BTreeSet::new();
+    while partitions.len() < 2 {
+        let line = lines
+            .next()
+            .expect("a floor line")
+            .expect("a readable line");
+        if line.is_empty() {
+            continue;
+        }
+        let floor: Value = serde_json::from_str(&line).expect("a JSON floor line");
+        if floor["collection"] == json!(collection) {
+            assert!(floor["floor"].as_u64().is_some_and(|f| f > 0), "{line}");
+            partitions.insert(floor["partition"].as_u64().expect("partition"));
+        }
+    }
+    drop(lines);
 
     let (status, body) = write(&wnode, "x", &vector_of(1), "?replication=all");
     assert_eq!(status, 400, "{body}");

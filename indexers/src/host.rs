@@ -324,38 +324,11 @@ impl HostedShard {
         }
     }
 
-    /// Wait until this shard has merged `origin`'s copy of its partition up to `floor`
-    /// (that region's effective clock of a record: every region stamps a partition's
-    /// records the same, so a floor at least this means the record is merged here).
-    /// `Ok` with the floor reached, or `Err` with the floor at the timeout (or when the
-    /// shard closed). What a `sync` or `quorum` write in `origin` asks this region over
-    /// HTTP, instead of waiting for a record of this region to come back to it.
-    pub async fn wait_merged(
-        &self,
-        origin: &str,
-        floor: Hlc,
-        timeout: Duration,
-    ) -> Result<Hlc, Hlc> {
-        let now = || self.shard.source_floor(origin).unwrap_or_default();
-        let mut merges = self.merges.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let reached = now();
-            if reached >= floor {
-                return Ok(reached);
-            }
-            match tokio::time::timeout_at(deadline, merges.changed()).await {
-                Ok(Ok(())) => {}
-                _ => {
-                    let reached = now();
-                    return if reached >= floor {
-                        Ok(reached)
-                    } else {
-                        Err(reached)
-                    };
-                }
-            }
-        }
+    /// The clock floor of `region`'s copy of this partition merged here, as the mirror's
+    /// consumer last merged it (0 before its first merge since the shard opened here):
+    /// what this region's node streams to `region` for its write levels.
+    pub fn mirror_floor(&self, region: &str) -> u64 {
+        self.mirrored.lock().get(region).map_or(0, |p| p.floor)
     }
 
     /// How far `region` had merged this region's partition, by the `seen` vector of the

@@ -27,8 +27,9 @@
 //!   `.../search-batch`: a batch search forwarded to this `gpu` node ([`crate::batch`]);
 //!   `.../region-search`: a bounded or strong search another region forwarded here.
 //! - `GET /internal/regions/probe` (another region's round-trip probe) and
-//!   `GET /internal/regions/merged` (whether a shard here merged another region's write:
-//!   that region's `sync` and `quorum` acknowledgements); see [`crate::peers`].
+//!   `GET /internal/regions/floors` (a stream of how far this node's shards merged another
+//!   region's partitions: that region's `sync` and `quorum` acknowledgements); see
+//!   [`crate::peers`].
 //!
 //! Errors are `{"error": "message"}` ([`ErrorBody`]) with 400, 404, 413, 422, 500, 503 or
 //! 504. Every route is registered through `utoipa-axum`'s `OpenApiRouter` with its
@@ -47,7 +48,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use hektor_indexers::host::HostedCollection;
-use hektor_topics::hlc::Hlc;
 use hektor_topics::ring;
 use serde::Deserialize;
 use serde_json::json;
@@ -56,7 +56,7 @@ use utoipa_axum::routes;
 
 use crate::batch::{batch_search, forwarded_batch_search, BatchSearchRequest, BatchSearchResponse};
 use crate::metrics::{Metrics, NodeSource};
-use crate::peers::{MergedAnswer, Probe};
+use crate::peers::{FloorLine, Probe};
 use crate::router::{
     shard_get, shard_search, SearchRequest, SearchResponse, Searcher, ShardAnswer, ShardGet,
     ShardSearch, WireVector,
@@ -119,7 +119,7 @@ pub fn router(state: QueryState) -> OpenApiRouter {
         .routes(routes!(internal_get))
         .routes(routes!(internal_region_search))
         .routes(routes!(internal_region_probe))
-        .routes(routes!(internal_region_merged))
+        .routes(routes!(internal_region_floors))
         .routes(routes!(cluster))
         .routes(routes!(health))
         .routes(routes!(ready))
@@ -419,45 +419,36 @@ async fn internal_region_probe(State(state): State<QueryState>) -> Json<Probe> {
     })
 }
 
-/// `GET /internal/regions/merged`'s query.
+/// `GET /internal/regions/floors`'s query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct MergedQuery {
-    /// The collection written.
-    collection: String,
-    /// The vectors-topic partition written.
-    partition: u32,
-    /// The region that wrote (whose copy of the partition is merged here).
+struct FloorsQuery {
+    /// The asking region: the floors are of its copies merged here.
     origin: String,
-    /// That region's effective clock (hlc) of the write's partition once it was applied.
-    floor: u64,
-    /// How long to wait for it, in ms (default 10,000; at most 120,000).
-    timeout_ms: Option<u64>,
 }
 
-/// Longest wait `GET /internal/regions/merged` accepts.
-const MAX_MERGED_WAIT_MS: u64 = 120_000;
-
-/// Whether this node's shard of `partition` has merged `origin`'s copy of it up to
-/// `floor`, waiting up to `timeout_ms` for it: how a `sync` or `quorum` write in `origin`
-/// learns, one WAN crossing after this region merges it, that this region has it.
+/// How far this node's shards have merged `origin`'s copy of each partition, as a stream
+/// that never ends: newline-delimited JSON [`FloorLine`]s, first every partition held
+/// here, then each one whose floor moved, the moment a shard merges more (the smallest
+/// floor over this node's shards of the partition); an empty line after a second with
+/// no news. `origin`'s nodes wait on it for their `sync` and `quorum` writes
+/// ([`crate::peers`]): the news crosses the WAN once.
 #[utoipa::path(
     get,
-    path = "/internal/regions/merged",
+    path = "/internal/regions/floors",
     tag = "internal",
-    params(MergedQuery),
+    params(FloorsQuery),
     responses(
-        (status = 200, description = "Whether it was merged within the wait", body = MergedAnswer),
-        (status = 400, description = "A parameter is missing or wrong, or this node does not merge that region", body = ErrorBody),
-        (status = 404, description = "No such collection, or no shard of that partition here", body = ErrorBody),
+        (status = 200, description = "Newline-delimited floor lines, without end", body = FloorLine, content_type = "application/x-ndjson"),
+        (status = 400, description = "`origin` is missing, or this node does not merge that region", body = ErrorBody),
     ),
 )]
-async fn internal_region_merged(
+async fn internal_region_floors(
     State(state): State<QueryState>,
-    query: Result<Query<MergedQuery>, QueryRejection>,
-) -> Result<Json<MergedAnswer>, ApiError> {
+    query: Result<Query<FloorsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|r| ApiError(400, r.body_text()))?;
-    let host = state.searcher.host();
+    let host = Arc::clone(state.searcher.host());
     if !host.config().mirrors.contains(&q.origin) {
         return Err(ApiError(
             400,
@@ -468,57 +459,91 @@ async fn internal_region_merged(
             ),
         ));
     }
-    let wait = q.timeout_ms.unwrap_or(10_000);
-    if wait > MAX_MERGED_WAIT_MS {
-        return Err(ApiError(
-            400,
-            format!("timeout_ms must be at most {MAX_MERGED_WAIT_MS}, got {wait}"),
-        ));
-    }
-    let spec = host
-        .catalog()
-        .get(&q.collection)
-        .ok_or_else(|| QueryError::UnknownCollection(q.collection.clone()))?;
-    if q.partition >= spec.partitions {
-        return Err(ApiError(
-            400,
-            format!(
-                "collection `{}` has {} partitions; there is no partition {}",
-                spec.name, spec.partitions, q.partition
-            ),
-        ));
-    }
-    let hosted = host
-        .collection(&q.collection)
-        .and_then(|c| {
-            c.shards
-                .iter()
-                .find(|s| s.partition == q.partition && !s.retired())
-                .cloned()
-        })
-        .ok_or_else(|| {
-            ApiError(
-                404,
-                format!(
-                    "this node holds no shard of partition {} of `{}`",
-                    q.partition, q.collection
-                ),
-            )
-        })?;
-    let answer = match hosted
-        .wait_merged(&q.origin, Hlc(q.floor), Duration::from_millis(wait))
-        .await
-    {
-        Ok(floor) => MergedAnswer {
-            merged: true,
-            floor: floor.0,
-        },
-        Err(floor) => MergedAnswer {
-            merged: false,
-            floor: floor.0,
-        },
+    let start = FloorsStream {
+        host,
+        origin: q.origin,
+        sent: std::collections::HashMap::new(),
     };
-    Ok(Json(answer))
+    let stream = futures::stream::unfold(start, |mut stream| async move {
+        let lines = stream.next_lines().await;
+        Some((
+            Ok::<_, std::convert::Infallible>(Bytes::from(lines)),
+            stream,
+        ))
+    });
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/x-ndjson"),
+        )],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// One `GET /internal/regions/floors` stream: what it has said so far.
+struct FloorsStream {
+    host: Arc<hektor_indexers::host::ShardHost>,
+    origin: String,
+    sent: std::collections::HashMap<(String, u32), u64>,
+}
+
+impl FloorsStream {
+    /// The next lines to send: the floors that moved since the last ones (waiting for a
+    /// merge), or an empty line after [`crate::peers::STREAM_KEEPALIVE`] without one.
+    async fn next_lines(&mut self) -> Vec<u8> {
+        let quiet_until = tokio::time::Instant::now() + crate::peers::STREAM_KEEPALIVE;
+        loop {
+            // Subscribe before reading the floors: a merge in between wakes the wait.
+            let mut changes = Vec::new();
+            let mut floors: std::collections::HashMap<(String, u32), u64> =
+                std::collections::HashMap::new();
+            for collection in self.host.collections() {
+                for s in collection.serving() {
+                    changes.push(s.merges());
+                    let floor = s.mirror_floor(&self.origin);
+                    floors
+                        .entry((collection.spec.name.clone(), s.partition))
+                        .and_modify(|f| *f = (*f).min(floor))
+                        .or_insert(floor);
+                }
+            }
+            let mut out = Vec::new();
+            for ((collection, partition), floor) in floors {
+                let key = (collection, partition);
+                if floor == 0 || self.sent.get(&key).is_some_and(|f| *f >= floor) {
+                    continue;
+                }
+                let line = FloorLine {
+                    collection: key.0.clone(),
+                    partition,
+                    floor,
+                };
+                if serde_json::to_writer(&mut out, &line).is_ok() {
+                    out.push(b'\n');
+                    self.sent.insert(key, floor);
+                }
+            }
+            if !out.is_empty() {
+                return out;
+            }
+            // Shards opened or closed since show up at the next look (at most a second).
+            let wake = tokio::time::Instant::now() + Duration::from_secs(1);
+            let any_change = async {
+                if changes.is_empty() {
+                    std::future::pending::<()>().await;
+                }
+                let _ = futures::future::select_all(
+                    changes.iter_mut().map(|rx| Box::pin(rx.changed())),
+                )
+                .await;
+            };
+            let _ = tokio::time::timeout_at(wake.min(quiet_until), any_change).await;
+            if tokio::time::Instant::now() >= quiet_until {
+                return b"\n".to_vec();
+            }
+        }
+    }
 }
 
 /// A batch search another node forwarded here because this node has the `gpu` role: run

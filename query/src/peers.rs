@@ -6,12 +6,15 @@
 //!   `GET /internal/regions/probe`; the RTT (an exponentially weighted mean of the probes,
 //!   and the last one) and whether the peer answers are in `GET /cluster`'s `peers` and
 //!   in `/metrics` (`hektor_region_rtt_seconds{region}`, `hektor_region_up{region}`).
-//! - **Acknowledgements that cross once.** A `sync` or `quorum` write asks each other
-//!   region's node `GET /internal/regions/merged` (has your shard of partition P merged
-//!   my partition up to floor F?), a long poll answered the moment that region merges the
-//!   write: the answer crosses the WAN once. Without a peer, or while it does not answer,
-//!   a write still learns it from the `seen` vectors on that region's mirrored records
-//!   (two crossings and that region's next record): both run, the first wins.
+//! - **Acknowledgements that cross once.** Each node keeps one stream open to every peer,
+//!   `GET /internal/regions/floors?origin=<its region>`: newline-delimited JSON, one line
+//!   `{"collection", "partition", "floor"}` whenever a shard there merges more of this
+//!   region's partition (and an empty line every second when nothing changed). A `sync`
+//!   or `quorum` write waits until the floors streamed by enough regions reach its own:
+//!   the news crosses the WAN once, the moment that region merges the write, and costs
+//!   one line per merge, not a request per write. Without a peer, or while its stream is
+//!   down, a write still learns it from the `seen` vectors on that region's mirrored
+//!   records (two crossings and that region's next record): both count, the first wins.
 //! - **Reads forwarded to a fresher region.** A `bounded` or `strong` search waits here
 //!   first; if it is not answered within the round trip to the nearest live peer, it is
 //!   also sent there (`POST /internal/collections/{c}/region-search`, which never
@@ -21,6 +24,7 @@
 //!
 //! Peers are called with the cluster secret: regions are one deployment.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,12 +32,16 @@ use parking_lot::Mutex;
 use prometheus::core::Collector;
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::router::{SearchRequest, SearchResponse};
 use crate::QueryError;
 
-/// How often peers are probed by default.
-pub const DEFAULT_PROBE_EVERY: Duration = Duration::from_millis(1_000);
+/// A floors stream that says nothing (not even its empty keep-alive line) this long is
+/// taken as dead and opened again.
+const STREAM_SILENT: Duration = Duration::from_secs(3);
+/// How often a floors stream says something when nothing changes.
+pub const STREAM_KEEPALIVE: Duration = Duration::from_secs(1);
 /// Weight of a new probe in the RTT's moving mean.
 const EWMA_WEIGHT: f64 = 0.3;
 
@@ -46,12 +54,13 @@ pub struct Probe {
     pub time_ms: u64,
 }
 
-/// `GET /internal/regions/merged`'s answer.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct MergedAnswer {
-    /// Whether the shard had merged the origin's partition up to the floor asked.
-    pub merged: bool,
-    /// The origin's floor of that partition merged there when it answered (an hlc).
+/// One line of `GET /internal/regions/floors`: how far a shard of the answering region
+/// has merged the asking region's copy of a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FloorLine {
+    pub collection: String,
+    pub partition: u32,
+    /// The asking region's effective clock (hlc) of that partition merged there.
     pub floor: u64,
 }
 
@@ -66,12 +75,18 @@ struct LinkState {
     probes: u64,
     failures: u64,
     last_error: Option<String>,
+    /// Whether the floors stream is open and spoke within [`STREAM_SILENT`].
+    streaming: bool,
+    stream_error: Option<String>,
 }
 
 struct Link {
     region: String,
     url: String,
     state: Mutex<LinkState>,
+    /// Per (collection, partition): how far that region merged this region's copy, as
+    /// its floors stream last said (cleared when the stream drops).
+    floors: Mutex<HashMap<(String, u32), u64>>,
 }
 
 /// The other regions' nodes this node calls.
@@ -81,6 +96,8 @@ pub struct Peers {
     client: reqwest::Client,
     authorization: Option<String>,
     probe_every: Duration,
+    /// Bumped whenever a floors stream moves a floor (what write levels wait on).
+    floors_changed: watch::Sender<u64>,
     rtt: GaugeVec,
     up: IntGaugeVec,
     acks: IntCounterVec,
@@ -139,11 +156,13 @@ impl Peers {
                     region,
                     url,
                     state: Mutex::new(LinkState::default()),
+                    floors: Mutex::new(HashMap::new()),
                 })
                 .collect(),
             client,
             authorization,
             probe_every,
+            floors_changed: watch::channel(0).0,
             rtt: gauge(
                 "region_rtt_seconds",
                 "Round-trip time to a node of another region (moving mean of the probes)",
@@ -159,7 +178,7 @@ impl Peers {
             acks: IntCounterVec::new(
                 Opts::new(
                     "region_acks_total",
-                    "Confirmations that another region merged a sync or quorum write, by how they came: `peer` (its answer over HTTP, one crossing) or `seen` (its mirrored records)",
+                    "Confirmations that another region merged a sync or quorum write, by how they came: `peer` (its node's floors stream: one crossing) or `seen` (the `seen` vectors on its mirrored records)",
                 ),
                 &["region", "via"],
             )
@@ -228,8 +247,9 @@ impl Peers {
             .min_by_key(|(_, rtt)| *rtt)
     }
 
-    /// Probe every peer every `probe_every`, forever (spawned once by the node).
-    pub fn spawn_probes(self: &Arc<Self>) {
+    /// Probe every peer every `probe_every`, and keep a floors stream open to each,
+    /// forever (spawned once by the node).
+    pub fn spawn(self: &Arc<Self>) {
         for i in 0..self.links.len() {
             let peers = Arc::clone(self);
             tokio::spawn(async move {
@@ -240,7 +260,100 @@ impl Peers {
                     peers.probe(i).await;
                 }
             });
+            let peers = Arc::clone(self);
+            tokio::spawn(async move {
+                loop {
+                    let why = peers.follow_floors(i).await;
+                    {
+                        let link = &peers.links[i];
+                        link.floors.lock().clear();
+                        let mut state = link.state.lock();
+                        state.streaming = false;
+                        state.stream_error = Some(why);
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
         }
+    }
+
+    /// Read link `i`'s floors stream until it fails or falls silent; why it ended.
+    async fn follow_floors(&self, i: usize) -> String {
+        let link = &self.links[i];
+        let response = self
+            .get(format!("{}/internal/regions/floors", link.url))
+            .query(&[("origin", self.me.as_str())])
+            .send()
+            .await;
+        let mut response = match response {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                return format!("floors stream answered {status}: {}", text.trim());
+            }
+            Err(e) => return format!("floors stream: {e}"),
+        };
+        let mut pending: Vec<u8> = Vec::new();
+        loop {
+            let chunk = match tokio::time::timeout(STREAM_SILENT, response.chunk()).await {
+                Err(_) => return format!("floors stream silent for {STREAM_SILENT:?}"),
+                Ok(Err(e)) => return format!("floors stream: {e}"),
+                Ok(Ok(None)) => return "floors stream ended".into(),
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            {
+                let mut state = link.state.lock();
+                state.streaming = true;
+                state.stream_error = None;
+            }
+            pending.extend_from_slice(&chunk);
+            if pending.len() > 1 << 20 {
+                return "floors stream: a line longer than 1 MiB".into();
+            }
+            let mut moved = false;
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let line = &line[..line.len() - 1];
+                if line.is_empty() {
+                    continue; // keep-alive
+                }
+                let Ok(floor) = serde_json::from_slice::<FloorLine>(line) else {
+                    return format!(
+                        "floors stream: not a floor line: {}",
+                        String::from_utf8_lossy(&line[..line.len().min(200)])
+                    );
+                };
+                let mut floors = link.floors.lock();
+                let at = floors
+                    .entry((floor.collection, floor.partition))
+                    .or_default();
+                if floor.floor > *at {
+                    *at = floor.floor;
+                    moved = true;
+                }
+            }
+            if moved {
+                self.floors_changed.send_modify(|n| *n += 1);
+            }
+        }
+    }
+
+    /// How far `region` has merged this region's copy of `partition` of `collection`, as
+    /// its floors stream last said (0: not heard, or the stream is down).
+    pub fn floor(&self, region: &str, collection: &str, partition: u32) -> u64 {
+        self.link(region).map_or(0, |l| {
+            l.floors
+                .lock()
+                .get(&(collection.to_owned(), partition))
+                .copied()
+                .unwrap_or(0)
+        })
+    }
+
+    /// Changes whenever a floors stream moves a floor.
+    pub fn floors_changed(&self) -> watch::Receiver<u64> {
+        self.floors_changed.subscribe()
     }
 
     /// One probe of link `i`: its round trip, or why it failed.
@@ -288,45 +401,6 @@ impl Peers {
                 self.up.with_label_values(&[&link.region]).set(0);
             }
         }
-    }
-
-    /// Ask `region`'s node whether its shard of `partition` of `collection` has merged
-    /// this region's copy up to `floor`, waiting there up to `wait`. `Ok(true)` once it
-    /// has; `Ok(false)` when it had not at the end of the wait; `Err` when the peer could
-    /// not be asked or could not tell (no shard of it there, …).
-    pub async fn merged(
-        &self,
-        region: &str,
-        collection: &str,
-        partition: u32,
-        floor: u64,
-        wait: Duration,
-    ) -> Result<bool, String> {
-        let link = self
-            .link(region)
-            .ok_or_else(|| format!("no peer for region `{region}`"))?;
-        let rtt = self.rtt(region).unwrap_or(Duration::from_millis(500));
-        let wait_ms = wait.as_millis().min(u128::from(u32::MAX)) as u64;
-        let response = self
-            .get(format!("{}/internal/regions/merged", link.url))
-            .query(&[
-                ("collection", collection.to_owned()),
-                ("partition", partition.to_string()),
-                ("origin", self.me.clone()),
-                ("floor", floor.to_string()),
-                ("timeout_ms", wait_ms.to_string()),
-            ])
-            .timeout(wait + rtt * 2 + Duration::from_secs(1))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            return Err(format!("{status}: {}", text.trim()));
-        }
-        let answer: MergedAnswer = response.json().await.map_err(|e| e.to_string())?;
-        Ok(answer.merged)
     }
 
     /// Count a write level's confirmation that `region` merged a write, by how it came.
@@ -413,6 +487,8 @@ impl Peers {
                     "probes": s.probes,
                     "failures": s.failures,
                     "last_error": s.last_error,
+                    "streaming": s.streaming,
+                    "stream_error": s.stream_error,
                 })
             })
             .collect()
