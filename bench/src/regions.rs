@@ -35,7 +35,9 @@
 //! stages: `origin_seen` (ack → the record read back in its own region), `wan` (→ its copy
 //! read in the other region: MirrorMaker and the WAN), `apply` (→ the other region's
 //! shard shows it merged, within one poll). `local_lag` is the same from the ack to the
-//! writing region's own shard.
+//! writing region's own shard. Stages count from the acknowledgement, so with `quorum` and
+//! `sync` (answered after the other region merged the write) `origin_seen` is negative:
+//! how long before its answer the record was read back in its own region.
 //!
 //! **Ids.** Each region writes its own ids (`<region>-<k>`, `k < --ids-per-region`, in
 //! turn, each write's payload `{"r": region, "s": seq}`), and a share
