@@ -456,6 +456,16 @@ impl hektor_dataflow::planner::ClusterFeed for ControlFeed {
             .map(|n| (n.id, n.weight))
             .collect()
     }
+
+    /// The same nodes with the tiers their tier roles let them hold (`NodeSpec::may_hold`).
+    fn tiers(&self) -> std::collections::BTreeMap<String, Vec<hektor_topics::record::Tier>> {
+        self.0
+            .membership()
+            .placeable()
+            .into_iter()
+            .map(|n| (n.id.clone(), n.tiers_held()))
+            .collect()
+    }
 }
 
 /// Keep the host's assignments in step with the shard maps: the ranges listing this node.

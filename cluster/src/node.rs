@@ -109,6 +109,16 @@ impl NodeSpec {
             || (tier == Tier::Archive && self.tiers.contains(&Tier::Cold))
     }
 
+    /// Every tier this node may hold ([`NodeSpec::may_hold`]), hottest first: what a
+    /// reader without this crate (the tiering policy of `hektor-dataflow`) is given, so
+    /// the rule stays here.
+    pub fn tiers_held(&self) -> Vec<Tier> {
+        [Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archive]
+            .into_iter()
+            .filter(|t| self.may_hold(*t))
+            .collect()
+    }
+
     /// Check the id and the weight.
     pub fn validate(&self) -> Result<()> {
         validate_id(&self.id)?;
@@ -271,6 +281,12 @@ mod tests {
         assert!(hot.may_hold(Tier::Hot));
         assert!(!hot.may_hold(Tier::Warm) && !hot.may_hold(Tier::Cold));
         assert!(!hot.may_hold(Tier::Archive));
+        assert_eq!(
+            any.tiers_held(),
+            [Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archive]
+        );
+        assert_eq!(cold.tiers_held(), [Tier::Warm, Tier::Cold, Tier::Archive]);
+        assert_eq!(hot.tiers_held(), [Tier::Hot]);
         assert_eq!(tier_of_role("gpu"), None);
         assert_eq!(tier_of_role("data"), None);
     }

@@ -24,11 +24,14 @@
 //! **Tiers by hotness.** With a feed, after every round of decisions the leading planner
 //! runs [`crate::tiering::plan_tiers`] once over all followed collections (the hot budget
 //! is per node): each shard's query rate over the last minute, its tier and replicas from
-//! the map, its size from the heartbeats. Its decisions are appended to the plan topics as
-//! [`PlanAction::SetTier`] changes (reasons start `tier: `), which the controller carries
-//! out like an operator's; ranges a split, merge or move of the same round touches are
-//! left alone. The view's `planner.tiering` shows the settings, each node's hot bytes
-//! against its budget, the shards waiting (dwell, or room) and the recent tier decisions.
+//! the map, its size from the heartbeats, and the live data nodes with the tiers their
+//! tier roles let them hold ([`ClusterFeed::tiers`]: a promotion that moves the shard off
+//! holders that may not hold hot counts against the budget of nodes that may). Its
+//! decisions are appended to the plan topics as [`PlanAction::SetTier`] changes (reasons
+//! start `tier: `), which the controller carries out like an operator's; ranges a split,
+//! merge or move of the same round touches are left alone. The view's `planner.tiering`
+//! shows the settings, each node's hot bytes against its budget, the shards waiting
+//! (dwell, or room) and the recent tier decisions.
 //!
 //! This module owns the follow-the-log loop, the per-collection drivers, the decision
 //! history, Holt forecasts per shard, and an in-memory view (latest snapshot per
@@ -66,7 +69,7 @@ use crate::decide::{decide, DecideConfig, Forecasts, History, LoadBasis};
 use crate::driver::{HotnessDriver, HotnessSnapshot, NodeLoad, Setup};
 use crate::hotness::{HotnessParams, WINDOWS};
 use crate::predict::Predictor;
-use crate::tiering::{plan_tiers, TierPlan, TierShard, TieringConfig, TieringState};
+use crate::tiering::{plan_tiers, TierNodes, TierPlan, TierShard, TieringConfig, TieringState};
 use crate::{DataflowError, Result};
 
 /// Decisions kept in memory for the view.
@@ -106,6 +109,16 @@ pub trait ClusterFeed: Send + Sync {
     fn shards(&self, collection: &str) -> Option<FeedMap>;
     /// The data nodes that may hold shards, with their capacity weights.
     fn nodes(&self) -> BTreeMap<String, f64>;
+    /// The same nodes, each with the tiers it may hold (from its tier roles, by placement's
+    /// rule: the binary gives `hektor_cluster::NodeSpec::tiers_held`). The tiering policy
+    /// charges a promotion that must move (its holders may not hold hot) to nodes that
+    /// may. By default every node holds every tier, as without tier roles.
+    fn tiers(&self) -> BTreeMap<String, Vec<Tier>> {
+        self.nodes()
+            .into_keys()
+            .map(|n| (n, vec![Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archive]))
+            .collect()
+    }
     /// Whether this node's planner decides: one planner per cluster, the controller's.
     /// Every planner keeps counting hotness (so a new controller's planner is warm), but
     /// only the leading one appends decisions.
@@ -536,8 +549,10 @@ async fn run(
                 }
             }
         }
-        if feed.is_some() {
-            if let Err(err) = tier_round(&log, &config, &mut tracked, &mut tiering, &view).await {
+        if let Some(feed) = feed.as_deref() {
+            if let Err(err) =
+                tier_round(&log, &config, feed, &mut tracked, &mut tiering, &view).await
+            {
                 tracing::warn!(%err, "tiering round failed");
                 error = Some(format!("tiering: {err}"));
             }
@@ -864,6 +879,7 @@ async fn round(
 async fn tier_round(
     log: &Arc<dyn Log>,
     config: &PlannerConfig,
+    feed: &dyn ClusterFeed,
     tracked: &mut BTreeMap<String, Tracked>,
     state: &mut TieringState,
     view: &Mutex<View>,
@@ -905,8 +921,11 @@ async fn tier_round(
             });
         }
     }
+    // The live data nodes and their tiers: a promotion whose holders may not hold hot is
+    // charged to nodes that may.
+    let tier_nodes = TierNodes::new(feed.tiers());
     let now_ms = wall_ms();
-    let plan = plan_tiers(&shards, &config.tiering, state, now_ms);
+    let plan = plan_tiers(&shards, &tier_nodes, &config.tiering, state, now_ms);
     let mut by_collection: BTreeMap<String, Vec<PlanChange>> = BTreeMap::new();
     for d in &plan.decisions {
         let Some(t) = tracked.get_mut(&d.collection) else {

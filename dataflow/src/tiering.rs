@@ -33,13 +33,25 @@
 //! codes the hot walk uses, 2 × M = 32 layer-0 links of 4 bytes, and 16 bytes for upper
 //! layers and bookkeeping). Each node's hot bytes are the sum over the hot shards it holds
 //! a replica of (all collections together), counting a shard promoted but not yet switched
-//! by the controller as hot already. A promotion is decided only when it fits on every
-//! replica's node; when it does not, hot shards of those nodes whose rate is below
-//! `evict_ratio` × the candidate's (and not themselves about to change) are demoted to warm
-//! first, coldest first, and the promotion waits until the map shows them warm; a cold
-//! shard that finds no room goes to warm meanwhile. A node
-//! above its budget (its shards grew) has its coldest hot shards demoted at once, without
-//! dwell.
+//! by the controller as hot already. Which nodes a promotion lands on follows the tier
+//! roles ([`TierNodes`]: the live data nodes and the tiers each may hold, by
+//! `hektor-cluster`'s `NodeSpec::may_hold`). When every holder may hold hot (always without
+//! tier roles) the controller switches the holders in place, so the promotion must fit on
+//! every replica's node. When a holder may not (a `cold`-only node, say) the controller
+//! moves the shard to nodes that may, so their budget is the one that counts: there must
+//! be as many live hot-eligible nodes as the shard has replicas, and the promotion is
+//! charged to that many of them, those with the least hot bytes (then by name), until the
+//! map shows it hot on the nodes the controller chose (the controller's placement picks
+//! the actual targets; the charge is the policy's conservative stand-in); with no live
+//! node that may hold hot it waits ("no live node may hold hot"). When it does not fit,
+//! hot shards of the full nodes (the holders, or the chosen hot-eligible nodes) whose rate
+//! is below `evict_ratio` × the candidate's (and not themselves about to change) are
+//! demoted to warm first, coldest first, and the promotion waits until the map shows them
+//! warm; a cold shard that finds no room goes to warm meanwhile (where a live node may
+//! hold warm). Every hot-eligible node is listed in the plan's [`TierPlan::nodes`], even
+//! one holding nothing yet; a node that may not hold hot only while it holds hot shards.
+//! A node above its budget (its shards grew) has its coldest hot shards demoted at once,
+//! without dwell.
 //!
 //! **Move budget.** At most `moves_per_round` decisions per round and `moves_per_min` in
 //! any 60 s; budget demotions go first, then promotions (hottest first), then demotions
@@ -242,6 +254,49 @@ impl TierShard {
 
 type ShardKey = (String, RingRange);
 
+/// The live data nodes the controller places shards on, each with the tiers it may hold.
+/// The rule from tier roles is `hektor-cluster`'s (`NodeSpec::may_hold`); the caller
+/// applies it (`NodeSpec::tiers_held`) and the policy only reads the result. A node not
+/// listed (dead, leaving, or nothing known) does not bar a tier: the controller switches
+/// such a holder's tier in place, as it does every holder without tier roles.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TierNodes {
+    tiers: BTreeMap<String, Vec<Tier>>,
+}
+
+impl TierNodes {
+    /// Each live data node with the tiers it may hold.
+    pub fn new(tiers: impl IntoIterator<Item = (String, Vec<Tier>)>) -> Self {
+        TierNodes {
+            tiers: tiers.into_iter().collect(),
+        }
+    }
+
+    /// Live data nodes without tier roles: each may hold every tier.
+    pub fn any_tier(nodes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let all = vec![Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archive];
+        TierNodes::new(nodes.into_iter().map(|n| (n.into(), all.clone())))
+    }
+
+    /// Whether `node`, a live data node, may hold `tier`; `None` when it is not listed.
+    pub fn may_hold(&self, node: &str, tier: Tier) -> Option<bool> {
+        self.tiers.get(node).map(|t| t.contains(&tier))
+    }
+
+    /// The live data nodes that may hold `tier`, by name.
+    pub fn eligible(&self, tier: Tier) -> impl Iterator<Item = &String> {
+        self.tiers
+            .iter()
+            .filter(move |(_, t)| t.contains(&tier))
+            .map(|(n, _)| n)
+    }
+
+    /// A live data node that may not hold `tier`: a shard of that tier held there moves.
+    fn barred(&self, node: &str, tier: Tier) -> bool {
+        self.may_hold(node, tier) == Some(false)
+    }
+}
+
 /// One decided tier change, with the numbers behind it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TierDecision {
@@ -251,6 +306,9 @@ pub struct TierDecision {
     pub to: Tier,
     pub qps: f64,
     pub reason: String,
+    /// A promotion whose holders may not hold hot (the controller moves the shard): the
+    /// hot-eligible nodes whose budget it was charged to. Empty otherwise.
+    pub on: Vec<String>,
 }
 
 /// A node's hot tier after a round: estimated bytes (decided promotions included) and
@@ -282,6 +340,9 @@ struct Watch {
 struct Pending {
     to: Tier,
     since_ms: u64,
+    /// A promotion that moves the shard: the nodes its hot bytes are charged to until
+    /// the map shows it hot (empty: its holders).
+    on: Vec<String>,
 }
 
 /// What the policy remembers between rounds: since when each shard's rate has pointed
@@ -328,6 +389,7 @@ fn record(
     s: &TierShard,
     to: Tier,
     reason: String,
+    on: Vec<String>,
     now_ms: u64,
 ) {
     state.pending.insert(
@@ -335,6 +397,7 @@ fn record(
         Pending {
             to,
             since_ms: now_ms,
+            on: on.clone(),
         },
     );
     state.watch.remove(&s.key());
@@ -346,6 +409,7 @@ fn record(
         to,
         qps: s.qps,
         reason,
+        on,
     });
 }
 
@@ -366,9 +430,11 @@ fn demotable<'a>(shards: &'a [TierShard], node: &str, state: &TieringState) -> V
 }
 
 /// One round of the policy at `now_ms` over every shard of every collection (the budget
-/// is per node, across collections). Updates `state`; see the module doc for the rules.
+/// is per node, across collections), with the live data nodes and the tiers each may hold
+/// (`tier_nodes`). Updates `state`; see the module doc for the rules.
 pub fn plan_tiers(
     shards: &[TierShard],
+    tier_nodes: &TierNodes,
     config: &TieringConfig,
     state: &mut TieringState,
     now_ms: u64,
@@ -390,28 +456,47 @@ pub fn plan_tiers(
         state.moves.pop_front();
     }
 
-    // Hot bytes per node, conservatively: hot in the map, or promoted and not shown yet.
-    // `leaving`: hot in the map with a demotion decided (counted above until shown).
-    let mut nodes: BTreeMap<String, NodeHot> = BTreeMap::new();
+    // Hot bytes per node, conservatively: hot in the map, or promoted and not shown yet
+    // (a promotion that moves the shard counts on the nodes it was charged to, not on its
+    // holders). `leaving`: hot in the map with a demotion decided (counted above until
+    // shown). Every node that may hold hot is listed, even with nothing on it.
+    let empty = NodeHot {
+        hot_bytes: 0,
+        budget_bytes: config.hot_budget_bytes,
+        hot_shards: 0,
+    };
+    let mut nodes: BTreeMap<String, NodeHot> = tier_nodes
+        .eligible(Tier::Hot)
+        .map(|n| (n.clone(), empty.clone()))
+        .collect();
     let mut leaving: BTreeMap<String, u64> = BTreeMap::new();
     for s in shards {
-        let pending = state.pending.get(&s.key()).map(|p| p.to);
+        let p = state.pending.get(&s.key());
+        let pending = p.map(|p| p.to);
         let hot = s.tier == Tier::Hot || pending == Some(Tier::Hot);
+        let charged = match p {
+            Some(p) if p.to == Tier::Hot && !p.on.is_empty() => &p.on,
+            _ => &s.replicas,
+        };
         for n in &s.replicas {
-            let e = nodes.entry(n.clone()).or_insert(NodeHot {
-                hot_bytes: 0,
-                budget_bytes: config.hot_budget_bytes,
-                hot_shards: 0,
-            });
-            if hot {
-                e.hot_bytes = e.hot_bytes.saturating_add(s.bytes());
-                e.hot_shards += 1;
-            }
+            nodes.entry(n.clone()).or_insert_with(|| empty.clone());
             if s.tier == Tier::Hot && pending.is_some_and(|p| p != Tier::Hot) {
                 *leaving.entry(n.clone()).or_default() += s.bytes();
             }
         }
+        if hot {
+            for n in charged {
+                let e = nodes.entry(n.clone()).or_insert_with(|| empty.clone());
+                e.hot_bytes = e.hot_bytes.saturating_add(s.bytes());
+                e.hot_shards += 1;
+            }
+        }
     }
+    // The nodes shown: a node that may not hold hot only while it holds hot shards.
+    let shown = |mut nodes: BTreeMap<String, NodeHot>| {
+        nodes.retain(|n, h| h.hot_shards > 0 || !tier_nodes.barred(n, Tier::Hot));
+        nodes
+    };
     let staying = |nodes: &BTreeMap<String, NodeHot>, leaving: &BTreeMap<String, u64>, n: &str| {
         nodes
             .get(n)
@@ -460,7 +545,7 @@ pub fn plan_tiers(
         }
     }
     if !config.enabled {
-        plan.nodes = nodes;
+        plan.nodes = shown(nodes);
         return plan;
     }
     let mut allowed = config
@@ -487,7 +572,7 @@ pub fn plan_tiers(
                 s.qps,
                 mib(s.bytes())
             );
-            record(&mut plan, state, s, Tier::Warm, reason, now_ms);
+            record(&mut plan, state, s, Tier::Warm, reason, Vec::new(), now_ms);
             allowed -= 1;
             for n in &s.replicas {
                 *leaving.entry(n.clone()).or_default() += s.bytes();
@@ -515,7 +600,7 @@ pub fn plan_tiers(
                 config.demote_qps,
                 fmt_ms(held)
             );
-            record(&mut plan, state, s, want, reason, now_ms);
+            record(&mut plan, state, s, want, reason, Vec::new(), now_ms);
             allowed -= 1;
             continue;
         }
@@ -537,6 +622,51 @@ pub fn plan_tiers(
             );
             continue;
         }
+        // Where it will be hot: on its holders when they may all hold hot (the controller
+        // switches their engines in place); else it moves, and the controller builds it on
+        // nodes that may hold hot: charge it to as many of those as it has replicas, the
+        // ones with the most room (the least hot bytes, then by name).
+        let barred: Vec<&str> = s
+            .replicas
+            .iter()
+            .filter(|n| tier_nodes.barred(n, Tier::Hot))
+            .map(String::as_str)
+            .collect();
+        let moving = !barred.is_empty();
+        let eligible: Vec<&String> = tier_nodes.eligible(Tier::Hot).collect();
+        let names = |v: &[&String]| v.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+        let on: Vec<String> = if !moving {
+            s.replicas.clone()
+        } else {
+            let copies = s.replicas.len().max(1);
+            if eligible.is_empty() {
+                waiting(
+                    &mut plan,
+                    format!(
+                        "{why}, but no live node may hold hot (its holders {} may not)",
+                        barred.join(", ")
+                    ),
+                );
+                continue;
+            }
+            if eligible.len() < copies {
+                waiting(
+                    &mut plan,
+                    format!(
+                        "{why}, but its holders {} may not hold hot and only {} live node{} may ({}), fewer than its {copies} replicas",
+                        barred.join(", "),
+                        eligible.len(),
+                        if eligible.len() == 1 { "" } else { "s" },
+                        names(&eligible)
+                    ),
+                );
+                continue;
+            }
+            let hot_of = |n: &str| nodes.get(n).map_or(0, |h| h.hot_bytes);
+            let mut by_room = eligible.clone();
+            by_room.sort_by(|a, b| hot_of(a).cmp(&hot_of(b)).then(a.cmp(b)));
+            by_room.into_iter().take(copies).cloned().collect()
+        };
         // Room on a node counts only what the map shows (conservative `hot_bytes`).
         let need = |n: &String| {
             nodes
@@ -544,23 +674,35 @@ pub fn plan_tiers(
                 .map_or(0, |h| h.hot_bytes.saturating_add(bytes))
                 .saturating_sub(config.hot_budget_bytes)
         };
-        let full: Vec<&String> = s.replicas.iter().filter(|n| need(n) > 0).collect();
+        let full: Vec<&String> = on.iter().filter(|n| need(n) > 0).collect();
         if full.is_empty() {
-            let reason = format!(
-                "{} → hot: {why}; fits the hot budget ({} more of {} on {})",
-                lower(s.tier),
-                mib(bytes),
-                mib(config.hot_budget_bytes),
-                s.replicas.join(", ")
-            );
-            record(&mut plan, state, s, Tier::Hot, reason, now_ms);
-            allowed -= 1;
-            for n in &s.replicas {
+            let reason = if moving {
+                format!(
+                    "{} → hot: {why}; its holders {} may not hold hot: it moves, charged to {} ({} more of {} each)",
+                    lower(s.tier),
+                    barred.join(", "),
+                    on.join(", "),
+                    mib(bytes),
+                    mib(config.hot_budget_bytes)
+                )
+            } else {
+                format!(
+                    "{} → hot: {why}; fits the hot budget ({} more of {} on {})",
+                    lower(s.tier),
+                    mib(bytes),
+                    mib(config.hot_budget_bytes),
+                    s.replicas.join(", ")
+                )
+            };
+            for n in &on {
                 if let Some(h) = nodes.get_mut(n) {
                     h.hot_bytes = h.hot_bytes.saturating_add(bytes);
                     h.hot_shards += 1;
                 }
             }
+            let charged = if moving { on } else { Vec::new() };
+            record(&mut plan, state, s, Tier::Hot, reason, charged, now_ms);
+            allowed -= 1;
             continue;
         }
         // Make room: hot shards clearly colder than this one, coldest first, on every
@@ -586,12 +728,23 @@ pub fn plan_tiers(
             possible &= short == 0;
         }
         if !possible || evict.len() > allowed {
-            let names: Vec<&str> = full.iter().map(|n| n.as_str()).collect();
-            let full_why = format!("{why}, but the hot tier of {} is full", names.join(", "));
-            if s.tier == Tier::Cold {
+            let full_why = if moving {
+                format!(
+                    "{why}, but its holders {} may not hold hot and the hot tier of {} is full (the live nodes that may hold hot: {})",
+                    barred.join(", "),
+                    names(&full),
+                    names(&eligible)
+                )
+            } else {
+                format!("{why}, but the hot tier of {} is full", names(&full))
+            };
+            // Warm instead only where it can go: its holders, or a live node, may hold it.
+            let warm_ok = !s.replicas.iter().any(|n| tier_nodes.barred(n, Tier::Warm))
+                || tier_nodes.eligible(Tier::Warm).next().is_some();
+            if s.tier == Tier::Cold && warm_ok {
                 // No room in memory: the disk graph serves it much better than cold.
                 let reason = format!("cold → warm: {full_why}");
-                record(&mut plan, state, s, Tier::Warm, reason, now_ms);
+                record(&mut plan, state, s, Tier::Warm, reason, Vec::new(), now_ms);
                 allowed -= 1;
             } else {
                 waiting(&mut plan, full_why);
@@ -609,16 +762,22 @@ pub fn plan_tiers(
                 e.qps,
                 config.evict_ratio
             );
-            record(&mut plan, state, e, Tier::Warm, reason, now_ms);
+            record(&mut plan, state, e, Tier::Warm, reason, Vec::new(), now_ms);
             allowed -= 1;
             for n in &e.replicas {
                 *leaving.entry(n.clone()).or_default() += e.bytes();
             }
         }
-        waiting(
-            &mut plan,
-            format!("{why}; waiting for colder hot shards to leave the hot tier"),
-        );
+        let wait_why = if moving {
+            format!(
+                "{why}; waiting for colder hot shards to leave the hot tier of {} (its holders {} may not hold hot)",
+                on.join(", "),
+                barred.join(", ")
+            )
+        } else {
+            format!("{why}; waiting for colder hot shards to leave the hot tier")
+        };
+        waiting(&mut plan, wait_why);
     }
     for (s, want, held) in down {
         if allowed == 0 {
@@ -641,10 +800,10 @@ pub fn plan_tiers(
             s.qps,
             fmt_ms(held)
         );
-        record(&mut plan, state, s, want, reason, now_ms);
+        record(&mut plan, state, s, want, reason, Vec::new(), now_ms);
         allowed -= 1;
     }
-    plan.nodes = nodes;
+    plan.nodes = shown(nodes);
     plan
 }
 
@@ -699,6 +858,32 @@ mod tests {
         }
     }
 
+    /// Apply decisions as the controller would under tier roles, a promotion that moves
+    /// landing where the policy charged it.
+    fn apply_moves(shards: &mut [TierShard], plan: &TierPlan) {
+        apply(shards, plan);
+        for d in plan.decisions.iter().filter(|d| !d.on.is_empty()) {
+            for s in shards.iter_mut().filter(|s| s.range == d.range) {
+                s.replicas = d.on.clone();
+            }
+        }
+    }
+
+    /// Nodes `a`, `b`, `c` without tier roles.
+    fn plain() -> TierNodes {
+        TierNodes::any_tier(["a", "b", "c"])
+    }
+
+    /// The tiers of the roles `hot`, `warm`, `cold` (a cold node also holds archive).
+    const HOT: &[Tier] = &[Tier::Hot];
+    const WARM: &[Tier] = &[Tier::Warm];
+    const COLD: &[Tier] = &[Tier::Cold, Tier::Archive];
+
+    /// Nodes with tier roles.
+    fn roles(nodes: &[(&str, &[Tier])]) -> TierNodes {
+        TierNodes::new(nodes.iter().map(|(n, t)| (n.to_string(), t.to_vec())))
+    }
+
     #[test]
     fn the_bands_have_gaps() {
         let c = TieringConfig::default();
@@ -721,11 +906,11 @@ mod tests {
         let shards = vec![shard(0, Tier::Warm, 41.2, 1_000, &["a"])];
         let t0 = 1_000_000;
         for dt in [0, 10_000, 29_999] {
-            let plan = plan_tiers(&shards, &c, &mut state, t0 + dt);
+            let plan = plan_tiers(&shards, &plain(), &c, &mut state, t0 + dt);
             assert!(plan.decisions.is_empty(), "{plan:?}");
             assert_eq!(plan.waiting.len(), 1);
         }
-        let plan = plan_tiers(&shards, &c, &mut state, t0 + 30_000);
+        let plan = plan_tiers(&shards, &plain(), &c, &mut state, t0 + 30_000);
         assert_eq!(plan.decisions.len(), 1);
         let d = &plan.decisions[0];
         assert_eq!((d.from, d.to), (Tier::Warm, Tier::Hot));
@@ -735,7 +920,7 @@ mod tests {
             d.reason
         );
         // Pending until the map shows it: not decided again.
-        let plan = plan_tiers(&shards, &c, &mut state, t0 + 35_000);
+        let plan = plan_tiers(&shards, &plain(), &c, &mut state, t0 + 35_000);
         assert!(plan.decisions.is_empty());
         assert_eq!(state.pending(), 1);
     }
@@ -745,18 +930,18 @@ mod tests {
         let c = config();
         let mut state = TieringState::default();
         let mut shards = vec![shard(0, Tier::Hot, 1.0, 1_000, &["a"])];
-        let plan = plan_tiers(&shards, &c, &mut state, 0);
+        let plan = plan_tiers(&shards, &plain(), &c, &mut state, 0);
         assert!(plan.decisions.is_empty());
         // Back in the band at 50 s: the hot shard stays; the clock restarts.
         shards[0].qps = 6.0;
-        assert!(plan_tiers(&shards, &c, &mut state, 50_000)
+        assert!(plan_tiers(&shards, &plain(), &c, &mut state, 50_000)
             .decisions
             .is_empty());
         shards[0].qps = 1.0;
-        assert!(plan_tiers(&shards, &c, &mut state, 70_000)
+        assert!(plan_tiers(&shards, &plain(), &c, &mut state, 70_000)
             .decisions
             .is_empty());
-        let plan = plan_tiers(&shards, &c, &mut state, 130_000);
+        let plan = plan_tiers(&shards, &plain(), &c, &mut state, 130_000);
         assert_eq!(plan.decisions.len(), 1, "{plan:?}");
         assert!(plan.decisions[0]
             .reason
@@ -774,7 +959,7 @@ mod tests {
             shard(3, Tier::Cold, 1.0, 1_000, &["a"]),
         ];
         for t in 0..100 {
-            let plan = plan_tiers(&shards, &c, &mut state, t * 10_000);
+            let plan = plan_tiers(&shards, &plain(), &c, &mut state, t * 10_000);
             assert!(plan.decisions.is_empty(), "{plan:?}");
         }
     }
@@ -786,7 +971,7 @@ mod tests {
         let mut shards = vec![shard(0, Tier::Hot, 0.0, 1_000, &["a"])];
         let mut changes = Vec::new();
         for t in 0..40 {
-            let plan = plan_tiers(&shards, &c, &mut state, t * 10_000);
+            let plan = plan_tiers(&shards, &plain(), &c, &mut state, t * 10_000);
             apply(&mut shards, &plan);
             changes.extend(plan.decisions.iter().map(|d| (t * 10, d.to)));
         }
@@ -805,7 +990,7 @@ mod tests {
         // Off (the default): a cold shard nobody reads stays cold for ever.
         let mut state = TieringState::default();
         for t in 0..100 {
-            let plan = plan_tiers(&shards, &config(), &mut state, t * 10_000);
+            let plan = plan_tiers(&shards, &plain(), &config(), &mut state, t * 10_000);
             assert!(plan.decisions.is_empty(), "{plan:?}");
         }
         let c = TieringConfig {
@@ -815,7 +1000,7 @@ mod tests {
         let mut state = TieringState::default();
         let mut changes = Vec::new();
         for t in 0..100 {
-            let plan = plan_tiers(&shards, &c, &mut state, t * 10_000);
+            let plan = plan_tiers(&shards, &plain(), &c, &mut state, t * 10_000);
             apply(&mut shards, &plan);
             changes.extend(
                 plan.decisions
@@ -857,17 +1042,232 @@ mod tests {
             shard(0, Tier::Warm, 30.0, 4_000, &["a"]),
             shard(1, Tier::Warm, 50.0, 4_000, &["a"]),
         ];
-        plan_tiers(&shards, &c, &mut state, 0);
-        let plan = plan_tiers(&shards, &c, &mut state, 30_000);
+        plan_tiers(&shards, &plain(), &c, &mut state, 0);
+        let plan = plan_tiers(&shards, &plain(), &c, &mut state, 30_000);
         assert_eq!(plan.decisions.len(), 1);
         assert_eq!(plan.decisions[0].range, range(1));
         assert!(plan.waiting.iter().any(|w| w.3.contains("is full")));
         apply(&mut shards, &plan);
         for t in 4..20 {
-            let plan = plan_tiers(&shards, &c, &mut state, t * 10_000);
+            let plan = plan_tiers(&shards, &plain(), &c, &mut state, t * 10_000);
             assert!(plan.decisions.is_empty(), "{plan:?}");
             assert!(plan.nodes["a"].hot_bytes <= c.hot_budget_bytes);
         }
+    }
+
+    #[test]
+    fn a_promotion_off_cold_only_holders_is_charged_to_the_hot_nodes() {
+        let c = config();
+        let nodes = roles(&[("c1", COLD), ("c2", COLD), ("h1", HOT), ("h2", HOT)]);
+        let mut state = TieringState::default();
+        // 7.9 MiB each; the 10 MiB budget holds one, and one beside h1's 2 MiB shard.
+        let mut shards = vec![
+            shard(0, Tier::Cold, 50.0, 4_000, &["c1"]),
+            shard(1, Tier::Cold, 40.0, 4_000, &["c2"]),
+            shard(2, Tier::Cold, 30.0, 4_000, &["c1"]),
+            shard(3, Tier::Hot, 30.0, 1_000, &["h1"]),
+        ];
+        let plan = plan_tiers(&shards, &nodes, &c, &mut state, 0);
+        // Every node that may hold hot is listed, h2 with nothing on it; the cold-only
+        // nodes, which hold nothing hot, are not.
+        assert_eq!(
+            plan.nodes.keys().collect::<Vec<_>>(),
+            ["h1", "h2"],
+            "{plan:?}"
+        );
+        assert_eq!(plan.nodes["h2"].hot_bytes, 0);
+        let plan = plan_tiers(&shards, &nodes, &c, &mut state, 30_000);
+        let out: Vec<_> = plan
+            .decisions
+            .iter()
+            .map(|d| (d.range, d.to, d.on.clone()))
+            .collect();
+        // The hottest goes to the node with the most room (h2), the next to the other
+        // (h1: 2 + 7.9 MiB ≤ 10 MiB); the third fits on neither (h2, with the most room,
+        // is full) and, with no node that may hold warm, waits.
+        assert_eq!(
+            out,
+            vec![
+                (range(0), Tier::Hot, vec!["h2".to_string()]),
+                (range(1), Tier::Hot, vec!["h1".to_string()]),
+            ],
+            "{plan:?}"
+        );
+        assert!(
+            plan.decisions[0]
+                .reason
+                .contains("its holders c1 may not hold hot: it moves, charged to h2"),
+            "{}",
+            plan.decisions[0].reason
+        );
+        let why = &plan
+            .waiting
+            .iter()
+            .find(|w| w.1 == range(2))
+            .expect("shard 2 waits")
+            .3;
+        assert!(
+            why.contains("the hot tier of h2 is full (the live nodes that may hold hot: h1, h2)"),
+            "{why}"
+        );
+        for n in ["h1", "h2"] {
+            assert!(plan.nodes[n].hot_bytes <= c.hot_budget_bytes, "{plan:?}");
+        }
+        assert_eq!(plan.nodes["h2"].hot_bytes, shards[0].bytes());
+        assert_eq!(
+            plan.nodes["h1"].hot_bytes,
+            shards[1].bytes() + shards[3].bytes()
+        );
+        // Until the map shows them hot, the pending moves stay charged to h1 and h2.
+        let decided = plan;
+        let plan = plan_tiers(&shards, &nodes, &c, &mut state, 35_000);
+        assert!(plan.decisions.is_empty(), "{plan:?}");
+        assert_eq!(plan.nodes["h2"].hot_bytes, shards[0].bytes());
+        assert!(plan.waiting.iter().any(|w| w.1 == range(2)));
+        // The controller moves them where they were charged; the budgets hold, and
+        // nothing more moves.
+        apply_moves(&mut shards, &decided);
+        assert_eq!(shards[0].replicas, ["h2"]);
+        assert_eq!(shards[1].replicas, ["h1"]);
+        for t in 4..20 {
+            let plan = plan_tiers(&shards, &nodes, &c, &mut state, t * 10_000);
+            assert!(plan.decisions.is_empty(), "{plan:?}");
+            for n in ["h1", "h2"] {
+                assert!(plan.nodes[n].hot_bytes <= c.hot_budget_bytes, "{plan:?}");
+            }
+            assert_eq!(plan.nodes["h2"].hot_bytes, shards[0].bytes());
+        }
+    }
+
+    #[test]
+    fn a_move_to_hot_makes_room_on_the_hot_nodes_not_the_holders() {
+        let c = config();
+        let nodes = roles(&[("c1", COLD), ("h1", HOT), ("w1", WARM)]);
+        let mut state = TieringState::default();
+        let mut shards = vec![
+            shard(0, Tier::Hot, 6.0, 4_000, &["h1"]),
+            shard(1, Tier::Cold, 50.0, 4_000, &["c1"]),
+        ];
+        plan_tiers(&shards, &nodes, &c, &mut state, 0);
+        let plan = plan_tiers(&shards, &nodes, &c, &mut state, 30_000);
+        // The cold-only holder has no hot bytes, but h1, where it goes, is full: its
+        // colder hot shard leaves first.
+        assert_eq!(plan.decisions.len(), 1, "{plan:?}");
+        let d = &plan.decisions[0];
+        assert_eq!((d.range, d.to), (range(0), Tier::Warm));
+        assert!(d.reason.contains("making room"), "{}", d.reason);
+        let why = &plan.waiting.iter().find(|w| w.1 == range(1)).unwrap().3;
+        assert!(why.contains("leave the hot tier of h1"), "{why}");
+        apply(&mut shards, &plan);
+        // The controller moves the demoted shard off h1, to w1, which may hold warm.
+        shards[0].replicas = vec!["w1".into()];
+        let plan = plan_tiers(&shards, &nodes, &c, &mut state, 40_000);
+        assert_eq!(plan.decisions.len(), 1, "{plan:?}");
+        let d = &plan.decisions[0];
+        assert_eq!(
+            (d.range, d.to, d.on.clone()),
+            (range(1), Tier::Hot, vec!["h1".into()])
+        );
+        assert!(plan.nodes["h1"].hot_bytes <= c.hot_budget_bytes);
+    }
+
+    #[test]
+    fn a_promotion_off_cold_only_holders_waits_without_a_hot_node() {
+        let c = config();
+        let mut state = TieringState::default();
+        let nodes = roles(&[("c1", COLD), ("c2", COLD), ("w1", WARM)]);
+        let shards = vec![shard(0, Tier::Cold, 50.0, 1_000, &["c1"])];
+        plan_tiers(&shards, &nodes, &c, &mut state, 0);
+        for t in [30_000, 60_000] {
+            let plan = plan_tiers(&shards, &nodes, &c, &mut state, t);
+            assert!(plan.decisions.is_empty(), "{plan:?}");
+            assert_eq!(plan.waiting.len(), 1, "{plan:?}");
+            assert!(
+                plan.waiting[0]
+                    .3
+                    .ends_with("but no live node may hold hot (its holders c1 may not)"),
+                "{}",
+                plan.waiting[0].3
+            );
+            assert!(plan.nodes.is_empty(), "{plan:?}");
+        }
+        // Two replicas and one node that may hold hot: it waits too, and says so.
+        let nodes = roles(&[("c1", COLD), ("c2", COLD), ("h1", HOT)]);
+        let shards = vec![shard(0, Tier::Cold, 50.0, 1_000, &["c1", "c2"])];
+        let mut state = TieringState::default();
+        plan_tiers(&shards, &nodes, &c, &mut state, 0);
+        let plan = plan_tiers(&shards, &nodes, &c, &mut state, 30_000);
+        assert!(plan.decisions.is_empty(), "{plan:?}");
+        assert!(
+            plan.waiting[0]
+                .3
+                .ends_with("only 1 live node may (h1), fewer than its 2 replicas"),
+            "{}",
+            plan.waiting[0].3
+        );
+        assert_eq!(plan.nodes["h1"].hot_bytes, 0);
+    }
+
+    #[test]
+    fn holders_that_may_hold_hot_keep_the_budget_on_the_holders() {
+        // The same rounds with nothing known of the nodes, with nodes without tier roles,
+        // and with tier roles that let every holder hold hot (c is cold-only and idle):
+        // the same decisions and waits, charged to the holders, as before tier roles.
+        let c = config();
+        type Round = (Vec<TierDecision>, Vec<(String, RingRange, Tier, String)>);
+        let runs: Vec<Vec<Round>> = [
+            TierNodes::default(),
+            TierNodes::any_tier(["a", "b", "x"]),
+            roles(&[
+                ("a", &[Tier::Hot, Tier::Warm]),
+                ("b", &[Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archive]),
+                ("c", COLD),
+            ]),
+        ]
+        .iter()
+        .map(|nodes| {
+            let mut state = TieringState::default();
+            let mut shards = vec![
+                shard(0, Tier::Hot, 6.0, 4_000, &["a", "b"]),
+                shard(1, Tier::Warm, 50.0, 4_000, &["a"]),
+                shard(2, Tier::Warm, 30.0, 4_000, &["b"]),
+                shard(3, Tier::Warm, 25.0, 2_000, &["b"]),
+                shard(4, Tier::Cold, 22.0, 4_000, &["b"]),
+            ];
+            let mut rounds = Vec::new();
+            for t in 0..12 {
+                let plan = plan_tiers(&shards, nodes, &c, &mut state, t * 10_000);
+                for n in ["a", "b"] {
+                    if let Some(h) = plan.nodes.get(n) {
+                        assert!(h.hot_bytes <= c.hot_budget_bytes, "{plan:?}");
+                    }
+                }
+                assert!(plan.decisions.iter().all(|d| d.on.is_empty()), "{plan:?}");
+                apply_moves(&mut shards, &plan);
+                rounds.push((plan.decisions, plan.waiting));
+            }
+            rounds
+        })
+        .collect();
+        assert_eq!(runs[0], runs[1]);
+        assert_eq!(runs[0], runs[2]);
+        let decided: Vec<(RingRange, Tier)> = runs[0]
+            .iter()
+            .flat_map(|r| r.0.iter().map(|d| (d.range, d.to)))
+            .collect();
+        // Shard 0 leaves a and b to make room for shard 1; once it is warm, shard 1 moves
+        // in on a and shard 2 on b; shard 3 (3.9 MiB) no longer fits on b and waits, and
+        // the cold one, no more room either, goes warm meanwhile.
+        assert_eq!(
+            decided,
+            vec![
+                (range(0), Tier::Warm),
+                (range(1), Tier::Hot),
+                (range(2), Tier::Hot),
+                (range(4), Tier::Warm),
+            ],
+            "{runs:?}"
+        );
     }
 
     #[test]
@@ -878,8 +1278,8 @@ mod tests {
             shard(0, Tier::Hot, 30.0, 4_000, &["a"]),
             shard(1, Tier::Cold, 25.0, 4_000, &["a"]),
         ];
-        plan_tiers(&shards, &c, &mut state, 0);
-        let plan = plan_tiers(&shards, &c, &mut state, 30_000);
+        plan_tiers(&shards, &plain(), &c, &mut state, 0);
+        let plan = plan_tiers(&shards, &plain(), &c, &mut state, 30_000);
         assert_eq!(plan.decisions.len(), 1, "{plan:?}");
         let d = &plan.decisions[0];
         assert_eq!((d.range, d.to), (range(1), Tier::Warm));
@@ -900,18 +1300,18 @@ mod tests {
             shard(0, Tier::Hot, 6.0, 4_000, &["a", "b"]),
             shard(1, Tier::Warm, 50.0, 4_000, &["a"]),
         ];
-        plan_tiers(&shards, &c, &mut state, 0);
-        let plan = plan_tiers(&shards, &c, &mut state, 30_000);
+        plan_tiers(&shards, &plain(), &c, &mut state, 0);
+        let plan = plan_tiers(&shards, &plain(), &c, &mut state, 30_000);
         assert_eq!(plan.decisions.len(), 1, "{plan:?}");
         let d = &plan.decisions[0];
         assert_eq!((d.range, d.to), (range(0), Tier::Warm));
         assert!(d.reason.contains("making room"), "{}", d.reason);
         // Not yet in the map: nothing more (no second eviction, no promotion).
-        assert!(plan_tiers(&shards, &c, &mut state, 35_000)
+        assert!(plan_tiers(&shards, &plain(), &c, &mut state, 35_000)
             .decisions
             .is_empty());
         apply(&mut shards, &plan);
-        let plan = plan_tiers(&shards, &c, &mut state, 40_000);
+        let plan = plan_tiers(&shards, &plain(), &c, &mut state, 40_000);
         assert_eq!(plan.decisions.len(), 1, "{plan:?}");
         assert_eq!(
             (plan.decisions[0].range, plan.decisions[0].to),
@@ -929,12 +1329,12 @@ mod tests {
             shard(2, Tier::Hot, 8.0, 3_000, &["a"]),
         ];
         // 3 × 5.9 MiB > 10 MiB: two must go, the two coldest.
-        let plan = plan_tiers(&shards, &c, &mut state, 0);
+        let plan = plan_tiers(&shards, &plain(), &c, &mut state, 0);
         let out: Vec<_> = plan.decisions.iter().map(|d| d.range).collect();
         assert_eq!(out, vec![range(1), range(2)], "{plan:?}");
         assert!(plan.decisions[0].reason.contains("> budget"));
         // Pending demotions count as leaving: nothing more next round.
-        assert!(plan_tiers(&shards, &c, &mut state, 5_000)
+        assert!(plan_tiers(&shards, &plain(), &c, &mut state, 5_000)
             .decisions
             .is_empty());
     }
@@ -951,10 +1351,10 @@ mod tests {
         let mut shards: Vec<TierShard> = (0..8)
             .map(|i| shard(i, Tier::Warm, 100.0, 10, &["a"]))
             .collect();
-        plan_tiers(&shards, &c, &mut state, 0);
+        plan_tiers(&shards, &plain(), &c, &mut state, 0);
         let mut per_time = Vec::new();
         for t in 3..20u64 {
-            let plan = plan_tiers(&shards, &c, &mut state, t * 10_000);
+            let plan = plan_tiers(&shards, &plain(), &c, &mut state, t * 10_000);
             apply(&mut shards, &plan);
             per_time.push((t * 10, plan.decisions.len()));
         }
@@ -973,18 +1373,20 @@ mod tests {
         let mut state = TieringState::default();
         let mut shards = vec![shard(0, Tier::Warm, 100.0, 10, &["a"])];
         shards[0].busy = true;
-        plan_tiers(&shards, &c, &mut state, 0);
-        assert!(plan_tiers(&shards, &c, &mut state, 60_000)
+        plan_tiers(&shards, &plain(), &c, &mut state, 0);
+        assert!(plan_tiers(&shards, &plain(), &c, &mut state, 60_000)
             .decisions
             .is_empty());
         shards[0].busy = false;
         c.enabled = false;
-        assert!(plan_tiers(&shards, &c, &mut state, 70_000)
+        assert!(plan_tiers(&shards, &plain(), &c, &mut state, 70_000)
             .decisions
             .is_empty());
         c.enabled = true;
         assert_eq!(
-            plan_tiers(&shards, &c, &mut state, 80_000).decisions.len(),
+            plan_tiers(&shards, &plain(), &c, &mut state, 80_000)
+                .decisions
+                .len(),
             1
         );
     }
@@ -1029,12 +1431,15 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        #![proptest_config(ProptestConfig::with_cases(96))]
 
-        /// Whatever the rates (changing every few rounds) and however late the controller
-        /// carries decisions out: every node's hot tier in the map stays within its budget
-        /// (it started within), rounds and minutes keep their move budgets, and under
-        /// steady rates a shard settles (no flapping).
+        /// Whatever the rates (changing every few rounds), the nodes' tier roles (none,
+        /// `hot`, `warm` or `cold` each) and however late the controller carries decisions
+        /// out (in place where the holders may hold the new tier, else moving the shard:
+        /// a promotion where the policy charged it, other changes to the first nodes that
+        /// may hold the tier, none when no node may): every node's hot tier in the map
+        /// stays within its budget (it started within), rounds and minutes keep their
+        /// move budgets, and under steady rates a shard settles (no flapping).
         #[test]
         fn the_budget_and_move_caps_hold(
             sizes in prop::collection::vec(100u64..3_000, 2..8),
@@ -1042,8 +1447,31 @@ mod tests {
             rates in prop::collection::vec(prop::collection::vec(0.0f64..80.0, 8), 1..4),
             delays in prop::collection::vec(0u64..3, 64),
             budget_mib in 3u64..12,
+            node_roles in prop::collection::vec(0usize..5, 3),
         ) {
             let nodes = ["a", "b", "c"];
+            // 0 and 4: no tier role (half the cases have none at all, or some).
+            let held: Vec<&[Tier]> = node_roles
+                .iter()
+                .map(|r| match r {
+                    1 => HOT,
+                    2 => WARM,
+                    3 => COLD,
+                    _ => &[Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archive][..],
+                })
+                .collect();
+            let tier_nodes = TierNodes::new(
+                nodes.iter().zip(&held).map(|(n, t)| (n.to_string(), t.to_vec())),
+            );
+            let may = |n: &str, t: Tier| tier_nodes.may_hold(n, t) == Some(true);
+            // Shards start warm, or cold without a node that may hold warm, on nodes that
+            // may hold that tier.
+            let start = [Tier::Warm, Tier::Cold]
+                .into_iter()
+                .find(|t| nodes.iter().any(|n| may(n, *t)));
+            prop_assume!(start.is_some());
+            let start = start.unwrap_or(Tier::Warm);
+            let pool: Vec<&str> = nodes.iter().copied().filter(|n| may(n, start)).collect();
             let c = TieringConfig {
                 promote_dwell_ms: 3_000,
                 demote_dwell_ms: 5_000,
@@ -1058,8 +1486,9 @@ mod tests {
                 .enumerate()
                 .map(|(i, v)| {
                     let p = placement[i];
-                    let replicas = if p == 2 { vec![nodes[i % 3], nodes[(i + 1) % 3]] } else { vec![nodes[(i + p) % 3]] };
-                    shard(i as u64, Tier::Warm, 0.0, *v, &replicas)
+                    let k = pool.len();
+                    let replicas = if p == 2 && k >= 2 { vec![pool[i % k], pool[(i + 1) % k]] } else { vec![pool[(i + p) % k]] };
+                    shard(i as u64, start, 0.0, *v, &replicas)
                 })
                 .collect();
             let map_hot = |shards: &[TierShard], node: &str| -> u64 {
@@ -1070,8 +1499,8 @@ mod tests {
                     .sum()
             };
             let mut state = TieringState::default();
-            // Decisions waiting for the "controller": (apply at round, range, tier).
-            let mut queue: Vec<(usize, RingRange, Tier)> = Vec::new();
+            // Decisions waiting for the "controller": (apply at round, range, tier, on).
+            let mut queue: Vec<(usize, RingRange, Tier, Vec<String>)> = Vec::new();
             let mut times: Vec<u64> = Vec::new();
             let mut changes = vec![0usize; shards.len()];
             let rounds = 120usize;
@@ -1082,27 +1511,59 @@ mod tests {
                 for (i, s) in shards.iter_mut().enumerate() {
                     s.qps = rates[phase][i];
                 }
-                for (at, r, t) in &queue {
-                    if *at <= round {
-                        if let Some(s) = shards.iter_mut().find(|s| s.range == *r) {
-                            s.tier = *t;
-                            if round >= steady_from {
-                                let i = (s.range.start >> 60) as usize;
-                                changes[i] += 1;
-                            }
+                for (at, r, t, on) in &queue {
+                    if *at > round {
+                        continue;
+                    }
+                    let Some(s) = shards.iter_mut().find(|s| s.range == *r) else {
+                        continue;
+                    };
+                    if !s.replicas.iter().all(|n| may(n, *t)) {
+                        // A move: where the promotion was charged, else the first nodes
+                        // that may hold the tier; with none, the controller holds back.
+                        let to: Vec<String> = if on.is_empty() {
+                            nodes
+                                .iter()
+                                .filter(|n| may(n, *t))
+                                .take(s.replicas.len())
+                                .map(|n| n.to_string())
+                                .collect()
+                        } else {
+                            on.clone()
+                        };
+                        if to.is_empty() {
+                            continue;
                         }
+                        s.replicas = to;
+                    }
+                    s.tier = *t;
+                    if round >= steady_from {
+                        let i = (s.range.start >> 60) as usize;
+                        changes[i] += 1;
                     }
                 }
                 queue.retain(|(at, ..)| *at > round);
-                let plan = plan_tiers(&shards, &c, &mut state, now);
+                let plan = plan_tiers(&shards, &tier_nodes, &c, &mut state, now);
                 prop_assert!(plan.decisions.len() <= c.moves_per_round);
                 for (k, d) in plan.decisions.iter().enumerate() {
+                    let s = shards.iter().find(|s| s.range == d.range).unwrap();
+                    let moves = !s.replicas.iter().all(|n| may(n, d.to));
+                    if d.to == Tier::Hot && moves {
+                        // Charged to as many nodes that may hold hot as it has replicas.
+                        prop_assert_eq!(d.on.len(), s.replicas.len(), "{:?}", d);
+                        prop_assert!(d.on.iter().all(|n| may(n, Tier::Hot)), "{:?}", d);
+                    } else {
+                        prop_assert!(d.on.is_empty(), "{:?}", d);
+                    }
                     times.push(now);
-                    queue.push((round + 1 + delays[(round + k) % delays.len()] as usize, d.range, d.to));
+                    queue.push((round + 1 + delays[(round + k) % delays.len()] as usize, d.range, d.to, d.on.clone()));
                 }
                 for n in nodes {
                     prop_assert!(map_hot(&shards, n) <= c.hot_budget_bytes,
                         "node {} holds {} hot bytes > {}", n, map_hot(&shards, n), c.hot_budget_bytes);
+                    if may(n, Tier::Hot) {
+                        prop_assert!(plan.nodes.contains_key(n), "{} not listed: {:?}", n, plan.nodes);
+                    }
                 }
             }
             for (i, t) in times.iter().enumerate() {
