@@ -193,6 +193,15 @@ fn default_k() -> usize {
 }
 
 impl SearchRequest {
+    /// How long the search may wait for its consistency level (`timeout_ms`, default
+    /// 10 s).
+    pub fn consistency_timeout(&self) -> Duration {
+        self.consistency
+            .as_ref()
+            .and_then(|c| c.timeout_ms)
+            .map_or(DEFAULT_CONSISTENCY_TIMEOUT, Duration::from_millis)
+    }
+
     /// The request in a JSON body, exactly as `serde_json::from_slice` reads it (same
     /// values, same errors), in one pass for the usual body: an object of `vector` (a
     /// flat array of numbers), `k`, `effort`, `without_payload`, `rescore` and `tenant`
@@ -1016,12 +1025,7 @@ impl Searcher {
             return self.search_here(collection, request).await;
         };
         let began = Instant::now();
-        let timeout = request
-            .consistency
-            .as_ref()
-            .and_then(|c| c.timeout_ms)
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_CONSISTENCY_TIMEOUT);
+        let timeout = request.consistency_timeout();
         let mut forwarded = request.clone();
         let here = self.search_here(collection, request);
         tokio::pin!(here);
@@ -1085,12 +1089,7 @@ impl Searcher {
             Some(range) => map.overlapping(range),
             None => map.shards(),
         };
-        let timeout = request
-            .consistency
-            .as_ref()
-            .and_then(|c| c.timeout_ms)
-            .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_CONSISTENCY_TIMEOUT);
+        let timeout = request.consistency_timeout();
         let token = request.consistency.as_ref().and_then(|c| c.after.as_ref());
         let level = match &request.consistency {
             Some(c) => c.level().map_err(|e| match e {
