@@ -266,7 +266,8 @@ fn the_document_lists_exactly_the_routes_the_node_serves() {
             ("post", "/collections/{collection}/vectors") => {
                 json!({"upserts": [{"id": "b", "vector": [0.0, 1.0, 0.0]}], "deletes": ["zz"]})
             }
-            ("post", "/collections/{collection}/search") => {
+            ("post", "/collections/{collection}/search")
+            | ("post", "/internal/collections/{collection}/region-search") => {
                 json!({"vector": [1.0, 0.0, 0.5], "k": 2, "tenant": null})
             }
             ("post", "/collections/{collection}/search/batch")
@@ -289,6 +290,9 @@ fn the_document_lists_exactly_the_routes_the_node_serves() {
     let query = |path: &str| {
         if path.ends_with("/snapshot") {
             format!("?incarnation={incarnation}&start={start}")
+        } else if path.ends_with("/regions/floors") {
+            // One region here: no region's floors to stream (a 400 that says why).
+            "?origin=east".to_owned()
         } else {
             String::new()
         }
@@ -394,6 +398,13 @@ fn the_document_lists_exactly_the_routes_the_node_serves() {
             token,
             good_body(method, template).as_ref(),
         );
+        if template == "/internal/regions/floors" {
+            // A node of one region merges no other region: the stream is refused, as
+            // documented (tests/regions_kafka.rs reads it between two regions).
+            assert_eq!(good.status, 400, "{method} {template}: {}", good.body);
+            check(method, template, operation, good);
+            continue;
+        }
         assert!(
             good.status < 300,
             "{method} {template}: {} {}",

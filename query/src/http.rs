@@ -421,6 +421,7 @@ async fn internal_region_probe(State(state): State<QueryState>) -> Json<Probe> {
 
 /// `GET /internal/regions/floors`'s query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct FloorsQuery {
     /// The asking region: the floors are of its copies merged here.
