@@ -3,7 +3,10 @@
 //! the package built and installed the way `pip install ./clients/python` does it, its
 //! pytest suite run with `HEKTOR_URL`, `HEKTOR_GRPC` and `HEKTOR_API_KEY` pointing at the
 //! node (and `HEKTOR_READ_ONLY_KEY`, a key with the read scope only), and the example that
-//! loads the shipped sample. Every test of the suite must run: the gRPC ones too.
+//! loads the shipped sample. Every test of the suite must run: the gRPC ones too, and those
+//! of a write level not reached in time, against a second node (`HEKTOR_CUT_OFF_URL` and
+//! `HEKTOR_CUT_OFF_GRPC`, region `west` mirroring a region `east` that does not exist, so
+//! its `quorum` and `sync` writes always time out).
 //!
 //! Python comes from a virtual environment under `target/tmp` (made once, with the
 //! interpreter's own packages visible; pip adds httpx, and pytest, numpy, grpcio,
@@ -184,6 +187,26 @@ fn python_client_suite_and_example_against_a_real_node() {
         ],
     );
 
+    // A node whose other region never confirms a write (there is no region `east`): the
+    // suite's checks of a write level not reached in time (504, ReplicationTimeout).
+    let cut_off_grpc = format!("127.0.0.1:{}", free_port());
+    let cut_off = start_server(
+        &dir.path().join("data-cut-off"),
+        None,
+        &[
+            "--api-keys",
+            keys.to_str().unwrap(),
+            "--cluster-secret-file",
+            secret.to_str().unwrap(),
+            "--grpc-listen",
+            &cut_off_grpc,
+            "--region",
+            "west",
+            "--mirror-regions",
+            "east",
+        ],
+    );
+
     // Run from a directory holding no sources, so `hektor_client` is the installed one.
     let run_dir = dir.path().join("run");
     std::fs::create_dir_all(&run_dir).unwrap();
@@ -195,7 +218,9 @@ fn python_client_suite_and_example_against_a_real_node() {
             .env("HEKTOR_URL", &server.url)
             .env("HEKTOR_GRPC", &grpc)
             .env("HEKTOR_API_KEY", KEY)
-            .env("HEKTOR_READ_ONLY_KEY", READ_KEY);
+            .env("HEKTOR_READ_ONLY_KEY", READ_KEY)
+            .env("HEKTOR_CUT_OFF_URL", &cut_off.url)
+            .env("HEKTOR_CUT_OFF_GRPC", &cut_off_grpc);
         cmd
     };
     let origin = python_cmd()
@@ -223,12 +248,16 @@ fn python_client_suite_and_example_against_a_real_node() {
         summary.contains(" passed") && !summary.contains("skipped"),
         "every test of the suite must run here: {summary}"
     );
-    // The gRPC tests ran and passed (-rA lists every test with its outcome).
+    // The gRPC tests and those of write levels ran and passed (-rA lists every test with
+    // its outcome).
     for test in [
         "test_grpc.py::test_grpc_and_http_give_identical_hits",
         "test_grpc.py::test_writes_over_grpc_are_searchable",
         "test_grpc.py::test_grpc_errors_are_the_http_errors",
         "test_grpc.py::test_async_client_over_grpc",
+        "test_grpc.py::test_write_levels_over_grpc_are_the_http_ones",
+        "test_grpc.py::test_a_write_level_not_reached_over_grpc_is_the_http_one",
+        "test_server.py::test_a_write_level_not_reached_is_a_replication_timeout",
     ] {
         assert!(
             stdout

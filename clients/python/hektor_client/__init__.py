@@ -11,6 +11,11 @@
 server is a :class:`HektorError` with its HTTP ``status`` and the server's ``message``.
 numpy is optional: vectors may be lists of numbers or numpy arrays.
 
+Every write takes ``replication="async" | "quorum" | "sync"`` (how many regions must have
+applied it before it is answered) and ``replication_timeout_ms``; its ``WriteResult``
+then names the ``regions`` that have it and those ``missing``, and a level not reached in
+time is a :class:`ReplicationTimeout` (504; the write is durable in this region).
+
 ``Client(url, grpc="HOST:PORT")`` (the node's ``--grpc-listen``) sends searches, batch
 searches and writes over gRPC, with the same results and errors; that needs grpcio
 (``pip install 'hektor-client[grpc]'``).
@@ -18,7 +23,7 @@ searches and writes over gRPC, with the same results and errors; that needs grpc
 
 from ._calls import MAX_BATCH_ITEMS, MAX_BODY_BYTES
 from ._client import AsyncClient, Client
-from ._errors import HektorConnectionError, HektorError
+from ._errors import HektorConnectionError, HektorError, ReplicationTimeout
 from ._types import (
     BatchSearchResult,
     ClusterCollection,
@@ -63,6 +68,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "Member",
     "Ready",
+    "ReplicationTimeout",
     "RingRange",
     "SearchResult",
     "ShardInfo",

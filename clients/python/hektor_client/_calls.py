@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import (
@@ -23,7 +24,7 @@ from typing import (
 )
 from urllib.parse import quote
 
-from ._errors import HektorError
+from ._errors import HektorError, ReplicationTimeout
 from ._types import (
     BatchSearchResult,
     ClusterCollection,
@@ -64,6 +65,11 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_CONSISTENCY_WAIT_S = 300.0
 #: The server's consistency wait when a search does not set one.
 DEFAULT_CONSISTENCY_WAIT_S = 10.0
+#: The write levels a write may ask for (``replication=``): durable in this region's log,
+#: applied in a majority of all regions, applied in every region (ingest/src/replication.rs).
+WRITE_LEVELS = ("async", "quorum", "sync")
+#: How long the server waits for the other regions when a write does not set it.
+DEFAULT_REPLICATION_WAIT_S = 10.0
 
 VectorLike = Any  # a sequence of numbers or a 1-D numpy array
 MatrixLike = Any  # a sequence of VectorLike or a 2-D numpy array
@@ -90,6 +96,9 @@ class Call(Generic[T]):
     read_only: bool = False
     timeout: Optional[float] = None
     text: bool = False
+    #: Seconds the server may wait before it answers (a write waiting for other
+    #: regions): the request's timeout is then at least that plus 5 s.
+    wait: Optional[float] = None
 
 
 def segment(value: str) -> str:
@@ -158,6 +167,21 @@ def error_from(status: int, content: bytes, headers: Mapping[str, str], method: 
         message = body["error"]
     if not message:
         message = {503: "service unavailable", 429: "too many requests"}.get(status, f"HTTP {status}")
+    if status == 504 and isinstance(body, dict) and isinstance(body.get("replicated"), dict):
+        # A quorum or sync write not confirmed in time: durable here, says who has it.
+        regions, missing = replicated_of(body)
+        token = body.get("token")
+        written = body.get("written")
+        return ReplicationTimeout(
+            message,
+            token=Token(token) if isinstance(token, Mapping) else None,
+            written=written if isinstance(written, int) else None,
+            regions=regions,
+            missing=missing,
+            method=method,
+            url=url,
+            body=body,
+        )
     retry_after: Optional[float] = None
     raw = headers.get("retry-after")
     if raw is not None:
@@ -313,15 +337,98 @@ def request_plan(collection: str, action: Mapping[str, Any]) -> Call[JsonObject]
 # ----- writes -----
 
 
+@dataclass(frozen=True)
+class WriteOptions:
+    """A write's level: how many regions must have applied it before it is answered
+    (``replication``: one of :data:`WRITE_LEVELS`, None for the collection's own) and how
+    long the server may wait for them (``timeout_ms``, None for its default). Made by
+    :func:`write_options`, which checks them."""
+
+    replication: Optional[str] = None
+    timeout_ms: Optional[int] = None
+
+    def params(self) -> Optional[Dict[str, str]]:
+        """The query of ``POST /collections/{c}/vectors`` (None: nothing to add)."""
+        params: Dict[str, str] = {}
+        if self.replication is not None:
+            params["replication"] = self.replication
+        if self.timeout_ms is not None:
+            params["timeout_ms"] = str(self.timeout_ms)
+        return params or None
+
+    def wait(self) -> Optional[float]:
+        """Seconds the server may wait for other regions before it answers: None for an
+        ``async`` write, or one that names neither a level nor a timeout (the
+        collection's level then decides, within the server's default wait)."""
+        if self.replication == "async":
+            return None
+        if self.timeout_ms is not None:
+            return self.timeout_ms / 1000.0
+        if self.replication is not None:
+            return DEFAULT_REPLICATION_WAIT_S
+        return None
+
+
+#: A write that asks for nothing: the collection's level, the server's wait.
+NO_WRITE_OPTIONS = WriteOptions()
+
+
+def write_options(replication: Optional[str] = None, timeout_ms: Optional[int] = None) -> WriteOptions:
+    """A write's :class:`WriteOptions`, checked as far as is certain here: the level is
+    one of :data:`WRITE_LEVELS` and the timeout a whole number >= 0 (its range, 1 to
+    120,000 ms, is the server's to judge: a 400)."""
+    if replication is not None and (not isinstance(replication, str) or replication not in WRITE_LEVELS):
+        raise ValueError(f"replication must be one of {', '.join(WRITE_LEVELS)}, got {replication!r}")
+    if timeout_ms is not None:
+        try:
+            if isinstance(timeout_ms, bool):
+                raise TypeError
+            timeout_ms = operator.index(timeout_ms)  # an int or a numpy integer, not 1.5
+        except TypeError:
+            raise TypeError(f"replication_timeout_ms must be a whole number of ms, got {timeout_ms!r}") from None
+        if timeout_ms < 0:
+            raise ValueError(f"replication_timeout_ms must be >= 0, got {timeout_ms}")
+    return WriteOptions(replication, timeout_ms)
+
+
+def replicated_of(body: Any) -> Tuple[Optional[List[str]], Optional[List[str]]]:
+    """The regions that have a write and those missing, from a write answer's
+    ``replicated: {"regions": [...], "missing": [...]}`` (None, None without it)."""
+    replicated = body.get("replicated") if isinstance(body, dict) else None
+    if not isinstance(replicated, dict):
+        return None, None
+    regions = replicated.get("regions")
+    missing = replicated.get("missing")
+    return (
+        [str(r) for r in regions] if isinstance(regions, list) else None,
+        [str(r) for r in missing] if isinstance(missing, list) else None,
+    )
+
+
 def _write_result(_status: int, body: Any) -> WriteResult:
     body = body or {}
-    return WriteResult(token=Token(body.get("token") or {}), written=int(body.get("written") or 0))
+    regions, missing = replicated_of(body)
+    return WriteResult(
+        token=Token(body.get("token") or {}),
+        written=int(body.get("written") or 0),
+        regions=regions,
+        missing=missing,
+    )
 
 
-def write_items(collection: str, items: Sequence[bytes], deletes: Sequence[bytes] = ()) -> Call[WriteResult]:
-    """One write of already encoded upserts and deletes."""
+def write_items(
+    collection: str, items: Sequence[bytes], deletes: Sequence[bytes] = (), options: WriteOptions = NO_WRITE_OPTIONS
+) -> Call[WriteResult]:
+    """One write of already encoded upserts and deletes, at ``options``' level."""
     body = b'{"upserts":[' + b",".join(items) + b'],"deletes":[' + b",".join(deletes) + b"]}"
-    return Call("POST", f"/collections/{segment(collection)}/vectors", _write_result, body=body)
+    return Call(
+        "POST",
+        f"/collections/{segment(collection)}/vectors",
+        _write_result,
+        body=body,
+        params=options.params(),
+        wait=options.wait(),
+    )
 
 
 def upsert_fields(
@@ -366,16 +473,18 @@ class JsonWrites:
     encode_delete = staticmethod(encode_delete)
 
     @staticmethod
-    def overhead(_collection: str) -> int:
-        return len(b'{"upserts":[],"deletes":[]}')
+    def overhead(_collection: str, _options: WriteOptions = NO_WRITE_OPTIONS) -> int:
+        return len(b'{"upserts":[],"deletes":[]}')  # the level travels in the query
 
     @staticmethod
     def item_size(item: bytes) -> int:
         return len(item) + 1  # and a comma
 
     @staticmethod
-    def call(collection: str, upserts: Sequence[bytes], deletes: Sequence[bytes]) -> Any:
-        return write_items(collection, upserts, deletes)
+    def call(
+        collection: str, upserts: Sequence[bytes], deletes: Sequence[bytes], options: WriteOptions = NO_WRITE_OPTIONS
+    ) -> Any:
+        return write_items(collection, upserts, deletes, options)
 
 
 def encode_upsert_item(item: Union[Upsert, Mapping[str, Any]], index: int, wire: Any = JsonWrites) -> bytes:
@@ -406,9 +515,10 @@ def upsert_one(
     tenant: Optional[str],
     payload: Optional[Mapping[str, Any]],
     wire: Any = JsonWrites,
+    options: WriteOptions = NO_WRITE_OPTIONS,
 ) -> Any:
     """The write of one upsert."""
-    return wire.call(collection, [wire.encode_upsert(id, vector, tenant, payload)], [])
+    return wire.call(collection, [wire.encode_upsert(id, vector, tenant, payload)], [], options)
 
 
 def write_batch(
@@ -416,12 +526,14 @@ def write_batch(
     upserts: Sequence[Union[Upsert, Mapping[str, Any]]],
     deletes: Sequence[Union[str, int, Delete, Mapping[str, Any]]],
     wire: Any = JsonWrites,
+    options: WriteOptions = NO_WRITE_OPTIONS,
 ) -> Any:
     """One write of upserts and deletes together (all or nothing at the server)."""
     return wire.call(
         collection,
         [encode_upsert_item(u, i, wire) for i, u in enumerate(upserts)],
         [encode_delete_item(d, wire) for d in deletes],
+        options,
     )
 
 
@@ -433,21 +545,31 @@ def _check_batching(batch_size: int, max_body_bytes: int) -> None:
 
 
 def _chunks(
-    collection: str, encoded: Iterable[bytes], batch_size: int, max_body_bytes: int, deletes: bool, wire: Any
+    collection: str,
+    encoded: Iterable[bytes],
+    batch_size: int,
+    max_body_bytes: int,
+    deletes: bool,
+    wire: Any,
+    options: WriteOptions = NO_WRITE_OPTIONS,
 ) -> Iterator[Any]:
     """Calls of at most ``batch_size`` items and ``max_body_bytes`` bytes each."""
-    overhead = wire.overhead(collection)
+    overhead = wire.overhead(collection, options)
+
+    def call(items: List[bytes]) -> Any:
+        return wire.call(collection, [], items, options) if deletes else wire.call(collection, items, [], options)
+
     items: List[bytes] = []
     size = overhead
     for item in encoded:
         item_size = wire.item_size(item)
         if items and (len(items) >= batch_size or size + item_size > max_body_bytes):
-            yield wire.call(collection, [], items) if deletes else wire.call(collection, items, [])
+            yield call(items)
             items, size = [], overhead
         items.append(item)
         size += item_size
     if items:
-        yield wire.call(collection, [], items) if deletes else wire.call(collection, items, [])
+        yield call(items)
 
 
 def _rows(vectors: MatrixLike) -> Tuple[int, Callable[[int, int], List[Any]]]:
@@ -472,9 +594,11 @@ def upsert_batches(
     batch_size: int,
     max_body_bytes: int,
     wire: Any = JsonWrites,
+    options: WriteOptions = NO_WRITE_OPTIONS,
 ) -> Iterator[Any]:
-    """The writes of a bulk upsert, each within the server's limits. Everything is
-    checked before the first call is made (a bad row fails before anything is sent)."""
+    """The writes of a bulk upsert, each within the server's limits, each at
+    ``options``' level. Everything is checked before the first call is made (a bad row
+    fails before anything is sent)."""
     _check_batching(batch_size, max_body_bytes)
     if hasattr(vectors, "to_numpy") and not hasattr(vectors, "tolist"):  # a pandas frame
         vectors = vectors.to_numpy()
@@ -511,7 +635,7 @@ def upsert_batches(
 
     # Rows are encoded as the batches go out, so a large array is never held encoded
     # whole; the checks above make a bad row fail before the first write.
-    return _chunks(collection, encoded(), batch_size, max_body_bytes, False, wire)
+    return _chunks(collection, encoded(), batch_size, max_body_bytes, False, wire, options)
 
 
 def _check_finite(vectors: MatrixLike, n: int, block: Callable[[int, int], List[Any]]) -> None:
@@ -533,13 +657,18 @@ def _check_finite(vectors: MatrixLike, n: int, block: Callable[[int, int], List[
 
 
 def delete_batches(
-    collection: str, ids: Union[IdLike, Iterable[Any]], tenant: Optional[str], batch_size: int, wire: Any = JsonWrites
+    collection: str,
+    ids: Union[IdLike, Iterable[Any]],
+    tenant: Optional[str],
+    batch_size: int,
+    wire: Any = JsonWrites,
+    options: WriteOptions = NO_WRITE_OPTIONS,
 ) -> Iterator[Any]:
     _check_batching(batch_size, MAX_BODY_BYTES)
     if isinstance(ids, (str, int)) or (hasattr(ids, "item") and getattr(ids, "ndim", 1) == 0):
         ids = [ids]
     items = [wire.encode_delete(i, tenant) for i in ids]
-    return _chunks(collection, items, batch_size, DEFAULT_MAX_BODY_BYTES, True, wire)
+    return _chunks(collection, items, batch_size, DEFAULT_MAX_BODY_BYTES, True, wire, options)
 
 
 # ----- reads -----

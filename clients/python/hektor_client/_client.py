@@ -117,7 +117,13 @@ class _Base:
         raise _calls.error_from(status, response.content, response.headers, call.method, str(response.request.url))
 
     def _timeout(self, call: Union[Call[Any], GrpcCall[Any]]) -> Optional[float]:
-        return call.timeout if call.timeout is not None else self.timeout
+        if call.timeout is not None:
+            return call.timeout
+        if self.timeout is not None and call.wait is not None:
+            # The server may wait this long (a write waiting for other regions): the
+            # request outlasts it, so its answer (or its 504) is not lost.
+            return max(self.timeout, call.wait + 5.0)
+        return self.timeout
 
     @staticmethod
     def _no_answer(call: Call[Any], url: str, err: httpx.HTTPError) -> HektorConnectionError:
@@ -314,9 +320,22 @@ class Client(_Base):
         *,
         tenant: Optional[str] = None,
         payload: Optional[Mapping[str, Any]] = None,
+        replication: Optional[str] = None,
+        replication_timeout_ms: Optional[int] = None,
     ) -> WriteResult:
-        """Insert or replace one vector (a vector is its tenant and id together)."""
-        return self._send(self._ops.upsert_one(collection, id, vector, tenant, payload))
+        """Insert or replace one vector (a vector is its tenant and id together).
+
+        ``replication``: the write level, how many regions must have applied the write
+        before it is answered: ``"async"`` (durable in this region's log), ``"quorum"``
+        (a majority of all regions, this one counted) or ``"sync"`` (every region);
+        None: the collection's own level (``async`` unless set). With ``quorum`` or
+        ``sync`` the result's ``regions`` and ``missing`` say which regions had it.
+        ``replication_timeout_ms``: how long the server waits for the other regions
+        (1 to 120,000; default 10,000); a level not reached by then is a
+        :class:`ReplicationTimeout` (504), the write being durable here all the same.
+        The same two arguments on every write (``upsert_many``, ``write``, ``delete``)."""
+        options = _calls.write_options(replication, replication_timeout_ms)
+        return self._send(self._ops.upsert_one(collection, id, vector, tenant, payload, options=options))
 
     def upsert_many(
         self,
@@ -328,6 +347,8 @@ class Client(_Base):
         payloads: Optional[Sequence[Optional[Mapping[str, Any]]]] = None,
         batch_size: int = _calls.DEFAULT_BATCH_SIZE,
         max_body_bytes: int = _calls.DEFAULT_MAX_BODY_BYTES,
+        replication: Optional[str] = None,
+        replication_timeout_ms: Optional[int] = None,
     ) -> WriteResult:
         """Upsert rows of a 2-D numpy array (or a sequence of vectors) under ``ids``, in
         writes of at most ``batch_size`` rows (the server takes 10,000) and
@@ -335,9 +356,14 @@ class Client(_Base):
         per row; ``payloads``: one mapping (or None) per row. Answers the merged token of
         all the writes. The batches are separate writes: if one fails, the HektorError's
         ``partial`` is the result of those written before it. (Over gRPC ``max_body_bytes``
-        counts the bytes of each Write message.)"""
+        counts the bytes of each Write message.) ``replication`` and
+        ``replication_timeout_ms`` as for :meth:`upsert`, for each batch; the result's
+        ``regions`` are those that have every batch."""
+        options = _calls.write_options(replication, replication_timeout_ms)
         return self._send_all(
-            self._ops.upsert_batches(collection, ids, vectors, tenant, payloads, batch_size, max_body_bytes)
+            self._ops.upsert_batches(
+                collection, ids, vectors, tenant, payloads, batch_size, max_body_bytes, options=options
+            )
         )
 
     def write(
@@ -345,10 +371,15 @@ class Client(_Base):
         collection: str,
         upserts: Sequence[Union[Upsert, Mapping[str, Any]]] = (),
         deletes: Sequence[Union[str, int, Delete, Mapping[str, Any]]] = (),
+        *,
+        replication: Optional[str] = None,
+        replication_timeout_ms: Optional[int] = None,
     ) -> WriteResult:
         """One write of upserts and deletes together, checked whole by the server (all or
-        nothing). Items are :class:`Upsert`/:class:`Delete` or dicts of the same fields."""
-        return self._send(self._ops.write_batch(collection, upserts, deletes))
+        nothing). Items are :class:`Upsert`/:class:`Delete` or dicts of the same fields.
+        ``replication`` and ``replication_timeout_ms`` as for :meth:`upsert`."""
+        options = _calls.write_options(replication, replication_timeout_ms)
+        return self._send(self._ops.write_batch(collection, upserts, deletes, options=options))
 
     def delete(
         self,
@@ -357,9 +388,13 @@ class Client(_Base):
         *,
         tenant: Optional[str] = None,
         batch_size: int = _calls.MAX_BATCH_ITEMS,
+        replication: Optional[str] = None,
+        replication_timeout_ms: Optional[int] = None,
     ) -> WriteResult:
-        """Delete one id or many (of ``tenant``, or written without a tenant)."""
-        return self._send_all(self._ops.delete_batches(collection, ids, tenant, batch_size))
+        """Delete one id or many (of ``tenant``, or written without a tenant).
+        ``replication`` and ``replication_timeout_ms`` as for :meth:`upsert`."""
+        options = _calls.write_options(replication, replication_timeout_ms)
+        return self._send_all(self._ops.delete_batches(collection, ids, tenant, batch_size, options=options))
 
     # ----- reads -----
 
@@ -599,8 +634,12 @@ class AsyncClient(_Base):
         *,
         tenant: Optional[str] = None,
         payload: Optional[Mapping[str, Any]] = None,
+        replication: Optional[str] = None,
+        replication_timeout_ms: Optional[int] = None,
     ) -> WriteResult:
-        return await self._send(self._ops.upsert_one(collection, id, vector, tenant, payload))
+        """As :meth:`Client.upsert` (``replication``: the write level)."""
+        options = _calls.write_options(replication, replication_timeout_ms)
+        return await self._send(self._ops.upsert_one(collection, id, vector, tenant, payload, options=options))
 
     async def upsert_many(
         self,
@@ -613,11 +652,16 @@ class AsyncClient(_Base):
         batch_size: int = _calls.DEFAULT_BATCH_SIZE,
         max_body_bytes: int = _calls.DEFAULT_MAX_BODY_BYTES,
         concurrency: int = 1,
+        replication: Optional[str] = None,
+        replication_timeout_ms: Optional[int] = None,
     ) -> WriteResult:
         """As :meth:`Client.upsert_many`, with up to ``concurrency`` batches in flight
         (with more than one, batches may land out of order: keep an id in one batch)."""
+        options = _calls.write_options(replication, replication_timeout_ms)
         return await self._send_all(
-            self._ops.upsert_batches(collection, ids, vectors, tenant, payloads, batch_size, max_body_bytes),
+            self._ops.upsert_batches(
+                collection, ids, vectors, tenant, payloads, batch_size, max_body_bytes, options=options
+            ),
             concurrency,
         )
 
@@ -626,8 +670,13 @@ class AsyncClient(_Base):
         collection: str,
         upserts: Sequence[Union[Upsert, Mapping[str, Any]]] = (),
         deletes: Sequence[Union[str, int, Delete, Mapping[str, Any]]] = (),
+        *,
+        replication: Optional[str] = None,
+        replication_timeout_ms: Optional[int] = None,
     ) -> WriteResult:
-        return await self._send(self._ops.write_batch(collection, upserts, deletes))
+        """As :meth:`Client.write`."""
+        options = _calls.write_options(replication, replication_timeout_ms)
+        return await self._send(self._ops.write_batch(collection, upserts, deletes, options=options))
 
     async def delete(
         self,
@@ -636,8 +685,12 @@ class AsyncClient(_Base):
         *,
         tenant: Optional[str] = None,
         batch_size: int = _calls.MAX_BATCH_ITEMS,
+        replication: Optional[str] = None,
+        replication_timeout_ms: Optional[int] = None,
     ) -> WriteResult:
-        return await self._send_all(self._ops.delete_batches(collection, ids, tenant, batch_size))
+        """As :meth:`Client.delete`."""
+        options = _calls.write_options(replication, replication_timeout_ms)
+        return await self._send_all(self._ops.delete_batches(collection, ids, tenant, batch_size, options=options))
 
     # ----- reads -----
 

@@ -21,22 +21,24 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Generic, Iterable, Iterator, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Dict, Generic, Iterable, Iterator, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from . import _calls
 from . import _proto as pb
-from ._calls import IdLike, MatrixLike, TenantArg, VectorLike, as_id, as_vector, count
-from ._errors import HektorConnectionError, HektorError
+from ._calls import NO_WRITE_OPTIONS, IdLike, MatrixLike, TenantArg, VectorLike, WriteOptions, as_id, as_vector, count
+from ._errors import HektorConnectionError, HektorError, ReplicationTimeout
 from ._types import (
     BatchSearchResult,
     Consistency,
     ConsistencyLike,
     Delete,
     SearchResult,
+    Token,
     Upsert,
     WriteResult,
     as_consistency,
@@ -56,13 +58,15 @@ _F32 = struct.Struct("<f")
 @dataclass
 class GrpcCall(Generic[T]):
     """One unary call of ``hektor.v1.Hektor``: the method, the encoded request, and how the
-    encoded answer is read. ``read_only`` and ``timeout`` as for an HTTP ``Call``."""
+    encoded answer is read. ``read_only``, ``timeout`` and ``wait`` as for an HTTP
+    ``Call``."""
 
     method: str
     request: bytes
     parse: Callable[[bytes], T]
     read_only: bool = False
     timeout: Optional[float] = None
+    wait: Optional[float] = None
 
     @property
     def path(self) -> str:
@@ -165,7 +169,13 @@ def _batch_json(answer: pb.BatchSearchResponse) -> Dict[str, Any]:
 
 
 def _write_json(answer: pb.WriteResponse) -> Dict[str, Any]:
-    return {"token": {str(p): o for p, o in sorted(answer.token.items())}, "written": answer.written}
+    out: Dict[str, Any] = {"token": {str(p): o for p, o in sorted(answer.token.items())}, "written": answer.written}
+    if answer.regions:  # a quorum or sync write: HTTP's `replicated`
+        out["replicated"] = {
+            "regions": [r.region for r in answer.regions if r.applied],
+            "missing": [r.region for r in answer.regions if not r.applied],
+        }
+    return out
 
 
 # ----- calls -----
@@ -277,31 +287,49 @@ class ProtoWrites:
         return pb.Delete(id=as_id(id, "delete id"), tenant=tenant).encode()
 
     @staticmethod
-    def overhead(collection: str) -> int:
-        return len(pb.WriteRequest(collection=collection).encode())
+    def overhead(collection: str, options: WriteOptions = NO_WRITE_OPTIONS) -> int:
+        return len(ProtoWrites.request(collection, [], [], options))
 
     @staticmethod
     def item_size(item: bytes) -> int:
         return pb.repeated_field_size(len(item))
 
     @staticmethod
-    def call(collection: str, upserts: Sequence[bytes], deletes: Sequence[bytes]) -> GrpcCall[WriteResult]:
-        request = pb.WriteRequest(collection=collection, upserts=list(upserts), deletes=list(deletes)).encode()
-        return GrpcCall("Write", request, _parse_write)
+    def request(collection: str, upserts: Sequence[bytes], deletes: Sequence[bytes], options: WriteOptions) -> bytes:
+        return pb.WriteRequest(
+            collection=collection,
+            upserts=list(upserts),
+            deletes=list(deletes),
+            replication=options.replication or "",
+            timeout_ms=options.timeout_ms,
+        ).encode()
+
+    @staticmethod
+    def call(
+        collection: str, upserts: Sequence[bytes], deletes: Sequence[bytes], options: WriteOptions = NO_WRITE_OPTIONS
+    ) -> GrpcCall[WriteResult]:
+        request = ProtoWrites.request(collection, upserts, deletes, options)
+        return GrpcCall("Write", request, _parse_write, wait=options.wait())
 
 
 def upsert_one(
-    collection: str, id: Any, vector: VectorLike, tenant: Optional[str], payload: Optional[Mapping[str, Any]]
+    collection: str,
+    id: Any,
+    vector: VectorLike,
+    tenant: Optional[str],
+    payload: Optional[Mapping[str, Any]],
+    options: WriteOptions = NO_WRITE_OPTIONS,
 ) -> GrpcCall[WriteResult]:
-    return _calls.upsert_one(collection, id, vector, tenant, payload, ProtoWrites)  # type: ignore[no-any-return]
+    return _calls.upsert_one(collection, id, vector, tenant, payload, ProtoWrites, options)  # type: ignore[no-any-return]
 
 
 def write_batch(
     collection: str,
     upserts: Sequence[Union[Upsert, Mapping[str, Any]]],
     deletes: Sequence[Union[str, int, Delete, Mapping[str, Any]]],
+    options: WriteOptions = NO_WRITE_OPTIONS,
 ) -> GrpcCall[WriteResult]:
-    return _calls.write_batch(collection, upserts, deletes, ProtoWrites)  # type: ignore[no-any-return]
+    return _calls.write_batch(collection, upserts, deletes, ProtoWrites, options)  # type: ignore[no-any-return]
 
 
 def upsert_batches(
@@ -312,14 +340,21 @@ def upsert_batches(
     payloads: Optional[Sequence[Optional[Mapping[str, Any]]]],
     batch_size: int,
     max_body_bytes: int,
+    options: WriteOptions = NO_WRITE_OPTIONS,
 ) -> Iterator[GrpcCall[WriteResult]]:
-    return _calls.upsert_batches(collection, ids, vectors, tenant, payloads, batch_size, max_body_bytes, ProtoWrites)
+    return _calls.upsert_batches(
+        collection, ids, vectors, tenant, payloads, batch_size, max_body_bytes, ProtoWrites, options
+    )
 
 
 def delete_batches(
-    collection: str, ids: Union[IdLike, Iterable[Any]], tenant: Optional[str], batch_size: int
+    collection: str,
+    ids: Union[IdLike, Iterable[Any]],
+    tenant: Optional[str],
+    batch_size: int,
+    options: WriteOptions = NO_WRITE_OPTIONS,
 ) -> Iterator[GrpcCall[WriteResult]]:
-    return _calls.delete_batches(collection, ids, tenant, batch_size, ProtoWrites)
+    return _calls.delete_batches(collection, ids, tenant, batch_size, ProtoWrites, options)
 
 
 # ----- errors -----
@@ -391,7 +426,48 @@ def error_from(
     # the message's wording) mapped as the HTTP API answers.
     status = http_status if http_status is not None else status_of(code, details)
     message = details or {503: "service unavailable", 429: "too many requests"}.get(status, f"gRPC {code}")
+    if status == 504 and path.endswith("/Write") and ("did not confirm" in details or _NOT_REPLICATED in details):
+        token, regions, missing = not_replicated(details)
+        return ReplicationTimeout(
+            message, token=token, regions=regions, missing=missing, method="gRPC", url=url, grpc_code=code
+        )
     return HektorError(status, message, method="gRPC", url=url, grpc_code=code)
+
+
+#: Where the message of a write not replicated in time names who has it (grpc/src/service.rs).
+_NOT_REPLICATED = "(regions that have it: "
+_NOT_REPLICATED_TAIL = re.compile(r"(\[.*\]); missing: (\[.*\]); write token: (\{[^{}]*\})\)\s*$", re.DOTALL)
+_TOKEN = re.compile(r"\{\s*(?:\d+\s*:\s*\d+\s*(?:,\s*\d+\s*:\s*\d+\s*)*,?\s*)?\}")
+
+
+def not_replicated(message: str) -> Tuple[Optional[Token], Optional[List[str]], Optional[List[str]]]:
+    """The token, the regions that have the write and those missing, from the message of
+    a Write the server answered DEADLINE_EXCEEDED because not enough regions confirmed
+    it: ``... (regions that have it: ["a"]; missing: ["b"]; write token: {0: 5, 3: 7})``
+    (Rust's debug notation). Each part is None when the message does not hold it in that
+    form."""
+    at = message.rfind(_NOT_REPLICATED)
+    if at < 0:
+        return None, None, None
+    found = _NOT_REPLICATED_TAIL.match(message, at + len(_NOT_REPLICATED))
+    if found is None:
+        return None, None, None
+    regions, missing, token_text = found.groups()
+    token: Optional[Token] = None
+    if _TOKEN.fullmatch(token_text):
+        token = Token({int(p): int(o) for p, o in re.findall(r"(\d+)\s*:\s*(\d+)", token_text)})
+    return token, _names(regions), _names(missing)
+
+
+def _names(text: str) -> Optional[List[str]]:
+    # Rust's debug form of a Vec<String> is JSON for names without control characters.
+    try:
+        names = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return None
+    return names
 
 
 def _rpc_error(err: Any, call: GrpcCall[Any], target: str, started: float, timeout: Optional[float]) -> HektorError:

@@ -107,17 +107,40 @@ class Consistency:
 @dataclass(frozen=True)
 class WriteResult:
     """The answer to a write: its token, how many upserts and deletes were written, and
-    in how many requests (batches) they went."""
+    in how many requests (batches) they went.
+
+    ``regions`` and ``missing``: for a ``quorum`` or ``sync`` write (``replication=``, or
+    the collection's write level), the regions that had applied it when it was answered
+    (this one first) and those that had not yet; None when the server did not say (an
+    ``async`` write). Over several batches, ``regions`` are those that have every batch
+    and ``missing`` those that lack one.
+    """
 
     token: Token
     written: int
     batches: int = 1
+    regions: Optional[List[str]] = None
+    missing: Optional[List[str]] = None
 
     def merge(self, other: "WriteResult") -> "WriteResult":
+        regions, missing = self.regions, self.missing
+        if regions is None:
+            regions = other.regions
+        elif other.regions is not None:
+            regions = [r for r in regions if r in other.regions]
+        if missing is None:
+            missing = other.missing
+        elif other.missing is not None:
+            missing = missing + [r for r in other.missing if r not in missing]
+        if regions is not None and missing is not None:
+            # A region one batch reached and another did not lacks part of the write.
+            regions = [r for r in regions if r not in missing]
         return WriteResult(
             token=self.token.merge(other.token),
             written=self.written + other.written,
             batches=self.batches + other.batches,
+            regions=regions,
+            missing=missing,
         )
 
 

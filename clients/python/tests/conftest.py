@@ -9,6 +9,11 @@ grpcio (``pip install 'hektor-client[grpc]'``); without either they are skipped,
 under ``CI=true``. ``HEKTOR_READ_ONLY_KEY`` (a key with the read scope only) adds the
 checks of refusals for a missing scope.
 
+The checks of a write level not reached in time need a second node whose other region
+never confirms a write: ``HEKTOR_CUT_OFF_URL`` and ``HEKTOR_CUT_OFF_GRPC``, a ``hektor
+serve --region west --mirror-regions east`` with no region ``east`` anywhere (the same
+keys as the first); without them those tests are skipped, except under ``CI=true``.
+
 ``tests/python_client.rs`` in the repository starts a real ``hektor serve`` (with keys and
 a gRPC listener) and runs this suite against it.
 """
@@ -103,3 +108,37 @@ def new_collection(client: Client) -> Iterator[Callable[..., str]]:
     yield make
     for name in made:
         client.drop_collection(name, missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def cut_off_url() -> str:
+    """A node whose other region never confirms a write (``HEKTOR_CUT_OFF_URL``): its
+    ``quorum`` and ``sync`` writes always time out."""
+    value = os.environ.get("HEKTOR_CUT_OFF_URL")
+    if not value:
+        if _ci():
+            pytest.fail("CI=true but HEKTOR_CUT_OFF_URL is not set: the write level tests need a cut-off node")
+        pytest.skip(
+            "HEKTOR_CUT_OFF_URL is not set: start `hektor serve --region west --mirror-regions east` "
+            "(no region east) and export its URL"
+        )
+    return value
+
+
+@pytest.fixture
+def cut_off(cut_off_url: str, api_key: Optional[str]) -> Iterator[Client]:
+    """A client of the cut-off node (over HTTP)."""
+    with Client(cut_off_url, api_key, timeout=60.0) as c:
+        yield c
+
+
+@pytest.fixture
+def cut_off_grpc(cut_off_url: str, api_key: Optional[str]) -> Iterator[Client]:
+    """A client of the cut-off node whose writes go over gRPC (``HEKTOR_CUT_OFF_GRPC``)."""
+    value = os.environ.get("HEKTOR_CUT_OFF_GRPC")
+    if not value or not _grpcio():
+        if _ci():
+            pytest.fail("CI=true but HEKTOR_CUT_OFF_GRPC is not set or grpcio is missing")
+        pytest.skip("HEKTOR_CUT_OFF_GRPC is not set (the cut-off node's --grpc-listen), or grpcio is missing")
+    with Client(cut_off_url, api_key, timeout=60.0, grpc=value) as c:
+        yield c

@@ -90,3 +90,28 @@ def test_async_bulk_failure_stops_and_reports_partial(url: str, api_key: Optiona
                 await hk.drop_collection(name)
 
     asyncio.run(main())
+
+
+def test_async_writes_take_a_write_level(url: str, api_key: Optional[str]) -> None:
+    name = unique_name()
+    rows = np.random.default_rng(22).standard_normal((3, 4)).astype(np.float32)
+
+    async def main() -> None:
+        async with AsyncClient(url, api_key, timeout=60.0) as hk:
+            await hk.create_collection(name, 4, partitions=2)
+            try:
+                written = await hk.upsert_many(name, ["a", "b"], rows[:2], batch_size=1, concurrency=2, replication="sync")
+                assert written.batches == 2 and written.regions is not None and len(written.regions) == 1
+                assert written.missing == []
+                one = await hk.upsert(name, "c", rows[2], replication="quorum", replication_timeout_ms=3_000)
+                assert (one.regions, one.missing) == (written.regions, [])
+                assert (await hk.delete(name, "a", replication="async")).regions is None
+                with pytest.raises(ValueError, match="replication must be one of"):
+                    await hk.write(name, deletes=["b"], replication="none")
+                with pytest.raises(HektorError) as bad:
+                    await hk.delete(name, "b", replication="sync", replication_timeout_ms=0)
+                assert bad.value.status == 400
+            finally:
+                await hk.drop_collection(name)
+
+    asyncio.run(main())

@@ -21,9 +21,12 @@ from hektor_client import (
     Consistency,
     HektorConnectionError,
     HektorError,
+    ReplicationTimeout,
     Token,
     Upsert,
+    _grpc,
 )
+from hektor_client import _proto as pb
 
 from conftest import unique_name
 
@@ -280,3 +283,72 @@ def test_async_client_over_grpc(url: str, api_key: Optional[str], grpc_address: 
                 assert await over_grpc.drop_collection(name)
 
     asyncio.run(main())
+
+
+def test_write_levels_over_grpc_are_the_http_ones(
+    client: Client, grpc_client: Client, api_key: Optional[str], new_collection: NewCollection
+) -> None:
+    dim = 4
+    name = new_collection(dim)
+    rows = random_rows(8, dim, seed=45)
+    over_http = client.upsert(name, "h", rows[0], replication="sync")
+    sync = grpc_client.upsert(name, "g", rows[1], replication="sync", replication_timeout_ms=5_000)
+    # One region: this one has it, none is missing; the same answer both ways.
+    assert sync.regions is not None and len(sync.regions) == 1 and sync.missing == []
+    assert (sync.regions, sync.missing) == (over_http.regions, over_http.missing)
+    (region,) = sync.regions
+    quorum = grpc_client.write(name, [Upsert("q", rows[2])], ["h"], replication="quorum")
+    assert (quorum.written, quorum.regions, quorum.missing) == (2, [region], [])
+    many = grpc_client.upsert_many(name, [f"m{i}" for i in range(4)], rows[3:7], batch_size=2, replication="sync")
+    assert (many.written, many.batches, many.regions, many.missing) == (4, 2, [region], [])
+    gone = grpc_client.delete(name, "m0", replication="quorum", replication_timeout_ms=1_000)
+    assert (gone.regions, gone.missing) == ([region], [])
+    assert grpc_client.upsert(name, "a", rows[7], replication="async").regions is None
+    assert grpc_client.upsert(name, "b", rows[7]).regions is None
+    assert client.search(name, rows[4], k=1, consistency=many.token | gone.token).ids == ["m1"]
+    assert client.get(name, "g").origin == region
+
+    with pytest.raises(ValueError, match="replication must be one of"):
+        grpc_client.upsert(name, "x", rows[0], replication="all")
+    # The server's 400s, the same both ways: a wait out of range, a level it does not know
+    # (sent past the client's check).
+    for timeout_ms in (0, 120_001):
+        http_error = refused(lambda: client.upsert(name, "x", rows[0], replication="sync", replication_timeout_ms=timeout_ms))
+        grpc_error = refused(lambda: grpc_client.upsert(name, "x", rows[0], replication="sync", replication_timeout_ms=timeout_ms))
+        assert http_error.status == grpc_error.status == 400 and grpc_error.grpc_code == "INVALID_ARGUMENT"
+        assert grpc_error.message == http_error.message and "timeout_ms must be between 1 and 120000" in grpc_error.message
+    request = pb.WriteRequest(name, [pb.Upsert("x", [float(v) for v in rows[0]])], [], "eventual").encode()
+    bad_level = refused(lambda: grpc_client._send(_grpc.GrpcCall("Write", request, _grpc._parse_write)))
+    assert (bad_level.status, bad_level.grpc_code) == (400, "INVALID_ARGUMENT") and "eventual" in bad_level.message
+    assert refused(lambda: client.get(name, "x")).status == 404  # nothing refused was written
+
+    async def main() -> None:
+        async with AsyncClient(client.url, api_key, grpc=grpc_client.grpc) as hk:
+            written = await hk.upsert_many(name, ["c0", "c1"], rows[:2], batch_size=1, concurrency=2, replication="sync")
+            assert (written.batches, written.regions, written.missing) == (2, [region], [])
+            one = await hk.write(name, deletes=["c0"], replication="quorum", replication_timeout_ms=2_000)
+            assert one.regions == [region]
+
+    asyncio.run(main())
+
+
+def test_a_write_level_not_reached_over_grpc_is_the_http_one(cut_off: Client, cut_off_grpc: Client) -> None:
+    name = unique_name()
+    assert cut_off.create_collection(name, 4, partitions=2).created
+    try:
+        rows = random_rows(4, 4, seed=46)
+        for i, level in enumerate(("sync", "quorum")):
+            with pytest.raises(ReplicationTimeout) as over_http:
+                cut_off.upsert(name, f"h-{level}", rows[i], replication=level, replication_timeout_ms=200)
+            with pytest.raises(ReplicationTimeout) as over_grpc:
+                cut_off_grpc.write(name, [Upsert(f"g-{level}", rows[i + 2])], replication=level, replication_timeout_ms=200)
+            h, g = over_http.value, over_grpc.value
+            assert (g.status, g.grpc_code, h.grpc_code) == (504, "DEADLINE_EXCEEDED", None) and not g.is_retryable
+            assert f"needed for `{level}` did not confirm it within 200 ms" in g.message
+            # The regions and the token, read from the status message; `written` is not in it.
+            assert (g.regions, g.missing) == (h.regions, h.missing) and len(g.regions or []) == 1
+            assert g.token and g.written is None
+            assert cut_off_grpc.search(name, rows[i + 2], k=1, consistency=g.token).ids == [f"g-{level}"]
+        assert cut_off_grpc.upsert(name, "async", rows[0], replication="async").regions is None
+    finally:
+        cut_off.drop_collection(name, missing_ok=True)

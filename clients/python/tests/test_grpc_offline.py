@@ -22,6 +22,7 @@ from hektor_client import (
     Delete,
     HektorConnectionError,
     HektorError,
+    ReplicationTimeout,
     Token,
     Upsert,
     WriteResult,
@@ -497,3 +498,126 @@ def test_with_grpcio_the_client_routes_searches_and_writes_over_grpc() -> None:
         assert c._ops is _grpc
     with Client.from_env(grpc="127.0.0.1:3") as c:
         assert c.grpc == "127.0.0.1:3"
+
+
+# ----- write levels (replication=) -----
+
+#: The message of a Write not replicated in time, as grpc/src/service.rs words it.
+NOT_REPLICATED = (
+    "the write is durable in region `west` but 2 of the 2 other regions needed for `sync` did not confirm it "
+    "within 50 ms: region `north` has applied partition 3 up to 6 (needs 7); it will still reach them "
+    '(regions that have it: ["west", "east"]; missing: ["north"]; write token: {0: 12, 3: 7})'
+)
+
+
+def test_write_levels_travel_in_the_write_request() -> None:
+    sync = _calls.write_options("sync", 2500)
+    one = _grpc.upsert_one("c", "a", [1.0], None, None, options=sync)
+    assert write_request(one) == pb.WriteRequest("c", [pb.Upsert("a", [1.0])], [], "sync", 2500)
+    assert one.wait == 2.5
+    # Field 4 (string) and field 5 (an optional uint64: sent even at 0).
+    tail = pb.WriteRequest(replication="quorum", timeout_ms=0).encode()
+    assert tail == b"\x22\x06quorum" + b"\x28\x00"
+    calls = list(_grpc.upsert_batches("c", range(200), [[0.5] * 16] * 200, None, None, 10_000, 1024, options=sync))
+    assert len(calls) > 1 and all(len(c.request) <= 1024 for c in calls)  # the level counted in the size
+    assert all((write_request(c).replication, write_request(c).timeout_ms) == ("sync", 2500) for c in calls)
+    assert _grpc.ProtoWrites.overhead("docs", sync) == 6 + 6 + 3
+    (deletes,) = _grpc.delete_batches("c", ["a"], "t", 10, options=_calls.write_options("quorum"))
+    assert (write_request(deletes).replication, write_request(deletes).timeout_ms) == ("quorum", None)
+    assert deletes.wait == _calls.DEFAULT_REPLICATION_WAIT_S
+    mixed = _grpc.write_batch("c", [], ["d"], options=_calls.write_options("async"))
+    assert write_request(mixed).replication == "async" and mixed.wait is None
+    plain = _grpc.write_batch("c", [], ["d"])
+    assert (write_request(plain).replication, write_request(plain).timeout_ms, plain.wait) == ("", None, None)
+
+
+def test_write_answers_name_the_regions_as_over_http() -> None:
+    answer = pb.WriteResponse(
+        {3: 41}, 2, [pb.RegionApplied("west", True), pb.RegionApplied("east", True), pb.RegionApplied("north", False)]
+    )
+    over_grpc = _grpc.ProtoWrites.call("c", [], []).parse(answer.encode())
+    over_http = _calls._write_result(
+        200, {"token": {"3": 41}, "written": 2, "replicated": {"regions": ["west", "east"], "missing": ["north"]}}
+    )
+    assert over_grpc == over_http and over_grpc.regions == ["west", "east"] and over_grpc.missing == ["north"]
+    # An async write's answer names no regions: None, as HTTP without `replicated`.
+    bare = _grpc.ProtoWrites.call("c", [], []).parse(pb.WriteResponse({0: 1}, 1).encode())
+    assert bare.regions is None and bare.missing is None
+
+
+def test_a_write_not_replicated_in_time_is_a_replication_timeout() -> None:
+    error = _grpc.error_from("DEADLINE_EXCEEDED", NOT_REPLICATED, True, "/hektor.v1.Hektor/Write", "h:1", 0.1, 30.0, 504)
+    assert isinstance(error, ReplicationTimeout) and isinstance(error, HektorError)
+    assert (error.status, error.grpc_code, error.message) == (504, "DEADLINE_EXCEEDED", NOT_REPLICATED)
+    assert dict(error.token or {}) == {0: 12, 3: 7} and error.written is None
+    assert (error.regions, error.missing) == (["west", "east"], ["north"])
+    assert not error.is_retryable
+    # Without the metadata, DEADLINE_EXCEEDED still maps to 504.
+    assert isinstance(_grpc.error_from("DEADLINE_EXCEEDED", NOT_REPLICATED, True, "/hektor.v1.Hektor/Write", "h:1"), ReplicationTimeout)
+    # A message in another form: a ReplicationTimeout whose parts are unknown.
+    vague = _grpc.error_from("DEADLINE_EXCEEDED", "2 regions did not confirm it within 50 ms", True, "/hektor.v1.Hektor/Write", "h:1")
+    assert isinstance(vague, ReplicationTimeout) and (vague.token, vague.regions, vague.missing) == (None, None, None)
+    assert _grpc.not_replicated(NOT_REPLICATED.replace("{0: 12, 3: 7}", "{}"))[0] == Token()
+    assert _grpc.not_replicated(NOT_REPLICATED.replace('["north"]', "[\"n\\u{7}\"]"))[2] is None
+    # Other DEADLINE_EXCEEDEDs stay plain 504s: a search's consistency wait, a write's log.
+    search = _grpc.error_from("DEADLINE_EXCEEDED", "consistency wait timed out", True, "/hektor.v1.Hektor/Search", "h:1", http_status=504)
+    assert type(search) is HektorError and search.is_retryable
+    log = _grpc.error_from("DEADLINE_EXCEEDED", "the log did not answer in time", True, "/hektor.v1.Hektor/Write", "h:1", http_status=504)
+    assert type(log) is HektorError
+    # This side's own deadline: no answer, whatever the method.
+    late = _grpc.error_from("DEADLINE_EXCEEDED", "Deadline Exceeded", False, "/hektor.v1.Hektor/Write", "h:1", 5.0, 5.0)
+    assert isinstance(late, HektorConnectionError)
+
+
+class FakeChannel:
+    """A gRPC channel answering each call with the next answer (bytes, or a HektorError
+    raised), keeping the calls and the timeout each was given."""
+
+    def __init__(self, *answers: Any) -> None:
+        self.answers = list(answers)
+        self.calls: list = []  # type: ignore[type-arg]
+
+    def call(self, call: Any, timeout: Any) -> bytes:
+        self.calls.append((call, timeout))
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, HektorError):
+            raise answer
+        return answer  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        pass
+
+
+def grpc_client_on(channel: FakeChannel, timeout: float = 3.0) -> Client:
+    """A Client whose searches and writes go to ``channel`` as gRPC calls (no grpcio)."""
+    client = Client("http://127.0.0.1:1", timeout=timeout)
+    client._ops = _grpc
+    client._channel = channel  # type: ignore[assignment]
+    return client
+
+
+def test_clients_send_write_levels_over_grpc() -> None:
+    ok = pb.WriteResponse({0: 5}, 1, [pb.RegionApplied("local", True)]).encode()
+    channel = FakeChannel(ok)
+    with grpc_client_on(channel) as hk:
+        written = hk.upsert("c", "a", [1.0], replication="sync", replication_timeout_ms=20_000)
+        assert (written.regions, written.missing) == (["local"], [])
+        hk.write("c", [Upsert("b", [2.0])], replication="quorum")
+        hk.delete("c", "a", replication="async", replication_timeout_ms=5)
+        many = hk.upsert_many("c", ["x", "y", "z"], [[1.0]] * 3, batch_size=2, replication="sync")
+        assert many.batches == 2 and many.regions == ["local"]
+        hk.upsert("c", "plain", [1.0])
+        with pytest.raises(ValueError, match="replication must be one of"):
+            hk.delete("c", "a", replication="majority")
+    sent = [(write_request(c).replication, write_request(c).timeout_ms) for c, _ in channel.calls]
+    assert sent == [("sync", 20_000), ("quorum", None), ("async", 5), ("sync", None), ("sync", None), ("", None)]
+    timeouts = [t for _, t in channel.calls]
+    assert timeouts == [25.0, _calls.DEFAULT_REPLICATION_WAIT_S + 5.0, 3.0, 15.0, 15.0, 3.0]
+
+    refused = _grpc.error_from("DEADLINE_EXCEEDED", NOT_REPLICATED, True, "/hektor.v1.Hektor/Write", "h:1", 0.1, 30.0, 504)
+    channel = FakeChannel(ok, refused)
+    with grpc_client_on(channel) as hk:
+        with pytest.raises(ReplicationTimeout) as raised:
+            hk.upsert_many("c", ["x", "y", "z"], [[1.0]] * 3, batch_size=2, replication="sync", replication_timeout_ms=50)
+    assert raised.value.missing == ["north"] and raised.value.partial is not None
+    assert dict(raised.value.partial.token) == {0: 5} and len(channel.calls) == 2  # not retried

@@ -3,6 +3,7 @@ server did, not what the client sent."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -19,8 +20,10 @@ from hektor_client import (
     Delete,
     HektorConnectionError,
     HektorError,
+    ReplicationTimeout,
     Token,
     Upsert,
+    _calls,
 )
 
 from conftest import unique_name
@@ -389,3 +392,75 @@ def test_no_server_is_a_connection_error() -> None:
         with pytest.raises(HektorConnectionError) as err:
             c.health()
     assert err.value.status == 0 and err.value.is_retryable
+
+
+def test_write_levels_name_the_regions_that_have_the_write(client: Client, new_collection: NewCollection) -> None:
+    dim = 4
+    name = new_collection(dim)
+    rows = random_rows(8, dim, seed=77)
+    # One region: a sync write is applied everywhere as soon as it is durable here.
+    sync = client.upsert(name, "s", rows[0], replication="sync", replication_timeout_ms=5_000)
+    assert sync.written == 1 and sync.regions is not None and len(sync.regions) == 1 and sync.missing == []
+    (region,) = sync.regions
+    # The region named is this node's, the one stamped on the write.
+    assert client.search(name, rows[0], k=1, consistency=sync).ids == ["s"]
+    assert client.get(name, "s").origin == region
+    quorum = client.write(name, [Upsert("q", rows[1])], ["s"], replication="quorum")
+    assert (quorum.written, quorum.regions, quorum.missing) == (2, [region], [])
+    many = client.upsert_many(name, [f"m{i}" for i in range(4)], rows[2:6], batch_size=2, replication="sync")
+    assert (many.written, many.batches, many.regions, many.missing) == (4, 2, [region], [])
+    gone = client.delete(name, ["q", "m0"], replication="quorum", replication_timeout_ms=1_000)
+    assert (gone.regions, gone.missing) == ([region], [])
+    # An async write (asked for, or the collection's default) names no regions.
+    assert client.upsert(name, "a", rows[6], replication="async").regions is None
+    assert client.upsert(name, "b", rows[7]).regions is None
+    found = client.search(name, rows[3], k=1, consistency=many.token | gone.token)
+    assert found.ids == ["m1"]
+
+    # A level the client does not know is refused before anything is sent.
+    with pytest.raises(ValueError, match="replication must be one of"):
+        client.upsert(name, "x", rows[0], replication="eventual")
+    # What only the server judges is its 400: a wait out of range ...
+    for timeout_ms in (0, 120_001):
+        with pytest.raises(HektorError) as bad:
+            client.upsert(name, "x", rows[0], replication="sync", replication_timeout_ms=timeout_ms)
+        assert bad.value.status == 400 and "timeout_ms must be between 1 and 120000" in bad.value.message
+    # ... and a bad level sent past the client's check.
+    call = dataclasses.replace(
+        _calls.write_items(name, [_calls.encode_upsert("x", rows[0])]), params={"replication": "eventual"}
+    )
+    with pytest.raises(HektorError) as bad:
+        client._send(call)
+    assert bad.value.status == 400 and "eventual" in bad.value.message
+    with pytest.raises(HektorError) as missing:
+        client.get(name, "x")  # nothing refused was written
+    assert missing.value.status == 404
+
+
+def test_a_write_level_not_reached_is_a_replication_timeout(cut_off: Client) -> None:
+    # The cut-off node's other region never confirms: its quorum and sync writes time out.
+    name = unique_name()
+    assert cut_off.create_collection(name, 4, partitions=2).created
+    try:
+        rows = random_rows(6, 4, seed=78)
+        for i, level in enumerate(("sync", "quorum")):
+            with pytest.raises(ReplicationTimeout) as late:
+                cut_off.upsert(name, level, rows[i], replication=level, replication_timeout_ms=200)
+            error = late.value
+            assert error.status == 504 and error.grpc_code is None and not error.is_retryable
+            assert f"needed for `{level}` did not confirm it within 200 ms" in error.message
+            assert error.written == 1 and error.token
+            assert error.regions is not None and error.missing is not None
+            assert len(error.regions) == 1 and len(error.missing) == 1 and error.regions != error.missing
+            # Durable here all the same: a search with its token finds it, written by the
+            # region the error says has it.
+            assert cut_off.search(name, rows[i], k=1, consistency=error.token).ids == [level]
+            assert cut_off.get(name, level).origin == error.regions[0]
+        # Several batches: the first that times out stops the rest; nothing before it.
+        with pytest.raises(ReplicationTimeout) as late:
+            cut_off.upsert_many(name, ["m0", "m1", "m2"], rows[2:5], batch_size=2, replication="sync", replication_timeout_ms=100)
+        assert late.value.partial is None and late.value.written == 2
+        # An async write does not wait for the other region.
+        assert cut_off.upsert(name, "async", rows[5], replication="async").regions is None
+    finally:
+        cut_off.drop_collection(name, missing_ok=True)
