@@ -40,6 +40,9 @@ use crate::QueryError;
 /// A floors stream that says nothing (not even its empty keep-alive line) this long is
 /// taken as dead and opened again.
 const STREAM_SILENT: Duration = Duration::from_secs(3);
+/// The most (collection, partition) floors kept per peer: a stream naming more ends (the
+/// map is cleared and the stream opened again), so a peer cannot grow it without bound.
+const MAX_STREAMED_FLOORS: usize = 1 << 16;
 /// How often a floors stream says something when nothing changes.
 pub const STREAM_KEEPALIVE: Duration = Duration::from_secs(1);
 /// Weight of a new probe in the RTT's moving mean.
@@ -204,17 +207,17 @@ impl Peers {
         ]
     }
 
-    /// The regions with a peer.
-    pub fn regions(&self) -> Vec<String> {
-        self.links.iter().map(|l| l.region.clone()).collect()
-    }
-
     fn link(&self, region: &str) -> Option<&Link> {
         self.links.iter().find(|l| l.region == region)
     }
 
     fn get(&self, url: String) -> reqwest::RequestBuilder {
-        let request = self.client.get(url);
+        self.call(reqwest::Method::GET, url)
+    }
+
+    /// A request to a peer's internal route, with the cluster secret.
+    fn call(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, url);
         match &self.authorization {
             Some(auth) => request.header(reqwest::header::AUTHORIZATION, auth),
             None => request,
@@ -325,9 +328,13 @@ impl Peers {
                     );
                 };
                 let mut floors = link.floors.lock();
-                let at = floors
-                    .entry((floor.collection, floor.partition))
-                    .or_default();
+                let key = (floor.collection, floor.partition);
+                if floors.len() >= MAX_STREAMED_FLOORS && !floors.contains_key(&key) {
+                    return format!(
+                        "floors stream: more than {MAX_STREAMED_FLOORS} partitions named"
+                    );
+                }
+                let at = floors.entry(key).or_default();
                 if floor.floor > *at {
                     *at = floor.floor;
                     moved = true;
@@ -422,17 +429,16 @@ impl Peers {
             .link(region)
             .ok_or_else(|| QueryError::Unavailable(format!("no peer for region `{region}`")))?;
         let rtt = self.rtt(region).unwrap_or(Duration::from_millis(500));
-        let mut call = self
-            .client
-            .post(format!(
-                "{}/internal/collections/{collection}/region-search",
-                link.url
-            ))
+        let call = self
+            .call(
+                reqwest::Method::POST,
+                format!(
+                    "{}/internal/collections/{collection}/region-search",
+                    link.url
+                ),
+            )
             .json(request)
             .timeout(wait + rtt * 2 + Duration::from_secs(1));
-        if let Some(auth) = &self.authorization {
-            call = call.header(reqwest::header::AUTHORIZATION, auth);
-        }
         let outcome = async {
             let response = call.send().await.map_err(|e| {
                 QueryError::Unavailable(format!("region `{region}` did not answer: {e}"))
