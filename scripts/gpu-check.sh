@@ -3,7 +3,8 @@
 # machine, carrying .gpu/): first `bash scripts/gpu-prepare.sh` here, then on the device
 #   bash scripts/gpu-check.sh
 # It prints the GPU (nvidia-smi), runs the batch tests of hektor-indexers built with
-# feature `gpu` (GPU results == CPU results; they FAIL without a usable GPU unless
+# feature `gpu` (GPU results == CPU results, for batch searches and for hot builds'
+# candidate lists round after round; they FAIL without a usable GPU unless
 # HEKTOR_GPU_OPTIONAL=1), then a short throughput run printing JSON lines
 # {"backend","batch","queries_per_s",...} for CPU and GPU batches of 1, 100 and 1000.
 # Exit status: that of the tests (the timing run only when they passed). ~1-3 minutes.

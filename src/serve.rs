@@ -106,6 +106,12 @@ pub struct ServeArgs {
     /// the cores searches leave idle.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=256))]
     pub build_threads: u64,
+    /// Where hot shards' bulk builds take candidate neighbour lists from (exact nearest
+    /// neighbours within each build round, computed as one batch): `auto` (the GPU when
+    /// this node has one, else none), `off`, `cpu` (one core; as much CPU again as the
+    /// build's own search) or `gpu` (falls back to the CPU when the GPU fails).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "off", "cpu", "gpu"])]
+    pub build_candidates: String,
     /// How often the kinetic planner decides (milliseconds).
     #[arg(long, default_value_t = 5000)]
     pub planner_interval_ms: u64,
@@ -517,10 +523,23 @@ fn assignments_of(routing: &Routing) -> Assignments {
         .collect()
 }
 
+/// `--build-candidates`: `auto` is the GPU when this process can use one, else off.
+fn build_candidates(setting: &str) -> anyhow::Result<hektor_indexers::BuildCandidates> {
+    use hektor_indexers::BuildCandidates;
+    let mode = match setting {
+        "auto" if hektor_indexers::batch::gpu_available() => BuildCandidates::Gpu,
+        "auto" => BuildCandidates::Off,
+        other => BuildCandidates::parse(other)?,
+    };
+    tracing::info!(setting, ?mode, "hot builds' candidate lists");
+    Ok(mode)
+}
+
 /// Wire the roles together over one log.
 pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     let engine = parse_engine(&args.engine)?;
     hektor_indexers::set_default_build_threads(args.build_threads as usize);
+    hektor_indexers::set_build_candidates(build_candidates(&args.build_candidates)?);
     let planner_settings = planner_config(args)?;
     let gate = gate_of(args)?;
     let log = open_log(&args.log).await?;

@@ -192,6 +192,8 @@ fn counters_end_in_total_and_split_or_dropped_shards_leave_no_series() {
         "hektor_shard_dead_lettered_total",
         "hektor_shard_searches_total",
         "hektor_events_dropped_total",
+        "hektor_build_candidate_rows_total",
+        "hektor_build_candidate_gpu_failures_total",
     ] {
         assert_eq!(
             m.types.get(name).map(String::as_str),

@@ -168,6 +168,14 @@ pub struct SearchBenchArgs {
     /// the same threads.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub build_threads: u64,
+    /// Where the in-process hot engine's build takes candidate neighbour lists from:
+    /// `off` (the beam search alone, as hnswlib), `cpu` or `gpu` (the batch worker;
+    /// `gpu` needs the `gpu` feature and a device, else runs as `cpu`).
+    #[arg(long, default_value = "off", value_parser = ["off", "cpu", "gpu"])]
+    pub build_candidates: String,
+    /// Beam width of the in-process hot engine's build (`HnswParams::ef_construction`).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub ef_construction: u64,
 }
 
 /// One measured point (ours or a peer's), in the shape `peers.py` prints.
@@ -589,6 +597,9 @@ fn in_process(
     let build_started = Instant::now();
     let mut config = ShardConfig::new(bench.ds.dim, Distance::Cosine, kind);
     config.hnsw.build_threads = args.build_threads as usize;
+    config.hnsw.ef_construction = args.ef_construction as usize;
+    config.hnsw.candidates = hektor_indexers::BuildCandidates::parse(&args.build_candidates)?;
+    let candidates_before = hektor_indexers::candidate_stats();
     let mut shard =
         Shard::open(dir.path(), config).with_context(|| format!("opening a {name} shard"))?;
     let ds = &bench.ds;
@@ -626,6 +637,14 @@ fn in_process(
     shard.build_index()?;
     let build_s = build_started.elapsed().as_secs_f64();
     let build_threads = (kind == EngineKind::Hnsw).then_some(args.build_threads);
+    let candidates = hektor_indexers::candidate_stats();
+    let listed = json!({
+        "build_candidates": args.build_candidates,
+        "ef_construction": args.ef_construction,
+        "candidate_rows_cpu": candidates.cpu_rows - candidates_before.cpu_rows,
+        "candidate_rows_gpu": candidates.gpu_rows - candidates_before.gpu_rows,
+        "candidate_s": candidates.seconds - candidates_before.seconds,
+    });
     eprintln!(
         "{name}: applied {} vectors in {apply_s:.1}s, built the index in {:.1}s{}",
         ds.len(),
@@ -659,6 +678,9 @@ fn in_process(
         params["passes"] = json!(passes);
         if let Some(t) = build_threads {
             params["build_threads"] = json!(t);
+            for (k, v) in listed.as_object().into_iter().flatten() {
+                params[k] = v.clone();
+            }
         }
         let rss_mb = match (rss_before, rss_mib()) {
             (Some(a), Some(b)) => Some((b - a).max(0.0)),

@@ -167,6 +167,29 @@ impl BatchSearcher {
         })
     }
 
+    /// Search `base` (`rows × dim`, row-major, same dimension and distance) from now on,
+    /// on the same backend: on the GPU the device context, cuBLAS handle and compiled
+    /// kernel are kept and only the base is uploaded, so a worker that searches a new base
+    /// per job pays the device's start once. Errors as [`BatchSearcher::cpu`] for a bad
+    /// base (then the old base stays), or when the upload fails.
+    pub fn replace_base(&mut self, mut base: Vec<f32>) -> Result<()> {
+        let rows = check_base(&base, self.dim)?;
+        match &mut self.imp {
+            Imp::Cpu { base: old, .. } => {
+                if self.distance == Distance::Cosine {
+                    for row in base.chunks_exact_mut(self.dim) {
+                        normalise(row);
+                    }
+                }
+                *old = base;
+            }
+            #[cfg(feature = "gpu")]
+            Imp::Gpu(g) => g.replace_base(&base, rows, self.dim, self.distance)?,
+        }
+        self.rows = rows;
+        Ok(())
+    }
+
     /// Use at most `threads` threads (at least 1) for CPU work: the CPU backend's scoring
     /// and the GPU backend's host-side top-k.
     pub fn with_threads(mut self, threads: usize) -> Self {

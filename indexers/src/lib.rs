@@ -36,6 +36,10 @@ pub mod store;
 
 pub use engine::arroy::ArroyParams;
 pub use engine::cold::ColdParams;
+pub use engine::hnsw::candidates;
+pub use engine::hnsw::candidates::{
+    candidate_stats, set_build_candidates, BuildCandidates, CandidateStats,
+};
 pub use engine::hnsw::{set_default_build_threads, HnswParams, Opened};
 pub use engine::warm::WarmParams;
 pub use engine::EngineKind;

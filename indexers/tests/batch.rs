@@ -328,6 +328,7 @@ fn gpu_data() -> Data {
 mod gpu {
     use super::*;
     use hektor_indexers::batch::gpu::TopKOn;
+    use hektor_indexers::candidates;
 
     /// A GPU searcher, or `None` (test passes) when `HEKTOR_GPU_OPTIONAL=1` and none is
     /// usable; any other failure fails the test.
@@ -375,6 +376,64 @@ mod gpu {
                     assert_same(&what, &data, distance, &data.queries, &got, &want, 1e-3);
                 }
             }
+        }
+    }
+
+    /// Rows of `a` and `b` (candidate lists, row by row) that share at least 90 % of
+    /// their entries, over all rows: GPU and CPU scores differ in their last bits, so
+    /// near-equal candidates may swap at a list's end.
+    fn overlap(a: &candidates::RoundLists, b: &candidates::RoundLists, n: usize) -> f64 {
+        let mut same = 0;
+        for r in 0..n {
+            let x: Vec<u32> = a.of(r).collect();
+            let common = b.of(r).filter(|y| x.contains(y)).count();
+            same += usize::from(common * 10 >= x.len() * 9);
+        }
+        same as f64 / n as f64
+    }
+
+    #[test]
+    fn build_candidate_lists_on_the_gpu_match_the_cpus_round_after_round() {
+        use hektor_indexers::{candidate_stats, BuildCandidates};
+        let data = gpu_data();
+        if gpu_or_skip(&data, Distance::Cosine, TopKOn::Device).is_none() {
+            return;
+        }
+        let per = candidates::per_row(16);
+        let round = 4_096.min(data.base.len() / data.dim / 2);
+        for (i, rows) in data.base.chunks(round * data.dim).take(2).enumerate() {
+            let before = candidate_stats();
+            let t = Instant::now();
+            let gpu = candidates::round_lists(
+                rows.to_vec(),
+                data.dim,
+                Distance::Cosine,
+                per,
+                BuildCandidates::Gpu,
+            )
+            .unwrap()
+            .unwrap();
+            let gpu_ms = t.elapsed().as_secs_f64() * 1e3;
+            let t = Instant::now();
+            let cpu = candidates::round_lists(
+                rows.to_vec(),
+                data.dim,
+                Distance::Cosine,
+                per,
+                BuildCandidates::Cpu,
+            )
+            .unwrap()
+            .unwrap();
+            let cpu_ms = t.elapsed().as_secs_f64() * 1e3;
+            let after = candidate_stats();
+            assert_eq!(gpu.backend, "gpu", "round {i}: the GPU worker failed");
+            assert!(after.gpu_rows >= before.gpu_rows + round as u64);
+            let same = overlap(&gpu, &cpu, round);
+            eprintln!(
+                "build round {i}: {round} rows x {per} candidates, GPU {gpu_ms:.1} ms, CPU {cpu_ms:.1} ms, {:.4} of rows agree",
+                same
+            );
+            assert!(same >= 0.99, "round {i}: only {same:.4} of rows agree");
         }
     }
 

@@ -123,6 +123,8 @@ struct NodeFamilies {
     shard_mirror_lag: IntGaugeVec,
     shard_region_staleness: GaugeVec,
     shard_disk_bytes: IntGaugeVec,
+    build_candidate_rows: IntCounterVec,
+    build_candidate_gpu_failures: IntCounter,
 }
 
 impl NodeFamilies {
@@ -188,11 +190,26 @@ impl NodeFamilies {
                 &["collection", "shard", "part"],
             )
             .expect("valid metric"),
+            build_candidate_rows: IntCounterVec::new(
+                Opts::new(
+                    "build_candidate_rows_total",
+                    "Rows of hot builds whose candidate neighbour lists the batch worker computed, by device (hektor serve --build-candidates)",
+                ),
+                &["device"],
+            )
+            .expect("valid metric"),
+            build_candidate_gpu_failures: IntCounter::new(
+                "build_candidate_gpu_failures_total",
+                "Build rounds whose candidate lists failed on the GPU and were computed on the CPU",
+            )
+            .expect("valid metric"),
         }
     }
 
-    fn collectors(&self) -> [&dyn Collector; 10] {
+    fn collectors(&self) -> [&dyn Collector; 12] {
         [
+            &self.build_candidate_rows,
+            &self.build_candidate_gpu_failures,
             &self.shard_disk_bytes,
             &self.shard_conflicts,
             &self.shard_mirror_lag,
@@ -284,6 +301,14 @@ impl Collector for NodeCollector {
                 }
             }
         }
+        let built = hektor_indexers::candidate_stats();
+        f.build_candidate_rows
+            .with_label_values(&["cpu"])
+            .inc_by(built.cpu_rows);
+        f.build_candidate_rows
+            .with_label_values(&["gpu"])
+            .inc_by(built.gpu_rows);
+        f.build_candidate_gpu_failures.inc_by(built.gpu_failures);
         f.shard_searches.inc_by((self.source.shard_searches)());
         f.events_dropped.inc_by((self.source.events_dropped)());
         f.collectors().iter().flat_map(|c| c.collect()).collect()

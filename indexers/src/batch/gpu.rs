@@ -213,30 +213,7 @@ impl GpuSearcher {
                 }
                 TopKOn::Host => None,
             };
-            let prepared;
-            let upload = if distance == Distance::Cosine {
-                prepared = super::normalised(base, dim);
-                &prepared[..]
-            } else {
-                base
-            };
-            let base_sq_host: Vec<f32> = if distance == Distance::Euclidean {
-                upload
-                    .chunks_exact(dim)
-                    .map(|r| crate::metric::dot(r, r))
-                    .collect()
-            } else {
-                vec![0.0]
-            };
-            let d_base = stream
-                .clone_htod(upload)
-                .map_err(|e| gpu_err("uploading the base", e))?;
-            let base_sq = stream
-                .clone_htod(&base_sq_host)
-                .map_err(|e| gpu_err("uploading the base norms", e))?;
-            stream
-                .synchronize()
-                .map_err(|e| gpu_err("uploading the base", e))?;
+            let uploaded = upload(&stream, base, dim, distance)?;
             Ok(State {
                 ctx,
                 stream,
@@ -245,14 +222,10 @@ impl GpuSearcher {
                 rows,
                 dim,
                 distance,
-                base: d_base,
-                base_sq,
-                base_sq_host,
-                base_host: if distance == Distance::Euclidean {
-                    base.to_vec()
-                } else {
-                    Vec::new()
-                },
+                base: uploaded.base,
+                base_sq: uploaded.base_sq,
+                base_sq_host: uploaded.base_sq_host,
+                base_host: uploaded.base_host,
                 pinned: None,
             })
         })?;
@@ -270,6 +243,30 @@ impl GpuSearcher {
 
     pub(crate) fn set_score_budget(&mut self, floats: usize) {
         self.score_budget = floats.max(1);
+    }
+
+    /// Put `base` (`rows × dim`, validated by the caller) in place of the searcher's
+    /// base, keeping its context, cuBLAS handle and compiled kernel: what a worker that
+    /// searches a new base per job (a build's rounds) reuses instead of starting again.
+    pub(crate) fn replace_base(
+        &self,
+        base: &[f32],
+        rows: usize,
+        dim: usize,
+        distance: Distance,
+    ) -> Result<()> {
+        let mut state = self.state.lock();
+        let uploaded = guarded("uploading a new base to the GPU", || {
+            upload(&state.stream, base, dim, distance)
+        })?;
+        state.rows = rows;
+        state.dim = dim;
+        state.distance = distance;
+        state.base = uploaded.base;
+        state.base_sq = uploaded.base_sq;
+        state.base_sq_host = uploaded.base_sq_host;
+        state.base_host = uploaded.base_host;
+        Ok(())
     }
 
     pub(crate) fn backend(&self) -> &'static str {
@@ -309,6 +306,57 @@ impl GpuSearcher {
             })
             .collect())
     }
+}
+
+/// A base as the device holds it: normalised for cosine, with squared norms for
+/// euclidean (and, then, a host copy for exact rescoring).
+struct Uploaded {
+    base: CudaSlice<f32>,
+    base_sq: CudaSlice<f32>,
+    base_sq_host: Vec<f32>,
+    base_host: Vec<f32>,
+}
+
+/// Upload `base` (`rows × dim`, validated by the caller) on `stream` and wait for it.
+fn upload(
+    stream: &Arc<CudaStream>,
+    base: &[f32],
+    dim: usize,
+    distance: Distance,
+) -> Result<Uploaded> {
+    let prepared;
+    let rows = if distance == Distance::Cosine {
+        prepared = super::normalised(base, dim);
+        &prepared[..]
+    } else {
+        base
+    };
+    let base_sq_host: Vec<f32> = if distance == Distance::Euclidean {
+        rows.chunks_exact(dim)
+            .map(|r| crate::metric::dot(r, r))
+            .collect()
+    } else {
+        vec![0.0]
+    };
+    let d_base = stream
+        .clone_htod(rows)
+        .map_err(|e| gpu_err("uploading the base", e))?;
+    let base_sq = stream
+        .clone_htod(&base_sq_host)
+        .map_err(|e| gpu_err("uploading the base norms", e))?;
+    stream
+        .synchronize()
+        .map_err(|e| gpu_err("uploading the base", e))?;
+    Ok(Uploaded {
+        base: d_base,
+        base_sq,
+        base_sq_host,
+        base_host: if distance == Distance::Euclidean {
+            base.to_vec()
+        } else {
+            Vec::new()
+        },
+    })
 }
 
 impl State {

@@ -78,7 +78,9 @@ use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
+pub mod candidates;
 mod persist;
+pub use candidates::BuildCandidates;
 pub(crate) use persist::{path as graph_path, FILE as GRAPH_FILE};
 #[cfg(test)]
 mod tests;
@@ -110,6 +112,10 @@ pub struct HnswParams {
     /// of the same vectors gives the same graph.
     #[serde(default)]
     pub build_threads: usize,
+    /// Where bulk builds take candidate neighbour lists from (the batch worker: the GPU
+    /// when the node has one; see [`candidates`]). Default: the node's setting.
+    #[serde(default)]
+    pub candidates: BuildCandidates,
 }
 
 /// Default `ef_search`: recall@10 ≈ 0.975 on 62k × 384 MiniLM embeddings (0.965 at 32,
@@ -124,6 +130,7 @@ impl Default for HnswParams {
             ef_search: DEFAULT_EF_SEARCH,
             seed: 0x6865_6b74_6f72,
             build_threads: 0,
+            candidates: BuildCandidates::Node,
         }
     }
 }
@@ -680,6 +687,8 @@ struct Plan {
     own: Vec<Vec<u32>>,
     around: Vec<u64>,
     pruned: Vec<u32>,
+    /// Layer-0 candidates from the round's lists (nodes), besides the beam search's.
+    extra: Vec<u32>,
 }
 
 /// The HNSW engine of one shard.
@@ -957,12 +966,14 @@ impl HnswEngine {
                 }
             }
         }
+        let lists = nodes.and_then(|_| self.round_lists(rows));
         rows.items.clear();
         rows.blocks.clear();
         rows.gone.clear();
         let Some((first, end)) = nodes else {
             return;
         };
+        let lists = lists.as_ref().map(|l| (l, first));
         // Builders take the nodes in order, one at a time.
         let next = AtomicU32::new(first);
         let work = || {
@@ -972,7 +983,7 @@ impl HnswEngine {
                 if node >= end {
                     break;
                 }
-                self.insert_node(node, &mut plan);
+                self.insert_node(node, &mut plan, lists);
             }
         };
         let helpers = threads.min((end - first) as usize).saturating_sub(1);
@@ -995,6 +1006,32 @@ impl HnswEngine {
             }
             work();
         });
+    }
+
+    /// The round's candidate neighbour lists from the build worker ([`candidates`]), when
+    /// the shard's setting asks for them and the round is big enough; `None` otherwise,
+    /// and when the worker fails (the build goes on with the beam search alone).
+    fn round_lists(&self, rows: &Rows) -> Option<candidates::RoundLists> {
+        if rows.items.len() < candidates::MIN_ROUND
+            || self.params.candidates.resolve() == BuildCandidates::Off
+        {
+            return None;
+        }
+        let stride = self.dimension.div_ceil(BLOCK).max(1) * BLOCK;
+        let flat: Vec<f32> = rows.blocks.iter().flat_map(|b| b.0).collect();
+        match candidates::round_lists(
+            flat,
+            stride,
+            self.distance,
+            candidates::per_row(self.params.m),
+            self.params.candidates,
+        ) {
+            Ok(lists) => lists,
+            Err(e) => {
+                tracing::warn!(error = %e, "a build round goes on without candidate lists");
+                None
+            }
+        }
     }
 
     /// Items folded in since the graph's file was last written.
@@ -1081,7 +1118,18 @@ impl HnswEngine {
     /// graph. The graph's lock is held shared for the whole insertion, so several builders
     /// link at once beside searches; only a node above the graph's top level (a few per
     /// graph) links under the exclusive lock, as it moves the entry point.
-    fn insert_node(&self, node: u32, plan: &mut Plan) {
+    /// `lists`: the round's candidate lists and the round's first node, if any.
+    fn insert_node(
+        &self,
+        node: u32,
+        plan: &mut Plan,
+        lists: Option<(&candidates::RoundLists, u32)>,
+    ) {
+        plan.extra.clear();
+        if let Some((lists, first)) = lists {
+            plan.extra
+                .extend(lists.of((node - first) as usize).map(|r| first + r));
+        }
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
             let g = self.graph.read();
@@ -1129,7 +1177,21 @@ impl HnswEngine {
             }
             plan.cands.clear();
             plan.cands.extend(s.best.drain());
-            plan.cands.sort_unstable();
+            if layer == 0 && !plan.extra.is_empty() {
+                // The round's exact nearest that come before this node: candidates too
+                // (what an unbounded beam would find among them). Later ones are left to
+                // link to this one themselves: linking ahead to them gave early nodes only
+                // short links, and the graph lost recall and speed (measured).
+                for &x in &plan.extra {
+                    if x < node && g.deleted[x as usize] == LIVE {
+                        plan.cands.push(key(g.dist_ptr(d, q, x), x));
+                    }
+                }
+                plan.cands.sort_unstable();
+                plan.cands.dedup();
+            } else {
+                plan.cands.sort_unstable();
+            }
             g.select(d, &plan.cands, self.params.m, &mut plan.own[layer]);
             if !plan.cands.is_empty() {
                 std::mem::swap(&mut plan.entries, &mut plan.cands);
@@ -1148,6 +1210,11 @@ impl HnswEngine {
             let max = g.max_links(layer);
             for &n in &plan.own[layer] {
                 let _list = self.stripe(n).lock();
+                // A node of this round may list this one already: it took this one from
+                // its candidate lists when it linked first.
+                if !plan.extra.is_empty() && g.neighbours(n, layer).any(|x| x == node) {
+                    continue;
+                }
                 if g.neighbours(n, layer).len() < max {
                     g.push_neighbour(n, layer, node);
                     continue;
