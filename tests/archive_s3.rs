@@ -2,7 +2,9 @@
 //! started by `scripts/s3.sh`): a cold shard is archived (`hektor shard tier ... archive`),
 //! its snapshot lies in the bucket and its local files are gone; writes made meanwhile go
 //! to the log; the first search that covers it restores it (same hits as before, no
-//! vector lost, the writes visible); archived again and its object corrupted, the restore
+//! vector lost, the writes visible); archived again and then assigned tier hot (no read,
+//! no holder), it comes back from the archive's snapshot rather than a replay of the log;
+//! archived a third time and its object corrupted, the restore
 //! fails with the digest error while the other shards keep serving.
 //!
 //! The server: `HEKTOR_S3_ENDPOINT` (+ `HEKTOR_S3_BUCKET`, `AWS_ACCESS_KEY_ID`,
@@ -385,9 +387,39 @@ fn a_cold_shard_is_archived_to_s3_and_restored_by_a_search() {
     wait_for("archived again", Duration::from_secs(120), || {
         let s = cluster_shard(url, start);
         match s["archive"]["location"].as_str() {
-            Some(l) if l != location && !local_dir().exists() => None,
+            Some(l) if l != location && !local_dir().exists() => {
+                location = l.to_owned();
+                None
+            }
             _ => Some(s.to_string()),
         }
+    });
+    let in_range_live = live.iter().filter(|(id, _)| in_range(id)).count();
+    // Assigned a tier again without a read (an operator, or the planner promoting it): no
+    // holder has it, so it comes from the archive's snapshot, not a replay of the log.
+    set_tier(url, start, "hot");
+    wait_for(
+        "the archived shard serves hot",
+        Duration::from_secs(120),
+        || {
+            let (_, info) = get(&format!("{url}/collections/c"));
+            let s = &info["shards"][1];
+            (s["engine"] != "hnsw" || s["vectors"].as_u64() != Some(in_range_live as u64))
+                .then(|| s.to_string())
+        },
+    );
+    let (_, info) = get(&format!("{url}/collections/c"));
+    let entry = &info["shards"][1];
+    assert_eq!(entry["origin"]["kind"], "archive", "{entry}");
+    let got = ids_of(&search(url, &query(new_in_range, 5)));
+    assert_eq!(got[0].0, want[0], "restored hot: {got:?} vs {want:?}");
+    set_tier(url, start, "archive");
+    // At the same log offset as the second time (nothing written since): the same
+    // location, so wait for the engine and the local files to go.
+    wait_for("archived a third time", Duration::from_secs(120), || {
+        let s = cluster_shard(url, start);
+        let archived = s["archive"]["location"].is_string() && s["vectors"].is_null();
+        (!archived || local_dir().exists()).then(|| s.to_string())
     });
     let objects = list(&store);
     let (data, _) = objects

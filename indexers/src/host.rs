@@ -848,10 +848,26 @@ impl ShardHost {
                 };
                 match copied {
                     Some(fetched) => Some(fetched),
-                    None => receive_snapshot(source.as_ref(), request, &dir).await,
+                    None => receive_snapshot(source.as_ref(), request.clone(), &dir).await,
                 }
             }
             _ => None,
+        };
+        // No holder gave one (all gone, or the range was archived and is now assigned
+        // to a tier this node serves): the archive's snapshot, when there is one, rather
+        // than the whole partition from the log.
+        let hook = self.archive.read().clone();
+        let (fetched, from_archive) = match (fetched, hook) {
+            (None, Some(hook)) if !dir.exists() => {
+                let source = ArchiveSnapshot { store: hook.store };
+                let fetched = receive_snapshot(&source, request, &dir).await;
+                let restored = fetched.is_some();
+                if restored {
+                    self.set_state(&(spec.name.clone(), incarnation, range), None);
+                }
+                (fetched, restored)
+            }
+            (fetched, _) => (fetched, false),
         };
         let existed = dir.exists();
         let received = fetched.is_some();
@@ -881,6 +897,16 @@ impl ShardHost {
                 .map_err(|e| Error::Background(e.to_string()))??
         };
         let origin = match fetched {
+            Some(fetched) if from_archive => {
+                let origin = ShardOrigin::Archive {
+                    location: fetched.manifest.from,
+                    bytes: fetched.bytes,
+                    millis: started.elapsed().as_millis() as u64,
+                };
+                tracing::info!(collection = %spec.name, ?range, ?origin, next_offset = shard.next_offset(),
+                    vectors = shard.len(), "shard restored from the archive; catching up from the log");
+                origin
+            }
             Some(fetched) => {
                 let origin = ShardOrigin::Snapshot {
                     from: fetched.manifest.from,
@@ -1467,6 +1493,45 @@ impl ShardHost {
                 }
             }
         });
+    }
+}
+
+/// How long a range new to this node waits for the archive to say whether it holds a
+/// snapshot of it.
+const ARCHIVE_LOOKUP: Duration = Duration::from_secs(5);
+
+/// The archive tier as a source of snapshots, for a range new to this node that no holder
+/// could give (its `from` becomes the archived snapshot's location).
+struct ArchiveSnapshot {
+    store: Arc<dyn crate::snapshot::ShardArchive>,
+}
+
+impl SnapshotSource for ArchiveSnapshot {
+    fn fetch(
+        &self,
+        request: SnapshotRequest,
+        into: PathBuf,
+    ) -> futures::future::BoxFuture<'static, Result<Option<Fetched>, String>> {
+        let located = self.store.locate(request.clone());
+        let got = self.store.get(request, into);
+        Box::pin(async move {
+            // Asked for every range new to this node: a store that does not answer must
+            // not hold its open up for long (the log is the fallback).
+            match tokio::time::timeout(ARCHIVE_LOOKUP, located).await {
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => return Ok(None),
+                Ok(Err(why)) => return Err(format!("looking the archive up: {why}")),
+                Err(_) => {
+                    return Err(format!(
+                        "the archive did not answer within {ARCHIVE_LOOKUP:?}"
+                    ))
+                }
+            }
+            Ok(got.await?.map(|(mut fetched, archived)| {
+                fetched.manifest.from = archived.location;
+                fetched
+            }))
+        })
     }
 }
 
