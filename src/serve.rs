@@ -543,10 +543,15 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
     let planner_settings = planner_config(args)?;
     let gate = gate_of(args)?;
     let log = open_log(&args.log).await?;
-    let catalog = Catalog::open_scoped(
+    // One clock for the writes this node accepts, the mirrored writes it applies and the
+    // catalog entries it makes (their order across regions).
+    let clock = Arc::new(HlcClock::skewed(args.clock_skew_ms));
+    let catalog = Catalog::open_in_region(
         Arc::clone(&log),
         args.log.topic_replication,
         args.only_collections.clone(),
+        &args.region,
+        Arc::clone(&clock),
     )
     .await
     .context("reading the catalog")?;
@@ -605,8 +610,6 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
                 gate.node_authorization(),
             )) as Arc<dyn hektor_indexers::snapshot::SnapshotSource>
         });
-    // One clock for the writes this node accepts and the mirrored writes it applies.
-    let clock = Arc::new(HlcClock::skewed(args.clock_skew_ms));
     for region in &args.mirror_regions {
         hektor_merge::stamp::validate_region(region)
             .map_err(|e| anyhow::anyhow!("--mirror-regions: {e}"))?;
@@ -614,6 +617,11 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
             region != &args.region,
             "--mirror-regions names this node's own region `{region}`"
         );
+    }
+    // Collections created, or dropped, in another region reach this one through that
+    // region's mirrored catalog (`<region>.hektor.catalog`), adopted into this region's.
+    if !args.mirror_regions.is_empty() {
+        catalog.follow_regions(args.mirror_regions.clone(), Duration::from_millis(500));
     }
     let peers = hektor_query::peers::parse_peers(&args.region, &args.region_peers)
         .map_err(|e| anyhow::anyhow!("--region-peers: {e}"))?;
@@ -719,6 +727,10 @@ pub async fn build_node(args: &ServeArgs) -> anyhow::Result<Node> {
         None => searcher,
     });
     let metrics = Arc::new(Metrics::new());
+    metrics
+        .registry
+        .register(Box::new(CatalogMetrics::new(Arc::clone(&catalog))?))
+        .context("registering the catalog's metrics")?;
     if let Some(peers) = &peers {
         for collector in peers.collectors() {
             metrics
@@ -1231,6 +1243,87 @@ async fn close_time(host: Arc<ShardHost>, writer: Arc<Writer>, every: Duration) 
                 Err(_) => {}
             }
         }
+    }
+}
+
+/// The catalog's counts at each scrape: `hektor_catalog_adopted_total{region}` (entries of
+/// that region's catalog this node adopted), `hektor_catalog_refused_total{region}`
+/// (entries refused, of this region's catalog or another's), and
+/// `hektor_catalog_conflicts{collection, region}`, 1 for each name that region created
+/// with other settings than this region's live collection (each keeps its own).
+struct CatalogMetrics {
+    catalog: Arc<Catalog>,
+    adopted: prometheus::IntCounterVec,
+    refused: prometheus::IntCounterVec,
+    conflicts: prometheus::IntGaugeVec,
+    /// One scrape at a time (each resets and refills the vectors).
+    scrape: parking_lot::Mutex<()>,
+}
+
+impl CatalogMetrics {
+    fn new(catalog: Arc<Catalog>) -> anyhow::Result<CatalogMetrics> {
+        use prometheus::Opts;
+        Ok(CatalogMetrics {
+            catalog,
+            adopted: prometheus::IntCounterVec::new(
+                Opts::new(
+                    "catalog_adopted_total",
+                    "catalog entries of another region this node adopted into its region's catalog",
+                ),
+                &["region"],
+            )?,
+            refused: prometheus::IntCounterVec::new(
+                Opts::new(
+                    "catalog_refused_total",
+                    "catalog entries read and refused (undecodable or invalid), by the region whose catalog held them",
+                ),
+                &["region"],
+            )?,
+            conflicts: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "catalog_conflicts",
+                    "1 per collection another region created with other settings than this region's (each region keeps its own until it is dropped)",
+                ),
+                &["collection", "region"],
+            )?,
+            scrape: parking_lot::Mutex::new(()),
+        })
+    }
+}
+
+impl prometheus::core::Collector for CatalogMetrics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut descs = self.adopted.desc();
+        descs.extend(self.refused.desc());
+        descs.extend(self.conflicts.desc());
+        descs
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let _one = self.scrape.lock();
+        self.adopted.reset();
+        self.refused.reset();
+        self.conflicts.reset();
+        self.refused
+            .with_label_values(&[self.catalog.region()])
+            .inc_by(self.catalog.refused_entries());
+        for view in self.catalog.regions_view() {
+            self.adopted
+                .with_label_values(&[view.region.as_str()])
+                .inc_by(view.adopted);
+            self.refused
+                .with_label_values(&[view.region.as_str()])
+                .inc_by(view.refused);
+        }
+        for conflict in self.catalog.conflicts() {
+            self.conflicts
+                .with_label_values(&[conflict.collection.as_str(), conflict.region.as_str()])
+                .set(1);
+        }
+        let mut families = self.adopted.collect();
+        families.extend(self.refused.collect());
+        families.extend(self.conflicts.collect());
+        families
     }
 }
 

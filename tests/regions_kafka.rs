@@ -1208,8 +1208,8 @@ fn hektor_regions_merge_conflicting_writes_and_converge_after_a_partition() {
     let enode = start_region_node(&setup, &east, &tmp.path().join("east"), &[]);
     let collection = common::unique("merge");
     const DIM: usize = 8;
+    // Created in west only: east adopts it from west's mirrored catalog.
     common::create_collection(&wnode.url, &collection, DIM, 2);
-    common::create_collection(&enode.url, &collection, DIM, 2);
     // Writes carry what their region has merged only once its node holds the shards
     // (before, it cannot tell, and their conflicts go uncounted): wait for them to open.
     for node in [&wnode, &enode] {
@@ -1431,6 +1431,246 @@ fn hektor_regions_merge_conflicting_writes_and_converge_after_a_partition() {
             node.url
         );
     }
+}
+
+/// The sum of the samples of metric `name` at `url`'s `/metrics` whose labels include
+/// every `key="value"` of `labels`.
+fn metric(url: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = reqwest::blocking::get(format!("{url}/metrics"))
+        .and_then(|r| r.text())
+        .expect("GET /metrics");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Poll `check` every 250 ms until it holds; panics with `what` past `within`. Returns how
+/// long it took.
+fn wait_for(within: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let began = Instant::now();
+    while !check() {
+        assert!(began.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    began.elapsed()
+}
+
+/// The catalog across regions (issue #17), on the real setup: a collection created in
+/// west only appears in east within a bounded time (its shards open, east's node counts
+/// the adoption) and writes made in both regions converge; dropped in east, it goes in
+/// west too. Created in both regions with different settings while they are cut off
+/// from each other, each region keeps its own and shows the conflict after the heal; a
+/// drop in one region then removes it in both, and one create reaches both again.
+#[test]
+fn hektor_regions_catalog_follows_creates_and_drops_across_regions() {
+    let _one = serial();
+    let Some(setup) = Setup::start() else {
+        return;
+    };
+    let (west, east) = (setup.regions[0].clone(), setup.regions[1].clone());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let wnode = start_region_node(&setup, &west, &tmp.path().join("west"), &[]);
+    let enode = start_region_node(&setup, &east, &tmp.path().join("east"), &[]);
+    const DIM: usize = 8;
+    let bound = Duration::from_secs(60);
+
+    // 1. Created in west only.
+    let collection = common::unique("catalog");
+    let adopted_before = metric(
+        &enode.url,
+        "hektor_catalog_adopted_total",
+        &[("region", &west)],
+    );
+    common::create_collection(&wnode.url, &collection, DIM, 2);
+    let took = wait_for(
+        bound,
+        &format!("{collection} created in {west} appears in {east}"),
+        || common::get(&format!("{}/collections/{collection}", enode.url)).0 == 200,
+    );
+    eprintln!(
+        "{collection} created in {west} appeared in {east} after {:.1} s",
+        took.as_secs_f64()
+    );
+    for node in [&wnode, &enode] {
+        wait_open(&node.url, &collection);
+    }
+    let (_, view) = common::get(&format!("{}/collections/{collection}", enode.url));
+    assert_eq!(
+        view["settings"]["dimension"].as_u64(),
+        Some(DIM as u64),
+        "{view}"
+    );
+    assert!(
+        metric(
+            &enode.url,
+            "hektor_catalog_adopted_total",
+            &[("region", &west)]
+        ) > adopted_before,
+        "{east}'s node should count the adoption"
+    );
+
+    // 2. Writes in both regions (own ids and shared ones, written in both) converge.
+    let ids: Vec<String> = (0..30)
+        .flat_map(|i| [format!("w-{i}"), format!("e-{i}"), format!("s-{i}")])
+        .collect();
+    let mut rng = StdRng::seed_from_u64(17);
+    for (node, region, prefixes) in [(&wnode, &west, ["w-", "s-"]), (&enode, &east, ["e-", "s-"])] {
+        let upserts: Vec<Value> = ids
+            .iter()
+            .filter(|id| prefixes.iter().any(|p| id.starts_with(p)))
+            .map(|id| {
+                let v: Vec<f32> = (0..DIM).map(|_| rng.random_range(0.1f32..1.0)).collect();
+                json!({"id": id, "vector": v, "payload": {"region": region}})
+            })
+            .collect();
+        let (status, body) = common::post(
+            &format!("{}/collections/{collection}/vectors", node.url),
+            &json!({ "upserts": upserts }),
+        );
+        assert_eq!(status, 200, "write in {region}: {body}");
+    }
+    let mut last = (Contents::new(), Contents::new());
+    let took = wait_for(
+        Duration::from_secs(120),
+        "the writes of both regions converge",
+        || {
+            last = (
+                contents(&wnode.url, &collection, &ids),
+                contents(&enode.url, &collection, &ids),
+            );
+            last.0 == last.1 && last.0.values().all(Option::is_some)
+        },
+    );
+    eprintln!(
+        "both regions' writes converged after {:.1} s",
+        took.as_secs_f64()
+    );
+    let winners: BTreeSet<String> = last
+        .0
+        .values()
+        .flatten()
+        .map(|(_, _, _, origin)| origin.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        winners.contains(&west) && winners.contains(&east),
+        "{winners:?}"
+    );
+
+    // 3. Dropped in east: it goes in west.
+    let adopted_before = metric(
+        &wnode.url,
+        "hektor_catalog_adopted_total",
+        &[("region", &east)],
+    );
+    let dropping = Instant::now();
+    let (status, body) = common::call(
+        reqwest::Method::DELETE,
+        &format!("{}/collections/{collection}", enode.url),
+        None,
+    );
+    assert_eq!(status, 200, "drop in {east}: {body}");
+    let took = wait_for(
+        bound,
+        &format!("{collection} dropped in {east} goes in {west}"),
+        || common::get(&format!("{}/collections/{collection}", wnode.url)).0 == 404,
+    );
+    eprintln!(
+        "dropped in {east} (answered in {:.1} s), gone in {west} {:.1} s after the request",
+        (dropping.elapsed() - took).as_secs_f64(),
+        dropping.elapsed().as_secs_f64()
+    );
+    assert!(
+        metric(
+            &wnode.url,
+            "hektor_catalog_adopted_total",
+            &[("region", &east)]
+        ) > adopted_before,
+        "{west}'s node should have adopted {east}'s drop"
+    );
+    assert_eq!(
+        common::get(&format!("{}/collections/{collection}", enode.url)).0,
+        404
+    );
+
+    // 4. Created in both regions with other settings while they are cut off: each keeps
+    // its own and shows the conflict once the regions hear from each other again.
+    let twice = common::unique("twice");
+    for proxy in setup.proxies_between(&west, &east) {
+        setup.toxiproxy(
+            reqwest::Method::POST,
+            &format!("/proxies/{proxy}"),
+            Some(json!({"enabled": false})),
+        );
+    }
+    common::create_collection(&wnode.url, &twice, DIM, 2);
+    common::create_collection(&enode.url, &twice, DIM * 2, 2);
+    setup.reset();
+    for (node, other) in [(&wnode, &east), (&enode, &west)] {
+        wait_for(
+            Duration::from_secs(90),
+            &format!("{}: the conflict with {other} over {twice} shows", node.url),
+            || {
+                metric(
+                    &node.url,
+                    "hektor_catalog_conflicts",
+                    &[("collection", &twice), ("region", other)],
+                ) == 1.0
+            },
+        );
+    }
+    let dimension_in = |node: &common::Server| {
+        let (status, view) = common::get(&format!("{}/collections/{twice}", node.url));
+        assert_eq!(status, 200, "{view}");
+        view["settings"]["dimension"].as_u64()
+    };
+    assert_eq!(
+        dimension_in(&wnode),
+        Some(DIM as u64),
+        "{west} keeps its own"
+    );
+    assert_eq!(
+        dimension_in(&enode),
+        Some(2 * DIM as u64),
+        "{east} keeps its own"
+    );
+    // A drop in west is newer than both creates: it removes the name in both regions.
+    let (status, body) = common::call(
+        reqwest::Method::DELETE,
+        &format!("{}/collections/{twice}", wnode.url),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_for(
+        bound,
+        &format!("{twice} dropped in {west} goes in {east}"),
+        || common::get(&format!("{}/collections/{twice}", enode.url)).0 == 404,
+    );
+    for (node, other) in [(&wnode, &east), (&enode, &west)] {
+        assert_eq!(
+            metric(
+                &node.url,
+                "hektor_catalog_conflicts",
+                &[("collection", &twice), ("region", other)],
+            ),
+            0.0,
+            "{}: the conflict is over",
+            node.url
+        );
+    }
+    // Created once, in east: it reaches west, with east's settings.
+    common::create_collection(&enode.url, &twice, DIM * 2, 2);
+    wait_for(
+        bound,
+        &format!("{twice} created again in {east} appears in {west}"),
+        || common::get(&format!("{}/collections/{twice}", wnode.url)).0 == 200,
+    );
+    assert_eq!(dimension_in(&wnode), Some(2 * DIM as u64));
 }
 
 /// Consistency levels of reads and replication levels of writes across two regions over

@@ -62,7 +62,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::record::{
-    CatalogEntry, Event, NodeHeartbeat, PlanChange, VectorDelete, VectorRecord, VectorUpsert,
+    CatalogEntry, CatalogMeta, Event, NodeHeartbeat, PlanChange, VectorDelete, VectorRecord,
+    VectorUpsert,
 };
 use crate::{Error, Result};
 use hektor_log::LogRecord;
@@ -185,6 +186,44 @@ pub fn to_log_record<R: Record>(
 /// Decode the value of a record read from the log, by its encoding header.
 pub fn from_log_record<R: Record>(record: &LogRecord) -> Result<R> {
     decode(&record.value, record.header(ENCODING_HEADER))
+}
+
+/// A catalog record: the entry with its [`CatalogMeta`] (origin, hlc, incarnation) beside
+/// its fields, always in JSON (the binary form predates the meta and cannot hold it).
+pub fn catalog_record(entry: &CatalogEntry, meta: &CatalogMeta) -> Result<LogRecord> {
+    let mut value = serde_json::to_value(entry)
+        .map_err(|e| malformed::<CatalogEntry>(format!("cannot encode: {e}")))?;
+    let extra = serde_json::to_value(meta)
+        .map_err(|e| malformed::<CatalogEntry>(format!("cannot encode: {e}")))?;
+    if let (Some(fields), serde_json::Value::Object(extra)) = (value.as_object_mut(), extra) {
+        for (k, v) in extra {
+            if fields.insert(k.clone(), v).is_some() {
+                return Err(malformed::<CatalogEntry>(format!(
+                    "the entry has a field `{k}` of its own"
+                )));
+            }
+        }
+    }
+    let bytes = serde_json::to_vec(&value)
+        .map_err(|e| malformed::<CatalogEntry>(format!("cannot encode: {e}")))?;
+    Ok(
+        LogRecord::new(Some(entry.name().as_bytes().to_vec()), bytes)
+            .with_header(ENCODING_HEADER, Encoding::Json.header_value()),
+    )
+}
+
+/// Decode a catalog record read from the log: the entry, and its meta (none for a binary
+/// record or one written before the meta existed).
+pub fn catalog_entry_of(record: &LogRecord) -> Result<(CatalogEntry, CatalogMeta)> {
+    let header = record.header(ENCODING_HEADER);
+    let entry = decode::<CatalogEntry>(&record.value, header)?;
+    let meta = match Encoding::from_header(header)? {
+        Encoding::Binary => CatalogMeta::default(),
+        Encoding::Json => serde_json::from_slice::<CatalogMeta>(&record.value).map_err(|e| {
+            malformed::<CatalogEntry>(format!("invalid origin, hlc or incarnation: {e}"))
+        })?,
+    };
+    Ok((entry, meta))
 }
 
 fn malformed<R: Record>(reason: impl Into<String>) -> Error {

@@ -592,11 +592,74 @@ fn default_replication() -> u32 {
 }
 
 /// A record of the catalog topic: a collection created (or replaced) or dropped.
+///
+/// What a record carries besides the entry (where and when the entry was first made, and
+/// the incarnation it keeps) is [`CatalogMeta`], written beside the entry's fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum CatalogEntry {
     Create(CollectionSpec),
     Drop { name: String },
+}
+
+impl CatalogEntry {
+    /// The collection the entry is about (the record's key).
+    pub fn name(&self) -> &str {
+        match self {
+            CatalogEntry::Create(spec) => &spec.name,
+            CatalogEntry::Drop { name } => name,
+        }
+    }
+}
+
+/// Where a catalog entry sits in the order every region agrees on: its hybrid-clock time,
+/// then the name of the region where it was first made. Compared in that order, like a
+/// vector write's stamp (`hektor_merge::stamp`), so every region orders two entries alike.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CatalogStamp {
+    pub hlc: Hlc,
+    pub origin: String,
+}
+
+/// The fields a catalog record carries beside its [`CatalogEntry`] (issue #17, the catalog
+/// across regions). Each is optional: records written before them (and records in the
+/// binary form, which cannot hold them) decode with none, and readers that predate them
+/// ignore them. In JSON they sit beside the entry's own fields:
+/// `{"op":"create","name":"docs",...,"origin":"west","hlc":113...,"incarnation":42}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogMeta {
+    /// The region where the entry was first made (through a node of that region); a copy
+    /// another region adopts keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// The hybrid-clock time of the node that first made the entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hlc: Option<Hlc>,
+    /// For a create: the incarnation the collection has in the region whose log holds
+    /// the record (absent: the record's own offset). Set where a record restates a
+    /// collection that exists already, so that the record alone, all compaction may leave
+    /// of the name, still names the incarnation its shards live under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u64>,
+}
+
+impl CatalogMeta {
+    /// The entry's stamp, when the record carries both its time and its origin.
+    pub fn stamp(&self) -> Option<CatalogStamp> {
+        Some(CatalogStamp {
+            hlc: self.hlc?,
+            origin: self.origin.clone()?,
+        })
+    }
+
+    /// The meta of an entry with this stamp.
+    pub fn stamped(stamp: &CatalogStamp, incarnation: Option<u64>) -> CatalogMeta {
+        CatalogMeta {
+            origin: Some(stamp.origin.clone()),
+            hlc: Some(stamp.hlc),
+            incarnation,
+        }
+    }
 }
 
 #[cfg(test)]
