@@ -382,7 +382,10 @@ fn builds_with_candidate_lists_stay_well_formed_and_one_thread_stays_determinist
             live.remove(&gone);
         }
         let orphans = check(&engine, &live);
-        assert!(orphans <= base.len() / 200, "{threads} threads: {orphans} unlinked");
+        assert!(
+            orphans <= base.len() / 200,
+            "{threads} threads: {orphans} unlinked"
+        );
         if threads == 1 {
             one_thread.push(lists(&engine));
         }
