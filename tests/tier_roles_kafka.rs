@@ -8,6 +8,10 @@
 //! move are found after it, and a tier no node may hold (warm) changes nothing and
 //! `GET /cluster` says why. `GET /cluster` lists each member's roles.
 //!
+//! A promotion by the planner (tiering on, three nodes) lands on the hot node whose hot
+//! budget the planner charged, the decision's placement hint, where the placement rules
+//! alone would have chosen the other hot node.
+//!
 //! The `gpu` role: a batch search the routing rule sends to the GPU (100 queries), sent
 //! to a node without one, runs on the live `gpu` node (which holds every shard) and the
 //! answer says where and on which device; the same exact hits as the CPU here and as
@@ -462,6 +466,245 @@ fn a_tier_its_holder_may_not_hold_moves_the_shard_to_a_node_that_may() {
         (json!(["h"]), json!("hot"))
     );
     drop(c);
+}
+
+/// The tiering policy's settings of the promotion test: a shard queried at a few per
+/// second is promoted within seconds; nothing is demoted for an hour.
+const TIERING: &str = "tier_promote_qps = 2.0
+tier_demote_qps = 1.0
+tier_cold_qps = 0.1
+tier_dwell_ms = 1000
+tier_demote_dwell_ms = 3600000
+tier_cold_dwell_ms = 86400000
+planner_interval_ms = 500
+";
+
+/// A tenant whose vectors all lie in `partition` (of `partitions`).
+fn tenant_in(partition: u32, partitions: u32) -> String {
+    (0..1_000_000)
+        .map(|i| format!("t{i}"))
+        .find(|t| {
+            let p = hektor_topics::ring::tenant_partitions(t, partitions);
+            *p.start() == partition && *p.end() == partition
+        })
+        .expect("a tenant inside the partition")
+}
+
+/// The planner promotes a cold shard held by a cold-only node: the controller must move
+/// it to a hot node, and it goes to the one the planner charged the hot budget to (the
+/// decision's placement hint), not to the one the placement rules would choose on their
+/// own. Three `hektor node`s on one Kafka: `h1` (router, controller, planner, hot), `h2`
+/// (hot), `c` (cold), a collection of 3 partitions: the first map puts partitions 0 and 2
+/// on `h1`, 1 on `h2`. Partition 0 gets most rows, 1 a few, 2 a tenant's rows; the
+/// operator sends partition 2 cold (to `c`). Then `h1` holds one big hot shard and `h2` a
+/// small one: by count the rules would take `h1` (a tie, broken by name); by hot bytes the
+/// planner charges `h2`. Searches of the tenant make the planner promote it: it lands on
+/// `h2`, and no search fails meanwhile.
+#[test]
+fn a_promotion_lands_on_the_hot_node_the_planner_charged() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    let data = Arc::new(Data::load());
+    let dim = data.dim;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = unique("tierhint");
+    let name = unique("tierhint");
+    let node = |id: &str, roles: &str| {
+        start_config_node(dir.path(), id, &brokers, &cluster, &name, roles, TIERING)
+    };
+    let h1 = node("h1", r#""router", "data", "controller", "planner", "hot""#);
+    let h2 = node("h2", r#""data", "hot""#);
+    let c = node("c", r#""data", "cold""#);
+    wait_for("three members", Duration::from_secs(60), || {
+        let (_, view) = get(&format!("{}/cluster", h1.url));
+        ["h1", "h2", "c"]
+            .iter()
+            .all(|id| view["members"][*id]["roles"].is_array())
+            .then_some(())
+    });
+    const PARTITIONS: u32 = 3;
+    create_collection(&h1.url, &name, dim, PARTITIONS);
+    let range_of = |p: u32| hektor_topics::ring::partition_range(p, PARTITIONS);
+    let shard_at = |start: u64| {
+        cluster_shards(&h1.url, &name)
+            .into_iter()
+            .find(|s| s["range"]["start"].as_u64() == Some(start))
+    };
+    let first = wait_for("the first map", Duration::from_secs(60), || {
+        let shards = cluster_shards(&h1.url, &name);
+        (shards.len() == PARTITIONS as usize).then_some(shards)
+    });
+    let holder = |p: u32| {
+        first
+            .iter()
+            .find(|s| s["range"]["start"].as_u64() == Some(range_of(p).start))
+            .map(|s| s["replicas"].clone())
+    };
+    assert_eq!(
+        (holder(0), holder(1), holder(2)),
+        (
+            Some(json!(["h1"])),
+            Some(json!(["h2"])),
+            Some(json!(["h1"]))
+        ),
+        "the first map (sticky, balanced, ties by name): {first:?}"
+    );
+
+    // Rows: partition 0 all its own (big on h1), partition 1 a few (small on h2), and
+    // partition 2 the tenant's.
+    let partition_of = |id: &str| {
+        hektor_topics::ring::partition_of(hektor_topics::ring::position(None, id), PARTITIONS)
+    };
+    let ids: Vec<String> = (0..data.rows()).map(|i| format!("r{i}")).collect();
+    let big: Vec<usize> = (0..2000).filter(|&i| partition_of(&ids[i]) == 0).collect();
+    let small: Vec<usize> = (0..2000)
+        .filter(|&i| partition_of(&ids[i]) == 1)
+        .take(20)
+        .collect();
+    let tenant = tenant_in(2, PARTITIONS);
+    let tenant_rows: Vec<usize> = (2000..2300).collect();
+    let write = |rows: &[usize], tenant: Option<&str>| {
+        for chunk in rows.chunks(250) {
+            let upserts: Vec<Value> = chunk
+                .iter()
+                .map(|&i| {
+                    let mut u = json!({"id": ids[i], "vector": data.row(i)});
+                    if let Some(t) = tenant {
+                        u["tenant"] = json!(t);
+                    }
+                    u
+                })
+                .collect();
+            let (status, body) = post(
+                &format!("{}/collections/{name}/vectors", h1.url),
+                &json!({ "upserts": upserts }),
+            );
+            assert_eq!(status, 200, "upsert: {body}");
+        }
+    };
+    write(&big, None);
+    write(&small, None);
+    write(&tenant_rows, Some(&tenant));
+    let total = (big.len() + small.len() + tenant_rows.len()) as u64;
+    wait_for("every row indexed", Duration::from_secs(180), || {
+        let shards: Vec<Value> = [&h1.url, &h2.url]
+            .iter()
+            .flat_map(|u| local_shards(u, &name))
+            .collect();
+        let vectors: u64 = shards.iter().filter_map(|s| s["vectors"].as_u64()).sum();
+        (vectors == total && shards.iter().all(|s| s["pending"] == 0)).then_some(())
+    });
+
+    // The operator sends partition 2 cold: h1 may not hold cold, so it moves to c.
+    let d = range_of(2).start;
+    let out = hektor(&[
+        "shard",
+        "tier",
+        "--url",
+        &h1.url,
+        &name,
+        &d.to_string(),
+        "cold",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("partition 2 cold on c", Duration::from_secs(240), || {
+        shard_at(d).filter(|s| s["replicas"] == json!(["c"]) && s["tier"] == "cold")
+    });
+    wait_for("h1's old copy dropped", Duration::from_secs(120), || {
+        (local_shards(&h1.url, &name).len() == 1).then_some(())
+    });
+
+    // The tenant's searches make the planner promote it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let searcher = {
+        let (url, name, data, stop, tenant) = (
+            h1.url.clone(),
+            name.clone(),
+            Arc::clone(&data),
+            Arc::clone(&stop),
+            tenant.clone(),
+        );
+        std::thread::spawn(move || {
+            let (mut searches, mut failed) = (0usize, Vec::new());
+            while !stop.load(Ordering::Relaxed) && searches < MAX_SEARCHES {
+                let (status, body) = post(
+                    &format!("{url}/collections/{name}/search"),
+                    &json!({"vector": data.query(searches % 100), "k": K, "tenant": tenant}),
+                );
+                searches += 1;
+                if status != 200 || body["hits"].as_array().map_or(0, Vec::len) != K {
+                    failed.push(format!("{status}: {body}"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (searches, failed)
+        })
+    };
+    let mut seen_on: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let promoted = loop {
+        if let Some(s) = shard_at(d) {
+            if !seen_on.contains(&s["replicas"]) {
+                seen_on.push(s["replicas"].clone());
+            }
+            if s["tier"] == "hot" {
+                break s;
+            }
+        }
+        if Instant::now() > deadline {
+            let (_, view) = get(&format!("{}/cluster", h1.url));
+            panic!(
+                "partition 2 not promoted: held by {seen_on:?}; the planner's tiering: {}; \
+                 map changes: {}",
+                view["planner"]["tiering"], view["map_changes"]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    stop.store(true, Ordering::Relaxed);
+    let (searches, failed) = searcher.join().unwrap();
+    eprintln!(
+        "partition 2 held by {seen_on:?}; {searches} searches, {} failed",
+        failed.len()
+    );
+    // The planner's decision says where it charged the budget ...
+    let (_, view) = get(&format!("{}/cluster", h1.url));
+    let reasons: Vec<String> = view["planner"]["tiering"]["decisions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|x| x["action"]["shard"]["start"].as_u64() == Some(d))
+        .filter_map(|x| x["reason"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("cold → hot") && r.contains("charged to h2")),
+        "{reasons:?}"
+    );
+    // ... and the shard landed there, never on h1.
+    assert_eq!(promoted["replicas"], json!(["h2"]), "{promoted}");
+    assert!(!seen_on.contains(&json!(["h1"])), "{seen_on:?}");
+    assert!(
+        failed.is_empty(),
+        "searches failed: {:?}",
+        &failed[..failed.len().min(5)]
+    );
+    // The other shards stay where they were.
+    assert_eq!(
+        shard_at(range_of(0).start).unwrap()["replicas"],
+        json!(["h1"])
+    );
+    assert_eq!(
+        shard_at(range_of(1).start).unwrap()["replicas"],
+        json!(["h2"])
+    );
+    drop((h2, c));
 }
 
 /// One batch search through `url`: (status, answer).

@@ -72,7 +72,9 @@ pub enum BenchCommand {
     /// (SIGTERM and kill -9), on a generated set shaped like the real one.
     Scale(crate::scale::ScaleBenchArgs),
     /// Tiers by hotness on a real `hektor serve`: a skewed workload all-hot and tiered in
-    /// one run; cost, the hot shards' p99 and recall per tier (issue #18).
+    /// one run; cost, the hot shards' p99 and recall per tier; then the skew moves to two
+    /// demoted shards: the planner's promotions, their time to hot, p99 and recall (issue
+    /// #18).
     Tiers(crate::tiers::TiersBenchArgs),
     /// Two regions on real parts (`scripts/regions.sh`) over an injected WAN: write
     /// latency per level, mirror lag against rate, a partition and its heal (issue #17).

@@ -56,6 +56,27 @@
 //! booleans (cost ≤ 25 % of all-hot, hot p99 ≤ 1.1×, recall ≥ 0.95 in every tier that was
 //! queried except archive-on-restore).
 //!
+//! **Promotions** (unless `--no-promote`; after the measured window and the archive
+//! phase): every shard starts hot, so the runs above show only demotions. Then the skew
+//! *moves* ([`Workload::shifted`]): two queried shards the planner demoted
+//! ([`pick_promoted`]: warm and cold in turn, warm first) take the hot share and the two
+//! hot ones join the rest, same rate, same slot streams. The load runs in chunks of 10 s
+//! (`promote` lines) while the map is polled every 0.5 s, until both promoted shards are
+//! hot in the map and served by the hot engine, or `--promote-max-seconds` (150, 120
+//! with `--quick`) pass; then `--promote-seconds` (30, 15 with `--quick`) are measured
+//! (the `run` line `promoted`). The `promotion` line gives per promoted shard its tiers
+//! on the way (`path`), the seconds from the shift to hot in the map (`hot_in_map_s`)
+//! and to the hot engine (`hot_engine_s`), its p50/p99 and recall@10 in that window; the
+//! planner's decisions since the shift (count, from → to, shard); the promoted shards'
+//! p99 over the workload's hot shards' p99 in the all-hot run and in the tiered window
+//! (`p99_ratio_to_all_hot`, `p99_ratio_to_tiered_hot`: the same per-shard rate, same
+//! invocation); every query of the phase and the failed ones (none expected); the most
+//! hot bytes the map implied (the planner's per-shard estimate of the shards it showed
+//! hot) and the most the planner counted on the node, against the budget
+//! (`budget_kept`). The summary repeats the main numbers under `promotion`, and a goal
+//! line says whether the promoted shards got hot with no failed query, the budget kept
+//! and recall@10 ≥ 0.95.
+//!
 //! **Noise.** Each load line says where the machine's CPU went meanwhile (`cpu_cores`:
 //! the whole machine, the node, the bench, and everything else, from `/proc`), so a window
 //! that shared its cores with someone else's build says so; the summary repeats the
@@ -121,6 +142,10 @@ const MEASURE_BASE: u64 = 1 << 40;
 const WARMUP_BASE: u64 = 1 << 41;
 const SETTLE_BASE: u64 = 1 << 42;
 const ARCHIVE_BASE: u64 = 1 << 43;
+const PROMOTE_BASE: u64 = 1 << 44;
+const PROMOTED_BASE: u64 = 1 << 45;
+/// How often the promotion phase looks at the map (the time to hot is read from it).
+const PROMOTE_POLL_MS: u64 = 500;
 /// The planner's default archive rate (`hektor serve --tier-archive-qps`).
 const ARCHIVE_QPS: f64 = 0.01;
 /// Bytes of a hot shard per vector besides 5 × dimension (the planner's estimate,
@@ -191,6 +216,17 @@ pub struct TiersBenchArgs {
     /// With --archive: how long a cold shard's rate must stay below the archive rate.
     #[arg(long, default_value_t = 10_000)]
     pub archive_dwell_ms: u64,
+    /// Skip the promotion phase (the skew moving to two demoted shards after the tiers
+    /// settled).
+    #[arg(long)]
+    pub no_promote: bool,
+    /// Seconds measured once the promoted shards are hot (default 30, 15 with --quick).
+    #[arg(long)]
+    pub promote_seconds: Option<u64>,
+    /// Longest wait for the promoted shards to be hot and served by the hot engine
+    /// (default 150, 120 with --quick).
+    #[arg(long)]
+    pub promote_max_seconds: Option<u64>,
     /// About 3-4 minutes in all: 20,000 vectors, shorter windows.
     #[arg(long)]
     pub quick: bool,
@@ -216,6 +252,15 @@ struct Plan {
     measure_s: u64,
     settle_max_s: u64,
     archive_max_s: u64,
+    /// `None`: no promotion phase (`--no-promote`).
+    promote: Option<PromotePlan>,
+}
+
+/// The promotion phase's durations.
+#[derive(Debug, Clone, Copy)]
+struct PromotePlan {
+    max_s: u64,
+    measure_s: u64,
 }
 
 impl Plan {
@@ -227,6 +272,12 @@ impl Plan {
             measure_s: args.seconds.unwrap_or(if q { 30 } else { 60 }),
             settle_max_s: args.settle_max_seconds.unwrap_or(if q { 100 } else { 240 }),
             archive_max_s: if q { 60 } else { 120 },
+            promote: (!args.no_promote).then(|| PromotePlan {
+                max_s: args
+                    .promote_max_seconds
+                    .unwrap_or(if q { 120 } else { 150 }),
+                measure_s: args.promote_seconds.unwrap_or(if q { 15 } else { 30 }),
+            }),
         }
     }
 }
@@ -311,6 +362,30 @@ impl Workload {
         }
     }
 
+    /// The same workload with the skew moved: `hot` take the hot share, the shards hot
+    /// before join the rest, idle shards stay idle. The slots draw from the same streams.
+    pub fn shifted(&self, hot: &[usize]) -> anyhow::Result<Workload> {
+        anyhow::ensure!(
+            !hot.is_empty()
+                && hot.iter().all(|s| self.rest.contains(s))
+                && hot.iter().collect::<BTreeSet<_>>().len() == hot.len(),
+            "the shards made hot must be distinct shards of the rest: {hot:?}"
+        );
+        let mut rest: Vec<usize> = self
+            .rest
+            .iter()
+            .chain(&self.hot)
+            .copied()
+            .filter(|s| !hot.contains(s))
+            .collect();
+        rest.sort_unstable();
+        Ok(Workload {
+            hot: hot.to_vec(),
+            rest,
+            ..self.clone()
+        })
+    }
+
     /// `hot`, `rest` or `idle`.
     pub fn role(&self, shard: usize) -> &'static str {
         if self.hot.contains(&shard) {
@@ -381,6 +456,34 @@ fn hot_bytes(vectors: u64, dim: usize) -> u64 {
 /// The default hot budget: the hot shards and half of one more (the largest), in MiB.
 fn default_budget_mb(n_hot: usize, largest_shard_bytes: u64) -> u64 {
     ((n_hot as f64 + 0.5) * largest_shard_bytes as f64 / MIB).ceil() as u64
+}
+
+/// The shards the skew moves to: as many as `w.hot`, among the queried others (`rest`)
+/// that the planner demoted (`tiers[s]` warm or cold), warm and cold ones taken in turn
+/// (warm first) so that both paths to hot are exercised when both exist. Fewer when fewer
+/// were demoted.
+pub fn pick_promoted(w: &Workload, tiers: &[String]) -> Vec<usize> {
+    let of = |tier: &str| -> Vec<usize> {
+        w.rest
+            .iter()
+            .copied()
+            .filter(|&s| tiers.get(s).is_some_and(|t| t == tier))
+            .collect()
+    };
+    let (warm, cold) = (of("warm"), of("cold"));
+    let mut picked = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while picked.len() < w.hot.len() && (i < warm.len() || j < cold.len()) {
+        let take_warm = i < warm.len() && (picked.len() % 2 == 0 || j >= cold.len());
+        if take_warm {
+            picked.push(warm[i]);
+            i += 1;
+        } else {
+            picked.push(cold[j]);
+            j += 1;
+        }
+    }
+    picked
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1063,6 +1166,21 @@ struct Answer {
 }
 
 impl Ctx {
+    /// The same node, queries and answers under another workload (the shifted skew).
+    fn with_workload(&self, workload: Workload) -> Ctx {
+        Ctx {
+            http: self.http.clone(),
+            search_url: self.search_url.clone(),
+            workload,
+            bodies: self.bodies.clone(),
+            data: Arc::clone(&self.data),
+            truth: Arc::clone(&self.truth),
+            rate: self.rate,
+            workers: self.workers,
+            serve_pid: AtomicU32::new(self.serve_pid.load(Ordering::Relaxed)),
+        }
+    }
+
     async fn search(&self, shard: usize, j: usize) -> Answer {
         let sent = self
             .http
@@ -1373,6 +1491,8 @@ async fn observe(
 struct Seen {
     /// Tier decisions by (collection, epoch): their reasons.
     decisions: BTreeMap<(String, u64), String>,
+    /// The shard range of each (the decision's `action.shard`).
+    shards: BTreeMap<(String, u64), Value>,
     budget_bytes: u64,
     within_budget: bool,
     /// The most hot bytes on a node the planner counted once it was first within budget.
@@ -1393,6 +1513,8 @@ impl Seen {
                 continue;
             };
             self.decisions.insert((c.to_string(), e), r.to_string());
+            self.shards
+                .insert((c.to_string(), e), d["action"]["shard"].clone());
         }
         for n in tiering["nodes"].as_array().into_iter().flatten() {
             let (hot, budget) = (
@@ -2005,6 +2127,21 @@ async fn measure(
             });
         }
     }
+    // Promotions: the skew moves to two shards the planner demoted (the load goes on).
+    let promotion = match plan.promote {
+        Some(promote) => {
+            let by_workload = |s: &Sample| workload.hot.contains(&s.shard);
+            let input = PromoteInput {
+                ranges: &ranges,
+                hot_bytes_of: vectors.iter().map(|&v| hot_bytes(v, data.dim)).collect(),
+                budget_bytes: budget_mb << 20,
+                p99_all_hot: percentiles(&all_hot.samples, by_workload).map(|p| p.p99_ms),
+                p99_tiered: percentiles(&tiered.samples, by_workload).map(|p| p.p99_ms),
+            };
+            promote_phase(&ctx, &mut server, &monitor, input, promote, out).await?
+        }
+        None => json!({"skipped": "--no-promote"}),
+    };
     let seen = monitor.finish().await;
     let final_obs = observe(&http, &server.url, &ranges).await?;
     server.terminate(Duration::from_secs(120)).await.ok();
@@ -2065,6 +2202,9 @@ async fn measure(
         "hot_budget_kept": seen.within_budget && seen.hot_bytes_max <= seen.budget_bytes,
         "planner": planner,
         "tiers_at_end": final_obs.counts(),
+        // The promotion phase (after the measured window and the archive phase; its
+        // decisions are in `planner` too): see its `promotion` line.
+        "promotion": promotion_summary(&promotion),
         "goal_cost_le_25pct": goals.cost,
         "goal_hot_p99_ratio_le_1_1": goals.hot_p99,
         "goal_recall_ge_0_95": goals.recall,
@@ -2097,7 +2237,51 @@ async fn measure(
             "settled": settled}),
         );
     }
+    if promotion.get("skipped").is_none() {
+        // Not one of the numbers: what the promotions must keep.
+        let met = promotion["promoted_in_time"] == json!(true)
+            && promotion["failed"] == json!(0)
+            && promotion["budget_kept"] == json!(true)
+            && promotion["recall_at_10"]
+                .as_f64()
+                .is_some_and(|r| r >= GOAL_RECALL);
+        out.emit(&json!({
+            "goal": "promotions: the demoted shards hot again, no query failed, hot budget kept, recall@10 >= 0.95",
+            "value": promotion_summary(&promotion)["hot_in_map_s"], "met": met,
+        }));
+    }
     Ok(())
+}
+
+/// The promotion line's main numbers, for the summary.
+fn promotion_summary(line: &Value) -> Value {
+    if let Some(why) = line.get("skipped") {
+        return json!({"skipped": why});
+    }
+    let keys = [
+        "promoted",
+        "promoted_in_time",
+        "promotions",
+        "by_transition",
+        "p99_ms",
+        "recall_at_10",
+        "p99_ratio_to_all_hot",
+        "failed",
+        "budget_kept",
+    ];
+    let mut out: serde_json::Map<String, Value> = keys
+        .iter()
+        .map(|k| (k.to_string(), line[*k].clone()))
+        .collect();
+    let shards = line["shards"].as_array().cloned().unwrap_or_default();
+    out.insert(
+        "hot_in_map_s".into(),
+        json!(shards
+            .iter()
+            .map(|s| s["hot_in_map_s"].clone())
+            .collect::<Vec<_>>()),
+    );
+    Value::Object(out)
 }
 
 /// What [`archive_phase`] reports about the restored shard (the fields the tier line
@@ -2256,6 +2440,270 @@ async fn archive_phase(
     Ok(line)
 }
 
+// ---------------------------------------------------------------------------------------
+// Promotions: the skew moves to two demoted shards.
+
+/// What the promotion phase saw of the map, polled every [`PROMOTE_POLL_MS`] from the
+/// shift on.
+#[derive(Debug, Default)]
+struct PromoteSeen {
+    /// Per promoted shard: seconds from the shift to the map showing it hot.
+    hot_at_s: Vec<Option<f64>>,
+    /// ... and to its engine being the hot one (hnsw) with the map showing it hot.
+    serving_at_s: Vec<Option<f64>>,
+    /// Per promoted shard: the tiers the map showed it at, in order, each once.
+    path: Vec<Vec<String>>,
+    /// The most hot bytes the map implied (the planner's estimate of every shard it
+    /// showed hot), and the most the planner counted on a node (decided promotions
+    /// included).
+    map_hot_bytes_max: u64,
+    planner_hot_bytes_max: u64,
+    planner_budget_bytes: u64,
+    polls: u64,
+}
+
+impl PromoteSeen {
+    fn all_serving(&self) -> bool {
+        !self.serving_at_s.is_empty() && self.serving_at_s.iter().all(Option::is_some)
+    }
+}
+
+/// Polls the map until stopped, from the shift on (see [`PromoteSeen`]).
+struct PromoteWatch {
+    seen: Arc<Mutex<PromoteSeen>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PromoteWatch {
+    fn start(
+        http: reqwest::Client,
+        url: String,
+        ranges: Vec<RingRange>,
+        promoted: Vec<usize>,
+        hot_bytes_of: Vec<u64>,
+        shift: Instant,
+    ) -> PromoteWatch {
+        let seen = Arc::new(Mutex::new(PromoteSeen {
+            hot_at_s: vec![None; promoted.len()],
+            serving_at_s: vec![None; promoted.len()],
+            path: vec![Vec::new(); promoted.len()],
+            ..PromoteSeen::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let until = Instant::now() + Duration::from_secs(3600);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                    if let Ok(obs) = observe(&http, &url, &ranges).await {
+                        let t = shift.elapsed().as_secs_f64();
+                        let mut seen = seen.lock();
+                        seen.polls += 1;
+                        let map_hot: u64 = (0..obs.tiers.len())
+                            .filter(|&s| obs.tiers[s] == "hot")
+                            .map(|s| hot_bytes_of.get(s).copied().unwrap_or(0))
+                            .sum();
+                        seen.map_hot_bytes_max = seen.map_hot_bytes_max.max(map_hot);
+                        let tiering = &obs.cluster["planner"]["tiering"];
+                        for n in tiering["nodes"].as_array().into_iter().flatten() {
+                            let hot = n["hot_bytes"].as_u64().unwrap_or(0);
+                            seen.planner_hot_bytes_max = seen.planner_hot_bytes_max.max(hot);
+                            seen.planner_budget_bytes = n["budget_bytes"].as_u64().unwrap_or(0);
+                        }
+                        for (i, &s) in promoted.iter().enumerate() {
+                            let tier = obs.tiers[s].clone();
+                            if seen.path[i].last() != Some(&tier) {
+                                seen.path[i].push(tier.clone());
+                            }
+                            if tier == "hot" {
+                                seen.hot_at_s[i].get_or_insert(t);
+                                if obs.engines[s].as_deref() == Some("hnsw") {
+                                    seen.serving_at_s[i].get_or_insert(t);
+                                }
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(PROMOTE_POLL_MS)).await;
+                }
+            })
+        };
+        PromoteWatch { seen, stop, task }
+    }
+
+    fn all_serving(&self) -> bool {
+        self.seen.lock().all_serving()
+    }
+
+    async fn finish(self) -> PromoteSeen {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        std::mem::take(&mut *self.seen.lock())
+    }
+}
+
+/// The bench shard whose tenant a decision's shard range (`{"start", "end"}`) holds.
+fn shard_of(range: &Value, ranges: &[RingRange]) -> Option<usize> {
+    ranges.iter().position(|r| contains(range, r.start))
+}
+
+/// What the promotion phase needs from the run before it.
+struct PromoteInput<'a> {
+    ranges: &'a [RingRange],
+    /// The planner's hot-byte estimate of each shard.
+    hot_bytes_of: Vec<u64>,
+    budget_bytes: u64,
+    /// The hot shards' p99 and p50 in the all-hot run and in the tiered run's measured
+    /// window (the baselines, same node, same per-shard rate).
+    p99_all_hot: Option<f64>,
+    p99_tiered: Option<f64>,
+}
+
+/// Move the skew to two shards the planner demoted and keep the load running until the
+/// map shows both hot and their engine is the hot one (or `plan.max_s` pass), then
+/// measure `plan.measure_s` more. Returns the `promotion` line.
+async fn promote_phase(
+    ctx: &Arc<Ctx>,
+    server: &mut Server,
+    monitor: &Monitor,
+    input: PromoteInput<'_>,
+    plan: PromotePlan,
+    out: &Out,
+) -> anyhow::Result<Value> {
+    let before = observe(&ctx.http, &server.url, input.ranges).await?;
+    let promoted = pick_promoted(&ctx.workload, &before.tiers);
+    if promoted.len() < ctx.workload.hot.len() {
+        let line = json!({"phase": "promotion", "skipped": format!(
+            "only {} queried shards were demoted (warm or cold): {:?}", promoted.len(),
+            before.tiers)});
+        out.emit(&line);
+        return Ok(line);
+    }
+    let shifted = ctx.workload.shifted(&promoted)?;
+    let was_hot = ctx.workload.hot.clone();
+    let sctx = Arc::new(ctx.with_workload(shifted.clone()));
+    let decided_before: BTreeSet<(String, u64)> =
+        monitor.seen.lock().decisions.keys().cloned().collect();
+    let shift = Instant::now();
+    let watch = PromoteWatch::start(
+        ctx.http.clone(),
+        server.url.clone(),
+        input.ranges.to_vec(),
+        promoted.clone(),
+        input.hot_bytes_of.clone(),
+        shift,
+    );
+    out.emit(&json!({
+        "phase": "shift", "promoted": promoted,
+        "tiers_before": promoted.iter().map(|&s| &before.tiers[s]).collect::<Vec<_>>(),
+        "was_hot": was_hot,
+        "qps_per_promoted_shard": r3(shifted.rate_of(promoted[0], ctx.rate)),
+    }));
+    let (mut failed, mut queries) = (0u64, 0u64);
+    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut chunk_no = 0u64;
+    let mut tally = |c: &Chunk| {
+        failed += c.failed;
+        queries += c.slots;
+        for (k, v) in &c.statuses {
+            *statuses.entry(*k).or_default() += v;
+        }
+    };
+    while !watch.all_serving() && shift.elapsed() < Duration::from_secs(plan.max_s) {
+        server.check_alive()?;
+        let chunk = run_chunk(&sctx, PROMOTE_BASE + chunk_no * 1_000_000, CHUNK_S).await?;
+        chunk_no += 1;
+        tally(&chunk);
+        let obs = observe(&ctx.http, &server.url, input.ranges).await?;
+        let mut line = json!({
+            "phase": "promote", "t_s": r3(shift.elapsed().as_secs_f64()),
+            "tiers": obs.counts(), "engines_match": obs.engines_match(),
+            "promoted_tiers": promoted.iter().map(|&s| &obs.tiers[s]).collect::<Vec<_>>(),
+            "was_hot_tiers": was_hot.iter().map(|&s| &obs.tiers[s]).collect::<Vec<_>>(),
+        });
+        merge(&mut line, chunk.line(CHUNK_S as f64));
+        out.emit(&line);
+    }
+    let promoted_in_time = watch.all_serving();
+    // The promoted shards measured as hot ones (when they got there).
+    let window = run_chunk(&sctx, PROMOTED_BASE, plan.measure_s).await?;
+    tally(&window);
+    let after = observe(&ctx.http, &server.url, input.ranges).await?;
+    let seen = watch.finish().await;
+    let mut line = json!({"phase": "run", "run": "promoted", "seconds": plan.measure_s,
+        "wall_s": r3(window.wall_s), "tiers": after.counts()});
+    merge(&mut line, window.line(plan.measure_s as f64));
+    out.emit(&line);
+
+    // The planner's decisions since the shift.
+    let (reasons, changes): (Vec<String>, Vec<Value>) = {
+        let m = monitor.seen.lock();
+        m.decisions
+            .iter()
+            .filter(|(k, _)| !decided_before.contains(*k))
+            .map(|(k, reason)| {
+                let shard = m.shards.get(k).and_then(|r| shard_of(r, input.ranges));
+                let (from, to) = transition(reason).unwrap_or_default();
+                (
+                    reason.clone(),
+                    json!({"shard": shard, "from": from, "to": to}),
+                )
+            })
+            .unzip()
+    };
+    let summary = planner_summary(&reasons);
+    let is_promoted = |s: &Sample| promoted.contains(&s.shard);
+    let p = percentiles(&window.samples, is_promoted);
+    let p99 = p.map(|p| p.p99_ms);
+    let ratio = |base: Option<f64>| match (p99, base) {
+        (Some(t), Some(b)) if b > 0.0 => Some(r3(t / b)),
+        _ => None,
+    };
+    let per_shard: Vec<Value> = promoted
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            let mine = |x: &Sample| x.shard == s;
+            let p = percentiles(&window.samples, mine);
+            json!({
+                "shard": s, "tier_before": before.tiers[s], "tier_after": after.tiers[s],
+                "path": seen.path[i], "hot_in_map_s": seen.hot_at_s[i].map(r3),
+                "hot_engine_s": seen.serving_at_s[i].map(r3),
+                "p50_ms": p.map(|p| r3(p.p50_ms)), "p99_ms": p.map(|p| r3(p.p99_ms)),
+                "recall_at_10": mean_recall(&window.samples, mine).map(r4),
+                "queries": window.samples.iter().filter(|x| mine(x)).count(),
+            })
+        })
+        .collect();
+    let budget_kept = seen.map_hot_bytes_max <= input.budget_bytes
+        && (seen.planner_budget_bytes == 0
+            || seen.planner_hot_bytes_max <= seen.planner_budget_bytes);
+    let line = json!({
+        "phase": "promotion",
+        "promoted": promoted, "was_hot": was_hot,
+        "promoted_in_time": promoted_in_time, "max_s": plan.max_s,
+        "shards": per_shard,
+        "promotions": summary["promotions"], "demotions": summary["demotions"],
+        "by_transition": summary["by_transition"],
+        "decisions": changes,
+        "p99_ms": p99.map(r3), "p50_ms": p.map(|p| r3(p.p50_ms)),
+        "recall_at_10": mean_recall(&window.samples, is_promoted).map(r4),
+        // Baselines of this invocation: the hot shards at the same rate, all hot and tiered.
+        "p99_ratio_to_all_hot": ratio(input.p99_all_hot),
+        "p99_ratio_to_tiered_hot": ratio(input.p99_tiered),
+        "queries": queries, "failed": failed,
+        "statuses": statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "map_hot_bytes_max": seen.map_hot_bytes_max,
+        "planner_hot_bytes_max": seen.planner_hot_bytes_max,
+        "hot_budget_bytes": input.budget_bytes,
+        "budget_kept": budget_kept,
+        "polls": seen.polls,
+        "other_cores": r3(window.cpu.others),
+    });
+    out.emit(&line);
+    Ok(line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2294,6 +2742,58 @@ mod tests {
         assert_eq!(w.slot(12_345), workload().slot(12_345));
         let other = Workload::new(20, 0.1, 0.9, 2, 50, 8).unwrap();
         assert!((0..100).any(|i| other.slot(i) != w.slot(i)));
+    }
+
+    #[test]
+    fn the_shifted_skew_makes_two_demoted_shards_hot_and_the_old_hot_ones_rest() {
+        let w = workload();
+        assert_eq!(w.hot, [0, 10]);
+        let s = w.shifted(&[3, 7]).unwrap();
+        assert_eq!(s.hot, [3, 7]);
+        assert_eq!(s.idle, w.idle);
+        assert!(s.rest.contains(&0) && s.rest.contains(&10));
+        assert!(!s.rest.contains(&3) && !s.rest.contains(&7));
+        assert_eq!(s.rest.len(), w.rest.len());
+        assert_eq!(s.rate_of(3, 100.0), w.rate_of(0, 100.0));
+        assert_eq!(s.rate_of(0, 100.0), w.rate_of(1, 100.0));
+        let mut per = [0u64; 20];
+        for i in 0..50_000 {
+            per[s.slot(i).0] += 1;
+        }
+        assert!(per[3] + per[7] > 40_000, "{per:?}");
+        assert_eq!(per[18] + per[19], 0);
+        // Only shards of the rest, each once.
+        assert!(w.shifted(&[0, 3]).is_err());
+        assert!(w.shifted(&[18]).is_err());
+        assert!(w.shifted(&[3, 3]).is_err());
+        assert!(w.shifted(&[]).is_err());
+    }
+
+    #[test]
+    fn the_promoted_shards_are_demoted_ones_warm_and_cold_in_turn() {
+        let w = workload();
+        let tiers = |warm: &[usize], cold: &[usize]| -> Vec<String> {
+            (0..20)
+                .map(|s| {
+                    if warm.contains(&s) {
+                        "warm"
+                    } else if cold.contains(&s) {
+                        "cold"
+                    } else if w.idle.contains(&s) {
+                        "archive"
+                    } else {
+                        "hot"
+                    }
+                    .to_string()
+                })
+                .collect()
+        };
+        assert_eq!(pick_promoted(&w, &tiers(&[5, 6], &[1, 2])), [5, 1]);
+        assert_eq!(pick_promoted(&w, &tiers(&[], &[1, 2, 3])), [1, 2]);
+        assert_eq!(pick_promoted(&w, &tiers(&[4, 9], &[])), [4, 9]);
+        // Hot and idle shards are never picked; too few demoted gives fewer.
+        assert_eq!(pick_promoted(&w, &tiers(&[0], &[18, 2])), [2]);
+        assert!(pick_promoted(&w, &tiers(&[], &[])).is_empty());
     }
 
     #[test]

@@ -28,9 +28,13 @@
 //! change whose holders may all hold the new tier switches their engines in place; one
 //! whose holders may not becomes a move: the shard keeps serving at its tier from its
 //! holders while a target at the new tier is built on nodes that may hold it, and the
-//! target replaces it when ready. When no live node may hold the tier, nothing changes
-//! and [`Outcome::held_back`] says why. A first map starts hot, or at the hottest tier a
-//! live node may hold.
+//! target replaces it when ready. A tier ask may name where such a move should go
+//! ([`TierAsk::on`]: the planner's promotions name the nodes whose hot budget they
+//! charged); the named nodes that are placeable and may hold the tier are taken first,
+//! the rest as without it (under a strategy the strategy places). Once there, the shard
+//! is sticky like any other: count balancing moves it only off a node above its share.
+//! When no live node may hold the tier, nothing changes and [`Outcome::held_back`] says
+//! why. A first map starts hot, or at the hottest tier a live node may hold.
 //!
 //! **Placed by load** (`ControlConfig::by_load`, a collection's `"placement": {"strategy":
 //! "load"}`): shards keep their live replicas whatever the counts, missing replicas still go
@@ -77,6 +81,28 @@ pub struct MoveAsk {
     pub shard: RingRange,
     pub from: String,
     pub to: String,
+}
+
+/// A tier change asked for: the shard, the tier, and `on`, where the asker wants the
+/// shard when the change must move it (the planner's promotions under tier roles: the
+/// hot-eligible nodes whose hot budget it charged). `on` is a hint: the nodes of it that
+/// are placeable and may hold the tier are taken first, the rest chosen as without it;
+/// empty, or none of it usable, leaves placement to the rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierAsk {
+    pub shard: RingRange,
+    pub tier: Tier,
+    pub on: Vec<String>,
+}
+
+impl From<(RingRange, Tier)> for TierAsk {
+    fn from((shard, tier): (RingRange, Tier)) -> Self {
+        TierAsk {
+            shard,
+            tier,
+            on: Vec::new(),
+        }
+    }
 }
 
 /// Settings of the controller.
@@ -209,8 +235,9 @@ pub struct ControlInput<'a> {
     pub moves: &'a [MoveAsk],
     /// Merges asked for: `(left, right)`, adjacent shards of one partition.
     pub merges: &'a [(RingRange, RingRange)],
-    /// Tier changes asked for: `(shard range, tier)`; the holders switch engines in place.
-    pub tiers: &'a [(RingRange, Tier)],
+    /// Tier changes asked for: in place where the holders may hold the new tier, else a
+    /// move (to the ask's `on` nodes where they are usable).
+    pub tiers: &'a [TierAsk],
 }
 
 /// The next map and why, or `None` when the current map stands.
@@ -317,8 +344,10 @@ fn decide_map(
     // move (the shard serves at its tier until a target at the new one, on nodes that
     // may hold it, is ready: see 2b); else, with no live node that may hold it, nothing.
     let mut moving: BTreeMap<RingRange, Tier> = BTreeMap::new();
-    for (range, tier) in input.tiers {
-        let tier = *tier;
+    // The asks' placement hints of the shards that move (see `hinted`).
+    let mut hints: BTreeMap<RingRange, &[String]> = BTreeMap::new();
+    for ask in input.tiers {
+        let (range, tier) = (&ask.shard, ask.tier);
         let Some(s) = shards.iter_mut().find(|s| s.range == *range) else {
             continue;
         };
@@ -351,6 +380,9 @@ fn decide_map(
                 continue;
             } else {
                 moving.insert(*range, tier);
+                if !ask.on.is_empty() {
+                    hints.insert(*range, &ask.on);
+                }
             }
         }
         // Targets inside it being built at another tier take the new one where their
@@ -733,6 +765,15 @@ fn decide_map(
         let wanted = wanted(&ranges, &tiers, &held, input.placeable, config)?;
         for (s, want) in shards.iter().zip(wanted) {
             let tier = want_tier(s);
+            // A tier move the asker placed (the planner charged those nodes' hot budget)
+            // goes there when it can; a strategy's placement is left alone (it would move
+            // the shard back at the next tick).
+            let want = match hints.get(&s.range) {
+                Some(on) if config.strategy.is_none() && tier != s.tier => {
+                    hinted(on, want, tier, input.placeable)
+                }
+                _ => want,
+            };
             if want.is_empty() && !any_may_hold(tier) {
                 held_back.push(format!(
                     "shard {}: no live data node may hold tier {} (start one with the `{}` \
@@ -804,6 +845,35 @@ fn decide_map(
         return Ok(None);
     }
     Ok(Some(Decision { map, reasons }))
+}
+
+/// The replicas of a tier move with a placement hint: the hinted nodes that are placeable
+/// and may hold `tier` first (in the hint's order, no repeats), then the rules' own choice
+/// (`want`) for the rest, as many as `want` has. With no usable hinted node, `want`.
+fn hinted(on: &[String], want: Vec<String>, tier: Tier, placeable: &[NodeSpec]) -> Vec<String> {
+    let copies = want.len();
+    let mut out: Vec<String> = Vec::with_capacity(copies);
+    for node in on {
+        if out.len() >= copies {
+            break;
+        }
+        let usable = placeable.iter().any(|n| n.id == *node && n.may_hold(tier));
+        if usable && !out.contains(node) {
+            out.push(node.clone());
+        }
+    }
+    if out.is_empty() {
+        return want;
+    }
+    for node in want {
+        if out.len() >= copies {
+            break;
+        }
+        if !out.contains(&node) {
+            out.push(node);
+        }
+    }
+    out
 }
 
 /// Whether two ranges share a position.
@@ -1066,7 +1136,7 @@ mod tests {
         let n = nodes(&["a", "b"]);
         let ids = alive(&["a", "b"]);
         let last = first(&n, 2, 1).at_epoch(u64::MAX);
-        let tiers = [(last.shards()[0].range, Tier::Cold)];
+        let tiers = [TierAsk::from((last.shards()[0].range, Tier::Cold))];
         let result = next_map(
             "c",
             &ControlInput {
@@ -1479,6 +1549,17 @@ mod tests {
         tiers: &[(RingRange, Tier)],
         config: &ControlConfig,
     ) -> Outcome {
+        let asks: Vec<TierAsk> = tiers.iter().copied().map(TierAsk::from).collect();
+        hinted_step(map, n, ready, &asks, config)
+    }
+
+    fn hinted_step(
+        map: &ShardMap,
+        n: &[NodeSpec],
+        ready: &[Ready],
+        tiers: &[TierAsk],
+        config: &ControlConfig,
+    ) -> Outcome {
         let ids: Vec<String> = n.iter().map(|n| n.id.clone()).collect();
         decide(
             "c",
@@ -1493,6 +1574,185 @@ mod tests {
             config,
         )
         .unwrap()
+    }
+
+    fn ask(shard: RingRange, tier: Tier, on: &[&str]) -> TierAsk {
+        TierAsk {
+            shard,
+            tier,
+            on: on.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Three hot nodes, two cold ones, every shard cold on the cold nodes: the setting of
+    /// the planner's promotions under tier roles.
+    fn cold_cluster() -> (Vec<NodeSpec>, ShardMap) {
+        let n = vec![
+            tiered("h1", &[Tier::Hot]),
+            tiered("h2", &[Tier::Hot]),
+            tiered("h3", &[Tier::Hot]),
+            tiered("c1", &[Tier::Cold]),
+            tiered("c2", &[Tier::Cold]),
+        ];
+        let cold_only: Vec<NodeSpec> = n[3..].to_vec();
+        let map = first(&cold_only, 4, 1);
+        assert!(map.shards().iter().all(|s| s.tier == Tier::Cold));
+        (n, map)
+    }
+
+    #[test]
+    fn a_hinted_promotion_lands_on_the_hinted_nodes() {
+        let (n, map) = cold_cluster();
+        let s0 = map.shards()[0].range;
+        let config = ControlConfig::default();
+        // Without a hint the rules choose (the least loaded hot node: h1, by name).
+        let plain = tier_step(&map, &n, &[], &[(s0, Tier::Hot)], &config)
+            .decision
+            .unwrap()
+            .map;
+        assert_eq!(plain.targets()[0].replicas, ["h1"]);
+        // With one, the shard goes where the planner charged the budget.
+        let d = hinted_step(&map, &n, &[], &[ask(s0, Tier::Hot, &["h3"])], &config)
+            .decision
+            .unwrap();
+        assert_eligible(&d.map, &n);
+        let t = &d.map.targets()[0];
+        assert_eq!(
+            (t.range, t.tier, &t.replicas[..]),
+            (s0, Tier::Hot, &["h3".to_string()][..])
+        );
+        // It serves cold from its holder meanwhile, and switches there when ready.
+        assert_eq!(d.map.shards(), map.shards());
+        let done = hinted_step(
+            &d.map,
+            &n,
+            &all_ready(&d.map),
+            &[ask(s0, Tier::Hot, &["h3"])],
+            &config,
+        )
+        .decision
+        .unwrap()
+        .map;
+        let s = done.shards().iter().find(|s| s.range == s0).unwrap();
+        assert_eq!(
+            (s.tier, &s.replicas[..]),
+            (Tier::Hot, &["h3".to_string()][..])
+        );
+        // Two replicas: both hinted nodes, in the hint's order.
+        let two = ControlConfig {
+            replication: 2,
+            ..ControlConfig::default()
+        };
+        let d = hinted_step(&map, &n, &[], &[ask(s0, Tier::Hot, &["h3", "h2"])], &two)
+            .decision
+            .unwrap();
+        assert_eq!(d.map.targets()[0].replicas, ["h3", "h2"]);
+        // A hint longer than the copies wanted is cut; one shorter is filled by the rules.
+        let d = hinted_step(
+            &map,
+            &n,
+            &[],
+            &[ask(s0, Tier::Hot, &["h3", "h2", "h1"])],
+            &config,
+        )
+        .decision
+        .unwrap();
+        assert_eq!(d.map.targets()[0].replicas, ["h3"]);
+        let d = hinted_step(&map, &n, &[], &[ask(s0, Tier::Hot, &["h3"])], &two)
+            .decision
+            .unwrap();
+        let r = &d.map.targets()[0].replicas;
+        assert_eq!((r.len(), r[0].as_str()), (2, "h3"), "{r:?}");
+        assert_ne!(r[1], "h3");
+        assert_eligible(&d.map, &n);
+    }
+
+    #[test]
+    fn a_dead_or_ineligible_hint_falls_back_to_the_rules_choice() {
+        let (n, map) = cold_cluster();
+        let s0 = map.shards()[0].range;
+        let config = ControlConfig::default();
+        let plain = tier_step(&map, &n, &[], &[(s0, Tier::Hot)], &config)
+            .decision
+            .unwrap()
+            .map;
+        // A node that is not placeable (dead, leaving, unknown), one that may not hold
+        // hot, an empty hint: the rules' own choice.
+        for on in [&["h9"][..], &["c2"], &[], &["c1", "nope"]] {
+            let d = hinted_step(&map, &n, &[], &[ask(s0, Tier::Hot, on)], &config)
+                .decision
+                .unwrap()
+                .map;
+            assert_eq!(d, plain, "hint {on:?}");
+        }
+        // The usable part of a hint is kept, the rest filled by the rules.
+        let two = ControlConfig {
+            replication: 2,
+            ..ControlConfig::default()
+        };
+        let d = hinted_step(
+            &map,
+            &n,
+            &[],
+            &[ask(s0, Tier::Hot, &["c1", "h3", "h9"])],
+            &two,
+        )
+        .decision
+        .unwrap();
+        let r = &d.map.targets()[0].replicas;
+        assert_eq!((r.len(), r[0].as_str()), (2, "h3"), "{r:?}");
+        assert_eligible(&d.map, &n);
+        // h3 dies while the hinted target is built: abandoned, and re-placed by the rules.
+        let d = hinted_step(&map, &n, &[], &[ask(s0, Tier::Hot, &["h3"])], &config)
+            .decision
+            .unwrap()
+            .map;
+        let without_h3: Vec<NodeSpec> = n.iter().filter(|x| x.id != "h3").cloned().collect();
+        let again = hinted_step(
+            &d,
+            &without_h3,
+            &[],
+            &[ask(s0, Tier::Hot, &["h3"])],
+            &config,
+        )
+        .decision
+        .unwrap()
+        .map;
+        assert_eligible(&again, &without_h3);
+        assert_eq!(again.targets().len(), 1, "{:?}", again.targets());
+        assert_ne!(again.targets()[0].replicas, ["h3"]);
+    }
+
+    #[test]
+    fn a_hint_is_ignored_in_place_and_under_a_strategy() {
+        // Holders that may hold the new tier switch in place: the hint moves nothing.
+        let n = nodes(&["a", "b"]);
+        let map = first(&n, 2, 1);
+        let s0 = map.shards()[0].range;
+        let config = ControlConfig::default();
+        let d = hinted_step(&map, &n, &[], &[ask(s0, Tier::Cold, &["b"])], &config)
+            .decision
+            .unwrap();
+        assert!(d.map.targets().is_empty());
+        assert_eq!(d.map.shards()[0].replicas, map.shards()[0].replicas);
+        // Under a strategy, the strategy places (it would move the shard back otherwise).
+        let (n, map) = cold_cluster();
+        let s0 = map.shards()[0].range;
+        let hashed = ControlConfig {
+            strategy: Some(Strategy::HashMod),
+            ..ControlConfig::default()
+        };
+        let plain = tier_step(&map, &n, &[], &[(s0, Tier::Hot)], &hashed)
+            .decision
+            .unwrap()
+            .map;
+        for on in ["h1", "h2", "h3"] {
+            let d = hinted_step(&map, &n, &[], &[ask(s0, Tier::Hot, &[on])], &hashed)
+                .decision
+                .unwrap()
+                .map;
+            assert_eq!(d, plain);
+        }
     }
 
     /// Every serving shard and every target lies only on nodes that may hold its tier.
@@ -1726,6 +1986,107 @@ mod tests {
     }
 
     const TIERS: [Tier; 4] = [Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archive];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// A tier move with a hint: its target holds the usable hinted nodes (placeable,
+        /// may hold the tier) first, up to the copies wanted, and as many copies as
+        /// without the hint; never a node that may not hold the tier. A hint with no
+        /// usable node, or on a change in place, changes nothing.
+        #[test]
+        fn a_hinted_move_takes_the_usable_hinted_nodes_first(
+            roles in proptest::collection::vec(0u8..8, 2..7),
+            partitions in 1u32..6,
+            replication in 1usize..4,
+            by_load in proptest::bool::ANY,
+            pick in 0usize..8,
+            tier in 0usize..3,
+            hint in proptest::collection::vec(0usize..9, 0..5),
+            dead in proptest::collection::vec(0usize..7, 0..3),
+        ) {
+            let all: Vec<NodeSpec> = roles
+                .iter()
+                .enumerate()
+                .map(|(i, bits)| tiered(&format!("n{i}"), &tiers_of(*bits)))
+                .collect();
+            let config = ControlConfig {
+                replication,
+                max_moves: 8,
+                strategy: None,
+                by_load,
+            };
+            let ids: Vec<String> = all.iter().map(|n| n.id.clone()).collect();
+            let Some(first) = next_map(
+                "c",
+                &ControlInput { partitions, placeable: &all, alive: &ids, ..Default::default() },
+                &config,
+            )
+            .unwrap() else {
+                return Ok(());
+            };
+            let map = first.map;
+            // Some nodes die (not those holding the shard's only copy: that is another rule).
+            let tier = TIERS[tier];
+            let shard = map.shards()[pick % map.shards().len()].clone();
+            let live: Vec<NodeSpec> = all
+                .iter()
+                .enumerate()
+                .filter(|(i, x)| !dead.contains(i) || shard.replicas.contains(&x.id))
+                .map(|(_, x)| x.clone())
+                .collect();
+            // Hinted names: node ids (some dead, some ineligible) and one unknown name.
+            let on: Vec<String> = hint.iter().map(|h| format!("n{h}")).collect();
+            let plain = hinted_step(&map, &live, &[], &[TierAsk::from((shard.range, tier))], &config);
+            let with = hinted_step(&map, &live, &[], &[TierAsk { shard: shard.range, tier, on: on.clone() }], &config);
+            let target = |o: &Outcome| {
+                o.decision.as_ref().and_then(|d| {
+                    d.map.targets().iter().find(|t| t.range == shard.range).cloned()
+                })
+            };
+            let usable: Vec<&String> = on
+                .iter()
+                .filter(|h| live.iter().any(|x| &x.id == *h && x.may_hold(tier)))
+                .collect();
+            match (target(&plain), target(&with)) {
+                (None, None) => {
+                    // No move (in place, or no eligible node): the hint changes nothing.
+                    let a = plain.decision.map(|d| d.map);
+                    let b = with.decision.map(|d| d.map);
+                    proptest::prop_assert_eq!(a, b);
+                }
+                (Some(p), Some(w)) => {
+                    proptest::prop_assert_eq!(p.replicas.len(), w.replicas.len());
+                    proptest::prop_assert_eq!(p.tier, w.tier);
+                    for r in &w.replicas {
+                        let spec = live.iter().find(|x| x.id == *r).unwrap();
+                        proptest::prop_assert!(spec.may_hold(w.tier), "{w:?}");
+                    }
+                    let mut distinct = w.replicas.clone();
+                    distinct.sort();
+                    distinct.dedup();
+                    proptest::prop_assert_eq!(distinct.len(), w.replicas.len());
+                    // A hint places only a tier move (some holder may not hold the tier);
+                    // a change in place, and a re-placement after it, are the rules' own.
+                    let moves = shard.tier != tier
+                        && shard.replicas.iter().any(|r| live.iter().any(|x| x.id == *r && !x.may_hold(tier)));
+                    if usable.is_empty() || !moves {
+                        proptest::prop_assert_eq!(&p, &w);
+                    } else {
+                        let mut firsts: Vec<&String> = Vec::new();
+                        for u in &usable {
+                            if !firsts.contains(u) {
+                                firsts.push(u);
+                            }
+                        }
+                        firsts.truncate(w.replicas.len());
+                        let head: Vec<&String> = w.replicas.iter().take(firsts.len()).collect();
+                        proptest::prop_assert_eq!(head, firsts);
+                    }
+                }
+                (p, w) => proptest::prop_assert!(false, "a hint changed whether it moves: {p:?} / {w:?}"),
+            }
+        }
+    }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]

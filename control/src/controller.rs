@@ -15,9 +15,10 @@
 //!
 //! Placement follows the nodes' roles: each placeable node's tier roles come with it
 //! ([`hektor_cluster::NodeSpec::from_heartbeat`]), and the rules place a shard only on
-//! nodes that may hold its tier. What the rules cannot do now (a tier no live node may
-//! hold) is recorded with the map changes, once each time it changes, so `GET /cluster`
-//! shows why a shard stays where it is.
+//! nodes that may hold its tier, and a tier move goes first to the nodes its ask names
+//! (the planner's placement hint, read and checked by [`crate::plan`]). What the rules
+//! cannot do now (a tier no live node may hold) is recorded with the map changes, once
+//! each time it changes, so `GET /cluster` shows why a shard stays where it is.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

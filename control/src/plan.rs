@@ -26,12 +26,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hektor_cluster::rules::{MoveAsk, Ready, SplitAsk};
+use hektor_cluster::rules::{MoveAsk, Ready, SplitAsk, TierAsk};
 use hektor_cluster::ShardMap;
 use hektor_log::{Log, LogRecord};
 use hektor_topics::catalog::Catalog;
 use hektor_topics::codec::{self, Encoding};
-use hektor_topics::record::{is_node_id, PlanAction, PlanChange, RingRange, Tier};
+use hektor_topics::record::{is_node_id, PlanAction, PlanChange, RingRange};
 use hektor_topics::topic::{topic_name, TopicKind};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,15 @@ const KEEP_DECISIONS: usize = 64;
 /// Pending asks (splits, moves, merges, tier changes) and readiness reports kept per
 /// collection; beyond it the oldest go, so a flood of plan records cannot grow a node.
 const MAX_PENDING: usize = 4096;
+
+/// The field of a decision's JSON that names where a tier move should go: the planner's
+/// promotions under tier roles name the hot-eligible nodes whose hot budget they charged
+/// (`hektor_dataflow`'s `TierDecision::on`). Not a field of [`PlanChange`] (old readers
+/// ignore it; old records lack it); read by [`placement_hint`].
+pub const HINT_FIELD: &str = "on";
+/// The most nodes a placement hint may name (a shard has at most this many replicas that
+/// matter here); a longer one is ignored.
+pub const MAX_HINT_NODES: usize = 16;
 
 fn trim_front<T>(list: &mut Vec<T>) {
     let excess = list.len().saturating_sub(MAX_PENDING);
@@ -119,6 +128,67 @@ fn check_change(change: &PlanChange) -> Result<()> {
     Ok(())
 }
 
+/// The placement hint of a decision read from the plan topic ([`HINT_FIELD`]): the node
+/// ids it names, when it names at most [`MAX_HINT_NODES`] distinct ones that can all be
+/// node ids; otherwise (a malformed or oversized hint, a binary record, an old record
+/// without one) none, and the decision is carried out as without it. Whether the nodes
+/// are live and may hold the tier is the rules' check (`hektor_cluster::rules`), each
+/// time the controller acts.
+pub fn placement_hint(record: &LogRecord) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Hinted {
+        #[serde(default)]
+        on: Option<serde_json::Value>,
+    }
+    let json = codec::Encoding::from_header(record.header(codec::ENCODING_HEADER))
+        .is_ok_and(|e| e == Encoding::Json);
+    if !json {
+        return Vec::new();
+    }
+    let Ok(Hinted { on: Some(on) }) = serde_json::from_slice::<Hinted>(&record.value) else {
+        return Vec::new();
+    };
+    let nodes: Option<Vec<String>> = on.as_array().and_then(|list| {
+        if list.len() > MAX_HINT_NODES {
+            return None;
+        }
+        list.iter()
+            .map(|n| n.as_str().filter(|n| is_node_id(n)).map(str::to_owned))
+            .collect()
+    });
+    match nodes {
+        Some(mut nodes) => {
+            let mut seen = std::collections::BTreeSet::new();
+            nodes.retain(|n| seen.insert(n.clone()));
+            nodes
+        }
+        None => {
+            tracing::debug!(
+                "ignoring a decision's placement hint: not a list of at most \
+                 {MAX_HINT_NODES} node ids"
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// A decision as a plan-topic record (JSON, keyed by its collection), with the placement
+/// hint `on` ([`HINT_FIELD`]) when not empty.
+pub fn decision_record(change: &PlanChange, on: &[String]) -> Result<LogRecord> {
+    let key = Some(change.collection.as_bytes().to_vec());
+    if on.is_empty() {
+        return Ok(codec::to_log_record(key, change, Encoding::Json)?);
+    }
+    // Encoded as any decision (the record's own checks), then the hint beside its fields.
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&codec::encode(change, Encoding::Json)?)?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert(HINT_FIELD.to_owned(), serde_json::json!(on));
+    }
+    Ok(LogRecord::new(key, serde_json::to_vec(&value)?)
+        .with_header(codec::ENCODING_HEADER, Encoding::Json.header_value()))
+}
+
 /// What is known of one collection's plan.
 #[derive(Debug, Clone, Default)]
 pub struct PlanState {
@@ -133,8 +203,8 @@ pub struct PlanState {
     pub moves: Vec<MoveAsk>,
     /// Merges asked for and not done yet: `(left, right)`.
     pub merges: Vec<(RingRange, RingRange)>,
-    /// Tier changes asked for.
-    pub tiers: Vec<(RingRange, Tier)>,
+    /// Tier changes asked for, with the asker's placement hint (see [`HINT_FIELD`]).
+    pub tiers: Vec<TierAsk>,
     /// The latest decisions read (planner and operators), oldest first.
     pub decisions: VecDeque<PlanChange>,
     cursor: u64,
@@ -211,8 +281,12 @@ impl PlanState {
                 });
             }
             PlanAction::SetTier { shard, tier } => {
-                self.tiers.retain(|(r, _)| r != shard);
-                self.tiers.push((*shard, *tier));
+                self.tiers.retain(|a| a.shard != *shard);
+                self.tiers.push(TierAsk {
+                    shard: *shard,
+                    tier: *tier,
+                    on: placement_hint(record),
+                });
             }
             PlanAction::Move { shard, from, to } => {
                 self.moves.retain(|m| m.shard != *shard);
@@ -254,10 +328,10 @@ impl PlanState {
         self.merges.retain(|(l, r)| {
             map.shards().iter().any(|s| s.range == *l) && map.shards().iter().any(|s| s.range == *r)
         });
-        self.tiers.retain(|(range, tier)| {
+        self.tiers.retain(|ask| {
             map.shards()
                 .iter()
-                .any(|s| s.range == *range && s.tier != *tier)
+                .any(|s| s.range == ask.shard && s.tier != ask.tier)
         });
         self.ready.retain(|r| {
             map.targets().iter().any(|t| t.range == r.range)
@@ -426,11 +500,7 @@ impl Plans {
 
     /// Append a decision (an operator's or the planner's) for the controller to carry out.
     pub async fn publish_decision(&self, change: &PlanChange) -> Result<()> {
-        let record = codec::to_log_record(
-            Some(change.collection.as_bytes().to_vec()),
-            change,
-            Encoding::Json,
-        )?;
+        let record = decision_record(change, &[])?;
         self.log()
             .append(
                 &topic_name(&change.collection, TopicKind::Plan),
@@ -446,6 +516,7 @@ impl Plans {
 mod tests {
     use super::*;
     use hektor_cluster::{Lease, Shard};
+    use hektor_topics::record::Tier;
 
     fn lease(term: u64, node: &str) -> (String, Vec<u8>) {
         let record = LeaseRecord {
@@ -637,6 +708,98 @@ mod tests {
             (state.splits.len(), state.moves.len(), state.merges.len()),
             (1, 1, 0)
         );
+    }
+
+    #[test]
+    fn a_tier_decisions_placement_hint_is_read_checked_or_ignored() {
+        let range = serde_json::json!({"start": 0, "end": 100});
+        let decision = |on: Option<serde_json::Value>| {
+            let mut v = serde_json::json!({"collection": "c", "epoch": 1,
+                "action": {"action": "set_tier", "shard": range, "tier": "hot"},
+                "reason": "tier: cold → hot", "time_ms": 1});
+            if let Some(on) = on {
+                v[HINT_FIELD] = on;
+            }
+            v
+        };
+        let read = |value: serde_json::Value, header: Option<&str>| {
+            let mut state = PlanState::default();
+            let mut record = LogRecord::new(Some(b"c".to_vec()), value.to_string().into_bytes());
+            if let Some(h) = header {
+                record = record.with_header(codec::ENCODING_HEADER, h);
+            }
+            state.absorb(b"c", &record).map(|_| state.tiers)
+        };
+        let hot = RingRange {
+            start: 0,
+            end: Some(100),
+        };
+        // A record from before hints decodes, without one.
+        let old = read(decision(None), Some("json.v1")).unwrap();
+        assert_eq!(old, [TierAsk::from((hot, Tier::Hot))]);
+        // The planner's hint is kept (duplicates once), with or without the header.
+        for header in [Some("json.v1"), None] {
+            let hinted = read(
+                decision(Some(serde_json::json!(["h2", "h1", "h2"]))),
+                header,
+            )
+            .unwrap();
+            assert_eq!(hinted[0].on, ["h2", "h1"]);
+        }
+        // Malformed or oversized hints are ignored; the decision stands.
+        let long: Vec<String> = (0..=MAX_HINT_NODES).map(|i| format!("n{i}")).collect();
+        for bad in [
+            serde_json::json!("h1"),
+            serde_json::json!([""]),
+            serde_json::json!(["h 1"]),
+            serde_json::json!(["h1", 7]),
+            serde_json::json!({"h1": true}),
+            serde_json::json!(["x".repeat(hektor_topics::record::MAX_NODE_ID_LEN + 1)]),
+            serde_json::json!(long),
+            serde_json::Value::Null,
+        ] {
+            let tiers = read(decision(Some(bad.clone())), None).unwrap();
+            assert_eq!(tiers, [TierAsk::from((hot, Tier::Hot))], "{bad}");
+        }
+        // A hint at the limit is taken.
+        let most: Vec<String> = long[..MAX_HINT_NODES].to_vec();
+        let tiers = read(decision(Some(serde_json::json!(most))), None).unwrap();
+        assert_eq!(tiers[0].on, most);
+        // A record as `Plans::publish_decision` writes it carries none.
+        let change: PlanChange = serde_json::from_value(decision(None)).unwrap();
+        let record = decision_record(&change, &[]).unwrap();
+        assert!(placement_hint(&record).is_empty());
+        let record = decision_record(&change, &["h1".into()]).unwrap();
+        assert_eq!(placement_hint(&record), ["h1"]);
+        let decoded: PlanChange = codec::from_log_record(&record).unwrap();
+        assert_eq!(decoded, change);
+        // The ask is forgotten once the map shows the tier, as without a hint.
+        let mut state = PlanState {
+            tiers: read(decision(Some(serde_json::json!(["h1"]))), None).unwrap(),
+            ..Default::default()
+        };
+        let m = ShardMap::new(
+            "c",
+            2,
+            vec![
+                Shard {
+                    range: hot,
+                    replicas: vec!["h1".into()],
+                    tier: Tier::Hot,
+                },
+                Shard {
+                    range: RingRange {
+                        start: 100,
+                        end: None,
+                    },
+                    replicas: vec!["h1".into()],
+                    tier: Tier::Hot,
+                },
+            ],
+        )
+        .unwrap();
+        state.forget_done(&m);
+        assert!(state.tiers.is_empty());
     }
 
     #[test]

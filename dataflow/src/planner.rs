@@ -872,6 +872,27 @@ async fn round(
     Ok(())
 }
 
+/// A tier decision as a plan-topic record: JSON keyed by its collection, as every
+/// decision, plus, when the change must move the shard to hot-eligible nodes, their ids
+/// under `"on"`: the placement hint the controller prefers (read and checked by
+/// `hektor_control::plan::placement_hint`; readers from before it ignore the field).
+fn tier_record(change: &PlanChange, on: &[String]) -> Result<hektor_log::LogRecord> {
+    let key = Some(change.collection.as_bytes().to_vec());
+    if on.is_empty() {
+        return Ok(codec::to_log_record(key, change, Encoding::Json)?);
+    }
+    let bad = |e: serde_json::Error| DataflowError::Input(format!("a tier decision: {e}"));
+    let mut value: Value =
+        serde_json::from_slice(&codec::encode(change, Encoding::Json)?).map_err(bad)?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("on".to_owned(), json!(on));
+    }
+    Ok(
+        hektor_log::LogRecord::new(key, serde_json::to_vec(&value).map_err(bad)?)
+            .with_header(codec::ENCODING_HEADER, Encoding::Json.header_value()),
+    )
+}
+
 /// One round of the tiering policy over every followed collection (the hot budget is
 /// per node, across collections): its decisions go to each collection's plan topic as
 /// [`PlanAction::SetTier`] changes (reason prefixed `tier: `), which the controller
@@ -926,16 +947,16 @@ async fn tier_round(
     let tier_nodes = TierNodes::new(feed.tiers());
     let now_ms = wall_ms();
     let plan = plan_tiers(&shards, &tier_nodes, &config.tiering, state, now_ms);
-    let mut by_collection: BTreeMap<String, Vec<PlanChange>> = BTreeMap::new();
+    // Each change with the nodes whose hot budget it was charged to (a move's placement
+    // hint for the controller; empty for a change in place).
+    let mut by_collection: BTreeMap<String, Vec<(PlanChange, Vec<String>)>> = BTreeMap::new();
     for d in &plan.decisions {
         let Some(t) = tracked.get_mut(&d.collection) else {
             continue;
         };
         t.history.epoch += 1;
-        by_collection
-            .entry(t.spec.name.clone())
-            .or_default()
-            .push(PlanChange {
+        by_collection.entry(t.spec.name.clone()).or_default().push((
+            PlanChange {
                 collection: d.collection.clone(),
                 epoch: t.history.epoch,
                 action: PlanAction::SetTier {
@@ -945,16 +966,17 @@ async fn tier_round(
                 reason: format!("tier: {}", d.reason),
                 time_ms: now_ms,
                 place: None,
-            });
+            },
+            d.on.clone(),
+        ));
     }
     let mut published = Vec::new();
     for (name, changes) in by_collection {
         let records = changes
             .iter()
-            .map(|c| {
-                codec::to_log_record(Some(c.collection.as_bytes().to_vec()), c, Encoding::Json)
-            })
-            .collect::<hektor_topics::Result<Vec<_>>>()?;
+            .map(|(c, on)| tier_record(c, on))
+            .collect::<Result<Vec<_>>>()?;
+        let changes: Vec<PlanChange> = changes.into_iter().map(|(c, _)| c).collect();
         log.append(&topic_name(&name, TopicKind::Plan), 0, records)
             .await?;
         for c in &changes {
@@ -1021,6 +1043,37 @@ fn tiering_view(config: &TieringConfig, v: &View) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tier_record_carries_its_placement_hint_beside_the_decision() {
+        let change = PlanChange {
+            collection: "c".into(),
+            epoch: 3,
+            action: PlanAction::SetTier {
+                shard: RingRange {
+                    start: 0,
+                    end: Some(10),
+                },
+                tier: Tier::Hot,
+            },
+            reason: "tier: cold → hot".into(),
+            time_ms: 1,
+            place: None,
+        };
+        for on in [vec![], vec!["h1".to_string(), "h2".to_string()]] {
+            let record = tier_record(&change, &on).unwrap();
+            assert_eq!(record.key.as_deref(), Some(&b"c"[..]));
+            // Every reader decodes the decision as before.
+            let back: PlanChange = codec::from_log_record(&record).unwrap();
+            assert_eq!(back, change);
+            let value: Value = serde_json::from_slice(&record.value).unwrap();
+            if on.is_empty() {
+                assert!(value.get("on").is_none(), "{value}");
+            } else {
+                assert_eq!(value["on"], json!(on));
+            }
+        }
+    }
 
     fn map(epoch: u64, cuts: &[u64]) -> FeedMap {
         let mut shards = Vec::new();

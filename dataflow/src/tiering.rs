@@ -297,6 +297,13 @@ impl TierNodes {
     }
 }
 
+/// Whether a shard may become warm: its holders may hold warm (switched in place), or a
+/// live node may (the controller moves it there).
+fn may_go_warm(s: &TierShard, tier_nodes: &TierNodes) -> bool {
+    !s.replicas.iter().any(|n| tier_nodes.barred(n, Tier::Warm))
+        || tier_nodes.eligible(Tier::Warm).next().is_some()
+}
+
 /// One decided tier change, with the numbers behind it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TierDecision {
@@ -307,7 +314,9 @@ pub struct TierDecision {
     pub qps: f64,
     pub reason: String,
     /// A promotion whose holders may not hold hot (the controller moves the shard): the
-    /// hot-eligible nodes whose budget it was charged to. Empty otherwise.
+    /// hot-eligible nodes whose budget it was charged to. Empty otherwise. The planner
+    /// writes it into the decision's record as the placement hint (`"on"`) the
+    /// controller's rules prefer, so the shard lands where the budget was charged.
     pub on: Vec<String>,
 }
 
@@ -592,6 +601,24 @@ pub fn plan_tiers(
             break;
         }
         if want != Tier::Hot {
+            // Cold → warm only where warm can go (its holders, or a live node, may hold
+            // it); under tier roles without a warm node the shard waits for the promote
+            // rate instead (a decision the controller cannot carry out would hold it).
+            if !may_go_warm(s, tier_nodes) {
+                plan.waiting.push((
+                    s.collection.clone(),
+                    s.range,
+                    want,
+                    format!(
+                        "qps {:.1} ≥ demote {} for {}, but no live data node may hold warm: it waits for the promote rate {}",
+                        s.qps,
+                        config.demote_qps,
+                        fmt_ms(held),
+                        config.promote_qps
+                    ),
+                ));
+                continue;
+            }
             let reason = format!(
                 "{} → {}: qps {:.1} ≥ demote {} for {}",
                 lower(s.tier),
@@ -739,9 +766,7 @@ pub fn plan_tiers(
                 format!("{why}, but the hot tier of {} is full", names(&full))
             };
             // Warm instead only where it can go: its holders, or a live node, may hold it.
-            let warm_ok = !s.replicas.iter().any(|n| tier_nodes.barred(n, Tier::Warm))
-                || tier_nodes.eligible(Tier::Warm).next().is_some();
-            if s.tier == Tier::Cold && warm_ok {
+            if s.tier == Tier::Cold && may_go_warm(s, tier_nodes) {
                 // No room in memory: the disk graph serves it much better than cold.
                 let reason = format!("cold → warm: {full_why}");
                 record(&mut plan, state, s, Tier::Warm, reason, Vec::new(), now_ms);
@@ -1169,6 +1194,42 @@ mod tests {
             (range(1), Tier::Hot, vec!["h1".into()])
         );
         assert!(plan.nodes["h1"].hot_bytes <= c.hot_budget_bytes);
+    }
+
+    #[test]
+    fn a_warming_cold_shard_without_a_warm_node_waits_for_the_promote_rate() {
+        // Hot and cold nodes only: cold → warm could never be carried out (and would
+        // hold the shard as a pending decision), so a cold shard between the demote and
+        // the promote rate waits, and goes to hot once it is hot enough.
+        let c = config();
+        let nodes = roles(&[("c1", COLD), ("h1", HOT)]);
+        let mut state = TieringState::default();
+        let mut shards = vec![shard(0, Tier::Cold, 10.0, 1_000, &["c1"])];
+        for t in [0, 30_000, 60_000] {
+            let plan = plan_tiers(&shards, &nodes, &c, &mut state, t);
+            assert!(plan.decisions.is_empty(), "{plan:?}");
+            if t > 0 {
+                let why = &plan.waiting[0].3;
+                assert!(why.contains("no live data node may hold warm"), "{why}");
+            }
+        }
+        shards[0].qps = 50.0;
+        plan_tiers(&shards, &nodes, &c, &mut state, 70_000);
+        let plan = plan_tiers(&shards, &nodes, &c, &mut state, 100_000);
+        assert_eq!(plan.decisions.len(), 1, "{plan:?}");
+        let d = &plan.decisions[0];
+        assert_eq!(
+            (d.from, d.to, d.on.clone()),
+            (Tier::Cold, Tier::Hot, vec!["h1".to_string()])
+        );
+        // With a warm node it warms as before.
+        let nodes = roles(&[("c1", COLD), ("h1", HOT), ("w1", WARM)]);
+        let mut state = TieringState::default();
+        shards[0].qps = 10.0;
+        plan_tiers(&shards, &nodes, &c, &mut state, 0);
+        let plan = plan_tiers(&shards, &nodes, &c, &mut state, 30_000);
+        assert_eq!(plan.decisions.len(), 1, "{plan:?}");
+        assert_eq!(plan.decisions[0].to, Tier::Warm);
     }
 
     #[test]
