@@ -497,6 +497,12 @@ impl Catalog {
     /// Read what is new in region `region`'s mirrored catalog and adopt what is to be.
     pub async fn adopt_from(&self, region: &str) -> Result<()> {
         let topic = mirrored_catalog_topic(region);
+        self.followed
+            .lock()
+            .entry(region.into())
+            .or_default()
+            .view
+            .region = region.into();
         let high = self.log.high_watermark(&topic, 0).await?;
         loop {
             let next = self
@@ -582,7 +588,28 @@ impl Catalog {
             for topic in
                 topic::collection_topics(&spec.name, spec.partitions, self.replication, spec.merge)
             {
-                self.log.ensure_topic(&topic).await?;
+                match self.log.ensure_topic(&topic).await {
+                    Ok(()) => {}
+                    // A topic this region has under that name with other settings (left
+                    // by something else): no retry will change it, so the entry is
+                    // refused, counted, and the entries after it still apply.
+                    Err(
+                        err @ (hektor_log::LogError::TopicMismatch { .. }
+                        | hektor_log::LogError::InvalidPartitions { .. }
+                        | hektor_log::LogError::InvalidName { .. }),
+                    ) => {
+                        let err = Error::Log(err);
+                        self.refused_mirrored.refuse(stored.offset, &err);
+                        self.followed
+                            .lock()
+                            .entry(region.into())
+                            .or_default()
+                            .view
+                            .refused += 1;
+                        return Ok(());
+                    }
+                    Err(err) => return Err(err.into()),
+                }
             }
         }
         let meta = CatalogMeta::stamped(&stamp, incarnation);
@@ -1508,6 +1535,35 @@ mod tests {
         west.adopt_from("east").await.expect("adopt");
         assert_eq!(west.get("docs"), Some(spec("docs", 8)));
         assert!(west.conflicts().is_empty(), "{:?}", west.conflicts());
+    }
+
+    #[tokio::test]
+    async fn a_create_whose_topics_cannot_be_made_here_is_refused_and_the_rest_still_apply() {
+        let mut r = Regions::new(&["west", "east"]).await;
+        let (west, east) = (r.node("west").await, r.node("east").await);
+        // East has a topic of that name with another partition count (left by anything).
+        let mut stray = topic::collection_topics("docs", 2, 1, Default::default())
+            .into_iter()
+            .next()
+            .expect("a topic");
+        stray.partitions = 3;
+        east.log().ensure_topic(&stray).await.expect("stray topic");
+        west.create(spec("docs", 4)).await.expect("create");
+        west.create(spec("notes", 4)).await.expect("create");
+        r.mirror("west", "east", 1).await;
+        east.adopt_from("west")
+            .await
+            .expect("a refusal is not an error");
+        assert_eq!(east.get("docs"), None, "not adopted over the stray topic");
+        assert_eq!(
+            east.get("notes"),
+            Some(spec("notes", 4)),
+            "the next entry applies"
+        );
+        let view = east.regions_view();
+        let west_view = view.iter().find(|v| v.region == "west").expect("west");
+        assert_eq!(west_view.refused, 1, "{view:?}");
+        assert_eq!(west_view.adopted, 1, "{view:?}");
     }
 
     #[tokio::test]
