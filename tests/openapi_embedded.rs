@@ -277,6 +277,9 @@ fn the_document_lists_exactly_the_routes_the_node_serves() {
             ("post", "/internal/collections/{collection}/shard-search") => {
                 json!({"incarnation": incarnation, "range": range, "vector": [1.0, 0.0, 0.5], "k": 1})
             }
+            ("post", "/internal/collections/{collection}/token-floors") => {
+                json!({"token": {"0": 0}, "timeout_ms": 1000})
+            }
             ("post", "/internal/collections/{collection}/shard-get") => {
                 json!({"incarnation": incarnation, "range": range, "id": "a"})
             }

@@ -2022,6 +2022,246 @@ fn hektor_regions_consistency_and_write_levels() {
     assert_eq!(body["hits"][0]["id"], json!("cut"), "{body}");
 }
 
+/// Session tokens mean the same in every region (issue #17): a write in west answers its
+/// token with `region: west`; a session read in east naming that region sees the write,
+/// every time (east asks west's node for its clock floors of the token, then waits until
+/// it merged west's partitions that far). With west's records cut off from east, the
+/// read times out with an error saying so instead of answering without the write; with
+/// west's node unreachable too, it says the session cannot be checked from here and that
+/// `strong` works. Doors: a region name that is not one, a region not merged here, a
+/// region without `session`, a token naming a partition the collection lacks: 422.
+#[test]
+fn hektor_regions_session_tokens_cross_regions() {
+    let _one = serial();
+    let Some(setup) = Setup::start() else {
+        return;
+    };
+    let (west, east) = (setup.regions[0].clone(), setup.regions[1].clone());
+    for proxy in setup.proxies_between(&west, &east) {
+        setup.toxic_both_ways(
+            &proxy,
+            "wan",
+            "latency",
+            json!({"latency": 35, "jitter": 0}),
+        );
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fast = ["--tick-ms", "100"];
+    let wnode = start_region_node(&setup, &west, &tmp.path().join("west"), &fast);
+    let enode = start_region_node(&setup, &east, &tmp.path().join("east"), &fast);
+    let collection = common::unique("session");
+    const DIM: usize = 8;
+    common::create_collection(&wnode.url, &collection, DIM, 2);
+    common::create_collection(&enode.url, &collection, DIM, 2);
+    for node in [&wnode, &enode] {
+        wait_open(&node.url, &collection);
+    }
+    let vector_of = |i: usize| -> Vec<f32> {
+        (0..DIM)
+            .map(|d| {
+                if d == i % DIM {
+                    1.0
+                } else {
+                    0.01 * (i / DIM + 1) as f32
+                }
+            })
+            .collect()
+    };
+    let write = |node: &common::Server, id: &str, v: &[f32]| {
+        common::post(
+            &format!("{}/collections/{collection}/vectors", node.url),
+            &json!({"upserts": [{"id": id, "vector": v}]}),
+        )
+    };
+    let search = |node: &common::Server, v: &[f32], consistency: Value| {
+        common::post(
+            &format!("{}/collections/{collection}/search", node.url),
+            &json!({"vector": v, "k": 1, "without_payload": true, "consistency": consistency}),
+        )
+    };
+    // Both regions serve and merge each other (strong reads answer in both).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (a, _) = search(
+            &enode,
+            &vector_of(0),
+            json!({"level": "strong", "timeout_ms": 2000}),
+        );
+        let (b, _) = search(
+            &wnode,
+            &vector_of(0),
+            json!({"level": "strong", "timeout_ms": 2000}),
+        );
+        if a == 200 && b == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "strong searches never answered: {a} {b}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Session reads in east with west's tokens see west's writes, every time.
+    let mut waits = Vec::new();
+    for i in 0..8 {
+        let id = format!("session-{i}");
+        let v = vector_of(i);
+        let (status, body) = write(&wnode, &id, &v);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["region"],
+            json!(west),
+            "a write names its region: {body}"
+        );
+        let token = body["token"].clone();
+        let began = Instant::now();
+        let (status, body) = search(
+            &enode,
+            &v,
+            json!({"level": "session", "after": token, "region": west}),
+        );
+        waits.push(began.elapsed().as_millis() as u64);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["hits"][0]["id"],
+            json!(id),
+            "session read in {east} with {west}'s token missed {id}: {body}"
+        );
+    }
+    eprintln!("session reads in {east} with {west}'s tokens: waited {waits:?} ms");
+    // `session` is implied by `after`; the token's own region named is today's rule.
+    let (status, body) = write(&enode, "east-own", &vector_of(20));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["region"], json!(east), "{body}");
+    let (status, body) = search(
+        &enode,
+        &vector_of(20),
+        json!({"after": body["token"], "region": east}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["hits"][0]["id"], json!("east-own"), "{body}");
+
+    // Doors.
+    let (_, body) = write(&wnode, "doors", &vector_of(21));
+    let token = body["token"].clone();
+    for (consistency, why) in [
+        (
+            json!({"level": "session", "after": token, "region": "no such/region"}),
+            "consistency.region must be a region name",
+        ),
+        (
+            json!({"level": "session", "after": token, "region": "north"}),
+            "not a region merged here",
+        ),
+        (
+            json!({"level": "strong", "region": west}),
+            "goes with level `session` only",
+        ),
+        (
+            json!({"level": "session", "after": {"7": 1}, "region": west}),
+            "the collection has 2",
+        ),
+    ] {
+        let (status, body) = search(&enode, &vector_of(21), consistency.clone());
+        assert_eq!(status, 422, "{consistency}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(why), "{consistency}: {error}");
+    }
+    // The internal route checks its input too (the cluster secret, if any, is the
+    // test server's default: none).
+    let (status, body) = common::post(
+        &format!(
+            "{}/internal/collections/{collection}/token-floors",
+            wnode.url
+        ),
+        &json!({"token": {"9": 1}}),
+    );
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = common::post(
+        &format!(
+            "{}/internal/collections/no-such-{collection}/token-floors",
+            wnode.url
+        ),
+        &json!({"token": {"0": 1}}),
+    );
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = common::post(
+        &format!(
+            "{}/internal/collections/{collection}/token-floors",
+            wnode.url
+        ),
+        &json!({"token": {"0": 1}, "extra": true}),
+    );
+    assert_eq!(status, 400, "{body}");
+
+    // West's records cut off from east (west -> east mirroring): the node still asks
+    // west's node, but east cannot merge the write, so the read times out and says so.
+    setup.toxiproxy(
+        reqwest::Method::POST,
+        &format!("/proxies/{}", setup.proxy(&west, &east)),
+        Some(json!({"enabled": false})),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let (status, body) = write(&wnode, "cut", &vector_of(40));
+    assert_eq!(status, 200, "{body}");
+    let cut_token = body["token"].clone();
+    let (status, body) = search(
+        &enode,
+        &vector_of(40),
+        json!({"level": "session", "after": cut_token, "region": west, "timeout_ms": 2000}),
+    );
+    assert_eq!(
+        status, 504,
+        "a session read of a write east cannot have must time out: {body}"
+    );
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("have not reached this region") && error.contains(&west),
+        "{error}"
+    );
+    assert!(body.get("hits").is_none(), "{body}");
+    eprintln!("cut: {error}");
+    // West's node unreachable too: the session cannot be checked from here.
+    setup.toxiproxy(
+        reqwest::Method::POST,
+        &format!("/proxies/{}", setup.http_proxy(&east, &west)),
+        Some(json!({"enabled": false})),
+    );
+    let (status, body) = search(
+        &enode,
+        &vector_of(40),
+        json!({"level": "session", "after": cut_token, "region": west, "timeout_ms": 2000}),
+    );
+    assert!(status == 503 || status == 504, "{status}: {body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("cannot be checked from here") && error.contains("strong"),
+        "{error}"
+    );
+    eprintln!("peer unreachable: {status} {error}");
+    // Healed: the same token is read in east.
+    for proxy in [setup.proxy(&west, &east), setup.http_proxy(&east, &west)] {
+        setup.toxiproxy(
+            reqwest::Method::POST,
+            &format!("/proxies/{proxy}"),
+            Some(json!({"enabled": true})),
+        );
+    }
+    let began = Instant::now();
+    let (status, body) = search(
+        &enode,
+        &vector_of(40),
+        json!({"level": "session", "after": cut_token, "region": west, "timeout_ms": 60000}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["hits"][0]["id"], json!("cut"), "{body}");
+    eprintln!(
+        "after the heal, the session read waited {} ms",
+        began.elapsed().as_millis()
+    );
+}
+
 /// Per partition, the next offset a node's shard has applied: of its own partition
 /// (`local`) and of `region`'s mirrored one.
 fn applied_offsets(

@@ -117,6 +117,7 @@ pub fn run(data: &[u8]) {
                 effort: request.effort,
                 rescore: request.rescore,
                 floor: None,
+                session: None,
             };
             if as_shard_call.check(dimension).is_ok() {
                 if let Some(tenant) = request.tenant.as_deref() {

@@ -27,6 +27,8 @@ pub struct Consistency {
     pub after: BTreeMap<u32, u64>,
     #[prost(uint64, optional, tag = "4")]
     pub timeout_ms: Option<u64>,
+    #[prost(string, optional, tag = "5")]
+    pub region: Option<String>,
 }
 
 /// One search.
@@ -179,6 +181,8 @@ pub struct WriteResponse {
     pub written: u32,
     #[prost(message, repeated, tag = "3")]
     pub regions: Vec<RegionApplied>,
+    #[prost(string, tag = "4")]
+    pub region: String,
 }
 
 #[cfg(test)]
@@ -292,6 +296,7 @@ mod tests {
             max_staleness_ms: Some(1),
             after: BTreeMap::from([(0, 1)]),
             timeout_ms: Some(1),
+            region: Some("west".into()),
         };
         check(&m, "Consistency", consistency.clone());
         check(
@@ -387,6 +392,7 @@ mod tests {
                 token: BTreeMap::from([(0, 1)]),
                 written: 1,
                 regions: vec![applied],
+                region: "west".into(),
             },
         );
         assert_eq!(m.len(), 13, "every message of hektor.proto is checked");

@@ -250,6 +250,7 @@ impl Api {
             token: token.offsets,
             written: written.len() as u32,
             regions,
+            region: self.writer.region().to_owned(),
         }))
     }
 }
@@ -296,6 +297,7 @@ fn consistency(c: pb::Consistency) -> Result<Consistency, GrpcError> {
         level,
         max_staleness_ms: c.max_staleness_ms,
         after: (!c.after.is_empty()).then_some(c.after),
+        region: c.region,
         timeout_ms: c.timeout_ms,
     })
 }

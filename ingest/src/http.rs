@@ -7,7 +7,8 @@
 //! - `POST /collections/{c}/vectors` takes a batch of upserts and deletes, as JSON
 //!   ([`WriteBatch`]) or, with `content-type: application/x-hektor-bulk`, as a sequence of
 //!   `u32` little-endian length + `bin.v1` vector record (see `hektor_topics::codec`).
-//!   Answers `{"token": {partition: offset}}` once durable in the log.
+//!   Answers `{"token": {partition: offset}, "region": "<this region>"}` once durable in
+//!   the log (the token's offsets are positions in this region's log).
 //!
 //! Errors are `{"error": "message"}` ([`ErrorBody`]) with 400, 404, 409, 413, 422, 503 or
 //! 504. Every route is registered through `utoipa-axum`'s `OpenApiRouter` with its
@@ -104,6 +105,10 @@ pub struct WriteAnswer {
     /// (JSON object keys are strings).
     #[schema(value_type = BTreeMap<String, u64>)]
     pub token: std::collections::BTreeMap<u32, u64>,
+    /// The region whose log the token's offsets are in (this node's). A search in
+    /// another region reads this write with `consistency: {"level": "session", "after":
+    /// token, "region": region}`.
+    pub region: String,
     /// Upserts and deletes written.
     pub written: usize,
     /// For a `quorum` or `sync` write: the regions that have applied it.
@@ -120,6 +125,8 @@ pub struct NotReplicated {
     /// As in [`WriteAnswer`]: the write is durable here.
     #[schema(value_type = BTreeMap<String, u64>)]
     pub token: std::collections::BTreeMap<u32, u64>,
+    /// As in [`WriteAnswer`]: the region of the token.
+    pub region: String,
     pub written: usize,
     /// Who has it and who did not confirm.
     pub replicated: Replicated,
@@ -382,6 +389,7 @@ async fn write_vectors(
                             timeout.as_millis(),
                         ),
                         token: token.offsets,
+                        region: state.writer.region().to_owned(),
                         written: written.len(),
                         replicated,
                     };
@@ -392,6 +400,7 @@ async fn write_vectors(
     };
     Ok(Json(WriteAnswer {
         token: token.offsets,
+        region: state.writer.region().to_owned(),
         written: written.len(),
         replicated,
     })

@@ -1,6 +1,11 @@
 //! The consistency token: for each partition a write touched, the offset of its last record.
 //! A reader that waits until every shard of those partitions has applied past these offsets
 //! sees the write (read-your-writes).
+//!
+//! Offsets are positions in the log of the region that accepted the write (MirrorMaker 2
+//! copies records to other offsets), so write answers name that region beside the token;
+//! a reader in another region names it too, and is served by turning the token into that
+//! region's clock floors (see `hektor_query::router::token_floors`).
 
 use std::collections::BTreeMap;
 

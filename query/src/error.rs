@@ -34,6 +34,11 @@ pub enum QueryError {
         waited_ms: u64,
     },
 
+    /// A session read of another region's write ran out of time: that region did not
+    /// answer how far its token goes in time, or this region has not merged that far.
+    #[error("{0}")]
+    SessionTimeout(String),
+
     #[error("{0}")]
     Unavailable(String),
 
@@ -48,7 +53,9 @@ impl QueryError {
             QueryError::BadRequest(_) => 400,
             QueryError::Invalid(_) => 422,
             QueryError::NotReady(_) | QueryError::Unavailable(_) => 503,
-            QueryError::ConsistencyTimeout { .. } | QueryError::RegionsBehind { .. } => 504,
+            QueryError::ConsistencyTimeout { .. }
+            | QueryError::RegionsBehind { .. }
+            | QueryError::SessionTimeout(_) => 504,
             QueryError::Internal(_) => 500,
         }
     }

@@ -25,7 +25,9 @@
 //! - `POST /internal/collections/{c}/shard-search` and `.../shard-get`: one shard's search
 //!   or read for another node's router (404 when this node does not hold the shard);
 //!   `.../search-batch`: a batch search forwarded to this `gpu` node ([`crate::batch`]);
-//!   `.../region-search`: a bounded or strong search another region forwarded here.
+//!   `.../region-search`: a bounded or strong search another region forwarded here;
+//!   `.../token-floors`: a write token of this region turned into its clock floors, for
+//!   another region's session read.
 //! - `GET /internal/regions/probe` (another region's round-trip probe) and
 //!   `GET /internal/regions/floors` (a stream of how far this node's shards merged another
 //!   region's partitions: that region's `sync` and `quorum` acknowledgements); see
@@ -59,7 +61,7 @@ use crate::metrics::{Metrics, NodeSource};
 use crate::peers::{FloorLine, Probe};
 use crate::router::{
     shard_get, shard_search, SearchRequest, SearchResponse, Searcher, ShardAnswer, ShardGet,
-    ShardSearch, WireVector,
+    ShardSearch, TokenFloors, TokenFloorsRequest, WireVector,
 };
 use crate::schema::{
     ClusterOverview, CollectionList, CollectionView, ErrorBody, Health, Ready, VectorView,
@@ -118,6 +120,7 @@ pub fn router(state: QueryState) -> OpenApiRouter {
         .routes(routes!(internal_search_batch))
         .routes(routes!(internal_get))
         .routes(routes!(internal_region_search))
+        .routes(routes!(internal_token_floors))
         .routes(routes!(internal_region_probe))
         .routes(routes!(internal_region_floors))
         .routes(routes!(cluster))
@@ -402,6 +405,44 @@ async fn internal_region_search(
     }
     let response = state.searcher.search_here(&collection, request).await?;
     Ok(search_response(&response))
+}
+
+/// A write token of this region, from another region's session read: per partition, the
+/// clock floor a shard of it here had reached once it applied the token (waiting up to
+/// the request's `timeout_ms`; partitions without a shard here are asked of a node of
+/// this region that holds one). The asking region waits until it has merged this
+/// region's partitions that far ([`Searcher::token_floors`]).
+#[utoipa::path(
+    post,
+    path = "/internal/collections/{collection}/token-floors",
+    tag = "internal",
+    params(("collection" = String, Path, description = "The collection's name")),
+    request_body = TokenFloorsRequest,
+    responses(
+        (status = 200, description = "Per partition of the token, this region's clock floor once it applied it", body = TokenFloors),
+        (status = 400, description = "The body is not a token request", body = ErrorBody),
+        (status = 404, description = "No such collection", body = ErrorBody),
+        (status = 413, description = "The body is larger than 2 MiB", body = ErrorBody),
+        (status = 422, description = "The token names no partition, or one the collection does not have; or the wait is too long", body = ErrorBody),
+        (status = 503, description = "No node of this region answers for a partition of the token", body = ErrorBody),
+        (status = 504, description = "A shard did not apply the token in time", body = ErrorBody),
+    ),
+)]
+async fn internal_token_floors(
+    State(state): State<QueryState>,
+    Path(collection): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request: TokenFloorsRequest = internal_body(body)?;
+    let spec = state
+        .searcher
+        .host()
+        .catalog()
+        .get(&collection)
+        .ok_or_else(|| QueryError::UnknownCollection(collection.clone()))?;
+    request.check(spec.partitions)?;
+    let floors = state.searcher.token_floors(&collection, &request).await?;
+    Ok(Json(floors).into_response())
 }
 
 /// A probe from another region's node measuring its round trip here: this node's region

@@ -1,7 +1,7 @@
 //! A node's links to the other regions (seed §3.1, §3.3): one HTTP address per region
 //! (`hektor serve --region-peers east=http://…`), reached across the WAN.
 //!
-//! Three uses, each a plain internal route of the peer:
+//! Four uses, each a plain internal route of the peer:
 //! - **Round-trip time**, measured continuously: every `probe_every` a small
 //!   `GET /internal/regions/probe`; the RTT (an exponentially weighted mean of the probes,
 //!   and the last one) and whether the peer answers are in `GET /cluster`'s `peers` and
@@ -21,10 +21,15 @@
 //!   forwards again) and the first answer wins, so a read is never slower than the
 //!   faster of waiting and forwarding by more than one round trip. The answer names the
 //!   region that gave it (`region`).
+//! - **Session tokens of another region.** A `session` search naming the token's region
+//!   asks that region's node for the token's clock floors (`POST
+//!   /internal/collections/{c}/token-floors`, [`Peers::token_floors`]) and waits until
+//!   this region merged that far: one round trip plus the mirror's lag. Without an answer
+//!   in time the read fails saying so (503/504), never answers without the writes.
 //!
 //! Peers are called with the cluster secret: regions are one deployment.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +39,7 @@ use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::router::{SearchRequest, SearchResponse};
+use crate::router::{SearchRequest, SearchResponse, TokenFloors, TokenFloorsRequest};
 use crate::QueryError;
 
 /// A floors stream that says nothing (not even its empty keep-alive line) this long is
@@ -65,6 +70,19 @@ pub struct FloorLine {
     pub partition: u32,
     /// The asking region's effective clock (hlc) of that partition merged there.
     pub floor: u64,
+}
+
+/// A response's body as text, refused past `limit` bytes (a peer is trusted with the
+/// cluster secret, but a bug there must not grow this node's memory).
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<String, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("longer than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|e| e.to_string())
 }
 
 /// What a node knows of one peer.
@@ -472,6 +490,90 @@ impl Peers {
         outcome
     }
 
+    /// A session token of `region` as that region's clock floors per partition: asks its
+    /// node (`POST /internal/collections/{c}/token-floors`), which waits up to `wait` for
+    /// its shards to apply the token. Every failure says that the session cannot be
+    /// checked from here: 504 ([`QueryError::SessionTimeout`]) when time ran out, 503
+    /// when the peer is missing or unreachable, 422 when it refused the token.
+    pub async fn token_floors(
+        &self,
+        region: &str,
+        collection: &str,
+        token: &BTreeMap<u32, u64>,
+        wait: Duration,
+    ) -> Result<BTreeMap<u32, u64>, QueryError> {
+        let cannot = |why: String| {
+            format!(
+                "a session token of region `{region}` cannot be checked from here: {why}; retry, or read with consistency level `strong` (or in region `{region}`)"
+            )
+        };
+        let link = self.link(region).ok_or_else(|| {
+            QueryError::Unavailable(cannot(format!(
+                "this node has no peer in `{region}` (--region-peers)"
+            )))
+        })?;
+        let rtt = self.rtt(region).unwrap_or(Duration::from_millis(500));
+        let body = TokenFloorsRequest {
+            token: token.clone(),
+            timeout_ms: Some(wait.as_millis() as u64),
+            forwarded: false,
+        };
+        let limit = wait + rtt * 2 + Duration::from_secs(1);
+        let sent = self
+            .call(
+                reqwest::Method::POST,
+                format!(
+                    "{}/internal/collections/{collection}/token-floors",
+                    link.url
+                ),
+            )
+            .json(&body)
+            .timeout(limit)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Err(QueryError::SessionTimeout(cannot(format!(
+                    "its node did not answer within {} ms",
+                    limit.as_millis()
+                ))))
+            }
+            Err(e) => {
+                return Err(QueryError::Unavailable(cannot(format!(
+                    "its node did not answer: {e}"
+                ))))
+            }
+        };
+        let status = response.status();
+        // At most what a token of every partition takes, with room to spare.
+        let text = read_bounded(response, 1 << 20)
+            .await
+            .map_err(|e| QueryError::Unavailable(cannot(format!("its node's answer: {e}"))))?;
+        if !status.is_success() {
+            let why = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| text.chars().take(500).collect());
+            let why = format!("its node answered {status}: {why}");
+            return Err(match status.as_u16() {
+                504 => QueryError::SessionTimeout(cannot(why)),
+                400 | 422 => QueryError::Invalid(cannot(why)),
+                _ => QueryError::Unavailable(cannot(why)),
+            });
+        }
+        let answer: TokenFloors = serde_json::from_str(&text).map_err(|e| {
+            QueryError::Unavailable(cannot(format!("its node's answer is not floors: {e}")))
+        })?;
+        if answer.region != region {
+            return Err(QueryError::Unavailable(cannot(format!(
+                "{} answers as region `{}`: check --region-peers",
+                link.url, answer.region
+            ))));
+        }
+        Ok(answer.floors)
+    }
+
     /// Note that a forwarded search's answer was not needed (this region answered first).
     pub fn count_unused_forward(&self, region: &str) {
         self.forwards.with_label_values(&[region, "unused"]).inc();
@@ -535,5 +637,38 @@ mod tests {
         }
         let twice = parse_peers("west", &entries(&["east=http://a:1", "east=http://b:1"]));
         assert!(twice.unwrap_err().contains("twice"));
+    }
+
+    #[tokio::test]
+    async fn a_session_token_of_a_region_without_a_peer_cannot_be_checked() {
+        let peers = Peers::new(
+            "east",
+            vec![("south".into(), "http://127.0.0.1:9".into())],
+            reqwest::Client::new(),
+            None,
+            Duration::from_secs(1),
+        );
+        let token = BTreeMap::from([(0, 5)]);
+        let err = peers
+            .token_floors("west", "docs", &token, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), 503, "{err}");
+        let m = err.to_string();
+        assert!(
+            m.contains("cannot be checked from here") && m.contains("strong"),
+            "{m}"
+        );
+        assert!(m.contains("no peer in `west`"), "{m}");
+        // A peer that does not answer (nothing listens on port 9): 503 or 504, same words.
+        let err = peers
+            .token_floors("south", "docs", &token, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(matches!(err.status(), 503 | 504), "{err}");
+        assert!(
+            err.to_string().contains("cannot be checked from here"),
+            "{err}"
+        );
     }
 }

@@ -9,7 +9,10 @@
 //! Only the shards overlapping the tenant's ring range are searched when a tenant is
 //! given, and the range is passed to each shard as a filter applied inside the engine. A
 //! request carrying a write token makes every involved shard wait (bounded) until it has
-//! applied the token's offset in its partition, wherever it runs.
+//! applied the token's offset in its partition, wherever it runs. A token of another
+//! region (`consistency.region`) is first turned into that region's clock floors by its
+//! node ([`Searcher::token_floors`] there, [`crate::peers::Peers::token_floors`] here),
+//! and every involved shard waits until it has merged that region's partition that far.
 //!
 //! Hits cost their records only once they are answers: a shard held here and searched on
 //! the request's thread answers with its hits' items and scores and the LMDB snapshot it
@@ -23,7 +26,7 @@
 //! [`shard_search`] and [`shard_get`] are the per-shard calls other nodes' routers make
 //! (`POST /internal/...`, see [`crate::http`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -109,12 +112,20 @@ pub struct Consistency {
     /// With `bounded`: how old the newest missing write may be, in ms.
     #[serde(default)]
     pub max_staleness_ms: Option<u64>,
-    /// A write token (`{partition: offset}`) whose writes the search must see (tokens
-    /// are positions in the region that accepted the write: use `strong` to read another
-    /// region's write there).
+    /// A write token (`{partition: offset}`) whose writes the search must see. Its
+    /// offsets are positions in the log of the region that accepted the write (the write
+    /// answer's `region`): name that region in `region` to read it in another one.
     #[serde(default)]
     #[schema(value_type = Option<BTreeMap<String, u64>>)]
     pub after: Option<BTreeMap<u32, u64>>,
+    /// The region whose log the token in `after` is of (a write answer's `region`).
+    /// Absent or this node's region: the token is waited for here. Another region: this
+    /// node asks its peer there (`--region-peers`) how far that region's clock had gone
+    /// when it applied the token, then waits until this region has merged that region's
+    /// partitions that far (one round trip plus the mirror's lag); without a reachable
+    /// peer the answer is 503/504, never a search without the writes (use `strong`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// How long to wait for it, in milliseconds (default 10,000).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -142,6 +153,14 @@ impl Consistency {
         } else {
             ConsistencyLevel::Eventual
         });
+        if let Some(region) = &self.region {
+            if level != ConsistencyLevel::Session {
+                return Err(QueryError::Invalid(
+                    "consistency.region names the region of a session token (`after`): it goes with level `session` only".into(),
+                ));
+            }
+            check_region_name(region)?;
+        }
         match (level, self.max_staleness_ms) {
             (ConsistencyLevel::Bounded, None) => Err(QueryError::Invalid(
                 "consistency level `bounded` needs max_staleness_ms".into(),
@@ -160,6 +179,34 @@ impl Consistency {
             )),
             (_, None) => Ok(level),
         }
+    }
+
+    /// The region of the token when it is not `here` (a session read of a write accepted
+    /// in another region), else `None`.
+    pub fn token_region(&self, here: &str) -> Option<&str> {
+        self.region.as_deref().filter(|r| *r != here)
+    }
+}
+
+/// Longest region name a request may carry.
+pub const MAX_REGION_NAME: usize = 64;
+
+/// A region name as requests may carry it: 1 to [`MAX_REGION_NAME`] bytes of ASCII
+/// letters, digits, `-`, `_` and `.` (region names are topic-name prefixes, so nothing
+/// else can name a region).
+pub fn check_region_name(region: &str) -> Result<(), QueryError> {
+    let ok = !region.is_empty()
+        && region.len() <= MAX_REGION_NAME
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(QueryError::Invalid(format!(
+            "consistency.region must be a region name (1 to {MAX_REGION_NAME} ASCII letters, digits, `-`, `_` or `.`), got {:?}",
+            region.chars().take(80).collect::<String>()
+        )))
     }
 }
 
@@ -555,6 +602,11 @@ pub struct ShardSearch {
     /// hybrid logical clock ([`HostedShard::wait_floors`]): bounded and strong searches.
     #[serde(default)]
     pub floor: Option<u64>,
+    /// A session read of another region's write: wait until that region's copy of the
+    /// partition merged here is closed at least at this hybrid logical clock (what that
+    /// region's shard had reached once it applied the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<RegionFloor>,
     #[serde(default)]
     pub timeout_ms: Option<u64>,
     /// The search's own effort (see [`SearchRequest::effort`]).
@@ -581,8 +633,81 @@ impl ShardSearch {
                 return Err(QueryError::Invalid("the filter range is empty".into()));
             }
         }
+        if let Some(session) = &self.session {
+            check_region_name(&session.region)?;
+        }
         Ok(())
     }
+}
+
+/// A region's clock floor a session read waits for in one partition (see
+/// [`ShardSearch::session`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegionFloor {
+    /// The region that accepted the session's writes.
+    pub region: String,
+    /// Its effective hybrid logical clock of the partition once it had applied the token.
+    pub floor: u64,
+}
+
+/// The body of `POST /internal/collections/{c}/token-floors`: a write token of the
+/// answering node's region, from another region's session read.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFloorsRequest {
+    /// Partition → offset in the answering region's log, as its write answered.
+    #[schema(value_type = BTreeMap<String, u64>)]
+    pub token: BTreeMap<u32, u64>,
+    /// How long the answering node may wait for its shards to apply the token, in ms
+    /// (default 10,000, at most 300,000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Asked by another node of the answering node's region (for partitions it holds no
+    /// shard of): answered from this node's shards only, never asked further.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forwarded: bool,
+}
+
+/// The answer of `POST /internal/collections/{c}/token-floors`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenFloors {
+    /// The answering node's region (the token's).
+    pub region: String,
+    /// Partition → the effective hybrid logical clock a shard of it there had reached
+    /// once it applied the token's offset (at least the stamp of the token's record): a
+    /// region that has merged the partition up to it has every write of the token.
+    #[schema(value_type = BTreeMap<String, u64>)]
+    pub floors: BTreeMap<u32, u64>,
+}
+
+impl TokenFloorsRequest {
+    /// Check a token from another region against the collection: every partition is one
+    /// of its `partitions`, and the wait is bounded.
+    pub fn check(&self, partitions: u32) -> Result<(), QueryError> {
+        check_token(&self.token, partitions)?;
+        let max_ms = MAX_CONSISTENCY_TIMEOUT.as_millis() as u64;
+        if let Some(t) = self.timeout_ms.filter(|t| *t > max_ms) {
+            return Err(QueryError::Invalid(format!(
+                "timeout_ms must be at most {max_ms}, got {t}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A session token read in another region than its own names only partitions of the
+/// collection (it is checked there and here): at least one, each below `partitions`.
+pub fn check_token(token: &BTreeMap<u32, u64>, partitions: u32) -> Result<(), QueryError> {
+    if token.is_empty() {
+        return Err(QueryError::Invalid("the token names no partition".into()));
+    }
+    if let Some(p) = token.keys().find(|p| **p >= partitions) {
+        return Err(QueryError::Invalid(format!(
+            "the token names partition {p}, the collection has {partitions}"
+        )));
+    }
+    Ok(())
 }
 
 /// One hit as it crosses between nodes.
@@ -1101,6 +1226,23 @@ impl Searcher {
             None => ConsistencyLevel::Eventual,
         };
         let (floor, log_end) = self.freshness(&spec, &request, level, shards).await?;
+        // A session token of another region: that region's clock floors, per partition.
+        let began = Instant::now();
+        let here = self.host.config().region.clone();
+        let session_region = request
+            .consistency
+            .as_ref()
+            .filter(|_| level == ConsistencyLevel::Session)
+            .and_then(|c| c.token_region(&here))
+            .map(str::to_owned);
+        let (token, session, timeout) = match (&session_region, token) {
+            (Some(region), Some(token)) => {
+                let floors = self.session_floors(&spec, region, token, timeout).await?;
+                let left = timeout.saturating_sub(began.elapsed());
+                (None, Some((region.clone(), floors)), left)
+            }
+            _ => (token, None, timeout),
+        };
         let epoch = map.epoch();
         // Per shard: the call, the replicas in the order to try them, and this node's
         // copy when it is first in that order and cheap to search inline.
@@ -1120,6 +1262,12 @@ impl Searcher {
                         .and_then(|t| t.get(&partition).copied())
                         .max(log_end.get(&partition).copied()),
                     floor,
+                    session: session.as_ref().and_then(|(region, floors)| {
+                        Some(RegionFloor {
+                            region: region.clone(),
+                            floor: *floors.get(&partition)?,
+                        })
+                    }),
                     timeout_ms: Some(timeout.as_millis() as u64),
                     effort: request.effort,
                     rescore: request.rescore,
@@ -1204,6 +1352,44 @@ impl Searcher {
         })
     }
 
+    /// A session token of `region` as that region's clock floors per partition: checked
+    /// against the collection, then asked of this node's peer in `region` (which waits,
+    /// within `timeout`, until it has applied the token). A region this one does not
+    /// merge, no peer there, or no answer in time is an error saying so, never a search
+    /// without the token's writes.
+    async fn session_floors(
+        &self,
+        spec: &CollectionSpec,
+        region: &str,
+        token: &BTreeMap<u32, u64>,
+        timeout: Duration,
+    ) -> Result<BTreeMap<u32, u64>, QueryError> {
+        let invalid = |m: String| QueryError::Invalid(format!("collection `{}`: {m}", spec.name));
+        check_token(token, spec.partitions).map_err(|e| invalid(e.to_string()))?;
+        if !self.host.config().mirrors.iter().any(|m| m == region) {
+            return Err(invalid(format!(
+                "consistency.region `{region}` is not a region merged here (this is region `{}`, merging {:?}): a session token can only be read in its own region or one that merges it",
+                self.host.config().region,
+                self.host.config().mirrors
+            )));
+        }
+        let Some(peers) = self.peers.as_ref() else {
+            return Err(QueryError::Unavailable(format!(
+                "a session token of region `{region}` cannot be checked from here: this node has no peer in `{region}` (--region-peers) to ask how far the token goes; read with consistency level `strong`, or in region `{region}`"
+            )));
+        };
+        let floors = peers
+            .token_floors(region, &spec.name, token, timeout)
+            .await?;
+        // The peer answers every partition it was asked; anything else is not an answer.
+        if floors.len() != token.len() || !token.keys().all(|p| floors.contains_key(p)) {
+            return Err(QueryError::Unavailable(format!(
+                "region `{region}` answered floors for other partitions than the token's; the session cannot be checked from here: read with consistency level `strong`"
+            )));
+        }
+        Ok(floors)
+    }
+
     /// Ask the replicas of one shard in `order` until one answers; `first` is the answer
     /// of the first replica (this node, searched inline) when it was already asked. A
     /// consistency timeout is the answer, not a replica's failure.
@@ -1225,7 +1411,9 @@ impl Searcher {
             match first {
                 Ok(hits) => return Ok(hits),
                 Err(
-                    e @ (QueryError::ConsistencyTimeout { .. } | QueryError::RegionsBehind { .. }),
+                    e @ (QueryError::ConsistencyTimeout { .. }
+                    | QueryError::RegionsBehind { .. }
+                    | QueryError::SessionTimeout(_)),
                 ) => return Err(e),
                 Err(e) => last_err = Some(format!("{node}: {e}")),
             }
@@ -1240,7 +1428,9 @@ impl Searcher {
             match result {
                 Ok(hits) => return Ok(hits),
                 Err(
-                    e @ (QueryError::ConsistencyTimeout { .. } | QueryError::RegionsBehind { .. }),
+                    e @ (QueryError::ConsistencyTimeout { .. }
+                    | QueryError::RegionsBehind { .. }
+                    | QueryError::SessionTimeout(_)),
                 ) => return Err(e),
                 Err(e) => last_err = Some(format!("{node}: {e}")),
             }
@@ -1354,6 +1544,15 @@ impl Searcher {
                 behind,
                 waited_ms: wait.as_millis() as u64,
             });
+        }
+        if status == 504 && call.session.is_some() && call.after.is_none() {
+            let why = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            return Err(QueryError::SessionTimeout(format!(
+                "{why} (on node {node})"
+            )));
         }
         if status == 504 {
             return Err(QueryError::ConsistencyTimeout {
@@ -1550,6 +1749,13 @@ pub async fn shard_search(
             });
         }
     }
+    if let Some(session) = &call.session {
+        let timeout = call
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_CONSISTENCY_TIMEOUT);
+        wait_region_floor(hosted, session, timeout).await?;
+    }
     let (tx, rx) = tokio::sync::oneshot::channel();
     let shard = Arc::clone(&hosted.shard);
     let (k, filter) = (call.k, call.filter);
@@ -1568,6 +1774,237 @@ pub async fn shard_search(
         .map_err(|_| QueryError::Internal("the search pool dropped a query".into()))?;
     let hits = finish_shard_search(events, hosted, call, started, outcome)?;
     Ok(hits.into_iter().map(WireHit::from).collect())
+}
+
+/// How one partition of a token is answered: by a shard held here, or by another node
+/// of this region holding one.
+enum TokenSource {
+    Here(Arc<HostedShard>),
+    Node(String),
+}
+
+impl Searcher {
+    /// What a session read in another region needs to know of a write token of this one
+    /// (`POST /internal/collections/{c}/token-floors`): per partition of the token, the
+    /// clock floor of a shard of it once it has applied the token's offset (waiting,
+    /// within the request's timeout). A partition with a shard here is answered by the
+    /// most advanced one; any other is asked of a node of this region that holds one
+    /// (once: a forwarded request is answered from this node's shards only). Every shard
+    /// of a partition stamps its records alike, and stamps grow along the partition, so
+    /// the floor is at least the stamp of the token's record: a region that merged the
+    /// partition that far has the token's writes.
+    pub async fn token_floors(
+        &self,
+        collection: &str,
+        request: &TokenFloorsRequest,
+    ) -> Result<TokenFloors, QueryError> {
+        let began = Instant::now();
+        let timeout = request
+            .timeout_ms
+            .map_or(DEFAULT_CONSISTENCY_TIMEOUT, Duration::from_millis);
+        let region = self.host.config().region.clone();
+        let hosted = self.host.collection(collection);
+        let local = |partition: u32| {
+            hosted.as_ref().and_then(|h| {
+                h.serving()
+                    .filter(|s| s.partition == partition)
+                    .max_by_key(|s| s.next_offset())
+                    .cloned()
+            })
+        };
+        let mut sources = Vec::with_capacity(request.token.len());
+        let mut map = None;
+        for (&partition, &offset) in &request.token {
+            if let Some(shard) = local(partition) {
+                sources.push((partition, offset, TokenSource::Here(shard)));
+                continue;
+            }
+            let none_here = || {
+                QueryError::Unavailable(format!(
+                    "no node of region `{region}` answers for partition {partition} of collection `{collection}` (this node holds no shard of it{})",
+                    if request.forwarded { "; asked by another node of this region" } else { "" }
+                ))
+            };
+            if request.forwarded {
+                return Err(none_here());
+            }
+            if map.is_none() {
+                map = Some(self.map(collection).await?);
+            }
+            let routing = self.routing();
+            let spec_partitions = self
+                .host
+                .catalog()
+                .get(collection)
+                .map_or(0, |s| s.partitions);
+            let node = map
+                .as_ref()
+                .into_iter()
+                .flat_map(|m| m.shards())
+                .filter(|s| ring::partition_of(s.range.start, spec_partitions) == partition)
+                .flat_map(|s| self.replica_order(&routing, collection, s.range, &s.replicas))
+                .find(|n| *n != routing.me && routing.nodes.get(n).is_some_and(|i| i.alive))
+                .ok_or_else(none_here)?;
+            sources.push((partition, offset, TokenSource::Node(node)));
+        }
+        // Partitions asked of one other node go in one request.
+        let mut asks: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
+        let mut waits = Vec::new();
+        for (partition, offset, source) in sources {
+            match source {
+                TokenSource::Node(node) => {
+                    asks.entry(node).or_default().insert(partition, offset);
+                }
+                TokenSource::Here(shard) => waits.push(async move {
+                    if !shard.wait_applied(offset, timeout).await {
+                        return Err(QueryError::ConsistencyTimeout {
+                            partition,
+                            applied: shard.next_offset().saturating_sub(1),
+                            needed: offset,
+                            waited_ms: timeout.as_millis() as u64,
+                        });
+                    }
+                    let floor = shard.shard.hlc_floor().map_err(|e| {
+                        QueryError::Internal(format!(
+                            "reading partition {partition}'s clock floor: {e}"
+                        ))
+                    })?;
+                    Ok(BTreeMap::from([(partition, floor.0)]))
+                }),
+            }
+        }
+        let left = timeout.saturating_sub(began.elapsed());
+        let remote = asks
+            .into_iter()
+            .map(|(node, token)| self.remote_token_floors(collection, node, token, left));
+        let (here, there) = futures::future::join(
+            futures::future::try_join_all(waits),
+            futures::future::try_join_all(remote),
+        )
+        .await;
+        let floors: BTreeMap<u32, u64> = here?.into_iter().chain(there?).flatten().collect();
+        Ok(TokenFloors { region, floors })
+    }
+
+    /// [`Searcher::token_floors`] for `token`'s partitions, asked of `node` of this region.
+    async fn remote_token_floors(
+        &self,
+        collection: &str,
+        node: String,
+        token: BTreeMap<u32, u64>,
+        wait: Duration,
+    ) -> Result<BTreeMap<u32, u64>, QueryError> {
+        let address = self
+            .routing()
+            .nodes
+            .get(&node)
+            .map(|n| n.address.clone())
+            .ok_or_else(|| QueryError::Unavailable(format!("node {node} has no known address")))?;
+        let url = format!(
+            "{}://{address}/internal/collections/{collection}/token-floors",
+            self.scheme
+        );
+        let asked: BTreeSet<u32> = token.keys().copied().collect();
+        let body = TokenFloorsRequest {
+            token,
+            timeout_ms: Some(wait.as_millis() as u64),
+            forwarded: true,
+        };
+        let response = self
+            .internal_post(url)
+            .timeout(wait + Duration::from_secs(5))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| QueryError::Unavailable(format!("node {node} did not answer: {e}")))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        if status != 200 {
+            let why = format!("node {node} answered {status}: {}", text.trim());
+            return Err(if status == 504 {
+                QueryError::SessionTimeout(why)
+            } else {
+                QueryError::Unavailable(why)
+            });
+        }
+        let answer: TokenFloors = serde_json::from_str(&text)
+            .map_err(|e| QueryError::Unavailable(format!("node {node}'s answer: {e}")))?;
+        if answer.floors.keys().copied().collect::<BTreeSet<u32>>() != asked {
+            return Err(QueryError::Unavailable(format!(
+                "node {node} answered other partitions than asked"
+            )));
+        }
+        Ok(answer.floors)
+    }
+}
+
+/// `region`'s floor of this shard's partition as merged here (committed), or `None` when
+/// this shard does not merge that region.
+fn merged_floor(hosted: &HostedShard, region: &str) -> Option<Hlc> {
+    hosted
+        .floors()
+        .into_iter()
+        .skip(1) // this region's own
+        .find(|(r, _)| r == region)
+        .map(|(_, floor)| floor)
+}
+
+/// Wait (bounded) until this shard has merged `session.region`'s copy of its partition
+/// up to `session.floor`: then every write of that region's token is applied here.
+async fn wait_region_floor(
+    hosted: &HostedShard,
+    session: &RegionFloor,
+    timeout: Duration,
+) -> Result<(), QueryError> {
+    let region = session.region.as_str();
+    let needed = Hlc(session.floor);
+    // Subscribe before the first look: a merge in between wakes the wait.
+    let mut merges = hosted.merges();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let Some(floor) = merged_floor(hosted, region) else {
+            return Err(QueryError::Invalid(format!(
+                "a session token of region `{region}` cannot be checked here: this region does not merge `{region}` (--mirror-regions); read it in `{region}`"
+            )));
+        };
+        if floor >= needed {
+            return Ok(());
+        }
+        // A merge wakes the wait; a look every 250 ms covers anything else (a reopened
+        // shard's first merge).
+        let wake = deadline.min(tokio::time::Instant::now() + Duration::from_millis(250));
+        let woke = tokio::time::timeout_at(wake, merges.changed()).await;
+        if tokio::time::Instant::now() >= deadline || matches!(woke, Ok(Err(_))) {
+            let floor = merged_floor(hosted, region).unwrap_or_default();
+            if floor >= needed {
+                return Ok(());
+            }
+            return Err(QueryError::SessionTimeout(session_behind_message(
+                region,
+                hosted.partition,
+                floor,
+                needed,
+                timeout,
+            )));
+        }
+    }
+}
+
+/// The 504 of a session read this region has not merged far enough.
+fn session_behind_message(
+    region: &str,
+    partition: u32,
+    floor: Hlc,
+    needed: Hlc,
+    waited: Duration,
+) -> String {
+    format!(
+        "consistency wait timed out after {} ms: this region has merged region `{region}`'s partition {partition} up to its clock {} ms, the session token needs {} ms ({} ms short): the token's writes have not reached this region yet; retry, raise timeout_ms, or read in region `{region}`",
+        waited.as_millis(),
+        floor.physical_ms(),
+        needed.physical_ms(),
+        needed.physical_ms().saturating_sub(floor.physical_ms()),
+    )
 }
 
 /// What a shard search's own effort and rescoring are.
@@ -1629,7 +2066,8 @@ const INLINE_MAX_PENDING: u64 = 4096;
 
 /// Whether a search of `hosted` is cheap enough to run on a request's own thread: the
 /// hot engine (memory only, no disk read to wait for), no tenant filter (whose item set
-/// is read from the store), k and effort bounded, a short tail, the token applied.
+/// is read from the store), k and effort bounded, a short tail, the token applied (and
+/// another region's session floor merged).
 fn inline_is_cheap(hosted: &HostedShard, call: &ShardSearch) -> bool {
     let shard = &hosted.shard;
     call.floor.is_none()
@@ -1639,6 +2077,9 @@ fn inline_is_cheap(hosted: &HostedShard, call: &ShardSearch) -> bool {
         && call
             .after
             .is_none_or(|needed| hosted.next_offset() > needed)
+        && call.session.as_ref().is_none_or(|session| {
+            merged_floor(hosted, &session.region).is_some_and(|f| f >= Hlc(session.floor))
+        })
         && hosted.failure().is_none()
         && shard.pending() <= INLINE_MAX_PENDING
         && shard.engine() == EngineKind::Hnsw
@@ -2010,6 +2451,143 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&rendered).unwrap(),
             expected
+        );
+    }
+
+    fn consistency(value: serde_json::Value) -> Consistency {
+        serde_json::from_value(value).expect("a consistency parses")
+    }
+
+    #[test]
+    fn a_session_token_may_name_its_region_and_nothing_else_may() {
+        let c = consistency(serde_json::json!({"after": {"0": 3}, "region": "west"}));
+        assert_eq!(c.level().unwrap(), ConsistencyLevel::Session);
+        assert_eq!(c.token_region("east"), Some("west"));
+        assert_eq!(c.token_region("west"), None, "its own region: today's rule");
+        let c = consistency(serde_json::json!({"after": {"0": 3}}));
+        assert_eq!(c.token_region("east"), None);
+        for (value, why) in [
+            (
+                serde_json::json!({"level": "strong", "region": "west"}),
+                "session` only",
+            ),
+            (
+                serde_json::json!({"level": "bounded", "max_staleness_ms": 5, "region": "west"}),
+                "session` only",
+            ),
+            (
+                serde_json::json!({"level": "eventual", "region": "west"}),
+                "session` only",
+            ),
+            (
+                serde_json::json!({"after": {"0": 1}, "region": ""}),
+                "region name",
+            ),
+            (
+                serde_json::json!({"after": {"0": 1}, "region": "a/b"}),
+                "region name",
+            ),
+            (
+                serde_json::json!({"after": {"0": 1}, "region": "x".repeat(MAX_REGION_NAME + 1)}),
+                "region name",
+            ),
+            (
+                serde_json::json!({"level": "session", "region": "west"}),
+                "needs a token",
+            ),
+        ] {
+            match consistency(value.clone()).level() {
+                Err(QueryError::Invalid(m)) => assert!(m.contains(why), "{value}: {m}"),
+                other => panic!("{value}: {other:?}"),
+            }
+        }
+        assert!(check_region_name("us-east_1.b").is_ok());
+        // Unknown fields stay refused; the field round-trips and is left out when absent.
+        assert!(serde_json::from_value::<Consistency>(serde_json::json!({"regoin": "w"})).is_err());
+        let plain =
+            serde_json::to_value(consistency(serde_json::json!({"after": {"1": 2}}))).unwrap();
+        assert!(plain.get("region").is_none(), "{plain}");
+        let request = SearchRequest::from_json(
+            br#"{"vector": [1, 2], "consistency": {"after": {"1": 2}, "region": "west"}}"#,
+        )
+        .unwrap();
+        assert_eq!(request.consistency.unwrap().region.as_deref(), Some("west"));
+    }
+
+    #[test]
+    fn tokens_from_other_regions_name_partitions_of_the_collection() {
+        let request = |v: serde_json::Value| -> TokenFloorsRequest {
+            serde_json::from_value(v).expect("parses")
+        };
+        assert!(request(serde_json::json!({"token": {"0": 5, "3": 1}}))
+            .check(4)
+            .is_ok());
+        for (value, why) in [
+            (serde_json::json!({"token": {}}), "no partition"),
+            (
+                serde_json::json!({"token": {"4": 1}}),
+                "partition 4, the collection has 4",
+            ),
+            (
+                serde_json::json!({"token": {"0": 1}, "timeout_ms": 300_001}),
+                "timeout_ms must be at most",
+            ),
+        ] {
+            match request(value.clone()).check(4) {
+                Err(QueryError::Invalid(m)) => assert!(m.contains(why), "{value}: {m}"),
+                other => panic!("{value}: {other:?}"),
+            }
+        }
+        assert!(serde_json::from_value::<TokenFloorsRequest>(
+            serde_json::json!({"token": {"0": 1}, "collection": "x"})
+        )
+        .is_err());
+        assert!(serde_json::from_value::<TokenFloorsRequest>(
+            serde_json::json!({"token": {"p": 1}})
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn per_shard_calls_carry_a_session_floor_only_when_there_is_one() {
+        let call: ShardSearch = serde_json::from_value(serde_json::json!({
+            "incarnation": 1, "range": {"start": 0, "end": null}, "vector": [1.0], "k": 1,
+        }))
+        .unwrap();
+        assert!(call.session.is_none());
+        assert!(serde_json::to_value(&call)
+            .unwrap()
+            .get("session")
+            .is_none());
+        let mut with = call.clone();
+        with.session = Some(RegionFloor {
+            region: "west".into(),
+            floor: 42,
+        });
+        let back: ShardSearch =
+            serde_json::from_value(serde_json::to_value(&with).unwrap()).unwrap();
+        assert_eq!(back.session, with.session);
+        assert!(back.check(1).is_ok());
+        with.session = Some(RegionFloor {
+            region: "no such region".into(),
+            floor: 42,
+        });
+        assert!(matches!(with.check(1), Err(QueryError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_session_short_of_its_floor_says_by_how_much_and_what_to_do() {
+        let m = session_behind_message(
+            "west",
+            3,
+            Hlc::new(1_000, 2),
+            Hlc::new(1_250, 0),
+            Duration::from_millis(2000),
+        );
+        assert!(m.contains("2000 ms") && m.contains("partition 3"), "{m}");
+        assert!(
+            m.contains("250 ms short") && m.contains("region `west`"),
+            "{m}"
         );
     }
 }
