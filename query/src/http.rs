@@ -332,6 +332,20 @@ fn internal_body<T: serde::de::DeserializeOwned>(
 }
 
 /// A per-shard search from another node's router, checked like a public search.
+/// The spec of `collection` as this node's catalog has it (404 when it has none), for the
+/// internal routes that check a body against it.
+fn known_spec(
+    state: &QueryState,
+    collection: &str,
+) -> Result<hektor_topics::record::CollectionSpec, ApiError> {
+    Ok(state
+        .searcher
+        .host()
+        .catalog()
+        .get(collection)
+        .ok_or_else(|| QueryError::UnknownCollection(collection.to_owned()))?)
+}
+
 #[utoipa::path(
     post,
     path = "/internal/collections/{collection}/shard-search",
@@ -354,12 +368,7 @@ async fn internal_search(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let call: ShardSearch = internal_body(body)?;
-    let spec = state
-        .searcher
-        .host()
-        .catalog()
-        .get(&collection)
-        .ok_or_else(|| QueryError::UnknownCollection(collection.clone()))?;
+    let spec = known_spec(&state, &collection)?;
     call.check(spec.dimension)?;
     let shard = held(&state, &collection, call.incarnation, call.range).await?;
     state.searcher.note_shard_search();
@@ -434,12 +443,7 @@ async fn internal_token_floors(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: TokenFloorsRequest = internal_body(body)?;
-    let spec = state
-        .searcher
-        .host()
-        .catalog()
-        .get(&collection)
-        .ok_or_else(|| QueryError::UnknownCollection(collection.clone()))?;
+    let spec = known_spec(&state, &collection)?;
     request.check(spec.partitions)?;
     let floors = state.searcher.token_floors(&collection, &request).await?;
     Ok(Json(floors).into_response())

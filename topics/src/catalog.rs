@@ -533,18 +533,24 @@ impl Catalog {
         }
     }
 
+    /// Skip record `offset` of region `region`'s catalog for `err`: warned (rate limited)
+    /// and counted for that region; the records after it still apply.
+    fn refuse_mirrored(&self, region: &str, offset: u64, err: &Error) {
+        self.refused_mirrored.refuse(offset, err);
+        self.followed
+            .lock()
+            .entry(region.into())
+            .or_default()
+            .view
+            .refused += 1;
+    }
+
     /// One record of region `region`'s catalog: check it, decide, adopt.
     async fn take_mirrored(&self, region: &str, stored: &StoredRecord) -> Result<()> {
         let read = match CatalogRead::of(stored) {
             Ok(read) => read,
             Err(err) => {
-                self.refused_mirrored.refuse(stored.offset, &err);
-                self.followed
-                    .lock()
-                    .entry(region.into())
-                    .or_default()
-                    .view
-                    .refused += 1;
+                self.refuse_mirrored(region, stored.offset, &err);
                 return Ok(());
             }
         };
@@ -598,14 +604,7 @@ impl Catalog {
                         | hektor_log::LogError::InvalidPartitions { .. }
                         | hektor_log::LogError::InvalidName { .. }),
                     ) => {
-                        let err = Error::Log(err);
-                        self.refused_mirrored.refuse(stored.offset, &err);
-                        self.followed
-                            .lock()
-                            .entry(region.into())
-                            .or_default()
-                            .view
-                            .refused += 1;
+                        self.refuse_mirrored(region, stored.offset, &Error::Log(err));
                         return Ok(());
                     }
                     Err(err) => return Err(err.into()),
