@@ -344,6 +344,7 @@ class Consistency(Message):
     max_staleness_ms: Optional[int] = None
     after: Dict[int, int] = field(default_factory=dict)
     timeout_ms: Optional[int] = None
+    region: Optional[str] = None
 
     NAME = "Consistency"
     FIELDS = (
@@ -351,6 +352,7 @@ class Consistency(Message):
         Field(2, "max_staleness_ms", "uint64", "optional"),
         Field(3, "after", "map_u32_u64"),
         Field(4, "timeout_ms", "uint64", "optional"),
+        Field(5, "region", "string", "optional"),
     )
 
 
@@ -529,12 +531,14 @@ class WriteResponse(Message):
     token: Dict[int, int] = field(default_factory=dict)
     written: int = 0
     regions: List[RegionApplied] = field(default_factory=list)
+    region: str = ""
 
     NAME = "WriteResponse"
     FIELDS = (
         Field(1, "token", "map_u32_u64"),
         Field(2, "written", "uint32"),
         Field(3, "regions", RegionApplied, "repeated"),
+        Field(4, "region", "string"),
     )
 
 
