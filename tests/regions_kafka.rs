@@ -1624,6 +1624,28 @@ fn hektor_regions_catalog_follows_creates_and_drops_across_regions() {
             },
         );
     }
+    // GET /cluster names it under the other region's catalog too.
+    for (node, other) in [(&wnode, &east), (&enode, &west)] {
+        let (status, view) = common::get(&format!("{}/cluster", node.url));
+        assert_eq!(status, 200, "{view}");
+        let region = view["regions"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["region"] == json!(other)))
+            .unwrap_or_else(|| panic!("{}: no region {other} in {view}", node.url));
+        let named = region["catalog"]["conflicts"]
+            .as_array()
+            .is_some_and(|names| names.iter().any(|n| n == &json!(twice)));
+        assert!(
+            named,
+            "{}: {twice} not among {other}'s conflicts: {region}",
+            node.url
+        );
+        assert!(
+            region["catalog"]["adopted"].as_u64().unwrap_or(0) > 0,
+            "{}: {region}",
+            node.url
+        );
+    }
     let dimension_in = |node: &common::Server| {
         let (status, view) = common::get(&format!("{}/collections/{twice}", node.url));
         assert_eq!(status, 200, "{view}");

@@ -979,11 +979,35 @@ fn regions(state: &QueryState) -> Vec<serde_json::Value> {
             .entry(region.clone())
             .or_insert((0, 0, 0, u64::MAX, u64::MAX));
     }
+    // How this node follows each region's catalog, with the names it created with other
+    // settings than this region's (each region keeps its own until one drops the name).
+    let catalog = state.searcher.host().catalog();
+    let conflicts = catalog.conflicts();
+    let mut catalog_views: std::collections::BTreeMap<String, serde_json::Value> = catalog
+        .regions_view()
+        .into_iter()
+        .map(|view| {
+            let names: Vec<&str> = conflicts
+                .iter()
+                .filter(|c| c.region == view.region)
+                .map(|c| c.collection.as_str())
+                .collect();
+            let mut value = json!(view);
+            value["conflicts"] = json!(names);
+            (view.region, value)
+        })
+        .collect();
+    for region in catalog_views.keys() {
+        by_region
+            .entry(region.clone())
+            .or_insert((0, 0, 0, u64::MAX, u64::MAX));
+    }
     by_region
         .into_iter()
         .map(|(region, (shards, behind, newest, oldest, ours))| {
             let oldest = if oldest == u64::MAX { 0 } else { oldest };
             let peer = peer_views.remove(&region);
+            let catalog = catalog_views.remove(&region);
             json!({
                 "region": region,
                 "shards": shards,
@@ -995,6 +1019,7 @@ fn regions(state: &QueryState) -> Vec<serde_json::Value> {
                 // The measured round trip to that region's node (`--region-peers`).
                 "rtt_ms": peer.as_ref().and_then(|p| p["rtt_ms"].as_f64()),
                 "peer": peer,
+                "catalog": catalog,
             })
         })
         .collect()

@@ -168,6 +168,13 @@ pub struct RegionView {
     /// null without a peer.
     #[schema(value_type = Option<Object>)]
     pub peer: Option<serde_json::Value>,
+    /// How this node follows that region's catalog (`--mirror-regions`): `{"region",
+    /// "next_offset", "read", "adopted", "refused", "error", "conflicts"}`, `conflicts`
+    /// naming the collections that region created with other settings than this
+    /// region's (each keeps its own until one of them drops the name); null when not
+    /// followed.
+    #[schema(value_type = Option<Object>)]
+    pub catalog: Option<serde_json::Value>,
 }
 
 /// Storage cost by tier in `GET /cluster` (`hektor_cluster::cost`): every copy the live
