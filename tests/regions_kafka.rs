@@ -1695,6 +1695,65 @@ fn hektor_regions_catalog_follows_creates_and_drops_across_regions() {
     assert_eq!(dimension_in(&wnode), Some(2 * DIM as u64));
 }
 
+/// Dimension of the collection a [`Wan`] creates.
+const WAN_DIM: usize = 8;
+
+/// Two regions with 35 ms each way on every path between them (Kafka's and the nodes'
+/// HTTP), a node in each (ticks every 100 ms) and one collection created in both, open.
+struct Wan {
+    west: String,
+    east: String,
+    wnode: common::Server,
+    enode: common::Server,
+    collection: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Wan {
+    fn start(setup: &Setup, tag: &str) -> Wan {
+        let (west, east) = (setup.regions[0].clone(), setup.regions[1].clone());
+        for proxy in setup.proxies_between(&west, &east) {
+            setup.toxic_both_ways(
+                &proxy,
+                "wan",
+                "latency",
+                json!({"latency": 35, "jitter": 0}),
+            );
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let fast = ["--tick-ms", "100"];
+        let wnode = start_region_node(setup, &west, &tmp.path().join("west"), &fast);
+        let enode = start_region_node(setup, &east, &tmp.path().join("east"), &fast);
+        let collection = common::unique(tag);
+        common::create_collection(&wnode.url, &collection, WAN_DIM, 2);
+        common::create_collection(&enode.url, &collection, WAN_DIM, 2);
+        for node in [&wnode, &enode] {
+            wait_open(&node.url, &collection);
+        }
+        Wan {
+            west,
+            east,
+            wnode,
+            enode,
+            collection,
+            _tmp: tmp,
+        }
+    }
+}
+
+/// Vector `i` of a [`Wan`]'s collection: along axis `i mod WAN_DIM`, the rest small.
+fn wan_vector(i: usize) -> Vec<f32> {
+    (0..WAN_DIM)
+        .map(|d| {
+            if d == i % WAN_DIM {
+                1.0
+            } else {
+                0.01 * (i / WAN_DIM + 1) as f32
+            }
+        })
+        .collect()
+}
+
 /// Consistency levels of reads and replication levels of writes across two regions over
 /// a 35 ms (each way) WAN, then with the regions cut off from each other:
 /// - a `strong` search in one region sees a write acknowledged in the other just before
@@ -1712,38 +1771,15 @@ fn hektor_regions_consistency_and_write_levels() {
     let Some(setup) = Setup::start() else {
         return;
     };
-    let (west, east) = (setup.regions[0].clone(), setup.regions[1].clone());
-    // 35 ms each way on every path between the regions: Kafka's and the nodes' HTTP.
-    for proxy in setup.proxies_between(&west, &east) {
-        setup.toxic_both_ways(
-            &proxy,
-            "wan",
-            "latency",
-            json!({"latency": 35, "jitter": 0}),
-        );
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let fast = ["--tick-ms", "100"];
-    let wnode = start_region_node(&setup, &west, &tmp.path().join("west"), &fast);
-    let enode = start_region_node(&setup, &east, &tmp.path().join("east"), &fast);
-    let collection = common::unique("levels");
-    const DIM: usize = 8;
-    common::create_collection(&wnode.url, &collection, DIM, 2);
-    common::create_collection(&enode.url, &collection, DIM, 2);
-    for node in [&wnode, &enode] {
-        wait_open(&node.url, &collection);
-    }
-    let vector_of = |i: usize| -> Vec<f32> {
-        (0..DIM)
-            .map(|d| {
-                if d == i % DIM {
-                    1.0
-                } else {
-                    0.01 * (i / DIM + 1) as f32
-                }
-            })
-            .collect()
-    };
+    let Wan {
+        west,
+        east,
+        wnode,
+        enode,
+        collection,
+        _tmp,
+    } = Wan::start(&setup, "levels");
+    let vector_of = |i: usize| wan_vector(i);
     let write = |node: &common::Server, id: &str, v: &[f32], query: &str| {
         common::post(
             &format!("{}/collections/{collection}/vectors{query}", node.url),
@@ -2058,37 +2094,15 @@ fn hektor_regions_session_tokens_cross_regions() {
     let Some(setup) = Setup::start() else {
         return;
     };
-    let (west, east) = (setup.regions[0].clone(), setup.regions[1].clone());
-    for proxy in setup.proxies_between(&west, &east) {
-        setup.toxic_both_ways(
-            &proxy,
-            "wan",
-            "latency",
-            json!({"latency": 35, "jitter": 0}),
-        );
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let fast = ["--tick-ms", "100"];
-    let wnode = start_region_node(&setup, &west, &tmp.path().join("west"), &fast);
-    let enode = start_region_node(&setup, &east, &tmp.path().join("east"), &fast);
-    let collection = common::unique("session");
-    const DIM: usize = 8;
-    common::create_collection(&wnode.url, &collection, DIM, 2);
-    common::create_collection(&enode.url, &collection, DIM, 2);
-    for node in [&wnode, &enode] {
-        wait_open(&node.url, &collection);
-    }
-    let vector_of = |i: usize| -> Vec<f32> {
-        (0..DIM)
-            .map(|d| {
-                if d == i % DIM {
-                    1.0
-                } else {
-                    0.01 * (i / DIM + 1) as f32
-                }
-            })
-            .collect()
-    };
+    let Wan {
+        west,
+        east,
+        wnode,
+        enode,
+        collection,
+        _tmp,
+    } = Wan::start(&setup, "session");
+    let vector_of = |i: usize| wan_vector(i);
     let write = |node: &common::Server, id: &str, v: &[f32]| {
         common::post(
             &format!("{}/collections/{collection}/vectors", node.url),
